@@ -1,0 +1,146 @@
+//! Check `pg_connectivity`: can the agent reach PostgreSQL and run a query, how long does a
+//! round trip take, and which server is it (version, start time, recovery). One simple-protocol
+//! statement per run; on failure `rose_pg_up` is 0, never a stale 1.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{BoxFuture, Check, Observation};
+use crate::catalog::{self, Sample};
+use crate::error::{CheckError, ErrorKind};
+use crate::pg::PgTarget;
+
+pub const ID: &str = "pg_connectivity";
+
+const SQL: &str = "SELECT current_setting('server_version_num'), current_setting('server_version'), \
+     extract(epoch FROM pg_postmaster_start_time()), pg_is_in_recovery()";
+
+/// What a successful run saw.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Connectivity {
+    pub target: String,
+    pub roundtrip_seconds: f64,
+    /// Set-up time of the connection in use.
+    pub connect_seconds: f64,
+    pub server_version_num: u32,
+    pub server_version: String,
+    pub postmaster_start_time_seconds: f64,
+    pub in_recovery: bool,
+}
+
+impl Connectivity {
+    /// Major version (13, 14, ... 18).
+    pub fn major(&self) -> u32 {
+        self.server_version_num / 10_000
+    }
+}
+
+pub struct ConnectivityCheck {
+    pg: Arc<PgTarget>,
+}
+
+impl ConnectivityCheck {
+    pub fn new(pg: Arc<PgTarget>) -> Self {
+        ConnectivityCheck { pg }
+    }
+}
+
+impl Check for ConnectivityCheck {
+    fn id(&self) -> &'static str {
+        ID
+    }
+    fn timeout(&self) -> Duration {
+        self.pg.limits().connect_timeout
+            + self.pg.limits().query_timeout
+            + Duration::from_millis(100)
+    }
+    fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
+        Box::pin(async move {
+            let conn = self.pg.conn().await?;
+            let started = Instant::now();
+            let rows = self.pg.simple_query(&conn, SQL).await?;
+            let roundtrip = started.elapsed();
+            let row = rows.first().ok_or_else(|| {
+                CheckError::new(ErrorKind::Protocol, "connectivity query returned no row")
+            })?;
+            let text = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+            Ok(Observation::PgConnectivity(Connectivity {
+                target: self.pg.target().to_owned(),
+                roundtrip_seconds: roundtrip.as_secs_f64(),
+                connect_seconds: conn.connect_duration.as_secs_f64(),
+                server_version_num: text(0).parse().unwrap_or(0),
+                server_version: text(1)
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+                postmaster_start_time_seconds: text(2).parse().unwrap_or(0.0),
+                in_recovery: text(3) == "t",
+            }))
+        })
+    }
+    fn failure_samples(&self, _err: &CheckError, out: &mut Vec<Sample>) {
+        out.push(Sample::new(&catalog::PG_UP, &[], 0.0));
+    }
+}
+
+/// Pure: the series of a successful run.
+pub fn samples(o: &Connectivity, out: &mut Vec<Sample>) {
+    out.push(Sample::new(&catalog::PG_UP, &[], 1.0));
+    out.push(Sample::new(
+        &catalog::PG_ROUNDTRIP,
+        &[],
+        o.roundtrip_seconds,
+    ));
+    out.push(Sample::new(&catalog::PG_CONNECT, &[], o.connect_seconds));
+    out.push(Sample::new(
+        &catalog::PG_VERSION_NUM,
+        &[],
+        f64::from(o.server_version_num),
+    ));
+    out.push(Sample::owned(
+        &catalog::PG_VERSION_INFO,
+        vec![o.server_version.clone(), o.major().to_string()],
+        1.0,
+    ));
+    out.push(Sample::new(
+        &catalog::PG_START_TIME,
+        &[],
+        o.postmaster_start_time_seconds,
+    ));
+    out.push(Sample::new(
+        &catalog::PG_IN_RECOVERY,
+        &[],
+        if o.in_recovery { 1.0 } else { 0.0 },
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn up_and_version_series() {
+        let o = Connectivity {
+            target: "h:5432/rose".into(),
+            roundtrip_seconds: 0.002,
+            connect_seconds: 0.01,
+            server_version_num: 150018,
+            server_version: "15.18".into(),
+            postmaster_start_time_seconds: 1.7e9,
+            in_recovery: false,
+        };
+        let mut out = Vec::new();
+        samples(&o, &mut out);
+        assert_eq!(out[0].def.name, "rose_pg_up");
+        assert_eq!(out[0].num(), Some(1.0));
+        let info = out
+            .iter()
+            .find(|s| s.def.name == "rose_pg_server_info")
+            .unwrap();
+        assert_eq!(info.labels, vec!["15.18".to_owned(), "15".to_owned()]);
+        assert_eq!(o.major(), 15);
+    }
+}

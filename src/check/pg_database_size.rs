@@ -1,0 +1,74 @@
+//! Check `pg_database_size`: the size of the monitored database (the guide's
+//! `pg_database_size('railway')`). Slow cadence: it walks the database's files.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{BoxFuture, Cadence, Check, Observation};
+use crate::catalog::{self, Sample};
+use crate::error::{CheckError, ErrorKind};
+use crate::pg::PgTarget;
+
+pub const ID: &str = "pg_database_size";
+
+const SQL: &str = "SELECT current_database(), pg_database_size(current_database())";
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DatabaseSize {
+    pub datname: String,
+    pub bytes: u64,
+}
+
+pub struct DatabaseSizeCheck {
+    pg: Arc<PgTarget>,
+}
+
+impl DatabaseSizeCheck {
+    pub fn new(pg: Arc<PgTarget>) -> Self {
+        DatabaseSizeCheck { pg }
+    }
+}
+
+impl Check for DatabaseSizeCheck {
+    fn id(&self) -> &'static str {
+        ID
+    }
+    fn cadence(&self) -> Cadence {
+        Cadence::Slow
+    }
+    fn timeout(&self) -> Duration {
+        self.pg.limits().connect_timeout
+            + self.pg.limits().query_timeout
+            + Duration::from_millis(100)
+    }
+    fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
+        Box::pin(async move {
+            let conn = self.pg.conn().await?;
+            let rows = self.pg.simple_query(&conn, SQL).await?;
+            let row = rows.first().ok_or_else(|| {
+                CheckError::new(ErrorKind::Protocol, "size query returned no row")
+            })?;
+            let datname = row.first().cloned().flatten().unwrap_or_default();
+            let bytes = row
+                .get(1)
+                .cloned()
+                .flatten()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| {
+                    CheckError::new(ErrorKind::Protocol, "pg_database_size returned no number")
+                })?;
+            Ok(Observation::PgDatabaseSize(DatabaseSize { datname, bytes }))
+        })
+    }
+}
+
+/// Pure: the series of a successful run.
+pub fn samples(o: &DatabaseSize, out: &mut Vec<Sample>) {
+    out.push(Sample::owned(
+        &catalog::PG_DATABASE_SIZE,
+        vec![o.datname.clone()],
+        o.bytes as f64,
+    ));
+}

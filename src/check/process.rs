@@ -1,0 +1,101 @@
+//! Check `agent_process`: the agent's own resident memory, CPU time and open file descriptors,
+//! read with sysinfo (and `/proc/self/fd`). No I/O beyond the local `/proc`.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+use super::{BoxFuture, Check, Observation};
+use crate::catalog::{self, Sample};
+use crate::error::{CheckError, ErrorKind};
+
+pub const ID: &str = "agent_process";
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProcessStats {
+    pub rss_bytes: u64,
+    pub cpu_seconds: f64,
+    pub open_fds: Option<u64>,
+}
+
+pub struct ProcessCheck {
+    sys: Mutex<Option<System>>,
+    pid: Option<Pid>,
+}
+
+impl ProcessCheck {
+    pub fn new() -> Self {
+        ProcessCheck {
+            sys: Mutex::new(System::new().ok()),
+            pid: sysinfo::get_current_pid().ok(),
+        }
+    }
+
+    /// Reads the stats now (blocking, but only `/proc`).
+    pub fn read(&self) -> Result<ProcessStats, CheckError> {
+        let mut guard = self.sys.lock().unwrap_or_else(|p| p.into_inner());
+        let (Some(sys), Some(pid)) = (guard.as_mut(), self.pid) else {
+            return Err(CheckError::new(
+                ErrorKind::Io,
+                "sysinfo is not available on this system",
+            ));
+        };
+        sys.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[pid]),
+            true,
+            ProcessRefreshKind::nothing().with_memory().with_cpu(),
+        );
+        let p = sys
+            .process(pid)
+            .ok_or_else(|| CheckError::new(ErrorKind::Io, "own process not found"))?;
+        let open_fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count() as u64);
+        Ok(ProcessStats {
+            rss_bytes: p.memory(),
+            cpu_seconds: p.accumulated_cpu_time() as f64 / 1000.0,
+            open_fds,
+        })
+    }
+}
+
+impl Default for ProcessCheck {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Check for ProcessCheck {
+    fn id(&self) -> &'static str {
+        ID
+    }
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(2)
+    }
+    fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
+        Box::pin(async move { self.read().map(Observation::Process) })
+    }
+}
+
+/// Pure: the series of a successful run.
+pub fn samples(o: &ProcessStats, out: &mut Vec<Sample>) {
+    out.push(Sample::new(&catalog::AGENT_RSS, &[], o.rss_bytes as f64));
+    out.push(Sample::new(&catalog::AGENT_CPU, &[], o.cpu_seconds));
+    if let Some(n) = o.open_fds {
+        out.push(Sample::new(&catalog::AGENT_OPEN_FDS, &[], n as f64));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_process() {
+        let s = ProcessCheck::new().read().unwrap();
+        assert!(s.rss_bytes > 1_000_000, "{s:?}");
+        assert!(s.open_fds.unwrap_or(0) > 0);
+    }
+}

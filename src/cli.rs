@@ -1,0 +1,40 @@
+//! Command-line interface (clap derive). Only subcommands that work are exposed.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Keeps the PostgreSQL-backed Rose app healthy: watches PostgreSQL and the app, exports
+/// Prometheus metrics, and says what to do when something is wrong.
+#[derive(Debug, Parser)]
+#[command(name = "agent", version, about)]
+pub struct Cli {
+    /// Configuration file (TOML); environment variables override it.
+    #[arg(
+        long,
+        short = 'c',
+        env = "AGENT_CONFIG",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the checks on their schedule and serve /metrics, /healthz and /readyz.
+    ///
+    /// Configuration comes from the environment (the app's own DATABASE_URL,
+    /// FEATURE_DATABASE_TYPE, DATABASE_POOL_SIZE, DATABASE_MAX_OVERFLOW, ... and the agent's
+    /// AGENT_*) and an optional TOML file. See README.md.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Print the effective configuration (secrets redacted) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}

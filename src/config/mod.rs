@@ -1,0 +1,429 @@
+//! Validated configuration: the second stage of the raw -> validated parse. [`Config::load`]
+//! reads the optional TOML file, overlays the environment (env wins), and validates every field,
+//! returning either a [`Config`] that cannot be invalid or a [`ConfigError`] naming every bad key
+//! at once. [`Config::effective_toml`] prints what the agent will use, secrets redacted.
+
+mod raw;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use raw::{Env, Problem, ProcessEnv, RawConfig};
+
+use crate::dsn::{self, Dsn};
+
+/// Shortest interval accepted: short intervals are for tests and soaks, not production.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Which checkpointer the app is configured to use (`FEATURE_DATABASE_TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseType {
+    Sqlite,
+    Postgresql,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything validated. Built only by [`Config::from_raw`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub database: DatabaseConfig,
+    pub app: AppConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub listen: SocketAddr,
+    pub interval: Duration,
+    pub slow_interval: Duration,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// The DSN the agent monitors with; `None` when the app runs on SQLite and none is given.
+    pub dsn: Option<Dsn>,
+    /// Which key the DSN came from, for messages.
+    pub dsn_source: &'static str,
+    pub replica: Option<Dsn>,
+    pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
+    pub lock_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub database_type: DatabaseType,
+    pub pool_size: u32,
+    pub max_overflow: u32,
+    pub instances: u32,
+    pub sqlite_path: Option<PathBuf>,
+    pub base_url: String,
+}
+
+/// Every problem found, each naming its key.
+#[derive(Debug, Clone)]
+pub struct ConfigError(pub Vec<Problem>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "invalid configuration ({} problem{}):",
+            self.0.len(),
+            if self.0.len() == 1 { "" } else { "s" }
+        )?;
+        for p in &self.0 {
+            writeln!(f, "  - {}: {}", p.key, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl DatabaseConfig {
+    /// Client-side bound on one query: a little longer than the server's `statement_timeout`,
+    /// so the server cancels first and the client only catches a dead or frozen server.
+    pub fn query_timeout(&self) -> Duration {
+        self.statement_timeout + self.statement_timeout / 10 + Duration::from_millis(50)
+    }
+}
+
+impl Config {
+    /// Reads the file (if any) and the environment, and validates.
+    pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let mut raw = RawConfig::default();
+        if let Some(p) = path {
+            match std::fs::read_to_string(p) {
+                Ok(text) => match toml::from_str::<RawConfig>(&text) {
+                    Ok(r) => raw = r,
+                    Err(e) => problems.push(Problem {
+                        key: p.display().to_string(),
+                        message: dsn::redact(e.message()) + &line_hint(&text, e.span()),
+                    }),
+                },
+                Err(e) => problems.push(Problem {
+                    key: "--config".into(),
+                    message: format!("cannot read {}: {e}", p.display()),
+                }),
+            }
+        }
+        raw.overlay_env(env, &mut problems);
+        Config::from_raw(raw, problems)
+    }
+
+    /// Validates a raw config, adding to the problems already found.
+    pub fn from_raw(raw: RawConfig, mut problems: Vec<Problem>) -> Result<Config, ConfigError> {
+        let mut p = |key: &str, message: String| {
+            problems.push(Problem {
+                key: key.into(),
+                message,
+            })
+        };
+
+        let listen = match raw
+            .agent
+            .listen
+            .as_deref()
+            .unwrap_or("0.0.0.0:9188")
+            .parse::<SocketAddr>()
+        {
+            Ok(a) => a,
+            Err(_) => {
+                p(
+                    "AGENT_LISTEN",
+                    "must be an address:port such as 0.0.0.0:9188 or 127.0.0.1:9188".into(),
+                );
+                SocketAddr::from(([0, 0, 0, 0], 9188))
+            }
+        };
+        let mut dur = |key: &str, v: Option<&str>, default: Duration| -> Duration {
+            match v.map(humantime::parse_duration) {
+                None => default,
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    p(
+                        key,
+                        format!(
+                            "'{}' is not a duration such as 15s or 1m30s ({e})",
+                            v.unwrap_or_default()
+                        ),
+                    );
+                    default
+                }
+            }
+        };
+        let interval = dur(
+            "AGENT_INTERVAL",
+            raw.agent.interval.as_deref(),
+            Duration::from_secs(15),
+        );
+        let slow_interval = dur(
+            "AGENT_SLOW_INTERVAL",
+            raw.agent.slow_interval.as_deref(),
+            interval * 4,
+        );
+        let shutdown_grace = dur(
+            "AGENT_SHUTDOWN_GRACE",
+            raw.agent.shutdown_grace.as_deref(),
+            Duration::from_secs(5),
+        );
+        // Timeout defaults shrink with a short interval so that, unless set, they always fit.
+        let connect_timeout = dur(
+            "AGENT_CONNECT_TIMEOUT",
+            raw.database.connect_timeout.as_deref(),
+            Duration::from_secs(3).min(interval / 4),
+        );
+        let statement_timeout = dur(
+            "AGENT_STATEMENT_TIMEOUT",
+            raw.database.statement_timeout.as_deref(),
+            Duration::from_secs(5).min(interval / 3),
+        );
+        let lock_timeout = dur(
+            "AGENT_LOCK_TIMEOUT",
+            raw.database.lock_timeout.as_deref(),
+            Duration::from_secs(1),
+        );
+
+        let log_format = match raw
+            .agent
+            .log_format
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                p(
+                    "AGENT_LOG_FORMAT",
+                    format!("'{other}' is not one of: text, json"),
+                );
+                LogFormat::Text
+            }
+        };
+        let database_type = match raw
+            .app
+            .database_type
+            .as_deref()
+            .map(|s| s.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("sqlite") => DatabaseType::Sqlite,
+            Some("postgresql") => DatabaseType::Postgresql,
+            Some(other) => {
+                p(
+                    "FEATURE_DATABASE_TYPE",
+                    format!("'{other}' is not one of: sqlite, postgresql (as the app accepts)"),
+                );
+                DatabaseType::Sqlite
+            }
+        };
+        let mut count = |key: &str, v: Option<i64>, default: u32, min: i64| -> u32 {
+            match v {
+                None => default,
+                Some(n) if n >= min && n <= 100_000 => n as u32,
+                Some(n) => {
+                    p(key, format!("{n} is out of range ({min} to 100000)"));
+                    default
+                }
+            }
+        };
+        let pool_size = count("DATABASE_POOL_SIZE", raw.app.pool_size, 10, 1);
+        let max_overflow = count("DATABASE_MAX_OVERFLOW", raw.app.max_overflow, 20, 0);
+        let instances = count("AGENT_APP_INSTANCES", raw.app.instances, 1, 1);
+
+        // The monitoring DSN and where it came from.
+        let mut dsn_text: Option<(String, &'static str)> = None;
+        if let Some(u) = raw.database.url {
+            dsn_text = Some((u, "AGENT_DATABASE_URL"));
+        } else if let Some(f) = raw.database.url_file {
+            match std::fs::read_to_string(&f) {
+                Ok(t) => dsn_text = Some((t.trim().to_owned(), "AGENT_DATABASE_URL_FILE")),
+                Err(e) => p("AGENT_DATABASE_URL_FILE", format!("cannot read {f}: {e}")),
+            }
+        } else if let Some(u) = raw.app.database_url {
+            dsn_text = Some((u, "DATABASE_URL"));
+        }
+        let dsn_source = dsn_text
+            .as_ref()
+            .map(|(_, k)| *k)
+            .unwrap_or("AGENT_DATABASE_URL");
+        let dsn = match dsn_text {
+            Some((t, key)) => match Dsn::parse(&t) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    p(key, format!("{e}"));
+                    None
+                }
+            },
+            None => {
+                if database_type == DatabaseType::Postgresql {
+                    p(
+                        "DATABASE_URL",
+                        "FEATURE_DATABASE_TYPE=postgresql but no DSN is set: set AGENT_DATABASE_URL (monitoring role) or DATABASE_URL".into(),
+                    );
+                }
+                None
+            }
+        };
+        let replica = match raw.database.replica_url {
+            Some(t) => match Dsn::parse(&t) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    p("DATABASE_READ_REPLICA_URL", format!("{e}"));
+                    None
+                }
+            },
+            None => None,
+        };
+        let base_url = raw
+            .app
+            .base_url
+            .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            p(
+                "APP_BASE_URL",
+                format!(
+                    "'{}' must start with http:// or https://",
+                    dsn::redact(&base_url)
+                ),
+            );
+        }
+
+        if interval < MIN_INTERVAL {
+            p(
+                "AGENT_INTERVAL",
+                format!(
+                    "must be at least {}",
+                    humantime::format_duration(MIN_INTERVAL)
+                ),
+            );
+        }
+        if slow_interval < interval {
+            p(
+                "AGENT_SLOW_INTERVAL",
+                "must not be shorter than AGENT_INTERVAL".into(),
+            );
+        }
+        if connect_timeout.is_zero() {
+            p(
+                "AGENT_CONNECT_TIMEOUT",
+                "must be greater than zero: every wait is bounded".into(),
+            );
+        }
+        if statement_timeout < Duration::from_millis(10) {
+            p(
+                "AGENT_STATEMENT_TIMEOUT",
+                "must be at least 10ms: 0 would disable the server-side bound".into(),
+            );
+        }
+        let db = DatabaseConfig {
+            dsn,
+            dsn_source,
+            replica,
+            connect_timeout,
+            statement_timeout,
+            lock_timeout,
+        };
+        if interval >= MIN_INTERVAL && connect_timeout + db.query_timeout() > interval {
+            p(
+                "AGENT_INTERVAL",
+                format!(
+                    "{} is shorter than AGENT_CONNECT_TIMEOUT + AGENT_STATEMENT_TIMEOUT (+10% margin) = {}: a dead database would not be reported within one interval; raise the interval or lower the timeouts",
+                    humantime::format_duration(interval),
+                    humantime::format_duration(connect_timeout + db.query_timeout())
+                ),
+            );
+        }
+
+        if !problems.is_empty() {
+            return Err(ConfigError(problems));
+        }
+        Ok(Config {
+            agent: AgentConfig {
+                listen,
+                interval,
+                slow_interval,
+                shutdown_grace,
+                log_format,
+            },
+            database: db,
+            app: AppConfig {
+                database_type,
+                pool_size,
+                max_overflow,
+                instances,
+                sqlite_path: raw.app.sqlite_path.map(PathBuf::from),
+                base_url,
+            },
+        })
+    }
+
+    /// The effective configuration as TOML, in the file's own shape, with secrets redacted.
+    pub fn effective_toml(&self) -> String {
+        let h = |d: Duration| humantime::format_duration(d).to_string();
+        let raw = RawConfig {
+            agent: raw::RawAgent {
+                listen: Some(self.agent.listen.to_string()),
+                interval: Some(h(self.agent.interval)),
+                slow_interval: Some(h(self.agent.slow_interval)),
+                shutdown_grace: Some(h(self.agent.shutdown_grace)),
+                log_format: Some(format!("{:?}", self.agent.log_format).to_lowercase()),
+            },
+            database: raw::RawDatabase {
+                url: self.database.dsn.as_ref().map(Dsn::redacted_url),
+                url_file: None,
+                replica_url: self.database.replica.as_ref().map(Dsn::redacted_url),
+                connect_timeout: Some(h(self.database.connect_timeout)),
+                statement_timeout: Some(h(self.database.statement_timeout)),
+                lock_timeout: Some(h(self.database.lock_timeout)),
+            },
+            app: raw::RawApp {
+                database_url: None,
+                database_type: Some(format!("{:?}", self.app.database_type).to_lowercase()),
+                pool_size: Some(self.app.pool_size.into()),
+                max_overflow: Some(self.app.max_overflow.into()),
+                instances: Some(self.app.instances.into()),
+                sqlite_path: self
+                    .app
+                    .sqlite_path
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
+                base_url: Some(dsn::redact(&self.app.base_url)),
+            },
+        };
+        let mut out = format!(
+            "# effective configuration; database.url from {}\n",
+            self.database.dsn_source
+        );
+        out.push_str(&toml::to_string(&raw).unwrap_or_else(|e| format!("# cannot render: {e}\n")));
+        out
+    }
+}
+
+fn line_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(r) => format!(
+            " (line {})",
+            text[..r.start.min(text.len())].lines().count().max(1)
+        ),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,178 @@
+//! The first stage of configuration: what the user wrote, unvalidated. The TOML file is read
+//! into [`RawConfig`] (unknown keys rejected), then each environment variable the agent or the app
+//! knows overrides its field. Nothing here judges values; [`super::Config::from_raw`] does, and
+//! reports every problem at once.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A source of environment variables: the process environment, or a map in tests.
+pub trait Env {
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+/// The real process environment. Empty values count as unset, as pydantic-settings does for
+/// optional fields.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn get(&self, key: &str) -> Option<String> {
+        HashMap::get(self, key)
+            .cloned()
+            .filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl Env for HashMap<&str, &str> {
+    fn get(&self, key: &str) -> Option<String> {
+        HashMap::get(self, key)
+            .map(|v| (*v).to_owned())
+            .filter(|v| !v.trim().is_empty())
+    }
+}
+
+/// The whole configuration file. Every section is optional.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub agent: RawAgent,
+    #[serde(default)]
+    pub database: RawDatabase,
+    #[serde(default)]
+    pub app: RawApp,
+}
+
+/// `[agent]`: how the agent itself runs.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    /// Address of `/metrics`, `/healthz`, `/readyz` (env `AGENT_LISTEN`; default `0.0.0.0:9188`).
+    pub listen: Option<String>,
+    /// How often the cheap checks run, humantime (env `AGENT_INTERVAL`; default `15s`).
+    pub interval: Option<String>,
+    /// How often the expensive checks (sizes, statements) run (env `AGENT_SLOW_INTERVAL`;
+    /// default four times `interval`).
+    pub slow_interval: Option<String>,
+    /// How long shutdown may drain before it is forced (env `AGENT_SHUTDOWN_GRACE`; default `5s`).
+    pub shutdown_grace: Option<String>,
+    /// `text` or `json` (env `AGENT_LOG_FORMAT`; default `text`).
+    pub log_format: Option<String>,
+}
+
+/// `[database]`: how the agent reaches PostgreSQL.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    /// Monitoring DSN (env `AGENT_DATABASE_URL`); falls back to the app's `DATABASE_URL`.
+    pub url: Option<String>,
+    /// File holding the monitoring DSN (env `AGENT_DATABASE_URL_FILE`).
+    pub url_file: Option<String>,
+    /// Read replica DSN (env `DATABASE_READ_REPLICA_URL`, the app's name).
+    pub replica_url: Option<String>,
+    /// Bound on DNS + TCP + TLS + authentication (env `AGENT_CONNECT_TIMEOUT`; default `3s`).
+    pub connect_timeout: Option<String>,
+    /// Session `statement_timeout`; the client gives up shortly after (env
+    /// `AGENT_STATEMENT_TIMEOUT`; default `5s`).
+    pub statement_timeout: Option<String>,
+    /// Session `lock_timeout` (env `AGENT_LOCK_TIMEOUT`; default `1s`).
+    pub lock_timeout: Option<String>,
+}
+
+/// `[app]`: the app's own settings, read under the names the app reads them.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApp {
+    /// The app's DSN (env `DATABASE_URL`).
+    pub database_url: Option<String>,
+    /// `sqlite` or `postgresql` (env `FEATURE_DATABASE_TYPE`; default `sqlite`, as the app).
+    pub database_type: Option<String>,
+    /// Pool size per app instance (env `DATABASE_POOL_SIZE`; default 10).
+    pub pool_size: Option<i64>,
+    /// Pool overflow per app instance (env `DATABASE_MAX_OVERFLOW`; default 20).
+    pub max_overflow: Option<i64>,
+    /// How many app instances share the database (env `AGENT_APP_INSTANCES`; default 1).
+    pub instances: Option<i64>,
+    /// The SQLite checkpointer file (env `SHORT_TERM_MEMORY_DB_PATH`).
+    pub sqlite_path: Option<String>,
+    /// Base URL of the app's HTTP API (env `APP_BASE_URL`; default `http://127.0.0.1:8080`).
+    pub base_url: Option<String>,
+}
+
+/// A problem found while reading or validating: the key as the user wrote it, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl RawConfig {
+    /// Overrides file values with environment variables. Integer variables that do not parse
+    /// are reported and left unset, so validation can go on and report the rest.
+    pub fn overlay_env(&mut self, env: &dyn Env, problems: &mut Vec<Problem>) {
+        let s = |k: &str| env.get(k);
+        set(&mut self.agent.listen, s("AGENT_LISTEN"));
+        set(&mut self.agent.interval, s("AGENT_INTERVAL"));
+        set(&mut self.agent.slow_interval, s("AGENT_SLOW_INTERVAL"));
+        set(&mut self.agent.shutdown_grace, s("AGENT_SHUTDOWN_GRACE"));
+        set(&mut self.agent.log_format, s("AGENT_LOG_FORMAT"));
+        // The agent's own DSN: env wins over file, and the plain form over the file form.
+        if let Some(u) = s("AGENT_DATABASE_URL") {
+            self.database.url = Some(u);
+            if s("AGENT_DATABASE_URL_FILE").is_some() {
+                problems.push(Problem {
+                    key: "AGENT_DATABASE_URL_FILE".into(),
+                    message: "is set together with AGENT_DATABASE_URL: set only one".into(),
+                });
+            }
+        } else if let Some(f) = s("AGENT_DATABASE_URL_FILE") {
+            self.database.url = None;
+            self.database.url_file = Some(f);
+        }
+        set(
+            &mut self.database.replica_url,
+            s("DATABASE_READ_REPLICA_URL"),
+        );
+        set(
+            &mut self.database.connect_timeout,
+            s("AGENT_CONNECT_TIMEOUT"),
+        );
+        set(
+            &mut self.database.statement_timeout,
+            s("AGENT_STATEMENT_TIMEOUT"),
+        );
+        set(&mut self.database.lock_timeout, s("AGENT_LOCK_TIMEOUT"));
+        set(&mut self.app.database_url, s("DATABASE_URL"));
+        set(&mut self.app.database_type, s("FEATURE_DATABASE_TYPE"));
+        set(&mut self.app.sqlite_path, s("SHORT_TERM_MEMORY_DB_PATH"));
+        set(&mut self.app.base_url, s("APP_BASE_URL"));
+        for (key, field) in [
+            ("DATABASE_POOL_SIZE", &mut self.app.pool_size),
+            ("DATABASE_MAX_OVERFLOW", &mut self.app.max_overflow),
+            ("AGENT_APP_INSTANCES", &mut self.app.instances),
+        ] {
+            if let Some(v) = s(key) {
+                match v.trim().parse::<i64>() {
+                    Ok(n) => *field = Some(n),
+                    Err(_) => problems.push(Problem {
+                        key: key.into(),
+                        message: format!("'{}' is not a whole number", v.trim()),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+fn set(field: &mut Option<String>, value: Option<String>) {
+    if value.is_some() {
+        *field = value;
+    }
+}

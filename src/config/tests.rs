@@ -1,0 +1,127 @@
+//! Unit tests of the two-stage configuration parse.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use super::*;
+
+fn load(env: &[(&str, &str)], file: Option<&str>) -> Result<Config, ConfigError> {
+    let env: HashMap<&str, &str> = env.iter().copied().collect();
+    let f = file.map(|text| {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    });
+    Config::load(f.as_ref().map(|f| f.path()), &env)
+}
+
+#[test]
+fn defaults_follow_the_app() {
+    let c = load(&[("DATABASE_URL", "postgresql://u:p@h/db")], None).unwrap();
+    assert_eq!(c.app.pool_size, 10);
+    assert_eq!(c.app.max_overflow, 20);
+    assert_eq!(c.app.database_type, DatabaseType::Sqlite);
+    assert_eq!(c.agent.interval, Duration::from_secs(15));
+    assert_eq!(c.agent.listen.to_string(), "0.0.0.0:9188");
+    assert_eq!(c.database.dsn_source, "DATABASE_URL");
+}
+
+#[test]
+fn agent_url_wins_over_app_url_and_env_over_file() {
+    let c = load(
+        &[
+            ("DATABASE_URL", "postgresql://app@h/db"),
+            ("AGENT_DATABASE_URL", "postgresql://mon@h/db"),
+            ("AGENT_INTERVAL", "2s"),
+        ],
+        Some("[agent]\ninterval = \"30s\"\n"),
+    )
+    .unwrap();
+    assert_eq!(c.database.dsn.unwrap().user, "mon");
+    assert_eq!(c.agent.interval, Duration::from_secs(2));
+}
+
+#[test]
+fn dsn_from_file() {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(f, "postgresql://mon:pw@h:5433/rose").unwrap();
+    let path = f.path().to_str().unwrap().to_owned();
+    let c = load(&[("AGENT_DATABASE_URL_FILE", &path)], None).unwrap();
+    assert_eq!(c.database.dsn.unwrap().target(), "h:5433/rose");
+}
+
+#[test]
+fn every_bad_key_is_reported_at_once() {
+    let e = load(
+        &[
+            ("DATABASE_URL", "postgresql://rose:p@ss@h/db"),
+            ("DATABASE_POOL_SIZE", "ten"),
+            ("FEATURE_DATABASE_TYPE", "mysql"),
+            ("AGENT_INTERVAL", "soon"),
+            ("AGENT_LISTEN", "nowhere"),
+            ("AGENT_LOG_FORMAT", "xml"),
+        ],
+        None,
+    )
+    .unwrap_err();
+    let keys: Vec<&str> = e.0.iter().map(|p| p.key.as_str()).collect();
+    for k in [
+        "DATABASE_URL",
+        "DATABASE_POOL_SIZE",
+        "FEATURE_DATABASE_TYPE",
+        "AGENT_INTERVAL",
+        "AGENT_LISTEN",
+        "AGENT_LOG_FORMAT",
+    ] {
+        assert!(keys.contains(&k), "{k} missing from {keys:?}");
+    }
+    let text = e.to_string();
+    assert!(text.contains("percent-encode"), "{text}");
+    assert!(!text.contains("p@ss"), "password leaked: {text}");
+}
+
+#[test]
+fn unknown_file_keys_are_rejected_and_named() {
+    let e = load(&[], Some("[agent]\nintervl = \"5s\"\n")).unwrap_err();
+    assert!(e.to_string().contains("intervl"), "{e}");
+}
+
+#[test]
+fn file_syntax_errors_do_not_echo_passwords() {
+    let e = load(
+        &[],
+        Some("[database]\nurl = \"postgresql://u:TopSecret9@h/db\" junk\n"),
+    )
+    .unwrap_err();
+    assert!(!e.to_string().contains("TopSecret9"), "{e}");
+}
+
+#[test]
+fn postgresql_without_dsn_is_an_error() {
+    let e = load(&[("FEATURE_DATABASE_TYPE", "PostgreSQL")], None).unwrap_err();
+    assert_eq!(e.0[0].key, "DATABASE_URL");
+}
+
+#[test]
+fn timeouts_must_fit_in_the_interval() {
+    let e = load(
+        &[
+            ("DATABASE_URL", "postgresql://h/db"),
+            ("AGENT_INTERVAL", "1s"),
+            ("AGENT_CONNECT_TIMEOUT", "3s"),
+        ],
+        None,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("within one interval"), "{e}");
+}
+
+#[test]
+fn effective_config_redacts_and_round_trips() {
+    let c = load(&[("DATABASE_URL", "postgresql://rose:Sekr1t@h/db")], None).unwrap();
+    let t = c.effective_toml();
+    assert!(!t.contains("Sekr1t"), "{t}");
+    assert!(t.contains("rose:****@h:5432"), "{t}");
+    // The printed form is itself a valid file (less the redacted password).
+    toml::from_str::<RawConfig>(t.trim_start_matches(|c| c != '\n')).unwrap();
+}

@@ -1,0 +1,298 @@
+//! Check errors and their bounded classification. A [`CheckError`] carries an [`ErrorKind`]
+//! (the only part that reaches a metric label), the SQLSTATE when the server sent one, and a
+//! message already scrubbed of secrets for logs and reports. Classification reads SQLSTATE codes
+//! and I/O error kinds, never message text.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// What went wrong, from a fixed set. `as_str` is the metric label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    Dns,
+    Refused,
+    ConnectTimeout,
+    Unreachable,
+    Tls,
+    AuthFailed,
+    HbaRejected,
+    DatabaseMissing,
+    TooManyConnections,
+    StartingUp,
+    ShuttingDown,
+    PrivilegeMissing,
+    UndefinedTable,
+    UndefinedColumn,
+    QueryTimeout,
+    Canceled,
+    ConnectionClosed,
+    Http,
+    Io,
+    Protocol,
+    Other,
+}
+
+impl ErrorKind {
+    pub const ALL: &'static [ErrorKind] = &[
+        ErrorKind::Dns,
+        ErrorKind::Refused,
+        ErrorKind::ConnectTimeout,
+        ErrorKind::Unreachable,
+        ErrorKind::Tls,
+        ErrorKind::AuthFailed,
+        ErrorKind::HbaRejected,
+        ErrorKind::DatabaseMissing,
+        ErrorKind::TooManyConnections,
+        ErrorKind::StartingUp,
+        ErrorKind::ShuttingDown,
+        ErrorKind::PrivilegeMissing,
+        ErrorKind::UndefinedTable,
+        ErrorKind::UndefinedColumn,
+        ErrorKind::QueryTimeout,
+        ErrorKind::Canceled,
+        ErrorKind::ConnectionClosed,
+        ErrorKind::Http,
+        ErrorKind::Io,
+        ErrorKind::Protocol,
+        ErrorKind::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Dns => "dns",
+            ErrorKind::Refused => "refused",
+            ErrorKind::ConnectTimeout => "connect_timeout",
+            ErrorKind::Unreachable => "unreachable",
+            ErrorKind::Tls => "tls",
+            ErrorKind::AuthFailed => "auth_failed",
+            ErrorKind::HbaRejected => "hba_rejected",
+            ErrorKind::DatabaseMissing => "database_missing",
+            ErrorKind::TooManyConnections => "too_many_connections",
+            ErrorKind::StartingUp => "starting_up",
+            ErrorKind::ShuttingDown => "shutting_down",
+            ErrorKind::PrivilegeMissing => "privilege_missing",
+            ErrorKind::UndefinedTable => "undefined_table",
+            ErrorKind::UndefinedColumn => "undefined_column",
+            ErrorKind::QueryTimeout => "query_timeout",
+            ErrorKind::Canceled => "canceled",
+            ErrorKind::ConnectionClosed => "connection_closed",
+            ErrorKind::Http => "http",
+            ErrorKind::Io => "io",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Other => "other",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            ErrorKind::Dns => "the host name did not resolve",
+            ErrorKind::Refused => "nothing accepted the TCP connection (server down or wrong port)",
+            ErrorKind::ConnectTimeout => {
+                "connection set-up did not finish within the connect timeout"
+            }
+            ErrorKind::Unreachable => "no route to the host or network",
+            ErrorKind::Tls => "the TLS handshake failed or the server does not offer TLS",
+            ErrorKind::AuthFailed => "password authentication failed (SQLSTATE 28P01)",
+            ErrorKind::HbaRejected => {
+                "the server's pg_hba.conf rejects this client (SQLSTATE 28000)"
+            }
+            ErrorKind::DatabaseMissing => "the database does not exist (SQLSTATE 3D000)",
+            ErrorKind::TooManyConnections => "no connection slots left (SQLSTATE 53300)",
+            ErrorKind::StartingUp => "the server is starting up or in recovery (SQLSTATE 57P03)",
+            ErrorKind::ShuttingDown => "the server is shutting down (SQLSTATE 57P01/57P02)",
+            ErrorKind::PrivilegeMissing => "the monitoring role lacks a privilege (SQLSTATE 42501)",
+            ErrorKind::UndefinedTable => {
+                "a relation the check reads does not exist (SQLSTATE 42P01)"
+            }
+            ErrorKind::UndefinedColumn => {
+                "a column the check reads does not exist (SQLSTATE 42703)"
+            }
+            ErrorKind::QueryTimeout => {
+                "a query outlived statement_timeout or the client-side bound (SQLSTATE 57014)"
+            }
+            ErrorKind::Canceled => "the run was canceled by shutdown",
+            ErrorKind::ConnectionClosed => "the server closed the connection",
+            ErrorKind::Http => "an HTTP probe got an unexpected answer",
+            ErrorKind::Io => "another I/O error",
+            ErrorKind::Protocol => "the peer answered something unexpected",
+            ErrorKind::Other => "anything else",
+        }
+    }
+
+    /// Kinds after which the agent backs off before connecting again.
+    pub fn is_connect_failure(self) -> bool {
+        !matches!(
+            self,
+            ErrorKind::QueryTimeout
+                | ErrorKind::UndefinedTable
+                | ErrorKind::UndefinedColumn
+                | ErrorKind::Canceled
+        )
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed check run, safe to log and show.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckError {
+    pub kind: ErrorKind,
+    /// SQLSTATE from the server, when it sent one.
+    pub sqlstate: Option<String>,
+    /// Human text, secrets scrubbed.
+    pub message: String,
+}
+
+impl CheckError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> CheckError {
+        CheckError {
+            kind,
+            sqlstate: None,
+            message: crate::dsn::redact(&message.into()),
+        }
+    }
+
+    /// Classifies a tokio-postgres error by SQLSTATE, then by the I/O error kind in its chain.
+    pub fn from_pg(e: &tokio_postgres::Error, target: &str) -> CheckError {
+        if let Some(db) = e.as_db_error() {
+            let code = db.code().code().to_owned();
+            let kind = kind_for_sqlstate(&code);
+            return CheckError {
+                kind,
+                message: crate::dsn::redact(&format!(
+                    "{target}: {} (SQLSTATE {code})",
+                    db.message()
+                )),
+                sqlstate: Some(code),
+            };
+        }
+        let kind = if e.is_closed() {
+            ErrorKind::ConnectionClosed
+        } else {
+            classify_chain(e)
+        };
+        CheckError::new(kind, format!("{target}: {}", full_chain(e)))
+    }
+}
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.kind)
+    }
+}
+
+impl std::error::Error for CheckError {}
+
+/// SQLSTATE -> kind. Codes from the PostgreSQL manual, Appendix A.
+pub fn kind_for_sqlstate(code: &str) -> ErrorKind {
+    match code {
+        "28P01" => ErrorKind::AuthFailed,
+        "28000" => ErrorKind::HbaRejected,
+        "3D000" => ErrorKind::DatabaseMissing,
+        "53300" => ErrorKind::TooManyConnections,
+        "57P03" => ErrorKind::StartingUp,
+        "57P01" | "57P02" => ErrorKind::ShuttingDown,
+        "42501" => ErrorKind::PrivilegeMissing,
+        "42P01" => ErrorKind::UndefinedTable,
+        "42703" => ErrorKind::UndefinedColumn,
+        "57014" | "55P03" => ErrorKind::QueryTimeout,
+        c if c.starts_with("08") => ErrorKind::ConnectionClosed,
+        _ => ErrorKind::Other,
+    }
+}
+
+fn classify_chain(e: &(dyn std::error::Error + 'static)) -> ErrorKind {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return ErrorKind::Tls;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            {
+                return ErrorKind::Tls;
+            }
+            return match io.kind() {
+                K::ConnectionRefused => ErrorKind::Refused,
+                K::TimedOut => ErrorKind::ConnectTimeout,
+                K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable => {
+                    ErrorKind::Unreachable
+                }
+                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+                    ErrorKind::ConnectionClosed
+                }
+                K::InvalidData => ErrorKind::Protocol,
+                _ => ErrorKind::Io,
+            };
+        }
+        cur = err.source();
+    }
+    ErrorKind::Other
+}
+
+/// The error and its sources joined, for the message (never for labels).
+pub fn full_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        let t = err.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = err.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_map_to_kinds() {
+        for (code, kind) in [
+            ("28P01", ErrorKind::AuthFailed),
+            ("28000", ErrorKind::HbaRejected),
+            ("3D000", ErrorKind::DatabaseMissing),
+            ("53300", ErrorKind::TooManyConnections),
+            ("57P03", ErrorKind::StartingUp),
+            ("42501", ErrorKind::PrivilegeMissing),
+            ("42P01", ErrorKind::UndefinedTable),
+            ("42703", ErrorKind::UndefinedColumn),
+            ("57014", ErrorKind::QueryTimeout),
+            ("08006", ErrorKind::ConnectionClosed),
+            ("XX000", ErrorKind::Other),
+        ] {
+            assert_eq!(kind_for_sqlstate(code), kind, "{code}");
+        }
+    }
+
+    #[test]
+    fn io_kinds_are_classified() {
+        let e = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(classify_chain(&e), ErrorKind::Refused);
+    }
+
+    #[test]
+    fn label_values_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for k in ErrorKind::ALL {
+            assert!(seen.insert(k.as_str()));
+            assert!(
+                k.as_str()
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_')
+            );
+        }
+    }
+}

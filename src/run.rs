@@ -1,0 +1,98 @@
+//! `agent run`: builds the checks from the configuration, starts the scheduler and the HTTP
+//! server, and owns shutdown: SIGTERM/SIGINT cancel one token, the server drains, check loops
+//! stop at their next await, and whatever is still running after the grace period is dropped.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::check;
+use crate::config::Config;
+use crate::pg::{Limits, PgTarget};
+use crate::scheduler;
+use crate::server;
+use crate::snapshot::Store;
+
+/// Builds the shared PostgreSQL target, if a DSN is configured.
+pub fn pg_target(config: &Config, store: Option<Store>) -> Option<Arc<PgTarget>> {
+    let dsn = config.database.dsn.clone()?;
+    let limits = Limits {
+        connect_timeout: config.database.connect_timeout,
+        statement_timeout: config.database.statement_timeout,
+        lock_timeout: config.database.lock_timeout,
+        query_timeout: config.database.query_timeout(),
+        max_backoff: config.agent.interval.mul_f64(0.9),
+    };
+    let mut target = PgTarget::new(dsn, limits);
+    if let Some(store) = store {
+        target = target.with_connect_hook(move |ok| store.count_connect(ok));
+    }
+    Some(Arc::new(target))
+}
+
+/// Runs until SIGTERM/SIGINT or until `cancel` fires.
+pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    let listener = server::bind(config.agent.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (AGENT_LISTEN)", config.agent.listen))?;
+    let local = listener.local_addr()?;
+
+    let store = Store::new(Vec::new());
+    let pg = pg_target(&config, Some(store.clone()));
+    match &pg {
+        Some(t) => {
+            tracing::info!(target_db = %t.target(), source = config.database.dsn_source, "Watching PostgreSQL.")
+        }
+        None => tracing::warn!(
+            "No PostgreSQL DSN configured (FEATURE_DATABASE_TYPE=sqlite): PostgreSQL checks are off."
+        ),
+    }
+    let checks = check::registry(&config, pg);
+    let store = store.with_expected(checks.iter().map(|c| c.id()).collect());
+
+    let mut tasks = JoinSet::new();
+    scheduler::spawn_all(
+        &mut tasks,
+        &checks,
+        config.agent.interval,
+        config.agent.slow_interval,
+        &store,
+        &cancel,
+    );
+    let server_cancel = cancel.clone();
+    let server_store = store.clone();
+    let server =
+        tokio::spawn(async move { server::serve(listener, server_store, server_cancel).await });
+    tracing::info!(listen = %local, interval = %humantime::format_duration(config.agent.interval), checks = checks.len(), "Agent started.");
+
+    tokio::spawn(signals(cancel.clone()));
+    cancel.cancelled().await;
+    tracing::info!(grace = %humantime::format_duration(config.agent.shutdown_grace), "Shutting down.");
+    let drain = async {
+        while tasks.join_next().await.is_some() {}
+        let _ = server.await;
+    };
+    match tokio::time::timeout(config.agent.shutdown_grace, drain).await {
+        Ok(()) => tracing::info!("Shutdown complete."),
+        Err(_) => tracing::warn!("Shutdown grace period over; stopping what is left."),
+    }
+    Ok(())
+}
+
+async fn signals(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("Cannot install signal handlers.");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "Signal received."),
+        _ = int.recv() => tracing::info!(signal = "SIGINT", "Signal received."),
+    }
+    cancel.cancel();
+}

@@ -1,0 +1,110 @@
+//! The scheduler: one task per check, each on its own interval (missed ticks are delayed, never
+//! burst), never overlapping itself (a run finishes or is cut off by its timeout before the next
+//! tick is awaited), publishing every outcome into the snapshot. Shutdown cancels a run at its
+//! next await point.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::catalog::Sample;
+use crate::check::{Cadence, Check};
+use crate::error::{CheckError, ErrorKind};
+use crate::snapshot::{Outcome, Store};
+
+/// Runs one check once under its timeout and returns its outcome and samples.
+pub async fn run_once(check: &dyn Check) -> (Outcome, Vec<Sample>) {
+    let at = SystemTime::now();
+    let started = Instant::now();
+    let result = match tokio::time::timeout(check.timeout(), check.observe()).await {
+        Ok(r) => r,
+        Err(_) => Err(CheckError::new(
+            ErrorKind::QueryTimeout,
+            format!(
+                "check {} did not finish within {} ms",
+                check.id(),
+                check.timeout().as_millis()
+            ),
+        )),
+    };
+    let mut samples = Vec::new();
+    match &result {
+        Ok(obs) => obs.samples(&mut samples),
+        Err(e) => check.failure_samples(e, &mut samples),
+    }
+    (
+        Outcome {
+            at,
+            duration: started.elapsed(),
+            result,
+        },
+        samples,
+    )
+}
+
+/// Spawns every check's loop into `tasks`.
+pub fn spawn_all(
+    tasks: &mut JoinSet<()>,
+    checks: &[Arc<dyn Check>],
+    fast: Duration,
+    slow: Duration,
+    store: &Store,
+    cancel: &CancellationToken,
+) {
+    for check in checks {
+        let every = match check.cadence() {
+            Cadence::Fast => fast,
+            Cadence::Slow => slow,
+        };
+        let (check, store, cancel) = (check.clone(), store.clone(), cancel.clone());
+        let span = tracing::info_span!("check_loop", check = check.id());
+        tasks.spawn(run_loop(check, every, store, cancel).instrument(span));
+    }
+}
+
+async fn run_loop(check: Arc<dyn Check>, every: Duration, store: Store, cancel: CancellationToken) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let span = tracing::info_span!("check", check = check.id());
+        let run = run_once(check.as_ref()).instrument(span.clone());
+        let (outcome, samples) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = run => r,
+        };
+        let _enter = span.enter();
+        match &outcome.result {
+            Ok(_) => tracing::debug!(ms = outcome.duration.as_millis() as u64, "Check succeeded."),
+            Err(e) => {
+                let prev_ok = store
+                    .current()
+                    .checks
+                    .get(check.id())
+                    .is_none_or(|s| s.last.result.is_ok());
+                if prev_ok {
+                    tracing::warn!(kind = %e.kind, error = %e.message, "Check failed.");
+                } else {
+                    tracing::debug!(kind = %e.kind, error = %e.message, "Check still failing.");
+                }
+            }
+        }
+        if outcome.result.is_ok()
+            && store
+                .current()
+                .checks
+                .get(check.id())
+                .is_some_and(|s| s.last.result.is_err())
+        {
+            tracing::info!("Check recovered.");
+        }
+        store.publish(check.id(), outcome, samples);
+    }
+}

@@ -1,0 +1,89 @@
+//! The agent's HTTP endpoint. Every handler reads the snapshot; none touches the database.
+//!
+//! - `GET /metrics`: Prometheus text exposition of the snapshot.
+//! - `GET /healthz`: 200 while the agent serves (liveness).
+//! - `GET /readyz`: 200 once every check has completed once, else 503 (readiness).
+//! - `GET /`: a short index.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::render::Renderer;
+use crate::snapshot::Store;
+
+/// Content type of the Prometheus text format 0.0.4.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+struct AppState {
+    store: Store,
+    renderer: Renderer,
+}
+
+pub fn router(store: Store) -> Router {
+    let state = Arc::new(AppState {
+        store,
+        renderer: Renderer::default(),
+    });
+    Router::new()
+        .route("/", get(index))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// Binds the listener (so the caller learns of a taken port before anything starts).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves until `cancel` fires, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    store: Store,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(store))
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    let snap = st.store.current();
+    let body = st.renderer.render(&snap);
+    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    let snap = st.store.current();
+    if snap.ready() {
+        (StatusCode::OK, "ready\n".to_owned())
+    } else {
+        let missing: Vec<&str> = snap
+            .expected
+            .iter()
+            .copied()
+            .filter(|id| !snap.checks.contains_key(id))
+            .collect();
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("waiting for the first run of: {}\n", missing.join(", ")),
+        )
+    }
+}
+
+async fn index() -> &'static str {
+    "rose-agent\n\n/metrics  Prometheus metrics\n/healthz  liveness\n/readyz   readiness (first round of checks done)\n"
+}

@@ -1,0 +1,150 @@
+//! The snapshot: the last outcome of every check, published through a `watch` channel. Checks
+//! write it on their own schedule; `/metrics`, `/readyz` and everything else only read it, so a
+//! scrape never waits on the database.
+//!
+//! A failed run replaces the check's samples with none: a failed check exports no stale values.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::catalog::Sample;
+use crate::check::Observation;
+use crate::error::{CheckError, ErrorKind};
+
+/// One run's result.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub at: SystemTime,
+    pub duration: Duration,
+    pub result: Result<Observation, CheckError>,
+}
+
+/// Everything known about one check.
+#[derive(Debug, Clone)]
+pub struct CheckState {
+    pub last: Outcome,
+    /// Samples of the last run: empty when it failed.
+    pub samples: Vec<Sample>,
+    pub last_success: Option<SystemTime>,
+    pub runs: u64,
+    pub consecutive_failures: u32,
+    pub errors: BTreeMap<ErrorKind, u64>,
+}
+
+/// What the agent knows now.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Bumped on every publish; renderers cache by it.
+    pub generation: u64,
+    pub started: SystemTime,
+    /// Checks that must report once before the agent is ready.
+    pub expected: Vec<&'static str>,
+    pub checks: BTreeMap<&'static str, Arc<CheckState>>,
+    /// Counters kept outside any one check.
+    pub pg_connects_ok: u64,
+    pub pg_connects_failed: u64,
+}
+
+impl Snapshot {
+    /// True once every expected check has completed at least once.
+    pub fn ready(&self) -> bool {
+        self.expected.iter().all(|id| self.checks.contains_key(id))
+    }
+
+    /// The last successful observation of a check, if its last run succeeded.
+    pub fn observation(&self, id: &str) -> Option<&Observation> {
+        self.checks
+            .get(id)
+            .and_then(|s| s.last.result.as_ref().ok())
+    }
+
+    /// The last error of a check, if its last run failed.
+    pub fn error(&self, id: &str) -> Option<&CheckError> {
+        self.checks
+            .get(id)
+            .and_then(|s| s.last.result.as_ref().err())
+    }
+}
+
+/// The single writer side; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: Arc<watch::Sender<Arc<Snapshot>>>,
+}
+
+impl Store {
+    pub fn new(expected: Vec<&'static str>) -> Store {
+        let snap = Snapshot {
+            generation: 0,
+            started: SystemTime::now(),
+            expected,
+            checks: BTreeMap::new(),
+            pg_connects_ok: 0,
+            pg_connects_failed: 0,
+        };
+        Store {
+            tx: Arc::new(watch::channel(Arc::new(snap)).0),
+        }
+    }
+
+    /// Sets the checks that must report before the agent is ready.
+    pub fn with_expected(self, expected: Vec<&'static str>) -> Store {
+        self.tx
+            .send_modify(|snap| Arc::make_mut(snap).expected = expected);
+        self
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.tx.subscribe()
+    }
+
+    /// The current snapshot (an `Arc` clone; no lock is held after return).
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.tx.borrow().clone()
+    }
+
+    /// Records one run of a check with the samples it exports.
+    pub fn publish(&self, id: &'static str, outcome: Outcome, samples: Vec<Sample>) {
+        self.tx.send_modify(|snap| {
+            let snap = Arc::make_mut(snap);
+            let prev = snap.checks.get(id);
+            let mut errors = prev.map(|p| p.errors.clone()).unwrap_or_default();
+            let (last_success, consecutive_failures) = match &outcome.result {
+                Ok(_) => (Some(outcome.at), 0),
+                Err(e) => {
+                    *errors.entry(e.kind).or_default() += 1;
+                    (
+                        prev.and_then(|p| p.last_success),
+                        prev.map_or(0, |p| p.consecutive_failures) + 1,
+                    )
+                }
+            };
+            let state = CheckState {
+                runs: prev.map_or(0, |p| p.runs) + 1,
+                last: outcome,
+                samples,
+                last_success,
+                consecutive_failures,
+                errors,
+            };
+            snap.checks.insert(id, Arc::new(state));
+            snap.generation += 1;
+        });
+    }
+
+    /// Counts a connection attempt.
+    pub fn count_connect(&self, ok: bool) {
+        self.tx.send_modify(|snap| {
+            let snap = Arc::make_mut(snap);
+            if ok {
+                snap.pg_connects_ok += 1;
+            } else {
+                snap.pg_connects_failed += 1;
+            }
+            snap.generation += 1;
+        });
+    }
+}

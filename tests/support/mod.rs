@@ -1,0 +1,450 @@
+//! Test support: throwaway PostgreSQL clusters (initdb/pg_ctl on a free loopback port, run as
+//! the unprivileged `postgres` OS user when the tests run as root), the agent binary as a child
+//! process, and a plain HTTP GET. Everything is cleaned up on drop, also when a test fails.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Password of the monitoring role in every test cluster: distinctive, so a grep finds leaks.
+pub const MONITOR_PASSWORD: &str = "Zq7-monitor-S3cret";
+pub const MONITOR_USER: &str = "rose_monitor";
+pub const DBNAME: &str = "rose";
+pub const SCHEMA_SQL: &str = include_str!("../../scripts/sql/langgraph-schema.sql");
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Directory of the PostgreSQL server binaries: `ROSE_PG_BIN`, else Debian's 15.
+pub fn pg_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("ROSE_PG_BIN") {
+        return PathBuf::from(p);
+    }
+    for v in ["15", "16", "17", "18", "14", "13"] {
+        let p = PathBuf::from(format!("/usr/lib/postgresql/{v}/bin"));
+        if p.join("initdb").exists() {
+            return p;
+        }
+    }
+    panic!("no PostgreSQL server binaries: apt-get install postgresql-15, or set ROSE_PG_BIN")
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Options for a test cluster.
+#[derive(Clone)]
+pub struct ClusterOpts {
+    pub max_connections: u32,
+    pub superuser_reserved: u32,
+    pub pg_stat_statements: bool,
+    pub schema: bool,
+    pub extra_conf: Vec<String>,
+}
+
+impl Default for ClusterOpts {
+    fn default() -> Self {
+        ClusterOpts {
+            max_connections: 50,
+            superuser_reserved: 3,
+            pg_stat_statements: false,
+            schema: true,
+            extra_conf: vec![],
+        }
+    }
+}
+
+/// A throwaway PostgreSQL cluster.
+pub struct PgCluster {
+    pub port: u16,
+    pub root: PathBuf,
+    pub bin: PathBuf,
+    as_postgres: bool,
+    opts: ClusterOpts,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl PgCluster {
+    pub fn start() -> PgCluster {
+        PgCluster::start_with(ClusterOpts::default())
+    }
+
+    pub fn start_with(opts: ClusterOpts) -> PgCluster {
+        let as_postgres = is_root();
+        let root = std::env::temp_dir().join(format!(
+            "rose-test-pg-{}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst),
+            Instant::now().elapsed().subsec_nanos()
+        ));
+        std::fs::create_dir_all(&root).unwrap();
+        let mut c = PgCluster {
+            port: 0,
+            root,
+            bin: pg_bin(),
+            as_postgres,
+            opts,
+        };
+        if as_postgres {
+            run(Command::new("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(&c.root));
+        }
+        let pwfile = c.root.join("pw");
+        std::fs::write(&pwfile, "postgres\n").unwrap();
+        if as_postgres {
+            run(Command::new("chown").arg("postgres:postgres").arg(&pwfile));
+        }
+        c.as_user(c.bin.join("initdb"))
+            .args([
+                "-N",
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
+            .arg("--pwfile")
+            .arg(&pwfile)
+            .arg("-D")
+            .arg(c.data())
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| assert!(s.success(), "initdb failed"))
+            .unwrap();
+        for attempt in 0..5 {
+            c.port = free_port();
+            if c.pg_ctl_start() {
+                break;
+            }
+            assert!(attempt < 4, "cluster did not start: {}", c.log());
+        }
+        c.psql_db("postgres", &format!("CREATE DATABASE {DBNAME}"));
+        c.psql_db(
+            "postgres",
+            &format!(
+                "CREATE ROLE {MONITOR_USER} LOGIN PASSWORD '{MONITOR_PASSWORD}' CONNECTION LIMIT 5; GRANT pg_monitor TO {MONITOR_USER};"
+            ),
+        );
+        if c.opts.schema {
+            c.psql(SCHEMA_SQL);
+        }
+        if c.opts.pg_stat_statements {
+            c.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+        }
+        c
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    pub fn socket_dir(&self) -> PathBuf {
+        self.root.clone()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root.join("log")).unwrap_or_default()
+    }
+
+    fn as_user(&self, program: impl AsRef<Path>) -> Command {
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program.as_ref());
+            c
+        } else {
+            Command::new(program.as_ref())
+        }
+    }
+
+    fn pg_ctl_start(&self) -> bool {
+        let mut opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections={} -c superuser_reserved_connections={} -c fsync=off -c synchronous_commit=off",
+            self.port,
+            self.socket_dir().display(),
+            self.opts.max_connections,
+            self.opts.superuser_reserved
+        );
+        if self.opts.pg_stat_statements {
+            opts.push_str(
+                " -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all",
+            );
+        }
+        for e in &self.opts.extra_conf {
+            opts.push_str(" -c ");
+            opts.push_str(e);
+        }
+        self.as_user(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.root.join("log"))
+            .args(["-w", "-t", "30", "-o", &opts, "start"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// Stops the server (fast shutdown: sessions are terminated).
+    pub fn stop(&self) {
+        let _ = self
+            .as_user(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "fast", "-w", "-t", "30", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&self) {
+        assert!(self.pg_ctl_start(), "restart failed: {}", self.log());
+    }
+
+    /// Runs SQL as the superuser in the test database; returns unaligned, tuples-only output.
+    pub fn psql(&self, sql: &str) -> String {
+        self.psql_db(DBNAME, sql)
+    }
+
+    pub fn psql_db(&self, db: &str, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                "postgres",
+                "-h",
+            ])
+            .arg(self.socket_dir())
+            .args(["-p", &self.port.to_string(), "-d", db, "-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql failed: {}\n{sql}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// The monitoring role's URL (TCP, password authentication).
+    pub fn monitor_url(&self) -> String {
+        format!(
+            "postgresql://{MONITOR_USER}:{MONITOR_PASSWORD}@127.0.0.1:{}/{DBNAME}?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// Backends the agent holds (by application_name).
+    pub fn agent_backends(&self) -> u32 {
+        self.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rose-agent'")
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = self
+            .as_user(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "-w", "-t", "10", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let s = cmd.status().unwrap();
+    assert!(s.success(), "{cmd:?} failed");
+}
+
+/// The agent binary running as a child process, its stdout/stderr captured to files.
+pub struct Agent {
+    pub child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts `agent run` with these environment variables (and a free listen port).
+    pub fn start(env: &[(&str, String)]) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent"));
+        cmd.arg("run")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        cmd.env("AGENT_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(std::fs::File::create(dir.path().join("stdout")).unwrap());
+        cmd.stderr(std::fs::File::create(dir.path().join("stderr")).unwrap());
+        let child = cmd.spawn().unwrap();
+        let agent = Agent { child, port, dir };
+        wait_for(Duration::from_secs(20), || {
+            http_get(agent.port, "/healthz")
+                .map(|r| r.0 == 200)
+                .unwrap_or(false)
+        })
+        .unwrap_or_else(|| panic!("agent did not serve /healthz: {}", agent.output()));
+        agent
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.port, path).unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.output()))
+    }
+
+    /// Parsed /metrics.
+    pub fn metrics(&self) -> Metrics {
+        let (code, body) = self.get("/metrics");
+        assert_eq!(code, 200, "{body}");
+        Metrics::parse(&body)
+    }
+
+    /// Everything the agent printed so far.
+    pub fn output(&self) -> String {
+        let r = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
+        format!("{}{}", r("stdout"), r("stderr"))
+    }
+
+    /// SIGTERM, then wait for exit; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Minimal HTTP/1.0 GET on loopback, bounded by a 5 s timeout.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Polls `f` every 50 ms until it returns true or `limit` passes; returns the time it took.
+pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// A parsed exposition: `name{labels}` (labels as written) -> value.
+#[derive(Debug, Default)]
+pub struct Metrics(pub BTreeMap<String, f64>);
+
+impl Metrics {
+    pub fn parse(text: &str) -> Metrics {
+        let mut m = BTreeMap::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
+            if let Some((k, v)) = line.rsplit_once(' ')
+                && let Ok(v) = v.parse::<f64>()
+            {
+                m.insert(k.to_owned(), v);
+            }
+        }
+        Metrics(m)
+    }
+
+    /// The value of an exact series key, e.g. `rose_pg_up` or `rose_pg_connections{state="idle"}`.
+    pub fn get(&self, key: &str) -> Option<f64> {
+        self.0.get(key).copied()
+    }
+
+    /// Metric names present.
+    pub fn names(&self) -> std::collections::BTreeSet<String> {
+        self.0
+            .keys()
+            .map(|k| k.split('{').next().unwrap_or(k).to_owned())
+            .collect()
+    }
+}
+
+/// Whether a tool is on PATH; in CI a missing tool is a failure, elsewhere a skip.
+pub fn require_tool(name: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{name} is required in CI (apt-get install it)"
+        );
+        eprintln!("skipping: {name} not installed");
+    }
+    found
+}
