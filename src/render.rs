@@ -108,8 +108,7 @@ pub fn families(snap: &Snapshot) -> Vec<MetricFamily> {
     for s in all_samples(snap) {
         grouped.entry(s.def.name).or_default().push(s);
     }
-    catalog::CATALOG
-        .iter()
+    catalog::all()
         .filter_map(|def| grouped.remove(def.name).map(|samples| family(def, samples)))
         .collect()
 }

@@ -11,13 +11,17 @@ fn metrics_doc_is_current() {
         std::fs::write(&path, &want).unwrap();
     }
     let have = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(have == want, "docs/metrics.md is stale: run `UPDATE_DOCS=1 cargo test --test docs`");
+    assert!(
+        have == want,
+        "docs/metrics.md is stale: run `UPDATE_DOCS=1 cargo test --test docs`"
+    );
 }
 
 #[test]
 fn example_config_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config.example.toml");
-    let env: std::collections::HashMap<&str, &str> = [("DATABASE_URL", "postgresql://u:p@h/db")].into();
+    let env: std::collections::HashMap<&str, &str> =
+        [("DATABASE_URL", "postgresql://u:p@h/db")].into();
     let c = rose_agent::config::Config::load(Some(&path), &env).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.app.pool_size, 10);
 }

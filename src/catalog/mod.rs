@@ -100,70 +100,29 @@ impl Sample {
     }
 }
 
+/// Defines metric statics and a list of them (textually scoped: declare submodules after it): `metrics! { list NAME; ID = "name", Kind, "unit", [labels], "help"; ... }`.
 macro_rules! metrics {
-    ($( $(#[$m:meta])* $id:ident = $name:literal, $kind:ident, $unit:literal, [$($l:literal),*], $help:literal; )*) => {
-        $( $(#[$m])* pub static $id: MetricDef = MetricDef {
-            name: $name, kind: Kind::$kind, unit: $unit, labels: &[$($l),*], help: $help,
+    (list $list:ident; $( $(#[$m:meta])* $id:ident = $name:literal, $kind:ident, $unit:literal, [$($l:literal),*], $help:literal; )*) => {
+        $( $(#[$m])* pub static $id: $crate::catalog::MetricDef = $crate::catalog::MetricDef {
+            name: $name, kind: $crate::catalog::Kind::$kind, unit: $unit, labels: &[$($l),*], help: $help,
         }; )*
-        /// Every metric, in documentation order.
-        pub static CATALOG: &[&MetricDef] = &[$(&$id),*];
+        /// This subsystem's metrics, in documentation order.
+        pub static $list: &[&$crate::catalog::MetricDef] = &[$(&$id),*];
     };
 }
 
-metrics! {
-    // --- PostgreSQL: connectivity (check `pg_connectivity`) ---
-    PG_UP = "rose_pg_up", Gauge, "1", [],
-        "1 when the last connectivity check reached PostgreSQL and ran a query, else 0.";
-    PG_ROUNDTRIP = "rose_pg_roundtrip_seconds", Gauge, "seconds", [],
-        "Duration of the last connectivity query on an open connection (network round trip plus a trivial query).";
-    PG_CONNECT = "rose_pg_connect_seconds", Gauge, "seconds", [],
-        "Duration of the last successful connection set-up (DNS, TCP, TLS, authentication).";
-    PG_VERSION_NUM = "rose_pg_server_version_num", Gauge, "1", [],
-        "Server version as server_version_num (e.g. 150018).";
-    PG_VERSION_INFO = "rose_pg_server_info", Gauge, "1", ["version", "major"],
-        "Always 1; labels carry the server version string and major version.";
-    PG_START_TIME = "rose_pg_postmaster_start_time_seconds", Gauge, "seconds", [],
-        "Unix time the PostgreSQL server started (pg_postmaster_start_time); a change is a restart.";
-    PG_IN_RECOVERY = "rose_pg_in_recovery", Gauge, "1", [],
-        "1 when the server is a standby in recovery, 0 on a primary.";
+mod agent;
+mod pg;
 
-    // --- PostgreSQL: connections (check `pg_connections`) ---
-    PG_CONNECTIONS = "rose_pg_connections", Gauge, "1", ["state"],
-        "Client backends by state: active, idle, idle_in_transaction, idle_in_transaction_aborted, fastpath_function_call, disabled, unknown.";
-    PG_MAX_CONNECTIONS = "rose_pg_max_connections", Gauge, "1", [],
-        "The server's max_connections setting.";
-    PG_SUPERUSER_RESERVED = "rose_pg_superuser_reserved_connections", Gauge, "1", [],
-        "The server's superuser_reserved_connections setting.";
+pub use agent::*;
+pub use pg::*;
 
-    // --- PostgreSQL: sizes (check `pg_database_size`, slow cadence) ---
-    PG_DATABASE_SIZE = "rose_pg_database_size_bytes", Gauge, "bytes", ["datname"],
-        "Size of the monitored database (pg_database_size).";
+/// Every subsystem's list, in documentation order.
+static PARTS: &[&[&MetricDef]] = &[pg::PG, agent::AGENT];
 
-    // --- the agent itself ---
-    AGENT_BUILD_INFO = "rose_agent_build_info", Gauge, "1", ["version"],
-        "Always 1; the agent's version.";
-    AGENT_START_TIME = "rose_agent_start_time_seconds", Gauge, "seconds", [],
-        "Unix time the agent started.";
-    AGENT_READY = "rose_agent_ready", Gauge, "1", [],
-        "1 once every check has completed at least once (what /readyz reports).";
-    AGENT_CHECK_SUCCESS = "rose_agent_check_success", Gauge, "1", ["check"],
-        "1 when the check's last run succeeded, else 0.";
-    AGENT_CHECK_DURATION = "rose_agent_check_duration_seconds", Gauge, "seconds", ["check"],
-        "Duration of the check's last run.";
-    AGENT_CHECK_LAST_SUCCESS = "rose_agent_check_last_success_timestamp_seconds", Gauge, "seconds", ["check"],
-        "Unix time of the check's last successful run (absent until one succeeds).";
-    AGENT_CHECK_RUNS = "rose_agent_check_runs_total", Counter, "1", ["check"],
-        "Runs of the check since the agent started.";
-    AGENT_CHECK_ERRORS = "rose_agent_check_errors_total", Counter, "1", ["check", "kind"],
-        "Failed runs of the check by error kind (a bounded set; see docs/metrics.md).";
-    AGENT_PG_CONNECTS = "rose_agent_pg_connection_attempts_total", Counter, "1", ["result"],
-        "Connection attempts to PostgreSQL by result (ok, error); backoff keeps errors slow.";
-    AGENT_RSS = "rose_agent_resident_memory_bytes", Gauge, "bytes", [],
-        "The agent's resident set size.";
-    AGENT_CPU = "rose_agent_cpu_seconds_total", Counter, "seconds", [],
-        "CPU time the agent has used (user + system).";
-    AGENT_OPEN_FDS = "rose_agent_open_fds", Gauge, "1", [],
-        "File descriptors the agent holds open.";
+/// Every metric, in documentation order.
+pub fn all() -> impl Iterator<Item = &'static MetricDef> {
+    PARTS.iter().flat_map(|p| p.iter().copied())
 }
 
 /// `docs/metrics.md`, generated from the catalog.
@@ -175,7 +134,7 @@ pub fn markdown() -> String {
          no stale values: its series disappear and `rose_agent_check_success{check}` drops to 0.\n\n\
          | name | type | unit | labels | help |\n|---|---|---|---|---|\n",
     );
-    for d in CATALOG {
+    for d in all() {
         s.push_str(&format!(
             "| `{}` | {} | {} | {} | {} |\n",
             d.name,
@@ -209,7 +168,7 @@ mod tests {
     #[test]
     fn names_follow_the_convention_and_are_unique() {
         let mut seen = std::collections::HashSet::new();
-        for d in CATALOG {
+        for d in all() {
             assert!(seen.insert(d.name), "duplicate {}", d.name);
             assert!(d.name.starts_with("rose_"), "{}", d.name);
             assert_eq!(

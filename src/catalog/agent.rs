@@ -1,0 +1,30 @@
+//! The agent's own metrics (`rose_agent_*`).
+
+metrics! {
+    list AGENT;
+    // --- the agent itself ---
+    AGENT_BUILD_INFO = "rose_agent_build_info", Gauge, "1", ["version"],
+        "Always 1; the agent's version.";
+    AGENT_START_TIME = "rose_agent_start_time_seconds", Gauge, "seconds", [],
+        "Unix time the agent started.";
+    AGENT_READY = "rose_agent_ready", Gauge, "1", [],
+        "1 once every check has completed at least once (what /readyz reports).";
+    AGENT_CHECK_SUCCESS = "rose_agent_check_success", Gauge, "1", ["check"],
+        "1 when the check's last run succeeded, else 0.";
+    AGENT_CHECK_DURATION = "rose_agent_check_duration_seconds", Gauge, "seconds", ["check"],
+        "Duration of the check's last run.";
+    AGENT_CHECK_LAST_SUCCESS = "rose_agent_check_last_success_timestamp_seconds", Gauge, "seconds", ["check"],
+        "Unix time of the check's last successful run (absent until one succeeds).";
+    AGENT_CHECK_RUNS = "rose_agent_check_runs_total", Counter, "1", ["check"],
+        "Runs of the check since the agent started.";
+    AGENT_CHECK_ERRORS = "rose_agent_check_errors_total", Counter, "1", ["check", "kind"],
+        "Failed runs of the check by error kind (a bounded set; see docs/metrics.md).";
+    AGENT_PG_CONNECTS = "rose_agent_pg_connection_attempts_total", Counter, "1", ["result"],
+        "Connection attempts to PostgreSQL by result (ok, error); backoff keeps errors slow.";
+    AGENT_RSS = "rose_agent_resident_memory_bytes", Gauge, "bytes", [],
+        "The agent's resident set size.";
+    AGENT_CPU = "rose_agent_cpu_seconds_total", Counter, "seconds", [],
+        "CPU time the agent has used (user + system).";
+    AGENT_OPEN_FDS = "rose_agent_open_fds", Gauge, "1", [],
+        "File descriptors the agent holds open.";
+}
