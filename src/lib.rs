@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod dsn;
 pub mod error;
+pub mod findings;
 pub mod pg;
 pub mod render;
 pub mod run;

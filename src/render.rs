@@ -67,6 +67,36 @@ pub fn all_samples(snap: &Snapshot) -> Vec<Sample> {
         &["error"],
         snap.pg_connects_failed as f64,
     ));
+    let mut seen = std::collections::HashSet::new();
+    for a in &snap.findings.active {
+        let f = &a.finding;
+        if seen.insert((f.code, f.severity)) {
+            out.push(Sample::new(
+                &catalog::FINDING_ACTIVE,
+                &[f.code, f.severity.as_str()],
+                1.0,
+            ));
+        }
+    }
+    for f in &snap.findings.pending {
+        if seen.insert((f.code, f.severity)) {
+            out.push(Sample::new(
+                &catalog::FINDING_PENDING,
+                &[f.code, f.severity.as_str()],
+                1.0,
+            ));
+        }
+    }
+    out.push(Sample::new(
+        &catalog::FINDING_TRANSITIONS,
+        &["active"],
+        snap.findings.activated_total as f64,
+    ));
+    out.push(Sample::new(
+        &catalog::FINDING_TRANSITIONS,
+        &["resolved"],
+        snap.findings.resolved_total as f64,
+    ));
     for (id, st) in &snap.checks {
         out.push(Sample::new(
             &catalog::AGENT_CHECK_SUCCESS,

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::check;
 use crate::config::Config;
+use crate::findings::{self, state::Tracker, state::Transition};
 use crate::pg::{Limits, PgTarget};
 use crate::scheduler;
 use crate::server;
@@ -61,6 +62,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         &store,
         &cancel,
     );
+    tasks.spawn(findings_loop(config.clone(), store.clone(), cancel.clone()));
     let server_cancel = cancel.clone();
     let server_store = store.clone();
     let server =
@@ -79,6 +81,40 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         Err(_) => tracing::warn!("Shutdown grace period over; stopping what is left."),
     }
     Ok(())
+}
+
+/// Evaluates findings once per interval over the latest snapshot and logs each transition.
+async fn findings_loop(config: Config, store: Store, cancel: CancellationToken) {
+    let cx = findings::Context::from_config(&config);
+    let mut tracker = Tracker::new(
+        config.agent.finding_pending_cycles,
+        config.agent.finding_resolve_cycles,
+    );
+    let mut ticker = tokio::time::interval(config.agent.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let snap = store.current();
+        if !snap.ready() {
+            continue;
+        }
+        let now = std::time::SystemTime::now();
+        let (view, transitions) = tracker.update(findings::evaluate(&snap, &cx, now), now);
+        for t in transitions {
+            match t {
+                Transition::Activated(f) => {
+                    tracing::warn!(code = f.code, severity = f.severity.as_str(), summary = %f.summary, evidence = %f.evidence, runbook = %f.runbook, "Finding active.")
+                }
+                Transition::Resolved(f) => {
+                    tracing::info!(code = f.code, severity = f.severity.as_str(), summary = %f.summary, "Finding resolved.")
+                }
+            }
+        }
+        store.publish_findings(view);
+    }
 }
 
 async fn signals(cancel: CancellationToken) {

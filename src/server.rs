@@ -3,6 +3,7 @@
 //! - `GET /metrics`: Prometheus text exposition of the snapshot.
 //! - `GET /healthz`: 200 while the agent serves (liveness).
 //! - `GET /readyz`: 200 once every check has completed once, else 503 (readiness).
+//! - `GET /findings`: the active and pending findings as JSON (see docs/findings.md).
 //! - `GET /`: a short index.
 
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ pub fn router(store: Store) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/findings", get(findings))
         .with_state(state)
 }
 
@@ -62,6 +64,19 @@ async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body)
 }
 
+async fn findings(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    let snap = st.store.current();
+    let status =
+        crate::findings::status_of(snap.findings.active.iter().map(|a| a.finding.severity));
+    axum::Json(serde_json::json!({
+        "status": status,
+        "ready": snap.ready(),
+        "findings": snap.findings.active,
+        "pending": snap.findings.pending,
+        "evaluated_at": snap.findings.evaluated_at.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs_f64()),
+    }))
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -85,5 +100,5 @@ async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 async fn index() -> &'static str {
-    "rose-agent\n\n/metrics  Prometheus metrics\n/healthz  liveness\n/readyz   readiness (first round of checks done)\n"
+    "rose-agent\n\n/metrics  Prometheus metrics\n/healthz  liveness\n/readyz   readiness (first round of checks done)\n/findings active findings (JSON)\n"
 }

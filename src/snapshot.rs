@@ -46,6 +46,8 @@ pub struct Snapshot {
     /// Counters kept outside any one check.
     pub pg_connects_ok: u64,
     pub pg_connects_failed: u64,
+    /// Findings as of the last evaluation cycle.
+    pub findings: Arc<crate::findings::state::View>,
 }
 
 impl Snapshot {
@@ -84,6 +86,7 @@ impl Store {
             checks: BTreeMap::new(),
             pg_connects_ok: 0,
             pg_connects_failed: 0,
+            findings: Default::default(),
         };
         Store {
             tx: Arc::new(watch::channel(Arc::new(snap)).0),
@@ -131,6 +134,15 @@ impl Store {
                 errors,
             };
             snap.checks.insert(id, Arc::new(state));
+            snap.generation += 1;
+        });
+    }
+
+    /// Publishes the findings of an evaluation cycle.
+    pub fn publish_findings(&self, view: crate::findings::state::View) {
+        self.tx.send_modify(|snap| {
+            let snap = Arc::make_mut(snap);
+            snap.findings = Arc::new(view);
             snap.generation += 1;
         });
     }

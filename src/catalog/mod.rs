@@ -112,13 +112,15 @@ macro_rules! metrics {
 }
 
 mod agent;
+mod findings;
 mod pg;
 
 pub use agent::*;
+pub use findings::*;
 pub use pg::*;
 
 /// Every subsystem's list, in documentation order.
-static PARTS: &[&[&MetricDef]] = &[pg::PG, agent::AGENT];
+static PARTS: &[&[&MetricDef]] = &[pg::PG, findings::FINDINGS, agent::AGENT];
 
 /// Every metric, in documentation order.
 pub fn all() -> impl Iterator<Item = &'static MetricDef> {

@@ -48,6 +48,8 @@ pub struct AgentConfig {
     pub slow_interval: Duration,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    pub finding_pending_cycles: u32,
+    pub finding_resolve_cycles: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -245,6 +247,18 @@ impl Config {
         let pool_size = count("DATABASE_POOL_SIZE", raw.app.pool_size, 10, 1);
         let max_overflow = count("DATABASE_MAX_OVERFLOW", raw.app.max_overflow, 20, 0);
         let instances = count("AGENT_APP_INSTANCES", raw.app.instances, 1, 1);
+        let finding_pending_cycles = count(
+            "AGENT_FINDING_PENDING_CYCLES",
+            raw.agent.finding_pending_cycles,
+            2,
+            1,
+        );
+        let finding_resolve_cycles = count(
+            "AGENT_FINDING_RESOLVE_CYCLES",
+            raw.agent.finding_resolve_cycles,
+            2,
+            1,
+        );
 
         // The monitoring DSN and where it came from.
         let mut dsn_text: Option<(String, &'static str)> = None;
@@ -360,6 +374,8 @@ impl Config {
                 slow_interval,
                 shutdown_grace,
                 log_format,
+                finding_pending_cycles,
+                finding_resolve_cycles,
             },
             database: db,
             app: AppConfig {
@@ -383,6 +399,8 @@ impl Config {
                 slow_interval: Some(h(self.agent.slow_interval)),
                 shutdown_grace: Some(h(self.agent.shutdown_grace)),
                 log_format: Some(format!("{:?}", self.agent.log_format).to_lowercase()),
+                finding_pending_cycles: Some(self.agent.finding_pending_cycles.into()),
+                finding_resolve_cycles: Some(self.agent.finding_resolve_cycles.into()),
             },
             database: raw::RawDatabase {
                 url: self.database.dsn.as_ref().map(Dsn::redacted_url),

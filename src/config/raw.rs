@@ -65,6 +65,11 @@ pub struct RawAgent {
     pub shutdown_grace: Option<String>,
     /// `text` or `json` (env `AGENT_LOG_FORMAT`; default `text`).
     pub log_format: Option<String>,
+    /// Evaluation cycles a finding must be seen before it is active (env
+    /// `AGENT_FINDING_PENDING_CYCLES`; default 2).
+    pub finding_pending_cycles: Option<i64>,
+    /// Clean cycles before an active finding resolves (env `AGENT_FINDING_RESOLVE_CYCLES`; default 2).
+    pub finding_resolve_cycles: Option<i64>,
 }
 
 /// `[database]`: how the agent reaches PostgreSQL.
@@ -157,6 +162,14 @@ impl RawConfig {
             ("DATABASE_POOL_SIZE", &mut self.app.pool_size),
             ("DATABASE_MAX_OVERFLOW", &mut self.app.max_overflow),
             ("AGENT_APP_INSTANCES", &mut self.app.instances),
+            (
+                "AGENT_FINDING_PENDING_CYCLES",
+                &mut self.agent.finding_pending_cycles,
+            ),
+            (
+                "AGENT_FINDING_RESOLVE_CYCLES",
+                &mut self.agent.finding_resolve_cycles,
+            ),
         ] {
             if let Some(v) = s(key) {
                 match v.trim().parse::<i64>() {

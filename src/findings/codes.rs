@@ -1,0 +1,198 @@
+//! The catalog of finding codes. Codes are stable API: alert rules, runbooks
+//! (`docs/runbooks/<code>.md`) and `agent diagnose --format json` consumers key on them.
+
+use super::Severity;
+
+/// One finding code.
+#[derive(Debug)]
+pub struct CodeDef {
+    pub code: &'static str,
+    pub severity: Severity,
+    /// What the code means, one line.
+    pub title: &'static str,
+}
+
+const fn c(code: &'static str, severity: Severity, title: &'static str) -> CodeDef {
+    CodeDef {
+        code,
+        severity,
+        title,
+    }
+}
+
+use Severity::{Critical, Info, Warning};
+
+/// Every finding code.
+pub static CODES: &[CodeDef] = &[
+    // The guide's five troubleshooting issues.
+    c(
+        "connection_refused",
+        Critical,
+        "PostgreSQL refuses TCP connections (server down, wrong host or port, firewall)",
+    ),
+    c(
+        "auth_failed",
+        Critical,
+        "password authentication failed for the DSN's user",
+    ),
+    c(
+        "too_many_connections",
+        Critical,
+        "PostgreSQL has no connection slots left",
+    ),
+    c(
+        "slow_queries",
+        Warning,
+        "queries run longer than the guide's 2 s",
+    ),
+    c(
+        "schema_mismatch",
+        Critical,
+        "the LangGraph schema does not match what the library expects",
+    ),
+    // Connection ladder.
+    c(
+        "dns_failure",
+        Critical,
+        "the database host name does not resolve",
+    ),
+    c(
+        "connect_timeout",
+        Critical,
+        "connecting to PostgreSQL does not finish within the timeout",
+    ),
+    c(
+        "tls_error",
+        Critical,
+        "the TLS handshake with PostgreSQL fails",
+    ),
+    c(
+        "database_missing",
+        Critical,
+        "the database named in the DSN does not exist",
+    ),
+    c(
+        "hba_rejected",
+        Critical,
+        "pg_hba.conf rejects this client, user or database",
+    ),
+    c(
+        "privilege_missing",
+        Warning,
+        "the monitoring role cannot read some statistics",
+    ),
+    c(
+        "bad_database_url",
+        Critical,
+        "the DSN cannot be parsed (e.g. unencoded special characters in the password)",
+    ),
+    // Capacity and activity.
+    c(
+        "pool_budget_exceeded",
+        Critical,
+        "the app's worst-case pool demand exceeds the connection slots",
+    ),
+    c(
+        "connections_near_limit",
+        Warning,
+        "connections in use are close to the usable slots",
+    ),
+    c(
+        "idle_in_transaction",
+        Warning,
+        "sessions sit idle inside an open transaction",
+    ),
+    c(
+        "lock_contention",
+        Warning,
+        "sessions are blocked waiting on locks",
+    ),
+    // Schema.
+    c(
+        "missing_table",
+        Critical,
+        "a LangGraph checkpointer table is missing",
+    ),
+    c(
+        "missing_index",
+        Warning,
+        "a LangGraph thread_id index is missing",
+    ),
+    c(
+        "invalid_index",
+        Warning,
+        "an index is INVALID (an interrupted CREATE INDEX CONCURRENTLY)",
+    ),
+    c(
+        "duplicate_index",
+        Info,
+        "two indexes cover the same columns",
+    ),
+    // Placement, restarts, replicas.
+    c(
+        "region_latency",
+        Warning,
+        "the database round trip suggests another region than the app",
+    ),
+    c("database_restarted", Info, "PostgreSQL restarted recently"),
+    c(
+        "replica_lag",
+        Warning,
+        "the read replica lags behind the primary",
+    ),
+    // The app.
+    c(
+        "app_unreachable",
+        Critical,
+        "the app's health endpoint does not answer",
+    ),
+    c(
+        "app_unhealthy",
+        Critical,
+        "the app's health endpoint answers with an error",
+    ),
+    c(
+        "app_degraded",
+        Warning,
+        "the app reports services disconnected",
+    ),
+    c(
+        "app_slow",
+        Warning,
+        "the app answers slower than the guide's latency targets",
+    ),
+    // The migration itself.
+    c(
+        "migration_not_effective",
+        Warning,
+        "checkpoints still go to SQLite although PostgreSQL is configured",
+    ),
+    c(
+        "sqlite_unreadable",
+        Warning,
+        "the SQLite checkpointer (the rollback path) cannot be read",
+    ),
+];
+
+/// The catalog entry of a code.
+pub fn code_def(code: &str) -> Option<&'static CodeDef> {
+    CODES.iter().find(|d| d.code == code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for d in CODES {
+            assert!(seen.insert(d.code), "{}", d.code);
+            assert!(
+                d.code.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{}",
+                d.code
+            );
+        }
+    }
+}

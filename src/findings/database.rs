@@ -1,0 +1,241 @@
+//! Rules over what a working connection shows: slots in use against the usable slots, the app's
+//! worst-case pool demand against them, round trip (region), and recent restarts.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::{Context, Finding, Severity};
+use crate::check::{Observation, pg_connections, pg_connectivity};
+use crate::snapshot::Snapshot;
+
+pub(super) fn evaluate(snap: &Snapshot, cx: &Context, now: SystemTime, out: &mut Vec<Finding>) {
+    if let Some(Observation::PgConnections(c)) = snap.observation(pg_connections::ID) {
+        connections(c, cx, out);
+    }
+    if let Some(Observation::PgConnectivity(c)) = snap.observation(pg_connectivity::ID) {
+        connectivity(c, cx, now, out);
+    }
+}
+
+/// Usable slots for ordinary roles: `max_connections - superuser_reserved_connections`.
+pub fn usable_slots(c: &pg_connections::Connections) -> u32 {
+    c.max_connections.saturating_sub(c.superuser_reserved)
+}
+
+/// Worst-case connections of the app fleet plus the agent.
+pub fn pool_demand(cx: &Context) -> u32 {
+    cx.instances * (cx.pool_size + cx.max_overflow) + 1
+}
+
+/// A pool size and overflow per instance that fit `slots` (keeping the app's 1:2 ratio).
+pub fn suggested_pool(slots: u32, instances: u32) -> (u32, u32) {
+    let per_instance = slots.saturating_sub(1) / instances.max(1);
+    let pool = (per_instance / 3).max(1);
+    (pool, per_instance.saturating_sub(pool))
+}
+
+fn connections(c: &pg_connections::Connections, cx: &Context, out: &mut Vec<Finding>) {
+    let slots = usable_slots(c);
+    let used = c.total();
+    let t = &cx.target;
+    if slots > 0 && f64::from(used) >= cx.connections_warn_ratio * f64::from(slots) {
+        let full = used >= slots;
+        out.push(
+            Finding::new(
+                "connections_near_limit",
+                format!("{used} of {slots} usable connection slots in use at {t}"),
+                format!(
+                    "{used} client connections vs {slots} usable slots (max_connections {} - superuser_reserved_connections {}); threshold {:.0}%",
+                    c.max_connections,
+                    c.superuser_reserved,
+                    cx.connections_warn_ratio * 100.0
+                ),
+                vec![
+                    format!("Reduce DATABASE_POOL_SIZE (now {}) or DATABASE_MAX_OVERFLOW (now {})", cx.pool_size, cx.max_overflow),
+                    "Look for idle sessions holding slots: SELECT application_name, client_addr, state, count(*) FROM pg_stat_activity GROUP BY 1, 2, 3 ORDER BY 4 DESC".into(),
+                    "Upgrade the database plan (Railway Starter 22, Pro 97 connections) or add PgBouncer".into(),
+                ],
+            )
+            .with_severity(if full { Severity::Critical } else { Severity::Warning }),
+        );
+    }
+    let demand = pool_demand(cx);
+    if slots > 0 && demand > slots {
+        let (pool, overflow) = suggested_pool(slots, cx.instances);
+        out.push(Finding::new(
+            "pool_budget_exceeded",
+            format!("Worst-case pool demand {demand} exceeds {slots} connection slots"),
+            format!(
+                "pool demand {demand} = {} instance(s) x (DATABASE_POOL_SIZE {} + DATABASE_MAX_OVERFLOW {}) + 1 agent > {slots} usable slots at {t}",
+                cx.instances, cx.pool_size, cx.max_overflow
+            ),
+            vec![
+                format!("pool demand {demand} > {slots} slots: lower DATABASE_POOL_SIZE to {pool} and DATABASE_MAX_OVERFLOW to {overflow} (per instance, {} instance(s))", cx.instances),
+                "Or upgrade the database plan for more connections (Railway Starter 22, Pro 97)".into(),
+                "Or put PgBouncer in front of PostgreSQL so the pools share fewer server connections".into(),
+            ],
+        ));
+    }
+}
+
+fn connectivity(
+    c: &pg_connectivity::Connectivity,
+    cx: &Context,
+    now: SystemTime,
+    out: &mut Vec<Finding>,
+) {
+    if c.roundtrip_seconds > cx.region_latency_seconds {
+        out.push(Finding::new(
+            "region_latency",
+            format!("Round trip to {} takes {:.0} ms", cx.target, c.roundtrip_seconds * 1000.0),
+            format!(
+                "round trip {:.1} ms > {:.0} ms threshold",
+                c.roundtrip_seconds * 1000.0,
+                cx.region_latency_seconds * 1000.0
+            ),
+            vec![
+                "Check database region (should match app region): same provider region for the app service and the database".into(),
+                "Use the provider's private network address when app and database share a project".into(),
+            ],
+        ));
+    }
+    let now_s = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let age = now_s - c.postmaster_start_time_seconds;
+    if c.postmaster_start_time_seconds > 0.0 && (0.0..cx.restart_window_seconds).contains(&age) {
+        out.push(Finding::new(
+            "database_restarted",
+            format!("PostgreSQL at {} restarted {:.0} s ago", cx.target, age),
+            format!("pg_postmaster_start_time is {:.0} s ago (window {:.0} s)", age, cx.restart_window_seconds),
+            vec![
+                "Verify the app reconnected: check its health endpoint and error logs".into(),
+                "Check the provider's status page and the server log for the cause (deploy, crash, OOM)".into(),
+                "Test failover: the app should handle database restarts (guide, Next Steps)".into(),
+            ],
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::findings::testutil::snap;
+
+    fn conns(max: u32, reserved: u32, active: u32, idle: u32) -> Observation {
+        let mut by_state = BTreeMap::new();
+        by_state.insert("active".to_owned(), active);
+        by_state.insert("idle".to_owned(), idle);
+        Observation::PgConnections(pg_connections::Connections {
+            max_connections: max,
+            superuser_reserved: reserved,
+            by_state,
+        })
+    }
+
+    fn codes(
+        obs: Observation,
+        id: &'static str,
+        cx: &Context,
+        now: SystemTime,
+    ) -> Vec<(&'static str, Severity)> {
+        let mut out = vec![];
+        evaluate(&snap(vec![(id, Ok(obs))]), cx, now, &mut out);
+        out.into_iter().map(|f| (f.code, f.severity)).collect()
+    }
+
+    #[test]
+    fn connection_thresholds() {
+        let cx = Context {
+            pool_size: 2,
+            max_overflow: 2,
+            ..Context::default()
+        };
+        let now = SystemTime::now();
+        for (max, reserved, active, idle, want) in [
+            (100, 3, 10, 10, vec![]),
+            (
+                100,
+                3,
+                40,
+                38,
+                vec![("connections_near_limit", Severity::Warning)],
+            ),
+            (
+                25,
+                3,
+                12,
+                10,
+                vec![("connections_near_limit", Severity::Critical)],
+            ),
+        ] {
+            assert_eq!(
+                codes(
+                    conns(max, reserved, active, idle),
+                    pg_connections::ID,
+                    &cx,
+                    now
+                ),
+                want,
+                "{max} {active} {idle}"
+            );
+        }
+    }
+
+    #[test]
+    fn pool_budget_on_the_starter_plan() {
+        // Railway Starter: 22 connections; 3 instances x (10 + 20) + 1 = 91.
+        let cx = Context {
+            instances: 3,
+            ..Context::default()
+        };
+        let mut out = vec![];
+        evaluate(
+            &snap(vec![(pg_connections::ID, Ok(conns(22, 0, 1, 0)))]),
+            &cx,
+            SystemTime::now(),
+            &mut out,
+        );
+        let f = out
+            .iter()
+            .find(|f| f.code == "pool_budget_exceeded")
+            .unwrap();
+        assert!(f.steps[0].starts_with("pool demand 91 > 22 slots: lower DATABASE_POOL_SIZE to 2 and DATABASE_MAX_OVERFLOW to 5"), "{}", f.steps[0]);
+        let (p, o) = suggested_pool(22, 3);
+        assert!(3 * (p + o) < 22);
+    }
+
+    #[test]
+    fn region_latency_and_restart() {
+        let start = 1_700_000_000.0;
+        let obs = |rtt: f64| {
+            Observation::PgConnectivity(pg_connectivity::Connectivity {
+                target: "t".into(),
+                roundtrip_seconds: rtt,
+                connect_seconds: 0.01,
+                server_version_num: 150000,
+                server_version: "15.0".into(),
+                postmaster_start_time_seconds: start,
+                in_recovery: false,
+            })
+        };
+        let cx = Context::default();
+        let long_after = UNIX_EPOCH + Duration::from_secs_f64(start + 86_400.0);
+        let just_after = UNIX_EPOCH + Duration::from_secs_f64(start + 60.0);
+        assert_eq!(
+            codes(obs(0.001), pg_connectivity::ID, &cx, long_after),
+            vec![]
+        );
+        assert_eq!(
+            codes(obs(0.080), pg_connectivity::ID, &cx, long_after),
+            vec![("region_latency", Severity::Warning)]
+        );
+        assert_eq!(
+            codes(obs(0.001), pg_connectivity::ID, &cx, just_after),
+            vec![("database_restarted", Severity::Info)]
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! Findings: what is wrong and what to do about it. One catalog of codes ([`CODES`]), each with a
+//! stable snake_case code, a severity and a runbook under `docs/runbooks/<code>.md`; pure rules
+//! ([`evaluate`]) that turn a snapshot's observations and errors into [`Finding`]s whose steps are
+//! the migration guide's troubleshooting steps made concrete with the observed values.
+//!
+//! Judgement never does I/O: rules read the snapshot and take `now` as an argument, so they are
+//! unit-tested with struct literals.
+
+mod codes;
+mod connect;
+mod database;
+pub mod state;
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+pub use codes::{CODES, CodeDef, code_def};
+
+use crate::config::Config;
+use crate::snapshot::Snapshot;
+
+/// How bad a finding is. Critical pages, warning tickets, info is not routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// One thing that is wrong, with what to do.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    /// Stable snake_case code from [`CODES`].
+    pub code: &'static str,
+    pub severity: Severity,
+    /// One line.
+    pub summary: String,
+    /// Observed value vs threshold, with the sanitized target.
+    pub evidence: String,
+    /// Ordered steps, concrete with the observed values.
+    pub steps: Vec<String>,
+    /// `docs/runbooks/<code>.md`.
+    pub runbook: String,
+    /// What the finding is about when a code can apply to several things (an index, an
+    /// endpoint); part of the finding's identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+impl Finding {
+    /// A finding of a catalog code with its default severity.
+    pub fn new(
+        code: &'static str,
+        summary: impl Into<String>,
+        evidence: impl Into<String>,
+        steps: Vec<String>,
+    ) -> Finding {
+        let def = code_def(code);
+        Finding {
+            code,
+            severity: def.map_or(Severity::Warning, |d| d.severity),
+            summary: summary.into(),
+            evidence: crate::dsn::redact(&evidence.into()),
+            steps,
+            runbook: format!("docs/runbooks/{code}.md"),
+            subject: None,
+        }
+    }
+
+    pub fn with_severity(mut self, s: Severity) -> Finding {
+        self.severity = s;
+        self
+    }
+
+    pub fn with_subject(mut self, s: impl Into<String>) -> Finding {
+        self.subject = Some(s.into());
+        self
+    }
+
+    /// Identity across cycles: code plus subject.
+    pub fn key(&self) -> String {
+        match &self.subject {
+            Some(s) => format!("{}:{s}", self.code),
+            None => self.code.to_owned(),
+        }
+    }
+}
+
+/// Thresholds and context the rules judge against.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Sanitized `host:port/dbname`, or empty without PostgreSQL.
+    pub target: String,
+    /// Where the DSN came from (`AGENT_DATABASE_URL`, `DATABASE_URL`, ...), for steps.
+    pub dsn_source: &'static str,
+    pub pool_size: u32,
+    pub max_overflow: u32,
+    pub instances: u32,
+    /// Connections in use over usable slots above which `connections_near_limit` fires.
+    pub connections_warn_ratio: f64,
+    /// Round trip above which the database is likely in another region.
+    pub region_latency_seconds: f64,
+    /// A server started less than this long ago counts as restarted.
+    pub restart_window_seconds: f64,
+}
+
+impl Context {
+    pub fn from_config(c: &Config) -> Context {
+        Context {
+            target: c
+                .database
+                .dsn
+                .as_ref()
+                .map(|d| d.target())
+                .unwrap_or_default(),
+            dsn_source: c.database.dsn_source,
+            pool_size: c.app.pool_size,
+            max_overflow: c.app.max_overflow,
+            instances: c.app.instances,
+            connections_warn_ratio: 0.8,
+            region_latency_seconds: 0.03,
+            restart_window_seconds: 600.0,
+        }
+    }
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Context {
+            target: "db:5432/railway".into(),
+            dsn_source: "DATABASE_URL",
+            pool_size: 10,
+            max_overflow: 20,
+            instances: 1,
+            connections_warn_ratio: 0.8,
+            region_latency_seconds: 0.03,
+            restart_window_seconds: 600.0,
+        }
+    }
+}
+
+/// The overall status of a set of findings: `ok`, `warning` or `critical` (info does not count).
+pub fn status_of(severities: impl Iterator<Item = Severity>) -> &'static str {
+    match severities.max() {
+        Some(Severity::Critical) => "critical",
+        Some(Severity::Warning) => "warning",
+        _ => "ok",
+    }
+}
+
+/// Pure: every finding the snapshot supports, most severe first.
+pub fn evaluate(snap: &Snapshot, cx: &Context, now: SystemTime) -> Vec<Finding> {
+    let mut out = Vec::new();
+    connect::evaluate(snap, cx, &mut out);
+    database::evaluate(snap, cx, now, &mut out);
+    out.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.code.cmp(b.code)));
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    //! Builds snapshots from outcomes for table tests.
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use crate::check::Observation;
+    use crate::error::CheckError;
+    use crate::snapshot::{CheckState, Outcome, Snapshot};
+
+    pub fn snap(entries: Vec<(&'static str, Result<Observation, CheckError>)>) -> Snapshot {
+        let mut s = Snapshot {
+            generation: 1,
+            started: SystemTime::UNIX_EPOCH,
+            expected: vec![],
+            checks: Default::default(),
+            pg_connects_ok: 0,
+            pg_connects_failed: 0,
+            findings: Default::default(),
+        };
+        for (id, result) in entries {
+            s.checks.insert(
+                id,
+                Arc::new(CheckState {
+                    last: Outcome {
+                        at: SystemTime::UNIX_EPOCH,
+                        duration: Duration::ZERO,
+                        result,
+                    },
+                    samples: vec![],
+                    last_success: None,
+                    runs: 1,
+                    consecutive_failures: 0,
+                    errors: Default::default(),
+                }),
+            );
+        }
+        s
+    }
+}
