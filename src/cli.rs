@@ -30,6 +30,33 @@ pub enum Command {
     /// FEATURE_DATABASE_TYPE, DATABASE_POOL_SIZE, DATABASE_MAX_OVERFLOW, ... and the agent's
     /// AGENT_*) and an optional TOML file. See README.md.
     Run(RunArgs),
+    /// Run every check once, walking config -> DNS -> TCP -> TLS -> auth -> database ->
+    /// privileges -> settings -> extensions -> schema -> activity -> app -> SQLite, and print what
+    /// is wrong and what to do.
+    ///
+    /// Exit codes follow the Nagios plugin convention: 0 ok, 1 warning, 2 critical, 3 unknown
+    /// (including unusable configuration).
+    Diagnose(DiagnoseArgs),
+}
+
+/// Output format of `diagnose`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DiagnoseArgs {
+    /// Output format; the JSON shape is documented in docs/diagnose.md.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// No ANSI colours (they are off anyway when stdout is not a terminal).
+    #[arg(long)]
+    pub no_color: bool,
+    /// Upper bound on the whole run.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, clap::Args)]

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod diagnose;
 pub mod dsn;
 pub mod error;
 pub mod findings;

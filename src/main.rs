@@ -1,48 +1,77 @@
 //! The `agent` binary: parses the command line, loads configuration, and dispatches. Exit codes:
-//! 0 success, 64 unusable configuration (EX_USAGE), 1 runtime failure.
+//! `run`: 0 after a clean shutdown, 64 unusable configuration (EX_USAGE), 1 runtime failure;
+//! `diagnose`: 0 ok, 1 warning, 2 critical, 3 unknown (Nagios plugin convention).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use rose_agent::cli::{Cli, Command};
+use rose_agent::cli::{Cli, Command, DiagnoseArgs, Format};
 use rose_agent::config::{Config, ProcessEnv};
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref(), &ProcessEnv) {
-        Ok(c) => c,
-        Err(e) => {
-            eprint!("agent: {e}");
-            return ExitCode::from(64);
-        }
-    };
+    let config = Config::load(cli.config.as_deref(), &ProcessEnv);
     match cli.command {
         Command::Run(args) => {
+            let config = match config {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("agent: {e}");
+                    return ExitCode::from(64);
+                }
+            };
             if args.print_config {
                 print!("{}", config.effective_toml());
                 return ExitCode::SUCCESS;
             }
             rose_agent::telemetry::init(config.agent.log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("agent: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
             let cancel = tokio_util::sync::CancellationToken::new();
-            match runtime.block_on(rose_agent::run::run(config, cancel)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
+            match runtime().map(|rt| rt.block_on(rose_agent::run::run(config, cancel))) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) | Err(e) => {
                     eprintln!("agent: {e:#}");
                     ExitCode::FAILURE
                 }
             }
         }
+        Command::Diagnose(args) => diagnose(config, &args),
     }
+}
+
+fn diagnose(
+    config: Result<Config, rose_agent::config::ConfigError>,
+    args: &DiagnoseArgs,
+) -> ExitCode {
+    let report = match config {
+        Err(e) => rose_agent::diagnose::config_report(&e),
+        Ok(c) => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                rose_agent::telemetry::init(c.agent.log_format);
+            }
+            match runtime() {
+                Ok(rt) => rt.block_on(rose_agent::diagnose::diagnose(&c, args.timeout)),
+                Err(e) => {
+                    eprintln!("agent: {e:#}");
+                    return ExitCode::from(3);
+                }
+            }
+        }
+    };
+    match args.format {
+        Format::Json => println!("{}", report.to_json()),
+        Format::Text => print!(
+            "{}",
+            report.to_text(!args.no_color && std::io::stdout().is_terminal())
+        ),
+    }
+    ExitCode::from(report.exit_code())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
 }

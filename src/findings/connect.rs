@@ -33,14 +33,18 @@ pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
 pub fn for_connect_error(kind: ErrorKind, message: &str, cx: &Context) -> Finding {
     let t = &cx.target;
     let src = cx.dsn_source;
-    let ev = format!("{t}: {message}");
+    let ev = if message.starts_with(t.as_str()) {
+        message.to_owned()
+    } else {
+        format!("{t}: {message}")
+    };
     match kind {
         ErrorKind::Refused | ErrorKind::Unreachable | ErrorKind::ConnectionClosed | ErrorKind::Io => Finding::new(
             "connection_refused",
             format!("PostgreSQL at {t} refuses connections"),
             ev,
             vec![
-                format!("Verify {src} is correct: host and port are {t}"),
+                format!("Verify {src} is correct: it points at {t}"),
                 "Check the database is running (Railway dashboard, or `pg_isready -h HOST -p PORT`)".into(),
                 "Verify network connectivity from the app's host to the database host".into(),
                 "Check firewall rules and the server's listen_addresses".into(),

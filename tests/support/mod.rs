@@ -448,3 +448,78 @@ pub fn require_tool(name: &str) -> bool {
     }
     found
 }
+
+/// Background `psql` sessions running SQL (e.g. `SELECT pg_sleep(60)`), killed on drop.
+pub struct Sessions(pub Vec<Child>);
+
+impl Sessions {
+    /// Opens `n` sessions as `user` (over TCP with `password`, or as the superuser over the
+    /// socket when `user` is `postgres`), each running `sql`.
+    pub fn hold(pg: &PgCluster, user: &str, password: &str, n: usize, sql: &str) -> Sessions {
+        let mut v = Vec::new();
+        for _ in 0..n {
+            let mut cmd = Command::new(pg.bin.join("psql"));
+            cmd.args([
+                "-X",
+                "-q",
+                "-U",
+                user,
+                "-d",
+                DBNAME,
+                "-p",
+                &pg.port.to_string(),
+                "-c",
+                sql,
+            ]);
+            if user == "postgres" {
+                cmd.arg("-h").arg(pg.socket_dir());
+            } else {
+                cmd.args(["-h", "127.0.0.1"]).env("PGPASSWORD", password);
+            }
+            v.push(
+                cmd.stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+        }
+        Sessions(v)
+    }
+}
+
+impl Drop for Sessions {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `agent diagnose --format json` with these variables; returns (exit code, JSON, all output).
+pub fn diagnose(env: &[(&str, String)], extra_args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_agent"))
+        .args(["diagnose", "--format", "json"])
+        .args(extra_args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {all}"));
+    (out.status.code().unwrap_or(-1), json, all)
+}
+
+/// The finding codes of a diagnose report.
+pub fn codes(report: &serde_json::Value) -> Vec<String> {
+    report["findings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f["code"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}

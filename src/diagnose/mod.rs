@@ -1,0 +1,508 @@
+//! `agent diagnose`: the same configuration and checks as `agent run`, run once, walking the
+//! ladder config -> DNS -> TCP -> TLS -> auth -> database -> privileges -> the PostgreSQL checks
+//! (settings, extensions, schema, activity) -> app probes -> SQLite. A failed rung skips the
+//! rungs that depend on it; independent rungs (the app, SQLite) run anyway, concurrently.
+//!
+//! Everything is bounded by one deadline (`--timeout`, default 10 s). The report is built from
+//! the same pure finding rules as `agent run`, without the pending cycles.
+
+pub mod report;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::time::Instant as TokioInstant;
+
+pub use report::{Report, Rung, RungStatus};
+
+use crate::check::{self, Check, pg_connectivity};
+use crate::config::{Config, ConfigError};
+use crate::dsn::Host;
+use crate::error::{CheckError, ErrorKind};
+use crate::findings::{self, Finding};
+use crate::pg::PgTarget;
+use crate::scheduler;
+use crate::snapshot::{Outcome, Store};
+
+/// Keys whose problems mean the DSN itself is unusable.
+const DSN_KEYS: &[&str] = &[
+    "DATABASE_URL",
+    "AGENT_DATABASE_URL",
+    "AGENT_DATABASE_URL_FILE",
+    "DATABASE_READ_REPLICA_URL",
+];
+
+/// The report for a configuration that cannot be used.
+pub fn config_report(err: &ConfigError) -> Report {
+    let mut findings = Vec::new();
+    for p in err.0.iter().filter(|p| DSN_KEYS.contains(&p.key.as_str())) {
+        findings.push(
+            Finding::new(
+                "bad_database_url",
+                format!("{} cannot be used", p.key),
+                format!("{}: {}", p.key, p.message),
+                vec![
+                    format!("Fix {} (the agent read it as the monitoring DSN)", p.key),
+                    "Percent-encode special characters in the user and password (@ as %40, / as %2F, : as %3A, # as %23, ? as %3F)".into(),
+                    "The form is postgresql://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=require".into(),
+                ],
+            )
+            .with_subject(p.key.clone()),
+        );
+    }
+    let detail = err
+        .0
+        .iter()
+        .map(|p| format!("{}: {}", p.key, p.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Report::new(
+        String::new(),
+        findings,
+        vec![Rung::new(
+            "config",
+            RungStatus::Critical,
+            Duration::ZERO,
+            Some(detail),
+        )],
+    )
+    .force_unknown()
+}
+
+/// Runs the whole ladder once within `timeout`.
+pub async fn diagnose(config: &Config, timeout: Duration) -> Report {
+    let deadline = TokioInstant::now() + timeout;
+    let store = Store::new(Vec::new());
+    let mut rungs = vec![Rung::new("config", RungStatus::Ok, Duration::ZERO, None)];
+    let target = config
+        .database
+        .dsn
+        .as_ref()
+        .map(|d| d.target())
+        .unwrap_or_default();
+
+    // Connect set-up never takes more than a third of the budget, so the checks get their turn.
+    let mut db_config = config.clone();
+    db_config.database.connect_timeout = config.database.connect_timeout.min(timeout / 3);
+    let pg = crate::run::pg_target(&db_config, None);
+    let all = check::registry(config, pg.clone());
+    let (pg_checks, other_checks): (Vec<_>, Vec<_>) =
+        all.into_iter().partition(|c| c.id().starts_with("pg_"));
+
+    // Independent rungs start now and run beside the database ladder.
+    let independent = run_checks(other_checks, deadline);
+    let ladder = async {
+        let mut rungs = Vec::new();
+        let mut extra = Vec::new();
+        match (&pg, &db_config.database.dsn) {
+            (Some(pg), Some(dsn)) => {
+                let ok = ladder(
+                    pg,
+                    &dsn.host,
+                    dsn.port,
+                    dsn.sslmode != crate::dsn::SslMode::Disable,
+                    &db_config,
+                    deadline,
+                    &store,
+                    &mut rungs,
+                    &mut extra,
+                )
+                .await;
+                if ok {
+                    for (c, outcome, samples) in run_checks(pg_checks, deadline).await {
+                        rungs.push(rung_for(c.id(), &outcome));
+                        store.publish(c.id(), outcome, samples);
+                    }
+                } else {
+                    for name in ["privileges", "settings", "extensions", "schema", "activity"] {
+                        rungs.push(Rung::new(
+                            name,
+                            RungStatus::Skipped,
+                            Duration::ZERO,
+                            Some("the connection failed".into()),
+                        ));
+                    }
+                }
+            }
+            _ => rungs.push(Rung::new(
+                "database",
+                RungStatus::Skipped,
+                Duration::ZERO,
+                Some("no DSN configured (FEATURE_DATABASE_TYPE=sqlite)".into()),
+            )),
+        }
+        (rungs, extra)
+    };
+    let (independent, (ladder_rungs, extra)) = tokio::join!(independent, ladder);
+    rungs.extend(ladder_rungs);
+    for (c, outcome, samples) in independent {
+        if c.id() != check::process::ID {
+            rungs.push(rung_for(c.id(), &outcome));
+        }
+        store.publish(c.id(), outcome, samples);
+    }
+    let cx = findings::Context::from_config(config);
+    let mut found = findings::evaluate(&store.current(), &cx, SystemTime::now());
+    found.extend(extra);
+    found.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.code.cmp(b.code)));
+    Report::new(target, found, merge_rungs(rungs))
+}
+
+/// DNS, TCP, then TLS + auth + database through the agent's own connector. Returns true when a
+/// session is open. A failure is published as the connectivity check's outcome so the same
+/// finding rules as `agent run` classify it.
+#[allow(clippy::too_many_arguments)]
+async fn ladder(
+    pg: &Arc<PgTarget>,
+    host: &Host,
+    port: u16,
+    tls: bool,
+    config: &Config,
+    deadline: TokioInstant,
+    store: &Store,
+    rungs: &mut Vec<Rung>,
+    extra: &mut Vec<Finding>,
+) -> bool {
+    let step = config.database.connect_timeout;
+    let fail = |store: &Store, err: CheckError, took: Duration| {
+        store.publish(
+            pg_connectivity::ID,
+            Outcome {
+                at: SystemTime::now(),
+                duration: took,
+                result: Err(err),
+            },
+            vec![],
+        );
+    };
+    let skip = |rungs: &mut Vec<Rung>, names: &[&'static str]| {
+        for n in names {
+            rungs.push(Rung::new(n, RungStatus::Skipped, Duration::ZERO, None));
+        }
+    };
+    // DNS.
+    let ip: Option<IpAddr> = match host {
+        Host::Socket(_) => {
+            rungs.push(Rung::new(
+                "dns",
+                RungStatus::Ok,
+                Duration::ZERO,
+                Some("unix socket".into()),
+            ));
+            None
+        }
+        Host::Tcp(name) => {
+            let t = Instant::now();
+            let res = bounded(
+                deadline,
+                step,
+                tokio::net::lookup_host((name.as_str(), port)),
+            )
+            .await
+            .map(|r| r.map(|mut addrs| addrs.next().map(|a| a.ip())));
+            match res {
+                Some(Ok(Some(ip))) => {
+                    rungs.push(Rung::new(
+                        "dns",
+                        RungStatus::Ok,
+                        t.elapsed(),
+                        Some(ip.to_string()),
+                    ));
+                    Some(ip)
+                }
+                other => {
+                    let msg = match other {
+                        Some(Err(e)) => format!("{}: cannot resolve '{name}': {e}", pg.target()),
+                        None => format!("{}: resolving '{name}' timed out", pg.target()),
+                        _ => format!("{}: '{name}' resolved to no address", pg.target()),
+                    };
+                    rungs.push(Rung::new(
+                        "dns",
+                        RungStatus::Critical,
+                        t.elapsed(),
+                        Some(msg.clone()),
+                    ));
+                    fail(store, CheckError::new(ErrorKind::Dns, msg), t.elapsed());
+                    skip(rungs, &["tcp", "tls", "auth", "database"]);
+                    return false;
+                }
+            }
+        }
+    };
+    // TCP.
+    if let Some(ip) = ip {
+        let t = Instant::now();
+        match bounded(deadline, step, tokio::net::TcpStream::connect((ip, port))).await {
+            Some(Ok(_)) => rungs.push(Rung::new(
+                "tcp",
+                RungStatus::Ok,
+                t.elapsed(),
+                Some(format!("{ip}:{port}")),
+            )),
+            other => {
+                let (kind, msg) = match other {
+                    Some(Err(e)) => {
+                        let kind = match e.kind() {
+                            std::io::ErrorKind::ConnectionRefused => ErrorKind::Refused,
+                            std::io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
+                            _ => ErrorKind::Unreachable,
+                        };
+                        (
+                            kind,
+                            format!("{}: TCP connect to {ip}:{port} failed: {e}", pg.target()),
+                        )
+                    }
+                    _ => (
+                        ErrorKind::ConnectTimeout,
+                        format!("{}: TCP connect to {ip}:{port} timed out", pg.target()),
+                    ),
+                };
+                rungs.push(Rung::new(
+                    "tcp",
+                    RungStatus::Critical,
+                    t.elapsed(),
+                    Some(msg.clone()),
+                ));
+                fail(store, CheckError::new(kind, msg), t.elapsed());
+                skip(rungs, &["tls", "auth", "database"]);
+                return false;
+            }
+        }
+    }
+    // TLS + authentication + database, in one connection attempt.
+    let t = Instant::now();
+    let conn = match bounded(deadline, step + Duration::from_millis(100), pg.conn()).await {
+        Some(r) => r,
+        None => Err(CheckError::new(
+            ErrorKind::ConnectTimeout,
+            format!("{}: no session within the timeout", pg.target()),
+        )),
+    };
+    let took = t.elapsed();
+    let conn = match conn {
+        Ok(c) => {
+            let tls_note = if tls {
+                "negotiated per sslmode"
+            } else {
+                "disabled by sslmode"
+            };
+            rungs.push(Rung::new(
+                "tls",
+                RungStatus::Ok,
+                took,
+                Some(tls_note.into()),
+            ));
+            rungs.push(Rung::new("auth", RungStatus::Ok, Duration::ZERO, None));
+            rungs.push(Rung::new(
+                "database",
+                RungStatus::Ok,
+                Duration::ZERO,
+                Some(pg.dbname().to_owned()),
+            ));
+            c
+        }
+        Err(e) => {
+            let failed = match e.kind {
+                ErrorKind::Tls => "tls",
+                ErrorKind::AuthFailed | ErrorKind::HbaRejected => "auth",
+                ErrorKind::ConnectTimeout if tls => "tls",
+                ErrorKind::ConnectTimeout => "auth",
+                _ => "database",
+            };
+            let order = ["tls", "auth", "database"];
+            let pos = order.iter().position(|n| *n == failed).unwrap_or(2);
+            for (i, n) in order.iter().enumerate() {
+                let status = match i.cmp(&pos) {
+                    std::cmp::Ordering::Less => RungStatus::Ok,
+                    std::cmp::Ordering::Equal => RungStatus::Critical,
+                    std::cmp::Ordering::Greater => RungStatus::Skipped,
+                };
+                let detail = (i == pos).then(|| e.message.clone());
+                rungs.push(Rung::new(
+                    n,
+                    status,
+                    if i == pos { took } else { Duration::ZERO },
+                    detail,
+                ));
+            }
+            fail(store, e, took);
+            return false;
+        }
+    };
+    // Privileges: pg_monitor membership.
+    let t = Instant::now();
+    let sql = "SELECT pg_has_role(current_user, 'pg_monitor', 'USAGE'), current_user";
+    match bounded(
+        deadline,
+        config.database.query_timeout(),
+        pg.simple_query(&conn, sql),
+    )
+    .await
+    {
+        Some(Ok(rows)) => {
+            let row = rows.first();
+            let has = row
+                .and_then(|r| r.first().cloned().flatten())
+                .is_some_and(|v| v == "t");
+            let user = row
+                .and_then(|r| r.get(1).cloned().flatten())
+                .unwrap_or_default();
+            if has {
+                rungs.push(Rung::new(
+                    "privileges",
+                    RungStatus::Ok,
+                    t.elapsed(),
+                    Some(format!("{user} has pg_monitor")),
+                ));
+            } else {
+                rungs.push(Rung::new(
+                    "privileges",
+                    RungStatus::Warning,
+                    t.elapsed(),
+                    Some(format!("{user} lacks pg_monitor")),
+                ));
+                extra.push(Finding::new(
+                    "privilege_missing",
+                    format!("The monitoring role {user} is not a member of pg_monitor"),
+                    format!("{}: pg_has_role({user}, 'pg_monitor') is false: other sessions' queries and some statistics are hidden", pg.target()),
+                    vec![
+                        format!("GRANT pg_monitor TO {user};"),
+                        "Or create the least-privilege role with scripts/create-monitoring-role.sql and use it in AGENT_DATABASE_URL".into(),
+                    ],
+                ));
+            }
+        }
+        Some(Err(e)) => rungs.push(Rung::new(
+            "privileges",
+            RungStatus::Critical,
+            t.elapsed(),
+            Some(e.message),
+        )),
+        None => rungs.push(Rung::new(
+            "privileges",
+            RungStatus::Critical,
+            t.elapsed(),
+            Some("timed out".into()),
+        )),
+    }
+    true
+}
+
+/// Runs checks once, concurrently, each under its own timeout and the global deadline.
+async fn run_checks(
+    checks: Vec<Arc<dyn Check>>,
+    deadline: TokioInstant,
+) -> Vec<(Arc<dyn Check>, Outcome, Vec<crate::catalog::Sample>)> {
+    let mut set = tokio::task::JoinSet::new();
+    for c in checks {
+        set.spawn(async move {
+            let run = scheduler::run_once(c.as_ref());
+            let (outcome, samples) = match tokio::time::timeout_at(deadline, run).await {
+                Ok(r) => r,
+                Err(_) => (
+                    Outcome {
+                        at: SystemTime::now(),
+                        duration: Duration::ZERO,
+                        result: Err(CheckError::new(
+                            ErrorKind::QueryTimeout,
+                            format!("check {} cut off by --timeout", c.id()),
+                        )),
+                    },
+                    vec![],
+                ),
+            };
+            (c, outcome, samples)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(r) = r {
+            out.push(r);
+        }
+    }
+    out.sort_by_key(|(c, _, _)| c.id());
+    out
+}
+
+/// Awaits `fut` for at most `step`, and never past `deadline`.
+async fn bounded<F: std::future::Future>(
+    deadline: TokioInstant,
+    step: Duration,
+    fut: F,
+) -> Option<F::Output> {
+    let until = deadline.min(TokioInstant::now() + step);
+    tokio::time::timeout_at(until, fut).await.ok()
+}
+
+/// Which rung a check belongs to.
+pub fn rung_name(check_id: &str) -> &'static str {
+    match check_id {
+        "pg_connectivity" | "pg_connections" | "pg_database_size" | "pg_settings" | "pg_budget" => {
+            "settings"
+        }
+        id if id.contains("statements") || id.contains("extension") => "extensions",
+        id if id.contains("schema") || id.contains("index") || id.contains("size") => "schema",
+        id if id.starts_with("pg_replica") || id.contains("replication") => "replication",
+        id if id.starts_with("pg_") => "activity",
+        id if id.starts_with("app") => "app",
+        id if id.contains("sqlite") || id.contains("checkpoint") => "sqlite",
+        _ => "host",
+    }
+}
+
+fn rung_for(check_id: &'static str, outcome: &Outcome) -> Rung {
+    let (status, detail) = match &outcome.result {
+        Ok(_) => (RungStatus::Ok, Some(check_id.to_owned())),
+        Err(e) => (
+            RungStatus::Critical,
+            Some(format!("{check_id}: {}", e.message)),
+        ),
+    };
+    Rung::new(rung_name(check_id), status, outcome.duration, detail)
+}
+
+/// Merges rungs of the same name (several checks per rung) in ladder order: worst status,
+/// longest duration, details joined.
+fn merge_rungs(rungs: Vec<Rung>) -> Vec<Rung> {
+    const ORDER: &[&str] = &[
+        "config",
+        "dns",
+        "tcp",
+        "tls",
+        "auth",
+        "database",
+        "privileges",
+        "settings",
+        "extensions",
+        "schema",
+        "activity",
+        "replication",
+        "app",
+        "sqlite",
+        "host",
+    ];
+    let mut merged: Vec<Rung> = Vec::new();
+    for r in rungs {
+        match merged.iter_mut().find(|m| m.name == r.name) {
+            Some(m) => {
+                m.status = m.status.max(r.status);
+                m.duration_ms = m.duration_ms.max(r.duration_ms);
+                if let Some(d) = r.detail {
+                    m.detail = Some(match m.detail.take() {
+                        Some(prev) => format!("{prev}; {d}"),
+                        None => d,
+                    });
+                }
+            }
+            None => merged.push(r),
+        }
+    }
+    merged.sort_by_key(|r| {
+        ORDER
+            .iter()
+            .position(|n| *n == r.name)
+            .unwrap_or(ORDER.len())
+    });
+    merged
+}

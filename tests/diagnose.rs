@@ -1,0 +1,240 @@
+//! `agent diagnose` against real conditions: each reproduces a failure for real and asserts the
+//! finding code, severity, exit code (Nagios: 0 ok, 1 warning, 2 critical, 3 unknown), and that
+//! the monitoring password appears nowhere in the output.
+
+mod support;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn env(url: String) -> Vec<(&'static str, String)> {
+    vec![
+        ("AGENT_DATABASE_URL", url),
+        ("FEATURE_DATABASE_TYPE", "postgresql".into()),
+    ]
+}
+
+fn assert_no_password(all: &str) {
+    assert!(!all.contains(MONITOR_PASSWORD), "password leaked: {all}");
+}
+
+fn finding<'a>(report: &'a serde_json::Value, code: &str) -> &'a serde_json::Value {
+    report["findings"]
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["code"] == code))
+        .unwrap_or_else(|| panic!("no {code} in {report:#}"))
+}
+
+#[test]
+fn healthy_database_exits_0_and_walks_the_ladder() {
+    let pg = PgCluster::start();
+    let (code, report, all) = diagnose(&env(pg.monitor_url()), &[]);
+    assert_eq!(code, 0, "{all}");
+    assert_eq!(report["status"], "ok");
+    assert_eq!(report["target"], format!("127.0.0.1:{}/rose", pg.port));
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    for rung in [
+        "config",
+        "dns",
+        "tcp",
+        "tls",
+        "auth",
+        "database",
+        "privileges",
+        "settings",
+    ] {
+        assert!(names.contains(&rung), "{rung} missing from {names:?}");
+    }
+    assert!(
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["status"] == "ok"),
+        "{report:#}"
+    );
+    assert_no_password(&all);
+    // The text form reads the same way and has no colour when piped.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent"))
+        .arg("diagnose")
+        .env_clear()
+        .env("AGENT_DATABASE_URL", pg.monitor_url())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("status: ok") && !text.contains('\x1b'),
+        "{text}"
+    );
+}
+
+#[test]
+fn nothing_listening_is_connection_refused() {
+    let port = free_port();
+    let url = format!("postgresql://{MONITOR_USER}:{MONITOR_PASSWORD}@127.0.0.1:{port}/rose");
+    let (code, report, all) = diagnose(&env(url), &[]);
+    assert_eq!(code, 2, "{all}");
+    let f = finding(&report, "connection_refused");
+    assert_eq!(f["severity"], "critical");
+    assert_eq!(f["runbook"], "docs/runbooks/connection_refused.md");
+    assert!(
+        f["steps"][0]
+            .as_str()
+            .unwrap()
+            .contains("AGENT_DATABASE_URL"),
+        "{f}"
+    );
+    let tcp = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "tcp")
+        .unwrap();
+    assert_eq!(tcp["status"], "critical");
+    let auth = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "auth")
+        .unwrap();
+    assert_eq!(auth["status"], "skipped");
+    assert_no_password(&all);
+}
+
+#[test]
+fn wrong_password_is_auth_failed() {
+    let pg = PgCluster::start();
+    let url = pg
+        .monitor_url()
+        .replace(MONITOR_PASSWORD, &format!("{MONITOR_PASSWORD}-wrong"));
+    let (code, report, all) = diagnose(&env(url), &[]);
+    assert_eq!(code, 2, "{all}");
+    assert_eq!(finding(&report, "auth_failed")["severity"], "critical");
+    assert_no_password(&all);
+}
+
+#[test]
+fn unencoded_at_in_the_password_is_bad_database_url_and_unknown() {
+    let url = format!("postgresql://{MONITOR_USER}:{MONITOR_PASSWORD}@x@127.0.0.1:5432/rose");
+    let (code, report, all) = diagnose(&env(url), &[]);
+    assert_eq!(code, 3, "{all}");
+    assert_eq!(report["status"], "unknown");
+    let f = finding(&report, "bad_database_url");
+    assert!(
+        f["evidence"].as_str().unwrap().contains("percent-encode"),
+        "{f}"
+    );
+    assert_no_password(&all);
+}
+
+#[test]
+fn missing_database_is_database_missing() {
+    let pg = PgCluster::start_with(ClusterOpts {
+        schema: false,
+        ..Default::default()
+    });
+    let url = pg.monitor_url().replace("/rose?", "/no_such_db?");
+    let (code, report, all) = diagnose(&env(url), &[]);
+    assert_eq!(code, 2, "{all}");
+    finding(&report, "database_missing");
+    assert_no_password(&all);
+}
+
+#[test]
+fn role_without_pg_monitor_is_privilege_missing() {
+    let pg = PgCluster::start_with(ClusterOpts {
+        schema: false,
+        ..Default::default()
+    });
+    pg.psql(&format!("REVOKE pg_monitor FROM {MONITOR_USER}"));
+    let (code, report, all) = diagnose(&env(pg.monitor_url()), &[]);
+    assert_eq!(code, 1, "{all}");
+    let f = finding(&report, "privilege_missing");
+    assert_eq!(f["severity"], "warning");
+    assert!(
+        f["steps"][0]
+            .as_str()
+            .unwrap()
+            .contains("GRANT pg_monitor TO rose_monitor"),
+        "{f}"
+    );
+    assert_no_password(&all);
+}
+
+#[test]
+fn all_slots_held_is_too_many_connections() {
+    let pg = PgCluster::start_with(ClusterOpts {
+        max_connections: 6,
+        superuser_reserved: 3,
+        schema: false,
+        ..Default::default()
+    });
+    pg.psql("CREATE ROLE app LOGIN PASSWORD 'app'");
+    let _held = Sessions::hold(&pg, "app", "app", 3, "SELECT pg_sleep(60)");
+    wait_for(Duration::from_secs(10), || {
+        pg.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'") == "3"
+    })
+    .expect("sessions held");
+    let (code, report, all) = diagnose(&env(pg.monitor_url()), &[]);
+    assert_eq!(code, 2, "{all}");
+    let f = finding(&report, "too_many_connections");
+    assert!(
+        f["steps"][0]
+            .as_str()
+            .unwrap()
+            .contains("DATABASE_POOL_SIZE"),
+        "{f}"
+    );
+    assert_no_password(&all);
+}
+
+#[test]
+fn pool_budget_over_the_slots_is_reported() {
+    let pg = PgCluster::start_with(ClusterOpts {
+        max_connections: 25,
+        superuser_reserved: 3,
+        schema: false,
+        ..Default::default()
+    });
+    let mut e = env(pg.monitor_url());
+    e.push(("AGENT_APP_INSTANCES", "3".into()));
+    let (code, report, all) = diagnose(&e, &[]);
+    assert_eq!(code, 2, "{all}");
+    let f = finding(&report, "pool_budget_exceeded");
+    assert!(
+        f["steps"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("pool demand 91 > 22 slots"),
+        "{f}"
+    );
+}
+
+#[test]
+fn accept_and_hang_returns_within_the_timeout() {
+    let hole = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hole.local_addr().unwrap().port();
+    let _keeper = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in hole.incoming().take(16) {
+            held.push(s);
+        }
+    });
+    let url = format!(
+        "postgresql://{MONITOR_USER}:{MONITOR_PASSWORD}@127.0.0.1:{port}/rose?sslmode=disable"
+    );
+    let t = Instant::now();
+    let (code, report, all) = diagnose(&env(url), &["--timeout", "3s"]);
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert_eq!(code, 2, "{all}");
+    finding(&report, "connect_timeout");
+    assert_no_password(&all);
+}
