@@ -15,7 +15,7 @@ pub use raw::{Env, Problem, ProcessEnv, RawConfig};
 use crate::dsn::{self, Dsn};
 
 /// Shortest interval accepted: short intervals are for tests and soaks, not production.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(50);
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Which checkpointer the app is configured to use (`FEATURE_DATABASE_TYPE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
