@@ -8,6 +8,7 @@
 //! ```
 //! A scrape reads the snapshot only; it never waits on the database.
 
+pub mod alerting;
 pub mod catalog;
 pub mod check;
 pub mod cli;

@@ -97,6 +97,9 @@ pub fn all_samples(snap: &Snapshot) -> Vec<Sample> {
         &["resolved"],
         snap.findings.resolved_total as f64,
     ));
+    for samples in snap.components.values() {
+        out.extend(samples.iter().cloned());
+    }
     for (id, st) in &snap.checks {
         out.push(Sample::new(
             &catalog::AGENT_CHECK_SUCCESS,

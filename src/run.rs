@@ -63,6 +63,17 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         &cancel,
     );
     tasks.spawn(findings_loop(config.clone(), store.clone(), cancel.clone()));
+    if let Some(url) = &config.agent.alertmanager_url {
+        let push = crate::alerting::PushConfig {
+            url: url.clone(),
+            instance: config.agent.instance.clone(),
+            runbook_base: config.agent.runbook_base_url.clone(),
+            interval: config.agent.interval,
+            timeout: config.agent.interval.min(std::time::Duration::from_secs(5)),
+        };
+        tracing::info!(url = %crate::dsn::redact(url), instance = %push.instance, "Pushing findings to Alertmanager.");
+        tasks.spawn(crate::alerting::run(push, store.clone(), cancel.clone()));
+    }
     let server_cancel = cancel.clone();
     let server_store = store.clone();
     let server =

@@ -48,6 +48,9 @@ pub struct Snapshot {
     pub pg_connects_failed: u64,
     /// Findings as of the last evaluation cycle.
     pub findings: Arc<crate::findings::state::View>,
+    /// Samples published by components that are not checks (the alert pusher, exporters), by
+    /// component name.
+    pub components: BTreeMap<&'static str, Arc<Vec<Sample>>>,
 }
 
 impl Snapshot {
@@ -87,6 +90,7 @@ impl Store {
             pg_connects_ok: 0,
             pg_connects_failed: 0,
             findings: Default::default(),
+            components: BTreeMap::new(),
         };
         Store {
             tx: Arc::new(watch::channel(Arc::new(snap)).0),
@@ -143,6 +147,15 @@ impl Store {
         self.tx.send_modify(|snap| {
             let snap = Arc::make_mut(snap);
             snap.findings = Arc::new(view);
+            snap.generation += 1;
+        });
+    }
+
+    /// Replaces the samples a component exports.
+    pub fn publish_component(&self, name: &'static str, samples: Vec<Sample>) {
+        self.tx.send_modify(|snap| {
+            let snap = Arc::make_mut(snap);
+            snap.components.insert(name, Arc::new(samples));
             snap.generation += 1;
         });
     }

@@ -27,4 +27,8 @@ metrics! {
         "CPU time the agent has used (user + system).";
     AGENT_OPEN_FDS = "rose_agent_open_fds", Gauge, "1", [],
         "File descriptors the agent holds open.";
+    AGENT_AM_POSTS = "rose_agent_alertmanager_posts_total", Counter, "1", ["result"],
+        "Posts of active/resolved findings to Alertmanager (AGENT_ALERTMANAGER_URL) by result (ok, error).";
+    AGENT_AM_ALERTS = "rose_agent_alertmanager_alerts", Gauge, "1", [],
+        "Findings the agent currently pushes to Alertmanager as firing.";
 }

@@ -50,6 +50,10 @@ pub struct AgentConfig {
     pub log_format: LogFormat,
     pub finding_pending_cycles: u32,
     pub finding_resolve_cycles: u32,
+    pub alertmanager_url: Option<String>,
+    /// The agent's `instance` label for pushed alerts.
+    pub instance: String,
+    pub runbook_base_url: String,
 }
 
 #[derive(Debug, Clone)]
@@ -304,6 +308,21 @@ impl Config {
             },
             None => None,
         };
+        let alertmanager_url = raw.agent.alertmanager_url.clone();
+        if let Some(u) = &alertmanager_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            p(
+                "AGENT_ALERTMANAGER_URL",
+                format!("'{}' must start with http:// or https://", dsn::redact(u)),
+            );
+        }
+        let instance = raw
+            .agent
+            .instance
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", hostname(), listen.port()));
+        let runbook_base_url = raw.agent.runbook_base_url.clone().unwrap_or_default();
         let base_url = raw
             .app
             .base_url
@@ -376,6 +395,9 @@ impl Config {
                 log_format,
                 finding_pending_cycles,
                 finding_resolve_cycles,
+                alertmanager_url,
+                instance,
+                runbook_base_url,
             },
             database: db,
             app: AppConfig {
@@ -401,6 +423,9 @@ impl Config {
                 log_format: Some(format!("{:?}", self.agent.log_format).to_lowercase()),
                 finding_pending_cycles: Some(self.agent.finding_pending_cycles.into()),
                 finding_resolve_cycles: Some(self.agent.finding_resolve_cycles.into()),
+                alertmanager_url: self.agent.alertmanager_url.as_deref().map(dsn::redact),
+                instance: Some(self.agent.instance.clone()),
+                runbook_base_url: Some(self.agent.runbook_base_url.clone()),
             },
             database: raw::RawDatabase {
                 url: self.database.dsn.as_ref().map(Dsn::redacted_url),
@@ -431,6 +456,15 @@ impl Config {
         out.push_str(&toml::to_string(&raw).unwrap_or_else(|e| format!("# cannot render: {e}\n")));
         out
     }
+}
+
+/// This machine's host name, for the default `instance` label.
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 fn line_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {

@@ -70,6 +70,14 @@ pub struct RawAgent {
     pub finding_pending_cycles: Option<i64>,
     /// Clean cycles before an active finding resolves (env `AGENT_FINDING_RESOLVE_CYCLES`; default 2).
     pub finding_resolve_cycles: Option<i64>,
+    /// Alertmanager to push active findings to, e.g. `http://127.0.0.1:9093` (env
+    /// `AGENT_ALERTMANAGER_URL`; default: no push).
+    pub alertmanager_url: Option<String>,
+    /// The `instance` label of pushed alerts (env `AGENT_INSTANCE`; default `<hostname>:<port>`).
+    pub instance: Option<String>,
+    /// Prefix of runbook links, e.g. `https://git.example/rose-agent/blob/main/` (env
+    /// `AGENT_RUNBOOK_BASE_URL`; default: none, links stay `docs/runbooks/<code>.md`).
+    pub runbook_base_url: Option<String>,
 }
 
 /// `[database]`: how the agent reaches PostgreSQL.
@@ -128,6 +136,15 @@ impl RawConfig {
         set(&mut self.agent.slow_interval, s("AGENT_SLOW_INTERVAL"));
         set(&mut self.agent.shutdown_grace, s("AGENT_SHUTDOWN_GRACE"));
         set(&mut self.agent.log_format, s("AGENT_LOG_FORMAT"));
+        set(
+            &mut self.agent.alertmanager_url,
+            s("AGENT_ALERTMANAGER_URL"),
+        );
+        set(&mut self.agent.instance, s("AGENT_INSTANCE"));
+        set(
+            &mut self.agent.runbook_base_url,
+            s("AGENT_RUNBOOK_BASE_URL"),
+        );
         // The agent's own DSN: env wins over file, and the plain form over the file form.
         if let Some(u) = s("AGENT_DATABASE_URL") {
             self.database.url = Some(u);

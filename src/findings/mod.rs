@@ -188,6 +188,7 @@ pub(crate) mod testutil {
             pg_connects_ok: 0,
             pg_connects_failed: 0,
             findings: Default::default(),
+            components: Default::default(),
         };
         for (id, result) in entries {
             s.checks.insert(

@@ -1,0 +1,224 @@
+//! Agent-side push of active findings to Alertmanager's v2 API (`AGENT_ALERTMANAGER_URL`), for
+//! setups without Prometheus rules. Its own task, reading the snapshot once per interval:
+//!
+//! - every active finding is posted each interval with `endsAt` three intervals ahead, so it
+//!   stays firing while the agent lives and expires by itself if the agent dies;
+//! - a finding that stops being active is posted once more with `endsAt` = now (resolved), and
+//!   re-sent until a post succeeds (at most [`RESOLVED_RETRY_TICKS`] intervals);
+//! - each post is bounded by a timeout and retried a bounded number of times within the tick;
+//!   an Alertmanager that is down never blocks the checks, `/metrics` or anything else.
+//!
+//! Labels: `alertname` (the finding code), `severity`, `instance`, `job="rose-agent"`,
+//! `source="agent"`, and `subject` when the finding has one. Annotations: `summary`,
+//! `description` (the evidence), `steps` (numbered), `runbook_url`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{self, Sample};
+use crate::findings::Finding;
+use crate::snapshot::Store;
+
+/// Intervals a resolved alert is re-sent while posts fail.
+pub const RESOLVED_RETRY_TICKS: u32 = 10;
+/// Attempts per tick.
+const ATTEMPTS: u32 = 3;
+
+/// Where and how to push.
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// Alertmanager base URL, e.g. `http://127.0.0.1:9093`.
+    pub url: String,
+    /// The `instance` label: must match what Prometheus calls this agent for inhibition to work.
+    pub instance: String,
+    /// Prefix of `runbook_url`; empty keeps the repository-relative path.
+    pub runbook_base: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// One alert in Alertmanager's v2 `postableAlert` shape.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    #[serde(rename = "startsAt")]
+    pub starts_at: String,
+    #[serde(rename = "endsAt")]
+    pub ends_at: String,
+}
+
+/// Pure: the alert for a finding.
+pub fn alert_for(f: &Finding, cfg: &PushConfig, starts: SystemTime, ends: SystemTime) -> Alert {
+    let mut labels = BTreeMap::new();
+    labels.insert("alertname".to_owned(), f.code.to_owned());
+    labels.insert("severity".to_owned(), f.severity.as_str().to_owned());
+    labels.insert("instance".to_owned(), cfg.instance.clone());
+    labels.insert("job".to_owned(), "rose-agent".to_owned());
+    labels.insert("source".to_owned(), "agent".to_owned());
+    if let Some(s) = &f.subject {
+        labels.insert("subject".to_owned(), s.clone());
+    }
+    let mut annotations = BTreeMap::new();
+    annotations.insert("summary".to_owned(), f.summary.clone());
+    annotations.insert("description".to_owned(), f.evidence.clone());
+    let steps: Vec<String> = f
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{}. {s}", i + 1))
+        .collect();
+    annotations.insert("steps".to_owned(), steps.join("\n"));
+    annotations.insert(
+        "runbook_url".to_owned(),
+        format!("{}{}", cfg.runbook_base, f.runbook),
+    );
+    Alert {
+        labels,
+        annotations,
+        starts_at: humantime::format_rfc3339_seconds(starts).to_string(),
+        ends_at: humantime::format_rfc3339_seconds(ends).to_string(),
+    }
+}
+
+/// Pushes until `cancel` fires.
+pub async fn run(cfg: PushConfig, store: Store, cancel: CancellationToken) {
+    let client = match reqwest::Client::builder()
+        .timeout(cfg.timeout)
+        .connect_timeout(cfg.timeout)
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot build the Alertmanager client; push is off.");
+            return;
+        }
+    };
+    let endpoint = format!("{}/api/v2/alerts", cfg.url.trim_end_matches('/'));
+    let mut ticker = tokio::time::interval(cfg.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Key -> (finding, first seen active) of what was last posted as firing.
+    let mut firing: HashMap<String, (Finding, SystemTime)> = HashMap::new();
+    // Key -> (resolved alert, ticks left).
+    let mut resolving: HashMap<String, (Alert, u32)> = HashMap::new();
+    let (mut ok, mut failed, mut down_logged) = (0u64, 0u64, false);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let snap = store.current();
+        let now = SystemTime::now();
+        let mut current: HashMap<String, (Finding, SystemTime)> = HashMap::new();
+        for a in &snap.findings.active {
+            current.insert(a.finding.key(), (a.finding.clone(), a.since));
+        }
+        for (key, (f, since)) in firing.drain() {
+            if !current.contains_key(&key) {
+                resolving.insert(key, (alert_for(&f, &cfg, since, now), RESOLVED_RETRY_TICKS));
+            }
+        }
+        let ends = now + cfg.interval * 3;
+        let mut batch: Vec<Alert> = current
+            .values()
+            .map(|(f, since)| alert_for(f, &cfg, *since, ends))
+            .collect();
+        batch.extend(resolving.values().map(|(a, _)| a.clone()));
+        firing = current;
+        if batch.is_empty() {
+            continue;
+        }
+        let sent = post(&client, &endpoint, &batch, &cancel).await;
+        if sent {
+            ok += 1;
+            resolving.clear();
+            if down_logged {
+                tracing::info!(url = %cfg.url, "Alertmanager reachable again.");
+                down_logged = false;
+            }
+        } else {
+            failed += 1;
+            resolving.retain(|_, (_, left)| {
+                *left -= 1;
+                *left > 0
+            });
+            if !down_logged {
+                tracing::warn!(url = %cfg.url, "Cannot post alerts to Alertmanager; retrying each interval.");
+                down_logged = true;
+            }
+        }
+        store.publish_component(
+            "alertmanager",
+            vec![
+                Sample::new(&catalog::AGENT_AM_POSTS, &["ok"], ok as f64),
+                Sample::new(&catalog::AGENT_AM_POSTS, &["error"], failed as f64),
+                Sample::new(&catalog::AGENT_AM_ALERTS, &[], firing.len() as f64),
+            ],
+        );
+    }
+}
+
+async fn post(
+    client: &reqwest::Client,
+    endpoint: &str,
+    batch: &[Alert],
+    cancel: &CancellationToken,
+) -> bool {
+    for attempt in 0..ATTEMPTS {
+        match client.post(endpoint).json(batch).send().await {
+            Ok(r) if r.status().is_success() => return true,
+            Ok(r) => tracing::debug!(
+                status = r.status().as_u16(),
+                attempt,
+                "Alertmanager rejected the alerts."
+            ),
+            Err(e) => tracing::debug!(error = %e, attempt, "Alertmanager post failed."),
+        }
+        let wait = Duration::from_millis(200 << attempt);
+        tokio::select! {
+            _ = cancel.cancelled() => return false,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alert_shape() {
+        let cfg = PushConfig {
+            url: "http://am".into(),
+            instance: "host:9188".into(),
+            runbook_base: "https://runbooks.example/rose/".into(),
+            interval: Duration::from_secs(15),
+            timeout: Duration::from_secs(2),
+        };
+        let f = Finding::new("missing_index", "s", "e", vec!["one".into(), "two".into()])
+            .with_subject("checkpoints_thread_id_idx");
+        let a = alert_for(
+            &f,
+            &cfg,
+            SystemTime::UNIX_EPOCH,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(45),
+        );
+        assert_eq!(a.labels["alertname"], "missing_index");
+        assert_eq!(a.labels["severity"], "warning");
+        assert_eq!(a.labels["instance"], "host:9188");
+        assert_eq!(a.labels["subject"], "checkpoints_thread_id_idx");
+        assert_eq!(a.annotations["steps"], "1. one\n2. two");
+        assert_eq!(
+            a.annotations["runbook_url"],
+            "https://runbooks.example/rose/docs/runbooks/missing_index.md"
+        );
+        assert_eq!(a.starts_at, "1970-01-01T00:00:00Z");
+        assert_eq!(a.ends_at, "1970-01-01T00:00:45Z");
+        let v = serde_json::to_value(&a).unwrap();
+        assert!(v.get("startsAt").is_some() && v.get("endsAt").is_some());
+    }
+}
