@@ -26,7 +26,6 @@ fn main() -> ExitCode {
                 print!("{}", config.effective_toml());
                 return ExitCode::SUCCESS;
             }
-            rose_agent::telemetry::init(config.agent.log_format);
             let cancel = tokio_util::sync::CancellationToken::new();
             match runtime().map(|rt| rt.block_on(rose_agent::run::run(config, cancel))) {
                 Ok(Ok(())) => ExitCode::SUCCESS,
@@ -47,11 +46,17 @@ fn diagnose(
     let report = match config {
         Err(e) => rose_agent::diagnose::config_report(&e),
         Ok(c) => {
-            if std::env::var_os("RUST_LOG").is_some() {
-                rose_agent::telemetry::init(c.agent.log_format);
-            }
             match runtime() {
-                Ok(rt) => rt.block_on(rose_agent::diagnose::diagnose(&c, args.timeout)),
+                Ok(rt) => rt.block_on(async {
+                    // Logs only when asked for (stdout is the report); spans when OTLP is set.
+                    let telemetry = (std::env::var_os("RUST_LOG").is_some() || c.otel.is_some())
+                        .then(|| rose_agent::telemetry::init(&c));
+                    let report = rose_agent::diagnose::diagnose(&c, args.timeout).await;
+                    if let Some(t) = telemetry {
+                        t.shutdown(std::time::Duration::from_secs(2)).await;
+                    }
+                    report
+                }),
                 Err(e) => {
                     eprintln!("agent: {e:#}");
                     return ExitCode::from(3);

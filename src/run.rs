@@ -35,6 +35,7 @@ pub fn pg_target(config: &Config, store: Option<Store>) -> Option<Arc<PgTarget>>
 
 /// Runs until SIGTERM/SIGINT or until `cancel` fires.
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    let telemetry = crate::telemetry::init(&config);
     let listener = server::bind(config.agent.listen)
         .await
         .with_context(|| format!("cannot listen on {} (AGENT_LISTEN)", config.agent.listen))?;
@@ -53,7 +54,25 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     let checks = check::registry(&config, pg);
     let store = store.with_expected(checks.iter().map(|c| c.id()).collect());
 
+    telemetry.export_snapshot(&store);
     let mut tasks = JoinSet::new();
+    if telemetry.exporting() {
+        let (stats, store, cancel, every) = (
+            telemetry.stats.clone(),
+            store.clone(),
+            cancel.clone(),
+            config.agent.interval,
+        );
+        tasks.spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = ticker.tick() => store.publish_component("otlp", stats.samples()),
+                }
+            }
+        });
+    }
     scheduler::spawn_all(
         &mut tasks,
         &checks,
@@ -87,10 +106,21 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         while tasks.join_next().await.is_some() {}
         let _ = server.await;
     };
+    let started = std::time::Instant::now();
     match tokio::time::timeout(config.agent.shutdown_grace, drain).await {
         Ok(()) => tracing::info!("Shutdown complete."),
         Err(_) => tracing::warn!("Shutdown grace period over; stopping what is left."),
     }
+    // Flush telemetry within what is left of the grace period.
+    telemetry
+        .shutdown(
+            config
+                .agent
+                .shutdown_grace
+                .saturating_sub(started.elapsed())
+                .max(std::time::Duration::from_millis(100)),
+        )
+        .await;
     Ok(())
 }
 

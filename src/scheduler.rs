@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::catalog::Sample;
-use crate::check::{Cadence, Check};
+use crate::check::{Cadence, Check, CheckTarget};
 use crate::error::{CheckError, ErrorKind};
 use crate::snapshot::{Outcome, Store};
 
@@ -66,6 +66,86 @@ pub fn spawn_all(
     }
 }
 
+/// The span of one check run, with the OpenTelemetry semantic-convention attributes of what
+/// the check talks to. Never query text or credentials.
+pub fn check_span(check: &dyn Check) -> tracing::Span {
+    use tracing::field::Empty;
+    let span = tracing::info_span!(
+        "check",
+        otel.name = format!("check {}", check.id()),
+        otel.kind = Empty,
+        otel.status_code = Empty,
+        check = check.id(),
+        outcome = Empty,
+        "error.type" = Empty,
+        duration_ms = Empty,
+        db.system = Empty,
+        db.namespace = Empty,
+        server.address = Empty,
+        server.port = Empty,
+        http.request.method = Empty,
+        url.full = Empty,
+        http.response.status_code = Empty,
+        trace_id = Empty,
+        span_id = Empty,
+    );
+    match check.target() {
+        CheckTarget::Local => {}
+        CheckTarget::Postgres {
+            namespace,
+            address,
+            port,
+        } => {
+            span.record("otel.kind", "client");
+            span.record("db.system", "postgresql");
+            span.record("db.namespace", namespace.as_str());
+            span.record("server.address", address.as_str());
+            span.record("server.port", port);
+        }
+        CheckTarget::Http {
+            method,
+            url,
+            address,
+            port,
+        } => {
+            span.record("otel.kind", "client");
+            span.record("http.request.method", method.as_str());
+            span.record("url.full", crate::dsn::redact(&url).as_str());
+            span.record("server.address", address.as_str());
+            span.record("server.port", port);
+        }
+    }
+    {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let cx = span.context();
+        let sc = cx.span().span_context().clone();
+        if sc.is_valid() {
+            span.record("trace_id", sc.trace_id().to_string().as_str());
+            span.record("span_id", sc.span_id().to_string().as_str());
+        }
+    }
+    span
+}
+
+/// Records a run's outcome on its span.
+pub fn record_outcome(span: &tracing::Span, outcome: &Outcome) {
+    span.record("duration_ms", outcome.duration.as_millis() as u64);
+    match &outcome.result {
+        Ok(obs) => {
+            span.record("outcome", "ok");
+            if let Some(code) = obs.http_status() {
+                span.record("http.response.status_code", code);
+            }
+        }
+        Err(e) => {
+            span.record("outcome", "error");
+            span.record("error.type", e.kind.as_str());
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+}
+
 async fn run_loop(check: Arc<dyn Check>, every: Duration, store: Store, cancel: CancellationToken) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -74,12 +154,13 @@ async fn run_loop(check: Arc<dyn Check>, every: Duration, store: Store, cancel: 
             _ = cancel.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let span = tracing::info_span!("check", check = check.id());
+        let span = check_span(check.as_ref());
         let run = run_once(check.as_ref()).instrument(span.clone());
         let (outcome, samples) = tokio::select! {
             _ = cancel.cancelled() => return,
             r = run => r,
         };
+        record_outcome(&span, &outcome);
         let _enter = span.enter();
         match &outcome.result {
             Ok(_) => tracing::debug!(ms = outcome.duration.as_millis() as u64, "Check succeeded."),

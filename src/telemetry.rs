@@ -1,22 +1,447 @@
-//! Logging set-up: structured `tracing` events to stderr (so stdout stays clean for reports),
-//! as text or JSON. The level comes from `RUST_LOG` (default `info`).
+//! Logs, traces and OTLP metrics.
+//!
+//! - Logs: structured `tracing` events to stderr (stdout stays clean for reports), text or JSON;
+//!   the level comes from `RUST_LOG` (default `info`). JSON lines carry the current span's fields,
+//!   including `trace_id` and `span_id` of check spans.
+//! - Traces: one span per check run (see the scheduler) exported over OTLP when configured. A
+//!   tracer provider always exists, so trace ids are real even without an exporter.
+//! - Metrics over OTLP: every catalog metric becomes an observable instrument whose callback
+//!   reads the snapshot, so OTLP and `/metrics` never disagree. Names follow OTel conventions
+//!   ([`otel_name`], [`otel_unit`]; the mapping is in docs/metrics.md).
+//! - A collector that is down, slow or refusing never blocks anything: the SDK exports from its
+//!   own threads with bounded queues and timeouts; failed exports are counted in
+//!   `rose_agent_otlp_dropped_total{signal}` and warned about once per outage.
 
-use tracing_subscriber::EnvFilter;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
-use crate::config::LogFormat;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
+};
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
-/// Installs the global subscriber; a second call is a no-op.
-pub fn init(format: LogFormat) {
+use crate::catalog::{self, Kind, MetricDef, Sample, Value};
+use crate::config::otel::{OtelConfig, Protocol, SignalConfig};
+use crate::config::{Config, LogFormat};
+use crate::snapshot::Store;
+
+/// Export counters shared with the SDK's export threads.
+#[derive(Debug, Default)]
+pub struct OtlpStats {
+    spans_dropped: AtomicU64,
+    metrics_dropped: AtomicU64,
+    exports_ok: AtomicU64,
+    down: AtomicBool,
+}
+
+impl OtlpStats {
+    fn record(&self, signal: &'static str, items: usize, ok: bool) {
+        if ok {
+            self.exports_ok.fetch_add(1, Ordering::Relaxed);
+            if self.down.swap(false, Ordering::Relaxed) {
+                tracing::info!(signal, "OTLP export recovered.");
+            }
+            return;
+        }
+        let counter = if signal == "traces" {
+            &self.spans_dropped
+        } else {
+            &self.metrics_dropped
+        };
+        counter.fetch_add(items as u64, Ordering::Relaxed);
+        if !self.down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                signal,
+                items,
+                "OTLP export failed; dropping and counting until the collector is back."
+            );
+        }
+    }
+
+    /// The counters as samples (published into the snapshot by the caller).
+    pub fn samples(&self) -> Vec<Sample> {
+        vec![
+            Sample::new(
+                &catalog::AGENT_OTLP_DROPPED,
+                &["traces"],
+                self.spans_dropped.load(Ordering::Relaxed) as f64,
+            ),
+            Sample::new(
+                &catalog::AGENT_OTLP_DROPPED,
+                &["metrics"],
+                self.metrics_dropped.load(Ordering::Relaxed) as f64,
+            ),
+            Sample::new(
+                &catalog::AGENT_OTLP_EXPORTS,
+                &[],
+                self.exports_ok.load(Ordering::Relaxed) as f64,
+            ),
+        ]
+    }
+}
+
+/// Installed telemetry; shut it down to flush.
+pub struct Telemetry {
+    tracer: SdkTracerProvider,
+    meter: Option<SdkMeterProvider>,
+    otel: Option<OtelConfig>,
+    pub stats: Arc<OtlpStats>,
+}
+
+/// Installs logging (and OTLP when configured). Call inside the Tokio runtime: the gRPC
+/// exporter binds to it. A second call only returns a handle.
+pub fn init(config: &Config) -> Telemetry {
+    let stats = Arc::new(OtlpStats::default());
+    let otel = config.otel.clone();
+    let resource = resource(otel.as_ref(), &config.agent.instance);
+    let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource.clone());
+    if let Some(sig) = otel.as_ref().and_then(|o| o.traces.clone()) {
+        match span_exporter(
+            &sig,
+            otel.as_ref().map_or(Duration::from_secs(5), |o| o.timeout),
+        ) {
+            Ok(exp) => {
+                let batch = BatchConfigBuilder::default()
+                    .with_max_queue_size(2048)
+                    .with_scheduled_delay(config.agent.interval.min(Duration::from_secs(5)))
+                    .build();
+                let exp = CountingSpans {
+                    inner: exp,
+                    stats: stats.clone(),
+                };
+                tracer_builder = tracer_builder.with_span_processor(
+                    BatchSpanProcessor::builder(exp)
+                        .with_batch_config(batch)
+                        .build(),
+                );
+            }
+            Err(e) => eprintln!("agent: OTLP traces off: {e}"),
+        }
+    }
+    let tracer = tracer_builder.build();
+    let meter = otel
+        .as_ref()
+        .and_then(|o| o.metrics.clone().map(|sig| (o, sig)))
+        .and_then(|(o, sig)| match metric_exporter(&sig, o.timeout) {
+            Ok(exp) => {
+                let every = o
+                    .metric_interval
+                    .unwrap_or(config.agent.interval)
+                    .max(Duration::from_millis(100));
+                let reader = PeriodicReader::builder(CountingMetrics {
+                    inner: exp,
+                    stats: stats.clone(),
+                })
+                .with_interval(every)
+                .build();
+                Some(
+                    SdkMeterProvider::builder()
+                        .with_resource(resource.clone())
+                        .with_reader(reader)
+                        .build(),
+                )
+            }
+            Err(e) => {
+                eprintln!("agent: OTLP metrics off: {e}");
+                None
+            }
+        });
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match config.agent.log_format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
+            .with_span_list(false)
+            .boxed(),
     };
+    // Only the agent's own spans become OTel spans: exporter internals (h2, tonic, reqwest) never do.
+    let otel_layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer.tracer("rose-agent"))
+        .with_filter(Targets::new().with_target("rose_agent", LevelFilter::INFO));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel_layer)
+        .try_init();
+    Telemetry {
+        tracer,
+        meter,
+        otel,
+        stats,
+    }
+}
+
+impl Telemetry {
+    /// Exports the snapshot's metrics through observable instruments (no-op without OTLP metrics).
+    pub fn export_snapshot(&self, store: &Store) {
+        let Some(provider) = &self.meter else { return };
+        let meter = provider.meter("rose-agent");
+        for def in catalog::all() {
+            let store = store.clone();
+            let attrs = move |s: &Sample| -> Vec<KeyValue> {
+                s.def
+                    .labels
+                    .iter()
+                    .zip(&s.labels)
+                    .map(|(k, v)| KeyValue::new(*k, v.clone()))
+                    .collect()
+            };
+            let values =
+                move |store: &Store, def: &'static MetricDef| -> Vec<(f64, Vec<KeyValue>)> {
+                    crate::render::all_samples(&store.current())
+                        .iter()
+                        .filter(|s| std::ptr::eq(s.def, def))
+                        .map(|s| match &s.value {
+                            Value::Num(v) => (*v, attrs(s)),
+                            Value::Histogram(h) => (h.sum, attrs(s)),
+                        })
+                        .collect()
+                };
+            match def.kind {
+                Kind::Gauge => {
+                    meter
+                        .f64_observable_gauge(otel_name(def))
+                        .with_unit(otel_unit(def))
+                        .with_description(def.help)
+                        .with_callback(move |o| {
+                            for (v, a) in values(&store, def) {
+                                o.observe(v, &a);
+                            }
+                        })
+                        .build();
+                }
+                // Histograms are exported as their running sum (a counter); bucket data stays
+                // in /metrics.
+                Kind::Counter | Kind::Histogram => {
+                    meter
+                        .f64_observable_counter(otel_name(def))
+                        .with_unit(otel_unit(def))
+                        .with_description(def.help)
+                        .with_callback(move |o| {
+                            for (v, a) in values(&store, def) {
+                                o.observe(v, &a);
+                            }
+                        })
+                        .build();
+                }
+            }
+        }
+    }
+
+    /// Whether anything is exported over OTLP.
+    pub fn exporting(&self) -> bool {
+        self.otel.is_some()
+    }
+
+    /// Flushes and stops the exporters within `grace` (the SDK's shutdown blocks, so it runs on
+    /// a blocking thread).
+    pub async fn shutdown(self, grace: Duration) {
+        let Telemetry { tracer, meter, .. } = self;
+        let job = tokio::task::spawn_blocking(move || {
+            let _ = tracer.shutdown_with_timeout(grace);
+            if let Some(m) = meter {
+                let _ = m.shutdown_with_timeout(grace);
+            }
+        });
+        if tokio::time::timeout(grace + Duration::from_millis(200), job)
+            .await
+            .is_err()
+        {
+            eprintln!("agent: telemetry flush did not finish within the grace period");
+        }
+    }
+}
+
+/// `rose_pg_roundtrip_seconds` -> `rose.pg.roundtrip`: namespace dots after `rose` and the
+/// subsystem, no unit suffix (the unit is metadata), no `_total` (the type says it).
+pub fn otel_name(def: &MetricDef) -> String {
+    let mut n = def.name.strip_suffix("_total").unwrap_or(def.name);
+    for suffix in ["_seconds", "_bytes"] {
+        if let Some(stripped) = n.strip_suffix(suffix) {
+            n = stripped;
+        }
+    }
+    let mut parts = n.splitn(3, '_');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(a), Some(b), Some(rest)) => format!("{a}.{b}.{rest}"),
+        _ => n.replace('_', "."),
+    }
+}
+
+/// UCUM unit of a metric.
+pub fn otel_unit(def: &MetricDef) -> &'static str {
+    match def.unit {
+        "seconds" => "s",
+        "bytes" => "By",
+        _ => "1",
+    }
+}
+
+fn resource(otel: Option<&OtelConfig>, instance: &str) -> Resource {
+    let mut attrs = vec![
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        KeyValue::new("service.instance.id", instance.to_owned()),
+    ];
+    if let Some(o) = otel {
+        attrs.extend(
+            o.resource_attributes
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+        );
+    }
+    Resource::builder_empty()
+        .with_service_name(otel.map_or_else(|| "rose-agent".to_owned(), |o| o.service_name.clone()))
+        .with_attributes(attrs)
+        .build()
+}
+
+fn span_exporter(
+    sig: &SignalConfig,
+    timeout: Duration,
+) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
+    Ok(match sig.protocol {
+        Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(sig.endpoint.clone())
+            .with_timeout(timeout)
+            .with_metadata(metadata(&sig.headers))
+            .build()?,
+        Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(sig.endpoint.clone())
+            .with_timeout(timeout)
+            .with_headers(sig.headers.iter().cloned().collect())
+            .build()?,
+    })
+}
+
+fn metric_exporter(
+    sig: &SignalConfig,
+    timeout: Duration,
+) -> anyhow::Result<opentelemetry_otlp::MetricExporter> {
+    Ok(match sig.protocol {
+        Protocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(sig.endpoint.clone())
+            .with_timeout(timeout)
+            .with_metadata(metadata(&sig.headers))
+            .build()?,
+        Protocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
+            .with_http()
+            .with_endpoint(sig.endpoint.clone())
+            .with_timeout(timeout)
+            .with_headers(sig.headers.iter().cloned().collect())
+            .build()?,
+    })
+}
+
+fn metadata(
+    headers: &[(String, String)],
+) -> opentelemetry_otlp::tonic_types::metadata::MetadataMap {
+    use axum::http::{HeaderMap, HeaderName, HeaderValue};
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (
+            k.to_ascii_lowercase().parse::<HeaderName>(),
+            HeaderValue::from_str(v),
+        ) {
+            map.insert(k, v);
+        }
+    }
+    opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(map)
+}
+
+// === impl CountingSpans / CountingMetrics ===
+
+#[derive(Debug)]
+struct CountingSpans<E> {
+    inner: E,
+    stats: Arc<OtlpStats>,
+}
+
+impl<E: SpanExporter> SpanExporter for CountingSpans<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len();
+        let r = self.inner.export(batch).await;
+        self.stats.record("traces", n, r.is_ok());
+        r
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+struct CountingMetrics<E> {
+    inner: E,
+    stats: Arc<OtlpStats>,
+}
+
+impl<E: PushMetricExporter> PushMetricExporter for CountingMetrics<E> {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        let n: usize = metrics.scope_metrics().map(|s| s.metrics().count()).sum();
+        let r = self.inner.export(metrics).await;
+        self.stats.record("metrics", n, r.is_ok());
+        r
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+    fn temporality(&self) -> Temporality {
+        self.inner.temporality()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_otel_conventions() {
+        assert_eq!(otel_name(&catalog::PG_ROUNDTRIP), "rose.pg.roundtrip");
+        assert_eq!(otel_unit(&catalog::PG_ROUNDTRIP), "s");
+        assert_eq!(otel_name(&catalog::PG_UP), "rose.pg.up");
+        assert_eq!(
+            otel_name(&catalog::AGENT_CHECK_RUNS),
+            "rose.agent.check_runs"
+        );
+        assert_eq!(
+            otel_name(&catalog::PG_DATABASE_SIZE),
+            "rose.pg.database_size"
+        );
+        assert_eq!(otel_unit(&catalog::PG_DATABASE_SIZE), "By");
+        let mut seen = std::collections::HashSet::new();
+        for d in catalog::all() {
+            assert!(
+                seen.insert(otel_name(d)),
+                "two metrics map to {}",
+                otel_name(d)
+            );
+        }
+    }
 }

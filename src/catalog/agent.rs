@@ -31,4 +31,8 @@ metrics! {
         "Posts of active/resolved findings to Alertmanager (AGENT_ALERTMANAGER_URL) by result (ok, error).";
     AGENT_AM_ALERTS = "rose_agent_alertmanager_alerts", Gauge, "1", [],
         "Findings the agent currently pushes to Alertmanager as firing.";
+    AGENT_OTLP_DROPPED = "rose_agent_otlp_dropped_total", Counter, "1", ["signal"],
+        "Spans (signal=traces) or metric streams (signal=metrics) dropped because an OTLP export failed.";
+    AGENT_OTLP_EXPORTS = "rose_agent_otlp_exports_total", Counter, "1", [],
+        "Successful OTLP exports (both signals).";
 }

@@ -134,11 +134,12 @@ pub fn markdown() -> String {
          Every series the agent exports comes from this list. Values come from the last completed\n\
          check run held in the snapshot: a scrape never queries the database. A failed check exports\n\
          no stale values: its series disappear and `rose_agent_check_success{check}` drops to 0.\n\n\
-         | name | type | unit | labels | help |\n|---|---|---|---|---|\n",
+         OTLP export uses the OTel name and UCUM unit in the last two columns (see docs/otel.md).\n\n\
+         | name | type | unit | labels | help | OTel name | OTel unit |\n|---|---|---|---|---|---|---|\n",
     );
     for d in all() {
         s.push_str(&format!(
-            "| `{}` | {} | {} | {} | {} |\n",
+            "| `{}` | {} | {} | {} | {} | `{}` | `{}` |\n",
             d.name,
             d.kind.as_str(),
             d.unit,
@@ -151,7 +152,9 @@ pub fn markdown() -> String {
                     .collect::<Vec<_>>()
                     .join(", ")
             },
-            d.help
+            d.help,
+            crate::telemetry::otel_name(d),
+            crate::telemetry::otel_unit(d)
         ));
     }
     s.push_str(

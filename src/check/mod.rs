@@ -45,6 +45,11 @@ pub enum Observation {
 }
 
 impl Observation {
+    /// The HTTP status an app probe saw, for span attributes.
+    pub fn http_status(&self) -> Option<u16> {
+        None
+    }
+
     /// Pure: the series this observation exports.
     pub fn samples(&self, out: &mut Vec<Sample>) {
         match self {
@@ -54,6 +59,26 @@ impl Observation {
             Observation::Process(o) => process::samples(o, out),
         }
     }
+}
+
+/// What a check talks to, for span attributes (OpenTelemetry semantic conventions).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckTarget {
+    /// Nothing remote (the agent's own process, the host, a local file).
+    Local,
+    /// A PostgreSQL server: `db.system`, `db.namespace`, `server.address`, `server.port`.
+    Postgres {
+        namespace: String,
+        address: String,
+        port: u16,
+    },
+    /// An HTTP endpoint: `http.request.method`, `url.full`, `server.address`, `server.port`.
+    Http {
+        method: String,
+        url: String,
+        address: String,
+        port: u16,
+    },
 }
 
 /// One unit of observation.
@@ -67,6 +92,10 @@ pub trait Check: Send + Sync + 'static {
     fn timeout(&self) -> Duration;
     /// Does the I/O once. Must be cancel-safe: the scheduler may drop it at any await.
     fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>>;
+    /// What the check talks to (for span attributes).
+    fn target(&self) -> CheckTarget {
+        CheckTarget::Local
+    }
     /// The series a failed run exports (e.g. `rose_pg_up 0`); by default none, so a failed
     /// check exports no stale values.
     fn failure_samples(&self, _err: &CheckError, _out: &mut Vec<Sample>) {}

@@ -43,6 +43,9 @@ impl Check for DatabaseSizeCheck {
             + self.pg.limits().query_timeout
             + Duration::from_millis(100)
     }
+    fn target(&self) -> super::CheckTarget {
+        self.pg.check_target()
+    }
     fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
         Box::pin(async move {
             let conn = self.pg.conn().await?;

@@ -3,6 +3,7 @@
 //! returning either a [`Config`] that cannot be invalid or a [`ConfigError`] naming every bad key
 //! at once. [`Config::effective_toml`] prints what the agent will use, secrets redacted.
 
+pub mod otel;
 mod raw;
 
 use std::fmt;
@@ -39,6 +40,8 @@ pub struct Config {
     pub agent: AgentConfig,
     pub database: DatabaseConfig,
     pub app: AppConfig,
+    /// OTLP export; `None` when no `OTEL_EXPORTER_OTLP_*ENDPOINT` is set.
+    pub otel: Option<otel::OtelConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -128,7 +131,10 @@ impl Config {
             }
         }
         raw.overlay_env(env, &mut problems);
-        Config::from_raw(raw, problems)
+        let otel = otel::OtelConfig::from_env(env, &mut problems);
+        let mut config = Config::from_raw(raw, problems)?;
+        config.otel = otel;
+        Ok(config)
     }
 
     /// Validates a raw config, adding to the problems already found.
@@ -408,6 +414,7 @@ impl Config {
                 sqlite_path: raw.app.sqlite_path.map(PathBuf::from),
                 base_url,
             },
+            otel: None,
         })
     }
 

@@ -103,6 +103,19 @@ impl PgTarget {
         &self.target
     }
 
+    /// Span attributes of this server.
+    pub fn check_target(&self) -> crate::check::CheckTarget {
+        let address = match &self.dsn.host {
+            Host::Tcp(h) => h.clone(),
+            Host::Socket(p) => p.display().to_string(),
+        };
+        crate::check::CheckTarget::Postgres {
+            namespace: self.dsn.dbname.clone(),
+            address,
+            port: self.dsn.port,
+        }
+    }
+
     pub fn dbname(&self) -> &str {
         &self.dsn.dbname
     }
