@@ -177,11 +177,26 @@ fn all_slots_held_is_too_many_connections() {
         ..Default::default()
     });
     pg.psql("CREATE ROLE app LOGIN PASSWORD 'app'");
-    let _held = Sessions::hold(&pg, "app", "app", 3, "SELECT pg_sleep(60)");
-    wait_for(Duration::from_secs(10), || {
-        pg.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'") == "3"
-    })
-    .expect("sessions held");
+    // Count the sessions by their backends' process titles ("postgres: app rose ..."): a polling
+    // SQL session would itself take an ordinary slot and race the last session for it.
+    let mut held = Sessions::hold(&pg, "app", "app", 3, "SELECT pg_sleep(60)");
+    let backends = || {
+        let ps = std::process::Command::new("ps")
+            .args(["-eo", "args"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&ps.stdout)
+            .lines()
+            .filter(|l| l.starts_with("postgres: app rose"))
+            .count()
+    };
+    wait_for(Duration::from_secs(10), || backends() == 3).unwrap_or_else(|| {
+        panic!(
+            "sessions not held ({} backends): {}",
+            backends(),
+            held.errors()
+        )
+    });
     let (code, report, all) = diagnose(&env(pg.monitor_url()), &[]);
     assert_eq!(code, 2, "{all}");
     let f = finding(&report, "too_many_connections");

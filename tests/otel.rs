@@ -374,3 +374,35 @@ fn a_receiver_that_goes_away_never_stalls_the_agent() {
         "one warning per outage: {out}"
     );
 }
+
+#[test]
+fn json_logs_carry_trace_and_span_ids() {
+    let port = free_port();
+    let agent = Agent::start(&[
+        (
+            "AGENT_DATABASE_URL",
+            format!("postgresql://u:{MONITOR_PASSWORD}@127.0.0.1:{port}/db"),
+        ),
+        ("AGENT_INTERVAL", "1s".into()),
+        ("AGENT_LOG_FORMAT", "json".into()),
+    ]);
+    let line = wait_for(Duration::from_secs(5), || {
+        agent.output().contains("Check failed.")
+    })
+    .map(|_| {
+        agent
+            .output()
+            .lines()
+            .find(|l| l.contains("Check failed."))
+            .unwrap_or_default()
+            .to_owned()
+    });
+    let line = line.unwrap_or_else(|| panic!("{}", agent.output()));
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let span = &v["span"];
+    assert_eq!(span["trace_id"].as_str().map(str::len), Some(32), "{line}");
+    assert_eq!(span["span_id"].as_str().map(str::len), Some(16), "{line}");
+    assert_eq!(span["error.type"], "refused");
+    assert!(!agent.output().contains(MONITOR_PASSWORD));
+}

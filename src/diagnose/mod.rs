@@ -195,6 +195,7 @@ async fn ladder(
         Host::Tcp(name) => {
             let t = Instant::now();
             let res = bounded(
+                "dns",
                 deadline,
                 step,
                 tokio::net::lookup_host((name.as_str(), port)),
@@ -233,7 +234,14 @@ async fn ladder(
     // TCP.
     if let Some(ip) = ip {
         let t = Instant::now();
-        match bounded(deadline, step, tokio::net::TcpStream::connect((ip, port))).await {
+        match bounded(
+            "tcp",
+            deadline,
+            step,
+            tokio::net::TcpStream::connect((ip, port)),
+        )
+        .await
+        {
             Some(Ok(_)) => rungs.push(Rung::new(
                 "tcp",
                 RungStatus::Ok,
@@ -272,7 +280,14 @@ async fn ladder(
     }
     // TLS + authentication + database, in one connection attempt.
     let t = Instant::now();
-    let conn = match bounded(deadline, step + Duration::from_millis(100), pg.conn()).await {
+    let conn = match bounded(
+        "connect",
+        deadline,
+        step + Duration::from_millis(100),
+        pg.conn(),
+    )
+    .await
+    {
         Some(r) => r,
         None => Err(CheckError::new(
             ErrorKind::ConnectTimeout,
@@ -334,6 +349,7 @@ async fn ladder(
     let t = Instant::now();
     let sql = "SELECT pg_has_role(current_user, 'pg_monitor', 'USAGE'), current_user";
     match bounded(
+        "privileges",
         deadline,
         config.database.query_timeout(),
         pg.simple_query(&conn, sql),
@@ -397,7 +413,9 @@ async fn run_checks(
     let mut set = tokio::task::JoinSet::new();
     for c in checks {
         set.spawn(async move {
-            let run = scheduler::run_once(c.as_ref());
+            use tracing::Instrument;
+            let span = scheduler::check_span(c.as_ref());
+            let run = scheduler::run_once(c.as_ref()).instrument(span.clone());
             let (outcome, samples) = match tokio::time::timeout_at(deadline, run).await {
                 Ok(r) => r,
                 Err(_) => (
@@ -412,6 +430,7 @@ async fn run_checks(
                     vec![],
                 ),
             };
+            scheduler::record_outcome(&span, &outcome);
             (c, outcome, samples)
         });
     }
@@ -427,12 +446,25 @@ async fn run_checks(
 
 /// Awaits `fut` for at most `step`, and never past `deadline`.
 async fn bounded<F: std::future::Future>(
+    rung: &'static str,
     deadline: TokioInstant,
     step: Duration,
     fut: F,
 ) -> Option<F::Output> {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "diagnose rung",
+        otel.name = format!("diagnose {rung}"),
+        rung,
+        outcome = tracing::field::Empty
+    );
     let until = deadline.min(TokioInstant::now() + step);
-    tokio::time::timeout_at(until, fut).await.ok()
+    let r = tokio::time::timeout_at(until, fut)
+        .instrument(span.clone())
+        .await
+        .ok();
+    span.record("outcome", if r.is_some() { "done" } else { "timeout" });
+    r
 }
 
 /// Which rung a check belongs to.

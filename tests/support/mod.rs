@@ -487,6 +487,21 @@ impl Sessions {
     }
 }
 
+impl Sessions {
+    /// Whatever the sessions that already ended printed (their errors).
+    pub fn errors(&mut self) -> String {
+        let mut out = String::new();
+        for c in &mut self.0 {
+            if let Ok(Some(_)) = c.try_wait()
+                && let Some(mut e) = c.stderr.take()
+            {
+                let _ = e.read_to_string(&mut out);
+            }
+        }
+        out
+    }
+}
+
 impl Drop for Sessions {
     fn drop(&mut self) {
         for c in &mut self.0 {
