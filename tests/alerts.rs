@@ -122,9 +122,7 @@ fn every_rule_follows_the_house_conventions() {
         let code = if generic {
             // severity and code come from rose_finding_active's labels
             if r.label("severity").is_some() || r.label("code").is_some() {
-                problems.push(format!(
-                    "{a}: must take severity and code from the series"
-                ));
+                problems.push(format!("{a}: must take severity and code from the series"));
             }
             if !r.expr.contains("rose_finding_active") {
                 problems.push(format!("{a}: must select rose_finding_active"));
@@ -216,8 +214,13 @@ fn every_code_has_a_runbook_with_the_four_sections() {
     // No stray runbook without a code.
     for f in files("docs/runbooks", ".md") {
         let stem = f.file_stem().unwrap().to_string_lossy().into_owned();
-        if stem != "README" && !FINDING_CODES.contains(&stem.as_str()) && !ALERT_ONLY_CODES.contains(&stem.as_str()) {
-            problems.push(format!("{stem}.md: not a finding code or an alert condition"));
+        if stem != "README"
+            && !FINDING_CODES.contains(&stem.as_str())
+            && !ALERT_ONLY_CODES.contains(&stem.as_str())
+        {
+            problems.push(format!(
+                "{stem}.md: not a finding code or an alert condition"
+            ));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -245,18 +248,34 @@ fn alertmanager_example_routes_each_severity_to_its_receiver() {
     let cfg = repo().join("alerts/alertmanager.example.yml");
     let cases: &[(&[&str], &str)] = &[
         (
-            &["alertname=RosePostgresDown", "severity=critical", "instance=a:9188", "code=pg_down"],
+            &[
+                "alertname=RosePostgresDown",
+                "severity=critical",
+                "instance=a:9188",
+                "code=pg_down",
+            ],
             "oncall-pager,team-slack",
         ),
         (
-            &["alertname=RoseFinding", "severity=critical", "code=auth_failed"],
+            &[
+                "alertname=RoseFinding",
+                "severity=critical",
+                "code=auth_failed",
+            ],
             "oncall-pager,team-slack",
         ),
         (
             &["alertname=RosePostgresConnectionsHigh", "severity=warning"],
             "team-slack",
         ),
-        (&["alertname=RoseFinding", "severity=info", "code=duplicate_index"], "null"),
+        (
+            &[
+                "alertname=RoseFinding",
+                "severity=info",
+                "code=duplicate_index",
+            ],
+            "null",
+        ),
         (&["alertname=RoseWatchdog", "severity=info"], "heartbeat"),
         (&["alertname=SomethingElse"], "null"),
     ];

@@ -54,13 +54,18 @@ fn dashboards_follow_the_house_rules() {
             problems.push(p("id must be null (Grafana assigns it)".into()));
         }
         if d.get("__inputs").is_some() || d.to_string().contains("${DS_") {
-            problems.push(p("uses ${DS_...} inputs instead of the datasource variable".into()));
+            problems.push(p(
+                "uses ${DS_...} inputs instead of the datasource variable".into(),
+            ));
         }
         if d["title"].as_str().unwrap_or("").is_empty() {
             problems.push(p("no title".into()));
         }
         // Exactly one datasource variable, named datasource, for Prometheus.
-        let vars = d["templating"]["list"].as_array().cloned().unwrap_or_default();
+        let vars = d["templating"]["list"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let ds_vars: Vec<&Value> = vars.iter().filter(|v| v["type"] == "datasource").collect();
         if ds_vars.len() != 1
             || ds_vars[0]["name"] != "datasource"
@@ -72,7 +77,10 @@ fn dashboards_follow_the_house_rules() {
         }
         for v in vars.iter().filter(|v| v["type"] == "query") {
             if !uses_datasource_variable(&v["datasource"]) {
-                problems.push(p(format!("variable {} does not use ${{datasource}}", v["name"])));
+                problems.push(p(format!(
+                    "variable {} does not use ${{datasource}}",
+                    v["name"]
+                )));
             }
         }
         // Panels.
@@ -112,7 +120,9 @@ fn dashboards_follow_the_house_rules() {
             if !uses_datasource_variable(&panel["datasource"]) {
                 problems.push(q("datasource is not ${datasource}"));
             }
-            let unit = panel["fieldConfig"]["defaults"]["unit"].as_str().unwrap_or("");
+            let unit = panel["fieldConfig"]["defaults"]["unit"]
+                .as_str()
+                .unwrap_or("");
             if unit.is_empty() {
                 problems.push(q("no unit"));
             }
@@ -164,13 +174,16 @@ fn rate_interval_problems(expr: &str) -> Vec<String> {
                 || rest[..i].ends_with('i'); // irate(
             let after = &rest[i + f.len()..];
             // The range of this call: the first [...] after it.
-            if is_word_start
-                && let Some(open) = after.find('[')
-            {
-                let close = after[open..].find(']').map(|c| open + c).unwrap_or(after.len());
+            if is_word_start && let Some(open) = after.find('[') {
+                let close = after[open..]
+                    .find(']')
+                    .map(|c| open + c)
+                    .unwrap_or(after.len());
                 let range = &after[open + 1..close];
                 if range != "$__rate_interval" {
-                    out.push(format!("{expr}: {f}..[{range}] should use $__rate_interval"));
+                    out.push(format!(
+                        "{expr}: {f}..[{range}] should use $__rate_interval"
+                    ));
                 }
                 let selected = &after[..open];
                 if !(selected.contains("_total")
@@ -192,7 +205,10 @@ fn rate_interval_rule_catches_fixed_ranges() {
     assert!(rate_interval_problems("rate(x_total[$__rate_interval])").is_empty());
     assert_eq!(rate_interval_problems("rate(x_total[5m])").len(), 1);
     assert_eq!(rate_interval_problems("irate(x_total[1m])").len(), 1);
-    assert_eq!(rate_interval_problems("increase(rose_pg_up[$__rate_interval])").len(), 1);
+    assert_eq!(
+        rate_interval_problems("increase(rose_pg_up[$__rate_interval])").len(),
+        1
+    );
     assert!(rate_interval_problems("deriv(rose_pg_database_size_bytes[1h])").is_empty());
 }
 
@@ -200,8 +216,12 @@ fn rate_interval_rule_catches_fixed_ranges() {
 fn the_three_dashboards_show_what_on_call_needs() {
     let all: Vec<(String, String)> = dashboard_exprs();
     let in_file = |file: &str, metric: &str| {
-        all.iter()
-            .any(|(f, e)| f == file && metric_names(e).iter().any(|m| base_name(m) == metric || m == metric))
+        all.iter().any(|(f, e)| {
+            f == file
+                && metric_names(e)
+                    .iter()
+                    .any(|m| base_name(m) == metric || m == metric)
+        })
     };
     let want: &[(&str, &[&str])] = &[
         (
@@ -285,5 +305,9 @@ fn provisioning_examples_are_complete() {
     assert_eq!(prov["apiVersion"].as_i64(), Some(1));
     let p0 = &prov["providers"][0];
     assert_eq!(p0["type"].as_str(), Some("file"));
-    assert!(p0["options"]["path"].as_str().is_some_and(|p| p.starts_with('/')));
+    assert!(
+        p0["options"]["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with('/'))
+    );
 }

@@ -50,16 +50,25 @@ fn used_names() -> BTreeMap<String, BTreeSet<String>> {
         // Queries inside annotation templates, and metric names quoted in the steps.
         for (_, text) in &r.annotations {
             for w in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-                let is_metric = ["rose_pg_", "rose_app_", "rose_agent_", "rose_sqlite_", "rose_checkpoint_", "rose_finding_"]
-                    .iter()
-                    .any(|p| w.starts_with(p));
+                let is_metric = [
+                    "rose_pg_",
+                    "rose_app_",
+                    "rose_agent_",
+                    "rose_sqlite_",
+                    "rose_checkpoint_",
+                    "rose_finding_",
+                ]
+                .iter()
+                .any(|p| w.starts_with(p));
                 if is_metric {
                     names.insert(w.to_owned());
                 }
             }
         }
         for n in names {
-            used.entry(n).or_default().insert(format!("alert {}", r.alert));
+            used.entry(n)
+                .or_default()
+                .insert(format!("alert {}", r.alert));
         }
     }
     for (file, expr) in dashboard_exprs() {

@@ -261,8 +261,7 @@ pub fn metric_names(expr: &str) -> BTreeSet<String> {
             }
         } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
             let start = i;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "_:".contains(chars[i]))
-            {
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "_:".contains(chars[i])) {
                 i += 1;
             }
             let word: String = chars[start..i].iter().collect();
@@ -272,8 +271,15 @@ pub fn metric_names(expr: &str) -> BTreeSet<String> {
             }
             let next = chars.get(j).copied();
             let lower = word.to_ascii_lowercase();
-            if ["by", "without", "on", "ignoring", "group_left", "group_right"]
-                .contains(&lower.as_str())
+            if [
+                "by",
+                "without",
+                "on",
+                "ignoring",
+                "group_left",
+                "group_right",
+            ]
+            .contains(&lower.as_str())
             {
                 label_list = next == Some('(');
                 if label_list {
