@@ -34,7 +34,7 @@ pub struct PushConfig {
     pub url: String,
     /// The `instance` label: must match what Prometheus calls this agent for inhibition to work.
     pub instance: String,
-    /// Prefix of `runbook_url`; empty keeps the repository-relative path.
+    /// Where `docs/runbooks/` is published: `runbook_url` is `<base>/<code>.md`, as in the rules.
     pub runbook_base: String,
     pub interval: Duration,
     pub timeout: Duration,
@@ -74,7 +74,7 @@ pub fn alert_for(f: &Finding, cfg: &PushConfig, starts: SystemTime, ends: System
     annotations.insert("steps".to_owned(), steps.join("\n"));
     annotations.insert(
         "runbook_url".to_owned(),
-        format!("{}{}", cfg.runbook_base, f.runbook),
+        format!("{}/{}.md", cfg.runbook_base.trim_end_matches('/'), f.code),
     );
     Alert {
         labels,
@@ -214,7 +214,7 @@ mod tests {
         assert_eq!(a.annotations["steps"], "1. one\n2. two");
         assert_eq!(
             a.annotations["runbook_url"],
-            "https://runbooks.example/rose/docs/runbooks/missing_index.md"
+            "https://runbooks.example/rose/missing_index.md"
         );
         assert_eq!(a.starts_at, "1970-01-01T00:00:00Z");
         assert_eq!(a.ends_at, "1970-01-01T00:00:45Z");

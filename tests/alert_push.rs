@@ -78,7 +78,7 @@ fn findings_reach_alertmanager_and_resolve() {
     assert_eq!(alert["labels"]["instance"], "rose-test:9188");
     assert_eq!(
         alert["annotations"]["runbook_url"],
-        "https://runbooks.example/rose/docs/runbooks/connection_refused.md"
+        "https://runbooks.example/rose/connection_refused.md"
     );
     assert!(
         alert["annotations"]["steps"]

@@ -18,6 +18,10 @@ use crate::dsn::{self, Dsn};
 /// Shortest interval accepted: short intervals are for tests and soaks, not production.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
+/// Where the runbooks are published by default (the same default as the alert rules).
+pub const DEFAULT_RUNBOOK_BASE: &str =
+    "https://github.com/rose-agent/rose-agent/blob/main/docs/runbooks";
+
 /// Which checkpointer the app is configured to use (`FEATURE_DATABASE_TYPE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -328,7 +332,11 @@ impl Config {
             .instance
             .clone()
             .unwrap_or_else(|| format!("{}:{}", hostname(), listen.port()));
-        let runbook_base_url = raw.agent.runbook_base_url.clone().unwrap_or_default();
+        let runbook_base_url = raw
+            .agent
+            .runbook_base_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_RUNBOOK_BASE.to_owned());
         let base_url = raw
             .app
             .base_url

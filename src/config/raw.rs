@@ -75,8 +75,9 @@ pub struct RawAgent {
     pub alertmanager_url: Option<String>,
     /// The `instance` label of pushed alerts (env `AGENT_INSTANCE`; default `<hostname>:<port>`).
     pub instance: Option<String>,
-    /// Prefix of runbook links, e.g. `https://git.example/rose-agent/blob/main/` (env
-    /// `AGENT_RUNBOOK_BASE_URL`; default: none, links stay `docs/runbooks/<code>.md`).
+    /// Where `docs/runbooks/` is published; pushed alerts link `<base>/<code>.md`, like the rules'
+    /// `rose_runbook_base` (env `AGENT_RUNBOOK_BASE_URL`; default
+    /// `https://github.com/rose-agent/rose-agent/blob/main/docs/runbooks`).
     pub runbook_base_url: Option<String>,
 }
 
