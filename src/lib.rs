@@ -24,3 +24,4 @@ pub mod scheduler;
 pub mod server;
 pub mod snapshot;
 pub mod telemetry;
+pub mod web;

@@ -95,8 +95,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     }
     let server_cancel = cancel.clone();
     let server_store = store.clone();
-    let server =
-        tokio::spawn(async move { server::serve(listener, server_store, server_cancel).await });
+    let server = {
+        let web = config.agent.web.clone();
+        tokio::spawn(async move { server::serve(listener, server_store, web, server_cancel).await })
+    };
     tracing::info!(listen = %local, interval = %humantime::format_duration(config.agent.interval), checks = checks.len(), "Agent started.");
 
     tokio::spawn(signals(cancel.clone()));

@@ -5,6 +5,10 @@
 //! - `GET /readyz`: 200 once every check has completed once, else 503 (readiness).
 //! - `GET /findings`: the active and pending findings as JSON (see docs/findings.md).
 //! - `GET /`: a short index.
+//!
+//! With a web config (`AGENT_WEB_CONFIG_FILE`, see [`crate::web`]) the endpoint serves HTTPS and
+//! `/metrics` and `/findings` require basic auth or a bearer token; `/healthz` and `/readyz` stay
+//! open for orchestrator probes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,17 +32,25 @@ struct AppState {
     renderer: Renderer,
 }
 
-pub fn router(store: Store) -> Router {
+pub fn router(store: Store, auth: Option<Arc<crate::web::Auth>>) -> Router {
     let state = Arc::new(AppState {
         store,
         renderer: Renderer::default(),
     });
+    let mut protected = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/findings", get(findings));
+    if let Some(auth) = auth {
+        protected = protected.route_layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::web::require_auth,
+        ));
+    }
     Router::new()
         .route("/", get(index))
-        .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/findings", get(findings))
+        .merge(protected)
         .with_state(state)
 }
 
@@ -47,15 +59,34 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves until `cancel` fires, then drains in-flight requests.
+/// Serves until `cancel` fires, then drains in-flight requests (HTTPS when the web config has TLS).
 pub async fn serve(
     listener: TcpListener,
     store: Store,
+    web: crate::web::WebConfig,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(store))
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
+    let app = router(store, web.auth.clone());
+    match web.tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { cancel.cancelled().await })
+                .await
+        }
+        Some(tls) => {
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                cancel.cancelled().await;
+                h.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
+            });
+            let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+            axum_server::tls_rustls::from_tcp_rustls(listener.into_std()?, config)?
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+        }
+    }
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {

@@ -61,6 +61,9 @@ pub struct AgentConfig {
     /// The agent's `instance` label for pushed alerts.
     pub instance: String,
     pub runbook_base_url: String,
+    /// TLS and authentication of the agent's endpoint.
+    pub web: crate::web::WebConfig,
+    pub web_config_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -332,6 +335,16 @@ impl Config {
             .instance
             .clone()
             .unwrap_or_else(|| format!("{}:{}", hostname(), listen.port()));
+        let web_config_file = raw.agent.web_config_file.clone().map(PathBuf::from);
+        let web = match &web_config_file {
+            None => crate::web::WebConfig::default(),
+            Some(path) => crate::web::WebConfig::load(path).unwrap_or_else(|errs| {
+                for e in errs {
+                    p("AGENT_WEB_CONFIG_FILE", e);
+                }
+                crate::web::WebConfig::default()
+            }),
+        };
         let runbook_base_url = raw
             .agent
             .runbook_base_url
@@ -412,6 +425,8 @@ impl Config {
                 alertmanager_url,
                 instance,
                 runbook_base_url,
+                web,
+                web_config_file,
             },
             database: db,
             app: AppConfig {
@@ -441,6 +456,11 @@ impl Config {
                 alertmanager_url: self.agent.alertmanager_url.as_deref().map(dsn::redact),
                 instance: Some(self.agent.instance.clone()),
                 runbook_base_url: Some(self.agent.runbook_base_url.clone()),
+                web_config_file: self
+                    .agent
+                    .web_config_file
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
             },
             database: raw::RawDatabase {
                 url: self.database.dsn.as_ref().map(Dsn::redacted_url),

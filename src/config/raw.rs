@@ -79,6 +79,9 @@ pub struct RawAgent {
     /// `rose_runbook_base` (env `AGENT_RUNBOOK_BASE_URL`; default
     /// `https://github.com/rose-agent/rose-agent/blob/main/docs/runbooks`).
     pub runbook_base_url: Option<String>,
+    /// exporter-toolkit style web config (TLS, basic auth, bearer token) for the agent's own
+    /// endpoint (env `AGENT_WEB_CONFIG_FILE`; default: plain HTTP, no auth).
+    pub web_config_file: Option<String>,
 }
 
 /// `[database]`: how the agent reaches PostgreSQL.
@@ -142,6 +145,7 @@ impl RawConfig {
             s("AGENT_ALERTMANAGER_URL"),
         );
         set(&mut self.agent.instance, s("AGENT_INSTANCE"));
+        set(&mut self.agent.web_config_file, s("AGENT_WEB_CONFIG_FILE"));
         set(
             &mut self.agent.runbook_base_url,
             s("AGENT_RUNBOOK_BASE_URL"),

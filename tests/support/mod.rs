@@ -643,3 +643,82 @@ impl Drop for Alertmanager {
         let _ = self.child.wait();
     }
 }
+
+/// A CA and a leaf certificate for 127.0.0.1/localhost made with the openssl CLI, in `dir`;
+/// returns (ca, cert, key) paths, or `None` (a skip) when openssl is missing outside CI.
+pub fn make_certs(dir: &Path) -> Option<(String, String, String)> {
+    if !require_tool("openssl") {
+        return None;
+    }
+    let p = |n: &str| dir.join(n).display().to_string();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let (ca_key, ca_pem, leaf_key, leaf_csr, leaf_pem, ext) = (
+        p("ca.key"),
+        p("ca.pem"),
+        p("leaf.key"),
+        p("leaf.csr"),
+        p("leaf.pem"),
+        p("leaf.ext"),
+    );
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca_pem,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=rose test CA",
+    ]);
+    run(&ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        &leaf_key,
+        "-out",
+        &leaf_csr,
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&csr);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &leaf_csr,
+        "-CA",
+        &ca_pem,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &leaf_pem,
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+    ]);
+    Some((ca_pem, leaf_pem, leaf_key))
+}
