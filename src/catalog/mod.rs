@@ -113,12 +113,14 @@ macro_rules! metrics {
 
 mod agent;
 mod pg;
+mod pg_checks;
 
 pub use agent::*;
 pub use pg::*;
+pub use pg_checks::*;
 
 /// Every subsystem's list, in documentation order.
-static PARTS: &[&[&MetricDef]] = &[pg::PG, agent::AGENT];
+static PARTS: &[&[&MetricDef]] = &[pg::PG, pg_checks::PG_CHECKS, agent::AGENT];
 
 /// Every metric, in documentation order.
 pub fn all() -> impl Iterator<Item = &'static MetricDef> {

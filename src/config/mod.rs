@@ -3,6 +3,7 @@
 //! returning either a [`Config`] that cannot be invalid or a [`ConfigError`] naming every bad key
 //! at once. [`Config::effective_toml`] prints what the agent will use, secrets redacted.
 
+mod checks;
 mod raw;
 
 use std::fmt;
@@ -10,6 +11,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use checks::{
+    ChecksConfig, Expectations, ExpectedIndex, ExpectedTable, LangGraphSchema, PLANS, PlanLimit,
+};
 pub use raw::{Env, Problem, ProcessEnv, RawConfig};
 
 use crate::dsn::{self, Dsn};
@@ -39,6 +43,7 @@ pub struct Config {
     pub agent: AgentConfig,
     pub database: DatabaseConfig,
     pub app: AppConfig,
+    pub checks: ChecksConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -350,6 +355,8 @@ impl Config {
             );
         }
 
+        let checks = checks::validate(&raw.checks, &mut problems);
+
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -370,6 +377,7 @@ impl Config {
                 sqlite_path: raw.app.sqlite_path.map(PathBuf::from),
                 base_url,
             },
+            checks,
         })
     }
 
@@ -405,6 +413,7 @@ impl Config {
                     .map(|p| p.display().to_string()),
                 base_url: Some(dsn::redact(&self.app.base_url)),
             },
+            checks: self.checks.to_raw(),
         };
         let mut out = format!(
             "# effective configuration; database.url from {}\n",
