@@ -23,9 +23,9 @@ fn sql() -> String {
          'pg_monitor', pg_has_role(current_user, 'pg_monitor', 'USAGE'), \
          'read_all_stats', pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'), \
          'read_all_settings', pg_has_role(current_user, 'pg_read_all_settings', 'USAGE'), \
-         'migrations_readable', has_table_privilege(to_regclass({}), 'SELECT'), \
+         'migrations_readable', has_table_privilege({}, 'SELECT'), \
          'pg_stat_statements', EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'))::text",
-        pg_util::regclass_lit(LANGGRAPH_SCHEMA, MIGRATIONS_TABLE)
+        pg_util::table_oid_sql(LANGGRAPH_SCHEMA, MIGRATIONS_TABLE)
     )
 }
 

@@ -6,7 +6,7 @@
 //! the watched tables (a failed `CREATE INDEX CONCURRENTLY`) and indexes that duplicate another
 //! (the guide's `idx_checkpoints_thread_id` duplicates LangGraph's `checkpoints_thread_id_idx`).
 //!
-//! Statements: one catalog lookup keyed by the watched tables' names (`to_regclass`, then
+//! Statements: one catalog lookup keyed by the watched tables' names (`pg_class` by name, then
 //! `pg_attribute` / `pg_index` rows of those tables only: cost never grows with other tables),
 //! and, when LangGraph is expected and `checkpoint_migrations` is there and readable, one
 //! `max(v), count(*)` over that ten-row table.
@@ -114,15 +114,16 @@ fn catalog_sql(tables: &[(String, String)], langgraph: bool) -> String {
     };
     let migrations = if langgraph {
         format!(
-            "has_table_privilege(to_regclass({}), 'SELECT')",
-            pg_util::regclass_lit(LANGGRAPH_SCHEMA, MIGRATIONS_TABLE)
+            "has_table_privilege({}, 'SELECT')",
+            pg_util::table_oid_sql(LANGGRAPH_SCHEMA, MIGRATIONS_TABLE)
         )
     } else {
         "NULL::boolean".to_owned()
     };
     format!(
         "WITH want(sch, tbl) AS (VALUES {values}), \
-         rel AS (SELECT sch, tbl, to_regclass(quote_ident(sch) || '.' || quote_ident(tbl)) AS oid FROM want WHERE tbl IS NOT NULL) \
+         rel AS (SELECT sch, tbl, (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = want.sch AND c.relname = want.tbl AND c.relkind IN ('r', 'p')) AS oid FROM want WHERE tbl IS NOT NULL) \
          SELECT json_build_object(\
          'tables', (SELECT coalesce(json_agg(json_build_object('schema', sch, 'table', tbl, 'present', oid IS NOT NULL)), '[]') FROM rel), \
          'columns', (SELECT coalesce(json_agg(json_build_object('schema', r.sch, 'table', r.tbl, 'column', a.attname)), '[]') \

@@ -30,7 +30,8 @@ fn sql(tables: &[(String, String)]) -> String {
     };
     format!(
         "WITH want(sch, tbl) AS (VALUES {values}), \
-         rel AS (SELECT sch, tbl, to_regclass(quote_ident(sch) || '.' || quote_ident(tbl)) AS oid FROM want WHERE tbl IS NOT NULL) \
+         rel AS (SELECT sch, tbl, (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = want.sch AND c.relname = want.tbl AND c.relkind IN ('r', 'p')) AS oid FROM want WHERE tbl IS NOT NULL) \
          SELECT coalesce(json_agg(json_build_object('schema', sch, 'table', tbl, \
          'total_bytes', pg_total_relation_size(oid), 'table_bytes', pg_table_size(oid), \
          'index_bytes', pg_indexes_size(oid), \
