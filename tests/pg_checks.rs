@@ -568,7 +568,7 @@ fn replica_streams_and_its_lag_is_seen_on_both_sides() {
     assert_eq!(value(&s, "rose_pg_replica_up", &[]), Some(1.0));
     assert_eq!(value(&s, "rose_pg_replica_in_recovery", &[]), Some(1.0));
     assert_eq!(value(&s, "rose_pg_replica_lag_seconds", &[]), Some(0.0));
-    assert_eq!(obs!(o, PgReplica).replay_paused, false);
+    assert!(!obs!(o, PgReplica).replay_paused);
     let (o, s) = checks.until("pg_replication", Duration::from_secs(20), |o, _| {
         obs!(o, PgReplication)
             .standbys

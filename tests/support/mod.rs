@@ -596,11 +596,13 @@ impl PgCluster {
     }
 
     /// The benchmark hook: `n` extra tables (each with a primary key index and a TOAST table)
-    /// that no check should ever look at.
+    /// that no check should ever look at. Commits every 100 tables so the lock table
+    /// (`max_locks_per_transaction`) is never exhausted.
     pub fn create_extra_tables(&self, n: u32) {
         self.psql(&format!(
             "DO $$ BEGIN FOR i IN 1..{n} LOOP \
              EXECUTE format('CREATE TABLE bench_extra_%s (id int PRIMARY KEY, v text)', i); \
+             IF i % 100 = 0 THEN COMMIT; END IF; \
              END LOOP; END $$"
         ));
     }
