@@ -96,11 +96,20 @@ impl Checks {
 
     /// One cycle: every check once, in registry order; returns the wall time.
     fn cycle(&self) -> (Duration, Vec<(&'static str, bool)>) {
+        let (took, results) = self.timed_cycle();
+        (
+            took,
+            results.into_iter().map(|(id, ok, _)| (id, ok)).collect(),
+        )
+    }
+
+    /// One cycle with each check's own duration.
+    fn timed_cycle(&self) -> (Duration, Vec<(&'static str, bool, Duration)>) {
         let t = Instant::now();
         let mut results = Vec::new();
         for c in &self.checks {
             let (outcome, _) = self.rt.block_on(run_once(c.as_ref()));
-            results.push((c.id(), outcome.result.is_ok()));
+            results.push((c.id(), outcome.result.is_ok(), outcome.duration));
         }
         (t.elapsed(), results)
     }
@@ -656,9 +665,11 @@ fn statements_top_n_and_cycle_cost_flat_with_2000_extra_tables() {
     let measure = || {
         checks.cycle(); // warm: connection open, version cached
         let before = calls();
-        let (took, results) = checks.cycle();
+        let (took, mut results) = checks.timed_cycle();
         let n = calls() - before;
-        assert!(results.iter().all(|(_, ok)| *ok), "{results:?}");
+        assert!(results.iter().all(|(_, ok, _)| *ok), "{results:?}");
+        results.sort_by(|a, b| b.2.cmp(&a.2));
+        eprintln!("slowest checks: {:?}", &results[..3]);
         (n, took)
     };
     let (n0, t0) = measure();
