@@ -668,7 +668,7 @@ fn statements_top_n_and_cycle_cost_flat_with_2000_extra_tables() {
         let (took, mut results) = checks.timed_cycle();
         let n = calls() - before;
         assert!(results.iter().all(|(_, ok, _)| *ok), "{results:?}");
-        results.sort_by(|a, b| b.2.cmp(&a.2));
+        results.sort_by_key(|r| std::cmp::Reverse(r.2));
         eprintln!("slowest checks: {:?}", &results[..3]);
         (n, took)
     };
