@@ -12,3 +12,5 @@ GRANT CONNECT ON DATABASE :"dbname" TO rose_monitor;
 ALTER ROLE rose_monitor SET default_transaction_read_only = on;
 ALTER ROLE rose_monitor SET statement_timeout = '5s';
 ALTER ROLE rose_monitor SET lock_timeout = '1s';
+-- The LangGraph migration version (rose_pg_schema_migration_version) needs to read one table:
+GRANT SELECT ON checkpoint_migrations TO rose_monitor;

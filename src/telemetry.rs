@@ -270,18 +270,33 @@ impl Telemetry {
 }
 
 /// `rose_pg_roundtrip_seconds` -> `rose.pg.roundtrip`: namespace dots after `rose` and the
-/// subsystem, no unit suffix (the unit is metadata), no `_total` (the type says it).
+/// subsystem, no unit suffix (the unit is metadata), no `_total` (the type says it). When two
+/// metrics would share a name that way (`replica_lag` in seconds and in bytes) both keep their
+/// unit suffix.
 pub fn otel_name(def: &MetricDef) -> String {
-    let mut n = def.name.strip_suffix("_total").unwrap_or(def.name);
-    for suffix in ["_seconds", "_bytes"] {
-        if let Some(stripped) = n.strip_suffix(suffix) {
-            n = stripped;
+    let stem = |d: &MetricDef| -> String {
+        let mut n = d.name.strip_suffix("_total").unwrap_or(d.name);
+        for suffix in ["_seconds", "_bytes"] {
+            if let Some(stripped) = n.strip_suffix(suffix) {
+                n = stripped;
+            }
         }
-    }
-    let mut parts = n.splitn(3, '_');
+        n.to_owned()
+    };
+    let mine = stem(def);
+    let clash = catalog::all().any(|d| d.name != def.name && stem(d) == mine);
+    let base = if clash {
+        def.name
+            .strip_suffix("_total")
+            .unwrap_or(def.name)
+            .to_owned()
+    } else {
+        mine
+    };
+    let mut parts = base.splitn(3, '_');
     match (parts.next(), parts.next(), parts.next()) {
         (Some(a), Some(b), Some(rest)) => format!("{a}.{b}.{rest}"),
-        _ => n.replace('_', "."),
+        _ => base.replace('_', "."),
     }
 }
 

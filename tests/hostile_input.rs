@@ -69,10 +69,14 @@ proptest! {
         let _ = toml::from_str::<RawConfig>(&text);
     }
 
-    /// Any text in the columns of the connections query: parsed or a protocol error.
+    /// Any text where a check expects its statement's JSON document: decoded or a protocol
+    /// error, never a panic.
     #[test]
-    fn connections_parse_never_panics(max in ".{0,10}", res in ".{0,10}", json in ".{0,80}") {
-        let _ = rose_agent::check::pg_connections::parse(&max, &res, &json);
+    fn check_documents_never_panic(json in ".{0,120}", n in 0usize..8) {
+        use rose_agent::check::{pg_connections, pg_util};
+        if let Ok(raw) = pg_util::decode::<pg_connections::Raw>(&json, "connections") {
+            let _ = pg_connections::from_raw(raw, n);
+        }
     }
 
     /// Any text through the redactor keeps no `password=` value.

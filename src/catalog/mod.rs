@@ -114,13 +114,20 @@ macro_rules! metrics {
 mod agent;
 mod findings;
 mod pg;
+mod pg_checks;
 
 pub use agent::*;
 pub use findings::*;
 pub use pg::*;
+pub use pg_checks::*;
 
 /// Every subsystem's list, in documentation order.
-static PARTS: &[&[&MetricDef]] = &[pg::PG, findings::FINDINGS, agent::AGENT];
+static PARTS: &[&[&MetricDef]] = &[
+    pg::PG,
+    pg_checks::PG_CHECKS,
+    findings::FINDINGS,
+    agent::AGENT,
+];
 
 /// Every metric, in documentation order.
 pub fn all() -> impl Iterator<Item = &'static MetricDef> {

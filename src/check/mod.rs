@@ -5,9 +5,21 @@
 //! [`registry`] builds the list of checks from the configuration; the scheduler and `diagnose`
 //! both work from that list.
 
+pub mod pg_activity;
+pub mod pg_archiver;
+pub mod pg_checkpoints;
+pub mod pg_connection_budget;
 pub mod pg_connections;
 pub mod pg_connectivity;
 pub mod pg_database_size;
+pub mod pg_database_stats;
+pub mod pg_privileges;
+pub mod pg_replica;
+pub mod pg_replication;
+pub mod pg_schema;
+pub mod pg_statements;
+pub mod pg_table_sizes;
+pub mod pg_util;
 pub mod process;
 
 use std::future::Future;
@@ -42,6 +54,17 @@ pub enum Observation {
     PgConnections(pg_connections::Connections),
     PgDatabaseSize(pg_database_size::DatabaseSize),
     Process(process::ProcessStats),
+    PgConnectionBudget(pg_connection_budget::Budget),
+    PgActivity(pg_activity::Activity),
+    PgStatements(pg_statements::Statements),
+    PgTableSizes(pg_table_sizes::TableSizes),
+    PgSchema(pg_schema::SchemaReport),
+    PgReplica(pg_replica::Replica),
+    PgReplication(pg_replication::Replication),
+    PgDatabaseStats(pg_database_stats::DatabaseStats),
+    PgCheckpoints(pg_checkpoints::Checkpoints),
+    PgArchiver(pg_archiver::Archiver),
+    PgPrivileges(pg_privileges::Privileges),
 }
 
 impl Observation {
@@ -57,6 +80,17 @@ impl Observation {
             Observation::PgConnections(o) => pg_connections::samples(o, out),
             Observation::PgDatabaseSize(o) => pg_database_size::samples(o, out),
             Observation::Process(o) => process::samples(o, out),
+            Observation::PgConnectionBudget(o) => pg_connection_budget::samples(o, out),
+            Observation::PgActivity(o) => pg_activity::samples(o, out),
+            Observation::PgStatements(o) => pg_statements::samples(o, out),
+            Observation::PgTableSizes(o) => pg_table_sizes::samples(o, out),
+            Observation::PgSchema(o) => pg_schema::samples(o, out),
+            Observation::PgReplica(o) => pg_replica::samples(o, out),
+            Observation::PgReplication(o) => pg_replication::samples(o, out),
+            Observation::PgDatabaseStats(o) => pg_database_stats::samples(o, out),
+            Observation::PgCheckpoints(o) => pg_checkpoints::samples(o, out),
+            Observation::PgArchiver(o) => pg_archiver::samples(o, out),
+            Observation::PgPrivileges(o) => pg_privileges::samples(o, out),
         }
     }
 }
@@ -110,8 +144,63 @@ pub fn registry(config: &Config, pg: Option<Arc<PgTarget>>) -> Vec<Arc<dyn Check
         checks.push(Arc::new(pg_connectivity::ConnectivityCheck::new(
             pg.clone(),
         )));
-        checks.push(Arc::new(pg_connections::ConnectionsCheck::new(pg.clone())));
+        checks.push(Arc::new(pg_connections::ConnectionsCheck::with_top_n(
+            pg.clone(),
+            config.checks.labels_top_n,
+        )));
+        checks.extend(pg_checks(config, &pg));
         checks.push(Arc::new(pg_database_size::DatabaseSizeCheck::new(pg)));
     }
     checks
+}
+
+/// The guide's PostgreSQL checks (issue 3), each with its own statement(s), on the shared
+/// primary target; plus the read replica's, on its own target, when one is configured.
+fn pg_checks(config: &Config, pg: &Arc<PgTarget>) -> Vec<Arc<dyn Check>> {
+    let c = &config.checks;
+    let user = config
+        .database
+        .dsn
+        .as_ref()
+        .map(|d| d.user.clone())
+        .unwrap_or_default();
+    let mut v: Vec<Arc<dyn Check>> = vec![
+        Arc::new(pg_connection_budget::BudgetCheck::new(
+            pg.clone(),
+            pg_connection_budget::AppPools {
+                pool_size: config.app.pool_size,
+                max_overflow: config.app.max_overflow,
+                instances: config.app.instances,
+                plan: c.plan.clone(),
+            },
+        )),
+        Arc::new(pg_activity::ActivityCheck::new(
+            pg.clone(),
+            c.slow_query_threshold,
+        )),
+        Arc::new(pg_statements::StatementsCheck::new(
+            pg.clone(),
+            c.statements_top_n,
+        )),
+        Arc::new(pg_table_sizes::TableSizesCheck::new(
+            pg.clone(),
+            c.langgraph_schema,
+            &c.expectations,
+        )),
+        Arc::new(pg_schema::SchemaCheck::new(
+            pg.clone(),
+            c.langgraph_schema,
+            &c.expectations,
+            &user,
+        )),
+        Arc::new(pg_replication::ReplicationCheck::new(pg.clone())),
+        Arc::new(pg_database_stats::DatabaseStatsCheck::new(pg.clone())),
+        Arc::new(pg_checkpoints::CheckpointsCheck::new(pg.clone())),
+        Arc::new(pg_archiver::ArchiverCheck::new(pg.clone())),
+        Arc::new(pg_privileges::PrivilegesCheck::new(pg.clone())),
+    ];
+    if let Some(replica) = pg_replica::target(config) {
+        v.push(Arc::new(pg_replica::ReplicaCheck::new(replica)));
+    }
+    v
 }

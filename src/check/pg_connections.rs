@@ -1,23 +1,37 @@
-//! Check `pg_connections`: client backends by state from `pg_stat_activity`, with
-//! `max_connections` and `superuser_reserved_connections`, in one statement. The four states an
-//! app cares about are always exported (0 when absent) so their series never vanish.
+//! Check `pg_connections`: client backends by state, by application_name and by role (top N,
+//! the rest summed as `other`, so labels stay bounded), those waiting on locks, and the slot
+//! settings (`max_connections`, `superuser_reserved_connections`, `reserved_connections` on 16+)
+//! with the utilization of the slots ordinary roles can use. One statement over
+//! `pg_stat_activity` (one row per backend: cost grows with sessions, never with tables).
+//! The four states an app cares about are always exported (0 when absent) so their series
+//! never vanish.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::pg_util::{self, label_text};
 use super::{BoxFuture, Check, Observation};
 use crate::catalog::{self, Sample};
-use crate::error::{CheckError, ErrorKind};
+use crate::error::CheckError;
 use crate::pg::PgTarget;
 
 pub const ID: &str = "pg_connections";
 
-const SQL: &str = "SELECT current_setting('max_connections'), current_setting('superuser_reserved_connections'), \
-     coalesce((SELECT json_object_agg(st, n) FROM (SELECT coalesce(state, 'unknown') AS st, count(*) AS n \
-     FROM pg_stat_activity WHERE backend_type = 'client backend' GROUP BY 1) s)::text, '{}')";
+/// `reserved_connections` is read with `missing_ok`: NULL before PostgreSQL 16 (feature
+/// detection, no version gate needed).
+const SQL: &str = "WITH a AS (SELECT state, application_name, usename, wait_event_type \
+     FROM pg_stat_activity WHERE backend_type = 'client backend') \
+     SELECT json_build_object(\
+     'max_connections', current_setting('max_connections')::int, \
+     'superuser_reserved', current_setting('superuser_reserved_connections')::int, \
+     'reserved', current_setting('reserved_connections', true)::int, \
+     'by_state', (SELECT coalesce(json_object_agg(st, n), '{}') FROM (SELECT coalesce(state, 'unknown') AS st, count(*) AS n FROM a GROUP BY 1) s), \
+     'by_application', (SELECT coalesce(json_object_agg(k, n), '{}') FROM (SELECT coalesce(application_name, '') AS k, count(*) AS n FROM a GROUP BY 1) s), \
+     'by_user', (SELECT coalesce(json_object_agg(k, n), '{}') FROM (SELECT coalesce(usename::text, '') AS k, count(*) AS n FROM a GROUP BY 1) s), \
+     'waiting_on_locks', (SELECT count(*) FROM a WHERE wait_event_type = 'Lock'))::text";
 
 /// States always exported, as label values.
 pub const BASE_STATES: [&str; 4] = [
@@ -27,17 +41,41 @@ pub const BASE_STATES: [&str; 4] = [
     "idle_in_transaction_aborted",
 ];
 
+/// The label value for everything past the top N.
+pub const OTHER: &str = "other";
+
+/// What one run saw: client backends only (no background workers, no WAL senders).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Connections {
     pub max_connections: u32,
     pub superuser_reserved: u32,
+    /// `reserved_connections` (PostgreSQL 16+); `None` before.
+    pub reserved: Option<u32>,
     /// Client backends by state label (see [`state_label`]).
     pub by_state: BTreeMap<String, u32>,
+    /// Client backends by application_name, top N plus `other` (label-safe values).
+    pub by_application: BTreeMap<String, u32>,
+    /// Client backends by role, top N plus `other`.
+    pub by_user: BTreeMap<String, u32>,
+    /// Client backends waiting on a heavyweight lock.
+    pub waiting_on_locks: u32,
 }
 
 impl Connections {
     pub fn total(&self) -> u32 {
         self.by_state.values().sum()
+    }
+
+    /// Slots ordinary (non-superuser, non-reserved) roles can use.
+    pub fn slots(&self) -> u32 {
+        self.max_connections
+            .saturating_sub(self.superuser_reserved)
+            .saturating_sub(self.reserved.unwrap_or(0))
+    }
+
+    /// Client backends over [`Connections::slots`]; `None` with no slots at all.
+    pub fn utilization(&self) -> Option<f64> {
+        (self.slots() > 0).then(|| f64::from(self.total()) / f64::from(self.slots()))
     }
 }
 
@@ -56,11 +94,18 @@ pub fn state_label(state: &str) -> &'static str {
 
 pub struct ConnectionsCheck {
     pg: Arc<PgTarget>,
+    top_n: usize,
 }
 
 impl ConnectionsCheck {
     pub fn new(pg: Arc<PgTarget>) -> Self {
-        ConnectionsCheck { pg }
+        Self::with_top_n(pg, 5)
+    }
+    pub fn with_top_n(pg: Arc<PgTarget>, top_n: u32) -> Self {
+        ConnectionsCheck {
+            pg,
+            top_n: top_n as usize,
+        }
     }
 }
 
@@ -69,9 +114,7 @@ impl Check for ConnectionsCheck {
         ID
     }
     fn timeout(&self) -> Duration {
-        self.pg.limits().connect_timeout
-            + self.pg.limits().query_timeout
-            + Duration::from_millis(100)
+        pg_util::timeout(&self.pg, 1)
     }
     fn target(&self) -> super::CheckTarget {
         self.pg.check_target()
@@ -79,38 +122,55 @@ impl Check for ConnectionsCheck {
     fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
         Box::pin(async move {
             let conn = self.pg.conn().await?;
-            let rows = self.pg.simple_query(&conn, SQL).await?;
-            let row = rows.first().ok_or_else(|| {
-                CheckError::new(ErrorKind::Protocol, "connections query returned no row")
-            })?;
-            let text = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-            parse(&text(0), &text(1), &text(2)).map(Observation::PgConnections)
+            let raw: Raw = pg_util::json_query(&self.pg, &conn, SQL, "connections").await?;
+            Ok(Observation::PgConnections(from_raw(raw, self.top_n)))
         })
     }
 }
 
-/// Pure: turns the query's text columns into an observation.
-pub fn parse(max: &str, reserved: &str, json: &str) -> Result<Connections, CheckError> {
-    let raw: BTreeMap<String, u32> = serde_json::from_str(json).map_err(|e| {
-        CheckError::new(
-            ErrorKind::Protocol,
-            format!("pg_stat_activity summary: {e}"),
-        )
-    })?;
+/// The statement's document.
+#[derive(Debug, Deserialize)]
+pub struct Raw {
+    pub max_connections: u32,
+    pub superuser_reserved: u32,
+    pub reserved: Option<u32>,
+    pub by_state: BTreeMap<String, u32>,
+    pub by_application: BTreeMap<String, u32>,
+    pub by_user: BTreeMap<String, u32>,
+    pub waiting_on_locks: u32,
+}
+
+/// Pure: the observation from the statement's document.
+pub fn from_raw(raw: Raw, top_n: usize) -> Connections {
     let mut by_state = BTreeMap::new();
-    for (state, n) in raw {
+    for (state, n) in raw.by_state {
         *by_state.entry(state_label(&state).to_owned()).or_insert(0) += n;
     }
-    let num = |s: &str, what: &str| {
-        s.parse::<u32>().map_err(|_| {
-            CheckError::new(ErrorKind::Protocol, format!("{what} is not a number: {s}"))
-        })
-    };
-    Ok(Connections {
-        max_connections: num(max, "max_connections")?,
-        superuser_reserved: num(reserved, "superuser_reserved_connections")?,
+    Connections {
+        max_connections: raw.max_connections,
+        superuser_reserved: raw.superuser_reserved,
+        reserved: raw.reserved,
         by_state,
-    })
+        by_application: top_n_other(raw.by_application, top_n, "unset"),
+        by_user: top_n_other(raw.by_user, top_n, "unset"),
+        waiting_on_locks: raw.waiting_on_locks,
+    }
+}
+
+/// Pure: keeps the `n` largest counts (ties broken by name) under label-safe names and sums the
+/// rest as `other`. Names that collide after sanitizing are added together.
+pub fn top_n_other(counts: BTreeMap<String, u32>, n: usize, empty: &str) -> BTreeMap<String, u32> {
+    let mut v: Vec<(String, u32)> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut out = BTreeMap::new();
+    for (i, (name, count)) in v.into_iter().enumerate() {
+        let mut key = label_text(&name, empty);
+        if i >= n || key == OTHER {
+            key = OTHER.to_owned();
+        }
+        *out.entry(key).or_insert(0) += count;
+    }
+    out
 }
 
 /// Pure: the series of a successful run.
@@ -127,6 +187,25 @@ pub fn samples(o: &Connections, out: &mut Vec<Sample>) {
             f64::from(*n),
         ));
     }
+    for (a, n) in &o.by_application {
+        out.push(Sample::owned(
+            &catalog::PG_CONNECTIONS_BY_APP,
+            vec![a.clone()],
+            f64::from(*n),
+        ));
+    }
+    for (u, n) in &o.by_user {
+        out.push(Sample::owned(
+            &catalog::PG_CONNECTIONS_BY_USER,
+            vec![u.clone()],
+            f64::from(*n),
+        ));
+    }
+    out.push(Sample::new(
+        &catalog::PG_LOCK_WAITS,
+        &[],
+        f64::from(o.waiting_on_locks),
+    ));
     out.push(Sample::new(
         &catalog::PG_MAX_CONNECTIONS,
         &[],
@@ -137,38 +216,108 @@ pub fn samples(o: &Connections, out: &mut Vec<Sample>) {
         &[],
         f64::from(o.superuser_reserved),
     ));
+    if let Some(r) = o.reserved {
+        out.push(Sample::new(&catalog::PG_RESERVED, &[], f64::from(r)));
+    }
+    out.push(Sample::new(
+        &catalog::PG_CONNECTION_SLOTS,
+        &[],
+        f64::from(o.slots()),
+    ));
+    if let Some(u) = o.utilization() {
+        out.push(Sample::new(&catalog::PG_CONNECTION_UTILIZATION, &[], u));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn raw() -> Raw {
+        Raw {
+            max_connections: 100,
+            superuser_reserved: 3,
+            reserved: Some(2),
+            by_state: [
+                ("active".to_owned(), 2),
+                ("idle".to_owned(), 5),
+                ("idle in transaction".to_owned(), 1),
+                ("weird".to_owned(), 1),
+            ]
+            .into(),
+            by_application: [
+                ("rose".to_owned(), 6),
+                ("".to_owned(), 1),
+                ("psql".to_owned(), 1),
+                ("rose-agent".to_owned(), 1),
+            ]
+            .into(),
+            by_user: [("railway".to_owned(), 8), ("rose_monitor".to_owned(), 1)].into(),
+            waiting_on_locks: 1,
+        }
+    }
+
     #[test]
-    fn parses_and_labels_states() {
-        let c = parse(
-            "100",
-            "3",
-            r#"{"active": 2, "idle": 5, "idle in transaction": 1, "unknown": 1}"#,
-        )
-        .unwrap();
-        assert_eq!(c.max_connections, 100);
+    fn states_are_labelled_and_slots_exclude_reserved() {
+        let c = from_raw(raw(), 5);
         assert_eq!(c.by_state["idle_in_transaction"], 1);
+        assert_eq!(c.by_state["unknown"], 1);
         assert_eq!(c.total(), 9);
+        assert_eq!(c.slots(), 95);
+        assert!((c.utilization().unwrap() - 9.0 / 95.0).abs() < 1e-9);
         let mut out = Vec::new();
         samples(&c, &mut out);
-        let get = |s: &str| {
+        let get = |name: &str, l: &[&str]| {
             out.iter()
-                .find(|x| x.labels == vec![s.to_owned()])
+                .find(|x| x.def.name == name && x.labels == l)
                 .and_then(Sample::num)
         };
-        assert_eq!(get("active"), Some(2.0));
-        assert_eq!(get("idle_in_transaction_aborted"), Some(0.0));
-        assert_eq!(get("unknown"), Some(1.0));
+        assert_eq!(get("rose_pg_connections", &["active"]), Some(2.0));
+        assert_eq!(
+            get("rose_pg_connections", &["idle_in_transaction_aborted"]),
+            Some(0.0)
+        );
+        assert_eq!(get("rose_pg_reserved_connections", &[]), Some(2.0));
+        assert_eq!(
+            get("rose_pg_connections_by_application", &["unset"]),
+            Some(1.0)
+        );
+        assert_eq!(get("rose_pg_connections_waiting_on_locks", &[]), Some(1.0));
+    }
+
+    #[test]
+    fn labels_beyond_the_top_n_are_summed_as_other() {
+        let c = from_raw(raw(), 2);
+        assert_eq!(c.by_application["rose"], 6);
+        assert_eq!(c.by_application.len(), 3, "{:?}", c.by_application);
+        assert_eq!(c.by_application[OTHER], 2);
+        assert_eq!(c.by_application.values().sum::<u32>(), 9);
+        // A client calling itself "other" cannot forge a separate series.
+        let m = top_n_other(
+            [("other".to_owned(), 3), ("a".to_owned(), 1)].into(),
+            5,
+            "unset",
+        );
+        assert_eq!(m[OTHER], 3);
+    }
+
+    #[test]
+    fn before_16_there_is_no_reserved_series() {
+        let mut r = raw();
+        r.reserved = None;
+        let c = from_raw(r, 5);
+        assert_eq!(c.slots(), 97);
+        let mut out = Vec::new();
+        samples(&c, &mut out);
+        assert!(
+            out.iter()
+                .all(|s| s.def.name != "rose_pg_reserved_connections")
+        );
     }
 
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
-        assert!(parse("x", "3", "{}").is_err());
-        assert!(parse("1", "3", "not json").is_err());
+        assert!(pg_util::decode::<Raw>("not json", "x").is_err());
+        assert!(pg_util::decode::<Raw>(r#"{"max_connections": "x"}"#, "x").is_err());
     }
 }

@@ -1,8 +1,10 @@
 //! Check `pg_connectivity`: can the agent reach PostgreSQL and run a query, how long does a
 //! round trip take, and which server is it (version, start time, recovery). One simple-protocol
-//! statement per run; on failure `rose_pg_up` is 0, never a stale 1.
+//! statement per run; on failure `rose_pg_up` is 0, never a stale 1. A change of
+//! `pg_postmaster_start_time` between runs is a restart, counted in
+//! `rose_pg_restarts_observed_total`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -28,6 +30,23 @@ pub struct Connectivity {
     pub server_version: String,
     pub postmaster_start_time_seconds: f64,
     pub in_recovery: bool,
+    /// Restarts seen since the agent started (the start time changed between two runs).
+    pub restarts_observed: u64,
+    /// The start time before the last restart seen, if any.
+    pub previous_start_time_seconds: Option<f64>,
+}
+
+/// Pure: whether the server restarted between two observed start times.
+pub fn restarted(previous: Option<f64>, current: f64) -> bool {
+    previous.is_some_and(|p| current > 0.0 && (current - p).abs() > 0.001)
+}
+
+/// What the check remembers between runs: the last start time and restarts counted.
+#[derive(Debug, Default)]
+struct Memory {
+    start_time: Option<f64>,
+    restarts: u64,
+    previous: Option<f64>,
 }
 
 impl Connectivity {
@@ -39,11 +58,15 @@ impl Connectivity {
 
 pub struct ConnectivityCheck {
     pg: Arc<PgTarget>,
+    memory: Mutex<Memory>,
 }
 
 impl ConnectivityCheck {
     pub fn new(pg: Arc<PgTarget>) -> Self {
-        ConnectivityCheck { pg }
+        ConnectivityCheck {
+            pg,
+            memory: Mutex::new(Memory::default()),
+        }
     }
 }
 
@@ -69,6 +92,18 @@ impl Check for ConnectivityCheck {
                 CheckError::new(ErrorKind::Protocol, "connectivity query returned no row")
             })?;
             let text = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+            let start: f64 = text(2).parse().unwrap_or(0.0);
+            let (restarts_observed, previous_start_time_seconds) = {
+                let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+                if restarted(m.start_time, start) {
+                    m.restarts += 1;
+                    m.previous = m.start_time;
+                }
+                if start > 0.0 {
+                    m.start_time = Some(start);
+                }
+                (m.restarts, m.previous)
+            };
             Ok(Observation::PgConnectivity(Connectivity {
                 target: self.pg.target().to_owned(),
                 roundtrip_seconds: roundtrip.as_secs_f64(),
@@ -79,8 +114,10 @@ impl Check for ConnectivityCheck {
                     .next()
                     .unwrap_or_default()
                     .to_owned(),
-                postmaster_start_time_seconds: text(2).parse().unwrap_or(0.0),
+                postmaster_start_time_seconds: start,
                 in_recovery: text(3) == "t",
+                restarts_observed,
+                previous_start_time_seconds,
             }))
         })
     }
@@ -118,6 +155,11 @@ pub fn samples(o: &Connectivity, out: &mut Vec<Sample>) {
         &[],
         if o.in_recovery { 1.0 } else { 0.0 },
     ));
+    out.push(Sample::new(
+        &catalog::PG_RESTARTS,
+        &[],
+        o.restarts_observed as f64,
+    ));
 }
 
 #[cfg(test)]
@@ -134,6 +176,8 @@ mod tests {
             server_version: "15.18".into(),
             postmaster_start_time_seconds: 1.7e9,
             in_recovery: false,
+            restarts_observed: 0,
+            previous_start_time_seconds: None,
         };
         let mut out = Vec::new();
         samples(&o, &mut out);
@@ -145,5 +189,16 @@ mod tests {
             .unwrap();
         assert_eq!(info.labels, vec!["15.18".to_owned(), "15".to_owned()]);
         assert_eq!(o.major(), 15);
+    }
+
+    #[test]
+    fn a_changed_start_time_is_a_restart() {
+        assert!(!restarted(None, 1.7e9));
+        assert!(!restarted(Some(1.7e9), 1.7e9));
+        assert!(restarted(Some(1.7e9), 1.7e9 + 30.0));
+        assert!(
+            !restarted(Some(1.7e9), 0.0),
+            "an unparsable time is not a restart"
+        );
     }
 }

@@ -1,11 +1,13 @@
 //! Check `pg_database_size`: the size of the monitored database (the guide's
-//! `pg_database_size('railway')`). Slow cadence: it walks the database's files.
+//! `pg_database_size('railway')`) and its growth per hour from the agent's own history. Slow
+//! cadence: it walks the database's files.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 
+use super::pg_util::{self, History};
 use super::{BoxFuture, Cadence, Check, Observation};
 use crate::catalog::{self, Sample};
 use crate::error::{CheckError, ErrorKind};
@@ -19,15 +21,21 @@ const SQL: &str = "SELECT current_database(), pg_database_size(current_database(
 pub struct DatabaseSize {
     pub datname: String,
     pub bytes: u64,
+    /// From the agent's history; `None` until two samples a second apart exist.
+    pub growth_bytes_per_hour: Option<f64>,
 }
 
 pub struct DatabaseSizeCheck {
     pg: Arc<PgTarget>,
+    history: Mutex<History>,
 }
 
 impl DatabaseSizeCheck {
     pub fn new(pg: Arc<PgTarget>) -> Self {
-        DatabaseSizeCheck { pg }
+        DatabaseSizeCheck {
+            pg,
+            history: Mutex::new(History::default()),
+        }
     }
 }
 
@@ -54,7 +62,7 @@ impl Check for DatabaseSizeCheck {
                 CheckError::new(ErrorKind::Protocol, "size query returned no row")
             })?;
             let datname = row.first().cloned().flatten().unwrap_or_default();
-            let bytes = row
+            let bytes: u64 = row
                 .get(1)
                 .cloned()
                 .flatten()
@@ -62,7 +70,16 @@ impl Check for DatabaseSizeCheck {
                 .ok_or_else(|| {
                     CheckError::new(ErrorKind::Protocol, "pg_database_size returned no number")
                 })?;
-            Ok(Observation::PgDatabaseSize(DatabaseSize { datname, bytes }))
+            let growth_bytes_per_hour = self
+                .history
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(pg_util::unix_now(), bytes as f64);
+            Ok(Observation::PgDatabaseSize(DatabaseSize {
+                datname,
+                bytes,
+                growth_bytes_per_hour,
+            }))
         })
     }
 }
@@ -74,4 +91,11 @@ pub fn samples(o: &DatabaseSize, out: &mut Vec<Sample>) {
         vec![o.datname.clone()],
         o.bytes as f64,
     ));
+    if let Some(g) = o.growth_bytes_per_hour {
+        out.push(Sample::owned(
+            &catalog::PG_DATABASE_GROWTH,
+            vec![o.datname.clone()],
+            g,
+        ));
+    }
 }

@@ -3,6 +3,7 @@
 //! returning either a [`Config`] that cannot be invalid or a [`ConfigError`] naming every bad key
 //! at once. [`Config::effective_toml`] prints what the agent will use, secrets redacted.
 
+mod checks;
 pub mod otel;
 mod raw;
 
@@ -11,6 +12,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use checks::{
+    ChecksConfig, Expectations, ExpectedIndex, ExpectedTable, LangGraphSchema, PLANS, PlanLimit,
+};
 pub use raw::{Env, Problem, ProcessEnv, RawConfig};
 
 use crate::dsn::{self, Dsn};
@@ -46,6 +50,7 @@ pub struct Config {
     pub app: AppConfig,
     /// OTLP export; `None` when no `OTEL_EXPORTER_OTLP_*ENDPOINT` is set.
     pub otel: Option<otel::OtelConfig>,
+    pub checks: ChecksConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -410,6 +415,8 @@ impl Config {
             );
         }
 
+        let checks = checks::validate(&raw.checks, &mut problems);
+
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -438,6 +445,7 @@ impl Config {
                 base_url,
             },
             otel: None,
+            checks,
         })
     }
 
@@ -483,6 +491,7 @@ impl Config {
                     .map(|p| p.display().to_string()),
                 base_url: Some(dsn::redact(&self.app.base_url)),
             },
+            checks: self.checks.to_raw(),
         };
         let mut out = format!(
             "# effective configuration; database.url from {}\n",

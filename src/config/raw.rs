@@ -48,6 +48,8 @@ pub struct RawConfig {
     pub database: RawDatabase,
     #[serde(default)]
     pub app: RawApp,
+    #[serde(default)]
+    pub checks: RawChecks,
 }
 
 /// `[agent]`: how the agent itself runs.
@@ -123,6 +125,32 @@ pub struct RawApp {
     pub base_url: Option<String>,
 }
 
+/// `[checks]`: thresholds and limits of the PostgreSQL checks.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChecks {
+    /// An active query older than this counts as slow (env `AGENT_SLOW_QUERY_THRESHOLD`;
+    /// default `2s`, the guide's "response times >2s").
+    pub slow_query_threshold: Option<String>,
+    /// How many application names and roles get their own label value; the rest are summed as
+    /// `other` (env `AGENT_LABELS_TOP_N`; default 5).
+    pub labels_top_n: Option<i64>,
+    /// How many pg_stat_statements entries (by total and by mean time) get a `queryid` series
+    /// (env `AGENT_STATEMENTS_TOP_N`; default 10).
+    pub statements_top_n: Option<i64>,
+    /// The database plan, for the connection budget: `starter` (22 connections) or `pro` (97)
+    /// from the guide's Railway table (env `AGENT_PLAN`; default: the server's max_connections).
+    pub plan: Option<String>,
+    /// The plan's connection limit, overriding `plan` (env `AGENT_MAX_CONNECTIONS`).
+    pub max_connections: Option<i64>,
+    /// Which LangGraph schema to expect: `auto` (detect full or shallow), `full`, `shallow` or
+    /// `off` (env `AGENT_LANGGRAPH_SCHEMA`; default `auto`).
+    pub langgraph_schema: Option<String>,
+    /// A TOML file listing another app's expected tables, columns and indexes (env
+    /// `AGENT_SCHEMA_EXPECTATIONS`).
+    pub expectations_file: Option<String>,
+}
+
 /// A problem found while reading or validating: the key as the user wrote it, and what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -180,6 +208,34 @@ impl RawConfig {
         set(&mut self.app.database_type, s("FEATURE_DATABASE_TYPE"));
         set(&mut self.app.sqlite_path, s("SHORT_TERM_MEMORY_DB_PATH"));
         set(&mut self.app.base_url, s("APP_BASE_URL"));
+        set(
+            &mut self.checks.slow_query_threshold,
+            s("AGENT_SLOW_QUERY_THRESHOLD"),
+        );
+        set(&mut self.checks.plan, s("AGENT_PLAN"));
+        set(
+            &mut self.checks.langgraph_schema,
+            s("AGENT_LANGGRAPH_SCHEMA"),
+        );
+        set(
+            &mut self.checks.expectations_file,
+            s("AGENT_SCHEMA_EXPECTATIONS"),
+        );
+        for (key, field) in [
+            ("AGENT_LABELS_TOP_N", &mut self.checks.labels_top_n),
+            ("AGENT_STATEMENTS_TOP_N", &mut self.checks.statements_top_n),
+            ("AGENT_MAX_CONNECTIONS", &mut self.checks.max_connections),
+        ] {
+            if let Some(v) = s(key) {
+                match v.trim().parse::<i64>() {
+                    Ok(n) => *field = Some(n),
+                    Err(_) => problems.push(Problem {
+                        key: key.into(),
+                        message: format!("'{}' is not a whole number", v.trim()),
+                    }),
+                }
+            }
+        }
         for (key, field) in [
             ("DATABASE_POOL_SIZE", &mut self.app.pool_size),
             ("DATABASE_MAX_OVERFLOW", &mut self.app.max_overflow),

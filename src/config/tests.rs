@@ -125,3 +125,82 @@ fn effective_config_redacts_and_round_trips() {
     // The printed form is itself a valid file (less the redacted password).
     toml::from_str::<RawConfig>(t.trim_start_matches(|c| c != '\n')).unwrap();
 }
+
+#[test]
+fn check_settings_default_to_the_guide() {
+    let c = load(&[("DATABASE_URL", "postgresql://u:p@h/db")], None).unwrap();
+    assert_eq!(c.checks.slow_query_threshold, Duration::from_secs(2));
+    assert_eq!(c.checks.statements_top_n, 10);
+    assert_eq!(c.checks.labels_top_n, 5);
+    assert_eq!(c.checks.plan, None);
+    assert_eq!(c.checks.langgraph_schema, LangGraphSchema::Auto);
+    assert!(c.checks.expectations.tables.is_empty());
+}
+
+#[test]
+fn plan_presets_and_the_override() {
+    let c = load(&[("AGENT_PLAN", "Starter")], None).unwrap();
+    assert_eq!(c.checks.plan.unwrap().max_connections, 22);
+    let c = load(
+        &[("AGENT_PLAN", "pro"), ("AGENT_MAX_CONNECTIONS", "50")],
+        Some("[checks]\nslow_query_threshold = \"500ms\"\nlanggraph_schema = \"shallow\"\n"),
+    )
+    .unwrap();
+    let plan = c.checks.plan.clone().unwrap();
+    assert_eq!((plan.name.as_str(), plan.max_connections), ("custom", 50));
+    assert_eq!(c.checks.slow_query_threshold, Duration::from_millis(500));
+    assert_eq!(c.checks.langgraph_schema, LangGraphSchema::Shallow);
+    let t = c.effective_toml();
+    assert!(t.contains("max_connections = 50"), "{t}");
+}
+
+#[test]
+fn every_bad_check_setting_is_reported_at_once() {
+    let e = load(
+        &[
+            ("AGENT_SLOW_QUERY_THRESHOLD", "slowish"),
+            ("AGENT_STATEMENTS_TOP_N", "0"),
+            ("AGENT_LABELS_TOP_N", "many"),
+            ("AGENT_PLAN", "enterprise"),
+            ("AGENT_MAX_CONNECTIONS", "-3"),
+            ("AGENT_LANGGRAPH_SCHEMA", "deep"),
+            ("AGENT_SCHEMA_EXPECTATIONS", "/nonexistent/expect.toml"),
+        ],
+        None,
+    )
+    .unwrap_err();
+    let keys: Vec<&str> = e.0.iter().map(|p| p.key.as_str()).collect();
+    for k in [
+        "AGENT_SLOW_QUERY_THRESHOLD",
+        "AGENT_STATEMENTS_TOP_N",
+        "AGENT_LABELS_TOP_N",
+        "AGENT_PLAN",
+        "AGENT_MAX_CONNECTIONS",
+        "AGENT_LANGGRAPH_SCHEMA",
+        "AGENT_SCHEMA_EXPECTATIONS",
+    ] {
+        assert!(keys.contains(&k), "{k} missing from {keys:?}");
+    }
+}
+
+#[test]
+fn expectations_file_is_parsed_and_checked() {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(
+        f,
+        "[[tables]]\nname = \"orders\"\ncolumns = [\"id\"]\n\n[[indexes]]\nname = \"orders_idx\"\ntable = \"orders\"\ncolumns = [\"id\"]"
+    )
+    .unwrap();
+    let path = f.path().to_str().unwrap().to_owned();
+    let c = load(&[("AGENT_SCHEMA_EXPECTATIONS", &path)], None).unwrap();
+    assert_eq!(c.checks.expectations.tables[0].schema, "public");
+    assert_eq!(
+        c.checks.expectations.indexes[0].columns.as_deref(),
+        Some(&["id".to_owned()][..])
+    );
+
+    let bad = Expectations::parse(&format!("[[tables]]\nname = \"{}\"\n", "x".repeat(64)));
+    assert!(bad.unwrap_err()[0].contains("63 bytes"));
+    assert!(Expectations::parse("[[tables]]\nnam = \"x\"\n").is_err());
+    assert!(Expectations::parse("[[tables]]\nname = \"\"\n").is_err());
+}

@@ -16,9 +16,10 @@ pub(super) fn evaluate(snap: &Snapshot, cx: &Context, now: SystemTime, out: &mut
     }
 }
 
-/// Usable slots for ordinary roles: `max_connections - superuser_reserved_connections`.
+/// Usable slots for ordinary roles: `max_connections - superuser_reserved_connections -
+/// reserved_connections` (16+).
 pub fn usable_slots(c: &pg_connections::Connections) -> u32 {
-    c.max_connections.saturating_sub(c.superuser_reserved)
+    c.slots()
 }
 
 /// Worst-case connections of the app fleet plus the agent.
@@ -133,6 +134,10 @@ mod tests {
             max_connections: max,
             superuser_reserved: reserved,
             by_state,
+            reserved: None,
+            by_application: Default::default(),
+            by_user: Default::default(),
+            waiting_on_locks: 0,
         })
     }
 
@@ -220,6 +225,8 @@ mod tests {
                 server_version: "15.0".into(),
                 postmaster_start_time_seconds: start,
                 in_recovery: false,
+                restarts_observed: 0,
+                previous_start_time_seconds: None,
             })
         };
         let cx = Context::default();

@@ -148,6 +148,9 @@ impl PgCluster {
         );
         if c.opts.schema {
             c.psql(SCHEMA_SQL);
+            c.psql(&format!(
+                "GRANT SELECT ON checkpoint_migrations TO {MONITOR_USER}"
+            ));
         }
         if c.opts.pg_stat_statements {
             c.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
@@ -168,12 +171,26 @@ impl PgCluster {
     }
 
     fn as_user(&self, program: impl AsRef<Path>) -> Command {
-        if self.as_postgres {
+        let mut c = if self.as_postgres {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(program.as_ref());
             c
         } else {
             Command::new(program.as_ref())
+        };
+        if let Some(lib) = bundled_lib_dir(&self.bin) {
+            c.env("LD_LIBRARY_PATH", lib);
+        }
+        c
+    }
+
+    /// psql: the bin directory's own, else the system's (the npm packages ship no client).
+    pub fn psql_path(&self) -> PathBuf {
+        let own = self.bin.join("psql");
+        if own.exists() {
+            own
+        } else {
+            PathBuf::from("psql")
         }
     }
 
@@ -230,7 +247,7 @@ impl PgCluster {
     }
 
     pub fn psql_db(&self, db: &str, sql: &str) -> String {
-        let out = Command::new(self.bin.join("psql"))
+        let out = Command::new(self.psql_path())
             .args([
                 "-X",
                 "-q",
@@ -449,6 +466,192 @@ pub fn require_tool(name: &str) -> bool {
     found
 }
 
+/// The `lib` directory next to a bin directory that bundles its own libraries (the npm
+/// `@embedded-postgres` packages), for LD_LIBRARY_PATH.
+pub fn bundled_lib_dir(bin: &Path) -> Option<PathBuf> {
+    let lib = bin.parent()?.join("lib");
+    lib.join("libicuuc.so.60").exists().then_some(lib)
+}
+
+impl PgCluster {
+    /// The server's major version (13..18).
+    pub fn major(&self) -> u32 {
+        self.psql("SHOW server_version_num")
+            .parse::<u32>()
+            .map(|v| v / 10_000)
+            .unwrap_or(0)
+    }
+
+    /// A standby streaming from `primary` on its own port. Uses `pg_basebackup -R` when one
+    /// that can talk to the primary exists (the bin directory's, else the system's of the same
+    /// major); the npm packages ship none, so otherwise it makes a cold copy (primary stopped
+    /// briefly) and writes the standby settings itself. Returns the method used.
+    pub fn replica_of(primary: &PgCluster) -> (PgCluster, &'static str) {
+        let as_postgres = primary.as_postgres;
+        let root = std::env::temp_dir().join(format!(
+            "rose-test-pg-{}-{}-replica",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst),
+        ));
+        std::fs::create_dir_all(&root).unwrap();
+        if as_postgres {
+            run(Command::new("chown").arg("postgres:postgres").arg(&root));
+        }
+        let mut c = PgCluster {
+            port: 0,
+            root,
+            bin: primary.bin.clone(),
+            as_postgres,
+            opts: ClusterOpts {
+                schema: false,
+                ..primary.opts.clone()
+            },
+        };
+        let conninfo = format!(
+            "host=127.0.0.1 port={} user=postgres password=postgres application_name=rose_replica",
+            primary.port
+        );
+        let basebackup = [
+            primary.bin.join("pg_basebackup"),
+            PathBuf::from(format!(
+                "/usr/lib/postgresql/{}/bin/pg_basebackup",
+                primary.major()
+            )),
+        ]
+        .into_iter()
+        .find(|p| p.exists());
+        let method = match basebackup {
+            Some(tool) => {
+                let ok = c
+                    .as_user(&tool)
+                    .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
+                    .args(["-U", "postgres", "-R", "-X", "stream", "-c", "fast", "-D"])
+                    .arg(c.data())
+                    .env("PGPASSWORD", "postgres")
+                    .stdout(Stdio::null())
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false);
+                assert!(ok, "pg_basebackup failed");
+                "pg_basebackup -R"
+            }
+            None => {
+                primary.stop();
+                let ok = c
+                    .as_user("cp")
+                    .arg("-a")
+                    .arg(primary.data())
+                    .arg(c.data())
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false);
+                primary.restart();
+                assert!(ok, "copying the primary's data directory failed");
+                let _ = std::fs::remove_file(c.data().join("postmaster.pid"));
+                std::fs::write(c.data().join("standby.signal"), "").unwrap();
+                if as_postgres {
+                    run(Command::new("chown")
+                        .arg("postgres:postgres")
+                        .arg(c.data().join("standby.signal")));
+                }
+                "cold copy (no pg_basebackup for this version)"
+            }
+        };
+        // Either way: name the standby so pg_stat_replication shows it.
+        let auto = c.data().join("postgresql.auto.conf");
+        let mut conf = std::fs::read_to_string(&auto).unwrap_or_default();
+        conf.push_str(&format!("\nprimary_conninfo = '{conninfo}'\n"));
+        std::fs::write(&auto, conf).unwrap();
+        for attempt in 0..5 {
+            c.port = free_port();
+            if c.pg_ctl_start() {
+                break;
+            }
+            assert!(attempt < 4, "replica did not start: {}", c.log());
+        }
+        (c, method)
+    }
+
+    /// Runs SQL as the superuser on this (replica) server, in the test database.
+    pub fn psql_ok(&self, sql: &str) -> bool {
+        Command::new(self.psql_path())
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                "postgres",
+                "-h",
+            ])
+            .arg(self.socket_dir())
+            .args(["-p", &self.port.to_string(), "-d", DBNAME, "-c", sql])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// The benchmark hook: `n` extra tables (each with a primary key index and a TOAST table)
+    /// that no check should ever look at. Commits every 100 tables so the lock table
+    /// (`max_locks_per_transaction`) is never exhausted.
+    pub fn create_extra_tables(&self, n: u32) {
+        self.psql(&format!(
+            "DO $$ BEGIN FOR i IN 1..{n} LOOP \
+             EXECUTE format('CREATE TABLE bench_extra_%s (id int PRIMARY KEY, v text)', i); \
+             IF i % 100 = 0 THEN COMMIT; END IF; \
+             END LOOP; END $$"
+        ));
+    }
+
+    /// A session held open in the background (see [`BgSession`]).
+    pub fn session(&self, sql: &str) -> BgSession {
+        BgSession::start(self, sql)
+    }
+}
+
+/// A psql session running in the background as the superuser: it runs `sql` and then waits on
+/// its open stdin, so a `BEGIN` stays open (idle in transaction), a lock stays held, or a long
+/// statement keeps running. Killed on drop.
+pub struct BgSession {
+    child: Child,
+    _stdin: Option<std::process::ChildStdin>,
+}
+
+impl BgSession {
+    pub fn start(pg: &PgCluster, sql: &str) -> BgSession {
+        let mut child = Command::new(pg.psql_path())
+            .args(["-X", "-q", "-U", "postgres", "-h"])
+            .arg(pg.socket_dir())
+            .args(["-p", &pg.port.to_string(), "-d", DBNAME])
+            .env("PGAPPNAME", "rose_test_session")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take();
+        if let Some(w) = stdin.as_mut() {
+            let _ = writeln!(w, "{sql}");
+            let _ = w.flush();
+        }
+        BgSession {
+            child,
+            _stdin: stdin,
+        }
+    }
+}
+
+impl Drop for BgSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Background `psql` sessions running SQL (e.g. `SELECT pg_sleep(60)`), killed on drop.
 pub struct Sessions(pub Vec<Child>);
 
@@ -458,7 +661,7 @@ impl Sessions {
     pub fn hold(pg: &PgCluster, user: &str, password: &str, n: usize, sql: &str) -> Sessions {
         let mut v = Vec::new();
         for _ in 0..n {
-            let mut cmd = Command::new(pg.bin.join("psql"));
+            let mut cmd = Command::new(pg.psql_path());
             cmd.args([
                 "-X",
                 "-q",
@@ -478,7 +681,7 @@ impl Sessions {
             }
             v.push(
                 cmd.stdout(Stdio::null())
-                    .stderr(Stdio::null())
+                    .stderr(Stdio::piped())
                     .spawn()
                     .unwrap(),
             );

@@ -1,0 +1,119 @@
+//! Check `pg_archiver`: WAL archiving (the guide's "Configure Backups"): whether `archive_mode`
+//! is on, files archived, failed attempts and when the last success and failure happened. One
+//! statement on the one-row `pg_stat_archiver`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{BoxFuture, Check, Observation, pg_util};
+use crate::catalog::{self, Sample};
+use crate::error::CheckError;
+use crate::pg::PgTarget;
+
+pub const ID: &str = "pg_archiver";
+
+const SQL: &str = "SELECT json_build_object('archive_mode', current_setting('archive_mode'), \
+     'archived', archived_count, 'failed', failed_count, 'last_archived_wal', last_archived_wal, \
+     'last_archived_time', extract(epoch FROM last_archived_time)::float8, \
+     'last_failed_wal', last_failed_wal, \
+     'last_failed_time', extract(epoch FROM last_failed_time)::float8)::text FROM pg_stat_archiver";
+
+/// The archiver's counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Archiver {
+    /// `off`, `on` or `always`.
+    pub archive_mode: String,
+    pub archived: u64,
+    pub failed: u64,
+    pub last_archived_wal: Option<String>,
+    pub last_archived_time: Option<f64>,
+    pub last_failed_wal: Option<String>,
+    pub last_failed_time: Option<f64>,
+}
+
+impl Archiver {
+    pub fn enabled(&self) -> bool {
+        self.archive_mode != "off"
+    }
+    /// The last attempt failed (a failure newer than the last success).
+    pub fn failing(&self) -> bool {
+        match (self.last_failed_time, self.last_archived_time) {
+            (Some(f), Some(a)) => f > a,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+}
+
+pub struct ArchiverCheck {
+    pg: Arc<PgTarget>,
+}
+
+impl ArchiverCheck {
+    pub fn new(pg: Arc<PgTarget>) -> Self {
+        ArchiverCheck { pg }
+    }
+}
+
+impl Check for ArchiverCheck {
+    fn id(&self) -> &'static str {
+        ID
+    }
+    fn timeout(&self) -> Duration {
+        pg_util::timeout(&self.pg, 1)
+    }
+    fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
+        Box::pin(async move {
+            let conn = self.pg.conn().await?;
+            let a: Archiver = pg_util::json_query(&self.pg, &conn, SQL, "pg_stat_archiver").await?;
+            Ok(Observation::PgArchiver(a))
+        })
+    }
+}
+
+/// Pure: the series of a successful run.
+pub fn samples(o: &Archiver, out: &mut Vec<Sample>) {
+    out.push(Sample::new(
+        &catalog::PG_ARCHIVE_ENABLED,
+        &[],
+        if o.enabled() { 1.0 } else { 0.0 },
+    ));
+    out.push(Sample::new(&catalog::PG_ARCHIVED, &[], o.archived as f64));
+    out.push(Sample::new(
+        &catalog::PG_ARCHIVE_FAILED,
+        &[],
+        o.failed as f64,
+    ));
+    if let Some(t) = o.last_failed_time {
+        out.push(Sample::new(&catalog::PG_ARCHIVE_LAST_FAILURE, &[], t));
+    }
+    if let Some(t) = o.last_archived_time {
+        out.push(Sample::new(&catalog::PG_ARCHIVE_LAST_SUCCESS, &[], t));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failing_means_the_last_attempt_failed() {
+        let mut a = Archiver {
+            archive_mode: "on".into(),
+            archived: 5,
+            failed: 2,
+            last_archived_wal: None,
+            last_archived_time: Some(100.0),
+            last_failed_wal: Some("000000010000000000000003".into()),
+            last_failed_time: Some(200.0),
+        };
+        assert!(a.enabled() && a.failing());
+        a.last_archived_time = Some(300.0);
+        assert!(!a.failing());
+        let mut out = Vec::new();
+        samples(&a, &mut out);
+        assert_eq!(out.len(), 5);
+    }
+}

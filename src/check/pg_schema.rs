@@ -1,0 +1,812 @@
+//! Check `pg_schema`: does the database hold what the app needs? LangGraph's checkpointer
+//! schema (the four tables, the three `*_thread_id_idx` indexes present and valid, the
+//! `checkpoint_writes.task_path` column, `checkpoint_migrations` max(v) and row count against the
+//! latest migration: 9 for PostgresSaver, 7 for the shallow variant, detected from the columns),
+//! plus whatever an expectations file lists for another app. Also reports every invalid index on
+//! the watched tables (a failed `CREATE INDEX CONCURRENTLY`) and indexes that duplicate another
+//! (the guide's `idx_checkpoints_thread_id` duplicates LangGraph's `checkpoints_thread_id_idx`).
+//!
+//! Statements: one catalog lookup keyed by the watched tables' names (`pg_class` by name, then
+//! `pg_attribute` / `pg_index` rows of those tables only: cost never grows with other tables),
+//! and, when LangGraph is expected and `checkpoint_migrations` is there and readable, one
+//! `max(v), count(*)` over that ten-row table.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{BoxFuture, Check, Observation, pg_util};
+use crate::catalog::{self, Sample};
+use crate::config::{Expectations, ExpectedIndex, ExpectedTable, LangGraphSchema};
+use crate::error::CheckError;
+use crate::pg::PgTarget;
+
+pub const ID: &str = "pg_schema";
+
+/// LangGraph's schema lives in the search path's first schema; the saver uses `public`.
+pub const LANGGRAPH_SCHEMA: &str = "public";
+pub const MIGRATIONS_TABLE: &str = "checkpoint_migrations";
+/// Latest migration of PostgresSaver (langgraph-checkpoint-postgres 2.0.13 .. 3.1.x).
+pub const LATEST_FULL: i64 = 9;
+/// Latest migration of ShallowPostgresSaver.
+pub const LATEST_SHALLOW: i64 = 7;
+
+/// LangGraph's expected objects, as an expectations list.
+pub fn langgraph_expectations() -> Expectations {
+    let t = |name: &str, columns: &[&str]| ExpectedTable {
+        name: name.into(),
+        schema: LANGGRAPH_SCHEMA.into(),
+        columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+    };
+    let i = |name: &str, table: &str| ExpectedIndex {
+        name: name.into(),
+        table: table.into(),
+        schema: LANGGRAPH_SCHEMA.into(),
+        columns: Some(vec!["thread_id".into()]),
+    };
+    Expectations {
+        tables: vec![
+            t(MIGRATIONS_TABLE, &[]),
+            t("checkpoints", &[]),
+            t("checkpoint_blobs", &[]),
+            t("checkpoint_writes", &["task_path"]),
+        ],
+        indexes: vec![
+            i("checkpoints_thread_id_idx", "checkpoints"),
+            i("checkpoint_blobs_thread_id_idx", "checkpoint_blobs"),
+            i("checkpoint_writes_thread_id_idx", "checkpoint_writes"),
+        ],
+    }
+}
+
+/// LangGraph's (unless off) and the file's expectations together.
+pub fn watched(mode: LangGraphSchema, file: &Expectations) -> Expectations {
+    let mut e = if mode == LangGraphSchema::Off {
+        Expectations::default()
+    } else {
+        langgraph_expectations()
+    };
+    e.tables.extend(file.tables.iter().cloned());
+    e.indexes.extend(file.indexes.iter().cloned());
+    e
+}
+
+/// Every `(schema, table)` watched, once, in order: expected tables and index tables.
+pub fn watched_tables(e: &Expectations) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let all = e
+        .tables
+        .iter()
+        .map(|t| (t.schema.clone(), t.name.clone()))
+        .chain(
+            e.indexes
+                .iter()
+                .map(|i| (i.schema.clone(), i.table.clone())),
+        );
+    for st in all {
+        if !out.contains(&st) {
+            out.push(st);
+        }
+    }
+    out
+}
+
+/// The label for a table: bare in `public`, else `schema.table`.
+pub fn table_label(schema: &str, table: &str) -> String {
+    if schema == "public" {
+        table.to_owned()
+    } else {
+        format!("{schema}.{table}")
+    }
+}
+
+fn catalog_sql(tables: &[(String, String)], langgraph: bool) -> String {
+    let values: Vec<String> = tables
+        .iter()
+        .map(|(s, t)| format!("({}, {})", pg_util::lit(s), pg_util::lit(t)))
+        .collect();
+    let values = if values.is_empty() {
+        "(NULL::text, NULL::text)".to_owned()
+    } else {
+        values.join(", ")
+    };
+    let migrations = if langgraph {
+        format!(
+            "has_table_privilege({}, 'SELECT')",
+            pg_util::table_oid_sql(LANGGRAPH_SCHEMA, MIGRATIONS_TABLE)
+        )
+    } else {
+        "NULL::boolean".to_owned()
+    };
+    format!(
+        "WITH want(sch, tbl) AS (VALUES {values}), \
+         rel AS (SELECT sch, tbl, (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = want.sch AND c.relname = want.tbl AND c.relkind IN ('r', 'p')) AS oid FROM want WHERE tbl IS NOT NULL) \
+         SELECT json_build_object(\
+         'tables', (SELECT coalesce(json_agg(json_build_object('schema', sch, 'table', tbl, 'present', oid IS NOT NULL)), '[]') FROM rel), \
+         'columns', (SELECT coalesce(json_agg(json_build_object('schema', r.sch, 'table', r.tbl, 'column', a.attname)), '[]') \
+         FROM rel r JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped), \
+         'indexes', (SELECT coalesce(json_agg(json_build_object('schema', r.sch, 'table', r.tbl, 'name', c.relname, \
+         'valid', i.indisvalid, 'ready', i.indisready, 'unique', i.indisunique, 'primary', i.indisprimary, 'method', am.amname, \
+         'columns', (SELECT coalesce(json_agg(coalesce(a.attname::text, '(expression)') ORDER BY k.n), '[]') \
+         FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, n) \
+         LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum AND k.attnum > 0 WHERE k.n <= i.indnkeyatts), \
+         'signature', concat_ws(' ', am.amname, i.indkey::text, i.indnkeyatts::text, i.indclass::text, i.indcollation::text, i.indoption::text, \
+         pg_get_expr(i.indexprs, i.indrelid), pg_get_expr(i.indpred, i.indrelid)), \
+         'definition', pg_get_indexdef(i.indexrelid)) ORDER BY r.sch, r.tbl, c.relname), '[]') \
+         FROM rel r JOIN pg_index i ON i.indrelid = r.oid JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam), \
+         'migrations_readable', {migrations})::text"
+    )
+}
+
+fn migrations_sql() -> String {
+    format!(
+        "SELECT json_build_object('max_version', max(v), 'rows', count(*))::text FROM {}.{}",
+        pg_util::ident(LANGGRAPH_SCHEMA),
+        pg_util::ident(MIGRATIONS_TABLE)
+    )
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawTable {
+    pub schema: String,
+    pub table: String,
+    pub present: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawColumn {
+    pub schema: String,
+    pub table: String,
+    pub column: String,
+}
+
+/// One index on a watched table, as the catalog describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexInfo {
+    pub schema: String,
+    pub table: String,
+    pub name: String,
+    /// `pg_index.indisvalid`: false after a failed `CREATE INDEX CONCURRENTLY`.
+    pub valid: bool,
+    pub ready: bool,
+    pub unique: bool,
+    pub primary: bool,
+    pub method: String,
+    /// Key columns in order (`(expression)` for expression keys).
+    pub columns: Vec<String>,
+    /// Identical for indexes that do the same thing (method, keys, opclasses, collations,
+    /// options, expressions, predicate).
+    #[serde(skip_serializing)]
+    pub signature: String,
+    /// `pg_get_indexdef`.
+    pub definition: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawCatalog {
+    pub tables: Vec<RawTable>,
+    pub columns: Vec<RawColumn>,
+    pub indexes: Vec<IndexInfo>,
+    pub migrations_readable: Option<bool>,
+}
+
+/// `checkpoint_migrations` contents.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Migrations {
+    /// max(v); `None` when the table is empty.
+    pub max_version: Option<i64>,
+    pub rows: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectKind {
+    Table,
+    Column,
+    Index,
+}
+
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Table => "table",
+            ObjectKind::Column => "column",
+            ObjectKind::Index => "index",
+        }
+    }
+}
+
+/// Why an expected object does not count as present.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "problem", rename_all = "snake_case")]
+pub enum ObjectProblem {
+    /// Not there (for a column or index: its table is there, it is not).
+    Missing,
+    /// Its table is missing, so it cannot be there either.
+    TableMissing,
+    /// The index exists but is not valid or not ready (`indisvalid` / `indisready` false).
+    Invalid { definition: String },
+    /// The index exists with other key columns than expected.
+    WrongColumns {
+        expected: Vec<String>,
+        actual: Vec<String>,
+        definition: String,
+    },
+}
+
+/// One expected object and what was found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObjectStatus {
+    pub kind: ObjectKind,
+    /// Label value: `table`, `table.column` or `index` (schema-qualified outside `public`).
+    pub name: String,
+    pub table: String,
+    pub present: bool,
+    pub problem: Option<ObjectProblem>,
+}
+
+/// Indexes on one table with the same definition: all but one are redundant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DuplicateIndexes {
+    pub table: String,
+    pub columns: Vec<String>,
+    /// The index names, sorted; constraint-backing (primary/unique) ones first.
+    pub indexes: Vec<String>,
+    pub definitions: Vec<String>,
+}
+
+/// LangGraph schema variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Variant {
+    /// PostgresSaver: `checkpoints.checkpoint_id` exists.
+    Full,
+    /// ShallowPostgresSaver: `checkpoints` without `checkpoint_id`.
+    Shallow,
+    /// `checkpoints` is missing.
+    Unknown,
+}
+
+impl Variant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Full => "full",
+            Variant::Shallow => "shallow",
+            Variant::Unknown => "unknown",
+        }
+    }
+}
+
+/// LangGraph's migration state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LangGraphState {
+    pub configured: LangGraphSchema,
+    pub detected: Variant,
+    /// 9 (full) or 7 (shallow): from the configuration, else from detection (full if unknown).
+    pub expected_version: i64,
+    /// `None` when the table is missing or unreadable.
+    pub migrations: Option<Migrations>,
+    /// Why `migrations` is `None`, and the grant that fixes it when it is a privilege.
+    pub migrations_note: Option<String>,
+}
+
+impl LangGraphState {
+    /// Behind: max(v) below the expected latest, or rows missing in between.
+    pub fn behind(&self) -> Option<bool> {
+        self.migrations.map(|m| {
+            m.max_version.unwrap_or(-1) < self.expected_version
+                || m.rows < self.expected_version + 1
+        })
+    }
+}
+
+/// What one run saw.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SchemaReport {
+    pub objects: Vec<ObjectStatus>,
+    /// Every index on the watched tables.
+    pub indexes: Vec<IndexInfo>,
+    pub invalid_indexes: Vec<IndexInfo>,
+    pub duplicate_indexes: Vec<DuplicateIndexes>,
+    pub langgraph: Option<LangGraphState>,
+}
+
+impl SchemaReport {
+    pub fn missing(&self) -> Vec<&ObjectStatus> {
+        self.objects.iter().filter(|o| !o.present).collect()
+    }
+}
+
+/// Pure: judges the catalog against the expectations.
+pub fn evaluate(expect: &Expectations, raw: &RawCatalog) -> SchemaReport {
+    let present: BTreeMap<(&str, &str), bool> = raw
+        .tables
+        .iter()
+        .map(|t| ((t.schema.as_str(), t.table.as_str()), t.present))
+        .collect();
+    let has_table = |s: &str, t: &str| present.get(&(s, t)).copied().unwrap_or(false);
+    let mut objects = Vec::new();
+    let mut push = |kind, name: String, table: String, problem: Option<ObjectProblem>| {
+        if !objects
+            .iter()
+            .any(|o: &ObjectStatus| o.kind == kind && o.name == name)
+        {
+            objects.push(ObjectStatus {
+                kind,
+                name,
+                table,
+                present: problem.is_none(),
+                problem,
+            });
+        }
+    };
+    for t in &expect.tables {
+        let label = table_label(&t.schema, &t.name);
+        let ok = has_table(&t.schema, &t.name);
+        push(
+            ObjectKind::Table,
+            label.clone(),
+            label.clone(),
+            (!ok).then_some(ObjectProblem::Missing),
+        );
+        for c in &t.columns {
+            let problem = if !ok {
+                Some(ObjectProblem::TableMissing)
+            } else if raw
+                .columns
+                .iter()
+                .any(|rc| rc.schema == t.schema && rc.table == t.name && rc.column == *c)
+            {
+                None
+            } else {
+                Some(ObjectProblem::Missing)
+            };
+            push(
+                ObjectKind::Column,
+                format!("{label}.{c}"),
+                label.clone(),
+                problem,
+            );
+        }
+    }
+    for i in &expect.indexes {
+        let table = table_label(&i.schema, &i.table);
+        let found = raw
+            .indexes
+            .iter()
+            .find(|x| x.schema == i.schema && x.table == i.table && x.name == i.name);
+        let problem = match found {
+            _ if !has_table(&i.schema, &i.table) => Some(ObjectProblem::TableMissing),
+            None => Some(ObjectProblem::Missing),
+            Some(x) if !x.valid || !x.ready => Some(ObjectProblem::Invalid {
+                definition: x.definition.clone(),
+            }),
+            Some(x) => match &i.columns {
+                Some(cols) if *cols != x.columns => Some(ObjectProblem::WrongColumns {
+                    expected: cols.clone(),
+                    actual: x.columns.clone(),
+                    definition: x.definition.clone(),
+                }),
+                _ => None,
+            },
+        };
+        push(
+            ObjectKind::Index,
+            table_label(&i.schema, &i.name),
+            table,
+            problem,
+        );
+    }
+    let invalid_indexes = raw
+        .indexes
+        .iter()
+        .filter(|x| !x.valid || !x.ready)
+        .cloned()
+        .collect();
+    let mut groups: BTreeMap<(&str, &str, &str), Vec<&IndexInfo>> = BTreeMap::new();
+    for x in &raw.indexes {
+        groups
+            .entry((x.schema.as_str(), x.table.as_str(), x.signature.as_str()))
+            .or_default()
+            .push(x);
+    }
+    let duplicate_indexes = groups
+        .into_iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|((s, t, _), mut v)| {
+            v.sort_by(|a, b| {
+                (!a.primary, !a.unique, &a.name).cmp(&(!b.primary, !b.unique, &b.name))
+            });
+            DuplicateIndexes {
+                table: table_label(s, t),
+                columns: v[0].columns.clone(),
+                indexes: v.iter().map(|x| x.name.clone()).collect(),
+                definitions: v.iter().map(|x| x.definition.clone()).collect(),
+            }
+        })
+        .collect();
+    SchemaReport {
+        objects,
+        indexes: raw.indexes.clone(),
+        invalid_indexes,
+        duplicate_indexes,
+        langgraph: None,
+    }
+}
+
+/// Pure: which LangGraph variant the columns show.
+pub fn detect_variant(raw: &RawCatalog) -> Variant {
+    let has = |t: &str, c: &str| {
+        raw.columns
+            .iter()
+            .any(|x| x.schema == LANGGRAPH_SCHEMA && x.table == t && x.column == c)
+    };
+    let checkpoints = raw
+        .tables
+        .iter()
+        .any(|t| t.schema == LANGGRAPH_SCHEMA && t.table == "checkpoints" && t.present);
+    if !checkpoints {
+        Variant::Unknown
+    } else if has("checkpoints", "checkpoint_id") || has("checkpoint_blobs", "version") {
+        Variant::Full
+    } else {
+        Variant::Shallow
+    }
+}
+
+/// Pure: the expected latest migration for a configuration and a detected variant.
+pub fn expected_version(mode: LangGraphSchema, detected: Variant) -> i64 {
+    match (mode, detected) {
+        (LangGraphSchema::Shallow, _) | (LangGraphSchema::Auto, Variant::Shallow) => LATEST_SHALLOW,
+        _ => LATEST_FULL,
+    }
+}
+
+pub struct SchemaCheck {
+    pg: Arc<PgTarget>,
+    mode: LangGraphSchema,
+    expect: Expectations,
+    catalog_sql: String,
+    user: String,
+}
+
+impl SchemaCheck {
+    pub fn new(pg: Arc<PgTarget>, mode: LangGraphSchema, file: &Expectations, user: &str) -> Self {
+        let expect = watched(mode, file);
+        let tables = watched_tables(&expect);
+        SchemaCheck {
+            catalog_sql: catalog_sql(&tables, mode != LangGraphSchema::Off),
+            pg,
+            mode,
+            expect,
+            user: user.to_owned(),
+        }
+    }
+}
+
+impl Check for SchemaCheck {
+    fn id(&self) -> &'static str {
+        ID
+    }
+    fn timeout(&self) -> Duration {
+        pg_util::timeout(&self.pg, 2)
+    }
+    fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
+        Box::pin(async move {
+            let conn = self.pg.conn().await?;
+            let raw: RawCatalog =
+                pg_util::json_query(&self.pg, &conn, &self.catalog_sql, "schema catalog").await?;
+            let mut report = evaluate(&self.expect, &raw);
+            if self.mode != LangGraphSchema::Off {
+                let detected = detect_variant(&raw);
+                let table_there = raw.tables.iter().any(|t| {
+                    t.schema == LANGGRAPH_SCHEMA && t.table == MIGRATIONS_TABLE && t.present
+                });
+                let (migrations, note) = match (table_there, raw.migrations_readable) {
+                    (false, _) => (
+                        None,
+                        Some(format!(
+                            "{MIGRATIONS_TABLE} is missing: the app never ran the checkpointer's setup()"
+                        )),
+                    ),
+                    (true, Some(true)) => {
+                        let m: Migrations = pg_util::json_query(
+                            &self.pg,
+                            &conn,
+                            &migrations_sql(),
+                            "checkpoint_migrations",
+                        )
+                        .await?;
+                        (Some(m), None)
+                    }
+                    (true, _) => (
+                        None,
+                        Some(format!(
+                            "GRANT SELECT ON {}.{} TO {};",
+                            pg_util::ident(LANGGRAPH_SCHEMA),
+                            pg_util::ident(MIGRATIONS_TABLE),
+                            pg_util::ident(&self.user)
+                        )),
+                    ),
+                };
+                report.langgraph = Some(LangGraphState {
+                    configured: self.mode,
+                    detected,
+                    expected_version: expected_version(self.mode, detected),
+                    migrations,
+                    migrations_note: note,
+                });
+            }
+            Ok(Observation::PgSchema(report))
+        })
+    }
+}
+
+/// Pure: the series of a successful run.
+pub fn samples(o: &SchemaReport, out: &mut Vec<Sample>) {
+    for obj in &o.objects {
+        out.push(Sample::owned(
+            &catalog::PG_SCHEMA_PRESENT,
+            vec![obj.kind.as_str().to_owned(), obj.name.clone()],
+            if obj.present { 1.0 } else { 0.0 },
+        ));
+    }
+    out.push(Sample::new(
+        &catalog::PG_SCHEMA_INVALID_INDEXES,
+        &[],
+        o.invalid_indexes.len() as f64,
+    ));
+    out.push(Sample::new(
+        &catalog::PG_SCHEMA_DUPLICATE_INDEXES,
+        &[],
+        o.duplicate_indexes
+            .iter()
+            .map(|d| d.indexes.len().saturating_sub(1))
+            .sum::<usize>() as f64,
+    ));
+    if let Some(lg) = &o.langgraph {
+        out.push(Sample::new(
+            &catalog::PG_SCHEMA_MIGRATION_EXPECTED,
+            &[],
+            lg.expected_version as f64,
+        ));
+        out.push(Sample::new(
+            &catalog::PG_SCHEMA_VARIANT,
+            &[lg.detected.as_str()],
+            1.0,
+        ));
+        if let Some(m) = lg.migrations {
+            out.push(Sample::new(
+                &catalog::PG_SCHEMA_MIGRATION_VERSION,
+                &[],
+                m.max_version.unwrap_or(-1) as f64,
+            ));
+            out.push(Sample::new(
+                &catalog::PG_SCHEMA_MIGRATION_ROWS,
+                &[],
+                m.rows as f64,
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(table: &str, name: &str, cols: &[&str], sig: &str) -> IndexInfo {
+        IndexInfo {
+            schema: "public".into(),
+            table: table.into(),
+            name: name.into(),
+            valid: true,
+            ready: true,
+            unique: false,
+            primary: false,
+            method: "btree".into(),
+            columns: cols.iter().map(|c| (*c).to_owned()).collect(),
+            signature: sig.into(),
+            definition: format!(
+                "CREATE INDEX {name} ON public.{table} USING btree ({})",
+                cols.join(", ")
+            ),
+        }
+    }
+
+    fn full_catalog() -> RawCatalog {
+        let t = |n: &str| RawTable {
+            schema: "public".into(),
+            table: n.into(),
+            present: true,
+        };
+        let c = |t: &str, c: &str| RawColumn {
+            schema: "public".into(),
+            table: t.into(),
+            column: c.into(),
+        };
+        RawCatalog {
+            tables: vec![
+                t("checkpoint_migrations"),
+                t("checkpoints"),
+                t("checkpoint_blobs"),
+                t("checkpoint_writes"),
+            ],
+            columns: vec![
+                c("checkpoints", "thread_id"),
+                c("checkpoints", "checkpoint_id"),
+                c("checkpoint_writes", "task_path"),
+            ],
+            indexes: vec![
+                index(
+                    "checkpoints",
+                    "checkpoints_thread_id_idx",
+                    &["thread_id"],
+                    "btree 1",
+                ),
+                index(
+                    "checkpoint_blobs",
+                    "checkpoint_blobs_thread_id_idx",
+                    &["thread_id"],
+                    "btree 1",
+                ),
+                index(
+                    "checkpoint_writes",
+                    "checkpoint_writes_thread_id_idx",
+                    &["thread_id"],
+                    "btree 1",
+                ),
+            ],
+            migrations_readable: Some(true),
+        }
+    }
+
+    fn present(r: &SchemaReport, name: &str) -> bool {
+        r.objects.iter().find(|o| o.name == name).unwrap().present
+    }
+
+    #[test]
+    fn a_migrated_schema_has_everything() {
+        let e = langgraph_expectations();
+        let r = evaluate(&e, &full_catalog());
+        assert_eq!(r.objects.len(), 4 + 1 + 3);
+        assert!(r.missing().is_empty(), "{:?}", r.missing());
+        assert!(r.duplicate_indexes.is_empty());
+        assert_eq!(detect_variant(&full_catalog()), Variant::Full);
+        let mut out = Vec::new();
+        samples(&r, &mut out);
+        assert!(out.iter().any(|s| s.labels
+            == vec![
+                "column".to_owned(),
+                "checkpoint_writes.task_path".to_owned()
+            ]
+            && s.num() == Some(1.0)));
+    }
+
+    #[test]
+    fn dropped_invalid_and_duplicate_indexes_and_missing_column() {
+        let mut raw = full_catalog();
+        raw.indexes
+            .retain(|i| i.name != "checkpoints_thread_id_idx");
+        raw.indexes[0].valid = false;
+        raw.indexes.push(index(
+            "checkpoints",
+            "idx_checkpoints_thread_id",
+            &["thread_id"],
+            "btree 1",
+        ));
+        raw.indexes.push(index(
+            "checkpoints",
+            "zz_thread_id",
+            &["thread_id"],
+            "btree 1",
+        ));
+        raw.columns.retain(|c| c.column != "task_path");
+        let r = evaluate(&langgraph_expectations(), &raw);
+        assert!(!present(&r, "checkpoints_thread_id_idx"));
+        assert!(!present(&r, "checkpoint_blobs_thread_id_idx"));
+        assert!(matches!(
+            r.objects
+                .iter()
+                .find(|o| o.name == "checkpoint_blobs_thread_id_idx")
+                .unwrap()
+                .problem,
+            Some(ObjectProblem::Invalid { .. })
+        ));
+        assert!(!present(&r, "checkpoint_writes.task_path"));
+        assert_eq!(r.invalid_indexes.len(), 1);
+        assert_eq!(r.duplicate_indexes.len(), 1);
+        assert_eq!(
+            r.duplicate_indexes[0].indexes,
+            vec![
+                "idx_checkpoints_thread_id".to_owned(),
+                "zz_thread_id".to_owned()
+            ]
+        );
+        let mut out = Vec::new();
+        samples(&r, &mut out);
+        let dup = out
+            .iter()
+            .find(|s| s.def.name == "rose_pg_schema_duplicate_indexes")
+            .unwrap();
+        assert_eq!(dup.num(), Some(1.0));
+    }
+
+    #[test]
+    fn missing_tables_and_shallow_detection() {
+        let raw = RawCatalog {
+            tables: vec![RawTable {
+                schema: "public".into(),
+                table: "checkpoints".into(),
+                present: true,
+            }],
+            columns: vec![],
+            indexes: vec![],
+            migrations_readable: None,
+        };
+        assert_eq!(detect_variant(&raw), Variant::Shallow);
+        assert_eq!(expected_version(LangGraphSchema::Auto, Variant::Shallow), 7);
+        assert_eq!(expected_version(LangGraphSchema::Full, Variant::Shallow), 9);
+        assert_eq!(expected_version(LangGraphSchema::Auto, Variant::Unknown), 9);
+        let r = evaluate(&langgraph_expectations(), &raw);
+        let w = r
+            .objects
+            .iter()
+            .find(|o| o.name == "checkpoint_writes_thread_id_idx")
+            .unwrap();
+        assert_eq!(w.problem, Some(ObjectProblem::TableMissing));
+    }
+
+    #[test]
+    fn migrations_behind_and_wrong_columns() {
+        let lg = LangGraphState {
+            configured: LangGraphSchema::Auto,
+            detected: Variant::Full,
+            expected_version: 9,
+            migrations: Some(Migrations {
+                max_version: Some(7),
+                rows: 8,
+            }),
+            migrations_note: None,
+        };
+        assert_eq!(lg.behind(), Some(true));
+        let mut e = Expectations::default();
+        e.indexes.push(ExpectedIndex {
+            name: "checkpoints_thread_id_idx".into(),
+            table: "checkpoints".into(),
+            schema: "public".into(),
+            columns: Some(vec!["checkpoint_ns".into()]),
+        });
+        let r = evaluate(&e, &full_catalog());
+        assert!(matches!(
+            r.objects[0].problem,
+            Some(ObjectProblem::WrongColumns { .. })
+        ));
+    }
+
+    #[test]
+    fn file_tables_are_watched_once_and_quoted() {
+        let mut f = Expectations::default();
+        f.tables.push(ExpectedTable {
+            name: "or'ders".into(),
+            schema: "shop".into(),
+            columns: vec!["id".into()],
+        });
+        f.indexes.push(ExpectedIndex {
+            name: "orders_idx".into(),
+            table: "or'ders".into(),
+            schema: "shop".into(),
+            columns: None,
+        });
+        let w = watched(LangGraphSchema::Off, &f);
+        assert_eq!(
+            watched_tables(&w),
+            vec![("shop".to_owned(), "or'ders".to_owned())]
+        );
+        let sql = catalog_sql(&watched_tables(&w), false);
+        assert!(sql.contains("(E'shop', E'or''ders')"), "{sql}");
+        assert_eq!(watched_tables(&watched(LangGraphSchema::Auto, &f)).len(), 5);
+    }
+}

@@ -1,0 +1,183 @@
+//! Check `pg_table_sizes` (slow cadence): total, table (heap + TOAST) and index size and the
+//! planner's row estimate of the watched tables (LangGraph's four and the expectations file's),
+//! with each table's growth per hour from the agent's own history. One statement keyed by the
+//! watched tables' names: it never touches another table, so its cost does not grow with them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::pg_schema::{table_label, watched, watched_tables};
+use super::pg_util::{self, Histories};
+use super::{BoxFuture, Cadence, Check, Observation};
+use crate::catalog::{self, Sample};
+use crate::config::{Expectations, LangGraphSchema};
+use crate::error::CheckError;
+use crate::pg::PgTarget;
+
+pub const ID: &str = "pg_table_sizes";
+
+fn sql(tables: &[(String, String)]) -> String {
+    let values: Vec<String> = tables
+        .iter()
+        .map(|(s, t)| format!("({}, {})", pg_util::lit(s), pg_util::lit(t)))
+        .collect();
+    let values = if values.is_empty() {
+        "(NULL::text, NULL::text)".to_owned()
+    } else {
+        values.join(", ")
+    };
+    format!(
+        "WITH want(sch, tbl) AS (VALUES {values}), \
+         rel AS (SELECT sch, tbl, (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = want.sch AND c.relname = want.tbl AND c.relkind IN ('r', 'p')) AS oid FROM want WHERE tbl IS NOT NULL) \
+         SELECT coalesce(json_agg(json_build_object('schema', sch, 'table', tbl, \
+         'total_bytes', pg_total_relation_size(oid), 'table_bytes', pg_table_size(oid), \
+         'index_bytes', pg_indexes_size(oid), \
+         'estimated_rows', (SELECT reltuples::float8 FROM pg_class c WHERE c.oid = rel.oid)) ORDER BY sch, tbl), '[]')::text \
+         FROM rel WHERE oid IS NOT NULL"
+    )
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawSize {
+    pub schema: String,
+    pub table: String,
+    pub total_bytes: Option<u64>,
+    pub table_bytes: Option<u64>,
+    pub index_bytes: Option<u64>,
+    pub estimated_rows: Option<f64>,
+}
+
+/// One watched table's size.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TableSize {
+    /// Label form: `table`, or `schema.table` outside `public`.
+    pub table: String,
+    pub total_bytes: u64,
+    pub table_bytes: u64,
+    pub index_bytes: u64,
+    /// `pg_class.reltuples`; `None` when never analyzed (-1 on 14+).
+    pub estimated_rows: Option<f64>,
+    /// From the agent's history; `None` until two samples a second apart exist.
+    pub growth_bytes_per_hour: Option<f64>,
+}
+
+/// What one run saw: the watched tables that exist (missing ones are the schema check's).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TableSizes {
+    pub tables: Vec<TableSize>,
+}
+
+/// Pure: sizes from the statement's rows (growth filled in by the caller).
+pub fn from_raw(raw: Vec<RawSize>) -> Vec<TableSize> {
+    raw.into_iter()
+        .map(|r| TableSize {
+            table: table_label(&r.schema, &r.table),
+            total_bytes: r.total_bytes.unwrap_or(0),
+            table_bytes: r.table_bytes.unwrap_or(0),
+            index_bytes: r.index_bytes.unwrap_or(0),
+            estimated_rows: r.estimated_rows.filter(|n| *n >= 0.0),
+            growth_bytes_per_hour: None,
+        })
+        .collect()
+}
+
+pub struct TableSizesCheck {
+    pg: Arc<PgTarget>,
+    sql: String,
+    history: Histories,
+}
+
+impl TableSizesCheck {
+    pub fn new(pg: Arc<PgTarget>, mode: LangGraphSchema, file: &Expectations) -> Self {
+        TableSizesCheck {
+            sql: sql(&watched_tables(&watched(mode, file))),
+            pg,
+            history: Histories::default(),
+        }
+    }
+}
+
+impl Check for TableSizesCheck {
+    fn id(&self) -> &'static str {
+        ID
+    }
+    fn cadence(&self) -> Cadence {
+        Cadence::Slow
+    }
+    fn timeout(&self) -> Duration {
+        pg_util::timeout(&self.pg, 1)
+    }
+    fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
+        Box::pin(async move {
+            let conn = self.pg.conn().await?;
+            let raw: Vec<RawSize> =
+                pg_util::json_query(&self.pg, &conn, &self.sql, "table sizes").await?;
+            let now = pg_util::unix_now();
+            let mut tables = from_raw(raw);
+            for t in &mut tables {
+                t.growth_bytes_per_hour = self.history.push(&t.table, now, t.total_bytes as f64);
+            }
+            Ok(Observation::PgTableSizes(TableSizes { tables }))
+        })
+    }
+}
+
+/// Pure: the series of a successful run.
+pub fn samples(o: &TableSizes, out: &mut Vec<Sample>) {
+    for t in &o.tables {
+        for (part, v) in [
+            ("total", t.total_bytes),
+            ("table", t.table_bytes),
+            ("indexes", t.index_bytes),
+        ] {
+            out.push(Sample::owned(
+                &catalog::PG_TABLE_SIZE,
+                vec![t.table.clone(), part.to_owned()],
+                v as f64,
+            ));
+        }
+        if let Some(n) = t.estimated_rows {
+            out.push(Sample::owned(
+                &catalog::PG_TABLE_ROWS,
+                vec![t.table.clone()],
+                n,
+            ));
+        }
+        if let Some(g) = t.growth_bytes_per_hour {
+            out.push(Sample::owned(
+                &catalog::PG_TABLE_GROWTH,
+                vec![t.table.clone()],
+                g,
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_row_estimates_are_absent() {
+        let raw: Vec<RawSize> = pg_util::decode(
+            r#"[{"schema": "public", "table": "checkpoints", "total_bytes": 81920,
+                 "table_bytes": 16384, "index_bytes": 65536, "estimated_rows": -1},
+                {"schema": "app", "table": "orders", "total_bytes": null,
+                 "table_bytes": null, "index_bytes": null, "estimated_rows": 12}]"#,
+            "x",
+        )
+        .unwrap();
+        let t = from_raw(raw);
+        assert_eq!(t[0].estimated_rows, None);
+        assert_eq!(t[1].table, "app.orders");
+        let mut out = Vec::new();
+        samples(&TableSizes { tables: t }, &mut out);
+        assert_eq!(out.len(), 3 + 3 + 1);
+        assert!(out.iter().any(|s| s.labels
+            == vec!["checkpoints".to_owned(), "indexes".to_owned()]
+            && s.num() == Some(65536.0)));
+    }
+}

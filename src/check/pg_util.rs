@@ -1,0 +1,204 @@
+//! Helpers the PostgreSQL checks share: running one statement whose single column is a JSON
+//! document (so NULLs, numbers and arrays arrive typed, whatever the server version), quoting
+//! literals for statements built from configuration, a per-connection cache of the server
+//! version for version-gated checks, and the size history behind growth rates.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{CheckError, ErrorKind};
+use crate::pg::{Conn, PgTarget};
+
+/// Bound of one run of a check that issues `statements` statements.
+pub fn timeout(pg: &PgTarget, statements: u32) -> Duration {
+    pg.limits().connect_timeout
+        + pg.limits().query_timeout * statements.max(1)
+        + Duration::from_millis(100)
+}
+
+/// Runs `sql`, whose first row's first column is a JSON document, and decodes it.
+pub async fn json_query<T: DeserializeOwned>(
+    pg: &PgTarget,
+    conn: &Conn,
+    sql: &str,
+    what: &str,
+) -> Result<T, CheckError> {
+    let rows = pg.simple_query(conn, sql).await?;
+    let text = rows
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .ok_or_else(|| CheckError::new(ErrorKind::Protocol, format!("{what}: no row")))?;
+    decode(&text, what)
+}
+
+/// Decodes a JSON document from the server.
+pub fn decode<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, CheckError> {
+    serde_json::from_str(text)
+        .map_err(|e| CheckError::new(ErrorKind::Protocol, format!("{what}: {e}")))
+}
+
+/// A string literal safe whatever `standard_conforming_strings` is: `E'...'` with quotes and
+/// backslashes escaped. Configuration never reaches SQL any other way.
+pub fn lit(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    out.push_str("E'");
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            '\0' => {}
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// A quoted identifier (`"name"` with embedded quotes doubled).
+pub fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('\0', "").replace('"', "\"\""))
+}
+
+/// A scalar subquery giving the oid of table `schema.table`, or NULL. A catalog index lookup by
+/// name (`pg_class_relname_nsp_index`), so its cost does not depend on how many tables exist,
+/// and unlike `to_regclass` it needs no USAGE privilege on the schema.
+pub fn table_oid_sql(schema: &str, table: &str) -> String {
+    format!(
+        "(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = {} AND c.relname = {} AND c.relkind IN ('r', 'p'))",
+        lit(schema),
+        lit(table)
+    )
+}
+
+/// The server version, fetched once per connection (a statement only after a reconnect).
+#[derive(Default)]
+pub struct VersionCache(Mutex<Option<(u64, u32)>>);
+
+impl VersionCache {
+    pub async fn get(&self, pg: &PgTarget, conn: &Conn) -> Result<u32, CheckError> {
+        if let Some((g, v)) = *self.0.lock().unwrap_or_else(|p| p.into_inner())
+            && g == conn.generation
+        {
+            return Ok(v);
+        }
+        let rows = pg
+            .simple_query(conn, "SELECT current_setting('server_version_num')")
+            .await?;
+        let v: u32 = rows
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                CheckError::new(ErrorKind::Protocol, "server_version_num is not a number")
+            })?;
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((conn.generation, v));
+        Ok(v)
+    }
+}
+
+/// Size samples of one object over time, for a growth rate from the agent's own history.
+#[derive(Debug, Default)]
+pub struct History {
+    points: VecDeque<(f64, f64)>,
+}
+
+/// How far back the history reaches: the rate is measured over at most this window.
+pub const HISTORY_WINDOW_SECONDS: f64 = 3600.0;
+
+impl History {
+    /// Records `value` at unix time `at` and returns the growth per hour over the retained
+    /// window, once two samples at least a second apart exist.
+    pub fn push(&mut self, at: f64, value: f64) -> Option<f64> {
+        if self.points.back().is_some_and(|(t, _)| at < *t) {
+            self.points.clear(); // the clock went back: start over
+        }
+        self.points.push_back((at, value));
+        while self
+            .points
+            .front()
+            .is_some_and(|(t, _)| at - t > HISTORY_WINDOW_SECONDS)
+            && self.points.len() > 2
+        {
+            self.points.pop_front();
+        }
+        growth_per_hour(self.points.front().copied(), (at, value))
+    }
+}
+
+/// Pure: growth per hour between two `(unix seconds, value)` points.
+pub fn growth_per_hour(first: Option<(f64, f64)>, last: (f64, f64)) -> Option<f64> {
+    let (t0, v0) = first?;
+    let dt = last.0 - t0;
+    (dt >= 1.0).then(|| (last.1 - v0) / dt * 3600.0)
+}
+
+/// Histories by name, behind a lock, for checks that track several objects.
+#[derive(Debug, Default)]
+pub struct Histories(Mutex<std::collections::BTreeMap<String, History>>);
+
+impl Histories {
+    pub fn push(&self, name: &str, at: f64, value: f64) -> Option<f64> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(name.to_owned()).or_default().push(at, value)
+    }
+}
+
+/// Unix time now, in seconds.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Caps free text from the server used as a label value (application names, roles).
+pub fn label_text(s: &str, empty: &str) -> String {
+    let s = s.trim();
+    if s.is_empty() {
+        return empty.to_owned();
+    }
+    s.chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_LABEL_CHARS)
+        .collect()
+}
+
+/// Longest label value taken from server text.
+pub const MAX_LABEL_CHARS: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_and_identifiers_are_quoted() {
+        assert_eq!(lit("a'b\\c"), "E'a''b\\\\c'");
+        assert_eq!(ident("we\"ird"), "\"we\"\"ird\"");
+        assert!(table_oid_sql("public", "check'points").contains("c.relname = E'check''points'"));
+    }
+
+    #[test]
+    fn growth_needs_two_points_and_uses_the_window() {
+        let mut h = History::default();
+        assert_eq!(h.push(1000.0, 100.0), None);
+        assert_eq!(h.push(1000.5, 100.0), None);
+        assert_eq!(h.push(1000.0 + 1800.0, 1100.0), Some(2000.0));
+        // Points older than the window go, keeping the rate recent.
+        h.push(1000.0 + 7200.0, 1100.0);
+        let g = h.push(1000.0 + 7200.0 + 1800.0, 2100.0).unwrap();
+        assert!((g - 2000.0).abs() < 1e-6, "{g}");
+        // The clock going back restarts the history instead of a negative rate.
+        assert_eq!(h.push(10.0, 5.0), None);
+    }
+
+    #[test]
+    fn label_text_is_bounded() {
+        assert_eq!(label_text("", "unset"), "unset");
+        assert_eq!(label_text(&"x".repeat(500), "unset").len(), MAX_LABEL_CHARS);
+        assert_eq!(label_text("app\nname", "unset"), "appname");
+    }
+}

@@ -1,0 +1,310 @@
+//! Validated settings of the PostgreSQL checks (`[checks]`): thresholds, top-N limits, the
+//! connection-budget plan, which LangGraph schema to expect, and the declarative expectations
+//! file another app can use to list its own tables, columns and indexes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::raw::{Problem, RawChecks};
+
+/// The guide's Railway plans ("Cost Estimation"): name and connection limit.
+pub const PLANS: &[(&str, u32)] = &[("starter", 22), ("pro", 97)];
+
+/// Longest identifier PostgreSQL keeps (NAMEDATALEN - 1).
+pub const MAX_IDENTIFIER_BYTES: usize = 63;
+
+/// Which LangGraph checkpointer schema the `pg_schema` check expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LangGraphSchema {
+    /// Detect full (PostgresSaver) or shallow (ShallowPostgresSaver) from the columns.
+    Auto,
+    Full,
+    Shallow,
+    /// Do not expect LangGraph's tables (another app; use the expectations file).
+    Off,
+}
+
+/// The connection limit the budget is measured against, when not the server's own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanLimit {
+    /// `starter`, `pro`, or `custom` for AGENT_MAX_CONNECTIONS.
+    pub name: String,
+    pub max_connections: u32,
+}
+
+/// `[checks]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChecksConfig {
+    pub slow_query_threshold: Duration,
+    pub labels_top_n: u32,
+    pub statements_top_n: u32,
+    pub plan: Option<PlanLimit>,
+    pub langgraph_schema: LangGraphSchema,
+    pub expectations_file: Option<PathBuf>,
+    /// The expectations file's content (empty without a file).
+    pub expectations: Expectations,
+}
+
+impl Default for ChecksConfig {
+    fn default() -> Self {
+        ChecksConfig {
+            slow_query_threshold: Duration::from_secs(2),
+            labels_top_n: 5,
+            statements_top_n: 10,
+            plan: None,
+            langgraph_schema: LangGraphSchema::Auto,
+            expectations_file: None,
+            expectations: Expectations::default(),
+        }
+    }
+}
+
+/// The expectations file: what another app needs in its database.
+///
+/// ```toml
+/// [[tables]]
+/// name = "orders"
+/// schema = "public"                 # optional, default public
+/// columns = ["id", "created_at"]    # optional
+///
+/// [[indexes]]
+/// name = "orders_created_at_idx"
+/// table = "orders"
+/// columns = ["created_at"]          # optional: also compare the key columns, in order
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expectations {
+    #[serde(default)]
+    pub tables: Vec<ExpectedTable>,
+    #[serde(default)]
+    pub indexes: Vec<ExpectedIndex>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedTable {
+    pub name: String,
+    #[serde(default = "public")]
+    pub schema: String,
+    #[serde(default)]
+    pub columns: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedIndex {
+    pub name: String,
+    pub table: String,
+    #[serde(default = "public")]
+    pub schema: String,
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+}
+
+fn public() -> String {
+    "public".into()
+}
+
+/// Why an identifier cannot be used, if it cannot.
+pub fn identifier_problem(s: &str) -> Option<String> {
+    if s.is_empty() {
+        Some("an empty name".into())
+    } else if s.len() > MAX_IDENTIFIER_BYTES {
+        Some(format!(
+            "'{s}' is longer than PostgreSQL's {MAX_IDENTIFIER_BYTES} bytes"
+        ))
+    } else if s.chars().any(char::is_control) {
+        Some("a name with control characters".into())
+    } else {
+        None
+    }
+}
+
+impl Expectations {
+    /// Parses and checks an expectations file's text; every problem is returned.
+    pub fn parse(text: &str) -> Result<Expectations, Vec<String>> {
+        let e: Expectations = toml::from_str(text).map_err(|e| vec![e.message().to_owned()])?;
+        let mut bad = Vec::new();
+        let mut check = |what: &str, s: &str| {
+            if let Some(p) = identifier_problem(s) {
+                bad.push(format!("{what}: {p}"));
+            }
+        };
+        for t in &e.tables {
+            check("tables.name", &t.name);
+            check("tables.schema", &t.schema);
+            for c in &t.columns {
+                check("tables.columns", c);
+            }
+        }
+        for i in &e.indexes {
+            check("indexes.name", &i.name);
+            check("indexes.table", &i.table);
+            check("indexes.schema", &i.schema);
+            for c in i.columns.iter().flatten() {
+                check("indexes.columns", c);
+            }
+        }
+        if bad.is_empty() { Ok(e) } else { Err(bad) }
+    }
+}
+
+/// Validates `[checks]`, adding every problem found.
+pub fn validate(raw: &RawChecks, problems: &mut Vec<Problem>) -> ChecksConfig {
+    let mut p = |key: &str, message: String| {
+        problems.push(Problem {
+            key: key.into(),
+            message,
+        })
+    };
+    let d = ChecksConfig::default();
+    let slow_query_threshold = match raw.slow_query_threshold.as_deref() {
+        None => d.slow_query_threshold,
+        Some(v) => match humantime::parse_duration(v) {
+            Ok(t) if !t.is_zero() => t,
+            Ok(_) => {
+                p(
+                    "AGENT_SLOW_QUERY_THRESHOLD",
+                    "must be greater than zero".into(),
+                );
+                d.slow_query_threshold
+            }
+            Err(e) => {
+                p(
+                    "AGENT_SLOW_QUERY_THRESHOLD",
+                    format!("'{v}' is not a duration such as 2s or 500ms ({e})"),
+                );
+                d.slow_query_threshold
+            }
+        },
+    };
+    let mut top = |key: &str, v: Option<i64>, default: u32| match v {
+        None => default,
+        Some(n) if (1..=100).contains(&n) => n as u32,
+        Some(n) => {
+            p(key, format!("{n} is out of range (1 to 100)"));
+            default
+        }
+    };
+    let labels_top_n = top("AGENT_LABELS_TOP_N", raw.labels_top_n, d.labels_top_n);
+    let statements_top_n = top(
+        "AGENT_STATEMENTS_TOP_N",
+        raw.statements_top_n,
+        d.statements_top_n,
+    );
+    let mut plan = match raw.plan.as_deref().map(|s| s.trim().to_ascii_lowercase()) {
+        None => None,
+        Some(name) => match PLANS.iter().find(|(n, _)| *n == name) {
+            Some((n, c)) => Some(PlanLimit {
+                name: (*n).to_owned(),
+                max_connections: *c,
+            }),
+            None => {
+                p(
+                    "AGENT_PLAN",
+                    format!(
+                        "'{name}' is not one of: starter (22 connections), pro (97); set AGENT_MAX_CONNECTIONS for a custom plan"
+                    ),
+                );
+                None
+            }
+        },
+    };
+    match raw.max_connections {
+        None => {}
+        Some(n) if (1..=262_143).contains(&n) => {
+            plan = Some(PlanLimit {
+                name: "custom".into(),
+                max_connections: n as u32,
+            })
+        }
+        Some(n) => p(
+            "AGENT_MAX_CONNECTIONS",
+            format!("{n} is out of range (1 to 262143, PostgreSQL's limit)"),
+        ),
+    }
+    let langgraph_schema = match raw
+        .langgraph_schema
+        .as_deref()
+        .map(|s| s.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("auto") => LangGraphSchema::Auto,
+        Some("full") => LangGraphSchema::Full,
+        Some("shallow") => LangGraphSchema::Shallow,
+        Some("off") => LangGraphSchema::Off,
+        Some(other) => {
+            p(
+                "AGENT_LANGGRAPH_SCHEMA",
+                format!("'{other}' is not one of: auto, full, shallow, off"),
+            );
+            LangGraphSchema::Auto
+        }
+    };
+    let expectations_file = raw.expectations_file.as_ref().map(PathBuf::from);
+    let expectations = match &expectations_file {
+        None => Expectations::default(),
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => match Expectations::parse(&text) {
+                Ok(e) => e,
+                Err(errs) => {
+                    for e in errs {
+                        p(
+                            "AGENT_SCHEMA_EXPECTATIONS",
+                            format!("{}: {e}", path.display()),
+                        );
+                    }
+                    Expectations::default()
+                }
+            },
+            Err(e) => {
+                p(
+                    "AGENT_SCHEMA_EXPECTATIONS",
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                Expectations::default()
+            }
+        },
+    };
+    ChecksConfig {
+        slow_query_threshold,
+        labels_top_n,
+        statements_top_n,
+        plan,
+        langgraph_schema,
+        expectations_file,
+        expectations,
+    }
+}
+
+impl ChecksConfig {
+    /// Back to the file's shape, for `--print-config`.
+    pub fn to_raw(&self) -> RawChecks {
+        RawChecks {
+            slow_query_threshold: Some(
+                humantime::format_duration(self.slow_query_threshold).to_string(),
+            ),
+            labels_top_n: Some(self.labels_top_n.into()),
+            statements_top_n: Some(self.statements_top_n.into()),
+            plan: self
+                .plan
+                .as_ref()
+                .filter(|p| p.name != "custom")
+                .map(|p| p.name.clone()),
+            max_connections: self
+                .plan
+                .as_ref()
+                .filter(|p| p.name == "custom")
+                .map(|p| p.max_connections.into()),
+            langgraph_schema: Some(format!("{:?}", self.langgraph_schema).to_ascii_lowercase()),
+            expectations_file: self
+                .expectations_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
+        }
+    }
+}
