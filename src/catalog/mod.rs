@@ -112,13 +112,25 @@ macro_rules! metrics {
 }
 
 mod agent;
+mod app;
+mod checkpoint;
+mod host;
 mod pg;
 
 pub use agent::*;
+pub use app::*;
+pub use checkpoint::*;
+pub use host::*;
 pub use pg::*;
 
 /// Every subsystem's list, in documentation order.
-static PARTS: &[&[&MetricDef]] = &[pg::PG, agent::AGENT];
+static PARTS: &[&[&MetricDef]] = &[
+    pg::PG,
+    app::APP,
+    checkpoint::CHECKPOINT,
+    host::HOST,
+    agent::AGENT,
+];
 
 /// Every metric, in documentation order.
 pub fn all() -> impl Iterator<Item = &'static MetricDef> {

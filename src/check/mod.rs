@@ -5,10 +5,14 @@
 //! [`registry`] builds the list of checks from the configuration; the scheduler and `diagnose`
 //! both work from that list.
 
+pub mod app_probe;
+pub mod checkpoint_migration;
+pub mod host;
 pub mod pg_connections;
 pub mod pg_connectivity;
 pub mod pg_database_size;
 pub mod process;
+pub mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,6 +36,8 @@ pub enum Cadence {
     Fast,
     /// Every `AGENT_SLOW_INTERVAL`: checks that cost the database more (sizes, statements).
     Slow,
+    /// On the check's own interval (app probes, bounded by the app's rate limit).
+    Every(Duration),
 }
 
 /// What one successful run saw. One variant per check; serialized into `/findings` and reports.
@@ -42,6 +48,10 @@ pub enum Observation {
     PgConnections(pg_connections::Connections),
     PgDatabaseSize(pg_database_size::DatabaseSize),
     Process(process::ProcessStats),
+    AppProbe(app_probe::ProbeResult),
+    Host(host::HostStats),
+    Sqlite(sqlite::SqliteStore),
+    CheckpointMigration(checkpoint_migration::MigrationFacts),
 }
 
 impl Observation {
@@ -52,6 +62,10 @@ impl Observation {
             Observation::PgConnections(o) => pg_connections::samples(o, out),
             Observation::PgDatabaseSize(o) => pg_database_size::samples(o, out),
             Observation::Process(o) => process::samples(o, out),
+            Observation::AppProbe(o) => app_probe::samples(o, out),
+            Observation::Host(o) => host::samples(o, out),
+            Observation::Sqlite(o) => sqlite::samples(o, out),
+            Observation::CheckpointMigration(o) => checkpoint_migration::samples(o, out),
         }
     }
 }
@@ -76,6 +90,19 @@ pub trait Check: Send + Sync + 'static {
 /// the agent holds at most one backend.
 pub fn registry(config: &Config, pg: Option<Arc<PgTarget>>) -> Vec<Arc<dyn Check>> {
     let mut checks: Vec<Arc<dyn Check>> = vec![Arc::new(process::ProcessCheck::new())];
+    checks.push(Arc::new(host::HostCheck::new(config)));
+    for probe in &config.app.probes {
+        checks.push(Arc::new(app_probe::AppProbe::new(probe.clone())));
+    }
+    if let Some(path) = &config.app.sqlite_path {
+        checks.push(Arc::new(sqlite::SqliteCheck::new(path.clone(), config)));
+    }
+    if config.app.sqlite_path.is_some() || pg.is_some() {
+        checks.push(Arc::new(checkpoint_migration::MigrationCheck::new(
+            config,
+            pg.clone(),
+        )));
+    }
     if let Some(pg) = pg {
         let _ = config;
         checks.push(Arc::new(pg_connectivity::ConnectivityCheck::new(

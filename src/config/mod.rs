@@ -3,6 +3,7 @@
 //! returning either a [`Config`] that cannot be invalid or a [`ConfigError`] naming every bad key
 //! at once. [`Config::effective_toml`] prints what the agent will use, secrets redacted.
 
+pub mod probes;
 mod raw;
 
 use std::fmt;
@@ -10,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use probes::{JsonExpectation, ProbeConfig};
 pub use raw::{Env, Problem, ProcessEnv, RawConfig};
 
 use crate::dsn::{self, Dsn};
@@ -70,6 +72,10 @@ pub struct AppConfig {
     pub instances: u32,
     pub sqlite_path: Option<PathBuf>,
     pub base_url: String,
+    /// HTTP probes of the app (empty when `AGENT_APP_PROBES=off`).
+    pub probes: Vec<ProbeConfig>,
+    /// How far back checkpoint growth is judged.
+    pub growth_window: Duration,
 }
 
 /// Every problem found, each naming its key.
@@ -350,6 +356,35 @@ impl Config {
             );
         }
 
+        let probes = probes::validate(
+            raw.app.probes.as_deref(),
+            &probes::ProbeDefaults {
+                enabled: raw.app.probes_enabled.unwrap_or(true),
+                base_url: &base_url,
+                interval: raw.app.probe_interval.as_deref(),
+                timeout: raw.app.probe_timeout.as_deref(),
+                health_paths: raw.app.health_paths.as_deref(),
+                bearer_token_file: raw.app.bearer_token_file.as_deref(),
+            },
+            &mut problems,
+        );
+        let growth_window = match raw
+            .app
+            .growth_window
+            .as_deref()
+            .map(humantime::parse_duration)
+        {
+            None => Duration::from_secs(600),
+            Some(Ok(d)) if !d.is_zero() => d,
+            Some(_) => {
+                problems.push(Problem {
+                    key: "AGENT_CHECKPOINT_GROWTH_WINDOW".into(),
+                    message: "must be a positive duration such as 10m".into(),
+                });
+                Duration::from_secs(600)
+            }
+        };
+
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -369,6 +404,8 @@ impl Config {
                 instances,
                 sqlite_path: raw.app.sqlite_path.map(PathBuf::from),
                 base_url,
+                probes,
+                growth_window,
             },
         })
     }
@@ -404,6 +441,13 @@ impl Config {
                     .as_ref()
                     .map(|p| p.display().to_string()),
                 base_url: Some(dsn::redact(&self.app.base_url)),
+                probes_enabled: Some(!self.app.probes.is_empty()),
+                probe_interval: None,
+                probe_timeout: None,
+                health_paths: None,
+                bearer_token_file: None,
+                growth_window: Some(h(self.app.growth_window)),
+                probes: Some(probes::to_raw(&self.app.probes)),
             },
         };
         let mut out = format!(
