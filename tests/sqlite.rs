@@ -74,10 +74,15 @@ fn healthy_langgraph_file_is_readable_with_sizes_and_tables() {
     let path = dir.path().join("memory.db");
     let _app = langgraph_db(&path, 50);
     let agent = sqlite_agent(&path);
-    let m = until(&agent, "readable", |m| m.get("rose_sqlite_readable") == Some(1.0));
+    let m = until(&agent, "readable", |m| {
+        m.get("rose_sqlite_readable") == Some(1.0)
+    });
     assert_eq!(m.get("rose_sqlite_file_present"), Some(1.0));
     assert!(m.get("rose_sqlite_file_bytes").unwrap() > 0.0);
-    assert!(m.get("rose_sqlite_wal_bytes").unwrap() > 0.0, "the app holds the WAL open");
+    assert!(
+        m.get("rose_sqlite_wal_bytes").unwrap() > 0.0,
+        "the app holds the WAL open"
+    );
     assert_eq!(m.get("rose_sqlite_journal_mode_wal"), Some(1.0));
     assert_eq!(
         m.get(r#"rose_sqlite_table_present{table="checkpoints"}"#),
@@ -92,18 +97,25 @@ fn healthy_langgraph_file_is_readable_with_sizes_and_tables() {
         Some(50.0)
     );
     assert_eq!(m.get("rose_sqlite_quick_check_ok"), Some(1.0));
-    assert!(m.get(r#"rose_checkpoint_store_bytes{backend="sqlite"}"#).unwrap() > 0.0);
+    assert!(
+        m.get(r#"rose_checkpoint_store_bytes{backend="sqlite"}"#)
+            .unwrap()
+            > 0.0
+    );
     assert_eq!(
         m.get(r#"rose_checkpoint_backend_configured{backend="sqlite"}"#),
         Some(1.0)
     );
     // The volume holding the file is watched.
     assert!(
-        m.0.keys().any(|k| k.starts_with("rose_host_disk_used_ratio{mount=")),
+        m.0.keys()
+            .any(|k| k.starts_with("rose_host_disk_used_ratio{mount=")),
         "{m:?}"
     );
     // Growth shows once the window has two readings.
-    until(&agent, "growth", |m| m.get("rose_sqlite_growth_bytes_per_second").is_some());
+    until(&agent, "growth", |m| {
+        m.get("rose_sqlite_growth_bytes_per_second").is_some()
+    });
 }
 
 #[test]
@@ -120,7 +132,9 @@ fn missing_file_is_reported_not_created() {
     assert!(!path.exists(), "the agent must not create the file");
     // It appears later (the app started): picked up without a restart.
     let _app = langgraph_db(&path, 3);
-    until(&agent, "appeared", |m| m.get("rose_sqlite_readable") == Some(1.0));
+    until(&agent, "appeared", |m| {
+        m.get("rose_sqlite_readable") == Some(1.0)
+    });
 }
 
 #[test]
@@ -175,7 +189,9 @@ fn wal_writer_is_never_blocked_while_the_agent_reads() {
     let path = dir.path().join("memory.db");
     drop(langgraph_db(&path, 10));
     let agent = sqlite_agent(&path);
-    until(&agent, "readable", |m| m.get("rose_sqlite_readable") == Some(1.0));
+    until(&agent, "readable", |m| {
+        m.get("rose_sqlite_readable") == Some(1.0)
+    });
 
     // In-process readers too, running the agent's read path (with quick_check) flat out.
     let stop = Arc::new(AtomicBool::new(false));
@@ -218,7 +234,10 @@ fn wal_writer_is_never_blocked_while_the_agent_reads() {
     let reads: u32 = readers.into_iter().map(|r| r.join().unwrap()).sum();
     eprintln!("{inserts} inserts, {reads} in-process reads, {busy} writer errors");
     assert_eq!(busy, 0, "the writer was blocked");
-    assert!(inserts > 500 && reads > 5, "{inserts} inserts, {reads} reads");
+    assert!(
+        inserts > 500 && reads > 5,
+        "{inserts} inserts, {reads} reads"
+    );
     let want = f64::from(10 + inserts);
     let m = until(&agent, "rows seen", |m| {
         m.get(r#"rose_sqlite_rows_estimate{table="checkpoints"}"#) == Some(want)
