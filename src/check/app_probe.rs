@@ -489,9 +489,7 @@ fn classify(e: &reqwest::Error) -> ProbeFailure {
         } else {
             ProbeFailure::Other
         }
-    } else if e.is_body() || e.is_decode() {
-        ProbeFailure::Closed
-    } else if e.is_request() {
+    } else if e.is_body() || e.is_decode() || e.is_request() {
         ProbeFailure::Closed
     } else {
         ProbeFailure::Other

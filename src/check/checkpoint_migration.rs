@@ -76,11 +76,8 @@ pub fn growth(old: Reading, new: Reading, span: Duration) -> Growth {
         _ => None,
     };
     let counter_reset = writes_delta.is_some_and(|d| d < 0);
-    let growing = match writes_delta {
-        Some(d) if d > 0 => true,
-        Some(d) if d == 0 => bytes_delta > 0,
-        _ => bytes_delta > 0,
-    };
+    // More rows is growth; with a steady or reset counter, judge by size.
+    let growing = writes_delta.is_some_and(|d| d > 0) || bytes_delta > 0;
     Growth {
         span_seconds: span.as_secs_f64(),
         bytes_delta,
