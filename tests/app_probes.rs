@@ -342,3 +342,25 @@ equals = "connected"
         assert!(!text.contains("Hdr-5a4b3c"), "header leaked: {text}");
     }
 }
+
+#[test]
+fn garbage_and_huge_bodies_fail_without_harm() {
+    let app = Standin::start(&[]);
+    let agent = agent_for(&app);
+    until(&agent, "healthy first", |m| m.get(HEALTHY) == Some(1.0));
+    app.set("mode=garbage");
+    let m = until(&agent, "garbage", |m| {
+        m.get(&failures("body_invalid")) >= Some(1.0)
+    });
+    assert_eq!(m.get(SUCCESS), Some(0.0));
+    assert_eq!(m.get(HEALTHY), Some(0.0));
+    app.set("mode=huge");
+    let m = until(&agent, "huge", |m| {
+        m.get(&failures("body_too_large")) >= Some(1.0)
+    });
+    assert_eq!(m.get(HEALTHY), Some(0.0));
+    assert_eq!(m.get(CODE), Some(200.0));
+    app.set("mode=healthy");
+    until(&agent, "recovered", |m| m.get(HEALTHY) == Some(1.0));
+    assert!(!agent.output().contains("panicked"), "{}", agent.output());
+}

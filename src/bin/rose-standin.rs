@@ -29,6 +29,8 @@
 //!   address when the mode changes. Only the control port answers meanwhile.
 //! - `hanging`: connections are accepted and requests read, but health requests are never
 //!   answered (until the mode changes, at most 10 minutes).
+//! - `garbage`: HTTP 200 with 4 KiB of bytes that are not JSON.
+//! - `huge`: HTTP 200 with an 8 MiB body streamed without `Content-Length`.
 //!
 //! # Control API
 //!
@@ -69,6 +71,8 @@ enum Mode {
     Error,
     Refusing,
     Hanging,
+    Garbage,
+    Huge,
 }
 
 impl std::str::FromStr for Mode {
@@ -81,9 +85,11 @@ impl std::str::FromStr for Mode {
             "500" | "error" => Mode::Error,
             "refusing" | "refuse" | "down" => Mode::Refusing,
             "hanging" | "hang" => Mode::Hanging,
+            "garbage" => Mode::Garbage,
+            "huge" => Mode::Huge,
             other => {
                 return Err(format!(
-                    "unknown mode '{other}': healthy, degraded, slow, 500, refusing, hanging"
+                    "unknown mode '{other}': healthy, degraded, slow, 500, refusing, hanging, garbage, huge"
                 ));
             }
         })
@@ -216,6 +222,26 @@ async fn health(State(app): State<App>, uri: Uri, headers: HeaderMap) -> Respons
             (StatusCode::SERVICE_UNAVAILABLE, "was hanging").into_response()
         }
         Mode::Error => (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response(),
+        Mode::Garbage => {
+            let bytes: Vec<u8> = (0..4096u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                .collect();
+            (StatusCode::OK, bytes).into_response()
+        }
+        Mode::Huge => {
+            // 8 MiB of valid-looking JSON, streamed without a Content-Length.
+            let chunks = (0..128).map(|i| {
+                let mut c = if i == 0 {
+                    b"{\"status\":\"healthy\",\"pad\":\"".to_vec()
+                } else {
+                    vec![]
+                };
+                c.resize(64 * 1024, b'x');
+                Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(c))
+            });
+            let stream = futures_util::stream::iter(chunks);
+            (StatusCode::OK, axum::body::Body::from_stream(stream)).into_response()
+        }
         Mode::Slow => {
             tokio::time::sleep(Duration::from_millis(s.delay_ms.min(600_000))).await;
             axum::Json(body(&s)).into_response()

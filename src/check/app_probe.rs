@@ -311,9 +311,11 @@ pub enum Exchange {
         status: u16,
         body: Vec<u8>,
     },
+    /// No usable answer; `status` when the head arrived but the body failed.
     Failed {
         failure: ProbeFailure,
         error: String,
+        status: Option<u16>,
     },
 }
 
@@ -332,8 +334,12 @@ pub struct Verdict {
 /// Pure: judges an exchange against the probe's configuration.
 pub fn judge(cfg: &ProbeConfig, ex: &Exchange, duration: Duration) -> Verdict {
     match ex {
-        Exchange::Failed { failure, error } => Verdict {
-            status_code: None,
+        Exchange::Failed {
+            failure,
+            error,
+            status,
+        } => Verdict {
+            status_code: *status,
             success: false,
             failure: Some(*failure),
             error: Some(error.clone()),
@@ -497,7 +503,19 @@ fn classify(e: &reqwest::Error) -> ProbeFailure {
 }
 
 fn failed(failure: ProbeFailure, error: String) -> Exchange {
-    Exchange::Failed { failure, error }
+    Exchange::Failed {
+        failure,
+        error,
+        status: None,
+    }
+}
+
+fn failed_body(status: u16, failure: ProbeFailure, error: String) -> Exchange {
+    Exchange::Failed {
+        failure,
+        error,
+        status: Some(status),
+    }
 }
 
 struct State {
@@ -621,7 +639,8 @@ impl AppProbe {
             let status = resp.status().as_u16();
             let mut body = Vec::new();
             if resp.content_length().is_some_and(|n| n > max as u64) {
-                return Err(failed(
+                return Err(failed_body(
+                    status,
                     ProbeFailure::BodyTooLarge,
                     format!("HTTP {status} with a body over {max} bytes"),
                 ));
@@ -630,7 +649,8 @@ impl AppProbe {
                 match resp.chunk().await {
                     Ok(Some(c)) => {
                         if body.len() + c.len() > max {
-                            return Err(failed(
+                            return Err(failed_body(
+                                status,
                                 ProbeFailure::BodyTooLarge,
                                 format!("HTTP {status} with a body over {max} bytes"),
                             ));
@@ -640,7 +660,8 @@ impl AppProbe {
                     Ok(None) => break,
                     Err(e) => {
                         let kind = classify(&e);
-                        return Err(failed(
+                        return Err(failed_body(
+                            status,
                             kind,
                             format!(
                                 "HTTP {status}, body: {}",
