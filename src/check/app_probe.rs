@@ -523,6 +523,8 @@ struct State {
     path: usize,
     histogram: DurationHistogram,
     failures: BTreeMap<ProbeFailure, u64>,
+    /// Whether the previous run was healthy, for logging transitions only.
+    was_healthy: Option<bool>,
 }
 
 /// One configured probe.
@@ -570,6 +572,7 @@ impl AppProbe {
                 path: 0,
                 histogram: DurationHistogram::new(DURATION_BUCKETS),
                 failures: BTreeMap::new(),
+                was_healthy: None,
             }),
             cfg,
         }
@@ -743,6 +746,33 @@ impl Check for AppProbe {
             st.histogram.observe(took.as_secs_f64());
             if let Some(f) = v.failure {
                 *st.failures.entry(f).or_default() += 1;
+            }
+            // Log transitions only: the metrics carry every run. No URL, header or token here.
+            if st.was_healthy != Some(v.healthy) {
+                let down = v
+                    .body
+                    .as_ref()
+                    .map(|b| b.down().join(","))
+                    .unwrap_or_default();
+                match (v.healthy, v.failure) {
+                    (true, _) if st.was_healthy.is_some() => {
+                        tracing::info!(endpoint = %self.cfg.name, "App probe healthy again.")
+                    }
+                    (true, _) => {}
+                    (false, Some(f)) => tracing::warn!(
+                        endpoint = %self.cfg.name,
+                        reason = f.as_str(),
+                        error = v.error.as_deref().unwrap_or_default(),
+                        "App probe failed."
+                    ),
+                    (false, None) => tracing::warn!(
+                        endpoint = %self.cfg.name,
+                        status = v.body.as_ref().and_then(|b| b.status.as_deref()).unwrap_or_default(),
+                        down = %down,
+                        "App reports itself unhealthy."
+                    ),
+                }
+                st.was_healthy = Some(v.healthy);
             }
             Ok(Observation::AppProbe(ProbeResult {
                 endpoint: self.cfg.name.clone(),
