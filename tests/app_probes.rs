@@ -364,3 +364,117 @@ fn garbage_and_huge_bodies_fail_without_harm() {
     until(&agent, "recovered", |m| m.get(HEALTHY) == Some(1.0));
     assert!(!agent.output().contains("panicked"), "{}", agent.output());
 }
+
+/// A CA and a leaf for 127.0.0.1 made with the openssl CLI; returns (ca, cert, key) paths.
+fn make_certs(dir: &std::path::Path) -> Option<(String, String, String)> {
+    if !require_tool("openssl") {
+        return None;
+    }
+    let p = |n: &str| dir.join(n).display().to_string();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &p("ca.key"),
+        "-out",
+        &p("ca.pem"),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=rose test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &p("leaf.key"),
+        "-out",
+        &p("leaf.csr"),
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("leaf.csr"),
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-out",
+        &p("leaf.pem"),
+        "-days",
+        "2",
+        "-extfile",
+        &p("leaf.ext"),
+    ]);
+    Some((p("ca.pem"), p("leaf.pem"), p("leaf.key")))
+}
+
+#[test]
+fn https_probe_verifies_with_the_configured_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((ca, cert, key)) = make_certs(dir.path()) else {
+        return;
+    };
+    let app = Standin::start(&["--tls-cert", &cert, "--tls-key", &key]);
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[[app.probes]]
+name = "tls_trusted"
+url = "https://127.0.0.1:{port}/api/health"
+interval = "1s"
+timeout = "400ms"
+ca_file = "{ca}"
+
+[[app.probes]]
+name = "tls_untrusted"
+url = "https://127.0.0.1:{port}/api/v1/health"
+interval = "1s"
+timeout = "400ms"
+"#,
+            port = app.port
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&[
+        ("AGENT_CONFIG", cfg.display().to_string()),
+        ("AGENT_INTERVAL", "1s".into()),
+    ]);
+    let m = until(&agent, "tls", |m| {
+        m.get(r#"rose_app_healthy{endpoint="tls_trusted"}"#) == Some(1.0)
+            && m.get(r#"rose_app_probe_failures_total{endpoint="tls_untrusted",reason="tls"}"#)
+                >= Some(1.0)
+    });
+    assert_eq!(
+        m.get(r#"rose_app_probe_success{endpoint="tls_untrusted"}"#),
+        Some(0.0)
+    );
+}

@@ -16,7 +16,8 @@
 //! ```
 //!
 //! On start it prints `listening on ADDR` (and `control on ADDR`) on stdout, so `--listen
-//! 127.0.0.1:0` works for tests.
+//! 127.0.0.1:0` works for tests. With `--tls-cert cert.pem --tls-key key.pem` the app port
+//! speaks HTTPS (rustls); the control port stays plain HTTP.
 //!
 //! # Modes
 //!
@@ -141,6 +142,60 @@ struct Args {
     /// The version the body reports.
     #[arg(long = "app-version", default_value = "1.0.0")]
     app_version: String,
+    /// Serve the app port over TLS with this certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+}
+
+/// A TCP listener that completes a TLS handshake before handing out a connection.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            // Handshakes run one at a time, each bounded: fine for a stand-in.
+            if let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(5), self.acceptor.accept(tcp)).await
+            {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| e.to_string())?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -314,7 +369,12 @@ fn control_routes() -> Router<App> {
 }
 
 /// Serves the app port, closing it while the mode is `refusing` and reopening it after.
-async fn app_port(mut listener: tokio::net::TcpListener, addr: SocketAddr, app: App) {
+async fn app_port(
+    mut listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    app: App,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let router = Router::new()
         .route("/api/health", get(health))
         .route("/api/v1/health", get(health))
@@ -328,12 +388,26 @@ async fn app_port(mut listener: tokio::net::TcpListener, addr: SocketAddr, app: 
                 let _ = rx.wait_for(|s| s.mode == Mode::Refusing).await;
             }
         };
-        let server = axum::serve(listener, router.clone()).with_graceful_shutdown(stop);
         // Connections still open (a hanging request) finish on their own; the listener is
         // closed as soon as the mode says refusing.
-        tokio::spawn(async move {
-            let _ = server.await;
-        });
+        match &tls {
+            Some(acceptor) => {
+                let l = TlsListener {
+                    tcp: listener,
+                    acceptor: acceptor.clone(),
+                };
+                let server = axum::serve(l, router.clone()).with_graceful_shutdown(stop);
+                tokio::spawn(async move {
+                    let _ = server.await;
+                });
+            }
+            None => {
+                let server = axum::serve(listener, router.clone()).with_graceful_shutdown(stop);
+                tokio::spawn(async move {
+                    let _ = server.await;
+                });
+            }
+        }
         if rx.wait_for(|s| s.mode == Mode::Refusing).await.is_err() {
             return;
         }
@@ -363,6 +437,16 @@ async fn app_port(mut listener: tokio::net::TcpListener, addr: SocketAddr, app: 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args = Args::parse();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => match tls_acceptor(c, k) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("rose-standin: TLS: {e}");
+                std::process::exit(1);
+            }
+        },
+        _ => None,
+    };
     let mut down = args.down.clone();
     if args.mode == Mode::Degraded && down.is_empty() {
         down.push("qdrant".into());
@@ -415,10 +499,10 @@ async fn main() {
             eprintln!("rose-standin: cannot listen on {addr} again");
             std::process::exit(1);
         };
-        let run = app_port(l, addr, app);
+        let run = app_port(l, addr, app, tls);
         shutdown_on_signal(run).await;
     } else {
-        shutdown_on_signal(app_port(listener, addr, app)).await;
+        shutdown_on_signal(app_port(listener, addr, app, tls)).await;
     }
 }
 

@@ -490,8 +490,14 @@ fn classify(e: &reqwest::Error) -> ProbeFailure {
         }
     } else if e.is_connect() {
         let text = crate::error::full_chain(e).to_ascii_lowercase();
+        // Fallbacks by text, for errors whose types are private to the HTTP stack.
         if text.contains("dns") || text.contains("lookup") || text.contains("resolve") {
             ProbeFailure::Dns
+        } else if ["certificate", "tls", "handshake", "alert"]
+            .iter()
+            .any(|w| text.contains(w))
+        {
+            ProbeFailure::Tls
         } else {
             ProbeFailure::Other
         }
