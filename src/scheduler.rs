@@ -59,6 +59,7 @@ pub fn spawn_all(
         let every = match check.cadence() {
             Cadence::Fast => fast,
             Cadence::Slow => slow,
+            Cadence::Every(d) => d,
         };
         let (check, store, cancel) = (check.clone(), store.clone(), cancel.clone());
         let span = tracing::info_span!("check_loop", check = check.id());

@@ -112,12 +112,18 @@ macro_rules! metrics {
 }
 
 mod agent;
+mod app;
+mod checkpoint;
 mod findings;
+mod host;
 mod pg;
 mod pg_checks;
 
 pub use agent::*;
+pub use app::*;
+pub use checkpoint::*;
 pub use findings::*;
+pub use host::*;
 pub use pg::*;
 pub use pg_checks::*;
 
@@ -126,6 +132,9 @@ static PARTS: &[&[&MetricDef]] = &[
     pg::PG,
     pg_checks::PG_CHECKS,
     findings::FINDINGS,
+    app::APP,
+    checkpoint::CHECKPOINT,
+    host::HOST,
     agent::AGENT,
 ];
 

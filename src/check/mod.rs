@@ -5,6 +5,9 @@
 //! [`registry`] builds the list of checks from the configuration; the scheduler and `diagnose`
 //! both work from that list.
 
+pub mod app_probe;
+pub mod checkpoint_migration;
+pub mod host;
 pub mod pg_activity;
 pub mod pg_archiver;
 pub mod pg_checkpoints;
@@ -21,6 +24,7 @@ pub mod pg_statements;
 pub mod pg_table_sizes;
 pub mod pg_util;
 pub mod process;
+pub mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -44,6 +48,8 @@ pub enum Cadence {
     Fast,
     /// Every `AGENT_SLOW_INTERVAL`: checks that cost the database more (sizes, statements).
     Slow,
+    /// On the check's own interval (app probes, bounded by the app's rate limit).
+    Every(Duration),
 }
 
 /// What one successful run saw. One variant per check; serialized into `/findings` and reports.
@@ -65,12 +71,19 @@ pub enum Observation {
     PgCheckpoints(pg_checkpoints::Checkpoints),
     PgArchiver(pg_archiver::Archiver),
     PgPrivileges(pg_privileges::Privileges),
+    AppProbe(app_probe::ProbeResult),
+    Host(host::HostStats),
+    Sqlite(sqlite::SqliteStore),
+    CheckpointMigration(checkpoint_migration::MigrationFacts),
 }
 
 impl Observation {
     /// The HTTP status an app probe saw, for span attributes.
     pub fn http_status(&self) -> Option<u16> {
-        None
+        match self {
+            Observation::AppProbe(p) => p.status_code,
+            _ => None,
+        }
     }
 
     /// Pure: the series this observation exports.
@@ -91,6 +104,10 @@ impl Observation {
             Observation::PgCheckpoints(o) => pg_checkpoints::samples(o, out),
             Observation::PgArchiver(o) => pg_archiver::samples(o, out),
             Observation::PgPrivileges(o) => pg_privileges::samples(o, out),
+            Observation::AppProbe(o) => app_probe::samples(o, out),
+            Observation::Host(o) => host::samples(o, out),
+            Observation::Sqlite(o) => sqlite::samples(o, out),
+            Observation::CheckpointMigration(o) => checkpoint_migration::samples(o, out),
         }
     }
 }
@@ -139,6 +156,19 @@ pub trait Check: Send + Sync + 'static {
 /// the agent holds at most one backend.
 pub fn registry(config: &Config, pg: Option<Arc<PgTarget>>) -> Vec<Arc<dyn Check>> {
     let mut checks: Vec<Arc<dyn Check>> = vec![Arc::new(process::ProcessCheck::new())];
+    checks.push(Arc::new(host::HostCheck::new(config)));
+    for probe in &config.app.probes {
+        checks.push(Arc::new(app_probe::AppProbe::new(probe.clone())));
+    }
+    if let Some(path) = &config.app.sqlite_path {
+        checks.push(Arc::new(sqlite::SqliteCheck::new(path.clone(), config)));
+    }
+    if config.app.sqlite_path.is_some() || pg.is_some() {
+        checks.push(Arc::new(checkpoint_migration::MigrationCheck::new(
+            config,
+            pg.clone(),
+        )));
+    }
     if let Some(pg) = pg {
         let _ = config;
         checks.push(Arc::new(pg_connectivity::ConnectivityCheck::new(

@@ -5,6 +5,7 @@
 
 mod checks;
 pub mod otel;
+pub mod probes;
 mod raw;
 
 use std::fmt;
@@ -15,6 +16,7 @@ use std::time::Duration;
 pub use checks::{
     ChecksConfig, Expectations, ExpectedIndex, ExpectedTable, LangGraphSchema, PLANS, PlanLimit,
 };
+pub use probes::{JsonExpectation, ProbeConfig};
 pub use raw::{Env, Problem, ProcessEnv, RawConfig};
 
 use crate::dsn::{self, Dsn};
@@ -91,6 +93,10 @@ pub struct AppConfig {
     pub instances: u32,
     pub sqlite_path: Option<PathBuf>,
     pub base_url: String,
+    /// HTTP probes of the app (empty when `AGENT_APP_PROBES=off`).
+    pub probes: Vec<ProbeConfig>,
+    /// How far back checkpoint growth is judged.
+    pub growth_window: Duration,
 }
 
 /// Every problem found, each naming its key.
@@ -416,6 +422,34 @@ impl Config {
         }
 
         let checks = checks::validate(&raw.checks, &mut problems);
+        let probes = probes::validate(
+            raw.app.probes.as_deref(),
+            &probes::ProbeDefaults {
+                enabled: raw.app.probes_enabled.unwrap_or(true),
+                base_url: &base_url,
+                interval: raw.app.probe_interval.as_deref(),
+                timeout: raw.app.probe_timeout.as_deref(),
+                health_paths: raw.app.health_paths.as_deref(),
+                bearer_token_file: raw.app.bearer_token_file.as_deref(),
+            },
+            &mut problems,
+        );
+        let growth_window = match raw
+            .app
+            .growth_window
+            .as_deref()
+            .map(humantime::parse_duration)
+        {
+            None => Duration::from_secs(600),
+            Some(Ok(d)) if !d.is_zero() => d,
+            Some(_) => {
+                problems.push(Problem {
+                    key: "AGENT_CHECKPOINT_GROWTH_WINDOW".into(),
+                    message: "must be a positive duration such as 10m".into(),
+                });
+                Duration::from_secs(600)
+            }
+        };
 
         if !problems.is_empty() {
             return Err(ConfigError(problems));
@@ -443,6 +477,8 @@ impl Config {
                 instances,
                 sqlite_path: raw.app.sqlite_path.map(PathBuf::from),
                 base_url,
+                probes,
+                growth_window,
             },
             otel: None,
             checks,
@@ -490,6 +526,13 @@ impl Config {
                     .as_ref()
                     .map(|p| p.display().to_string()),
                 base_url: Some(dsn::redact(&self.app.base_url)),
+                probes_enabled: Some(!self.app.probes.is_empty()),
+                probe_interval: None,
+                probe_timeout: None,
+                health_paths: None,
+                bearer_token_file: None,
+                growth_window: Some(h(self.app.growth_window)),
+                probes: Some(probes::to_raw(&self.app.probes)),
             },
             checks: self.checks.to_raw(),
         };

@@ -123,6 +123,22 @@ pub struct RawApp {
     pub sqlite_path: Option<String>,
     /// Base URL of the app's HTTP API (env `APP_BASE_URL`; default `http://127.0.0.1:8080`).
     pub base_url: Option<String>,
+    /// Probe the app at all (env `AGENT_APP_PROBES`: on/off; default on).
+    pub probes_enabled: Option<bool>,
+    /// Interval of the default health probe (env `AGENT_APP_PROBE_INTERVAL`; default `15s`).
+    pub probe_interval: Option<String>,
+    /// Timeout of every probe without its own (env `AGENT_APP_PROBE_TIMEOUT`; default `2s`).
+    pub probe_timeout: Option<String>,
+    /// Health path and fallbacks, comma-separated (env `AGENT_APP_HEALTH_PATHS`; default
+    /// `/api/health,/api/v1/health`).
+    pub health_paths: Option<String>,
+    /// Bearer token file for the default health probe (env `AGENT_APP_BEARER_TOKEN_FILE`).
+    pub bearer_token_file: Option<String>,
+    /// How far back checkpoint growth is judged (env `AGENT_CHECKPOINT_GROWTH_WINDOW`;
+    /// default `10m`).
+    pub growth_window: Option<String>,
+    /// `[[app.probes]]`: replaces the default health probe. See `config::probes`.
+    pub probes: Option<Vec<super::probes::RawProbe>>,
 }
 
 /// `[checks]`: thresholds and limits of the PostgreSQL checks.
@@ -221,25 +237,34 @@ impl RawConfig {
             &mut self.checks.expectations_file,
             s("AGENT_SCHEMA_EXPECTATIONS"),
         );
-        for (key, field) in [
-            ("AGENT_LABELS_TOP_N", &mut self.checks.labels_top_n),
-            ("AGENT_STATEMENTS_TOP_N", &mut self.checks.statements_top_n),
-            ("AGENT_MAX_CONNECTIONS", &mut self.checks.max_connections),
-        ] {
-            if let Some(v) = s(key) {
-                match v.trim().parse::<i64>() {
-                    Ok(n) => *field = Some(n),
-                    Err(_) => problems.push(Problem {
-                        key: key.into(),
-                        message: format!("'{}' is not a whole number", v.trim()),
-                    }),
-                }
+        set(&mut self.app.probe_interval, s("AGENT_APP_PROBE_INTERVAL"));
+        set(&mut self.app.probe_timeout, s("AGENT_APP_PROBE_TIMEOUT"));
+        set(&mut self.app.health_paths, s("AGENT_APP_HEALTH_PATHS"));
+        set(
+            &mut self.app.bearer_token_file,
+            s("AGENT_APP_BEARER_TOKEN_FILE"),
+        );
+        set(
+            &mut self.app.growth_window,
+            s("AGENT_CHECKPOINT_GROWTH_WINDOW"),
+        );
+        if let Some(v) = s("AGENT_APP_PROBES") {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "on" | "true" | "1" | "yes" => self.app.probes_enabled = Some(true),
+                "off" | "false" | "0" | "no" => self.app.probes_enabled = Some(false),
+                _ => problems.push(Problem {
+                    key: "AGENT_APP_PROBES".into(),
+                    message: format!("'{}' is not one of: on, off", v.trim()),
+                }),
             }
         }
         for (key, field) in [
             ("DATABASE_POOL_SIZE", &mut self.app.pool_size),
             ("DATABASE_MAX_OVERFLOW", &mut self.app.max_overflow),
             ("AGENT_APP_INSTANCES", &mut self.app.instances),
+            ("AGENT_LABELS_TOP_N", &mut self.checks.labels_top_n),
+            ("AGENT_STATEMENTS_TOP_N", &mut self.checks.statements_top_n),
+            ("AGENT_MAX_CONNECTIONS", &mut self.checks.max_connections),
             (
                 "AGENT_FINDING_PENDING_CYCLES",
                 &mut self.agent.finding_pending_cycles,

@@ -1,0 +1,762 @@
+//! App probe configuration: the raw `[[app.probes]]` entries (and the environment keys that shape
+//! the default health probe) validated into [`ProbeConfig`]s.
+//!
+//! Without `[[app.probes]]`, one probe named `health` checks `APP_BASE_URL` at `/api/health`
+//! with `/api/v1/health` as fallback, every 15 s (the app allows 60 health requests a minute per
+//! client IP), expecting `status == "healthy"` and every service `"connected"`.
+//!
+//! Probes that create data or cost money (`POST /api/v1/voice/process` calls Groq and
+//! ElevenLabs; `POST /api/session/start` creates a session) are refused unless the entry says
+//! `allow_side_effects = true`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Problem;
+
+/// At most this many probes: each is a check with its own label value.
+pub const MAX_PROBES: usize = 16;
+/// Default cap on a response body the agent reads.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// The app's health rate limit (slowapi, per client IP).
+pub const HEALTH_RATE_LIMIT_PER_MINUTE: u32 = 60;
+/// The app's default `RATE_LIMIT_PER_MINUTE` for voice.
+pub const VOICE_RATE_LIMIT_PER_MINUTE: u32 = 10;
+
+/// One `[[app.probes]]` entry as written.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbe {
+    /// Label value (`endpoint`): lowercase letters, digits, `_`; default from the path.
+    pub name: Option<String>,
+    /// Absolute URL; default `APP_BASE_URL` + `path`.
+    pub url: Option<String>,
+    /// Path under `APP_BASE_URL` (default `/api/health`).
+    pub path: Option<String>,
+    /// Paths tried, in order, when the previous one answers 404 or 405.
+    pub fallback_paths: Option<Vec<String>>,
+    /// HTTP method (default GET).
+    pub method: Option<String>,
+    /// Expected status code (default 200).
+    pub expect_status: Option<u16>,
+    /// Answers slower than this count as slow (default 100ms; 2s for voice paths).
+    pub latency_threshold: Option<String>,
+    /// Bound on one request (connect to last body byte).
+    pub timeout: Option<String>,
+    /// How often to probe.
+    pub interval: Option<String>,
+    /// The app's limit for this route; the interval may not exceed it (default 60, voice 10).
+    pub rate_limit_per_minute: Option<u32>,
+    /// JSON expectations on the body.
+    pub expect: Option<Vec<RawExpectation>>,
+    /// Extra request headers. Values are never printed or logged.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// File holding a bearer token, sent as `Authorization: Bearer ...`; read on every probe.
+    pub bearer_token_file: Option<String>,
+    /// Extra CA certificate (PEM) trusted for https, besides the system roots.
+    pub ca_file: Option<String>,
+    /// Request body (text).
+    pub body: Option<String>,
+    /// Request body read from a file (e.g. a prepared multipart voice sample).
+    pub body_file: Option<String>,
+    /// `Content-Type` of the body.
+    pub content_type: Option<String>,
+    /// Export the body's `services` map as `rose_app_service_up` (at most one probe).
+    pub report_services: Option<bool>,
+    /// Required for probes that create data or cost money (non-GET/HEAD methods, voice and
+    /// session paths).
+    pub allow_side_effects: Option<bool>,
+    /// Cap on the body read (default 64 KiB); a longer body fails the probe.
+    pub max_body_bytes: Option<u64>,
+}
+
+/// One JSON expectation: `field` (dotted path, e.g. `status` or `services.qdrant`) equals a
+/// value, or every entry of the map at `field` equals `all_equal`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExpectation {
+    pub field: String,
+    pub equals: Option<serde_json::Value>,
+    pub all_equal: Option<serde_json::Value>,
+}
+
+/// A validated JSON expectation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JsonExpectation {
+    /// The value at `field` equals `value`.
+    Equals {
+        field: String,
+        value: serde_json::Value,
+    },
+    /// `field` is a non-empty object and every entry equals `value`.
+    AllEqual {
+        field: String,
+        value: serde_json::Value,
+    },
+}
+
+impl JsonExpectation {
+    pub fn field(&self) -> &str {
+        match self {
+            JsonExpectation::Equals { field, .. } | JsonExpectation::AllEqual { field, .. } => {
+                field
+            }
+        }
+    }
+}
+
+/// A request header whose value is never shown.
+#[derive(Clone, PartialEq)]
+pub struct Header {
+    pub name: String,
+    pub value: String,
+}
+
+impl fmt::Debug for Header {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: <redacted>", self.name)
+    }
+}
+
+/// A validated probe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeConfig {
+    pub name: String,
+    /// Scheme, host and port (no path, no trailing slash, no credentials).
+    pub origin: String,
+    /// The path and its fallbacks, in order (each with its query, if any).
+    pub paths: Vec<String>,
+    pub method: String,
+    pub expect_status: u16,
+    pub latency_threshold: Duration,
+    pub timeout: Duration,
+    pub interval: Duration,
+    pub expect: Vec<JsonExpectation>,
+    pub headers: Vec<Header>,
+    pub bearer_token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub body: Option<Vec<u8>>,
+    pub content_type: Option<String>,
+    pub report_services: bool,
+    pub side_effects: bool,
+    pub max_body_bytes: usize,
+}
+
+impl ProbeConfig {
+    /// The URL of one of the paths.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.origin, path)
+    }
+}
+
+/// The default health probe's expectations: reported healthy, every service connected.
+pub fn health_expectations() -> Vec<JsonExpectation> {
+    vec![
+        JsonExpectation::Equals {
+            field: "status".into(),
+            value: "healthy".into(),
+        },
+        JsonExpectation::AllEqual {
+            field: "services".into(),
+            value: "connected".into(),
+        },
+    ]
+}
+
+/// Environment-level settings of the default probe (and defaults of every probe).
+pub struct ProbeDefaults<'a> {
+    pub enabled: bool,
+    pub base_url: &'a str,
+    pub interval: Option<&'a str>,
+    pub timeout: Option<&'a str>,
+    pub health_paths: Option<&'a str>,
+    pub bearer_token_file: Option<&'a str>,
+}
+
+fn is_side_effect_path(path: &str) -> bool {
+    let p = path.to_ascii_lowercase();
+    p.contains("/voice") || p.contains("/session")
+}
+
+fn is_voice_path(path: &str) -> bool {
+    path.to_ascii_lowercase().contains("/voice")
+}
+
+/// Splits an absolute http(s) URL into origin and path; rejects credentials in the URL.
+fn split_url(url: &str) -> Result<(String, String), String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .filter(|(s, _)| *s == "http" || *s == "https")
+        .ok_or_else(|| "must start with http:// or https://".to_owned())?;
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if authority.contains('@') {
+        return Err("must not carry credentials; use bearer_token_file or headers".into());
+    }
+    if authority.is_empty() {
+        return Err("has no host".into());
+    }
+    let path = if path.is_empty() || path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_owned()
+    };
+    Ok((format!("{scheme}://{authority}"), path))
+}
+
+fn default_name(path: &str) -> String {
+    let mut s: String = path
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    while s.contains("__") {
+        s = s.replace("__", "_");
+    }
+    let s = s.trim_matches('_');
+    if s.is_empty() {
+        "root".into()
+    } else {
+        s.chars().take(40).collect()
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 40
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Validates the probe list. Problems are pushed with their key; the returned list holds the
+/// probes that validated.
+pub fn validate(
+    raw: Option<&[RawProbe]>,
+    d: &ProbeDefaults<'_>,
+    problems: &mut Vec<Problem>,
+) -> Vec<ProbeConfig> {
+    let mut p = |key: String, message: String| problems.push(Problem { key, message });
+    let parse_dur = |v: Option<&str>| v.map(humantime::parse_duration);
+    let mut env_interval = Duration::from_secs(15);
+    match parse_dur(d.interval) {
+        None => {}
+        Some(Ok(x)) => env_interval = x,
+        Some(Err(e)) => p(
+            "AGENT_APP_PROBE_INTERVAL".into(),
+            format!("not a duration such as 15s ({e})"),
+        ),
+    }
+    let mut env_timeout = None;
+    match parse_dur(d.timeout) {
+        None => {}
+        Some(Ok(x)) => env_timeout = Some(x),
+        Some(Err(e)) => p(
+            "AGENT_APP_PROBE_TIMEOUT".into(),
+            format!("not a duration such as 2s ({e})"),
+        ),
+    }
+
+    let entries: Vec<RawProbe> = match raw {
+        Some(list) => list.to_vec(),
+        None if !d.enabled => Vec::new(),
+        None => {
+            let paths: Vec<String> = d
+                .health_paths
+                .unwrap_or("/api/health,/api/v1/health")
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+            let (first, rest) = paths
+                .split_first()
+                .map(|(f, r)| (f.clone(), r.to_vec()))
+                .unwrap_or_else(|| ("/api/health".into(), vec![]));
+            vec![RawProbe {
+                name: Some("health".into()),
+                path: Some(first),
+                fallback_paths: Some(rest),
+                bearer_token_file: d.bearer_token_file.map(str::to_owned),
+                report_services: Some(true),
+                ..RawProbe::default()
+            }]
+        }
+    };
+    if entries.len() > MAX_PROBES {
+        p(
+            "app.probes".into(),
+            format!("{} probes configured; at most {MAX_PROBES}", entries.len()),
+        );
+    }
+
+    let mut out: Vec<ProbeConfig> = Vec::new();
+    for (i, r) in entries.iter().enumerate().take(MAX_PROBES) {
+        let key = |field: &str| format!("app.probes[{i}].{field}");
+        let mut ok = true;
+        let none = || (String::new(), String::new(), String::new());
+        let (origin, prefix, first_path) = match (&r.url, &r.path) {
+            (Some(_), Some(_)) => {
+                p(key("url"), "set url or path, not both".into());
+                ok = false;
+                none()
+            }
+            (Some(u), None) => match split_url(u) {
+                Ok((origin, path)) => (origin, String::new(), path),
+                Err(e) => {
+                    p(key("url"), e);
+                    ok = false;
+                    none()
+                }
+            },
+            (None, path) => match split_url(d.base_url) {
+                Ok((origin, base_path)) => {
+                    let prefix = base_path.trim_end_matches('/').to_owned();
+                    let path = path.as_deref().unwrap_or("/api/health");
+                    if !path.starts_with('/') {
+                        p(key("path"), "must start with /".into());
+                        ok = false;
+                    }
+                    let first = format!("{prefix}{path}");
+                    (origin, prefix, first)
+                }
+                Err(e) => {
+                    // A missing scheme is reported by the caller; anything else here.
+                    if d.base_url.starts_with("http://") || d.base_url.starts_with("https://") {
+                        p("APP_BASE_URL".into(), e);
+                    }
+                    ok = false;
+                    none()
+                }
+            },
+        };
+        let mut paths = vec![first_path];
+        for f in r.fallback_paths.iter().flatten() {
+            if f.starts_with('/') {
+                paths.push(format!("{prefix}{f}"));
+            } else {
+                p(key("fallback_paths"), format!("'{f}' must start with /"));
+                ok = false;
+            }
+        }
+        let name = match &r.name {
+            Some(n) if valid_name(n) => n.clone(),
+            Some(n) => {
+                p(
+                    key("name"),
+                    format!("'{n}' must be 1 to 40 of a-z, 0-9, _ (it is a label value)"),
+                );
+                ok = false;
+                String::new()
+            }
+            None => default_name(&paths[0]),
+        };
+        if out.iter().any(|o| o.name == name) {
+            p(key("name"), format!("'{name}' is used by another probe"));
+            ok = false;
+        }
+        let method = r.method.as_deref().unwrap_or("GET").to_ascii_uppercase();
+        if !matches!(
+            method.as_str(),
+            "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS"
+        ) {
+            p(key("method"), format!("'{method}' is not an HTTP method"));
+            ok = false;
+        }
+        let side_effects = !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS")
+            || paths.iter().any(|x| is_side_effect_path(x));
+        if side_effects && r.allow_side_effects != Some(true) {
+            p(
+                key("allow_side_effects"),
+                format!(
+                    "{method} {} can create data or cost money (voice calls paid Groq and ElevenLabs APIs; session/start creates sessions): set allow_side_effects = true to probe it anyway",
+                    paths[0]
+                ),
+            );
+            ok = false;
+        }
+        let voice = paths.iter().any(|x| is_voice_path(x));
+        let mut dur = |field: &str, v: Option<&str>, default: Duration| match v
+            .map(humantime::parse_duration)
+        {
+            None => default,
+            Some(Ok(x)) => x,
+            Some(Err(e)) => {
+                p(key(field), format!("not a duration ({e})"));
+                ok = false;
+                default
+            }
+        };
+        let latency_threshold = dur(
+            "latency_threshold",
+            r.latency_threshold.as_deref(),
+            if voice {
+                Duration::from_secs(2)
+            } else {
+                Duration::from_millis(100)
+            },
+        );
+        let interval = dur(
+            "interval",
+            r.interval.as_deref(),
+            if side_effects {
+                Duration::from_secs(300)
+            } else {
+                env_interval
+            },
+        );
+        let timeout = dur(
+            "timeout",
+            r.timeout.as_deref(),
+            env_timeout.unwrap_or(if voice {
+                Duration::from_secs(10)
+            } else {
+                Duration::from_secs(2)
+            }),
+        );
+        let rate = r.rate_limit_per_minute.unwrap_or(if voice {
+            VOICE_RATE_LIMIT_PER_MINUTE
+        } else {
+            HEALTH_RATE_LIMIT_PER_MINUTE
+        });
+        if rate == 0 {
+            p(key("rate_limit_per_minute"), "must be at least 1".into());
+            ok = false;
+        } else {
+            let min = Duration::from_secs(60) / rate;
+            if interval < min {
+                p(
+                    key("interval"),
+                    format!(
+                        "{} is faster than the app's limit of {rate} requests a minute allows (at least {}); raise the interval or set rate_limit_per_minute",
+                        humantime::format_duration(interval),
+                        humantime::format_duration(min)
+                    ),
+                );
+                ok = false;
+            }
+        }
+        if timeout.is_zero() {
+            p(
+                key("timeout"),
+                "must be greater than zero: every wait is bounded".into(),
+            );
+            ok = false;
+        }
+        if timeout * paths.len() as u32 >= interval {
+            p(
+                key("timeout"),
+                format!(
+                    "{} (x{} paths) does not fit in the interval {}",
+                    humantime::format_duration(timeout),
+                    paths.len(),
+                    humantime::format_duration(interval)
+                ),
+            );
+            ok = false;
+        }
+        let mut expect = Vec::new();
+        match &r.expect {
+            Some(list) => {
+                for (j, e) in list.iter().enumerate() {
+                    let field = e.field.trim().to_owned();
+                    if field.is_empty() {
+                        p(
+                            key(&format!("expect[{j}].field")),
+                            "must not be empty".into(),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                    match (&e.equals, &e.all_equal) {
+                        (Some(v), None) => expect.push(JsonExpectation::Equals {
+                            field,
+                            value: v.clone(),
+                        }),
+                        (None, Some(v)) => expect.push(JsonExpectation::AllEqual {
+                            field,
+                            value: v.clone(),
+                        }),
+                        _ => {
+                            p(
+                                key(&format!("expect[{j}]")),
+                                "set exactly one of equals, all_equal".into(),
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+            }
+            None if !side_effects && method == "GET" && paths[0].contains("health") => {
+                expect = health_expectations()
+            }
+            None => {}
+        }
+        let expect_status = r.expect_status.unwrap_or(200);
+        if !(100..=599).contains(&expect_status) {
+            p(
+                key("expect_status"),
+                "must be an HTTP status (100-599)".into(),
+            );
+            ok = false;
+        }
+        let mut headers = Vec::new();
+        for (n, v) in r.headers.iter().flatten() {
+            let valid_name =
+                !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            if !valid_name || v.bytes().any(|b| b == b'\r' || b == b'\n') {
+                p(
+                    key("headers"),
+                    format!("header '{n}' has an invalid name or value"),
+                );
+                ok = false;
+            } else {
+                headers.push(Header {
+                    name: n.clone(),
+                    value: v.clone(),
+                });
+            }
+        }
+        let bearer_token_file = r.bearer_token_file.as_ref().map(PathBuf::from);
+        if let Some(f) = &bearer_token_file
+            && let Err(e) = std::fs::metadata(f)
+        {
+            p(
+                key("bearer_token_file"),
+                format!("cannot read {}: {e}", f.display()),
+            );
+            ok = false;
+        }
+        let ca_file = r.ca_file.as_ref().map(PathBuf::from);
+        if let Some(f) = &ca_file
+            && let Err(e) = std::fs::read(f)
+        {
+            p(key("ca_file"), format!("cannot read {}: {e}", f.display()));
+            ok = false;
+        }
+        let body = match (&r.body, &r.body_file) {
+            (Some(_), Some(_)) => {
+                p(key("body"), "set body or body_file, not both".into());
+                ok = false;
+                None
+            }
+            (Some(b), None) => Some(b.clone().into_bytes()),
+            (None, Some(f)) => match std::fs::read(f) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    p(key("body_file"), format!("cannot read {f}: {e}"));
+                    ok = false;
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        let max_body_bytes = match r.max_body_bytes {
+            None => DEFAULT_MAX_BODY_BYTES,
+            Some(n) if (1..=16 * 1024 * 1024).contains(&n) => n as usize,
+            Some(_) => {
+                p(key("max_body_bytes"), "must be 1 to 16777216".into());
+                ok = false;
+                DEFAULT_MAX_BODY_BYTES
+            }
+        };
+        if ok {
+            out.push(ProbeConfig {
+                name,
+                origin,
+                paths,
+                method,
+                expect_status,
+                latency_threshold,
+                timeout,
+                interval,
+                expect,
+                headers,
+                bearer_token_file,
+                ca_file,
+                body,
+                content_type: r.content_type.clone(),
+                report_services: r.report_services.unwrap_or(false),
+                side_effects,
+                max_body_bytes,
+            });
+        }
+    }
+    if out.iter().filter(|o| o.report_services).count() > 1 {
+        p(
+            "app.probes".into(),
+            "report_services may be set on one probe only (rose_app_service_up has no endpoint label)"
+                .into(),
+        );
+    }
+    out
+}
+
+/// The validated probes in the file's shape, header values redacted (for `--print-config`).
+pub fn to_raw(probes: &[ProbeConfig]) -> Vec<RawProbe> {
+    let h = |d: Duration| Some(humantime::format_duration(d).to_string());
+    probes
+        .iter()
+        .map(|c| RawProbe {
+            name: Some(c.name.clone()),
+            url: Some(c.url(&c.paths[0])),
+            path: None,
+            fallback_paths: Some(c.paths[1..].to_vec()),
+            method: Some(c.method.clone()),
+            expect_status: Some(c.expect_status),
+            latency_threshold: h(c.latency_threshold),
+            timeout: h(c.timeout),
+            interval: h(c.interval),
+            rate_limit_per_minute: None,
+            expect: Some(
+                c.expect
+                    .iter()
+                    .map(|e| match e {
+                        JsonExpectation::Equals { field, value } => RawExpectation {
+                            field: field.clone(),
+                            equals: Some(value.clone()),
+                            all_equal: None,
+                        },
+                        JsonExpectation::AllEqual { field, value } => RawExpectation {
+                            field: field.clone(),
+                            equals: None,
+                            all_equal: Some(value.clone()),
+                        },
+                    })
+                    .collect(),
+            ),
+            headers: (!c.headers.is_empty()).then(|| {
+                c.headers
+                    .iter()
+                    .map(|h| (h.name.clone(), "<redacted>".to_owned()))
+                    .collect()
+            }),
+            bearer_token_file: c
+                .bearer_token_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            ca_file: c.ca_file.as_ref().map(|p| p.display().to_string()),
+            body: c.body.as_ref().map(|b| format!("<{} bytes>", b.len())),
+            body_file: None,
+            content_type: c.content_type.clone(),
+            report_services: Some(c.report_services),
+            allow_side_effects: c.side_effects.then_some(true),
+            max_body_bytes: Some(c.max_body_bytes as u64),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults(base: &str) -> ProbeDefaults<'_> {
+        ProbeDefaults {
+            enabled: true,
+            base_url: base,
+            interval: None,
+            timeout: None,
+            health_paths: None,
+            bearer_token_file: None,
+        }
+    }
+
+    #[test]
+    fn default_probe_is_health_with_fallback() {
+        let mut problems = vec![];
+        let v = validate(None, &defaults("http://127.0.0.1:8080"), &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(v.len(), 1);
+        let h = &v[0];
+        assert_eq!(h.name, "health");
+        assert_eq!(h.paths, vec!["/api/health", "/api/v1/health"]);
+        assert_eq!(h.url(&h.paths[0]), "http://127.0.0.1:8080/api/health");
+        assert_eq!(h.latency_threshold, Duration::from_millis(100));
+        assert_eq!(h.interval, Duration::from_secs(15));
+        assert_eq!(h.expect, health_expectations());
+        assert!(h.report_services && !h.side_effects);
+    }
+
+    #[test]
+    fn voice_probe_needs_opt_in_and_gets_voice_defaults() {
+        let raw = vec![RawProbe {
+            path: Some("/api/v1/voice/process".into()),
+            method: Some("post".into()),
+            ..Default::default()
+        }];
+        let mut problems = vec![];
+        let v = validate(Some(&raw), &defaults("http://h:8080"), &mut problems);
+        assert!(v.is_empty());
+        assert!(
+            problems[0].message.contains("allow_side_effects"),
+            "{problems:?}"
+        );
+
+        let raw = vec![RawProbe {
+            allow_side_effects: Some(true),
+            ..raw[0].clone()
+        }];
+        let mut problems = vec![];
+        let v = validate(Some(&raw), &defaults("http://h:8080"), &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(v[0].name, "api_v1_voice_process");
+        assert_eq!(v[0].latency_threshold, Duration::from_secs(2));
+        assert_eq!(v[0].interval, Duration::from_secs(300));
+        assert!(v[0].expect.is_empty());
+    }
+
+    #[test]
+    fn interval_faster_than_the_rate_limit_is_refused() {
+        let raw = vec![RawProbe {
+            interval: Some("500ms".into()),
+            timeout: Some("100ms".into()),
+            ..Default::default()
+        }];
+        let mut problems = vec![];
+        validate(Some(&raw), &defaults("http://h"), &mut problems);
+        assert!(
+            problems[0].message.contains("60 requests a minute"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn credentials_in_urls_are_refused_and_headers_redacted() {
+        let raw = vec![RawProbe {
+            url: Some("http://u:Secret1@h/api/health".into()),
+            ..Default::default()
+        }];
+        let mut problems = vec![];
+        validate(Some(&raw), &defaults("http://h"), &mut problems);
+        assert!(!format!("{problems:?}").contains("Secret1"));
+        assert_eq!(problems.len(), 1);
+
+        let raw = vec![RawProbe {
+            headers: Some([("X-Key".to_owned(), "Secret2".to_owned())].into()),
+            ..Default::default()
+        }];
+        let v = validate(Some(&raw), &defaults("http://h"), &mut vec![]);
+        assert!(!format!("{v:?}").contains("Secret2"));
+        assert!(!toml::to_string(&to_raw(&v)[0]).unwrap().contains("Secret2"));
+    }
+
+    #[test]
+    fn base_url_path_prefix_is_kept() {
+        let v = validate(None, &defaults("https://h.example/rose/"), &mut vec![]);
+        assert_eq!(v[0].origin, "https://h.example");
+        assert_eq!(v[0].paths, vec!["/rose/api/health", "/rose/api/v1/health"]);
+    }
+}
