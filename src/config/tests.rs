@@ -117,6 +117,21 @@ fn timeouts_must_fit_in_the_interval() {
 }
 
 #[test]
+fn soak_intervals_below_one_second_are_accepted_with_longer_timeouts() {
+    let c = load(
+        &[
+            ("DATABASE_URL", "postgresql://h/db"),
+            ("AGENT_INTERVAL", "10ms"),
+            ("AGENT_CONNECT_TIMEOUT", "1s"),
+            ("AGENT_STATEMENT_TIMEOUT", "1s"),
+        ],
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.agent.interval, Duration::from_millis(10));
+}
+
+#[test]
 fn effective_config_redacts_and_round_trips() {
     let c = load(&[("DATABASE_URL", "postgresql://rose:Sekr1t@h/db")], None).unwrap();
     let t = c.effective_toml();

@@ -183,9 +183,12 @@ impl PgTarget {
             Err(e) => {
                 slot.failures = slot.failures.saturating_add(1);
                 let wait = backoff(slot.failures, self.limits.max_backoff);
-                slot.retry_at = Some(Instant::now() + wait);
+                // Counted from the start of the attempt, not its end: an attempt that took the
+                // whole connect timeout must not push the next one past the next tick, or
+                // recovery would take two intervals instead of one.
+                slot.retry_at = Some(started + wait);
                 slot.last_error = Some(e.clone());
-                tracing::warn!(target_db = %self.target, kind = %e.kind, error = %e.message, retry_ms = wait.as_millis() as u64, "Connection to PostgreSQL failed.");
+                tracing::warn!(target_db = %self.target, kind = %e.kind, error = %e.message, retry_ms = (started + wait).saturating_duration_since(Instant::now()).as_millis() as u64, "Connection to PostgreSQL failed.");
                 Err(e)
             }
         }

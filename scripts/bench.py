@@ -1,0 +1,509 @@
+#!/usr/bin/env python3
+"""Measuring half of scripts/bench (run that, not this): given a running cluster, the agent and
+the peer exporter, runs three scenarios (baseline, 2,000 extra tables, pgbench load) and prints a
+markdown report. Standard library only. Every load is bounded in count and time; pgbench and wrk
+run in their own process groups and are killed in `finally` blocks.
+"""
+
+import argparse
+import http.client
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+CLK = os.sysconf("SC_CLK_TCK")
+PROM_SCRAPE_EVERY = 15.0  # the SQL-per-minute window scrapes both targets like Prometheus would
+
+
+def log(*a):
+    print("bench:", *a, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- /proc
+
+
+def stat_fields(pid):
+    """Fields of /proc/PID/stat after the command name, or None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return None
+    return s[s.rindex(")") + 2 :].split()
+
+
+def proc_cpu(pid):
+    """utime + stime of a process (all its threads), seconds."""
+    f = stat_fields(pid)
+    if f is None:
+        return 0.0
+    return (int(f[11]) + int(f[12])) / CLK
+
+
+def cluster_cpu(postmaster):
+    """CPU of the whole cluster: the postmaster (with its reaped children: exited backends) plus
+    every live child process (backends, checkpointer, walwriter, ...)."""
+    f = stat_fields(postmaster)
+    total = 0.0
+    if f is not None:
+        total += sum(int(x) for x in f[11:15]) / CLK
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        c = stat_fields(d)
+        if c is not None and int(c[1]) == postmaster:
+            total += (int(c[11]) + int(c[12])) / CLK
+    return total
+
+
+def mem_kb(pid, key):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+class Pg:
+    def __init__(self, a):
+        self.bin, self.host, self.port, self.db = a.pg_bin, a.pg_host, a.pg_port, a.db
+        with open(os.path.join(a.pg_data, "postmaster.pid")) as f:
+            self.postmaster = int(f.readline())
+
+    def psql(self, sql, db=None, timeout=600):
+        out = subprocess.run(
+            [f"{self.bin}/psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres",
+             "-h", self.host, "-p", str(self.port), "-d", db or self.db],
+            input=sql, capture_output=True, text=True, timeout=timeout, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"psql failed: {out.stderr.strip()}\n{sql[:200]}")
+        return out.stdout.strip()
+
+    def reset_statements(self):
+        self.psql("SELECT pg_stat_statements_reset()")
+
+    def calls(self, roles):
+        """pg_stat_statements calls by role name (userid)."""
+        names = ",".join(f"'{r}'" for r in roles)
+        rows = self.psql(
+            "SELECT r.rolname, coalesce(sum(s.calls), 0) FROM pg_roles r LEFT JOIN pg_stat_statements s "
+            f"ON s.userid = r.oid WHERE r.rolname IN ({names}) GROUP BY 1")
+        got = {r: 0 for r in roles}
+        for line in rows.splitlines():
+            name, n = line.split("|")
+            got[name] = int(n)
+        return got
+
+    def backends(self, roles):
+        names = ",".join(f"'{r}'" for r in roles)
+        rows = self.psql(
+            f"SELECT usename, count(*) FROM pg_stat_activity WHERE usename IN ({names}) GROUP BY 1")
+        got = {r: 0 for r in roles}
+        for line in rows.splitlines():
+            name, n = line.split("|")
+            got[name] = int(n)
+        return got
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+class Target:
+    def __init__(self, name, spec):
+        pid, port, role = spec.split(":")
+        self.name, self.pid, self.port, self.role = name, int(pid), int(port), role
+
+    def get(self, conn=None):
+        c = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{self.name}: HTTP {r.status}")
+        if conn is None:
+            c.close()
+        return body
+
+
+def wait_serving(t, limit=60):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            t.get()
+            return
+        except (OSError, RuntimeError, http.client.HTTPException):
+            time.sleep(0.2)
+    raise RuntimeError(f"{t.name} did not serve /metrics on 127.0.0.1:{t.port}")
+
+
+def series_sum(body, name):
+    total = 0.0
+    for line in body.decode().splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def sequential(t, n):
+    """n keep-alive scrapes one after another; returns sorted latencies in ms."""
+    lat = []
+    conn = http.client.HTTPConnection("127.0.0.1", t.port, timeout=30)
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter_ns()
+            try:
+                t.get(conn)
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", t.port, timeout=30)
+                t.get(conn)
+            lat.append((time.perf_counter_ns() - t0) / 1e6)
+    finally:
+        conn.close()
+    lat.sort()
+    return lat
+
+
+def pct(sorted_ms, p):
+    return sorted_ms[max(0, math.ceil(p / 100 * len(sorted_ms)) - 1)]
+
+
+UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def wrk(t, conns, seconds):
+    cmd = ["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "--latency", "--timeout", "10s",
+           f"http://127.0.0.1:{t.port}/metrics"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
+    try:
+        out, _ = p.communicate(timeout=seconds + 30)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    res = {"p50": None, "p99": None, "rps": 0.0, "requests": 0, "errors": 0, "raw": out}
+    for line in out.splitlines():
+        m = re.match(r"\s*(50|99)%\s+([\d.]+)(us|ms|s|m)\b", line)
+        if m:
+            res["p" + m.group(1)] = float(m.group(2)) * UNIT[m.group(3)]
+        m = re.match(r"\s*(\d+) requests in", line)
+        if m:
+            res["requests"] = int(m.group(1))
+        m = re.match(r"Requests/sec:\s+([\d.]+)", line)
+        if m:
+            res["rps"] = float(m.group(1))
+        m = re.match(r"\s*Non-2xx or 3xx responses: (\d+)", line)
+        if m:
+            res["errors"] += int(m.group(1))
+        m = re.match(r"\s*Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", line)
+        if m:
+            res["errors"] += sum(int(x) for x in m.groups())
+    if res["p99"] is None:
+        raise RuntimeError(f"cannot parse wrk output:\n{out}")
+    return res
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+def measure_sequential(pg, t, others, n):
+    """Sequential scrapes with CPU and SQL counted over exactly that window. For the agent, a
+    window in which a scheduled check cycle ran is retried (up to 3 times) so that the SQL
+    counted is the scrapes' own."""
+    roles = [t.role] + [o.role for o in others]
+    for attempt in range(3):
+        runs0 = series_sum(t.get(), "rose_agent_check_runs_total")
+        pg.reset_statements()
+        c0 = (proc_cpu(t.pid), cluster_cpu(pg.postmaster))
+        t0 = time.monotonic()
+        lat = sequential(t, n)
+        wall = time.monotonic() - t0
+        c1 = (proc_cpu(t.pid), cluster_cpu(pg.postmaster))
+        calls = pg.calls(roles)
+        runs1 = series_sum(t.get(), "rose_agent_check_runs_total")
+        if runs0 == runs1:
+            break
+        log(f"{t.name}: a scheduled cycle ran during the window; again ({attempt + 1}/3)")
+    return {
+        "lat": lat, "wall": wall, "cycle_in_window": runs0 != runs1,
+        "cpu_proc_per_1k": (c1[0] - c0[0]) * 1000 / n,
+        "cpu_pg_per_1k": (c1[1] - c0[1]) * 1000 / n,
+        "sql": calls[t.role], "sql_per_scrape": calls[t.role] / n,
+    }
+
+
+def settle(pg, roles, limit=90):
+    """Waits until no role issues statements for a second: after wrk, the peer keeps running the
+    queries of scrapes whose clients already hung up, and they must not count against the next
+    measurement."""
+    deadline = time.monotonic() + limit
+    prev = None
+    while time.monotonic() < deadline:
+        c = pg.calls(roles)
+        if c == prev:
+            return
+        prev = c
+        time.sleep(1)
+    log("warning: statements still running after", limit, "s")
+
+
+def sql_window(pg, targets, seconds):
+    """Statements per minute of each role over a fixed window, both targets scraped every 15 s."""
+    pg.reset_statements()
+    start = time.monotonic()
+    k = 0
+    while True:
+        due = start + k * PROM_SCRAPE_EVERY
+        if due >= start + seconds:
+            break
+        time.sleep(max(0.0, due - time.monotonic()))
+        for t in targets:
+            t.get()
+        k += 1
+    time.sleep(max(0.0, start + seconds - time.monotonic()))
+    calls = pg.calls([t.role for t in targets])
+    return {t.name: calls[t.role] * 60.0 / seconds for t in targets}, k
+
+
+def scenario(pg, targets, a):
+    res = {t.name: {} for t in targets}
+    roles = [t.role for t in targets]
+    peak = {t.name: 0 for t in targets}
+
+    def sample_backends():
+        b = pg.backends(roles)
+        for t in targets:
+            peak[t.name] = max(peak[t.name], b[t.role])
+
+    for t in targets:
+        others = [o for o in targets if o is not t]
+        settle(pg, roles)
+        log(f"  {t.name}: {a.scrapes} sequential scrapes")
+        res[t.name]["seq"] = measure_sequential(pg, t, others, a.scrapes)
+        sample_backends()
+        for c in (4, 32):
+            settle(pg, roles)
+            log(f"  {t.name}: wrk -c {c} for {a.wrk_seconds} s")
+            timer = threading.Timer(a.wrk_seconds / 2, sample_backends)
+            timer.start()
+            cpu0 = proc_cpu(t.pid)
+            try:
+                w = wrk(t, c, a.wrk_seconds)
+            finally:
+                timer.cancel()
+                timer.join()
+            w["cpu_per_1k"] = (proc_cpu(t.pid) - cpu0) * 1000 / max(w["requests"], 1)
+            res[t.name][f"wrk{c}"] = w
+    settle(pg, roles)
+    for t in targets:
+        res[t.name]["rss_kb"] = mem_kb(t.pid, "VmRSS")
+        res[t.name]["hwm_kb"] = mem_kb(t.pid, "VmHWM")
+    log(f"  SQL per minute: {a.window} s window, both scraped every {PROM_SCRAPE_EVERY:.0f} s")
+    per_min, scrapes = sql_window(pg, targets, a.window)
+    sample_backends()
+    for t in targets:
+        res[t.name]["sql_per_min"] = per_min[t.name]
+        res[t.name]["backends"] = peak[t.name]
+    body = targets[0].get().decode()
+    res["agent"]["cycle_ms"] = {
+        m.group(1): float(m.group(2)) * 1e3
+        for m in re.finditer(r'rose_agent_check_duration_seconds\{check="(pg_\w+)"\} (\S+)', body)}
+    res["window_scrapes"] = scrapes
+    return res
+
+
+def make_tables(pg, n):
+    log(f"creating {n} extra tables")
+    stmts = ["CREATE SCHEMA bench_extra;"] + [
+        f"CREATE TABLE bench_extra.t{i} (id int PRIMARY KEY, v text);" for i in range(n)]
+    pg.psql("\n".join(stmts) + "\nANALYZE;")
+
+
+def drop_tables(pg):
+    log("dropping the extra tables")
+    pg.psql("DROP SCHEMA bench_extra CASCADE")
+
+
+# ---------------------------------------------------------------- report
+
+
+def f_ms(v):
+    return "n/a" if v is None else (f"{v:.3f}" if v < 1 else f"{v:.1f}" if v < 100 else f"{v:.0f}")
+
+
+def ratio_lower(agent, peer):
+    if agent is None or peer is None:
+        return "n/a"
+    if agent <= 0:
+        return "0 vs >0" if peer > 0 else "both 0"
+    return f"{peer / agent:.0f}x lower" if peer / agent >= 10 else f"{peer / agent:.1f}x lower"
+
+
+def ratio_higher(agent, peer):
+    if not peer:
+        return "n/a"
+    r = agent / peer
+    return f"{r:.0f}x higher" if r >= 10 else f"{r:.1f}x higher"
+
+
+def scenario_table(name, r):
+    A, P = r["agent"], r["peer"]
+    rows = [
+        ("scrape p50, sequential keep-alive (ms)", pct(A["seq"]["lat"], 50), pct(P["seq"]["lat"], 50), "lo", f_ms),
+        ("scrape p99, sequential keep-alive (ms)", pct(A["seq"]["lat"], 99), pct(P["seq"]["lat"], 99), "lo", f_ms),
+        ("scrape p50, wrk -c 4 (ms)", A["wrk4"]["p50"], P["wrk4"]["p50"], "lo", f_ms),
+        ("scrape p99, wrk -c 4 (ms)", A["wrk4"]["p99"], P["wrk4"]["p99"], "lo", f_ms),
+        ("throughput, wrk -c 4 (req/s)", A["wrk4"]["rps"], P["wrk4"]["rps"], "hi", lambda v: f"{v:,.0f}"),
+        ("scrape p50, wrk -c 32 (ms)", A["wrk32"]["p50"], P["wrk32"]["p50"], "lo", f_ms),
+        ("scrape p99, wrk -c 32 (ms)", A["wrk32"]["p99"], P["wrk32"]["p99"], "lo", f_ms),
+        ("throughput, wrk -c 32 (req/s)", A["wrk32"]["rps"], P["wrk32"]["rps"], "hi", lambda v: f"{v:,.0f}"),
+        ("CPU s per 1,000 scrapes, the process (sequential)", A["seq"]["cpu_proc_per_1k"], P["seq"]["cpu_proc_per_1k"], "lo", lambda v: f"{v:.3f}"),
+        ("CPU s per 1,000 scrapes, the process (wrk -c 4)", A["wrk4"]["cpu_per_1k"], P["wrk4"]["cpu_per_1k"], "lo", lambda v: f"{v:.3f}"),
+        ("CPU s per 1,000 scrapes, PostgreSQL (all cluster processes, sequential)", A["seq"]["cpu_pg_per_1k"], P["seq"]["cpu_pg_per_1k"], "lo", lambda v: f"{v:.3f}"),
+        ("RSS, VmRSS at the end (MB)", A["rss_kb"] / 1024, P["rss_kb"] / 1024, "lo", lambda v: f"{v:.1f}"),
+        ("RSS, peak VmHWM (MB)", A["hwm_kb"] / 1024, P["hwm_kb"] / 1024, "lo", lambda v: f"{v:.1f}"),
+        ("SQL statements per scrape", A["seq"]["sql_per_scrape"], P["seq"]["sql_per_scrape"], "lo", lambda v: f"{v:.2f}" if v else "0"),
+        ("SQL statements per minute (scraped every 15 s)", A["sql_per_min"], P["sql_per_min"], "lo", lambda v: f"{v:.0f}"),
+        ("backends held (max sampled)", A["backends"], P["backends"], "lo", lambda v: f"{v}"),
+    ]
+    out = [f"### {name}", "", "| measure | agent | peer | agent vs peer |", "|---|---:|---:|---|"]
+    for label, av, pv, way, fmt in rows:
+        ratio = ratio_lower(av, pv) if way == "lo" else ratio_higher(av, pv)
+        out.append(f"| {label} | {fmt(av)} | {fmt(pv)} | {ratio} |")
+    errs = A["wrk4"]["errors"] + A["wrk32"]["errors"], P["wrk4"]["errors"] + P["wrk32"]["errors"]
+    cyc = ", ".join(f"{k} {v:.1f} ms" for k, v in sorted(A["cycle_ms"].items()))
+    out += ["", f"wrk errors (non-2xx, socket): agent {errs[0]}, peer {errs[1]}. "
+            f"Agent check durations (last run): {cyc}."]
+    if "pgbench" in name:
+        out.append("PostgreSQL CPU in this scenario includes pgbench's own load during the window.")
+    return out + [""]
+    return out
+
+
+def goals(results):
+    order = list(results)
+    checks = []
+    p99_ratios, tput_ratios = [], []
+    for s in order:
+        A, P = results[s]["agent"], results[s]["peer"]
+        p99_ratios.append((pct(P["seq"]["lat"], 99) / pct(A["seq"]["lat"], 99), f"{s} sequential"))
+        for c in (4, 32):
+            p99_ratios.append((P[f"wrk{c}"]["p99"] / A[f"wrk{c}"]["p99"], f"{s} wrk -c {c}"))
+            tput_ratios.append((A[f"wrk{c}"]["rps"] / max(P[f"wrk{c}"]["rps"], 1e-9), f"{s} wrk -c {c}"))
+    worst = min(p99_ratios)
+    checks.append(("scrape p99 at least 15x lower than the peer", worst[0] >= 15,
+                   f"worst {worst[0]:.1f}x ({worst[1]})"))
+    worst = min(tput_ratios)
+    checks.append(("at least 50x the peer's throughput", worst[0] >= 50,
+                   f"worst {worst[0]:.1f}x ({worst[1]})"))
+    rss = max(results[s]["agent"]["hwm_kb"] for s in order) / 1024
+    checks.append(("RSS at most 10 MB", rss <= 10, f"peak VmHWM {rss:.1f} MB"))
+    sql = [results[s]["agent"]["seq"]["sql"] for s in order]
+    checks.append(("zero SQL per scrape", all(x == 0 for x in sql),
+                   f"statements during the sequential windows: {sql}"))
+    be = max(results[s]["agent"]["backends"] for s in order)
+    checks.append(("one backend", be <= 1, f"max sampled {be}"))
+    if "baseline" in results and "2,000 extra tables" in results:
+        b, t = results["baseline"]["agent"], results["2,000 extra tables"]["agent"]
+        p50b, p50t = pct(b["seq"]["lat"], 50), pct(t["seq"]["lat"], 50)
+        cpub, cput = b["wrk4"]["cpu_per_1k"], t["wrk4"]["cpu_per_1k"]
+        flat = ((p50t <= 1.5 * p50b or p50t - p50b < 0.05)
+                and (cput <= 1.5 * cpub or cput - cpub < 0.005)
+                and t["sql_per_min"] <= b["sql_per_min"] * 1.25 + 2
+                and t["seq"]["sql"] == 0)
+        pb, pt = results["baseline"]["peer"], results["2,000 extra tables"]["peer"]
+        checks.append(("cost flat with table count", flat,
+                       f"agent: scrape p50 {p50b:.3f} -> {p50t:.3f} ms, CPU/1k scrapes (wrk -c 4) {cpub:.3f} -> {cput:.3f} s, "
+                       f"SQL/min {b['sql_per_min']:.0f} -> {t['sql_per_min']:.0f}; peer: scrape p50 "
+                       f"{pct(pb['seq']['lat'], 50):.1f} -> {pct(pt['seq']['lat'], 50):.1f} ms, PostgreSQL CPU/1k scrapes "
+                       f"{pb['seq']['cpu_pg_per_1k']:.2f} -> {pt['seq']['cpu_pg_per_1k']:.2f} s"))
+    out = ["### Goals", "", "| goal | | evidence |", "|---|---|---|"]
+    out += [f"| {g} | {'met' if ok else '**not met**'} | {ev} |" for g, ok, ev in checks]
+    return out + [""]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    for k in ("--pg-bin", "--pg-host", "--pg-data", "--db", "--agent", "--peer", "--out"):
+        ap.add_argument(k, default="")
+    ap.add_argument("--pg-port", type=int, required=True)
+    ap.add_argument("--scrapes", type=int, default=2000)
+    ap.add_argument("--wrk-seconds", type=int, default=10)
+    ap.add_argument("--window", type=int, default=60)
+    a = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    pg = Pg(a)
+    agent, peer = Target("agent", a.agent), Target("peer", a.peer)
+    targets = [agent, peer]
+    for t in targets:
+        wait_serving(t)
+    # The agent's first round of checks, so its connection is open before measuring.
+    deadline = time.monotonic() + 30
+    while series_sum(agent.get(), "rose_agent_ready") != 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for t in targets:  # warm-up: the peer opens its connection on its first scrape
+        sequential(t, 20)
+
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    results = {}
+    log("scenario: baseline")
+    results["baseline"] = scenario(pg, targets, a)
+    make_tables(pg, 2000)
+    log("scenario: 2,000 extra tables")
+    results["2,000 extra tables"] = scenario(pg, targets, a)
+    drop_tables(pg)
+    log("pgbench -i -s 5")
+    subprocess.run([f"{pg.bin.rstrip('/')}/pgbench", "-i", "-q", "-s", "5", "-h", pg.host, "-p", str(pg.port),
+                    "-U", "postgres", pg.db], check=True, capture_output=True, timeout=600)
+    # Bounded twice: -T covers the scenario with margin, and it is killed when the scenario ends.
+    budget = 2 * (2 * a.scrapes * 0.05 + 4 * (a.wrk_seconds + 5) + a.window) + 60
+    bench = subprocess.Popen(
+        [f"{pg.bin.rstrip('/')}/pgbench", "-n", "-c", "4", "-j", "2", "-T", str(int(budget)),
+         "-h", pg.host, "-p", str(pg.port), "-U", "postgres", pg.db],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        time.sleep(3)
+        log("scenario: pgbench -c 4 running")
+        results["pgbench -c 4 running"] = scenario(pg, targets, a)
+    finally:
+        if bench.poll() is None:
+            os.killpg(bench.pid, signal.SIGTERM)
+            try:
+                bench.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(bench.pid, signal.SIGKILL)
+                bench.wait()
+
+    with open("/proc/meminfo") as f:
+        mem_mb = int(f.readline().split()[1]) // 1024
+    load = open("/proc/loadavg").read().split()[:3]
+    out = [f"## Results ({started})", "",
+           f"Machine: {os.cpu_count()} CPUs (nproc), {mem_mb} MB memory, load average at the end {' '.join(load)}. "
+           f"{a.scrapes} sequential scrapes per target, wrk {a.wrk_seconds} s per run, "
+           f"SQL/minute over a {a.window} s window. Agent interval {os.environ.get('BENCH_AGENT_INTERVAL', '15s')}.",
+           ""]
+    for name, r in results.items():
+        out += scenario_table(name, r)
+    out += goals(results)
+    text = "\n".join(out)
+    print(text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
