@@ -6,9 +6,12 @@
 //! Judgement never does I/O: rules read the snapshot and take `now` as an argument, so they are
 //! unit-tested with struct literals.
 
+mod activity;
+mod app;
 mod codes;
 mod connect;
 mod database;
+mod schema;
 pub mod state;
 
 use std::time::SystemTime;
@@ -114,6 +117,12 @@ pub struct Context {
     pub region_latency_seconds: f64,
     /// A server started less than this long ago counts as restarted.
     pub restart_window_seconds: f64,
+    /// Idle in a transaction longer than this is a finding.
+    pub idle_in_transaction_seconds: f64,
+    /// Replay lag above this is a finding.
+    pub replica_lag_seconds: f64,
+    pub database_type: crate::config::DatabaseType,
+    pub sqlite_path: Option<String>,
 }
 
 impl Context {
@@ -132,6 +141,10 @@ impl Context {
             connections_warn_ratio: 0.8,
             region_latency_seconds: 0.03,
             restart_window_seconds: 600.0,
+            idle_in_transaction_seconds: 60.0,
+            replica_lag_seconds: 30.0,
+            database_type: c.app.database_type,
+            sqlite_path: c.app.sqlite_path.as_ref().map(|p| p.display().to_string()),
         }
     }
 }
@@ -147,6 +160,10 @@ impl Default for Context {
             connections_warn_ratio: 0.8,
             region_latency_seconds: 0.03,
             restart_window_seconds: 600.0,
+            idle_in_transaction_seconds: 60.0,
+            replica_lag_seconds: 30.0,
+            database_type: crate::config::DatabaseType::Postgresql,
+            sqlite_path: None,
         }
     }
 }
@@ -165,6 +182,9 @@ pub fn evaluate(snap: &Snapshot, cx: &Context, now: SystemTime) -> Vec<Finding> 
     let mut out = Vec::new();
     connect::evaluate(snap, cx, &mut out);
     database::evaluate(snap, cx, now, &mut out);
+    activity::evaluate(snap, cx, &mut out);
+    schema::evaluate(snap, cx, &mut out);
+    app::evaluate(snap, cx, &mut out);
     out.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.code.cmp(b.code)));
     out
 }

@@ -1,0 +1,478 @@
+//! Rules over the app side: health probes (unreachable, unhealthy, degraded with the services
+//! that are down, slow against the guide's 100 ms / 2 s), the migration's effect (checkpoints
+//! still growing in SQLite under `FEATURE_DATABASE_TYPE=postgresql`), the SQLite rollback path,
+//! and the read replica. When the app and the database both fail, the app findings say which
+//! side is the likely cause.
+
+use super::{Context, Finding, Severity};
+use crate::check::app_probe::{ID_PREFIX, ProbeFailure, ProbeResult};
+use crate::check::checkpoint_migration::{self, MigrationFacts};
+use crate::check::{Observation, pg_connectivity, pg_replica, pg_replication, sqlite};
+use crate::config::DatabaseType;
+use crate::snapshot::Snapshot;
+
+pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
+    let db_error = snap.error(pg_connectivity::ID).map(|e| e.kind.as_str());
+    for (id, st) in &snap.checks {
+        if id.starts_with(ID_PREFIX)
+            && let Ok(Observation::AppProbe(p)) = &st.last.result
+        {
+            probe(p, db_error, cx, out);
+        }
+    }
+    if let Some(Observation::CheckpointMigration(m)) = snap.observation(checkpoint_migration::ID) {
+        migration(m, cx, out);
+    }
+    match snap.checks.get(sqlite::ID).map(|s| &s.last.result) {
+        Some(Ok(Observation::Sqlite(s))) if !s.counts.readable() => out.push(sqlite_unreadable(
+            &s.path,
+            &s.counts
+                .error
+                .as_ref()
+                .map(|e| format!("{e:?}"))
+                .unwrap_or_else(|| "the file does not exist".into()),
+            s.counts.present,
+            cx,
+        )),
+        Some(Err(e)) => out.push(sqlite_unreadable(
+            cx.sqlite_path.as_deref().unwrap_or("?"),
+            &e.message,
+            true,
+            cx,
+        )),
+        _ => {}
+    }
+    replica(snap, cx, out);
+}
+
+/// Pure: the findings of one probe run. `db_error` is the database's connection error kind, if
+/// it is failing too.
+pub fn probe(p: &ProbeResult, db_error: Option<&str>, cx: &Context, out: &mut Vec<Finding>) {
+    let ep = &p.endpoint;
+    let url = format!("{} {}", p.method, p.path);
+    let cause = match db_error {
+        Some(kind) => {
+            format!(" Likely cause: the database ({kind}) is failing too; fix that first.")
+        }
+        None if !cx.target.is_empty() => {
+            " The database answers, so the app itself is the likely cause.".into()
+        }
+        None => String::new(),
+    };
+    match p.failure {
+        Some(
+            ProbeFailure::Refused
+            | ProbeFailure::ConnectTimeout
+            | ProbeFailure::Timeout
+            | ProbeFailure::Dns
+            | ProbeFailure::Tls
+            | ProbeFailure::Closed,
+        ) => {
+            out.push(
+                Finding::new(
+                    "app_unreachable",
+                    format!("The app's {ep} endpoint does not answer"),
+                    format!("{url}: {:?} after {:.2} s (timeout {:.1} s).{cause}", p.failure.unwrap_or(ProbeFailure::Other), p.duration_seconds, p.timeout_seconds),
+                    vec![
+                        "Check the app is running and listening (Railway dashboard / `railway logs --tail`)".into(),
+                        format!("Check APP_BASE_URL and the port: curl -sv {url}", url = p.path),
+                        "Check the app's logs for a crash at start-up (a missing variable, a failed migration)".into(),
+                    ],
+                )
+                .with_subject(ep.clone()),
+            );
+            return;
+        }
+        Some(
+            ProbeFailure::Status
+            | ProbeFailure::BodyInvalid
+            | ProbeFailure::BodyTooLarge
+            | ProbeFailure::Other,
+        ) => {
+            out.push(
+                Finding::new(
+                    "app_unhealthy",
+                    format!("The app's {ep} endpoint answers with an error"),
+                    format!(
+                        "{url}: status {} (expected {}){}.{cause}",
+                        p.status_code.map_or("none".into(), |c| c.to_string()),
+                        p.expected_status,
+                        p.error.as_deref().map(|e| format!(", {e}")).unwrap_or_default()
+                    ),
+                    vec![
+                        "Check the app's logs around the failing requests (`railway logs --tail`)".into(),
+                        "If the database is failing too, follow its finding first".into(),
+                        "Roll back the last deploy if it started with it (Rollback Procedure: FEATURE_DATABASE_TYPE=sqlite)".into(),
+                    ],
+                )
+                .with_subject(ep.clone()),
+            );
+            return;
+        }
+        Some(ProbeFailure::Token) => {
+            out.push(
+                Finding::new(
+                    "app_unhealthy",
+                    format!("The {ep} probe cannot read its bearer token file"),
+                    format!("{url}: the token file is unreadable"),
+                    vec!["Check bearer_token_file / AGENT_APP_BEARER_TOKEN_FILE exists and is readable by the agent".into()],
+                )
+                .with_severity(Severity::Warning)
+                .with_subject(ep.clone()),
+            );
+            return;
+        }
+        None => {}
+    }
+    if !p.healthy {
+        let down: Vec<&str> = p
+            .body
+            .as_ref()
+            .map(|b| {
+                b.services
+                    .iter()
+                    .filter(|s| !s.up)
+                    .map(|s| s.name.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let status = p
+            .body
+            .as_ref()
+            .and_then(|b| b.status.clone())
+            .unwrap_or_else(|| "unknown".into());
+        let mut steps: Vec<String> = down
+            .iter()
+            .map(|s| match *s {
+                "groq" => "groq disconnected: check GROQ_API_KEY and Groq's status page".to_owned(),
+                "qdrant" => "qdrant disconnected: check QDRANT_URL / QDRANT_API_KEY and the Qdrant service".to_owned(),
+                "elevenlabs" => "elevenlabs disconnected: check ELEVENLABS_API_KEY and quota".to_owned(),
+                "sqlite" => "sqlite disconnected: check SHORT_TERM_MEMORY_DB_PATH and the volume it lives on".to_owned(),
+                other => format!("{other} disconnected: check its credentials and service"),
+            })
+            .collect();
+        steps.push("The app reports degraded with HTTP 200: load balancers do not notice; this probe reads the body".into());
+        out.push(
+            Finding::new(
+                "app_degraded",
+                format!(
+                    "The app reports {status}{}",
+                    if down.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {} disconnected", down.join(", "))
+                    }
+                ),
+                format!(
+                    "{url}: status \"{status}\", services down: [{}].{cause}",
+                    down.join(", ")
+                ),
+                steps,
+            )
+            .with_subject(ep.clone()),
+        );
+    }
+    if p.slow {
+        out.push(
+            Finding::new(
+                "app_slow",
+                format!("The app's {ep} endpoint takes {:.0} ms", p.duration_seconds * 1000.0),
+                format!("{url}: {:.0} ms > {:.0} ms threshold (the guide: < 100 ms health, < 2 s voice)", p.duration_seconds * 1000.0, p.threshold_seconds * 1000.0),
+                vec![
+                    "Check database region (should match app region): rose_pg_roundtrip_seconds".into(),
+                    "Check slow queries: rose_pg_slow_queries and `agent diagnose`".into(),
+                    "The health endpoint calls Qdrant inline: check Qdrant latency".into(),
+                    "Upgrade the plan (more resources) if the app is CPU-bound".into(),
+                ],
+            )
+            .with_subject(ep.clone()),
+        );
+    }
+}
+
+/// Pure: the migration's effect.
+pub fn migration(m: &MigrationFacts, cx: &Context, out: &mut Vec<Finding>) {
+    let multi = cx.instances > 1;
+    if m.migration_not_effective {
+        let mut steps = Vec::new();
+        if !m.pg_tables_missing.is_empty() {
+            steps.push(format!(
+                "PostgreSQL tables missing ({}): run the checkpointer's setup() once",
+                m.pg_tables_missing.join(", ")
+            ));
+        }
+        steps.extend([
+            "Make every interface use the checkpointer factory (guide Step 3): src/ai_companion/interfaces/chainlit/app.py, interfaces/web/routes/voice.py and interfaces/whatsapp/whatsapp_response.py still construct SqliteSaver/AsyncSqliteSaver directly".to_owned(),
+            "Restart the app and check its log says: Using PostgreSQL checkpointer".into(),
+            "Until then, do not scale to several instances: each keeps its own SQLite sessions".into(),
+        ]);
+        let grow = |s: &Option<checkpoint_migration::SideFacts>| {
+            s.as_ref()
+                .and_then(|f| f.growth.as_ref())
+                .map_or("unknown".to_owned(), |g| {
+                    format!("{:+} bytes", g.bytes_delta)
+                })
+        };
+        out.push(
+            Finding::new(
+                "migration_not_effective",
+                "Checkpoints still go to SQLite although FEATURE_DATABASE_TYPE=postgresql",
+                format!(
+                    "over {:.0} s: SQLite {}, PostgreSQL {}{}",
+                    m.window_seconds,
+                    grow(&m.sqlite),
+                    grow(&m.postgresql),
+                    if m.pg_tables_missing.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; PostgreSQL tables missing: {}",
+                            m.pg_tables_missing.join(", ")
+                        )
+                    }
+                ),
+                steps,
+            )
+            .with_severity(if multi {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            }),
+        );
+    }
+    if m.rollback_not_effective && m.configured == DatabaseType::Sqlite {
+        out.push(Finding::new(
+            "migration_not_effective",
+            "Checkpoints still go to PostgreSQL although FEATURE_DATABASE_TYPE=sqlite (rollback)",
+            format!("over {:.0} s PostgreSQL's checkpoint tables grew and SQLite did not", m.window_seconds),
+            vec![
+                "Restart the app so it reads FEATURE_DATABASE_TYPE=sqlite (Rollback Procedure, step 2)".into(),
+                "Check the logs say: Using SQLite checkpointer db_path=/app/data/memory.db".into(),
+                "If the factory has issues, revert the migration commit (Full Rollback)".into(),
+            ],
+        ));
+    }
+}
+
+fn sqlite_unreadable(path: &str, why: &str, present: bool, cx: &Context) -> Finding {
+    let rollback = cx.database_type == DatabaseType::Postgresql;
+    Finding::new(
+        "sqlite_unreadable",
+        if present { format!("The SQLite checkpointer {path} cannot be read") } else { format!("The SQLite checkpointer {path} does not exist") },
+        format!("{path}: {why}"),
+        vec![
+            format!("Check SHORT_TERM_MEMORY_DB_PATH ({path}) and the volume it lives on (permissions, disk full)"),
+            if rollback {
+                "It is the rollback path (guide: keep your SQLite configuration as backup): restore it from the backup (Step 9: memory_backup.db)".into()
+            } else {
+                "The app runs on SQLite: sessions are lost; restore the file from a backup".into()
+            },
+            "Check integrity with `sqlite3 FILE 'PRAGMA quick_check'` on a copy".into(),
+        ],
+    )
+    .with_severity(if rollback { Severity::Warning } else { Severity::Critical })
+}
+
+fn replica(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
+    let steps = || {
+        vec![
+            "Check the replica's host (CPU, I/O) and network to the primary".into(),
+            "Look for long queries on the replica that hold replay back (max_standby_streaming_delay)".into(),
+            "Send reads that must be fresh to the primary until it catches up".into(),
+        ]
+    };
+    match snap.checks.get(pg_replica::ID).map(|s| &s.last.result) {
+        Some(Ok(Observation::PgReplica(r))) if r.lag_seconds.unwrap_or(0.0) > cx.replica_lag_seconds => out.push(Finding::new(
+            "replica_lag",
+            format!("The read replica {} is {:.0} s behind", r.target, r.lag_seconds.unwrap_or(0.0)),
+            format!(
+                "replay lag {:.0} s > {:.0} s threshold, {:.0} bytes received but not replayed{}",
+                r.lag_seconds.unwrap_or(0.0),
+                cx.replica_lag_seconds,
+                r.lag_bytes.unwrap_or(0.0),
+                if r.replay_paused { "; replay is PAUSED (pg_wal_replay_resume())" } else { "" }
+            ),
+            steps(),
+        )),
+        Some(Ok(Observation::PgReplica(r))) if !r.in_recovery => out.push(Finding::new(
+            "replica_lag",
+            format!("DATABASE_READ_REPLICA_URL ({}) is not a replica", r.target),
+            "the server is not in recovery: reads and writes would go to a primary".to_owned(),
+            vec!["Check DATABASE_READ_REPLICA_URL points at the standby, not the primary (after a failover the roles swap)".into()],
+        )),
+        Some(Err(e)) => out.push(Finding::new(
+            "replica_lag",
+            "The read replica cannot be reached",
+            e.message.clone(),
+            vec!["Check DATABASE_READ_REPLICA_URL and that the replica is running".into(), "Route reads to the primary meanwhile".into()],
+        )),
+        _ => {}
+    }
+    if let Some(Observation::PgReplication(r)) = snap.observation(pg_replication::ID) {
+        for s in &r.standbys {
+            if s.replay_lag_seconds.unwrap_or(0.0) > cx.replica_lag_seconds {
+                out.push(
+                    Finding::new(
+                        "replica_lag",
+                        format!(
+                            "Standby {} lags {:.0} s behind the primary",
+                            s.label,
+                            s.replay_lag_seconds.unwrap_or(0.0)
+                        ),
+                        format!(
+                            "pg_stat_replication replay_lag {:.0} s, {:.0} bytes",
+                            s.replay_lag_seconds.unwrap_or(0.0),
+                            s.lag_bytes.unwrap_or(0.0)
+                        ),
+                        steps(),
+                    )
+                    .with_subject(s.label.clone()),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::app_probe::{DurationHistogram, HealthBody, ServiceState};
+
+    fn result(
+        failure: Option<ProbeFailure>,
+        status: Option<u16>,
+        healthy: bool,
+        slow: bool,
+        down: &[&str],
+    ) -> ProbeResult {
+        let services = ["groq", "qdrant", "elevenlabs", "sqlite"]
+            .iter()
+            .map(|n| ServiceState {
+                name: (*n).into(),
+                state: "x".into(),
+                up: !down.contains(n),
+            })
+            .collect();
+        ProbeResult {
+            endpoint: "health".into(),
+            method: "GET".into(),
+            path: "/api/health".into(),
+            status_code: status,
+            expected_status: 200,
+            duration_seconds: if slow { 0.25 } else { 0.01 },
+            threshold_seconds: 0.1,
+            timeout_seconds: 2.0,
+            slow,
+            success: failure.is_none(),
+            failure,
+            error: None,
+            body: status.map(|_| HealthBody {
+                status: Some(
+                    if down.is_empty() {
+                        "healthy"
+                    } else {
+                        "degraded"
+                    }
+                    .into(),
+                ),
+                version: None,
+                services,
+                services_dropped: 0,
+            }),
+            expectations: vec![],
+            healthy,
+            report_services: true,
+            histogram: DurationHistogram::new(&[0.1]),
+            failures_total: Default::default(),
+        }
+    }
+
+    fn judge(p: ProbeResult, db: Option<&str>) -> Vec<Finding> {
+        let mut out = vec![];
+        probe(&p, db, &Context::default(), &mut out);
+        out
+    }
+
+    #[test]
+    fn probe_table() {
+        assert!(judge(result(None, Some(200), true, false, &[]), None).is_empty());
+        for (failure, status, code) in [
+            (Some(ProbeFailure::Refused), None, "app_unreachable"),
+            (Some(ProbeFailure::Timeout), None, "app_unreachable"),
+            (Some(ProbeFailure::Status), Some(500), "app_unhealthy"),
+        ] {
+            let f = judge(result(failure, status, false, false, &[]), None);
+            assert_eq!(f.len(), 1, "{failure:?}");
+            assert_eq!(f[0].code, code);
+            assert_eq!(f[0].severity, Severity::Critical);
+        }
+        let f = judge(result(None, Some(200), false, false, &["qdrant"]), None);
+        assert_eq!(f[0].code, "app_degraded");
+        assert!(
+            f[0].summary.contains("qdrant disconnected"),
+            "{}",
+            f[0].summary
+        );
+        assert!(f[0].steps[0].contains("QDRANT_URL"));
+        let f = judge(result(None, Some(200), true, true, &[]), None);
+        assert_eq!(f[0].code, "app_slow");
+        assert!(
+            f[0].evidence.contains("250 ms > 100 ms"),
+            "{}",
+            f[0].evidence
+        );
+    }
+
+    #[test]
+    fn both_sides_failing_names_the_likely_cause() {
+        let f = judge(
+            result(Some(ProbeFailure::Status), Some(500), false, false, &[]),
+            Some("refused"),
+        );
+        assert!(
+            f[0].evidence
+                .contains("Likely cause: the database (refused)"),
+            "{}",
+            f[0].evidence
+        );
+        let f = judge(
+            result(Some(ProbeFailure::Status), Some(500), false, false, &[]),
+            None,
+        );
+        assert!(
+            f[0].evidence.contains("the app itself is the likely cause"),
+            "{}",
+            f[0].evidence
+        );
+    }
+
+    #[test]
+    fn migration_not_effective_is_critical_with_several_instances() {
+        let facts = MigrationFacts {
+            configured: DatabaseType::Postgresql,
+            window_seconds: 600.0,
+            sqlite: None,
+            postgresql: None,
+            migration_not_effective: true,
+            rollback_not_effective: false,
+            pg_tables_missing: vec!["checkpoints".into()],
+        };
+        let mut out = vec![];
+        migration(&facts, &Context::default(), &mut out);
+        assert_eq!(
+            (out[0].code, out[0].severity),
+            ("migration_not_effective", Severity::Warning)
+        );
+        assert!(out[0].steps[0].contains("setup()"));
+        let mut out = vec![];
+        migration(
+            &facts,
+            &Context {
+                instances: 3,
+                ..Context::default()
+            },
+            &mut out,
+        );
+        assert_eq!(out[0].severity, Severity::Critical);
+    }
+}
