@@ -4,75 +4,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::*;
-
-/// The stand-in app as a child process.
-struct Standin {
-    child: Child,
-    port: u16,
-    control: u16,
-}
-
-impl Standin {
-    fn start(args: &[&str]) -> Standin {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rose-standin"))
-            .args(["--listen", "127.0.0.1:0", "--control-listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let (mut port, mut control) = (0, 0);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while (port == 0 || control == 0) && Instant::now() < deadline {
-            let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) else {
-                continue;
-            };
-            let p = || line.rsplit(':').next().unwrap().parse::<u16>().unwrap();
-            if line.starts_with("listening on") {
-                port = p();
-            } else if line.starts_with("control on") {
-                control = p();
-            }
-        }
-        assert!(port != 0 && control != 0, "stand-in did not start");
-        Standin {
-            child,
-            port,
-            control,
-        }
-    }
-
-    /// Switches the stand-in through its control port (reachable in every mode).
-    fn set(&self, query: &str) {
-        let (code, body) = http_get(self.control, &format!("/_standin/set?{query}")).unwrap();
-        assert_eq!(code, 200, "{body}");
-    }
-
-    fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Standin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn agent_for(app: &Standin) -> Agent {
     Agent::start(&[
@@ -363,76 +298,6 @@ fn garbage_and_huge_bodies_fail_without_harm() {
     app.set("mode=healthy");
     until(&agent, "recovered", |m| m.get(HEALTHY) == Some(1.0));
     assert!(!agent.output().contains("panicked"), "{}", agent.output());
-}
-
-/// A CA and a leaf for 127.0.0.1 made with the openssl CLI; returns (ca, cert, key) paths.
-fn make_certs(dir: &std::path::Path) -> Option<(String, String, String)> {
-    if !require_tool("openssl") {
-        return None;
-    }
-    let p = |n: &str| dir.join(n).display().to_string();
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &p("ca.key"),
-        "-out",
-        &p("ca.pem"),
-        "-days",
-        "2",
-        "-subj",
-        "/CN=rose test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &p("leaf.key"),
-        "-out",
-        &p("leaf.csr"),
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("leaf.csr"),
-        "-CA",
-        &p("ca.pem"),
-        "-CAkey",
-        &p("ca.key"),
-        "-CAcreateserial",
-        "-out",
-        &p("leaf.pem"),
-        "-days",
-        "2",
-        "-extfile",
-        &p("leaf.ext"),
-    ]);
-    Some((p("ca.pem"), p("leaf.pem"), p("leaf.key")))
 }
 
 #[test]

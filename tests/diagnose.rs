@@ -9,11 +9,30 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
+/// The database side only: the app probe is off (tests of the app side start the stand-in).
 fn env(url: String) -> Vec<(&'static str, String)> {
     vec![
         ("AGENT_DATABASE_URL", url),
         ("FEATURE_DATABASE_TYPE", "postgresql".into()),
+        ("AGENT_APP_PROBES", "off".into()),
     ]
+}
+
+/// The codes and severities of a report, for messages.
+fn summary(report: &serde_json::Value) -> Vec<(String, String)> {
+    report["findings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| {
+                    (
+                        f["code"].as_str().unwrap_or("").to_owned(),
+                        f["severity"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn assert_no_password(all: &str) {
@@ -30,8 +49,12 @@ fn finding<'a>(report: &'a serde_json::Value, code: &str) -> &'a serde_json::Val
 #[test]
 fn healthy_database_exits_0_and_walks_the_ladder() {
     let pg = PgCluster::start();
-    let (code, report, all) = diagnose(&env(pg.monitor_url()), &[]);
-    assert_eq!(code, 0, "{all}");
+    let app = Standin::start(&[]);
+    let mut e = env(pg.monitor_url());
+    e.retain(|(k, _)| *k != "AGENT_APP_PROBES");
+    e.push(("APP_BASE_URL", app.base_url()));
+    let (code, report, all) = diagnose(&e, &[]);
+    assert_eq!(code, 0, "{:?}\n{all}", summary(&report));
     assert_eq!(report["status"], "ok");
     assert_eq!(report["target"], format!("127.0.0.1:{}/rose", pg.port));
     let names: Vec<&str> = report["checks"]
@@ -49,6 +72,9 @@ fn healthy_database_exits_0_and_walks_the_ladder() {
         "database",
         "privileges",
         "settings",
+        "schema",
+        "activity",
+        "app",
     ] {
         assert!(names.contains(&rung), "{rung} missing from {names:?}");
     }
@@ -66,6 +92,7 @@ fn healthy_database_exits_0_and_walks_the_ladder() {
         .arg("diagnose")
         .env_clear()
         .env("AGENT_DATABASE_URL", pg.monitor_url())
+        .env("APP_BASE_URL", app.base_url())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -149,10 +176,7 @@ fn missing_database_is_database_missing() {
 
 #[test]
 fn role_without_pg_monitor_is_privilege_missing() {
-    let pg = PgCluster::start_with(ClusterOpts {
-        schema: false,
-        ..Default::default()
-    });
+    let pg = PgCluster::start();
     pg.psql(&format!("REVOKE pg_monitor FROM {MONITOR_USER}"));
     let (code, report, all) = diagnose(&env(pg.monitor_url()), &[]);
     assert_eq!(code, 1, "{all}");
@@ -251,5 +275,161 @@ fn accept_and_hang_returns_within_the_timeout() {
     assert!(took < Duration::from_secs(5), "took {took:?}");
     assert_eq!(code, 2, "{all}");
     finding(&report, "connect_timeout");
+    assert_no_password(&all);
+}
+
+/// Runs diagnose until `code` shows up (activity needs the sessions to be in place) and returns
+/// the report; panics with what it saw otherwise.
+fn diagnose_until(e: &[(&str, String)], code: &str) -> (i32, serde_json::Value, String) {
+    let mut last = None;
+    for _ in 0..20 {
+        let r = diagnose(e, &[]);
+        if codes(&r.1).iter().any(|c| c == code) {
+            return r;
+        }
+        last = Some(r);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (_, report, all) = last.unwrap();
+    panic!("no {code}: {:?}\n{all}", summary(&report))
+}
+
+#[test]
+fn slow_query_idle_in_transaction_and_lock_contention() {
+    let pg = PgCluster::start();
+    let mut e = env(pg.monitor_url());
+    e.push(("AGENT_SLOW_QUERY_THRESHOLD", "1s".into()));
+    e.push(("AGENT_IDLE_IN_TRANSACTION_THRESHOLD", "1s".into()));
+    let _holder = pg.session("BEGIN; LOCK TABLE checkpoints IN ACCESS EXCLUSIVE MODE;");
+    let _waiter = pg.session("SELECT count(*) FROM checkpoints;");
+    let _sleeper = pg.session("SELECT pg_sleep(60);");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, report, all) = diagnose_until(&e, "lock_contention");
+    assert_eq!(code, 1, "{:?}", summary(&report));
+    for c in ["slow_queries", "idle_in_transaction", "lock_contention"] {
+        let f = finding(&report, c);
+        assert_eq!(f["severity"], "warning", "{c}");
+    }
+    assert!(
+        finding(&report, "slow_queries")["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("pg_sleep"),
+        "{all}"
+    );
+    assert!(
+        finding(&report, "lock_contention")["steps"][0]
+            .as_str()
+            .unwrap()
+            .contains("WHERE pid IN ("),
+        "{all}"
+    );
+    assert_no_password(&all);
+}
+
+#[test]
+fn schema_drift_dropped_index_migrations_behind_missing_task_path() {
+    let pg = PgCluster::start();
+    pg.psql("DROP INDEX checkpoints_thread_id_idx");
+    let (code, report, all) = diagnose(&env(pg.monitor_url()), &[]);
+    assert_eq!(code, 1, "{:?}\n{all}", summary(&report));
+    let f = finding(&report, "missing_index");
+    assert_eq!(
+        f["steps"][0],
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS checkpoints_thread_id_idx ON checkpoints(thread_id);"
+    );
+    pg.psql("CREATE INDEX checkpoints_thread_id_idx ON checkpoints(thread_id); DELETE FROM checkpoint_migrations WHERE v > 7");
+    let (code, report, _) = diagnose(&env(pg.monitor_url()), &[]);
+    assert_eq!(code, 2, "{:?}", summary(&report));
+    assert!(
+        finding(&report, "schema_mismatch")["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("v7"),
+        "{report:#}"
+    );
+    pg.psql("INSERT INTO checkpoint_migrations VALUES (8), (9); ALTER TABLE checkpoint_writes DROP COLUMN task_path");
+    let (code, report, all) = diagnose(&env(pg.monitor_url()), &[]);
+    assert_eq!(code, 2, "{:?}", summary(&report));
+    assert!(
+        finding(&report, "schema_mismatch")["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("task_path"),
+        "{report:#}"
+    );
+    assert_no_password(&all);
+}
+
+#[test]
+fn app_down_degraded_and_slow() {
+    let pg = PgCluster::start_with(ClusterOpts {
+        schema: true,
+        ..Default::default()
+    });
+    let app = Standin::start(&[]);
+    let mut e = env(pg.monitor_url());
+    e.retain(|(k, _)| *k != "AGENT_APP_PROBES");
+    e.push(("APP_BASE_URL", app.base_url()));
+    app.set("mode=degraded&down=qdrant");
+    let (code, report, _) = diagnose(&e, &[]);
+    assert_eq!(code, 1, "{:?}", summary(&report));
+    assert!(
+        finding(&report, "app_degraded")["summary"]
+            .as_str()
+            .unwrap()
+            .contains("qdrant"),
+        "{report:#}"
+    );
+    assert!(
+        finding(&report, "app_degraded")["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("app itself"),
+        "{report:#}"
+    );
+    app.set("mode=slow&delay_ms=300");
+    let (code, report, _) = diagnose(&e, &[]);
+    assert_eq!(code, 1, "{:?}", summary(&report));
+    finding(&report, "app_slow");
+    app.set("mode=refusing");
+    let (code, report, all) = diagnose(&e, &[]);
+    assert_eq!(code, 2, "{:?}", summary(&report));
+    assert_eq!(finding(&report, "app_unreachable")["severity"], "critical");
+    let app_rung = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "app")
+        .unwrap();
+    assert_eq!(
+        app_rung["status"], "ok",
+        "a probe that observed a failure still ran: {app_rung}"
+    );
+    assert_no_password(&all);
+}
+
+#[test]
+fn app_probes_run_even_when_the_database_is_down() {
+    let app = Standin::start(&[]);
+    app.set("mode=500");
+    let url = format!(
+        "postgresql://{MONITOR_USER}:{MONITOR_PASSWORD}@127.0.0.1:{}/rose",
+        free_port()
+    );
+    let mut e = env(url);
+    e.retain(|(k, _)| *k != "AGENT_APP_PROBES");
+    e.push(("APP_BASE_URL", app.base_url()));
+    let (code, report, all) = diagnose(&e, &[]);
+    assert_eq!(code, 2);
+    finding(&report, "connection_refused");
+    let f = finding(&report, "app_unhealthy");
+    assert!(
+        f["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("Likely cause: the database"),
+        "{f}"
+    );
     assert_no_password(&all);
 }

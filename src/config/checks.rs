@@ -39,6 +39,7 @@ pub struct PlanLimit {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChecksConfig {
     pub slow_query_threshold: Duration,
+    pub idle_in_transaction_threshold: Duration,
     pub labels_top_n: u32,
     pub statements_top_n: u32,
     pub plan: Option<PlanLimit>,
@@ -52,6 +53,7 @@ impl Default for ChecksConfig {
     fn default() -> Self {
         ChecksConfig {
             slow_query_threshold: Duration::from_secs(2),
+            idle_in_transaction_threshold: Duration::from_secs(60),
             labels_top_n: 5,
             statements_top_n: 10,
             plan: None,
@@ -182,6 +184,21 @@ pub fn validate(raw: &RawChecks, problems: &mut Vec<Problem>) -> ChecksConfig {
             }
         },
     };
+    let idle_in_transaction_threshold = match raw
+        .idle_in_transaction_threshold
+        .as_deref()
+        .map(humantime::parse_duration)
+    {
+        None => d.idle_in_transaction_threshold,
+        Some(Ok(t)) if !t.is_zero() => t,
+        Some(_) => {
+            p(
+                "AGENT_IDLE_IN_TRANSACTION_THRESHOLD",
+                "must be a positive duration such as 60s".into(),
+            );
+            d.idle_in_transaction_threshold
+        }
+    };
     let mut top = |key: &str, v: Option<i64>, default: u32| match v {
         None => default,
         Some(n) if (1..=100).contains(&n) => n as u32,
@@ -272,6 +289,7 @@ pub fn validate(raw: &RawChecks, problems: &mut Vec<Problem>) -> ChecksConfig {
     };
     ChecksConfig {
         slow_query_threshold,
+        idle_in_transaction_threshold,
         labels_top_n,
         statements_top_n,
         plan,
@@ -287,6 +305,9 @@ impl ChecksConfig {
         RawChecks {
             slow_query_threshold: Some(
                 humantime::format_duration(self.slow_query_threshold).to_string(),
+            ),
+            idle_in_transaction_threshold: Some(
+                humantime::format_duration(self.idle_in_transaction_threshold).to_string(),
             ),
             labels_top_n: Some(self.labels_top_n.into()),
             statements_top_n: Some(self.statements_top_n.into()),

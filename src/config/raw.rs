@@ -148,6 +148,9 @@ pub struct RawChecks {
     /// An active query older than this counts as slow (env `AGENT_SLOW_QUERY_THRESHOLD`;
     /// default `2s`, the guide's "response times >2s").
     pub slow_query_threshold: Option<String>,
+    /// Idle in a transaction longer than this is a finding (env
+    /// `AGENT_IDLE_IN_TRANSACTION_THRESHOLD`; default `60s`).
+    pub idle_in_transaction_threshold: Option<String>,
     /// How many application names and roles get their own label value; the rest are summed as
     /// `other` (env `AGENT_LABELS_TOP_N`; default 5).
     pub labels_top_n: Option<i64>,
@@ -229,6 +232,10 @@ impl RawConfig {
             s("AGENT_SLOW_QUERY_THRESHOLD"),
         );
         set(&mut self.checks.plan, s("AGENT_PLAN"));
+        set(
+            &mut self.checks.idle_in_transaction_threshold,
+            s("AGENT_IDLE_IN_TRANSACTION_THRESHOLD"),
+        );
         set(
             &mut self.checks.langgraph_schema,
             s("AGENT_LANGGRAPH_SCHEMA"),

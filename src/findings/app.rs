@@ -75,7 +75,7 @@ pub fn probe(p: &ProbeResult, db_error: Option<&str>, cx: &Context, out: &mut Ve
                     format!("{url}: {:?} after {:.2} s (timeout {:.1} s).{cause}", p.failure.unwrap_or(ProbeFailure::Other), p.duration_seconds, p.timeout_seconds),
                     vec![
                         "Check the app is running and listening (Railway dashboard / `railway logs --tail`)".into(),
-                        format!("Check APP_BASE_URL and the port: curl -sv {url}", url = p.path),
+                        format!("Check APP_BASE_URL and the port: curl -sv \"$APP_BASE_URL{}\"", p.path),
                         "Check the app's logs for a crash at start-up (a missing variable, a failed migration)".into(),
                     ],
                 )

@@ -141,7 +141,7 @@ impl Context {
             connections_warn_ratio: 0.8,
             region_latency_seconds: 0.03,
             restart_window_seconds: 600.0,
-            idle_in_transaction_seconds: 60.0,
+            idle_in_transaction_seconds: c.checks.idle_in_transaction_threshold.as_secs_f64(),
             replica_lag_seconds: 30.0,
             database_type: c.app.database_type,
             sqlite_path: c.app.sqlite_path.as_ref().map(|p| p.display().to_string()),

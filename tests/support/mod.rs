@@ -925,3 +925,71 @@ pub fn make_certs(dir: &Path) -> Option<(String, String, String)> {
     ]);
     Some((ca_pem, leaf_pem, leaf_key))
 }
+
+/// The stand-in app as a child process.
+pub struct Standin {
+    pub child: Child,
+    pub port: u16,
+    pub control: u16,
+}
+
+impl Standin {
+    pub fn start(args: &[&str]) -> Standin {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rose-standin"))
+            .args(["--listen", "127.0.0.1:0", "--control-listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut port, mut control) = (0, 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (port == 0 || control == 0) && Instant::now() < deadline {
+            let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) else {
+                continue;
+            };
+            let p = || line.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+            if line.starts_with("listening on") {
+                port = p();
+            } else if line.starts_with("control on") {
+                control = p();
+            }
+        }
+        assert!(port != 0 && control != 0, "stand-in did not start");
+        Standin {
+            child,
+            port,
+            control,
+        }
+    }
+
+    /// Switches the stand-in through its control port (reachable in every mode).
+    pub fn set(&self, query: &str) {
+        let (code, body) = http_get(self.control, &format!("/_standin/set?{query}")).unwrap();
+        assert_eq!(code, 200, "{body}");
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Standin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
