@@ -148,6 +148,9 @@ async fn findings_loop(config: Config, store: Store, cancel: CancellationToken) 
         let (view, transitions) = tracker.update(findings::evaluate(&snap, &cx, now), now);
         for t in transitions {
             match t {
+                Transition::Activated(f) if f.severity == findings::Severity::Info => {
+                    tracing::info!(code = f.code, severity = f.severity.as_str(), summary = %f.summary, evidence = %f.evidence, runbook = %f.runbook, "Finding active.")
+                }
                 Transition::Activated(f) => {
                     tracing::warn!(code = f.code, severity = f.severity.as_str(), summary = %f.summary, evidence = %f.evidence, runbook = %f.runbook, "Finding active.")
                 }
