@@ -23,27 +23,6 @@ const WITHIN_ONE_INTERVAL: Duration = Duration::from_millis(2500);
 /// after the fault always tries again.
 const RECOVERY: Duration = Duration::from_millis(2000);
 
-fn fast_env(url: String) -> Vec<(&'static str, String)> {
-    vec![
-        ("AGENT_DATABASE_URL", url),
-        ("AGENT_INTERVAL", "1s".into()),
-        ("AGENT_CONNECT_TIMEOUT", "400ms".into()),
-        ("AGENT_STATEMENT_TIMEOUT", "400ms".into()),
-    ]
-}
-
-/// A scrape that must answer 200 well under a second (it reads only the snapshot).
-fn prompt_scrape(agent: &Agent) -> Metrics {
-    let t = Instant::now();
-    let m = agent.metrics();
-    assert!(
-        t.elapsed() < Duration::from_millis(500),
-        "scrape took {:?}",
-        t.elapsed()
-    );
-    m
-}
-
 /// Polls promptly-answered scrapes until `pred` holds; panics with the agent's output if it
 /// does not within `limit`. Returns how long it took.
 fn until(agent: &Agent, limit: Duration, what: &str, pred: impl Fn(&Metrics) -> bool) -> Duration {

@@ -5,30 +5,9 @@
 mod support;
 
 use std::net::TcpListener;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::*;
-
-fn fast_env(url: String) -> Vec<(&'static str, String)> {
-    vec![
-        ("AGENT_DATABASE_URL", url),
-        ("AGENT_INTERVAL", "1s".into()),
-        ("AGENT_CONNECT_TIMEOUT", "400ms".into()),
-        ("AGENT_STATEMENT_TIMEOUT", "400ms".into()),
-    ]
-}
-
-/// Asserts a scrape answers 200 well within a second (it reads only the snapshot).
-fn prompt_scrape(agent: &Agent) -> Metrics {
-    let t = Instant::now();
-    let m = agent.metrics();
-    assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "scrape took {:?}",
-        t.elapsed()
-    );
-    m
-}
 
 #[test]
 fn database_stopped_and_restarted_is_reported_within_one_interval() {
@@ -94,13 +73,15 @@ fn accept_and_hang_listener_is_down_within_the_connect_timeout() {
     })
     .unwrap_or_else(|| panic!("never reported down: {}", agent.output()));
     eprintln!("blackhole reported down after {took:?}");
-    let m = agent.metrics();
-    assert_eq!(
-        m.get(r#"rose_agent_check_errors_total{check="pg_connectivity",kind="connect_timeout"}"#)
-            .map(|v| v >= 1.0),
-        Some(true),
-        "{m:?}"
-    );
+    // The kind: the connect timeout (the first failure may be cut by the run's own bound on a
+    // loaded machine; the next attempts are classified as connect timeouts).
+    wait_for(Duration::from_secs(5), || {
+        agent
+            .metrics()
+            .get(r#"rose_agent_check_errors_total{check="pg_connectivity",kind="connect_timeout"}"#)
+            .is_some_and(|v| v >= 1.0)
+    })
+    .unwrap_or_else(|| panic!("no connect_timeout counted: {:?}", agent.metrics()));
     // It keeps serving promptly while every attempt hangs.
     for _ in 0..20 {
         prompt_scrape(&agent);
@@ -166,30 +147,7 @@ fn promtool_finds_nothing_wrong_with_the_exposition() {
     })
     .expect("size");
     let (_, body) = agent.get("/metrics");
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool: {said}\n{body}"
-    );
+    promtool_check_metrics(&body);
 }
 
 #[test]

@@ -993,3 +993,52 @@ impl Drop for Standin {
         let _ = self.child.wait();
     }
 }
+
+/// Environment for an agent that notices a fault within about a second.
+pub fn fast_env(url: String) -> Vec<(&'static str, String)> {
+    vec![
+        ("AGENT_DATABASE_URL", url),
+        ("AGENT_INTERVAL", "1s".into()),
+        ("AGENT_CONNECT_TIMEOUT", "400ms".into()),
+        ("AGENT_STATEMENT_TIMEOUT", "400ms".into()),
+    ]
+}
+
+/// A scrape that must answer 200 within half a second (it reads only the snapshot).
+pub fn prompt_scrape(agent: &Agent) -> Metrics {
+    let t = Instant::now();
+    let m = agent.metrics();
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "scrape took {:?}",
+        t.elapsed()
+    );
+    m
+}
+
+/// Pipes an exposition through `promtool check metrics` and asserts it finds nothing wrong.
+pub fn promtool_check_metrics(body: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{body}"
+    );
+}
