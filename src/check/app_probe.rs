@@ -554,6 +554,10 @@ impl AppProbe {
             .timeout(cfg.timeout)
             .user_agent(concat!("rose-agent/", env!("CARGO_PKG_VERSION")));
         let mut client_err = None;
+        // A plain-HTTP origin never uses TLS roots: loading the system store costs ~2 MB RSS.
+        if cfg.origin.starts_with("http://") && cfg.ca_file.is_none() {
+            b = b.tls_certs_only(Vec::<reqwest::Certificate>::new());
+        }
         if let Some(f) = &cfg.ca_file {
             match std::fs::read(f)
                 .map_err(|e| e.to_string())
