@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::check;
 use crate::config::Config;
 use crate::findings::{self, state::Tracker, state::Transition};
+use crate::pg::leader::Leadership;
 use crate::pg::{Limits, PgTarget};
 use crate::scheduler;
 use crate::server;
@@ -51,6 +52,12 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             "No PostgreSQL DSN configured (FEATURE_DATABASE_TYPE=sqlite): PostgreSQL checks are off."
         ),
     }
+    let leader = Leadership::new(
+        pg.clone(),
+        config.agent.leader_election,
+        config.agent.leader_lock_key,
+    );
+    let has_pg = pg.is_some();
     let checks = check::registry(&config, pg);
     let store = store.with_expected(checks.iter().map(|c| c.id()).collect());
 
@@ -73,13 +80,27 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             }
         });
     }
-    scheduler::spawn_all(
+    if has_pg {
+        let database_checks = checks
+            .iter()
+            .filter(|c| c.scope() == check::Scope::Database)
+            .map(|c| c.id())
+            .collect();
+        tasks.spawn(leader.clone().run(
+            config.agent.interval,
+            store.clone(),
+            database_checks,
+            cancel.clone(),
+        ));
+    }
+    scheduler::spawn_led(
         &mut tasks,
         &checks,
         config.agent.interval,
         config.agent.slow_interval,
         &store,
         &cancel,
+        Some(&leader),
     );
     tasks.spawn(findings_loop(config.clone(), store.clone(), cancel.clone()));
     if let Some(url) = &config.agent.alertmanager_url {

@@ -4,7 +4,7 @@
 //!
 //! A failed run replaces the check's samples with none: a failed check exports no stale values.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -51,12 +51,17 @@ pub struct Snapshot {
     /// Samples published by components that are not checks (the alert pusher, exporters), by
     /// component name.
     pub components: BTreeMap<&'static str, Arc<Vec<Sample>>>,
+    /// Database-wide checks this agent skips because another agent of the fleet leads: they
+    /// export nothing here and do not hold readiness back (until they run here again).
+    pub deferred: BTreeSet<&'static str>,
 }
 
 impl Snapshot {
     /// True once every expected check has completed at least once.
     pub fn ready(&self) -> bool {
-        self.expected.iter().all(|id| self.checks.contains_key(id))
+        self.expected
+            .iter()
+            .all(|id| self.checks.contains_key(id) || self.deferred.contains(id))
     }
 
     /// The last successful observation of a check, if its last run succeeded.
@@ -91,6 +96,7 @@ impl Store {
             pg_connects_failed: 0,
             findings: Default::default(),
             components: BTreeMap::new(),
+            deferred: BTreeSet::new(),
         };
         Store {
             tx: Arc::new(watch::channel(Arc::new(snap)).0),
@@ -138,7 +144,28 @@ impl Store {
                 errors,
             };
             snap.checks.insert(id, Arc::new(state));
+            snap.deferred.remove(id);
             snap.generation += 1;
+        });
+    }
+
+    /// Withdraws checks another agent of the fleet runs: their state and series go, and they
+    /// stop counting for readiness until they publish again. A no-op when already withdrawn.
+    pub fn defer(&self, ids: &[&'static str]) {
+        self.tx.send_if_modified(|snap| {
+            if ids
+                .iter()
+                .all(|id| snap.deferred.contains(id) && !snap.checks.contains_key(id))
+            {
+                return false;
+            }
+            let snap = Arc::make_mut(snap);
+            for id in ids {
+                snap.checks.remove(id);
+                snap.deferred.insert(id);
+            }
+            snap.generation += 1;
+            true
         });
     }
 

@@ -11,6 +11,7 @@
 //! - Every query bounded on the client side too; a timed-out or broken connection is dropped, and
 //!   dropping it aborts the task that drives its socket.
 
+pub mod leader;
 pub mod tls;
 
 use std::net::IpAddr;
@@ -244,6 +245,11 @@ impl PgTarget {
                 })
                 .collect()),
         }
+    }
+
+    /// The generation of the open connection, if one is open (no connection attempt).
+    pub fn current_generation(&self) -> Option<u64> {
+        self.current().map(|c| c.generation)
     }
 
     fn current(&self) -> Option<Arc<Conn>> {
