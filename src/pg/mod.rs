@@ -60,6 +60,9 @@ struct Slot {
     failures: u32,
     retry_at: Option<Instant>,
     last_error: Option<CheckError>,
+    /// Completed connection attempts: a caller that waited on someone else's attempt shares
+    /// its outcome instead of starting another.
+    attempts: u64,
 }
 
 type ConnectHook = Box<dyn Fn(bool) + Send + Sync>;
@@ -87,6 +90,7 @@ impl PgTarget {
                 failures: 0,
                 retry_at: None,
                 last_error: None,
+                attempts: 0,
             }),
             connecting: tokio::sync::Mutex::new(()),
             on_connect: None,
@@ -130,12 +134,20 @@ impl PgTarget {
         if let Some(c) = self.current() {
             return Ok(c);
         }
+        let seen = self.lock().attempts;
         let _attempt = self.connecting.lock().await;
         if let Some(c) = self.current() {
             return Ok(c);
         }
         {
             let slot = self.lock();
+            // An attempt finished (and failed) while this caller waited: share its outcome, so
+            // callers queued behind a hanging server do not each wait out a connect timeout.
+            if slot.attempts != seen
+                && let Some(err) = &slot.last_error
+            {
+                return Err(err.clone());
+            }
             if let (Some(at), Some(err)) = (slot.retry_at, &slot.last_error) {
                 let now = Instant::now();
                 if now < at {
@@ -165,6 +177,7 @@ impl PgTarget {
             hook(result.is_ok());
         }
         let mut slot = self.lock();
+        slot.attempts += 1;
         match result {
             Ok((client, task)) => {
                 slot.generation += 1;
