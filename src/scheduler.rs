@@ -180,27 +180,27 @@ async fn run_loop(
             _ = cancel.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        if let (Some(leader), Some(rx)) = (&gate, &mut led) {
-            if !leader.is_leader() {
-                // Another agent runs this check: export nothing, and run at once when this
-                // agent takes the lead, so a takeover leaves no gap longer than one interval.
-                // Before the first round nothing is known yet: wait without withdrawing, so a
-                // single agent is not ready before its database-wide checks have run.
-                rx.borrow_and_update();
-                loop {
-                    if leader.decided() {
-                        store.defer(&[check.id()]);
-                    }
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        r = rx.changed() => if r.is_err() { return },
-                    }
-                    if leader.is_leader() {
-                        break;
-                    }
+        if let (Some(leader), Some(rx)) = (&gate, &mut led)
+            && !leader.is_leader()
+        {
+            // Another agent runs this check: export nothing, and run at once when this
+            // agent takes the lead, so a takeover leaves no gap longer than one interval.
+            // Before the first round nothing is known yet: wait without withdrawing, so a
+            // single agent is not ready before its database-wide checks have run.
+            rx.borrow_and_update();
+            loop {
+                if leader.decided() {
+                    store.defer(&[check.id()]);
                 }
-                ticker.reset();
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = rx.changed() => if r.is_err() { return },
+                }
+                if leader.is_leader() {
+                    break;
+                }
             }
+            ticker.reset();
         }
         let span = check_span(check.as_ref());
         let run = run_once(check.as_ref()).instrument(span.clone());
