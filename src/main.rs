@@ -27,7 +27,13 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let cancel = tokio_util::sync::CancellationToken::new();
-            match runtime().map(|rt| rt.block_on(rose_agent::run::run(config, cancel))) {
+            match runtime().map(|rt| {
+                rt.block_on(rose_agent::run::run_with_reload(
+                    config,
+                    cli.config.clone(),
+                    cancel,
+                ))
+            }) {
                 Ok(Ok(())) => ExitCode::SUCCESS,
                 Ok(Err(e)) | Err(e) => {
                     eprintln!("agent: {e:#}");

@@ -70,6 +70,7 @@ pub fn spawn_led(
     cancel: &CancellationToken,
     leader: Option<&Arc<Leadership>>,
 ) {
+    let epoch = Instant::now();
     for check in checks {
         let gate = leader
             .filter(|l| l.enabled() && check.scope() == Scope::Database)
@@ -81,7 +82,7 @@ pub fn spawn_led(
         };
         let (check, store, cancel) = (check.clone(), store.clone(), cancel.clone());
         let span = tracing::info_span!("check_loop", check = check.id());
-        tasks.spawn(run_loop(check, every, store, cancel, gate).instrument(span));
+        tasks.spawn(run_loop(check, every, store, cancel, gate, epoch).instrument(span));
     }
 }
 
@@ -171,8 +172,9 @@ async fn run_loop(
     store: Store,
     cancel: CancellationToken,
     gate: Option<Arc<Leadership>>,
+    epoch: Instant,
 ) {
-    let mut ticker = tokio::time::interval(every);
+    let mut ticker = tokio::time::interval_at(epoch.into(), every);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut led = gate.as_ref().map(|l| l.subscribe());
     loop {
@@ -200,7 +202,13 @@ async fn run_loop(
                     break;
                 }
             }
-            ticker.reset();
+            // Back on the common schedule (the phase every check loop started with), so a
+            // database-wide check runs in the same cycle as pg_connectivity and a fault shows in
+            // both at once, not one of them a fraction of an interval later with stale values.
+            let since = epoch.elapsed().as_nanos();
+            let period = every.as_nanos().max(1);
+            let next = epoch + Duration::from_nanos(((since / period + 1) * period) as u64);
+            ticker.reset_at(next.into());
         }
         let span = check_span(check.as_ref());
         let run = run_once(check.as_ref()).instrument(span.clone());

@@ -110,6 +110,26 @@ impl Store {
         self
     }
 
+    /// Replaces the checks that must report before the agent is ready (after a reload).
+    pub fn set_expected(&self, expected: Vec<&'static str>) {
+        self.tx
+            .send_modify(|snap| Arc::make_mut(snap).expected = expected);
+    }
+
+    /// Drops the state of checks a reload removed, so they export nothing stale.
+    pub fn retain_checks(&self, ids: &[&'static str]) {
+        self.tx.send_if_modified(|snap| {
+            if snap.checks.keys().all(|k| ids.contains(k)) {
+                return false;
+            }
+            let snap = Arc::make_mut(snap);
+            snap.checks.retain(|k, _| ids.contains(k));
+            snap.deferred.retain(|k| ids.contains(k));
+            snap.generation += 1;
+            true
+        });
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.tx.subscribe()
     }
