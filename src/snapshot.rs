@@ -220,3 +220,34 @@ impl Store {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed() -> Outcome {
+        Outcome {
+            at: SystemTime::now(),
+            duration: Duration::ZERO,
+            result: Err(CheckError::new(ErrorKind::Other, "x")),
+        }
+    }
+
+    #[test]
+    fn deferred_checks_do_not_hold_readiness_and_export_nothing() {
+        let store = Store::new(vec!["pg_connectivity", "pg_activity"]);
+        store.publish("pg_connectivity", failed(), vec![]);
+        assert!(!store.current().ready());
+        store.publish("pg_activity", failed(), vec![]);
+        store.defer(&["pg_activity"]);
+        let snap = store.current();
+        assert!(snap.ready());
+        assert!(!snap.checks.contains_key("pg_activity"));
+        // Deferring again changes nothing (no new generation for scrapes to re-render).
+        store.defer(&["pg_activity"]);
+        assert_eq!(store.current().generation, snap.generation);
+        // Running again (as leader) takes it out of the deferred set.
+        store.publish("pg_activity", failed(), vec![]);
+        assert!(store.current().deferred.is_empty());
+    }
+}

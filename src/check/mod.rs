@@ -274,3 +274,34 @@ fn pg_checks(config: &Config, pg: &Arc<PgTarget>) -> Vec<Arc<dyn Check>> {
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_database_wide_checks_are_gated() {
+        let config = crate::config::Config::load(
+            None,
+            &std::collections::HashMap::from([(
+                "AGENT_DATABASE_URL".to_string(),
+                "postgresql://u:p@127.0.0.1:1/db".to_string(),
+            )]),
+        )
+        .unwrap();
+        let pg = crate::run::pg_target(&config, None);
+        let checks = registry(&config, pg);
+        let database: Vec<_> = checks
+            .iter()
+            .filter(|c| c.scope() == Scope::Database)
+            .map(|c| c.id())
+            .collect();
+        // Every listed id names a real check, and instance-local ones stay local.
+        for id in DATABASE_WIDE {
+            assert!(database.contains(id), "{id} is not a registered check");
+        }
+        for local in ["pg_connectivity", "pg_privileges", "agent_process"] {
+            assert!(!database.contains(&local), "{local}");
+        }
+    }
+}
