@@ -37,6 +37,19 @@ pub enum Command {
     /// Exit codes follow the Nagios plugin convention: 0 ok, 1 warning, 2 critical, 3 unknown
     /// (including unusable configuration).
     Diagnose(DiagnoseArgs),
+    /// GET the agent's /healthz over plain HTTP and exit 0 on 200, else 1: the container
+    /// HEALTHCHECK of images without curl (deploy/Dockerfile).
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HealthcheckArgs {
+    /// Address of the agent's endpoint (host:port).
+    #[arg(long, default_value = "127.0.0.1:9188")]
+    pub addr: String,
+    /// Upper bound on connect + request + answer.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 /// Output format of `diagnose`.

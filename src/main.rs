@@ -27,7 +27,13 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let cancel = tokio_util::sync::CancellationToken::new();
-            match runtime().map(|rt| rt.block_on(rose_agent::run::run(config, cancel))) {
+            match runtime().map(|rt| {
+                rt.block_on(rose_agent::run::run_with_reload(
+                    config,
+                    cli.config.clone(),
+                    cancel,
+                ))
+            }) {
                 Ok(Ok(())) => ExitCode::SUCCESS,
                 Ok(Err(e)) | Err(e) => {
                     eprintln!("agent: {e:#}");
@@ -36,6 +42,38 @@ fn main() -> ExitCode {
             }
         }
         Command::Diagnose(args) => diagnose(config, &args),
+        Command::Healthcheck(args) => healthcheck(&args),
+    }
+}
+
+/// `agent healthcheck`: one bounded GET of /healthz.
+fn healthcheck(args: &rose_agent::cli::HealthcheckArgs) -> ExitCode {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let get = || -> std::io::Result<bool> {
+        let addr = args
+            .addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no address"))?;
+        let mut s = std::net::TcpStream::connect_timeout(&addr, args.timeout)?;
+        s.set_read_timeout(Some(args.timeout))?;
+        s.set_write_timeout(Some(args.timeout))?;
+        write!(s, "GET /healthz HTTP/1.0\r\nHost: {}\r\n\r\n", args.addr)?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head)?;
+        Ok(head.starts_with(b"HTTP/1.") && &head[9..12] == b"200")
+    };
+    match get() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("agent: /healthz did not answer 200");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("agent: /healthz on {}: {e}", args.addr);
+            ExitCode::FAILURE
+        }
     }
 }
 

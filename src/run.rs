@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::check;
 use crate::config::Config;
 use crate::findings::{self, state::Tracker, state::Transition};
+use crate::pg::leader::Leadership;
 use crate::pg::{Limits, PgTarget};
 use crate::scheduler;
 use crate::server;
@@ -35,6 +36,138 @@ pub fn pg_target(config: &Config, store: Option<Store>) -> Option<Arc<PgTarget>>
 
 /// Runs until SIGTERM/SIGINT or until `cancel` fires.
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    run_with_reload(config, None, cancel).await
+}
+
+/// What one configuration runs: its check loops, the election, the findings loop and the
+/// alert pusher, under their own token so a reload can stop them without touching the
+/// snapshot or the server.
+struct Generation {
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+    pg: Option<Arc<PgTarget>>,
+    leader: Arc<Leadership>,
+    checks: usize,
+}
+
+impl Generation {
+    fn start(
+        config: &Config,
+        store: &Store,
+        reuse: Option<(Option<Arc<PgTarget>>, Arc<Leadership>)>,
+        tracker: Arc<std::sync::Mutex<Tracker>>,
+        parent: &CancellationToken,
+    ) -> Generation {
+        let cancel = parent.child_token();
+        let (pg, leader) = match reuse {
+            Some(r) => r,
+            None => {
+                let pg = pg_target(config, Some(store.clone()));
+                match &pg {
+                    Some(t) => {
+                        tracing::info!(target_db = %t.target(), source = config.database.dsn_source, "Watching PostgreSQL.")
+                    }
+                    None => tracing::warn!(
+                        "No PostgreSQL DSN configured (FEATURE_DATABASE_TYPE=sqlite): PostgreSQL checks are off."
+                    ),
+                }
+                let leader = Leadership::new(
+                    pg.clone(),
+                    config.agent.leader_election,
+                    config.agent.leader_lock_key,
+                );
+                (pg, leader)
+            }
+        };
+        let checks = check::registry(config, pg.clone());
+        let ids: Vec<&'static str> = checks.iter().map(|c| c.id()).collect();
+        store.retain_checks(&ids);
+        store.set_expected(ids);
+        let mut tasks = JoinSet::new();
+        if pg.is_some() {
+            let database_checks = checks
+                .iter()
+                .filter(|c| c.scope() == check::Scope::Database)
+                .map(|c| c.id())
+                .collect();
+            tasks.spawn(leader.clone().run(
+                config.agent.interval,
+                store.clone(),
+                database_checks,
+                cancel.clone(),
+            ));
+        }
+        scheduler::spawn_led(
+            &mut tasks,
+            &checks,
+            config.agent.interval,
+            config.agent.slow_interval,
+            store,
+            &cancel,
+            Some(&leader),
+        );
+        tasks.spawn(findings_loop(
+            config.clone(),
+            store.clone(),
+            tracker,
+            cancel.clone(),
+        ));
+        if let Some(url) = &config.agent.alertmanager_url {
+            let push = crate::alerting::PushConfig {
+                url: url.clone(),
+                instance: config.agent.instance.clone(),
+                runbook_base: config.agent.runbook_base_url.clone(),
+                interval: config.agent.interval,
+                timeout: config.agent.interval.min(std::time::Duration::from_secs(5)),
+            };
+            tracing::info!(url = %crate::dsn::redact(url), instance = %push.instance, "Pushing findings to Alertmanager.");
+            tasks.spawn(crate::alerting::run(push, store.clone(), cancel.clone()));
+        }
+        Generation {
+            cancel,
+            tasks,
+            pg,
+            leader,
+            checks: checks.len(),
+        }
+    }
+
+    /// Stops this generation's tasks, waiting at most `grace` for runs to reach an await.
+    async fn stop(
+        mut self,
+        grace: std::time::Duration,
+    ) -> (Option<Arc<PgTarget>>, Arc<Leadership>) {
+        self.cancel.cancel();
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            self.tasks.abort_all();
+        }
+        (self.pg, self.leader)
+    }
+}
+
+/// Whether a reload can keep the PostgreSQL connection (and with it the fleet's lock).
+fn same_database(a: &Config, b: &Config) -> bool {
+    let (x, y) = (&a.database, &b.database);
+    x.dsn.as_ref().map(|d| d.redacted_url()) == y.dsn.as_ref().map(|d| d.redacted_url())
+        && x.dsn.as_ref().and_then(|d| d.password().map(str::to_owned))
+            == y.dsn.as_ref().and_then(|d| d.password().map(str::to_owned))
+        && x.connect_timeout == y.connect_timeout
+        && x.statement_timeout == y.statement_timeout
+        && x.lock_timeout == y.lock_timeout
+        && a.agent.leader_election == b.agent.leader_election
+        && a.agent.leader_lock_key == b.agent.leader_lock_key
+}
+
+/// Runs until SIGTERM/SIGINT or until `cancel` fires; on SIGHUP re-reads `config_path` and the
+/// environment and, when the result is valid, restarts the checks on it. The snapshot, the
+/// server and (when the database settings did not change) the PostgreSQL connection carry
+/// over; an invalid configuration keeps the running one and logs every problem.
+pub async fn run_with_reload(
+    config: Config,
+    config_path: Option<std::path::PathBuf>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let telemetry = crate::telemetry::init(&config);
     let listener = server::bind(config.agent.listen)
         .await
@@ -42,18 +175,6 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     let local = listener.local_addr()?;
 
     let store = Store::new(Vec::new());
-    let pg = pg_target(&config, Some(store.clone()));
-    match &pg {
-        Some(t) => {
-            tracing::info!(target_db = %t.target(), source = config.database.dsn_source, "Watching PostgreSQL.")
-        }
-        None => tracing::warn!(
-            "No PostgreSQL DSN configured (FEATURE_DATABASE_TYPE=sqlite): PostgreSQL checks are off."
-        ),
-    }
-    let checks = check::registry(&config, pg);
-    let store = store.with_expected(checks.iter().map(|c| c.id()).collect());
-
     telemetry.export_snapshot(&store);
     let mut tasks = JoinSet::new();
     if telemetry.exporting() {
@@ -73,42 +194,62 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             }
         });
     }
-    scheduler::spawn_all(
-        &mut tasks,
-        &checks,
-        config.agent.interval,
-        config.agent.slow_interval,
-        &store,
-        &cancel,
-    );
-    tasks.spawn(findings_loop(config.clone(), store.clone(), cancel.clone()));
-    if let Some(url) = &config.agent.alertmanager_url {
-        let push = crate::alerting::PushConfig {
-            url: url.clone(),
-            instance: config.agent.instance.clone(),
-            runbook_base: config.agent.runbook_base_url.clone(),
-            interval: config.agent.interval,
-            timeout: config.agent.interval.min(std::time::Duration::from_secs(5)),
-        };
-        tracing::info!(url = %crate::dsn::redact(url), instance = %push.instance, "Pushing findings to Alertmanager.");
-        tasks.spawn(crate::alerting::run(push, store.clone(), cancel.clone()));
-    }
+    let tracker = Arc::new(std::sync::Mutex::new(Tracker::new(
+        config.agent.finding_pending_cycles,
+        config.agent.finding_resolve_cycles,
+    )));
+    let mut generation = Generation::start(&config, &store, None, tracker.clone(), &cancel);
     let server_cancel = cancel.clone();
     let server_store = store.clone();
     let server = {
         let web = config.agent.web.clone();
         tokio::spawn(async move { server::serve(listener, server_store, web, server_cancel).await })
     };
-    tracing::info!(listen = %local, interval = %humantime::format_duration(config.agent.interval), checks = checks.len(), "Agent started.");
+    tracing::info!(listen = %local, interval = %humantime::format_duration(config.agent.interval), checks = generation.checks, "Agent started.");
 
     tokio::spawn(signals(cancel.clone()));
-    cancel.cancelled().await;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut config = config;
+    loop {
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = hangup => {}
+        }
+        tracing::info!(signal = "SIGHUP", file = ?config_path, "Reloading the configuration.");
+        let new = match Config::load(config_path.as_deref(), &crate::config::ProcessEnv) {
+            Ok(c) => c,
+            Err(e) => {
+                for p in &e.0 {
+                    tracing::error!(key = %p.key, problem = %p.message, "Reload rejected; the running configuration stays.");
+                }
+                continue;
+            }
+        };
+        if new.agent.listen != config.agent.listen
+            || new.agent.web_config_file != config.agent.web_config_file
+        {
+            tracing::warn!("AGENT_LISTEN and AGENT_WEB_CONFIG_FILE take effect only at restart.");
+        }
+        let keep = same_database(&config, &new);
+        let (pg, leader) = generation.stop(config.agent.shutdown_grace).await;
+        let reuse = keep.then_some((pg, leader));
+        generation = Generation::start(&new, &store, reuse, tracker.clone(), &cancel);
+        tracing::info!(interval = %humantime::format_duration(new.agent.interval), slow_interval = %humantime::format_duration(new.agent.slow_interval), checks = generation.checks, kept_connection = keep, "Configuration reloaded.");
+        config = new;
+    }
     tracing::info!(grace = %humantime::format_duration(config.agent.shutdown_grace), "Shutting down.");
+    let started = std::time::Instant::now();
     let drain = async {
         while tasks.join_next().await.is_some() {}
+        while generation.tasks.join_next().await.is_some() {}
         let _ = server.await;
     };
-    let started = std::time::Instant::now();
     match tokio::time::timeout(config.agent.shutdown_grace, drain).await {
         Ok(()) => tracing::info!("Shutdown complete."),
         Err(_) => tracing::warn!("Shutdown grace period over; stopping what is left."),
@@ -127,12 +268,13 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
 }
 
 /// Evaluates findings once per interval over the latest snapshot and logs each transition.
-async fn findings_loop(config: Config, store: Store, cancel: CancellationToken) {
+async fn findings_loop(
+    config: Config,
+    store: Store,
+    tracker: Arc<std::sync::Mutex<Tracker>>,
+    cancel: CancellationToken,
+) {
     let cx = findings::Context::from_config(&config);
-    let mut tracker = Tracker::new(
-        config.agent.finding_pending_cycles,
-        config.agent.finding_resolve_cycles,
-    );
     let mut ticker = tokio::time::interval(config.agent.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -145,7 +287,10 @@ async fn findings_loop(config: Config, store: Store, cancel: CancellationToken) 
             continue;
         }
         let now = std::time::SystemTime::now();
-        let (view, transitions) = tracker.update(findings::evaluate(&snap, &cx, now), now);
+        let (view, transitions) = tracker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(findings::evaluate(&snap, &cx, now), now);
         for t in transitions {
             match t {
                 Transition::Activated(f) if f.severity == findings::Severity::Info => {

@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::catalog::Sample;
-use crate::check::{Cadence, Check, CheckTarget};
+use crate::check::{Cadence, Check, CheckTarget, Scope};
 use crate::error::{CheckError, ErrorKind};
+use crate::pg::leader::Leadership;
 use crate::snapshot::{Outcome, Store};
 
 /// Runs one check once under its timeout and returns its outcome and samples.
@@ -46,7 +47,7 @@ pub async fn run_once(check: &dyn Check) -> (Outcome, Vec<Sample>) {
     )
 }
 
-/// Spawns every check's loop into `tasks`.
+/// Spawns every check's loop into `tasks`; every check runs (no fleet election).
 pub fn spawn_all(
     tasks: &mut JoinSet<()>,
     checks: &[Arc<dyn Check>],
@@ -55,7 +56,25 @@ pub fn spawn_all(
     store: &Store,
     cancel: &CancellationToken,
 ) {
+    spawn_led(tasks, checks, fast, slow, store, cancel, None)
+}
+
+/// Spawns every check's loop into `tasks`; with `leader`, database-wide checks
+/// ([`Scope::Database`]) run only while this agent leads the fleet.
+pub fn spawn_led(
+    tasks: &mut JoinSet<()>,
+    checks: &[Arc<dyn Check>],
+    fast: Duration,
+    slow: Duration,
+    store: &Store,
+    cancel: &CancellationToken,
+    leader: Option<&Arc<Leadership>>,
+) {
+    let epoch = Instant::now();
     for check in checks {
+        let gate = leader
+            .filter(|l| l.enabled() && check.scope() == Scope::Database)
+            .cloned();
         let every = match check.cadence() {
             Cadence::Fast => fast,
             Cadence::Slow => slow,
@@ -63,7 +82,7 @@ pub fn spawn_all(
         };
         let (check, store, cancel) = (check.clone(), store.clone(), cancel.clone());
         let span = tracing::info_span!("check_loop", check = check.id());
-        tasks.spawn(run_loop(check, every, store, cancel).instrument(span));
+        tasks.spawn(run_loop(check, every, store, cancel, gate, epoch).instrument(span));
     }
 }
 
@@ -147,13 +166,49 @@ pub fn record_outcome(span: &tracing::Span, outcome: &Outcome) {
     }
 }
 
-async fn run_loop(check: Arc<dyn Check>, every: Duration, store: Store, cancel: CancellationToken) {
-    let mut ticker = tokio::time::interval(every);
+async fn run_loop(
+    check: Arc<dyn Check>,
+    every: Duration,
+    store: Store,
+    cancel: CancellationToken,
+    gate: Option<Arc<Leadership>>,
+    epoch: Instant,
+) {
+    let mut ticker = tokio::time::interval_at(epoch.into(), every);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut led = gate.as_ref().map(|l| l.subscribe());
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = ticker.tick() => {}
+        }
+        if let (Some(leader), Some(rx)) = (&gate, &mut led)
+            && !leader.is_leader()
+        {
+            // Another agent runs this check: export nothing, and run at once when this
+            // agent takes the lead, so a takeover leaves no gap longer than one interval.
+            // Before the first round nothing is known yet: wait without withdrawing, so a
+            // single agent is not ready before its database-wide checks have run.
+            rx.borrow_and_update();
+            loop {
+                if leader.decided() {
+                    store.defer(&[check.id()]);
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = rx.changed() => if r.is_err() { return },
+                }
+                if leader.is_leader() {
+                    break;
+                }
+            }
+            // Back on the common schedule (the phase every check loop started with), so a
+            // database-wide check runs in the same cycle as pg_connectivity and a fault shows in
+            // both at once, not one of them a fraction of an interval later with stale values.
+            let since = epoch.elapsed().as_nanos();
+            let period = every.as_nanos().max(1);
+            let next = epoch + Duration::from_nanos(((since / period + 1) * period) as u64);
+            ticker.reset_at(next.into());
         }
         let span = check_span(check.as_ref());
         let run = run_once(check.as_ref()).instrument(span.clone());

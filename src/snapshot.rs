@@ -4,7 +4,7 @@
 //!
 //! A failed run replaces the check's samples with none: a failed check exports no stale values.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -51,12 +51,17 @@ pub struct Snapshot {
     /// Samples published by components that are not checks (the alert pusher, exporters), by
     /// component name.
     pub components: BTreeMap<&'static str, Arc<Vec<Sample>>>,
+    /// Database-wide checks this agent skips because another agent of the fleet leads: they
+    /// export nothing here and do not hold readiness back (until they run here again).
+    pub deferred: BTreeSet<&'static str>,
 }
 
 impl Snapshot {
     /// True once every expected check has completed at least once.
     pub fn ready(&self) -> bool {
-        self.expected.iter().all(|id| self.checks.contains_key(id))
+        self.expected
+            .iter()
+            .all(|id| self.checks.contains_key(id) || self.deferred.contains(id))
     }
 
     /// The last successful observation of a check, if its last run succeeded.
@@ -91,6 +96,7 @@ impl Store {
             pg_connects_failed: 0,
             findings: Default::default(),
             components: BTreeMap::new(),
+            deferred: BTreeSet::new(),
         };
         Store {
             tx: Arc::new(watch::channel(Arc::new(snap)).0),
@@ -102,6 +108,26 @@ impl Store {
         self.tx
             .send_modify(|snap| Arc::make_mut(snap).expected = expected);
         self
+    }
+
+    /// Replaces the checks that must report before the agent is ready (after a reload).
+    pub fn set_expected(&self, expected: Vec<&'static str>) {
+        self.tx
+            .send_modify(|snap| Arc::make_mut(snap).expected = expected);
+    }
+
+    /// Drops the state of checks a reload removed, so they export nothing stale.
+    pub fn retain_checks(&self, ids: &[&'static str]) {
+        self.tx.send_if_modified(|snap| {
+            if snap.checks.keys().all(|k| ids.contains(k)) {
+                return false;
+            }
+            let snap = Arc::make_mut(snap);
+            snap.checks.retain(|k, _| ids.contains(k));
+            snap.deferred.retain(|k| ids.contains(k));
+            snap.generation += 1;
+            true
+        });
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
@@ -138,7 +164,28 @@ impl Store {
                 errors,
             };
             snap.checks.insert(id, Arc::new(state));
+            snap.deferred.remove(id);
             snap.generation += 1;
+        });
+    }
+
+    /// Withdraws checks another agent of the fleet runs: their state and series go, and they
+    /// stop counting for readiness until they publish again. A no-op when already withdrawn.
+    pub fn defer(&self, ids: &[&'static str]) {
+        self.tx.send_if_modified(|snap| {
+            if ids
+                .iter()
+                .all(|id| snap.deferred.contains(id) && !snap.checks.contains_key(id))
+            {
+                return false;
+            }
+            let snap = Arc::make_mut(snap);
+            for id in ids {
+                snap.checks.remove(id);
+                snap.deferred.insert(id);
+            }
+            snap.generation += 1;
+            true
         });
     }
 
@@ -171,5 +218,36 @@ impl Store {
             }
             snap.generation += 1;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed() -> Outcome {
+        Outcome {
+            at: SystemTime::now(),
+            duration: Duration::ZERO,
+            result: Err(CheckError::new(ErrorKind::Other, "x")),
+        }
+    }
+
+    #[test]
+    fn deferred_checks_do_not_hold_readiness_and_export_nothing() {
+        let store = Store::new(vec!["pg_connectivity", "pg_activity"]);
+        store.publish("pg_connectivity", failed(), vec![]);
+        assert!(!store.current().ready());
+        store.publish("pg_activity", failed(), vec![]);
+        store.defer(&["pg_activity"]);
+        let snap = store.current();
+        assert!(snap.ready());
+        assert!(!snap.checks.contains_key("pg_activity"));
+        // Deferring again changes nothing (no new generation for scrapes to re-render).
+        store.defer(&["pg_activity"]);
+        assert_eq!(store.current().generation, snap.generation);
+        // Running again (as leader) takes it out of the deferred set.
+        store.publish("pg_activity", failed(), vec![]);
+        assert!(store.current().deferred.is_empty());
     }
 }

@@ -21,6 +21,8 @@ metrics! {
         "Failed runs of the check by error kind (a bounded set; see docs/metrics.md).";
     AGENT_PG_CONNECTS = "rose_agent_pg_connection_attempts_total", Counter, "1", ["result"],
         "Connection attempts to PostgreSQL by result (ok, error); backoff keeps errors slow.";
+    AGENT_LEADER = "rose_agent_leader", Gauge, "1", [],
+        "1 on the agent of a fleet that holds the PostgreSQL advisory lock and runs the database-wide checks, else 0 (absent without PostgreSQL).";
     AGENT_RSS = "rose_agent_resident_memory_bytes", Gauge, "bytes", [],
         "The agent's resident set size.";
     AGENT_CPU = "rose_agent_cpu_seconds_total", Counter, "seconds", [],

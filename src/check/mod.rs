@@ -38,6 +38,38 @@ use crate::config::Config;
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
+/// Whom a check describes, which decides where it runs in a fleet of agents sharing one
+/// database (see [`crate::pg::leader`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// This agent, its app instance or host, or its own view of the database: runs on every
+    /// agent.
+    Instance,
+    /// The database as a whole: runs only on the fleet's leader, so N agents cost the database
+    /// what one costs and the series are exported once.
+    Database,
+}
+
+/// The database-wide checks: the same answer whichever agent asks. Everything else is
+/// instance-local: `pg_connectivity` (this agent's own reachability and round trip),
+/// `pg_privileges` (this agent's role), `pg_replica` (its own connection to the replica, which
+/// must keep reporting while the primary, where the lock lives, is down),
+/// `checkpoint_migration` (this instance's SQLite file beside the PostgreSQL tables), app
+/// probes, host, SQLite and process.
+pub const DATABASE_WIDE: &[&str] = &[
+    "pg_activity",
+    "pg_statements",
+    "pg_table_sizes",
+    "pg_database_size",
+    "pg_schema",
+    "pg_replication",
+    "pg_database_stats",
+    "pg_checkpoints",
+    "pg_archiver",
+    "pg_connection_budget",
+    "pg_connections",
+];
+
 /// A boxed, sendable future: what [`Check::observe`] returns so checks can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -139,6 +171,14 @@ pub trait Check: Send + Sync + 'static {
     fn cadence(&self) -> Cadence {
         Cadence::Fast
     }
+    /// Whether the check runs on every agent or only on the fleet's leader.
+    fn scope(&self) -> Scope {
+        if DATABASE_WIDE.contains(&self.id()) {
+            Scope::Database
+        } else {
+            Scope::Instance
+        }
+    }
     /// Upper bound on one run; the scheduler cuts the run off there.
     fn timeout(&self) -> Duration;
     /// Does the I/O once. Must be cancel-safe: the scheduler may drop it at any await.
@@ -233,4 +273,35 @@ fn pg_checks(config: &Config, pg: &Arc<PgTarget>) -> Vec<Arc<dyn Check>> {
         v.push(Arc::new(pg_replica::ReplicaCheck::new(replica)));
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_database_wide_checks_are_gated() {
+        let config = crate::config::Config::load(
+            None,
+            &std::collections::HashMap::from([(
+                "AGENT_DATABASE_URL".to_string(),
+                "postgresql://u:p@127.0.0.1:1/db".to_string(),
+            )]),
+        )
+        .unwrap();
+        let pg = crate::run::pg_target(&config, None);
+        let checks = registry(&config, pg);
+        let database: Vec<_> = checks
+            .iter()
+            .filter(|c| c.scope() == Scope::Database)
+            .map(|c| c.id())
+            .collect();
+        // Every listed id names a real check, and instance-local ones stay local.
+        for id in DATABASE_WIDE {
+            assert!(database.contains(id), "{id} is not a registered check");
+        }
+        for local in ["pg_connectivity", "pg_privileges", "agent_process"] {
+            assert!(!database.contains(&local), "{local}");
+        }
+    }
 }

@@ -73,6 +73,10 @@ pub struct AgentConfig {
     /// TLS and authentication of the agent's endpoint.
     pub web: crate::web::WebConfig,
     pub web_config_file: Option<PathBuf>,
+    /// Database-wide checks run only on the fleet's leader (see `src/pg/leader.rs`).
+    pub leader_election: bool,
+    /// The advisory lock key of the election.
+    pub leader_lock_key: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -475,6 +479,11 @@ impl Config {
                 runbook_base_url,
                 web,
                 web_config_file,
+                leader_election: raw.agent.leader_election.unwrap_or(true),
+                leader_lock_key: raw
+                    .agent
+                    .leader_lock_key
+                    .unwrap_or(crate::pg::leader::DEFAULT_LOCK_KEY),
             },
             database: db,
             app: AppConfig {
@@ -512,6 +521,8 @@ impl Config {
                     .web_config_file
                     .as_ref()
                     .map(|p| p.display().to_string()),
+                leader_election: Some(self.agent.leader_election),
+                leader_lock_key: Some(self.agent.leader_lock_key),
             },
             database: raw::RawDatabase {
                 url: self.database.dsn.as_ref().map(Dsn::redacted_url),

@@ -84,6 +84,14 @@ pub struct RawAgent {
     /// exporter-toolkit style web config (TLS, basic auth, bearer token) for the agent's own
     /// endpoint (env `AGENT_WEB_CONFIG_FILE`; default: plain HTTP, no auth).
     pub web_config_file: Option<String>,
+    /// Run the database-wide checks only on the agent of a fleet that holds the PostgreSQL
+    /// advisory lock (env `AGENT_LEADER_ELECTION`: on/off; default on). Off: every agent runs
+    /// every check.
+    pub leader_election: Option<bool>,
+    /// The advisory lock key the fleet elects its leader with (env `AGENT_LEADER_LOCK_KEY`;
+    /// default 5940093311915222900, `0x526F73652D616774`, "Rose-agt"). Fleets watching the same
+    /// database for different apps need different keys.
+    pub leader_lock_key: Option<i64>,
 }
 
 /// `[database]`: how the agent reaches PostgreSQL.
@@ -255,6 +263,16 @@ impl RawConfig {
             &mut self.app.growth_window,
             s("AGENT_CHECKPOINT_GROWTH_WINDOW"),
         );
+        if let Some(v) = s("AGENT_LEADER_ELECTION") {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "on" | "true" | "1" | "yes" => self.agent.leader_election = Some(true),
+                "off" | "false" | "0" | "no" => self.agent.leader_election = Some(false),
+                _ => problems.push(Problem {
+                    key: "AGENT_LEADER_ELECTION".into(),
+                    message: format!("'{}' is not one of: on, off", v.trim()),
+                }),
+            }
+        }
         if let Some(v) = s("AGENT_APP_PROBES") {
             match v.trim().to_ascii_lowercase().as_str() {
                 "on" | "true" | "1" | "yes" => self.app.probes_enabled = Some(true),
@@ -269,6 +287,7 @@ impl RawConfig {
             ("DATABASE_POOL_SIZE", &mut self.app.pool_size),
             ("DATABASE_MAX_OVERFLOW", &mut self.app.max_overflow),
             ("AGENT_APP_INSTANCES", &mut self.app.instances),
+            ("AGENT_LEADER_LOCK_KEY", &mut self.agent.leader_lock_key),
             ("AGENT_LABELS_TOP_N", &mut self.checks.labels_top_n),
             ("AGENT_STATEMENTS_TOP_N", &mut self.checks.statements_top_n),
             ("AGENT_MAX_CONNECTIONS", &mut self.checks.max_connections),

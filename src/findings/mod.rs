@@ -209,6 +209,7 @@ pub(crate) mod testutil {
             pg_connects_failed: 0,
             findings: Default::default(),
             components: Default::default(),
+            deferred: Default::default(),
         };
         for (id, result) in entries {
             s.checks.insert(

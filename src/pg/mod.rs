@@ -11,6 +11,7 @@
 //! - Every query bounded on the client side too; a timed-out or broken connection is dropped, and
 //!   dropping it aborts the task that drives its socket.
 
+pub mod leader;
 pub mod tls;
 
 use std::net::IpAddr;
@@ -59,6 +60,9 @@ struct Slot {
     failures: u32,
     retry_at: Option<Instant>,
     last_error: Option<CheckError>,
+    /// Completed connection attempts: a caller that waited on someone else's attempt shares
+    /// its outcome instead of starting another.
+    attempts: u64,
 }
 
 type ConnectHook = Box<dyn Fn(bool) + Send + Sync>;
@@ -86,6 +90,7 @@ impl PgTarget {
                 failures: 0,
                 retry_at: None,
                 last_error: None,
+                attempts: 0,
             }),
             connecting: tokio::sync::Mutex::new(()),
             on_connect: None,
@@ -129,12 +134,20 @@ impl PgTarget {
         if let Some(c) = self.current() {
             return Ok(c);
         }
+        let seen = self.lock().attempts;
         let _attempt = self.connecting.lock().await;
         if let Some(c) = self.current() {
             return Ok(c);
         }
         {
             let slot = self.lock();
+            // An attempt finished (and failed) while this caller waited: share its outcome, so
+            // callers queued behind a hanging server do not each wait out a connect timeout.
+            if slot.attempts != seen
+                && let Some(err) = &slot.last_error
+            {
+                return Err(err.clone());
+            }
             if let (Some(at), Some(err)) = (slot.retry_at, &slot.last_error) {
                 let now = Instant::now();
                 if now < at {
@@ -164,6 +177,7 @@ impl PgTarget {
             hook(result.is_ok());
         }
         let mut slot = self.lock();
+        slot.attempts += 1;
         match result {
             Ok((client, task)) => {
                 slot.generation += 1;
@@ -244,6 +258,11 @@ impl PgTarget {
                 })
                 .collect()),
         }
+    }
+
+    /// The generation of the open connection, if one is open (no connection attempt).
+    pub fn current_generation(&self) -> Option<u64> {
+        self.current().map(|c| c.generation)
     }
 
     fn current(&self) -> Option<Arc<Conn>> {

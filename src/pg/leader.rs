@@ -1,0 +1,176 @@
+//! Leadership of a fleet of agents through PostgreSQL itself.
+//!
+//! Many app instances share one database, and each has an agent beside it. Database-wide checks
+//! ([`crate::check::Scope::Database`]) would cost the database N times and export the same series
+//! N times; instead they run only on the agent holding a session-level advisory lock,
+//! `pg_try_advisory_lock(`[`DEFAULT_LOCK_KEY`]`)` (configurable: `AGENT_LEADER_LOCK_KEY`), taken on
+//! the agent's one connection, the one its checks use.
+//!
+//! - At the start of each cycle (every `AGENT_INTERVAL`) the agent makes sure it leads: if it
+//!   already holds the lock on the connection that is open now, nothing is sent (a session lock
+//!   lives exactly as long as its session); otherwise it tries once on the current connection
+//!   (one cheap statement per follower per cycle).
+//! - A new connection is a new attempt: the lock belonged to the old session. An agent whose
+//!   connection dropped stops leading at once (its database-wide checks are skipped even before
+//!   the next cycle), and PostgreSQL frees the lock when that backend ends, so a surviving agent
+//!   takes it at its next cycle: within one interval.
+//! - Followers skip the database-wide checks and withdraw their series (so sums over the fleet
+//!   stay right); the skipped checks do not hold readiness back. Instance-local checks run on
+//!   every agent.
+//! - A single agent needs no configuration: it takes the free lock at its first cycle.
+//!   `AGENT_LEADER_ELECTION=off` makes every agent run everything.
+//!
+//! Advisory locks are per database, so fleets watching different databases never contend.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{self, Sample};
+use crate::pg::PgTarget;
+use crate::snapshot::Store;
+
+/// `0x526F73652D616774`, the bytes of "Rose-agt": the advisory lock key the fleet elects its
+/// leader with, unless `AGENT_LEADER_LOCK_KEY` says otherwise.
+pub const DEFAULT_LOCK_KEY: i64 = 0x526F_7365_2D61_6774;
+
+/// Who leads, as this agent sees it.
+pub struct Leadership {
+    pg: Option<Arc<PgTarget>>,
+    enabled: bool,
+    key: i64,
+    /// The connection generation the lock is held on.
+    held: Mutex<Option<u64>>,
+    /// (a round has completed, the held generation), for check loops waiting to lead.
+    tx: watch::Sender<(bool, Option<u64>)>,
+}
+
+impl Leadership {
+    /// `enabled == false` (or no PostgreSQL at all): this agent always leads.
+    pub fn new(pg: Option<Arc<PgTarget>>, enabled: bool, key: i64) -> Arc<Leadership> {
+        Arc::new(Leadership {
+            enabled: enabled && pg.is_some(),
+            pg,
+            key,
+            held: Mutex::new(None),
+            tx: watch::channel((false, None)).0,
+        })
+    }
+
+    /// Whether elections happen at all.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// True while this agent holds the lock on the connection open now.
+    pub fn is_leader(&self) -> bool {
+        if !self.enabled {
+            return true;
+        }
+        let held = *self.held.lock().unwrap_or_else(|p| p.into_inner());
+        match (held, self.pg.as_ref().and_then(|p| p.current_generation())) {
+            (Some(h), Some(c)) => h == c,
+            _ => false,
+        }
+    }
+
+    /// Changes after the first round and whenever the lock is taken (on a new connection) or
+    /// lost.
+    pub fn subscribe(&self) -> watch::Receiver<(bool, Option<u64>)> {
+        self.tx.subscribe()
+    }
+
+    /// True once the first election round has completed (or when there is no election).
+    pub fn decided(&self) -> bool {
+        !self.enabled || self.tx.borrow().0
+    }
+
+    /// One election round: keeps or tries to take the lock on the current connection.
+    pub async fn renew(&self) -> bool {
+        let Some(pg) = self.pg.as_ref().filter(|_| self.enabled) else {
+            return true;
+        };
+        let held = match pg.conn().await {
+            Err(_) => None,
+            Ok(conn) => {
+                let prev = *self.held.lock().unwrap_or_else(|p| p.into_inner());
+                if prev == Some(conn.generation) {
+                    prev
+                } else {
+                    let sql = format!("SELECT pg_try_advisory_lock({})", self.key);
+                    match pg.simple_query(&conn, &sql).await {
+                        Ok(rows)
+                            if rows.first().and_then(|r| r.first()).cloned().flatten()
+                                == Some("t".into()) =>
+                        {
+                            Some(conn.generation)
+                        }
+                        Ok(_) => None,
+                        Err(e) => {
+                            tracing::debug!(kind = %e.kind, error = %e.message, "Leader election failed.");
+                            None
+                        }
+                    }
+                }
+            }
+        };
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = held;
+        self.tx.send_if_modified(|v| {
+            let changed = *v != (true, held);
+            *v = (true, held);
+            changed
+        });
+        self.is_leader()
+    }
+
+    /// Runs an election round every `every`, publishes `rose_agent_leader`, and withdraws the
+    /// series of the database-wide checks (`database_checks`) while following.
+    pub async fn run(
+        self: Arc<Self>,
+        every: Duration,
+        store: Store,
+        database_checks: Vec<&'static str>,
+        cancel: CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut was: Option<bool> = None;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let leads = tokio::select! {
+                _ = cancel.cancelled() => return,
+                l = self.renew() => l,
+            };
+            if was != Some(leads) {
+                if leads {
+                    tracing::info!(
+                        key = self.key,
+                        "Leading the fleet: running the database-wide checks."
+                    );
+                } else {
+                    tracing::info!(
+                        key = self.key,
+                        "Following: another agent (or none, while PostgreSQL is unreachable) runs the database-wide checks."
+                    );
+                }
+                store.publish_component(
+                    "leader",
+                    vec![Sample::new(
+                        &catalog::AGENT_LEADER,
+                        &[],
+                        if leads { 1.0 } else { 0.0 },
+                    )],
+                );
+                was = Some(leads);
+            }
+            if !leads {
+                store.defer(&database_checks);
+            }
+        }
+    }
+}

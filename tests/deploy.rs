@@ -1,0 +1,193 @@
+//! The deployment examples under deploy/, checked as far as this machine allows: promtool on the
+//! Prometheus configs, the generated PrometheusRule is fresh, the Kubernetes manifests parse and
+//! carry the probes and limits, systemd accepts the unit, the Dockerfile builds the `agent` binary
+//! into a non-root image whose HEALTHCHECK (`agent healthcheck`) works against a running agent.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::*;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(p: &str) -> String {
+    std::fs::read_to_string(root().join(p)).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+#[test]
+fn prometheus_configs_pass_promtool() {
+    if !require_tool("promtool") {
+        return;
+    }
+    for f in [
+        "deploy/prometheus/federation.yml",
+        "deploy/prometheus/remote_write.yml",
+    ] {
+        let out = Command::new("promtool")
+            .args(["check", "config"])
+            .arg(root().join(f))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{f}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn prometheus_rule_is_generated_from_the_alert_rules() {
+    if !require_tool("python3") {
+        return;
+    }
+    let out = Command::new(root().join("scripts/gen-prometheusrule"))
+        .arg("--stdout")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        read("deploy/kubernetes/prometheusrule.yaml"),
+        "stale: run scripts/gen-prometheusrule"
+    );
+    let rule = read("deploy/kubernetes/prometheusrule.yaml");
+    for line in read("alerts/rose.rules.yml").lines() {
+        if let Some(name) = line.trim().strip_prefix("- alert: ") {
+            assert!(rule.contains(&format!("- alert: {name}")), "{name}");
+        }
+    }
+}
+
+#[test]
+fn kubernetes_manifests_parse_and_carry_probes_and_limits() {
+    if !require_tool("python3") {
+        return;
+    }
+    let script = r#"
+import sys, yaml
+docs = {}
+for f in sys.argv[1:]:
+    for d in yaml.safe_load_all(open(f)):
+        docs[d["kind"]] = d
+dep = docs["Deployment"]
+cs = {c["name"]: c for c in dep["spec"]["template"]["spec"]["containers"]}
+a = cs["rose-agent"]
+assert "app" in cs, cs.keys()
+assert a["livenessProbe"]["httpGet"]["path"] == "/healthz"
+assert a["readinessProbe"]["httpGet"]["path"] == "/readyz"
+assert a["resources"]["limits"]["memory"] and a["resources"]["limits"]["cpu"]
+assert a["securityContext"]["runAsUser"] != 0
+assert a["securityContext"]["readOnlyRootFilesystem"] is True
+pm = docs["PodMonitor"]
+assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+label = pm["spec"]["jobLabel"]
+assert dep["spec"]["template"]["metadata"]["labels"][label] == "rose-agent"
+assert pm["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+rules = docs["PrometheusRule"]["spec"]["groups"]
+assert sum(len(g["rules"]) for g in rules) >= 10
+print("ok")
+"#;
+    let dir = root().join("deploy/kubernetes");
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(dir.join("deployment.yaml"))
+        .arg(dir.join("podmonitor.yaml"))
+        .arg(dir.join("prometheusrule.yaml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("No module named 'yaml'") {
+        eprintln!("skipping: python3-yaml not installed");
+        return;
+    }
+    assert!(out.status.success(), "{err}");
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    if !require_tool("systemd-analyze") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // verify wants the ExecStart binary to exist: point it at the one under test.
+    let unit = read("deploy/systemd/rose-agent.service")
+        .replace("/usr/local/bin/rose-agent", env!("CARGO_BIN_EXE_agent"));
+    for key in [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "DynamicUser=yes",
+        "CapabilityBoundingSet=",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ] {
+        assert!(unit.contains(key), "{key}");
+    }
+    let path = dir.path().join("rose-agent.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn dockerfile_is_multi_stage_non_root_and_checks_healthz() {
+    let d = read("deploy/Dockerfile");
+    assert!(d.matches("\nFROM ").count() + d.starts_with("FROM ") as usize >= 2);
+    assert!(d.contains("AS build"));
+    assert!(d.contains("--bin agent"));
+    assert!(d.contains("COPY --from=build /src/target/release/agent /usr/local/bin/agent"));
+    let user = d
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER line");
+    assert!(
+        !user.starts_with("0") && !user.starts_with("root"),
+        "{user}"
+    );
+    let hc = d
+        .lines()
+        .skip_while(|l| !l.starts_with("HEALTHCHECK"))
+        .take(2)
+        .collect::<String>();
+    assert!(hc.contains("\"healthcheck\""), "{hc}");
+    assert!(d.contains("ENTRYPOINT [\"/usr/local/bin/agent\"]"));
+    let rust = d
+        .lines()
+        .find_map(|l| l.strip_prefix("FROM rust:"))
+        .unwrap();
+    let msrv = read("Cargo.toml")
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    assert!(rust.starts_with(&msrv), "{rust} vs rust-version {msrv}");
+}
+
+#[test]
+fn agent_healthcheck_answers_like_the_container_healthcheck() {
+    let agent = Agent::start(&[("AGENT_APP_PROBES", "off".into())]);
+    let run = |addr: String| {
+        Command::new(env!("CARGO_BIN_EXE_agent"))
+            .args(["healthcheck", "--addr", &addr, "--timeout", "2s"])
+            .env_clear()
+            .status()
+            .unwrap()
+            .code()
+    };
+    assert_eq!(run(format!("127.0.0.1:{}", agent.port)), Some(0));
+    assert_eq!(run(format!("127.0.0.1:{}", free_port())), Some(1));
+}
