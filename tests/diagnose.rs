@@ -433,3 +433,29 @@ fn app_probes_run_even_when_the_database_is_down() {
     );
     assert_no_password(&all);
 }
+
+#[test]
+fn the_budget_counts_the_app_instances_the_database_sees() {
+    let pg = PgCluster::start_with(ClusterOpts {
+        max_connections: 25,
+        superuser_reserved: 3,
+        ..Default::default()
+    });
+    pg.psql("CREATE ROLE app LOGIN PASSWORD 'app'");
+    // Two "instances": one over TCP from 127.0.0.1, one over the Unix socket.
+    let _tcp = Sessions::hold(&pg, "app", "app", 1, "SELECT pg_sleep(60)");
+    let _local = Sessions::hold(&pg, "postgres", "", 1, "SELECT pg_sleep(60)");
+    wait_for(Duration::from_secs(10), || {
+        pg.psql("SELECT count(DISTINCT coalesce(host(client_addr), 'local')) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%'") == "2"
+    })
+    .expect("two instances connected");
+    let (code, report, all) = diagnose(&env(pg.monitor_url()), &[]);
+    assert_eq!(code, 2, "{:?}\n{all}", summary(&report));
+    let f = finding(&report, "pool_budget_exceeded");
+    let ev = f["evidence"].as_str().unwrap();
+    assert!(
+        ev.contains("pool demand 61")
+            && ev.contains("sees 2 app instance(s) while AGENT_APP_INSTANCES says 1"),
+        "{ev}"
+    );
+}

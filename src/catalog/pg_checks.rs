@@ -26,6 +26,10 @@ metrics! {
         "Connection slots the budget is measured against (plan preset or AGENT_MAX_CONNECTIONS if set, else the server), minus reserved slots.";
     PG_BUDGET_HEADROOM = "rose_pg_connection_budget_headroom", Gauge, "1", [],
         "Budget slots minus demand; negative means the app can be refused with 'too many connections' at peak.";
+    PG_APP_INSTANCES_OBSERVED = "rose_pg_app_instances_observed", Gauge, "1", [],
+        "Client addresses with sessions on the database other than agents': the app instances the database sees.";
+    PG_APP_INSTANCES_CONFIGURED = "rose_pg_app_instances_configured", Gauge, "1", [],
+        "AGENT_APP_INSTANCES; the connection budget uses the larger of this and the observed count.";
 
     // --- activity (check `pg_activity`) ---
     PG_ACTIVE_QUERY_MAX = "rose_pg_active_query_max_seconds", Gauge, "seconds", [],

@@ -23,7 +23,10 @@ const SQL: &str = "SELECT json_build_object(\
      'max_connections', current_setting('max_connections')::int, \
      'superuser_reserved', current_setting('superuser_reserved_connections')::int, \
      'reserved', current_setting('reserved_connections', true)::int, \
-     'datconnlimit', (SELECT datconnlimit FROM pg_database WHERE datname = current_database()))::text";
+     'datconnlimit', (SELECT datconnlimit FROM pg_database WHERE datname = current_database()), \
+     'observed_instances', (SELECT count(DISTINCT coalesce(host(client_addr), 'local')) FROM pg_stat_activity \
+        WHERE backend_type = 'client backend' AND datname = current_database() \
+        AND application_name IS DISTINCT FROM 'rose-agent' AND pid <> pg_backend_pid()))::text";
 
 /// Connections the agent itself holds on the primary.
 pub const AGENT_CONNECTIONS: u32 = 1;
@@ -43,6 +46,13 @@ pub struct Budget {
     pub pool_size: u32,
     pub max_overflow: u32,
     pub instances: u32,
+    /// Client addresses with sessions on this database other than agents': the app instances the
+    /// database actually sees (0 when none, e.g. before the app starts).
+    pub observed_instances: u32,
+    /// The instances demand is computed for: the larger of configured and observed.
+    pub instances_used: u32,
+    /// Observed instances (when any) differ from the configured `AGENT_APP_INSTANCES`.
+    pub instances_disagree: bool,
     pub agent_connections: u32,
     /// `instances x (pool_size + max_overflow) + agent_connections`.
     pub demand: u32,
@@ -74,12 +84,14 @@ pub struct Raw {
     pub superuser_reserved: u32,
     pub reserved: Option<u32>,
     pub datconnlimit: Option<i64>,
+    #[serde(default)]
+    pub observed_instances: u32,
 }
 
 /// Pure: the budget from the app's pools and the server's settings.
 pub fn compute(app: &AppPools, raw: &Raw) -> Budget {
-    let demand = app
-        .instances
+    let instances_used = app.instances.max(raw.observed_instances);
+    let demand = instances_used
         .saturating_mul(app.pool_size.saturating_add(app.max_overflow))
         .saturating_add(AGENT_CONNECTIONS);
     let (limit, mut source) = match &app.plan {
@@ -103,6 +115,9 @@ pub fn compute(app: &AppPools, raw: &Raw) -> Budget {
         pool_size: app.pool_size,
         max_overflow: app.max_overflow,
         instances: app.instances,
+        observed_instances: raw.observed_instances,
+        instances_used,
+        instances_disagree: raw.observed_instances > 0 && raw.observed_instances != app.instances,
         agent_connections: AGENT_CONNECTIONS,
         demand,
         server_max_connections: raw.max_connections,
@@ -160,6 +175,16 @@ pub fn samples(o: &Budget, out: &mut Vec<Sample>) {
         &[],
         o.headroom as f64,
     ));
+    out.push(Sample::new(
+        &catalog::PG_APP_INSTANCES_OBSERVED,
+        &[],
+        f64::from(o.observed_instances),
+    ));
+    out.push(Sample::new(
+        &catalog::PG_APP_INSTANCES_CONFIGURED,
+        &[],
+        f64::from(o.instances),
+    ));
 }
 
 #[cfg(test)]
@@ -172,6 +197,7 @@ mod tests {
             superuser_reserved: 3,
             reserved: None,
             datconnlimit: Some(-1),
+            observed_instances: 0,
         }
     }
 
@@ -226,5 +252,26 @@ mod tests {
         let b = compute(&app, &raw(1));
         assert_eq!(b.demand, u32::MAX);
         assert_eq!(b.slots, 0);
+    }
+
+    #[test]
+    fn observed_instances_count_when_more_than_configured() {
+        let app = AppPools {
+            pool_size: 10,
+            max_overflow: 20,
+            instances: 1,
+            plan: None,
+        };
+        let mut r = raw(100);
+        r.observed_instances = 3;
+        let b = compute(&app, &r);
+        assert_eq!((b.instances_used, b.demand), (3, 91));
+        assert!(b.instances_disagree);
+        r.observed_instances = 0;
+        let b = compute(&app, &r);
+        assert_eq!(
+            (b.instances_used, b.demand, b.instances_disagree),
+            (1, 31, false)
+        );
     }
 }

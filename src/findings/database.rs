@@ -8,8 +8,16 @@ use crate::check::{Observation, pg_connections, pg_connectivity};
 use crate::snapshot::Snapshot;
 
 pub(super) fn evaluate(snap: &Snapshot, cx: &Context, now: SystemTime, out: &mut Vec<Finding>) {
+    // The budget check's view (plan limits, the instances the database sees) wins over the
+    // configuration-only arithmetic when it is there.
+    let budget = match snap.observation(crate::check::pg_connection_budget::ID) {
+        Some(Observation::PgConnectionBudget(b)) => Some(b),
+        _ => None,
+    };
     if let Some(Observation::PgConnections(c)) = snap.observation(pg_connections::ID) {
-        connections(c, cx, out);
+        connections(c, budget, cx, out);
+    } else if let Some(b) = budget {
+        pool_budget(b.demand, b.slots, b.instances_used, budget, cx, out);
     }
     if let Some(Observation::PgConnectivity(c)) = snap.observation(pg_connectivity::ID) {
         connectivity(c, cx, now, out);
@@ -34,7 +42,12 @@ pub fn suggested_pool(slots: u32, instances: u32) -> (u32, u32) {
     (pool, per_instance.saturating_sub(pool))
 }
 
-fn connections(c: &pg_connections::Connections, cx: &Context, out: &mut Vec<Finding>) {
+fn connections(
+    c: &pg_connections::Connections,
+    budget: Option<&crate::check::pg_connection_budget::Budget>,
+    cx: &Context,
+    out: &mut Vec<Finding>,
+) {
     let slots = usable_slots(c);
     let used = c.total();
     let t = &cx.target;
@@ -59,23 +72,45 @@ fn connections(c: &pg_connections::Connections, cx: &Context, out: &mut Vec<Find
             .with_severity(if full { Severity::Critical } else { Severity::Warning }),
         );
     }
-    let demand = pool_demand(cx);
-    if slots > 0 && demand > slots {
-        let (pool, overflow) = suggested_pool(slots, cx.instances);
-        out.push(Finding::new(
-            "pool_budget_exceeded",
-            format!("Worst-case pool demand {demand} exceeds {slots} connection slots"),
-            format!(
-                "pool demand {demand} = {} instance(s) x (DATABASE_POOL_SIZE {} + DATABASE_MAX_OVERFLOW {}) + 1 agent > {slots} usable slots at {t}",
-                cx.instances, cx.pool_size, cx.max_overflow
-            ),
-            vec![
-                format!("pool demand {demand} > {slots} slots: lower DATABASE_POOL_SIZE to {pool} and DATABASE_MAX_OVERFLOW to {overflow} (per instance, {} instance(s))", cx.instances),
-                "Or upgrade the database plan for more connections (Railway Starter 22, Pro 97)".into(),
-                "Or put PgBouncer in front of PostgreSQL so the pools share fewer server connections".into(),
-            ],
-        ));
+    match budget {
+        Some(b) => pool_budget(b.demand, b.slots, b.instances_used, budget, cx, out),
+        None => pool_budget(pool_demand(cx), slots, cx.instances, None, cx, out),
     }
+}
+
+fn pool_budget(
+    demand: u32,
+    slots: u32,
+    instances: u32,
+    budget: Option<&crate::check::pg_connection_budget::Budget>,
+    cx: &Context,
+    out: &mut Vec<Finding>,
+) {
+    if slots == 0 || demand <= slots {
+        return;
+    }
+    let t = &cx.target;
+    let (pool, overflow) = suggested_pool(slots, instances);
+    let seen = match budget {
+        Some(b) if b.instances_disagree => format!(
+            "; the database sees {} app instance(s) while AGENT_APP_INSTANCES says {}: the larger counts",
+            b.observed_instances, b.instances
+        ),
+        _ => String::new(),
+    };
+    out.push(Finding::new(
+        "pool_budget_exceeded",
+        format!("Worst-case pool demand {demand} exceeds {slots} connection slots"),
+        format!(
+            "pool demand {demand} = {instances} instance(s) x (DATABASE_POOL_SIZE {} + DATABASE_MAX_OVERFLOW {}) + 1 agent > {slots} usable slots at {t}{seen}",
+            cx.pool_size, cx.max_overflow
+        ),
+        vec![
+            format!("pool demand {demand} > {slots} slots: lower DATABASE_POOL_SIZE to {pool} and DATABASE_MAX_OVERFLOW to {overflow} (per instance, {instances} instance(s))"),
+            "Or upgrade the database plan for more connections (Railway Starter 22, Pro 97)".into(),
+            "Or put PgBouncer in front of PostgreSQL so the pools share fewer server connections".into(),
+        ],
+    ));
 }
 
 fn connectivity(
