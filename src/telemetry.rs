@@ -93,6 +93,9 @@ impl OtlpStats {
     }
 }
 
+/// The snapshot's samples of one generation, shared by the OTLP instrument callbacks.
+type SampleCache = std::sync::Mutex<Option<(u64, Arc<Vec<Sample>>)>>;
+
 /// Installed telemetry; shut it down to flush.
 pub struct Telemetry {
     tracer: SdkTracerProvider,
@@ -193,8 +196,11 @@ impl Telemetry {
     pub fn export_snapshot(&self, store: &Store) {
         let Some(provider) = &self.meter else { return };
         let meter = provider.meter("rose-agent");
+        // One sample list per snapshot generation, shared by every instrument's callback (a
+        // collection calls ~100 callbacks; each would otherwise rebuild the whole list).
+        let shared: Arc<SampleCache> = Arc::default();
         for def in catalog::all() {
-            let store = store.clone();
+            let (store, shared) = (store.clone(), shared.clone());
             let attrs = move |s: &Sample| -> Vec<KeyValue> {
                 s.def
                     .labels
@@ -205,7 +211,19 @@ impl Telemetry {
             };
             let values =
                 move |store: &Store, def: &'static MetricDef| -> Vec<(f64, Vec<KeyValue>)> {
-                    crate::render::all_samples(&store.current())
+                    let snap = store.current();
+                    let samples = {
+                        let mut cache = shared.lock().unwrap_or_else(|p| p.into_inner());
+                        match cache.as_ref() {
+                            Some((generation, s)) if *generation == snap.generation => s.clone(),
+                            _ => {
+                                let s = Arc::new(crate::render::all_samples(&snap));
+                                *cache = Some((snap.generation, s.clone()));
+                                s
+                            }
+                        }
+                    };
+                    samples
                         .iter()
                         .filter(|s| std::ptr::eq(s.def, def))
                         .map(|s| match &s.value {
@@ -327,44 +345,41 @@ fn resource(otel: Option<&OtelConfig>, instance: &str) -> Resource {
         .build()
 }
 
+/// Builds an OTLP exporter of either signal over the configured transport (the two signals'
+/// builders differ only in their type).
+macro_rules! otlp_exporter {
+    ($exporter:ty, $sig:expr, $timeout:expr) => {{
+        let (sig, timeout): (&SignalConfig, Duration) = ($sig, $timeout);
+        let built = match sig.protocol {
+            Protocol::Grpc => <$exporter>::builder()
+                .with_tonic()
+                .with_endpoint(sig.endpoint.clone())
+                .with_timeout(timeout)
+                .with_metadata(metadata(&sig.headers))
+                .build(),
+            Protocol::HttpProtobuf => <$exporter>::builder()
+                .with_http()
+                .with_endpoint(sig.endpoint.clone())
+                .with_timeout(timeout)
+                .with_headers(sig.headers.iter().cloned().collect())
+                .build(),
+        };
+        built.map_err(anyhow::Error::from)
+    }};
+}
+
 fn span_exporter(
     sig: &SignalConfig,
     timeout: Duration,
 ) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
-    Ok(match sig.protocol {
-        Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(sig.endpoint.clone())
-            .with_timeout(timeout)
-            .with_metadata(metadata(&sig.headers))
-            .build()?,
-        Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_endpoint(sig.endpoint.clone())
-            .with_timeout(timeout)
-            .with_headers(sig.headers.iter().cloned().collect())
-            .build()?,
-    })
+    otlp_exporter!(opentelemetry_otlp::SpanExporter, sig, timeout)
 }
 
 fn metric_exporter(
     sig: &SignalConfig,
     timeout: Duration,
 ) -> anyhow::Result<opentelemetry_otlp::MetricExporter> {
-    Ok(match sig.protocol {
-        Protocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
-            .with_endpoint(sig.endpoint.clone())
-            .with_timeout(timeout)
-            .with_metadata(metadata(&sig.headers))
-            .build()?,
-        Protocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
-            .with_http()
-            .with_endpoint(sig.endpoint.clone())
-            .with_timeout(timeout)
-            .with_headers(sig.headers.iter().cloned().collect())
-            .build()?,
-    })
+    otlp_exporter!(opentelemetry_otlp::MetricExporter, sig, timeout)
 }
 
 fn metadata(
