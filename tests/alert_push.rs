@@ -33,11 +33,8 @@ fn findings_reach_alertmanager_and_resolve() {
     let hook = Webhook::start();
     let am = Alertmanager::start(&am_config(hook.port));
     let pg = PgCluster::start();
-    let agent = Agent::start(&[
-        ("AGENT_DATABASE_URL", pg.monitor_url()),
-        ("AGENT_INTERVAL", "1s".into()),
-        ("AGENT_CONNECT_TIMEOUT", "300ms".into()),
-        ("AGENT_STATEMENT_TIMEOUT", "300ms".into()),
+    let mut env = fast_env(pg.monitor_url());
+    env.extend([
         ("AGENT_FINDING_PENDING_CYCLES", "1".into()),
         ("AGENT_FINDING_RESOLVE_CYCLES", "1".into()),
         (
@@ -50,6 +47,7 @@ fn findings_reach_alertmanager_and_resolve() {
             "https://runbooks.example/rose/".into(),
         ),
     ]);
+    let agent = Agent::start(&env);
     wait_for(Duration::from_secs(10), || {
         agent.metrics().get("rose_pg_up") == Some(1.0)
     })
@@ -113,14 +111,12 @@ fn findings_reach_alertmanager_and_resolve() {
 fn alertmanager_down_never_blocks_the_agent() {
     let pg = PgCluster::start();
     let dead = free_port();
-    let agent = Agent::start(&[
-        ("AGENT_DATABASE_URL", pg.monitor_url()),
-        ("AGENT_INTERVAL", "1s".into()),
-        ("AGENT_CONNECT_TIMEOUT", "300ms".into()),
-        ("AGENT_STATEMENT_TIMEOUT", "300ms".into()),
+    let mut env = fast_env(pg.monitor_url());
+    env.extend([
         ("AGENT_FINDING_PENDING_CYCLES", "1".into()),
         ("AGENT_ALERTMANAGER_URL", format!("http://127.0.0.1:{dead}")),
     ]);
+    let agent = Agent::start(&env);
     wait_for(Duration::from_secs(10), || {
         agent.metrics().get("rose_pg_up") == Some(1.0)
     })
