@@ -301,9 +301,18 @@ fn slow_query_idle_in_transaction_and_lock_contention() {
     e.push(("AGENT_SLOW_QUERY_THRESHOLD", "1s".into()));
     e.push(("AGENT_IDLE_IN_TRANSACTION_THRESHOLD", "1s".into()));
     let _holder = pg.session("BEGIN; LOCK TABLE checkpoints IN ACCESS EXCLUSIVE MODE;");
+    // The waiter must start after the lock is held, or it simply runs.
+    wait_for(Duration::from_secs(10), || {
+        pg.psql("SELECT count(*) FROM pg_locks WHERE relation = 'checkpoints'::regclass AND mode = 'AccessExclusiveLock' AND granted") == "1"
+    })
+    .expect("lock held");
     let _waiter = pg.session("SELECT count(*) FROM checkpoints;");
     let _sleeper = pg.session("SELECT pg_sleep(60);");
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_for(Duration::from_secs(10), || {
+        pg.psql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'") == "1"
+    })
+    .expect("waiter blocked");
+    std::thread::sleep(Duration::from_millis(1200));
     let (code, report, all) = diagnose_until(&e, "lock_contention");
     assert_eq!(code, 1, "{:?}", summary(&report));
     for c in ["slow_queries", "idle_in_transaction", "lock_contention"] {
