@@ -29,7 +29,7 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
 };
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -163,7 +163,7 @@ pub fn init(config: &Config) -> Telemetry {
             }
         });
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, bad_filter) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match config.agent.log_format {
         LogFormat::Text => fmt.boxed(),
@@ -183,11 +183,29 @@ pub fn init(config: &Config) -> Telemetry {
         .with(fmt)
         .with(otel_layer)
         .try_init();
+    if let Some(e) = bad_filter {
+        tracing::warn!(error = %e, "RUST_LOG is not a valid filter; logging at info");
+    }
     Telemetry {
         tracer,
         meter,
         otel,
         stats,
+    }
+}
+
+/// The log filter from `RUST_LOG`: `level` or `target=level` directives separated by commas
+/// (`info`, `rose_agent=debug,warn`); default and fallback `info`. `Targets` rather than
+/// `EnvFilter`: the same directive syntax without span/field filters, and without a regex engine
+/// in the binary (about 200 KB of text that would sit in the agent's resident memory).
+pub fn log_filter(spec: Option<&str>) -> (Targets, Option<String>) {
+    let info = || Targets::new().with_default(LevelFilter::INFO);
+    match spec.map(str::trim).filter(|s| !s.is_empty()) {
+        None => (info(), None),
+        Some(s) => match s.parse::<Targets>() {
+            Ok(t) => (t, None),
+            Err(e) => (info(), Some(e.to_string())),
+        },
     }
 }
 
@@ -450,6 +468,26 @@ impl<E: PushMetricExporter> PushMetricExporter for CountingMetrics<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn rust_log_sets_levels_per_target_and_a_bad_value_falls_back_to_info() {
+        let (t, bad) = log_filter(None);
+        assert!(bad.is_none());
+        assert!(t.would_enable("rose_agent::scheduler", &Level::INFO));
+        assert!(!t.would_enable("rose_agent::scheduler", &Level::DEBUG));
+
+        let (t, bad) = log_filter(Some("warn,rose_agent=debug"));
+        assert!(bad.is_none());
+        assert!(t.would_enable("rose_agent::pg", &Level::DEBUG));
+        assert!(!t.would_enable("hyper::proto", &Level::INFO));
+        assert!(t.would_enable("hyper::proto", &Level::WARN));
+
+        let (t, bad) = log_filter(Some("rose_agent=loud"));
+        assert!(bad.is_some(), "an unknown level is reported");
+        assert!(t.would_enable("rose_agent", &Level::INFO));
+        assert!(!t.would_enable("rose_agent", &Level::DEBUG));
+    }
 
     #[test]
     fn names_map_to_otel_conventions() {

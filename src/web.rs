@@ -67,13 +67,13 @@ impl WebConfig {
     pub fn load(path: &Path) -> Result<WebConfig, Vec<String>> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
-        let file: WebConfigFile = serde_norway::from_str(&text).map_err(|e| {
-            vec![format!(
-                "{}: {}",
-                path.display(),
-                crate::dsn::redact(&e.to_string())
-            )]
-        })?;
+        WebConfig::from_yaml(&text, &path.display().to_string())
+    }
+
+    /// Validates the file's text (`origin` names it in messages); files it refers to are read.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<WebConfig, Vec<String>> {
+        let file: WebConfigFile = serde_norway::from_str(text)
+            .map_err(|e| vec![format!("{origin}: {}", crate::dsn::redact(&e.to_string()))])?;
         let mut problems = Vec::new();
         let tls = match &file.tls_server_config {
             None => None,

@@ -79,6 +79,61 @@ proptest! {
         }
     }
 
+    /// Any bytes as an app's health answer: judged without a panic; a body that is not JSON
+    /// fails with a message saying so; every label value taken from it is bounded and safe.
+    #[test]
+    fn app_probe_bodies_never_panic_and_labels_stay_bounded(
+        body in proptest::collection::vec(any::<u8>(), 0..400),
+        status in 100u16..600,
+    ) {
+        judge_body(&body, status)?;
+    }
+
+    /// JSON-shaped health answers (nested, odd keys, wrong types, many services).
+    #[test]
+    fn app_probe_json_bodies_keep_labels_safe(v in json_value()) {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "status": v.clone(), "version": v.clone(), "services": v.clone(), "extra": v,
+        })).unwrap();
+        judge_body(&body, 200)?;
+        let wrapped = serde_json::to_vec(&v).unwrap();
+        judge_body(&wrapped, 200)?;
+    }
+
+    /// Any web config text: loaded or rejected with messages, never a panic.
+    #[test]
+    fn web_config_never_panics(text in web_config_text()) {
+        if let Err(problems) = rose_agent::web::WebConfig::from_yaml(&text, "web.yml") {
+            prop_assert!(!problems.is_empty());
+            prop_assert!(problems.iter().all(|p| !p.is_empty()));
+        }
+    }
+
+    /// Any `Authorization` header: a yes or a no, never a panic, and only the right password
+    /// gets in.
+    #[test]
+    fn authorization_headers_never_panic(h in authorization_header()) {
+        let ok = auth().allows(Some(&h));
+        let good = format!("Basic {}", base64_of("prometheus:right-password"));
+        prop_assert_eq!(ok, h == good || h == "Bearer tok-123");
+    }
+
+    /// Any OTEL_EXPORTER_OTLP_HEADERS value: parsed into pairs with non-empty keys.
+    #[test]
+    fn otlp_headers_never_panic(s in ".{0,120}") {
+        for (k, _) in rose_agent::config::otel::parse_headers(&s) {
+            prop_assert!(!k.is_empty());
+        }
+    }
+
+    /// Any schema-expectations document: parsed or rejected with messages.
+    #[test]
+    fn expectations_documents_never_panic(text in ".{0,200}") {
+        if let Err(problems) = rose_agent::config::Expectations::parse(&text) {
+            prop_assert!(!problems.is_empty());
+        }
+    }
+
     /// Any text through the redactor keeps no `password=` value.
     #[test]
     fn redact_removes_kv_passwords(pw in "[A-Za-z0-9]{4,16}", pre in "[a-z =]{0,20}") {
@@ -86,6 +141,119 @@ proptest! {
         let text = format!("{pre} host=h password={secret} user=u");
         prop_assert!(!rose_agent::dsn::redact(&text).contains(&secret));
     }
+}
+
+fn judge_body(body: &[u8], status: u16) -> Result<(), TestCaseError> {
+    use rose_agent::check::app_probe::{Exchange, MAX_SERVICES, judge};
+    let env: HashMap<&str, &str> = [("APP_BASE_URL", "http://127.0.0.1:9")].into();
+    let cfg = Config::load(None, &env).expect("config").app.probes[0].clone();
+    let ex = Exchange::Answer {
+        status,
+        body: body.to_vec(),
+    };
+    let v = judge(&cfg, &ex, std::time::Duration::from_millis(5));
+    let safe = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 32
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.+".contains(c))
+    };
+    if let Some(e) = &v.error {
+        prop_assert!(!e.is_empty());
+        if serde_json::from_slice::<serde_json::Value>(body).is_err() && status == 200 {
+            prop_assert!(e.contains("not JSON"), "{}", e);
+        }
+    }
+    if let Some(b) = &v.body {
+        prop_assert!(b.services.len() <= MAX_SERVICES);
+        prop_assert!(
+            b.services
+                .iter()
+                .all(|s| safe(&s.name) && s.state.chars().count() <= 32)
+        );
+        prop_assert!(b.version.as_deref().is_none_or(safe));
+        prop_assert!(b.status.as_ref().is_none_or(|s| s.chars().count() <= 32));
+    }
+    for e in &v.expectations {
+        prop_assert!(e.mismatched_keys.len() <= 16);
+        prop_assert!(e.mismatched_keys.iter().all(|k| k.chars().count() <= 32));
+        prop_assert!(e.actual.as_ref().is_none_or(|a| a.chars().count() <= 64));
+    }
+    prop_assert!(!v.healthy || v.success);
+    Ok(())
+}
+
+/// Arbitrary JSON, a few levels deep, with keys that are not label-safe.
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        ".{0,40}".prop_map(Value::String),
+        Just(Value::String("connected".into())),
+        Just(Value::String("healthy".into())),
+    ];
+    leaf.prop_recursive(4, 64, 24, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..24).prop_map(serde_json::Value::Array),
+            proptest::collection::btree_map("[a-z_]{1,6}|.{0,40}", inner, 0..24)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// YAML-ish text built from the file's own keys, so the parser gets past the first line.
+fn web_config_text() -> impl Strategy<Value = String> {
+    let line = prop_oneof![
+        Just("tls_server_config:".to_owned()),
+        "  (cert|key)_file: .{0,20}".prop_map(|s| s),
+        Just("basic_auth_users:".to_owned()),
+        "  [a-z]{1,6}: .{0,30}".prop_map(|s| s),
+        "bearer_token_file: .{0,20}".prop_map(|s| s),
+        ".{0,30}".prop_map(|s| s),
+    ];
+    proptest::collection::vec(line, 0..8).prop_map(|v| v.join("\n"))
+}
+
+fn authorization_header() -> impl Strategy<Value = String> {
+    prop_oneof![
+        ".{0,60}".prop_map(|s| s),
+        ".{0,40}".prop_map(|s| format!("Basic {}", base64_of(&s))),
+        "[a-z]{0,12}:.{0,20}".prop_map(|s| format!("Basic {}", base64_of(&s))),
+        "[A-Za-z0-9+/=]{0,40}".prop_map(|s| format!("Basic {s}")),
+        ".{0,20}".prop_map(|s| format!("Bearer {s}")),
+        Just(format!("Basic {}", base64_of("prometheus:right-password"))),
+        Just(format!("Basic {}", base64_of("prometheus:wrong-password"))),
+        Just("Bearer tok-123".to_owned()),
+    ]
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// One authenticator for all cases (bcrypt at cost 4 keeps the cases quick).
+fn auth() -> std::sync::Arc<rose_agent::web::Auth> {
+    static AUTH: std::sync::OnceLock<std::sync::Arc<rose_agent::web::Auth>> =
+        std::sync::OnceLock::new();
+    AUTH.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("rose-hostile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "tok-123\n").unwrap();
+        let hash = bcrypt::hash("right-password", 4).unwrap();
+        let yaml = format!(
+            "basic_auth_users:\n  prometheus: '{hash}'\nbearer_token_file: {}\n",
+            token.display()
+        );
+        let web = rose_agent::web::WebConfig::from_yaml(&yaml, "web.yml").expect("web config");
+        let _ = std::fs::remove_dir_all(&dir);
+        web.auth.expect("auth")
+    })
+    .clone()
 }
 
 /// Nothing the agent runs can write: its sessions are read-only from the startup packet on.
