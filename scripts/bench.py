@@ -348,7 +348,10 @@ def ratio_lower(agent, peer):
         return "n/a"
     if agent <= 0:
         return "0 vs >0" if peer > 0 else "both 0"
-    return f"{peer / agent:.0f}x lower" if peer / agent >= 10 else f"{peer / agent:.1f}x lower"
+    r = peer / agent
+    if r < 1:  # the agent's figure is the larger one: say so, not "0.9x lower"
+        return f"{1 / r:.1f}x higher"
+    return f"{r:.0f}x lower" if r >= 10 else f"{r:.1f}x lower"
 
 
 def ratio_higher(agent, peer):

@@ -65,7 +65,7 @@ const VERIFIED_CACHE: usize = 64;
 impl WebConfig {
     /// Reads and validates the file; every problem is reported.
     pub fn load(path: &Path) -> Result<WebConfig, Vec<String>> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::config::files::read_to_string(path)
             .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
         WebConfig::from_yaml(&text, &path.display().to_string())
     }
@@ -92,7 +92,7 @@ impl WebConfig {
         }
         let token = match &file.bearer_token_file {
             None => None,
-            Some(p) => match std::fs::read_to_string(p) {
+            Some(p) => match crate::config::files::read_to_string(p) {
                 Ok(t) if !t.trim().is_empty() => Some(t.trim().to_owned()),
                 Ok(_) => {
                     problems.push(format!("bearer_token_file {} is empty", p.display()));
@@ -124,16 +124,21 @@ impl WebConfig {
 fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("tls_server_config.cert_file {}: {e}", cert.display()))?;
+    let read = |what: &str, p: &Path| {
+        crate::config::files::read(p)
+            .map_err(|e| format!("tls_server_config.{what} {}: {e}", p.display()))
+    };
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&read("cert_file", cert)?)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("tls_server_config.cert_file {}: {e}", cert.display()))?;
     if certs.is_empty() {
         return Err(format!(
             "tls_server_config.cert_file {}: no certificate",
             cert.display()
         ));
     }
-    let key = PrivateKeyDer::from_pem_file(key)
+    let key = PrivateKeyDer::from_pem_slice(&read("key_file", key)?)
         .map_err(|e| format!("tls_server_config.key_file {}: {e}", key.display()))?;
     rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()

@@ -67,6 +67,21 @@ proptest! {
     #[test]
     fn config_file_never_panics(text in ".{0,300}") {
         let _ = toml::from_str::<RawConfig>(&text);
+        let env: HashMap<&str, &str> = HashMap::new();
+        if let Err(e) = Config::from_text(Some((&text, "agent.toml")), &env) {
+            prop_assert!(e.0.iter().all(|p| !p.key.is_empty() && !p.message.is_empty()));
+        }
+    }
+
+    /// TOML built from the file's own sections and keys with hostile values: validated, every
+    /// problem named, never a panic.
+    #[test]
+    fn config_file_with_real_keys_never_panics(text in config_toml_text()) {
+        let env: HashMap<&str, &str> = HashMap::new();
+        if let Err(e) = Config::from_text(Some((&text, "agent.toml")), &env) {
+            prop_assert!(!e.0.is_empty());
+            prop_assert!(e.0.iter().all(|p| !p.key.is_empty() && !p.message.is_empty()));
+        }
     }
 
     /// Any text where a check expects its statement's JSON document: decoded or a protocol
@@ -202,6 +217,66 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
                 .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
         ]
     })
+}
+
+/// TOML from the example config's sections and keys, with values of any shape.
+fn config_toml_text() -> impl Strategy<Value = String> {
+    let value = prop_oneof![
+        "\"[^\"\\\\]{0,24}\"".prop_map(|s| s),
+        any::<i64>().prop_map(|n| n.to_string()),
+        Just("true".to_owned()),
+        Just("[]".to_owned()),
+        "[0-9]{1,3}(ms|s|m|h|x)".prop_map(|s| format!("\"{s}\"")),
+        ".{0,12}".prop_map(|s| s),
+    ];
+    let key = prop::sample::select(vec![
+        "all_equal",
+        "base_url",
+        "connect_timeout",
+        "database_type",
+        "equals",
+        "expect_status",
+        "fallback_paths",
+        "field",
+        "growth_window",
+        "instances",
+        "interval",
+        "labels_top_n",
+        "langgraph_schema",
+        "latency_threshold",
+        "leader_election",
+        "listen",
+        "lock_timeout",
+        "log_format",
+        "max_overflow",
+        "method",
+        "name",
+        "path",
+        "pool_size",
+        "rate_limit_per_minute",
+        "report_services",
+        "shutdown_grace",
+        "slow_interval",
+        "slow_query_threshold",
+        "statement_timeout",
+        "statements_top_n",
+        "timeout",
+        "url",
+    ]);
+    let line = prop_oneof![
+        prop::sample::select(vec![
+            "[agent]",
+            "[database]",
+            "[app]",
+            "[[app.probes]]",
+            "[[app.probes.expect]]",
+            "[checks]",
+            "[nowhere]",
+        ])
+        .prop_map(str::to_owned),
+        (key, value).prop_map(|(k, v)| format!("{k} = {v}")),
+    ];
+    proptest::collection::vec(line, 0..12).prop_map(|v| v.join("\n"))
 }
 
 /// YAML-ish text built from the file's own keys, so the parser gets past the first line.

@@ -4,6 +4,7 @@
 //! at once. [`Config::effective_toml`] prints what the agent will use, secrets redacted.
 
 mod checks;
+pub mod files;
 pub mod otel;
 pub mod probes;
 mod raw;
@@ -138,19 +139,37 @@ impl Config {
     /// Reads the file (if any) and the environment, and validates.
     pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
-        let mut raw = RawConfig::default();
-        if let Some(p) = path {
-            match std::fs::read_to_string(p) {
-                Ok(text) => match toml::from_str::<RawConfig>(&text) {
-                    Ok(r) => raw = r,
-                    Err(e) => problems.push(Problem {
-                        key: p.display().to_string(),
-                        message: dsn::redact(e.message()) + &line_hint(&text, e.span()),
-                    }),
-                },
-                Err(e) => problems.push(Problem {
+        let file = path.and_then(|p| match files::read_to_string(p) {
+            Ok(text) => Some((text, p.display().to_string())),
+            Err(e) => {
+                problems.push(Problem {
                     key: "--config".into(),
                     message: format!("cannot read {}: {e}", p.display()),
+                });
+                None
+            }
+        });
+        let file = file.as_ref().map(|(t, n)| (t.as_str(), n.as_str()));
+        Config::validate(file, problems, env)
+    }
+
+    /// Validates a file's text (`(text, name)`, if any) overlaid with the environment.
+    pub fn from_text(file: Option<(&str, &str)>, env: &dyn Env) -> Result<Config, ConfigError> {
+        Config::validate(file, Vec::new(), env)
+    }
+
+    fn validate(
+        file: Option<(&str, &str)>,
+        mut problems: Vec<Problem>,
+        env: &dyn Env,
+    ) -> Result<Config, ConfigError> {
+        let mut raw = RawConfig::default();
+        if let Some((text, name)) = file {
+            match toml::from_str::<RawConfig>(text) {
+                Ok(r) => raw = r,
+                Err(e) => problems.push(Problem {
+                    key: name.to_owned(),
+                    message: dsn::redact(e.message()) + &line_hint(text, e.span()),
                 }),
             }
         }
@@ -299,7 +318,7 @@ impl Config {
         if let Some(u) = raw.database.url {
             dsn_text = Some((u, "AGENT_DATABASE_URL"));
         } else if let Some(f) = raw.database.url_file {
-            match std::fs::read_to_string(&f) {
+            match files::read_to_string(Path::new(&f)) {
                 Ok(t) => dsn_text = Some((t.trim().to_owned(), "AGENT_DATABASE_URL_FILE")),
                 Err(e) => p("AGENT_DATABASE_URL_FILE", format!("cannot read {f}: {e}")),
             }
@@ -572,12 +591,16 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// ` (line N)` of a byte offset (counted in bytes: no char-boundary slicing on hostile input).
 fn line_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     match span {
-        Some(r) => format!(
-            " (line {})",
-            text[..r.start.min(text.len())].lines().count().max(1)
-        ),
+        Some(r) => {
+            let before = &text.as_bytes()[..r.start.min(text.len())];
+            format!(
+                " (line {})",
+                1 + before.iter().filter(|&&b| b == b'\n').count()
+            )
+        }
         None => String::new(),
     }
 }

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -542,7 +542,7 @@ pub fn validate(
         }
         let ca_file = r.ca_file.as_ref().map(PathBuf::from);
         if let Some(f) = &ca_file
-            && let Err(e) = std::fs::read(f)
+            && let Err(e) = super::files::read(f)
         {
             p(key("ca_file"), format!("cannot read {}: {e}", f.display()));
             ok = false;
@@ -554,7 +554,7 @@ pub fn validate(
                 None
             }
             (Some(b), None) => Some(b.clone().into_bytes()),
-            (None, Some(f)) => match std::fs::read(f) {
+            (None, Some(f)) => match super::files::read(Path::new(f)) {
                 Ok(b) => Some(b),
                 Err(e) => {
                     p(key("body_file"), format!("cannot read {f}: {e}"));

@@ -87,6 +87,19 @@ fn unknown_file_keys_are_rejected_and_named() {
 }
 
 #[test]
+fn file_errors_name_their_line_and_an_unreadable_file_still_reports_the_env() {
+    let e = load(&[], Some("[agent]\n\nintervl = \"5s\"\n")).unwrap_err();
+    assert!(e.to_string().contains("(line 3)"), "{e}");
+    let env: HashMap<&str, &str> = [("AGENT_INTERVAL", "soon")].into();
+    let e = Config::load(Some(std::path::Path::new("/nonexistent/agent.toml")), &env).unwrap_err();
+    let keys: Vec<&str> = e.0.iter().map(|p| p.key.as_str()).collect();
+    assert!(
+        keys.contains(&"--config") && keys.contains(&"AGENT_INTERVAL"),
+        "{e}"
+    );
+}
+
+#[test]
 fn file_syntax_errors_do_not_echo_passwords() {
     let e = load(
         &[],

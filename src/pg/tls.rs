@@ -52,13 +52,13 @@ fn roots(dsn: &Dsn) -> Result<RootCertStore, CheckError> {
     let mut store = RootCertStore::empty();
     match &dsn.sslrootcert {
         Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path).map_err(|e| {
+            let pem = crate::config::files::read(path).map_err(|e| {
                 CheckError::new(
                     ErrorKind::Tls,
                     format!("cannot read sslrootcert {}: {e}", path.display()),
                 )
             })?;
-            for c in certs {
+            for c in CertificateDer::pem_slice_iter(&pem) {
                 let c = c.map_err(|e| {
                     CheckError::new(
                         ErrorKind::Tls,

@@ -48,6 +48,7 @@ pub const ALERT_ONLY_CODES: &[&str] = &[
     "agent_down",
     "agent_absent",
     "agent_check_failing",
+    "fleet_without_leader",
     "pg_down",
     "database_size_growth",
     "watchdog",
