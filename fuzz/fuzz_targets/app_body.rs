@@ -21,7 +21,8 @@ fn probe() -> &'static ProbeConfig {
 fn safe(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-.+".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.+".contains(c))
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -29,11 +30,18 @@ fuzz_target!(|data: &[u8]| {
         [a, b, rest @ ..] => (100 + u16::from_le_bytes([*a, *b]) % 500, rest),
         _ => (200, data),
     };
-    let ex = Exchange::Answer { status, body: body.to_vec() };
+    let ex = Exchange::Answer {
+        status,
+        body: body.to_vec(),
+    };
     let v = judge(probe(), &ex, Duration::from_millis(5));
     if let Some(b) = &v.body {
         assert!(b.services.len() <= MAX_SERVICES);
-        assert!(b.services.iter().all(|s| safe(&s.name) && s.state.chars().count() <= 32));
+        assert!(
+            b.services
+                .iter()
+                .all(|s| safe(&s.name) && s.state.chars().count() <= 32)
+        );
         assert!(b.version.as_deref().is_none_or(safe));
     }
     for e in &v.expectations {

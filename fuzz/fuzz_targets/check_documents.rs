@@ -13,7 +13,9 @@ use rose_agent::check::{
 use rose_agent::config::Expectations;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(s) = std::str::from_utf8(data) else { return };
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
     let n = s.len() % 8;
     if let Ok(r) = decode::<pg_connections::Raw>(s, "connections") {
         let _ = pg_connections::from_raw(r, n);

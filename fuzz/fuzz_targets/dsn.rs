@@ -8,7 +8,9 @@ use rose_agent::dsn::{Dsn, redact};
 const SECRET: &str = "Zq9SecretZq";
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(s) = std::str::from_utf8(data) else { return };
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
     let _ = redact(s);
     let _ = Dsn::parse(s);
     // The same input with a known password spliced in, in both forms.

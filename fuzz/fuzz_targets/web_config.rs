@@ -6,7 +6,9 @@ use libfuzzer_sys::fuzz_target;
 use rose_agent::web::WebConfig;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(s) = std::str::from_utf8(data) else { return };
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
     let (yaml, header) = s.split_once('\0').unwrap_or((s, ""));
     match WebConfig::from_yaml(yaml, "web.yml") {
         Ok(w) => {
