@@ -13,6 +13,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = redact(s);
     let _ = Dsn::parse(s);
+    if s.contains(SECRET) {
+        return; // the secret elsewhere in the text (a host, a path) is not a password to hide
+    }
     // The same input with a known password spliced in, in both forms.
     for dsn in [
         format!("postgresql://u:{SECRET}@{s}"),

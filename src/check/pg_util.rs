@@ -109,12 +109,24 @@ pub struct History {
 /// How far back the history reaches: the rate is measured over at most this window.
 pub const HISTORY_WINDOW_SECONDS: f64 = 3600.0;
 
+/// Retained points are thinned to about one per `HISTORY_WINDOW_SECONDS / HISTORY_SPACING`
+/// seconds (14 s), so a short interval (a 10 ms soak) keeps ~2x this many points, not every
+/// sample of the hour (which grew the heap by 16 bytes a sample).
+pub const HISTORY_SPACING: usize = 256;
+
 impl History {
     /// Records `value` at unix time `at` and returns the growth per hour over the retained
     /// window, once two samples at least a second apart exist.
     pub fn push(&mut self, at: f64, value: f64) -> Option<f64> {
         if self.points.back().is_some_and(|(t, _)| at < *t) {
             self.points.clear(); // the clock went back: start over
+        }
+        // The newest point is replaced while it is closer than the spacing to the one before it:
+        // retained points two apart are at least a spacing apart, the latest is always kept.
+        let spacing = HISTORY_WINDOW_SECONDS / HISTORY_SPACING as f64;
+        let n = self.points.len();
+        if n >= 2 && at - self.points[n - 2].0 < spacing {
+            self.points.pop_back();
         }
         self.points.push_back((at, value));
         while self
@@ -193,6 +205,35 @@ mod tests {
         assert!((g - 2000.0).abs() < 1e-6, "{g}");
         // The clock going back restarts the history instead of a negative rate.
         assert_eq!(h.push(10.0, 5.0), None);
+    }
+
+    #[test]
+    fn a_short_interval_keeps_a_bounded_history_and_the_same_rate() {
+        let mut h = History::default();
+        let mut rate = None;
+        for i in 0..200_000u32 {
+            let at = f64::from(i) * 0.01; // 2,000 s at a 10 ms interval, growing 1 per second
+            rate = h.push(at, at);
+        }
+        assert!(
+            h.points.len() <= 2 * HISTORY_SPACING + 2,
+            "{}",
+            h.points.len()
+        );
+        assert!((rate.unwrap() - 3600.0).abs() < 1e-6, "{rate:?}");
+        // Past the window, the rate still covers about the last hour.
+        for i in 200_000..600_000u32 {
+            let at = f64::from(i) * 0.01;
+            rate = h.push(at, if at < 3000.0 { at } else { 3000.0 });
+        }
+        assert!(
+            h.points.len() <= 2 * HISTORY_SPACING + 2,
+            "{}",
+            h.points.len()
+        );
+        let (t0, _) = h.points.front().copied().unwrap();
+        assert!(6000.0 - t0 <= HISTORY_WINDOW_SECONDS + 30.0, "{t0}");
+        assert!(rate.unwrap() >= 0.0 && rate.unwrap() < 3600.0);
     }
 
     #[test]
