@@ -16,6 +16,7 @@ pub mod pg_connections;
 pub mod pg_connectivity;
 pub mod pg_database_size;
 pub mod pg_database_stats;
+pub mod pg_json;
 pub mod pg_privileges;
 pub mod pg_replica;
 pub mod pg_replication;
@@ -263,14 +264,14 @@ fn pg_checks(config: &Config, pg: &Arc<PgTarget>) -> Vec<Arc<dyn Check>> {
             &c.expectations,
             &user,
         )),
-        Arc::new(pg_replication::ReplicationCheck::new(pg.clone())),
-        Arc::new(pg_database_stats::DatabaseStatsCheck::new(pg.clone())),
+        Arc::new(pg_replication::check(pg.clone())),
+        Arc::new(pg_database_stats::check(pg.clone())),
         Arc::new(pg_checkpoints::CheckpointsCheck::new(pg.clone())),
-        Arc::new(pg_archiver::ArchiverCheck::new(pg.clone())),
-        Arc::new(pg_privileges::PrivilegesCheck::new(pg.clone())),
+        Arc::new(pg_archiver::check(pg.clone())),
+        Arc::new(pg_privileges::check(pg.clone())),
     ];
     if let Some(replica) = pg_replica::target(config) {
-        v.push(Arc::new(pg_replica::ReplicaCheck::new(replica)));
+        v.push(Arc::new(pg_replica::check(replica)));
     }
     v
 }

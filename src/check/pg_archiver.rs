@@ -2,14 +2,13 @@
 //! is on, files archived, failed attempts and when the last success and failure happened. One
 //! statement on the one-row `pg_stat_archiver`.
 
+use super::pg_json::JsonCheck;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BoxFuture, Check, Observation, pg_util};
+use super::Observation;
 use crate::catalog::{self, Sample};
-use crate::error::CheckError;
 use crate::pg::PgTarget;
 
 pub const ID: &str = "pg_archiver";
@@ -47,30 +46,11 @@ impl Archiver {
     }
 }
 
-pub struct ArchiverCheck {
-    pg: Arc<PgTarget>,
-}
-
-impl ArchiverCheck {
-    pub fn new(pg: Arc<PgTarget>) -> Self {
-        ArchiverCheck { pg }
-    }
-}
-
-impl Check for ArchiverCheck {
-    fn id(&self) -> &'static str {
-        ID
-    }
-    fn timeout(&self) -> Duration {
-        pg_util::timeout(&self.pg, 1)
-    }
-    fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
-        Box::pin(async move {
-            let conn = self.pg.conn().await?;
-            let a: Archiver = pg_util::json_query(&self.pg, &conn, SQL, "pg_stat_archiver").await?;
-            Ok(Observation::PgArchiver(a))
-        })
-    }
+/// The check: one statement, the document as is.
+pub fn check(pg: Arc<PgTarget>) -> JsonCheck<Archiver> {
+    JsonCheck::new(ID, pg, SQL, "pg_stat_archiver", |_, a| {
+        Observation::PgArchiver(a)
+    })
 }
 
 /// Pure: the series of a successful run.

@@ -4,14 +4,13 @@
 //! since wraparound stops the whole cluster). One statement: one `pg_stat_database` row and the
 //! few rows of `pg_database`.
 
+use super::pg_json::JsonCheck;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BoxFuture, Check, Observation, pg_util};
+use super::Observation;
 use crate::catalog::{self, Sample};
-use crate::error::CheckError;
 use crate::pg::PgTarget;
 
 pub const ID: &str = "pg_database_stats";
@@ -65,31 +64,11 @@ impl DatabaseStats {
     }
 }
 
-pub struct DatabaseStatsCheck {
-    pg: Arc<PgTarget>,
-}
-
-impl DatabaseStatsCheck {
-    pub fn new(pg: Arc<PgTarget>) -> Self {
-        DatabaseStatsCheck { pg }
-    }
-}
-
-impl Check for DatabaseStatsCheck {
-    fn id(&self) -> &'static str {
-        ID
-    }
-    fn timeout(&self) -> Duration {
-        pg_util::timeout(&self.pg, 1)
-    }
-    fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
-        Box::pin(async move {
-            let conn = self.pg.conn().await?;
-            let s: DatabaseStats =
-                pg_util::json_query(&self.pg, &conn, SQL, "pg_stat_database").await?;
-            Ok(Observation::PgDatabaseStats(s))
-        })
-    }
+/// The check: one statement, the document as is.
+pub fn check(pg: Arc<PgTarget>) -> JsonCheck<DatabaseStats> {
+    JsonCheck::new(ID, pg, SQL, "pg_stat_database", |_, s| {
+        Observation::PgDatabaseStats(s)
+    })
 }
 
 /// Pure: the series of a successful run.
@@ -142,7 +121,7 @@ mod tests {
 
     #[test]
     fn ratios_and_empty_counters() {
-        let mut s: DatabaseStats = pg_util::decode(
+        let mut s: DatabaseStats = super::super::pg_util::decode(
             r#"{"datname": "rose", "blks_hit": 990, "blks_read": 10, "xact_commit": 90, "xact_rollback": 10,
                 "deadlocks": 2, "temp_bytes": 0, "temp_files": 0, "stats_reset": null,
                 "xid_age": 1000, "xid_age_max": 1073741824, "autovacuum_freeze_max_age": 200000000}"#,

@@ -3,15 +3,14 @@
 //! query text, missing statements, an unreadable `checkpoint_migrations`). One statement of
 //! privilege functions.
 
+use super::pg_json::JsonCheck;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::pg_schema::{LANGGRAPH_SCHEMA, MIGRATIONS_TABLE};
-use super::{BoxFuture, Check, Observation, pg_util};
+use super::{Observation, pg_util};
 use crate::catalog::{self, Sample};
-use crate::error::CheckError;
 use crate::pg::PgTarget;
 
 pub const ID: &str = "pg_privileges";
@@ -125,31 +124,11 @@ pub fn from_raw(r: Raw) -> Privileges {
     }
 }
 
-pub struct PrivilegesCheck {
-    pg: Arc<PgTarget>,
-    sql: String,
-}
-
-impl PrivilegesCheck {
-    pub fn new(pg: Arc<PgTarget>) -> Self {
-        PrivilegesCheck { pg, sql: sql() }
-    }
-}
-
-impl Check for PrivilegesCheck {
-    fn id(&self) -> &'static str {
-        ID
-    }
-    fn timeout(&self) -> Duration {
-        pg_util::timeout(&self.pg, 1)
-    }
-    fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
-        Box::pin(async move {
-            let conn = self.pg.conn().await?;
-            let raw: Raw = pg_util::json_query(&self.pg, &conn, &self.sql, "privileges").await?;
-            Ok(Observation::PgPrivileges(from_raw(raw)))
-        })
-    }
+/// The check: one statement (built for the server's roles and tables), judged by [`from_raw`].
+pub fn check(pg: Arc<PgTarget>) -> JsonCheck<Raw> {
+    JsonCheck::new(ID, pg, sql(), "privileges", |_, r| {
+        Observation::PgPrivileges(from_raw(r))
+    })
 }
 
 /// Pure: the series of a successful run.

@@ -5,15 +5,14 @@
 //! Lag in seconds is 0 when everything received has been replayed, else the age of the last
 //! replayed transaction: an idle primary does not make a caught-up replica look late.
 
+use super::pg_json::JsonCheck;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BoxFuture, Check, Observation, pg_util};
+use super::Observation;
 use crate::catalog::{self, Sample};
 use crate::config::Config;
-use crate::error::CheckError;
 use crate::pg::{Limits, PgTarget};
 
 pub const ID: &str = "pg_replica";
@@ -91,33 +90,12 @@ pub fn target(config: &Config) -> Option<Arc<PgTarget>> {
     Some(Arc::new(PgTarget::new(dsn, limits)))
 }
 
-pub struct ReplicaCheck {
-    pg: Arc<PgTarget>,
-}
-
-impl ReplicaCheck {
-    pub fn new(pg: Arc<PgTarget>) -> Self {
-        ReplicaCheck { pg }
-    }
-}
-
-impl Check for ReplicaCheck {
-    fn id(&self) -> &'static str {
-        ID
-    }
-    fn timeout(&self) -> Duration {
-        pg_util::timeout(&self.pg, 1)
-    }
-    fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
-        Box::pin(async move {
-            let conn = self.pg.conn().await?;
-            let raw: Raw = pg_util::json_query(&self.pg, &conn, SQL, "replica").await?;
-            Ok(Observation::PgReplica(from_raw(self.pg.target(), raw)))
-        })
-    }
-    fn failure_samples(&self, _err: &CheckError, out: &mut Vec<Sample>) {
-        out.push(Sample::new(&catalog::PG_REPLICA_UP, &[], 0.0));
-    }
+/// The check, on the replica's own target; a failed run says `rose_pg_replica_up 0`.
+pub fn check(replica: Arc<PgTarget>) -> JsonCheck<Raw> {
+    JsonCheck::new(ID, replica, SQL, "replica", |pg, r| {
+        Observation::PgReplica(from_raw(pg.target(), r))
+    })
+    .on_failure(|out| out.push(Sample::new(&catalog::PG_REPLICA_UP, &[], 0.0)))
 }
 
 /// Pure: the series of a successful run.

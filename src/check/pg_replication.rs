@@ -3,16 +3,15 @@
 //! over at most `max_wal_senders` rows. The standby label is its `application_name` (the
 //! standby's `cluster_name` or `walreceiver`), made unique with `#n` when repeated.
 
+use super::pg_json::JsonCheck;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::pg_util::{self, label_text};
-use super::{BoxFuture, Check, Observation};
+use super::Observation;
+use super::pg_util::label_text;
 use crate::catalog::{self, Sample};
-use crate::error::CheckError;
 use crate::pg::PgTarget;
 
 pub const ID: &str = "pg_replication";
@@ -66,30 +65,11 @@ pub fn label(mut r: Replication) -> Replication {
     r
 }
 
-pub struct ReplicationCheck {
-    pg: Arc<PgTarget>,
-}
-
-impl ReplicationCheck {
-    pub fn new(pg: Arc<PgTarget>) -> Self {
-        ReplicationCheck { pg }
-    }
-}
-
-impl Check for ReplicationCheck {
-    fn id(&self) -> &'static str {
-        ID
-    }
-    fn timeout(&self) -> Duration {
-        pg_util::timeout(&self.pg, 1)
-    }
-    fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
-        Box::pin(async move {
-            let conn = self.pg.conn().await?;
-            let raw: Replication = pg_util::json_query(&self.pg, &conn, SQL, "replication").await?;
-            Ok(Observation::PgReplication(label(raw)))
-        })
-    }
+/// The check: one statement, standbys labelled.
+pub fn check(pg: Arc<PgTarget>) -> JsonCheck<Replication> {
+    JsonCheck::new(ID, pg, SQL, "replication", |_, r| {
+        Observation::PgReplication(label(r))
+    })
 }
 
 /// Pure: the series of a successful run.
@@ -125,7 +105,7 @@ mod tests {
 
     #[test]
     fn repeated_names_get_unique_labels_and_idle_caught_up_is_zero_lag() {
-        let r: Replication = pg_util::decode(
+        let r: Replication = super::super::pg_util::decode(
             r#"{"in_recovery": false, "standbys": [
                 {"name": "walreceiver", "client_addr": "127.0.0.1", "state": "streaming", "sync_state": "async",
                  "lag_bytes": 0, "replay_lag_seconds": null, "write_lag_seconds": null, "flush_lag_seconds": null},

@@ -1,0 +1,76 @@
+//! The shape most PostgreSQL checks share: one statement returning one JSON document, decoded
+//! and turned into an observation by a pure function. A check of this shape is a [`JsonCheck`]
+//! value built by its module's `check()`; checks with state of their own (version caches,
+//! histories, several statements) implement [`Check`] themselves.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+
+use super::{Check, Observation, pg_util};
+use crate::catalog::Sample;
+use crate::error::CheckError;
+use crate::pg::PgTarget;
+
+/// One JSON statement on `pg`, decoded as `R` and converted by `convert`.
+pub struct JsonCheck<R> {
+    pub id: &'static str,
+    pub pg: Arc<PgTarget>,
+    pub sql: String,
+    /// Names the document in protocol errors.
+    pub what: &'static str,
+    pub convert: fn(&PgTarget, R) -> Observation,
+    /// The series a failed run exports (none by default).
+    pub on_failure: Option<fn(&mut Vec<Sample>)>,
+    pub raw: PhantomData<fn() -> R>,
+}
+
+impl<R> JsonCheck<R> {
+    pub fn new(
+        id: &'static str,
+        pg: Arc<PgTarget>,
+        sql: impl Into<String>,
+        what: &'static str,
+        convert: fn(&PgTarget, R) -> Observation,
+    ) -> Self {
+        JsonCheck {
+            id,
+            pg,
+            sql: sql.into(),
+            what,
+            convert,
+            on_failure: None,
+            raw: PhantomData,
+        }
+    }
+
+    /// Sets the series a failed run exports.
+    pub fn on_failure(mut self, f: fn(&mut Vec<Sample>)) -> Self {
+        self.on_failure = Some(f);
+        self
+    }
+}
+
+impl<R: DeserializeOwned + 'static> Check for JsonCheck<R> {
+    fn id(&self) -> &'static str {
+        self.id
+    }
+    fn timeout(&self) -> Duration {
+        pg_util::timeout(&self.pg, 1)
+    }
+    fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
+        Box::pin(async move {
+            let conn = self.pg.conn().await?;
+            let raw: R = pg_util::json_query(&self.pg, &conn, &self.sql, self.what).await?;
+            Ok((self.convert)(&self.pg, raw))
+        })
+    }
+    fn failure_samples(&self, _err: &CheckError, out: &mut Vec<Sample>) {
+        if let Some(f) = self.on_failure {
+            f(out);
+        }
+    }
+}
