@@ -1,10 +1,12 @@
 //! Renders a snapshot as Prometheus text exposition with the `prometheus` crate's encoder.
-//! Pure over the snapshot; the output is cached by snapshot generation, so a scrape between two
-//! check runs costs a lock and a clone of bytes.
+//! Pure over the snapshot and the time of the scrape; the output is cached by snapshot generation
+//! and the set of stale checks, so a scrape between two check runs costs a lock, a pass over the
+//! checks' ages and a clone of bytes. A check whose outcome is past its freshness bound exports
+//! its "unknown" series instead of its last samples (`rose_pg_up 0`, never a stale 1).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
@@ -14,28 +16,59 @@ use prometheus::{Encoder, TextEncoder};
 use crate::catalog::{self, Kind, MetricDef, Sample, Value};
 use crate::snapshot::Snapshot;
 
-/// Caches the last rendering by snapshot generation.
+/// What a rendering depends on besides the clock: the snapshot generation and its stale checks.
+pub type CacheKey = (u64, Vec<&'static str>);
+
+/// Caches the last rendering by [`CacheKey`].
 #[derive(Default)]
 pub struct Renderer {
-    cache: Mutex<Option<(u64, axum::body::Bytes)>>,
+    cache: Mutex<Option<(CacheKey, axum::body::Bytes)>>,
 }
 
 impl Renderer {
+    /// The exposition of `snap` as of now.
     pub fn render(&self, snap: &Snapshot) -> axum::body::Bytes {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((generation, body)) = cache.as_ref()
-            && *generation == snap.generation
-        {
-            return body.clone();
+        self.render_at(snap, SystemTime::now())
+    }
+
+    /// The exposition of `snap` as of `now`: the cached body for the same generation and stale
+    /// set, followed by the snapshot's age (which changes every scrape).
+    pub fn render_at(&self, snap: &Snapshot, now: SystemTime) -> axum::body::Bytes {
+        let key = (snap.generation, snap.stale_checks(now));
+        let body = {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            match cache.as_ref() {
+                Some((k, body)) if *k == key => body.clone(),
+                _ => {
+                    let body = axum::body::Bytes::from(encode(&families(snap, now)));
+                    *cache = Some((key, body.clone()));
+                    body
+                }
+            }
+        };
+        match snap.age(now) {
+            None => body,
+            Some(age) => {
+                let tail = encode(&[family(
+                    &catalog::AGENT_SNAPSHOT_AGE,
+                    vec![Sample::new(
+                        &catalog::AGENT_SNAPSHOT_AGE,
+                        &[],
+                        age.as_secs_f64(),
+                    )],
+                )]);
+                let mut out = Vec::with_capacity(body.len() + tail.len());
+                out.extend_from_slice(&body);
+                out.extend_from_slice(&tail);
+                axum::body::Bytes::from(out)
+            }
         }
-        let body = axum::body::Bytes::from(encode(&families(snap)));
-        *cache = Some((snap.generation, body.clone()));
-        body
     }
 }
 
-/// All samples of a snapshot: each check's own plus the agent's self-metrics.
-pub fn all_samples(snap: &Snapshot) -> Vec<Sample> {
+/// All samples of a snapshot as of `now`: each check's own (its "unknown" series when its
+/// outcome is stale) plus the agent's self-metrics.
+pub fn all_samples(snap: &Snapshot, now: SystemTime) -> Vec<Sample> {
     let mut out = Vec::new();
     let secs = |t: std::time::SystemTime| {
         t.duration_since(UNIX_EPOCH)
@@ -101,10 +134,20 @@ pub fn all_samples(snap: &Snapshot) -> Vec<Sample> {
         out.extend(samples.iter().cloned());
     }
     for (id, st) in &snap.checks {
+        let stale = st.is_stale(now);
         out.push(Sample::new(
             &catalog::AGENT_CHECK_SUCCESS,
             &[id],
-            if st.last.result.is_ok() { 1.0 } else { 0.0 },
+            if st.last.result.is_ok() && !stale {
+                1.0
+            } else {
+                0.0
+            },
+        ));
+        out.push(Sample::new(
+            &catalog::AGENT_CHECK_STALE,
+            &[id],
+            if stale { 1.0 } else { 0.0 },
         ));
         out.push(Sample::new(
             &catalog::AGENT_CHECK_DURATION,
@@ -130,15 +173,19 @@ pub fn all_samples(snap: &Snapshot) -> Vec<Sample> {
                 *n as f64,
             ));
         }
-        out.extend(st.samples.iter().cloned());
+        if stale {
+            out.extend(st.freshness.unknown.iter().cloned());
+        } else {
+            out.extend(st.samples.iter().cloned());
+        }
     }
     out
 }
 
 /// Groups samples into metric families in catalog order.
-pub fn families(snap: &Snapshot) -> Vec<MetricFamily> {
+pub fn families(snap: &Snapshot, now: SystemTime) -> Vec<MetricFamily> {
     let mut grouped: BTreeMap<&'static str, Vec<Sample>> = BTreeMap::new();
-    for s in all_samples(snap) {
+    for s in all_samples(snap, now) {
         grouped.entry(s.def.name).or_default().push(s);
     }
     catalog::all()
@@ -214,4 +261,59 @@ fn encode(families: &[MetricFamily]) -> Vec<u8> {
         tracing::error!(error = %e, "Cannot encode metrics.");
     }
     buf
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::check::{Observation, process};
+    use crate::snapshot::{Freshness, Outcome, Store};
+
+    #[test]
+    fn a_stale_check_serves_its_unknown_series_and_the_age_is_current() {
+        let store = Store::new(vec!["pg_connectivity"]);
+        let at = SystemTime::now();
+        store.publish_fresh(
+            "pg_connectivity",
+            Outcome {
+                at,
+                duration: Duration::from_millis(2),
+                result: Ok(Observation::Process(process::ProcessStats {
+                    rss_bytes: 1,
+                    cpu_seconds: 0.0,
+                    open_fds: None,
+                })),
+            },
+            vec![Sample::new(&catalog::PG_UP, &[], 1.0)],
+            Freshness {
+                max_age: Some(Duration::from_secs(10)),
+                unknown: vec![Sample::new(&catalog::PG_UP, &[], 0.0)],
+            },
+        );
+        let snap = store.current();
+        let r = Renderer::default();
+        let text = |now| String::from_utf8(r.render_at(&snap, now).to_vec()).unwrap();
+        let fresh = text(at + Duration::from_secs(5));
+        assert!(fresh.contains("\nrose_pg_up 1\n"), "{fresh}");
+        assert!(
+            fresh.contains("rose_agent_snapshot_age_seconds 4.998"),
+            "{fresh}"
+        );
+        let stale = text(at + Duration::from_secs(11));
+        assert!(stale.contains("\nrose_pg_up 0\n"), "{stale}");
+        assert!(
+            stale.contains("rose_agent_check_stale{check=\"pg_connectivity\"} 1"),
+            "{stale}"
+        );
+        assert!(
+            stale.contains("rose_agent_check_success{check=\"pg_connectivity\"} 0"),
+            "{stale}"
+        );
+        assert!(
+            stale.contains("rose_agent_snapshot_age_seconds 10.998"),
+            "{stale}"
+        );
+    }
 }

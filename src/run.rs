@@ -287,6 +287,13 @@ async fn findings_loop(
             continue;
         }
         let now = std::time::SystemTime::now();
+        // A stale outcome (the agent stalled, its runtime starved) is no evidence either way:
+        // hold every finding where it is until the checks have reported again.
+        let stale = snap.stale_checks(now);
+        if !stale.is_empty() {
+            tracing::debug!(checks = ?stale, "Findings held: stale check outcomes.");
+            continue;
+        }
         let (view, transitions) = tracker
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -15,7 +15,7 @@ use crate::catalog::Sample;
 use crate::check::{Cadence, Check, CheckTarget, Scope};
 use crate::error::{CheckError, ErrorKind};
 use crate::pg::leader::Leadership;
-use crate::snapshot::{Outcome, Store};
+use crate::snapshot::{Freshness, Outcome, Store};
 
 /// Runs one check once under its timeout and returns its outcome and samples.
 pub async fn run_once(check: &dyn Check) -> (Outcome, Vec<Sample>) {
@@ -242,6 +242,29 @@ async fn run_loop(
         {
             tracing::info!("Check recovered.");
         }
-        store.publish(check.id(), outcome, samples);
+        store.publish_fresh(
+            check.id(),
+            outcome,
+            samples,
+            freshness(check.as_ref(), every),
+        );
+    }
+}
+
+/// The freshness of a scheduled run: current until the next run should have finished; past
+/// that, the check exports what it exports when it cannot tell (its failure series).
+fn freshness(check: &dyn Check, every: Duration) -> Freshness {
+    let stale = CheckError::new(
+        ErrorKind::Other,
+        format!(
+            "check {} has not reported within its freshness bound",
+            check.id()
+        ),
+    );
+    let mut unknown = Vec::new();
+    check.failure_samples(&stale, &mut unknown);
+    Freshness {
+        max_age: Some(Freshness::bound(every, check.timeout())),
+        unknown,
     }
 }

@@ -97,10 +97,18 @@ async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
 
 async fn findings(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     let snap = st.store.current();
-    let status =
-        crate::findings::status_of(snap.findings.active.iter().map(|a| a.finding.severity));
+    let now = std::time::SystemTime::now();
+    let stale = snap.stale_checks(now);
+    // Nothing evaluated yet, or evaluated over outcomes that are no longer current: unknown.
+    let status = if snap.findings.evaluated_at.is_none() || !stale.is_empty() {
+        "unknown"
+    } else {
+        crate::findings::status_of(snap.findings.active.iter().map(|a| a.finding.severity))
+    };
     axum::Json(serde_json::json!({
         "status": status,
+        "stale_checks": stale,
+        "snapshot_age_seconds": snap.age(now).map(|d| d.as_secs_f64()),
         "ready": snap.ready(),
         "findings": snap.findings.active,
         "pending": snap.findings.pending,

@@ -3,6 +3,10 @@
 //! scrape never waits on the database.
 //!
 //! A failed run replaces the check's samples with none: a failed check exports no stale values.
+//! Every outcome carries a freshness bound (the check's period plus its timeout and some slack):
+//! past it the outcome is no longer current (the agent stalled, its runtime starved, a check's
+//! loop stopped), and readers serve the check's "unknown" samples instead (`rose_pg_up 0`, never
+//! a stale 1). See [`CheckState::is_stale`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -32,6 +36,37 @@ pub struct CheckState {
     pub runs: u64,
     pub consecutive_failures: u32,
     pub errors: BTreeMap<ErrorKind, u64>,
+    /// How long the last outcome counts as current, and what the check exports past that.
+    pub freshness: Freshness,
+}
+
+/// How long an outcome is current, and what its check exports once it is not.
+#[derive(Debug, Clone, Default)]
+pub struct Freshness {
+    /// Age of an outcome (from the start of its run) past which it is stale; `None`: never
+    /// (one-shot runs such as `agent diagnose`).
+    pub max_age: Option<Duration>,
+    /// The series the check exports while its outcome is stale (its failure series, such as
+    /// `rose_pg_up 0`); the outcome's own samples are withheld.
+    pub unknown: Vec<Sample>,
+}
+
+impl Freshness {
+    /// The bound of a check that runs every `every` with runs cut off at `timeout`: the next
+    /// run should have finished by `every + timeout`; half a period (at least a second) of slack
+    /// absorbs scheduling jitter on a loaded host.
+    pub fn bound(every: Duration, timeout: Duration) -> Duration {
+        every + timeout + (every / 2).max(Duration::from_secs(1))
+    }
+}
+
+impl CheckState {
+    /// True when the last outcome is older than its freshness bound at `now`.
+    pub fn is_stale(&self, now: SystemTime) -> bool {
+        self.freshness
+            .max_age
+            .is_some_and(|max| now.duration_since(self.last.at).is_ok_and(|age| age > max))
+    }
 }
 
 /// What the agent knows now.
@@ -69,6 +104,24 @@ impl Snapshot {
         self.checks
             .get(id)
             .and_then(|s| s.last.result.as_ref().ok())
+    }
+
+    /// The checks whose last outcome is stale at `now`, in id order.
+    pub fn stale_checks(&self, now: SystemTime) -> Vec<&'static str> {
+        self.checks
+            .iter()
+            .filter(|(_, s)| s.is_stale(now))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Seconds since the newest check outcome was published (`None` before the first).
+    pub fn age(&self, now: SystemTime) -> Option<Duration> {
+        self.checks
+            .values()
+            .map(|s| s.last.at + s.last.duration)
+            .max()
+            .map(|t| now.duration_since(t).unwrap_or(Duration::ZERO))
     }
 
     /// The last error of a check, if its last run failed.
@@ -139,8 +192,20 @@ impl Store {
         self.tx.borrow().clone()
     }
 
-    /// Records one run of a check with the samples it exports.
+    /// Records one run of a check with the samples it exports; the outcome never goes stale
+    /// (one-shot runs). The scheduler uses [`Store::publish_fresh`].
     pub fn publish(&self, id: &'static str, outcome: Outcome, samples: Vec<Sample>) {
+        self.publish_fresh(id, outcome, samples, Freshness::default())
+    }
+
+    /// Records one run of a check with the samples it exports and how long they are current.
+    pub fn publish_fresh(
+        &self,
+        id: &'static str,
+        outcome: Outcome,
+        samples: Vec<Sample>,
+        freshness: Freshness,
+    ) {
         self.tx.send_modify(|snap| {
             let snap = Arc::make_mut(snap);
             let prev = snap.checks.get(id);
@@ -162,6 +227,7 @@ impl Store {
                 last_success,
                 consecutive_failures,
                 errors,
+                freshness,
             };
             snap.checks.insert(id, Arc::new(state));
             snap.deferred.remove(id);
@@ -249,5 +315,40 @@ mod tests {
         // Running again (as leader) takes it out of the deferred set.
         store.publish("pg_activity", failed(), vec![]);
         assert!(store.current().deferred.is_empty());
+    }
+
+    #[test]
+    fn an_outcome_past_its_bound_is_stale() {
+        let store = Store::new(vec!["pg_connectivity", "host"]);
+        let at = SystemTime::now();
+        let bound = Freshness::bound(Duration::from_secs(15), Duration::from_secs(5));
+        assert_eq!(bound, Duration::from_millis(27_500));
+        let outcome = Outcome {
+            at,
+            duration: Duration::from_millis(3),
+            result: Err(CheckError::new(ErrorKind::Other, "x")),
+        };
+        store.publish_fresh(
+            "pg_connectivity",
+            outcome.clone(),
+            vec![],
+            Freshness {
+                max_age: Some(bound),
+                unknown: vec![],
+            },
+        );
+        store.publish("host", outcome, vec![]);
+        let snap = store.current();
+        assert!(snap.stale_checks(at + bound).is_empty());
+        assert_eq!(
+            snap.stale_checks(at + bound + Duration::from_millis(1)),
+            vec!["pg_connectivity"]
+        );
+        // One-shot outcomes (diagnose) never go stale.
+        assert!(!snap.checks["host"].is_stale(at + Duration::from_secs(86_400)));
+        assert_eq!(
+            snap.age(at + Duration::from_secs(10)),
+            Some(Duration::from_millis(9_997))
+        );
     }
 }

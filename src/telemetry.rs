@@ -94,7 +94,7 @@ impl OtlpStats {
 }
 
 /// The snapshot's samples of one generation, shared by the OTLP instrument callbacks.
-type SampleCache = std::sync::Mutex<Option<(u64, Arc<Vec<Sample>>)>>;
+type SampleCache = std::sync::Mutex<Option<(crate::render::CacheKey, Arc<Vec<Sample>>)>>;
 
 /// Installed telemetry; shut it down to flush.
 pub struct Telemetry {
@@ -230,13 +230,23 @@ impl Telemetry {
             let values =
                 move |store: &Store, def: &'static MetricDef| -> Vec<(f64, Vec<KeyValue>)> {
                     let snap = store.current();
+                    let now = std::time::SystemTime::now();
+                    if std::ptr::eq(def, &catalog::AGENT_SNAPSHOT_AGE) {
+                        // Changes every collection: never cached.
+                        return snap
+                            .age(now)
+                            .map(|age| (age.as_secs_f64(), Vec::new()))
+                            .into_iter()
+                            .collect();
+                    }
+                    let key = (snap.generation, snap.stale_checks(now));
                     let samples = {
                         let mut cache = shared.lock().unwrap_or_else(|p| p.into_inner());
                         match cache.as_ref() {
-                            Some((generation, s)) if *generation == snap.generation => s.clone(),
+                            Some((k, s)) if *k == key => s.clone(),
                             _ => {
-                                let s = Arc::new(crate::render::all_samples(&snap));
-                                *cache = Some((snap.generation, s.clone()));
+                                let s = Arc::new(crate::render::all_samples(&snap, now));
+                                *cache = Some((key, s.clone()));
                                 s
                             }
                         }

@@ -293,3 +293,60 @@ fn max_connections_exhausted_reports_too_many_connections_backs_off_and_recovers
     assert_at_most_one_backend(&pg);
     assert_no_panic(&agent);
 }
+
+/// Issue 14 item 8: after a stall longer than the freshness bound (the agent itself frozen, as a
+/// paused VM or a frozen cgroup does, while the database hangs), the first scrapes after the
+/// agent resumes must not serve the 1 it saw before the stall. The hung database keeps the
+/// first check run after the stall from replacing the old outcome for a query timeout.
+#[test]
+fn after_a_stall_no_stale_up_is_served() {
+    let pg = PgCluster::start();
+    let agent = Agent::start(&fast_env(pg.monitor_url()));
+    until(&agent, Duration::from_secs(10), "up", up);
+    // Wait until a finding evaluation has run, so /findings has a status to lose.
+    wait_for(Duration::from_secs(10), || {
+        agent.get("/findings").1.contains("\"status\":\"ok\"")
+    })
+    .unwrap_or_else(|| panic!("no ok evaluation: {}", agent.output()));
+
+    // Agent first (so it records nothing of the frozen database), then the cluster.
+    let mut agent_frozen = Frozen { pids: Vec::new() };
+    agent_frozen.signal_stop(agent.child.id());
+    let mut db_frozen = Frozen::freeze(&pg);
+    // Longer than the bound: 1 s interval + ~0.44 s timeout + 1 s slack.
+    std::thread::sleep(Duration::from_secs(4));
+    agent_frozen.thaw();
+    let resumed = Instant::now();
+    let mut scrapes = 0;
+    while resumed.elapsed() < Duration::from_millis(350) {
+        let (code, body) = agent.get("/metrics");
+        assert_eq!(code, 200);
+        let m = Metrics::parse(&body);
+        assert!(
+            !up(&m),
+            "a stale rose_pg_up 1 served after the stall:\n{body}"
+        );
+        assert!(m.get("rose_agent_snapshot_age_seconds").is_some(), "{body}");
+        assert_eq!(
+            m.get(r#"rose_agent_check_stale{check="pg_connectivity"}"#),
+            Some(1.0),
+            "{body}"
+        );
+        assert_eq!(m.get("rose_pg_max_connections"), None, "stale value served");
+        let (_, findings) = agent.get("/findings");
+        assert!(
+            findings.contains("\"status\":\"unknown\""),
+            "findings over stale outcomes: {findings}"
+        );
+        scrapes += 1;
+    }
+    assert!(scrapes >= 3, "only {scrapes} scrapes");
+    // The database still hangs: the agent says it is down (not stale) within one interval.
+    let m = until(&agent, WITHIN_ONE_INTERVAL, "down while frozen", |m| {
+        down(m) && m.get(r#"rose_agent_check_stale{check="pg_connectivity"}"#) == Some(0.0)
+    });
+    eprintln!("down (fresh) {m:?} after resume");
+    db_frozen.thaw();
+    until(&agent, RECOVERY + INTERVAL, "up after SIGCONT", up);
+    assert_no_panic(&agent);
+}

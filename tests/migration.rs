@@ -80,7 +80,8 @@ fn watch_until(
                 snap.observation("checkpoint_migration")
             {
                 if f(m) {
-                    let samples = rose_agent::render::all_samples(&snap);
+                    let samples =
+                        rose_agent::render::all_samples(&snap, std::time::SystemTime::now());
                     cancel.cancel();
                     return Ok((m.clone(), samples));
                 }

@@ -10,7 +10,11 @@ metrics! {
     AGENT_READY = "rose_agent_ready", Gauge, "1", [],
         "1 once every check has completed at least once (what /readyz reports).";
     AGENT_CHECK_SUCCESS = "rose_agent_check_success", Gauge, "1", ["check"],
-        "1 when the check's last run succeeded, else 0.";
+        "1 when the check's last run succeeded and is still current, else 0.";
+    AGENT_CHECK_STALE = "rose_agent_check_stale", Gauge, "1", ["check"],
+        "1 when the check's last outcome is older than its freshness bound (interval + timeout + slack): its series are withheld and its failure series (e.g. rose_pg_up 0) served instead.";
+    AGENT_SNAPSHOT_AGE = "rose_agent_snapshot_age_seconds", Gauge, "seconds", [],
+        "Seconds since the newest check outcome was recorded, at the time of the scrape (absent before the first).";
     AGENT_CHECK_DURATION = "rose_agent_check_duration_seconds", Gauge, "seconds", ["check"],
         "Duration of the check's last run.";
     AGENT_CHECK_LAST_SUCCESS = "rose_agent_check_last_success_timestamp_seconds", Gauge, "seconds", ["check"],

@@ -197,7 +197,7 @@ pub(crate) mod testutil {
 
     use crate::check::Observation;
     use crate::error::CheckError;
-    use crate::snapshot::{CheckState, Outcome, Snapshot};
+    use crate::snapshot::{CheckState, Freshness, Outcome, Snapshot};
 
     pub fn snap(entries: Vec<(&'static str, Result<Observation, CheckError>)>) -> Snapshot {
         let mut s = Snapshot {
@@ -225,6 +225,7 @@ pub(crate) mod testutil {
                     runs: 1,
                     consecutive_failures: 0,
                     errors: Default::default(),
+                    freshness: Freshness::default(),
                 }),
             );
         }
