@@ -57,6 +57,7 @@ impl Generation {
         reuse: Option<(Option<Arc<PgTarget>>, Arc<Leadership>)>,
         tracker: Arc<std::sync::Mutex<Tracker>>,
         parent: &CancellationToken,
+        epoch: std::time::Instant,
     ) -> Generation {
         let cancel = parent.child_token();
         let (pg, leader) = match reuse {
@@ -105,6 +106,7 @@ impl Generation {
             store,
             &cancel,
             Some(&leader),
+            epoch,
         );
         tasks.spawn(findings_loop(
             config.clone(),
@@ -198,7 +200,9 @@ pub async fn run_with_reload(
         config.agent.finding_pending_cycles,
         config.agent.finding_resolve_cycles,
     )));
-    let mut generation = Generation::start(&config, &store, None, tracker.clone(), &cancel);
+    // The schedule's phase: every generation's checks tick on `epoch + k * period`.
+    let epoch = std::time::Instant::now();
+    let mut generation = Generation::start(&config, &store, None, tracker.clone(), &cancel, epoch);
     let server_cancel = cancel.clone();
     let server_store = store.clone();
     let server = {
@@ -221,7 +225,15 @@ pub async fn run_with_reload(
             _ = cancel.cancelled() => break,
             _ = hangup => {}
         }
-        tracing::info!(signal = "SIGHUP", file = ?config_path, "Reloading the configuration.");
+        // A burst of SIGHUPs (a config-management loop, a script) is one reload.
+        let coalesced = match hup.as_mut() {
+            Some(h) => debounce(h, &cancel).await,
+            None => 1,
+        };
+        if cancel.is_cancelled() {
+            break;
+        }
+        tracing::info!(signal = "SIGHUP", signals = coalesced, file = ?config_path, "Reloading the configuration.");
         let new = match Config::load(config_path.as_deref(), &crate::config::ProcessEnv) {
             Ok(c) => c,
             Err(e) => {
@@ -239,7 +251,7 @@ pub async fn run_with_reload(
         let keep = same_database(&config, &new);
         let (pg, leader) = generation.stop(config.agent.shutdown_grace).await;
         let reuse = keep.then_some((pg, leader));
-        generation = Generation::start(&new, &store, reuse, tracker.clone(), &cancel);
+        generation = Generation::start(&new, &store, reuse, tracker.clone(), &cancel, epoch);
         tracing::info!(interval = %humantime::format_duration(new.agent.interval), slow_interval = %humantime::format_duration(new.agent.slow_interval), checks = generation.checks, kept_connection = keep, "Configuration reloaded.");
         config = new;
     }
@@ -265,6 +277,30 @@ pub async fn run_with_reload(
         )
         .await;
     Ok(())
+}
+
+/// A reload waits until SIGHUPs have been quiet this long...
+pub const RELOAD_QUIET: std::time::Duration = std::time::Duration::from_millis(300);
+/// ...but never longer than this after the first one.
+pub const RELOAD_MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits until SIGHUPs have been quiet for [`RELOAD_QUIET`] (at most [`RELOAD_MAX_DELAY`]);
+/// returns how many arrived, the first included.
+async fn debounce(hup: &mut tokio::signal::unix::Signal, cancel: &CancellationToken) -> u32 {
+    let until = tokio::time::Instant::now() + RELOAD_MAX_DELAY;
+    let mut n = 1;
+    loop {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        let quiet = tokio::time::sleep(RELOAD_QUIET.min(left));
+        tokio::select! {
+            _ = cancel.cancelled() => return n,
+            _ = quiet => return n,
+            r = hup.recv() => match r {
+                Some(()) if tokio::time::Instant::now() < until => n += 1,
+                _ => return n,
+            },
+        }
+    }
 }
 
 /// Evaluates findings once per interval over the latest snapshot and logs each transition.

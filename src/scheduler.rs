@@ -56,11 +56,27 @@ pub fn spawn_all(
     store: &Store,
     cancel: &CancellationToken,
 ) {
-    spawn_led(tasks, checks, fast, slow, store, cancel, None)
+    spawn_led(
+        tasks,
+        checks,
+        fast,
+        slow,
+        store,
+        cancel,
+        None,
+        Instant::now(),
+    )
 }
 
 /// Spawns every check's loop into `tasks`; with `leader`, database-wide checks
 /// ([`Scope::Database`]) run only while this agent leads the fleet.
+///
+/// Every check runs on the schedule `epoch + k * period`. The first generation passes the time
+/// it starts (every check runs at once); a reload passes the same epoch again, so a check whose
+/// last outcome is still current keeps its phase and runs at its next tick instead of at once
+/// (a burst of reloads must not become a burst of statements). A new check, or one whose outcome
+/// would go stale before that tick, runs at once.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_led(
     tasks: &mut JoinSet<()>,
     checks: &[Arc<dyn Check>],
@@ -69,8 +85,10 @@ pub fn spawn_led(
     store: &Store,
     cancel: &CancellationToken,
     leader: Option<&Arc<Leadership>>,
+    epoch: Instant,
 ) {
-    let epoch = Instant::now();
+    let snap = store.current();
+    let (now, wall) = (Instant::now(), SystemTime::now());
     for check in checks {
         let gate = leader
             .filter(|l| l.enabled() && check.scope() == Scope::Database)
@@ -80,9 +98,14 @@ pub fn spawn_led(
             Cadence::Slow => slow,
             Cadence::Every(d) => d,
         };
+        let next = next_tick(epoch, every, now);
+        let current_then = snap.checks.get(check.id()).is_some_and(|st| {
+            !st.is_stale(wall + (next - now) + check.timeout()) && st.freshness.max_age.is_some()
+        });
+        let start = if current_then { next } else { now };
         let (check, store, cancel) = (check.clone(), store.clone(), cancel.clone());
         let span = tracing::info_span!("check_loop", check = check.id());
-        tasks.spawn(run_loop(check, every, store, cancel, gate, epoch).instrument(span));
+        tasks.spawn(run_loop(check, every, store, cancel, gate, epoch, start).instrument(span));
     }
 }
 
@@ -173,8 +196,9 @@ async fn run_loop(
     cancel: CancellationToken,
     gate: Option<Arc<Leadership>>,
     epoch: Instant,
+    start: Instant,
 ) {
-    let mut ticker = tokio::time::interval_at(epoch.into(), every);
+    let mut ticker = tokio::time::interval_at(start.into(), every);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut led = gate.as_ref().map(|l| l.subscribe());
     loop {
@@ -205,9 +229,7 @@ async fn run_loop(
             // Back on the common schedule (the phase every check loop started with), so a
             // database-wide check runs in the same cycle as pg_connectivity and a fault shows in
             // both at once, not one of them a fraction of an interval later with stale values.
-            let since = epoch.elapsed().as_nanos();
-            let period = every.as_nanos().max(1);
-            let next = epoch + Duration::from_nanos(((since / period + 1) * period) as u64);
+            let next = next_tick(epoch, every, Instant::now() + Duration::from_nanos(1));
             ticker.reset_at(next.into());
         }
         let span = check_span(check.as_ref());
@@ -251,6 +273,14 @@ async fn run_loop(
     }
 }
 
+/// The first tick of the schedule `epoch + k * every` at or after `now`.
+pub fn next_tick(epoch: Instant, every: Duration, now: Instant) -> Instant {
+    let since = now.saturating_duration_since(epoch).as_nanos();
+    let period = every.as_nanos().max(1);
+    let k = since.div_ceil(period);
+    epoch + Duration::from_nanos((k * period).min(u64::MAX as u128) as u64)
+}
+
 /// The freshness of a scheduled run: current until the next run should have finished; past
 /// that, the check exports what it exports when it cannot tell (its failure series).
 fn freshness(check: &dyn Check, every: Duration) -> Freshness {
@@ -266,5 +296,25 @@ fn freshness(check: &dyn Check, every: Duration) -> Freshness {
     Freshness {
         max_age: Some(Freshness::bound(every, check.timeout())),
         unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_keep_the_epochs_phase() {
+        let epoch = Instant::now();
+        let s = Duration::from_secs;
+        assert_eq!(next_tick(epoch, s(15), epoch), epoch);
+        assert_eq!(
+            next_tick(epoch, s(15), epoch + Duration::from_millis(1)),
+            epoch + s(15)
+        );
+        assert_eq!(next_tick(epoch, s(15), epoch + s(15)), epoch + s(15));
+        assert_eq!(next_tick(epoch, s(15), epoch + s(31)), epoch + s(45));
+        // Before the epoch (never in practice): the epoch itself.
+        assert_eq!(next_tick(epoch + s(5), s(15), epoch), epoch + s(5));
     }
 }

@@ -147,3 +147,61 @@ fn sighup_keeps_the_connection_and_the_lead_when_the_database_settings_did_not_c
     );
     assert!(!agent.output().contains("Following"), "{}", agent.output());
 }
+
+/// Issue 14 item 12: 100 SIGHUPs in about a second (a config-management loop gone wrong) are
+/// coalesced into a reload or two; the checks keep their phase (no run at once per reload), so
+/// the database sees no burst of statements, and PostgreSQL never looks down.
+#[test]
+fn a_sighup_burst_is_one_reload_and_no_extra_statements() {
+    let pg = PgCluster::start();
+    let agent = Agent::start(&[
+        ("AGENT_APP_PROBES", "off".into()),
+        ("AGENT_DATABASE_URL", pg.monitor_url()),
+        ("AGENT_INTERVAL", "2s".into()),
+    ]);
+    wait_for(Duration::from_secs(15), || agent.get("/readyz").0 == 200)
+        .unwrap_or_else(|| panic!("{}", agent.output()));
+    let runs = |a: &Agent| {
+        a.metrics()
+            .get(r#"rose_agent_check_runs_total{check="pg_activity"}"#)
+            .unwrap_or(0.0)
+    };
+    let before = runs(&agent);
+    let t0 = Instant::now();
+    let pid = agent.child.id().to_string();
+    let burst = std::thread::spawn(move || {
+        for _ in 0..100 {
+            let _ = std::process::Command::new("kill")
+                .args(["-HUP", &pid])
+                .status();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let mut down = 0;
+    while t0.elapsed() < Duration::from_secs(6) {
+        let m = prompt_scrape(&agent);
+        if m.get("rose_pg_up") != Some(1.0) {
+            down += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    burst.join().unwrap();
+    let elapsed = t0.elapsed().as_secs_f64();
+    let reloads = agent.output().matches("Configuration reloaded.").count();
+    let extra = runs(&agent) - before;
+    eprintln!(
+        "burst of 100 SIGHUPs: {reloads} reload(s), {extra} pg_activity runs in {elapsed:.1} s"
+    );
+    assert!(
+        (1..=2).contains(&reloads),
+        "{reloads} reloads: {}",
+        agent.output()
+    );
+    assert_eq!(down, 0, "rose_pg_up was not 1 in {down} scrapes");
+    // On a 2 s schedule: at most one run per tick (plus one for a tick at the edge).
+    assert!(
+        extra <= (elapsed / 2.0).ceil() + 1.0,
+        "{extra} runs in {elapsed:.1} s: the reloads restarted the schedule"
+    );
+    assert_eq!(pg.agent_backends(), 1);
+}
