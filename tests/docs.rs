@@ -17,6 +17,28 @@ fn metrics_doc_is_current() {
     );
 }
 
+/// `docs/findings.md` lists every finding code of the catalog under `## Codes`.
+#[test]
+fn findings_doc_lists_every_code() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/findings.md");
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    let (head, _) = have
+        .split_once("## Codes\n")
+        .expect("docs/findings.md has a `## Codes` section");
+    let want = format!(
+        "{head}## Codes\n\n{}",
+        rose_agent::findings::markdown_table()
+    );
+    if std::env::var("UPDATE_DOCS").is_ok() {
+        std::fs::write(&path, &want).unwrap();
+    }
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        have == want,
+        "docs/findings.md is stale: run `UPDATE_DOCS=1 cargo test --test docs`"
+    );
+}
+
 #[test]
 fn example_config_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config.example.toml");

@@ -112,6 +112,8 @@ metrics! {
     // --- replication on the primary (check `pg_replication`) ---
     PG_REPLICATION_STANDBYS = "rose_pg_replication_standbys", Gauge, "1", [],
         "Standbys connected to this server (rows of pg_stat_replication).";
+    PG_REPLICATION_STANDBYS_LOST = "rose_pg_replication_standbys_lost", Gauge, "1", [],
+        "Standbys that streamed from this server while the agent watched and are gone now (remembered for 24 h or until the agent restarts).";
     PG_REPLICATION_LAG_BYTES = "rose_pg_replication_lag_bytes", Gauge, "bytes", ["standby"],
         "WAL written on this server that a standby has not replayed yet.";
     PG_REPLICATION_LAG = "rose_pg_replication_replay_lag_seconds", Gauge, "seconds", ["standby"],

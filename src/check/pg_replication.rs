@@ -2,16 +2,23 @@
 //! (`pg_stat_replication`): state, WAL not yet replayed (bytes) and `replay_lag`. One statement
 //! over at most `max_wal_senders` rows. The standby label is its `application_name` (the
 //! standby's `cluster_name` or `walreceiver`), made unique with `#n` when repeated.
+//!
+//! The check remembers which standbys it has seen (by name and client address, counted) and
+//! reports those that are gone ([`Replication::lost`]): a standby that disappears from a primary
+//! is a lost failover target, and its slot may be holding WAL back. A standby removed on purpose
+//! is forgotten [`STANDBY_MEMORY`] after it was last seen, or when the agent restarts.
 
 use super::pg_json::JsonCheck;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::Observation;
 use super::pg_util::label_text;
+use super::{BoxFuture, Check, Observation};
 use crate::catalog::{self, Sample};
+use crate::error::CheckError;
 use crate::pg::PgTarget;
 
 pub const ID: &str = "pg_replication";
@@ -51,6 +58,66 @@ pub struct Standby {
 pub struct Replication {
     pub in_recovery: bool,
     pub standbys: Vec<Standby>,
+    /// Standbys seen streaming earlier that are missing now (filled in by the check's memory).
+    #[serde(default)]
+    pub lost: Vec<LostStandby>,
+}
+
+/// A standby that streamed from this server while the agent watched and is gone now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LostStandby {
+    /// Its `application_name` (or `unnamed`).
+    pub name: String,
+    pub client_addr: Option<String>,
+    /// How many with this name and address are missing.
+    pub missing: u32,
+    /// Seconds since all of them were last seen.
+    pub gone_seconds: f64,
+}
+
+/// How long a missing standby is reported after it was last seen.
+pub const STANDBY_MEMORY: Duration = Duration::from_secs(24 * 3600);
+
+/// Standbys seen, by (name, client address): most seen at once and when that many were last seen.
+#[derive(Debug, Default)]
+pub struct Memory {
+    seen: BTreeMap<(String, Option<String>), (u32, Instant)>,
+}
+
+impl Memory {
+    /// Pure over `now`: records `r`'s standbys and fills in the ones missing.
+    pub fn remember(&mut self, mut r: Replication, now: Instant) -> Replication {
+        let mut current: BTreeMap<(String, Option<String>), u32> = BTreeMap::new();
+        for s in &r.standbys {
+            let name = s.name.clone().unwrap_or_else(|| "unnamed".into());
+            *current.entry((name, s.client_addr.clone())).or_default() += 1;
+        }
+        for (key, n) in &current {
+            let e = self.seen.entry(key.clone()).or_insert((*n, now));
+            if *n >= e.0 {
+                *e = (*n, now);
+            }
+        }
+        self.seen
+            .retain(|_, (_, last)| now.saturating_duration_since(*last) < STANDBY_MEMORY);
+        r.lost = self
+            .seen
+            .iter()
+            .filter_map(|((name, addr), (max, last))| {
+                let have = current
+                    .get(&(name.clone(), addr.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                (have < *max).then(|| LostStandby {
+                    name: name.clone(),
+                    client_addr: addr.clone(),
+                    missing: max - have,
+                    gone_seconds: now.saturating_duration_since(*last).as_secs_f64(),
+                })
+            })
+            .collect();
+        r
+    }
 }
 
 /// Pure: gives every standby a unique, bounded label.
@@ -65,11 +132,42 @@ pub fn label(mut r: Replication) -> Replication {
     r
 }
 
-/// The check: one statement, standbys labelled.
-pub fn check(pg: Arc<PgTarget>) -> JsonCheck<Replication> {
-    JsonCheck::new(ID, pg, SQL, "replication", |_, r| {
-        Observation::PgReplication(label(r))
-    })
+/// The check: one statement, standbys labelled, missing ones remembered.
+pub struct ReplicationCheck {
+    inner: JsonCheck<Replication>,
+    memory: Mutex<Memory>,
+}
+
+pub fn check(pg: Arc<PgTarget>) -> ReplicationCheck {
+    ReplicationCheck {
+        inner: JsonCheck::new(ID, pg, SQL, "replication", |_, r| {
+            Observation::PgReplication(label(r))
+        }),
+        memory: Mutex::default(),
+    }
+}
+
+impl Check for ReplicationCheck {
+    fn id(&self) -> &'static str {
+        ID
+    }
+    fn timeout(&self) -> Duration {
+        self.inner.timeout()
+    }
+    fn target(&self) -> super::CheckTarget {
+        self.inner.pg.check_target()
+    }
+    fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
+        Box::pin(async move {
+            match self.inner.observe().await? {
+                Observation::PgReplication(r) => {
+                    let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+                    Ok(Observation::PgReplication(m.remember(r, Instant::now())))
+                }
+                other => Ok(other),
+            }
+        })
+    }
 }
 
 /// Pure: the series of a successful run.
@@ -78,6 +176,11 @@ pub fn samples(o: &Replication, out: &mut Vec<Sample>) {
         &catalog::PG_REPLICATION_STANDBYS,
         &[],
         o.standbys.len() as f64,
+    ));
+    out.push(Sample::new(
+        &catalog::PG_REPLICATION_STANDBYS_LOST,
+        &[],
+        o.lost.iter().map(|l| f64::from(l.missing)).sum(),
     ));
     for s in o.standbys.iter().take(MAX_STANDBYS) {
         let l = vec![s.label.clone()];
@@ -129,5 +232,58 @@ mod tests {
         };
         assert_eq!(lag("walreceiver"), Some(0.0));
         assert_eq!(lag("walreceiver#2"), Some(3.5));
+    }
+
+    fn standby(name: &str) -> Standby {
+        Standby {
+            name: Some(name.into()),
+            client_addr: Some("127.0.0.1".into()),
+            state: Some("streaming".into()),
+            sync_state: Some("async".into()),
+            lag_bytes: Some(0.0),
+            replay_lag_seconds: None,
+            write_lag_seconds: None,
+            flush_lag_seconds: None,
+            label: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_standby_that_goes_away_is_lost_until_it_returns_or_is_forgotten() {
+        let mut m = Memory::default();
+        let t0 = Instant::now();
+        let r = |names: &[&str]| Replication {
+            in_recovery: false,
+            standbys: names.iter().map(|n| standby(n)).collect(),
+            lost: vec![],
+        };
+        assert!(
+            m.remember(r(&["a", "walreceiver", "walreceiver"]), t0)
+                .lost
+                .is_empty()
+        );
+        let later = t0 + Duration::from_secs(30);
+        let got = m.remember(r(&["walreceiver"]), later);
+        assert_eq!(got.lost.len(), 2, "{:?}", got.lost);
+        assert_eq!(got.lost[0].name, "a");
+        assert_eq!(got.lost[1].missing, 1);
+        assert_eq!(got.lost[1].gone_seconds, 30.0);
+        let mut out = Vec::new();
+        samples(&got, &mut out);
+        let lost = out
+            .iter()
+            .find(|s| s.def.name == "rose_pg_replication_standbys_lost")
+            .and_then(Sample::num);
+        assert_eq!(lost, Some(2.0));
+        // Back: nothing lost.
+        assert!(
+            m.remember(r(&["a", "walreceiver", "walreceiver"]), later)
+                .lost
+                .is_empty()
+        );
+        // Gone for longer than the memory: forgotten.
+        let _ = m.remember(r(&[]), later + Duration::from_secs(1));
+        let got = m.remember(r(&[]), later + STANDBY_MEMORY);
+        assert!(got.lost.is_empty(), "{:?}", got.lost);
     }
 }

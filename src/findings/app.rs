@@ -309,6 +309,32 @@ fn replica(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
         _ => {}
     }
     if let Some(Observation::PgReplication(r)) = snap.observation(pg_replication::ID) {
+        for l in &r.lost {
+            out.push(
+                Finding::new(
+                    "standby_lost",
+                    format!(
+                        "Standby {} no longer streams from the primary",
+                        l.name
+                    ),
+                    format!(
+                        "{} standby(s) named {} from {} seen in pg_stat_replication earlier are gone (for {:.0} s); {} standby(s) stream now",
+                        l.missing,
+                        l.name,
+                        l.client_addr.as_deref().unwrap_or("a local socket"),
+                        l.gone_seconds,
+                        r.standbys.len()
+                    ),
+                    vec![
+                        "Check the standby is running and can reach the primary (its server log: `could not connect to the primary server`, `requested WAL segment has already been removed`)".into(),
+                        "Check replication slots on the primary: `SELECT slot_name, active, pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)) FROM pg_replication_slots;` (an inactive slot keeps WAL and fills the disk)".into(),
+                        "Until it is back, a failover has no target (and reads sent to DATABASE_READ_REPLICA_URL fail)".into(),
+                        format!("If it was removed on purpose, drop its slot; the agent forgets it {} h after it was last seen or when restarted", pg_replication::STANDBY_MEMORY.as_secs() / 3600),
+                    ],
+                )
+                .with_subject(l.name.clone()),
+            );
+        }
         for s in &r.standbys {
             if s.replay_lag_seconds.unwrap_or(0.0) > cx.replica_lag_seconds {
                 out.push(

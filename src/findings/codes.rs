@@ -134,7 +134,21 @@ pub static CODES: &[CodeDef] = &[
         Warning,
         "the database round trip suggests another region than the app",
     ),
-    c("database_restarted", Info, "PostgreSQL restarted recently"),
+    c(
+        "database_restarted",
+        Info,
+        "PostgreSQL restarted while the agent watched",
+    ),
+    c(
+        "connected_to_standby",
+        Critical,
+        "the primary DSN points at a standby (in recovery): writes fail",
+    ),
+    c(
+        "standby_lost",
+        Warning,
+        "a standby that streamed from the primary is gone",
+    ),
     c(
         "replica_lag",
         Warning,
@@ -177,6 +191,22 @@ pub static CODES: &[CodeDef] = &[
 /// The catalog entry of a code.
 pub fn code_def(code: &str) -> Option<&'static CodeDef> {
     CODES.iter().find(|d| d.code == code)
+}
+
+/// The table of every code for `docs/findings.md` (below its `## Codes` heading); a test keeps
+/// the file current.
+pub fn markdown_table() -> String {
+    let mut out =
+        String::from("| code | default severity | meaning | runbook |\n|---|---|---|---|\n");
+    for d in CODES {
+        out.push_str(&format!(
+            "| `{c}` | {s} | {t} | [runbooks/{c}.md](runbooks/{c}.md) |\n",
+            c = d.code,
+            s = d.severity.as_str(),
+            t = d.title
+        ));
+    }
+    out
 }
 
 #[cfg(test)]

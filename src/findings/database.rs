@@ -134,16 +134,40 @@ fn connectivity(
             ],
         ));
     }
+    if c.in_recovery {
+        let src = cx.dsn_source;
+        out.push(Finding::new(
+            "connected_to_standby",
+            format!("PostgreSQL at {} is a standby (in recovery): the app cannot write there", cx.target),
+            format!(
+                "pg_is_in_recovery() is true on the server {src} points at; LangGraph checkpoint writes fail with SQLSTATE 25006 (read-only transaction)"
+            ),
+            vec![
+                format!("Point DATABASE_URL (and {src}) at the primary: after a failover the primary has another address (Railway: the database service's current DATABASE_URL)"),
+                "If this standby should become the primary, promote it (`SELECT pg_promote();` or the provider's failover) and check the old primary is fenced".into(),
+                "Check the app's logs for `cannot execute INSERT in a read-only transaction`: every checkpoint write since the switch was lost".into(),
+                "To watch a standby on purpose, set it as DATABASE_READ_REPLICA_URL instead".into(),
+            ],
+        ));
+    }
     let now_s = now
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
     let age = now_s - c.postmaster_start_time_seconds;
-    if c.postmaster_start_time_seconds > 0.0 && (0.0..cx.restart_window_seconds).contains(&age) {
+    // Only a restart the agent saw happen (the start time moved while it watched): a young
+    // cluster, or an agent started after the restart, is no evidence of one.
+    if c.previous_start_time_seconds.is_some()
+        && c.postmaster_start_time_seconds > 0.0
+        && (0.0..cx.restart_window_seconds).contains(&age)
+    {
         out.push(Finding::new(
             "database_restarted",
             format!("PostgreSQL at {} restarted {:.0} s ago", cx.target, age),
-            format!("pg_postmaster_start_time is {:.0} s ago (window {:.0} s)", age, cx.restart_window_seconds),
+            format!(
+                "pg_postmaster_start_time moved while the agent watched ({} restart(s) seen); the server started {:.0} s ago (window {:.0} s)",
+                c.restarts_observed, age, cx.restart_window_seconds
+            ),
             vec![
                 "Verify the app reconnected: check its health endpoint and error logs".into(),
                 "Check the provider's status page and the server log for the cause (deploy, crash, OOM)".into(),
@@ -251,7 +275,7 @@ mod tests {
     #[test]
     fn region_latency_and_restart() {
         let start = 1_700_000_000.0;
-        let obs = |rtt: f64| {
+        let seen = |rtt: f64, previous: Option<f64>| {
             Observation::PgConnectivity(pg_connectivity::Connectivity {
                 target: "t".into(),
                 roundtrip_seconds: rtt,
@@ -260,10 +284,11 @@ mod tests {
                 server_version: "15.0".into(),
                 postmaster_start_time_seconds: start,
                 in_recovery: false,
-                restarts_observed: 0,
-                previous_start_time_seconds: None,
+                restarts_observed: u64::from(previous.is_some()),
+                previous_start_time_seconds: previous,
             })
         };
+        let obs = |rtt: f64| seen(rtt, Some(start - 3600.0));
         let cx = Context::default();
         let long_after = UNIX_EPOCH + Duration::from_secs_f64(start + 86_400.0);
         let just_after = UNIX_EPOCH + Duration::from_secs_f64(start + 60.0);
@@ -278,6 +303,46 @@ mod tests {
         assert_eq!(
             codes(obs(0.001), pg_connectivity::ID, &cx, just_after),
             vec![("database_restarted", Severity::Info)]
+        );
+        // A cluster that is merely young (the agent never saw another start time) did not
+        // restart as far as anyone knows (issue 13 item 3).
+        assert_eq!(
+            codes(seen(0.001, None), pg_connectivity::ID, &cx, just_after),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn a_standby_behind_the_primary_dsn_is_critical() {
+        let o = Observation::PgConnectivity(pg_connectivity::Connectivity {
+            target: "db:5432/rose".into(),
+            roundtrip_seconds: 0.001,
+            connect_seconds: 0.01,
+            server_version_num: 150000,
+            server_version: "15.0".into(),
+            postmaster_start_time_seconds: 1.0,
+            in_recovery: true,
+            restarts_observed: 0,
+            previous_start_time_seconds: None,
+        });
+        let mut out = vec![];
+        evaluate(
+            &snap(vec![(pg_connectivity::ID, Ok(o))]),
+            &Context::default(),
+            SystemTime::now(),
+            &mut out,
+        );
+        let f = out
+            .iter()
+            .find(|f| f.code == "connected_to_standby")
+            .unwrap_or_else(|| panic!("{out:?}"));
+        assert_eq!(f.severity, Severity::Critical);
+        assert!(f.steps.iter().any(|s| s.contains("pg_promote()")), "{f:?}");
+        assert!(
+            f.steps
+                .iter()
+                .any(|s| s.contains("DATABASE_READ_REPLICA_URL")),
+            "{f:?}"
         );
     }
 }

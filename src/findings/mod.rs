@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-pub use codes::{CODES, CodeDef, code_def};
+pub use codes::{CODES, CodeDef, code_def, markdown_table};
 
 use crate::config::Config;
 use crate::snapshot::Snapshot;

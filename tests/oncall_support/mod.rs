@@ -10,38 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_norway::Value;
 
-/// The finding codes of issue 5 (the guide's five first); each has `docs/runbooks/<code>.md`.
-pub const FINDING_CODES: &[&str] = &[
-    "connection_refused",
-    "auth_failed",
-    "too_many_connections",
-    "slow_queries",
-    "schema_mismatch",
-    "dns_failure",
-    "connect_timeout",
-    "tls_error",
-    "database_missing",
-    "hba_rejected",
-    "privilege_missing",
-    "bad_database_url",
-    "pool_budget_exceeded",
-    "connections_near_limit",
-    "idle_in_transaction",
-    "lock_contention",
-    "missing_table",
-    "missing_index",
-    "invalid_index",
-    "duplicate_index",
-    "region_latency",
-    "database_restarted",
-    "replica_lag",
-    "app_unreachable",
-    "app_unhealthy",
-    "app_degraded",
-    "app_slow",
-    "migration_not_effective",
-    "sqlite_unreadable",
-];
+/// Every finding code, from the agent's catalog; each has `docs/runbooks/<code>.md`.
+pub static FINDING_CODES: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| rose_agent::findings::CODES.iter().map(|d| d.code).collect());
 
 /// The alert conditions that are not finding codes; each has a runbook too.
 pub const ALERT_ONLY_CODES: &[&str] = &[
