@@ -115,7 +115,16 @@ pub async fn diagnose(config: &Config, timeout: Duration) -> Report {
                         store.publish(c.id(), outcome, samples);
                     }
                 } else {
-                    for name in ["privileges", "settings", "extensions", "schema", "activity"] {
+                    for name in [
+                        "privileges",
+                        "connections",
+                        "pg_stat_statements",
+                        "schema",
+                        "sizes",
+                        "activity",
+                        "database_health",
+                        "replication",
+                    ] {
                         rungs.push(Rung::new(
                             name,
                             RungStatus::Skipped,
@@ -146,7 +155,75 @@ pub async fn diagnose(config: &Config, timeout: Duration) -> Report {
     let mut found = findings::evaluate(&store.current(), &cx, SystemTime::now());
     found.extend(extra);
     found.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.code.cmp(b.code)));
-    Report::new(target, found, merge_rungs(rungs))
+    let rungs = judge_rungs(merge_rungs(rungs), &found);
+    Report::new(target, found, rungs)
+}
+
+/// A rung's status is the worst of its own outcome and the severity of what it found: a rung
+/// whose check ran but found a critical problem is critical, never "ok".
+fn judge_rungs(mut rungs: Vec<Rung>, found: &[Finding]) -> Vec<Rung> {
+    for f in found {
+        let name = rung_of_code(f.code);
+        let status = match f.severity {
+            findings::Severity::Critical => RungStatus::Critical,
+            findings::Severity::Warning => RungStatus::Warning,
+            findings::Severity::Info => RungStatus::Info,
+        };
+        let note = format!("{} ({})", f.code, f.severity.as_str());
+        match rungs.iter_mut().find(|r| r.name == name) {
+            Some(r) => {
+                r.status = r.status.max(status);
+                let noted = r.detail.as_deref().is_some_and(|d| d.contains(&note));
+                if !noted {
+                    r.detail = Some(match r.detail.take() {
+                        Some(d) => format!("{d}; found {note}"),
+                        None => format!("found {note}"),
+                    });
+                }
+            }
+            None => rungs.push(Rung::new(
+                name,
+                status,
+                Duration::ZERO,
+                Some(format!("found {note}")),
+            )),
+        }
+    }
+    rungs.sort_by_key(|r| {
+        RUNG_ORDER
+            .iter()
+            .position(|n| *n == r.name)
+            .unwrap_or(RUNG_ORDER.len())
+    });
+    rungs
+}
+
+/// The rung a finding code belongs to (where its evidence comes from).
+pub fn rung_of_code(code: &str) -> &'static str {
+    match code {
+        "bad_database_url" => "config",
+        "dns_failure" => "dns",
+        "connection_refused" | "connect_timeout" => "tcp",
+        "tls_error" => "tls",
+        "auth_failed" | "hba_rejected" => "auth",
+        "database_missing" => "database",
+        "privilege_missing" => "privileges",
+        "too_many_connections"
+        | "pool_budget_exceeded"
+        | "connections_near_limit"
+        | "region_latency"
+        | "database_restarted"
+        | "connected_to_standby" => "connections",
+        "statements_unavailable" => "pg_stat_statements",
+        "slow_queries" | "idle_in_transaction" | "lock_contention" => "activity",
+        "schema_mismatch" | "missing_table" | "missing_index" | "invalid_index"
+        | "duplicate_index" => "schema",
+        "replica_lag" | "standby_lost" => "replication",
+        "app_unreachable" | "app_unhealthy" | "app_degraded" | "app_slow" => "app",
+        "migration_not_effective" => "migration",
+        "sqlite_unreadable" => "sqlite",
+        _ => "other",
+    }
 }
 
 /// DNS, TCP, then TLS + auth + database through the agent's own connector. Returns true when a
@@ -467,19 +544,23 @@ async fn bounded<F: std::future::Future>(
     r
 }
 
-/// Which rung a check belongs to.
+/// Which rung a check belongs to: named for what it checks.
 pub fn rung_name(check_id: &str) -> &'static str {
+    use crate::check::*;
     match check_id {
-        "pg_connectivity" | "pg_connections" | "pg_database_size" | "pg_settings" | "pg_budget" => {
-            "settings"
-        }
-        id if id.contains("statements") || id.contains("extension") => "extensions",
-        id if id.contains("schema") || id.contains("index") || id.contains("size") => "schema",
-        id if id.starts_with("pg_replica") || id.contains("replication") => "replication",
-        id if id.starts_with("pg_") => "activity",
+        pg_connectivity::ID | pg_connections::ID | pg_connection_budget::ID => "connections",
+        pg_privileges::ID => "privileges",
+        pg_statements::ID => "pg_stat_statements",
+        pg_schema::ID => "schema",
+        pg_database_size::ID | pg_table_sizes::ID => "sizes",
+        pg_activity::ID => "activity",
+        pg_database_stats::ID | pg_checkpoints::ID | pg_archiver::ID => "database_health",
+        pg_replica::ID | pg_replication::ID => "replication",
+        sqlite::ID => "sqlite",
+        checkpoint_migration::ID => "migration",
+        host::ID | process::ID => "host",
         id if id.starts_with("app") => "app",
-        id if id.contains("sqlite") || id.contains("checkpoint") => "sqlite",
-        _ => "host",
+        _ => "other",
     }
 }
 
@@ -497,23 +578,6 @@ fn rung_for(check_id: &'static str, outcome: &Outcome) -> Rung {
 /// Merges rungs of the same name (several checks per rung) in ladder order: worst status,
 /// longest duration, details joined.
 fn merge_rungs(rungs: Vec<Rung>) -> Vec<Rung> {
-    const ORDER: &[&str] = &[
-        "config",
-        "dns",
-        "tcp",
-        "tls",
-        "auth",
-        "database",
-        "privileges",
-        "settings",
-        "extensions",
-        "schema",
-        "activity",
-        "replication",
-        "app",
-        "sqlite",
-        "host",
-    ];
     let mut merged: Vec<Rung> = Vec::new();
     for r in rungs {
         match merged.iter_mut().find(|m| m.name == r.name) {
@@ -531,10 +595,97 @@ fn merge_rungs(rungs: Vec<Rung>) -> Vec<Rung> {
         }
     }
     merged.sort_by_key(|r| {
-        ORDER
+        RUNG_ORDER
             .iter()
             .position(|n| *n == r.name)
-            .unwrap_or(ORDER.len())
+            .unwrap_or(RUNG_ORDER.len())
     });
     merged
+}
+
+/// The rungs in ladder order (docs/diagnose.md).
+pub const RUNG_ORDER: &[&str] = &[
+    "config",
+    "dns",
+    "tcp",
+    "tls",
+    "auth",
+    "database",
+    "privileges",
+    "connections",
+    "pg_stat_statements",
+    "schema",
+    "sizes",
+    "activity",
+    "database_health",
+    "replication",
+    "app",
+    "sqlite",
+    "migration",
+    "host",
+    "other",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_finding_code_and_check_has_a_named_rung() {
+        for d in findings::CODES {
+            let r = rung_of_code(d.code);
+            assert!(
+                r != "other" && RUNG_ORDER.contains(&r),
+                "{} has no rung",
+                d.code
+            );
+        }
+        let env: std::collections::HashMap<&str, &str> = [
+            ("DATABASE_URL", "postgresql://u:p@127.0.0.1:1/db"),
+            (
+                "DATABASE_READ_REPLICA_URL",
+                "postgresql://u:p@127.0.0.1:2/db",
+            ),
+            ("SHORT_TERM_MEMORY_DB_PATH", "/nonexistent/ck.db"),
+        ]
+        .into();
+        let config = Config::load(None, &env).unwrap();
+        let pg = crate::run::pg_target(&config, None);
+        for c in check::registry(&config, pg) {
+            assert_ne!(rung_name(c.id()), "other", "{} has no rung", c.id());
+        }
+    }
+
+    #[test]
+    fn a_rung_that_found_a_problem_is_not_ok() {
+        let rungs = vec![
+            Rung::new(
+                "app",
+                RungStatus::Ok,
+                Duration::ZERO,
+                Some("app_health".into()),
+            ),
+            Rung::new("schema", RungStatus::Ok, Duration::ZERO, None),
+            Rung::new("pg_stat_statements", RungStatus::Ok, Duration::ZERO, None),
+        ];
+        let f = |code: &'static str| Finding::new(code, "s", "e", vec![]);
+        let out = judge_rungs(
+            rungs,
+            &[
+                f("app_unreachable"),
+                f("missing_table"),
+                f("missing_table"),
+                f("statements_unavailable"),
+            ],
+        );
+        let status = |n: &str| out.iter().find(|r| r.name == n).unwrap().status;
+        assert_eq!(status("app"), RungStatus::Critical);
+        assert_eq!(status("schema"), RungStatus::Critical);
+        assert_eq!(status("pg_stat_statements"), RungStatus::Info);
+        let schema = out.iter().find(|r| r.name == "schema").unwrap();
+        assert_eq!(
+            schema.detail.as_deref(),
+            Some("found missing_table (critical)")
+        );
+    }
 }

@@ -13,6 +13,8 @@ use crate::findings::{Finding, Severity};
 #[serde(rename_all = "lowercase")]
 pub enum RungStatus {
     Ok,
+    /// Ran, and found something worth knowing that is not a problem (an info finding).
+    Info,
     Skipped,
     Warning,
     Critical,
@@ -106,6 +108,7 @@ impl Report {
         for r in &self.checks {
             let mark = match r.status {
                 RungStatus::Ok => paint("ok  ", "32"),
+                RungStatus::Info => paint("info", "36"),
                 RungStatus::Skipped => paint("skip", "90"),
                 RungStatus::Warning => paint("WARN", "33"),
                 RungStatus::Critical => paint("FAIL", "31"),

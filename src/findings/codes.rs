@@ -140,6 +140,11 @@ pub static CODES: &[CodeDef] = &[
         "PostgreSQL restarted while the agent watched",
     ),
     c(
+        "statements_unavailable",
+        Info,
+        "pg_stat_statements cannot be read: no per-statement history for slow queries",
+    ),
+    c(
         "connected_to_standby",
         Critical,
         "the primary DSN points at a standby (in recovery): writes fail",

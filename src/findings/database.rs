@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{Context, Finding, Severity};
-use crate::check::{Observation, pg_connections, pg_connectivity};
+use crate::check::{Observation, pg_connections, pg_connectivity, pg_statements};
 use crate::snapshot::Snapshot;
 
 pub(super) fn evaluate(snap: &Snapshot, cx: &Context, now: SystemTime, out: &mut Vec<Finding>) {
@@ -21,6 +21,29 @@ pub(super) fn evaluate(snap: &Snapshot, cx: &Context, now: SystemTime, out: &mut
     }
     if let Some(Observation::PgConnectivity(c)) = snap.observation(pg_connectivity::ID) {
         connectivity(c, cx, now, out);
+    }
+    if let Some(Observation::PgStatements(s)) = snap.observation(pg_statements::ID)
+        && s.availability != pg_statements::Availability::Available
+    {
+        let why = match s.availability {
+            pg_statements::Availability::NotInstalled => {
+                "the extension is not installed in this database"
+            }
+            pg_statements::Availability::NotLoaded => {
+                "the extension is not in shared_preload_libraries"
+            }
+            pg_statements::Availability::PermissionDenied => "the monitoring role may not read it",
+            pg_statements::Availability::Available => "",
+        };
+        out.push(Finding::new(
+            "statements_unavailable",
+            format!("pg_stat_statements cannot be read at {}", cx.target),
+            format!("{why}: slow queries are seen live (pg_stat_activity) but have no per-statement history"),
+            vec![
+                s.fix.clone().unwrap_or_else(|| "CREATE EXTENSION pg_stat_statements;".into()),
+                "Optional: the guide's checks work without it; it adds which statements cost the most over time".into(),
+            ],
+        ));
     }
 }
 
