@@ -99,14 +99,16 @@ async fn findings(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     let snap = st.store.current();
     let now = std::time::SystemTime::now();
     let stale = snap.stale_checks(now);
-    // Nothing evaluated yet, or evaluated over outcomes that are no longer current: unknown.
-    let status = if snap.findings.evaluated_at.is_none() || !stale.is_empty() {
-        "unknown"
-    } else {
-        crate::findings::status_of(snap.findings.active.iter().map(|a| a.finding.severity))
-    };
+    // The worst of active and pending findings; unknown before the first evaluation and over
+    // outcomes that are no longer current.
+    let mut status = snap.findings.status();
+    if !stale.is_empty() {
+        status.status = "unknown";
+        status.pending = false;
+    }
     axum::Json(serde_json::json!({
-        "status": status,
+        "status": status.status,
+        "status_pending": status.pending,
         "stale_checks": stale,
         "snapshot_age_seconds": snap.age(now).map(|d| d.as_secs_f64()),
         "ready": snap.ready(),

@@ -350,3 +350,41 @@ fn after_a_stall_no_stale_up_is_served() {
     until(&agent, RECOVERY + INTERVAL, "up after SIGCONT", up);
     assert_no_panic(&agent);
 }
+
+/// Issue 13 item 2: from the first scrape on, `/findings` never says ok while PostgreSQL is
+/// down: `unknown` before the first evaluation, then the pending critical (`"status_pending":true`),
+/// then the active one.
+#[test]
+fn findings_never_say_ok_while_the_database_is_down() {
+    let port = free_port(); // nothing listens: refused
+    let url = format!("postgresql://rose_monitor:x@127.0.0.1:{port}/rose?sslmode=disable");
+    let mut env = fast_env(url);
+    env.push(("AGENT_APP_PROBES", "off".into()));
+    let agent = Agent::start(&env);
+    let t = Instant::now();
+    let mut seen = std::collections::BTreeSet::new();
+    while t.elapsed() < Duration::from_secs(5) {
+        let (_, body) = agent.get("/findings");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let status = v["status"].as_str().unwrap_or("").to_owned();
+        assert_ne!(status, "ok", "ok while the database is down: {body}");
+        if status == "critical" {
+            let pending = v["status_pending"].as_bool().unwrap();
+            assert_eq!(
+                pending,
+                v["findings"].as_array().unwrap().is_empty(),
+                "{body}"
+            );
+            seen.insert(if pending { "pending" } else { "active" });
+        } else {
+            assert_eq!(status, "unknown", "{body}");
+            seen.insert("unknown");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        seen.contains("pending") && seen.contains("active"),
+        "{seen:?}"
+    );
+    assert_no_panic(&agent);
+}

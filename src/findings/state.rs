@@ -23,6 +23,35 @@ pub struct View {
     pub resolved_total: u64,
 }
 
+/// The overall status of a view, as `/findings` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// `unknown` (nothing evaluated yet), `ok`, `warning` or `critical`: the worst of the active
+    /// and pending findings, so a critical that is still confirming is not reported as ok.
+    pub status: &'static str,
+    /// True when the status comes from pending findings only (not yet active, not yet alerted).
+    pub pending: bool,
+}
+
+impl View {
+    /// The view's status (see [`Status`]).
+    pub fn status(&self) -> Status {
+        if self.evaluated_at.is_none() {
+            return Status {
+                status: "unknown",
+                pending: false,
+            };
+        }
+        let active = self.active.iter().map(|a| a.finding.severity).max();
+        let pending = self.pending.iter().map(|f| f.severity).max();
+        let worst = active.max(pending);
+        Status {
+            status: super::status_of(worst.into_iter()),
+            pending: worst.is_some_and(|w| w > super::Severity::Info) && pending > active,
+        }
+    }
+}
+
 /// An active finding and since when.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ActiveFinding {
@@ -165,6 +194,39 @@ mod tests {
 
     fn f(code: &'static str) -> Finding {
         Finding::new(code, "s", "e", vec![])
+    }
+
+    #[test]
+    fn a_pending_critical_is_in_the_status_and_nothing_evaluated_is_unknown() {
+        let mut t = Tracker::new(2, 2);
+        assert_eq!(View::default().status().status, "unknown");
+        let now = SystemTime::now();
+        let mut crit = f("connection_refused");
+        crit.severity = super::super::Severity::Critical;
+        let (v, _) = t.update(vec![crit.clone()], now);
+        assert_eq!(
+            v.status(),
+            Status {
+                status: "critical",
+                pending: true
+            }
+        );
+        let (v, _) = t.update(vec![crit], now);
+        assert_eq!(
+            v.status(),
+            Status {
+                status: "critical",
+                pending: false
+            }
+        );
+        let (v, _) = Tracker::new(2, 2).update(vec![], now);
+        assert_eq!(
+            v.status(),
+            Status {
+                status: "ok",
+                pending: false
+            }
+        );
     }
 
     #[test]
