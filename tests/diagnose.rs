@@ -481,3 +481,39 @@ fn the_budget_counts_the_app_instances_the_database_sees() {
         "{ev}"
     );
 }
+
+/// Issue 13 item 4: only the agent's own DSN is wrong (the monitoring role's password) while the
+/// app reports qdrant down: the app finding names qdrant, never the database; on `/findings` of
+/// `agent run` too.
+#[test]
+fn the_monitoring_roles_failure_is_not_blamed_for_the_app() {
+    let pg = PgCluster::start();
+    let app = Standin::start(&[]);
+    app.set("mode=degraded&down=qdrant");
+    let wrong = pg
+        .monitor_url()
+        .replace(MONITOR_PASSWORD, "not-the-password");
+    let mut e = env(wrong);
+    e.retain(|(k, _)| *k != "AGENT_APP_PROBES");
+    e.push(("APP_BASE_URL", app.base_url()));
+    let (code, report, all) = diagnose(&e, &[]);
+    assert_eq!(code, 2, "{:?}", summary(&report));
+    finding(&report, "auth_failed");
+    let ev = finding(&report, "app_degraded")["evidence"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(ev.contains("Likely cause: qdrant"), "{ev}");
+    assert!(!ev.contains("the database"), "{ev}");
+
+    e.extend(fast_env(String::new()).into_iter().skip(1));
+    let agent = Agent::start(&e);
+    wait_for(Duration::from_secs(15), || {
+        agent.get("/findings").1.contains("app_degraded")
+    })
+    .unwrap_or_else(|| panic!("{}", agent.output()));
+    let (_, body) = agent.get("/findings");
+    assert!(body.contains("Likely cause: qdrant"), "{body}");
+    assert!(!body.contains("Likely cause: the database"), "{body}");
+    assert_no_password(&all);
+}

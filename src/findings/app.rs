@@ -9,10 +9,11 @@ use crate::check::app_probe::{ID_PREFIX, ProbeFailure, ProbeResult};
 use crate::check::checkpoint_migration::{self, MigrationFacts};
 use crate::check::{Observation, pg_connectivity, pg_replica, pg_replication, sqlite};
 use crate::config::DatabaseType;
+use crate::error::ErrorKind;
 use crate::snapshot::Snapshot;
 
 pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
-    let db_error = snap.error(pg_connectivity::ID).map(|e| e.kind.as_str());
+    let db_error = snap.error(pg_connectivity::ID).map(|e| e.kind);
     for (id, st) in &snap.checks {
         if id.starts_with(ID_PREFIX)
             && let Ok(Observation::AppProbe(p)) = &st.last.result
@@ -47,18 +48,92 @@ pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
 
 /// Pure: the findings of one probe run. `db_error` is the database's connection error kind, if
 /// it is failing too.
-pub fn probe(p: &ProbeResult, db_error: Option<&str>, cx: &Context, out: &mut Vec<Finding>) {
-    let ep = &p.endpoint;
-    let url = format!("{} {}", p.method, p.path);
-    let cause = match db_error {
-        Some(kind) => {
-            format!(" Likely cause: the database ({kind}) is failing too; fix that first.")
-        }
+/// Service names an app health body uses for its database or checkpointer.
+const DATABASE_SERVICES: &[&str] = &[
+    "database",
+    "db",
+    "postgres",
+    "postgresql",
+    "checkpointer",
+    "checkpoint",
+    "langgraph",
+];
+
+/// Whether the agent's failed connection is evidence about the app's database too: always when
+/// the agent connects with the app's own `DATABASE_URL`; with a separate monitoring DSN only for
+/// failures that hit every client of the server (down, unreachable, full, starting or stopping),
+/// never for the monitoring role's own credentials, TLS settings or host name.
+pub fn db_failure_links_to_app(kind: ErrorKind, dsn_source: &str) -> bool {
+    if dsn_source == "DATABASE_URL" {
+        return true;
+    }
+    matches!(
+        kind,
+        ErrorKind::Refused
+            | ErrorKind::ConnectTimeout
+            | ErrorKind::Unreachable
+            | ErrorKind::StartingUp
+            | ErrorKind::ShuttingDown
+            | ErrorKind::TooManyConnections
+    )
+}
+
+/// Pure: the likely cause of a failing or degraded app probe, named only with evidence that
+/// links the two sides (issue 13 item 4). When the app names the services it cannot reach, those
+/// are the cause; the database is named when the app reports it down, or when the app fails
+/// while the database refuses every client.
+pub fn likely_cause(p: &ProbeResult, db_error: Option<ErrorKind>, cx: &Context) -> String {
+    let down: Vec<&str> = p.body.as_ref().map(|b| b.down()).unwrap_or_default();
+    let (db_down, others): (Vec<&str>, Vec<&str>) = down
+        .iter()
+        .partition(|s| DATABASE_SERVICES.contains(&s.to_ascii_lowercase().as_str()));
+    if !others.is_empty() && db_down.is_empty() {
+        return format!(
+            " Likely cause: {} (the app reports {} down).",
+            others.join(", "),
+            if others.len() == 1 { "it" } else { "them" }
+        );
+    }
+    if !db_down.is_empty() {
+        return match db_error {
+            Some(kind) => format!(
+                " Likely cause: the database: the app reports {} down and the agent's connection fails too ({kind}); fix that first.",
+                db_down.join(", ")
+            ),
+            None if !cx.target.is_empty() => format!(
+                " The app reports {} down while the agent reaches the database: check the app's DATABASE_URL, its credentials and its pool.",
+                db_down.join(", ")
+            ),
+            None => format!(
+                " Likely cause: {} (the app reports it down).",
+                db_down.join(", ")
+            ),
+        };
+    }
+    let answered_5xx = p.status_code.is_some_and(|c| c >= 500);
+    match db_error {
+        Some(kind) if answered_5xx && db_failure_links_to_app(kind, cx.dsn_source) => format!(
+            " Likely cause: the database ({kind}): it fails every client, the app included; fix that first."
+        ),
+        Some(kind) => format!(
+            " The agent's own connection fails too ({kind}), but nothing links it to the app (the monitoring DSN's {}); look at the app first.",
+            if db_failure_links_to_app(kind, cx.dsn_source) {
+                "failure is server-wide, yet the app did not answer 5xx"
+            } else {
+                "credentials or settings are the agent's own"
+            }
+        ),
         None if !cx.target.is_empty() => {
             " The database answers, so the app itself is the likely cause.".into()
         }
         None => String::new(),
-    };
+    }
+}
+
+pub fn probe(p: &ProbeResult, db_error: Option<ErrorKind>, cx: &Context, out: &mut Vec<Finding>) {
+    let ep = &p.endpoint;
+    let url = format!("{} {}", p.method, p.path);
+    let cause = likely_cause(p, db_error, cx);
     match p.failure {
         Some(
             ProbeFailure::Refused
@@ -413,7 +488,7 @@ mod tests {
         }
     }
 
-    fn judge(p: ProbeResult, db: Option<&str>) -> Vec<Finding> {
+    fn judge(p: ProbeResult, db: Option<ErrorKind>) -> Vec<Finding> {
         let mut out = vec![];
         probe(&p, db, &Context::default(), &mut out);
         out
@@ -453,7 +528,7 @@ mod tests {
     fn both_sides_failing_names_the_likely_cause() {
         let f = judge(
             result(Some(ProbeFailure::Status), Some(500), false, false, &[]),
-            Some("refused"),
+            Some(ErrorKind::Refused),
         );
         assert!(
             f[0].evidence
@@ -470,6 +545,80 @@ mod tests {
             "{}",
             f[0].evidence
         );
+    }
+
+    /// Issue 13 item 4: the monitoring role's own failure says nothing about the app; a
+    /// service the app names is the cause; the database only with evidence linking the two.
+    #[test]
+    fn the_cause_needs_evidence_that_links_the_two_sides() {
+        let cx = |src: &'static str| Context {
+            target: "db:5432/rose".into(),
+            dsn_source: src,
+            ..Context::default()
+        };
+        let degraded = result(None, Some(200), false, false, &["qdrant"]);
+        for kind in [
+            ErrorKind::AuthFailed,
+            ErrorKind::Tls,
+            ErrorKind::Dns,
+            ErrorKind::Refused,
+        ] {
+            let c = likely_cause(&degraded, Some(kind), &cx("AGENT_DATABASE_URL"));
+            assert_eq!(
+                c, " Likely cause: qdrant (the app reports it down).",
+                "{kind:?}"
+            );
+        }
+        // A 5xx with only the monitoring role's password wrong: not the database.
+        let failing = result(Some(ProbeFailure::Status), Some(500), false, false, &[]);
+        let c = likely_cause(
+            &failing,
+            Some(ErrorKind::AuthFailed),
+            &cx("AGENT_DATABASE_URL"),
+        );
+        assert!(!c.contains("Likely cause: the database"), "{c}");
+        assert!(c.contains("the agent's own"), "{c}");
+        // ... but the app's own DATABASE_URL failing authentication hits the app too.
+        let c = likely_cause(&failing, Some(ErrorKind::AuthFailed), &cx("DATABASE_URL"));
+        assert!(
+            c.contains("Likely cause: the database (auth_failed)"),
+            "{c}"
+        );
+        // The server refuses everyone and the app answers 5xx: the database.
+        let c = likely_cause(
+            &failing,
+            Some(ErrorKind::Refused),
+            &cx("AGENT_DATABASE_URL"),
+        );
+        assert!(c.contains("Likely cause: the database (refused)"), "{c}");
+        // The app reports its database down.
+        let mut db_down = result(None, Some(200), false, false, &[]);
+        if let Some(b) = db_down.body.as_mut() {
+            b.services.push(ServiceState {
+                name: "postgresql".into(),
+                state: "disconnected".into(),
+                up: false,
+            });
+        }
+        let c = likely_cause(
+            &db_down,
+            Some(ErrorKind::Refused),
+            &cx("AGENT_DATABASE_URL"),
+        );
+        assert!(
+            c.contains("Likely cause: the database: the app reports postgresql down"),
+            "{c}"
+        );
+        let c = likely_cause(&db_down, None, &cx("AGENT_DATABASE_URL"));
+        assert!(c.contains("while the agent reaches the database"), "{c}");
+        // The app's port refuses: the app, whatever the database does.
+        let refused = result(Some(ProbeFailure::Refused), None, false, false, &[]);
+        let c = likely_cause(
+            &refused,
+            Some(ErrorKind::Refused),
+            &cx("AGENT_DATABASE_URL"),
+        );
+        assert!(!c.contains("Likely cause: the database"), "{c}");
     }
 
     #[test]
