@@ -25,6 +25,7 @@ pub mod pg_statements;
 pub mod pg_table_sizes;
 pub mod pg_util;
 pub mod process;
+pub mod query_text;
 pub mod sqlite;
 
 use std::future::Future;
