@@ -305,17 +305,15 @@ fn number_end(c: &[char], i: usize) -> usize {
     let mut j = i;
     while j < c.len() {
         let ch = c[j];
-        if ch.is_ascii_alphanumeric() || ch == '_' || ch == '.' {
-            j += 1;
-        } else if (ch == '+' || ch == '-')
+        let part = ch.is_ascii_alphanumeric() || ch == '_' || ch == '.';
+        let exponent_sign = (ch == '+' || ch == '-')
             && j > i
             && matches!(c[j - 1], 'e' | 'E')
-            && c.get(j + 1).is_some_and(|n| n.is_ascii_digit())
-        {
-            j += 1;
-        } else {
+            && c.get(j + 1).is_some_and(|n| n.is_ascii_digit());
+        if !(part || exponent_sign) {
             break;
         }
+        j += 1;
     }
     j
 }
@@ -433,16 +431,16 @@ mod tests {
             after in prop::collection::vec(token(), 0..12),
             seps in prop::collection::vec(prop::sample::select(vec![" ", "\n", "\t", "  "]), 25),
             kind in any::<u8>(),
-            suffix in ".{0,12}",
+            prefix in ".{0,8}",
+            suffix in ".{0,8}",
             max in 0usize..300,
         ) {
-            let secret = format!("hunter2{suffix}");
+            let secret = format!("{prefix}hunter2{suffix}");
             let mut sql = String::new();
-            let mut k = 0;
-            for t in before.iter().chain(std::iter::once(&as_literal(kind, &secret))).chain(after.iter()) {
+            let lit = as_literal(kind, &secret);
+            for (k, t) in before.iter().chain(std::iter::once(&lit)).chain(after.iter()).enumerate() {
                 sql.push_str(t);
                 sql.push_str(seps[k % seps.len()]);
-                k += 1;
             }
             let out = normalize(&sql, max);
             prop_assert!(!out.contains("hunter2"), "{sql:?} -> {out:?}");
