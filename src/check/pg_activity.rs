@@ -268,7 +268,9 @@ impl Check for ActivityCheck {
             let conn = self.pg.conn().await?;
             let v = self.version.get(&self.pg, &conn).await?;
             let sql = sql_for(v, self.threshold);
-            let raw: Raw = pg_util::json_query(&self.pg, &conn, &sql, "activity").await?;
+            let raw: Raw = pg_util::json_query(&self.pg, &conn, &sql, "activity")
+                .await
+                .map_err(withhold_decode_detail)?;
             Ok(Observation::PgActivity(summarize(
                 raw,
                 self.threshold,
@@ -276,6 +278,25 @@ impl Check for ActivityCheck {
             )))
         })
     }
+}
+
+/// A decoding error may quote the document, which holds other sessions' raw SQL: keep the
+/// position, drop the quote (the error is logged and exported as span status).
+pub fn withhold_decode_detail(e: CheckError) -> CheckError {
+    if e.kind != crate::error::ErrorKind::Protocol || e.sqlstate.is_some() {
+        return e;
+    }
+    let at = e
+        .message
+        .rfind(" at line ")
+        .map(|i| e.message[i..].to_owned())
+        .unwrap_or_default();
+    CheckError::new(
+        e.kind,
+        format!(
+            "activity: the server's answer did not decode{at} (detail withheld: it quotes other sessions' SQL)"
+        ),
+    )
 }
 
 /// Pure: the series of a successful run.
@@ -413,6 +434,20 @@ mod tests {
         assert!(sql.contains(&format!("left(query, {QUERY_TEXT_READ_CHARS})")));
         assert!(!sql.contains(&format!("LIMIT {MAX_SESSIONS}")));
         assert!(sql_for(130_000, Duration::from_secs(2)).contains("NULL::text AS query_id"));
+    }
+
+    #[test]
+    fn a_decoding_error_never_quotes_the_document() {
+        let doc = r#"{"non_idle": "ALTER ROLE x PASSWORD 'hunter2'"}"#;
+        let e = pg_util::decode::<Raw>(doc, "activity").unwrap_err();
+        assert!(
+            e.message.contains("hunter2"),
+            "serde quotes it: {}",
+            e.message
+        );
+        let e = withhold_decode_detail(e);
+        assert!(!e.message.contains("hunter2"), "{}", e.message);
+        assert!(e.message.contains("at line 1"), "{}", e.message);
     }
 
     #[test]
