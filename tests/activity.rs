@@ -93,7 +93,12 @@ fn counts_are_exact_past_the_detail_cap_and_idle_transactions_are_not_crowded_ou
         "counts not exact within 40 s: {last}\n{}",
         agent.output()
     );
-    eprintln!("counts: {last}");
+    eprintln!(
+        "counts: {last}; pg_activity took {:?} s over 300 sessions",
+        agent
+            .metrics()
+            .get(r#"rose_agent_check_duration_seconds{check="pg_activity"}"#)
+    );
     // The idle-in-transaction finding fires although 269 long queries run.
     let mut doc = serde_json::Value::Null;
     let fired = wait_for(Duration::from_secs(20), || {
