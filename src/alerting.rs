@@ -10,7 +10,8 @@
 //!
 //! Labels: `alertname` (the finding code), `severity`, `instance`, `job="rose-agent"`,
 //! `source="agent"`, and `subject` when the finding has one. Annotations: `summary`,
-//! `description` (the evidence), `steps` (numbered), `runbook_url`.
+//! `description` (the evidence), `steps` (numbered), `runbook_url`. A finding's
+//! `raw_query_text` (other sessions' raw SQL, opt-in) is never sent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
@@ -220,5 +221,9 @@ mod tests {
         assert_eq!(a.ends_at, "1970-01-01T00:00:45Z");
         let v = serde_json::to_value(&a).unwrap();
         assert!(v.get("startsAt").is_some() && v.get("endsAt").is_some());
+        // Other sessions' raw SQL, even when kept on request, is never pushed.
+        let f = f.with_raw_query_text("pid 7: ALTER ROLE x PASSWORD 'hunter2'".into());
+        let a = alert_for(&f, &cfg, SystemTime::UNIX_EPOCH, SystemTime::UNIX_EPOCH);
+        assert!(!serde_json::to_string(&a).unwrap().contains("hunter2"));
     }
 }

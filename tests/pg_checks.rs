@@ -169,10 +169,19 @@ fn slow_query_idle_in_transaction_and_lock_blocked_session() {
         .find(|x| {
             x.query
                 .as_deref()
-                .is_some_and(|q| q.contains("rose-test-sleeper"))
+                .is_some_and(|q| q.contains("SELECT pg_sleep(?)"))
         })
         .unwrap_or_else(|| panic!("sleeper not among slow queries: {a:#?}"));
     assert!(sleeper.query_seconds.unwrap() > 1.0);
+    // Normalized: the literal and the comment are gone; the raw text is not kept by default.
+    assert!(
+        sleeper
+            .query
+            .as_deref()
+            .is_some_and(|q| !q.contains("120") && !q.contains("rose-test-sleeper"))
+            && sleeper.raw_query.is_none(),
+        "{sleeper:#?}"
+    );
     assert!(value(&s, "rose_pg_active_query_max_seconds", &[]).unwrap() > 1.0);
     assert!(value(&s, "rose_pg_slow_queries", &[]).unwrap() >= 2.0);
     assert!(value(&s, "rose_pg_idle_in_transaction_max_seconds", &[]).unwrap() > 1.0);

@@ -25,6 +25,7 @@ pub mod pg_statements;
 pub mod pg_table_sizes;
 pub mod pg_util;
 pub mod process;
+pub mod query_text;
 pub mod sqlite;
 
 use std::future::Future;
@@ -248,6 +249,7 @@ fn pg_checks(config: &Config, pg: &Arc<PgTarget>) -> Vec<Arc<dyn Check>> {
         Arc::new(pg_activity::ActivityCheck::new(
             pg.clone(),
             c.slow_query_threshold,
+            c.raw_query_text,
         )),
         Arc::new(pg_statements::StatementsCheck::new(
             pg.clone(),

@@ -2,53 +2,95 @@
 //! Longest active query and oldest transaction, active queries over the threshold (default 2 s,
 //! the guide's "response times >2s"), sessions idle in transaction and for how long, sessions
 //! blocked by a lock and who blocks them (`pg_blocking_pids`, called only for sessions waiting
-//! on a lock). Session details (pid, durations, application, wait event, query text truncated
-//! to [`QUERY_TEXT_CHARS`]) go to the observation for findings, never into labels or logs.
+//! on a lock).
 //!
-//! One statement over `pg_stat_activity` (client backends, not the agent's own), details capped
-//! at [`MAX_SESSIONS`] rows: cost grows with sessions, never with tables.
+//! Every count and maximum is computed in SQL over all client backends, however many there are;
+//! only the session details are capped: at most [`PER_CATEGORY`] of each kind (slow, idle in
+//! transaction, blocked, blocking), the worst first, so one kind never crowds out another.
+//!
+//! Query text: other sessions' SQL carries literals (`ALTER ROLE x PASSWORD '...'`), so a
+//! session's `query` is the [`query_text::normalize`]d text (literals replaced by `?`, at most
+//! [`QUERY_TEXT_CHARS`]) plus `query_id` on PostgreSQL 14+ when `compute_query_id` is on. The raw
+//! text is kept only when `raw_query_text` is configured (default off), and then only for
+//! `/findings` and `agent diagnose`, never for logs, labels or pushed alerts.
+//!
+//! One statement over `pg_stat_activity` (client backends, not the agent's own): cost grows with
+//! sessions, never with tables.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BoxFuture, Check, Observation, pg_util};
+use super::pg_util::{self, VersionCache};
+use super::{BoxFuture, Check, Observation, query_text};
 use crate::catalog::{self, Sample};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
 pub const ID: &str = "pg_activity";
 
-/// Longest query text kept per session (characters).
+/// Longest query text kept per session (characters), normalized or raw.
 pub const QUERY_TEXT_CHARS: usize = 256;
-/// Most sessions detailed per run (the oldest transactions first).
+/// Longest query text read per session (characters): literals cut at the end are hidden, so
+/// reading more than is shown keeps the tail of long statements readable.
+pub const QUERY_TEXT_READ_CHARS: usize = 1024;
+/// Most sessions detailed per run.
 pub const MAX_SESSIONS: usize = 100;
+/// Most sessions detailed per kind (slow, idle in transaction, blocked, blocking).
+pub const PER_CATEGORY: usize = MAX_SESSIONS / 4;
+/// Most blocking pids listed (all are counted).
+pub const MAX_BLOCKER_PIDS: usize = 20;
+/// `pg_stat_activity.query_id` exists from PostgreSQL 14 (filled when `compute_query_id` is on,
+/// or `auto` with pg_stat_statements loaded).
+pub const QUERY_ID_SINCE: u32 = 140_000;
 
-fn sql() -> String {
+/// The statement for a server version and slow-query threshold.
+pub fn sql_for(server_version_num: u32, threshold: Duration) -> String {
+    let t = threshold.as_secs_f64();
+    let query_id = if server_version_num >= QUERY_ID_SINCE {
+        "query_id::text"
+    } else {
+        "NULL::text"
+    };
+    let slow = format!("active AND qs > {t}");
     format!(
         "WITH a AS (SELECT pid, usename::text AS usename, application_name, state, wait_event_type, wait_event, \
-         query_start, xact_start, state_change, query FROM pg_stat_activity \
-         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()), \
-         w AS (SELECT pid, pg_blocking_pids(pid) AS blocked_by FROM a WHERE wait_event_type = 'Lock'), \
-         b AS (SELECT DISTINCT unnest(blocked_by) AS pid FROM w) \
+         query_start, xact_start, state_change, left(query, {QUERY_TEXT_READ_CHARS}) AS query, {query_id} AS query_id \
+         FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()), \
+         d AS (SELECT a.*, \
+         coalesce(CASE WHEN wait_event_type = 'Lock' THEN pg_blocking_pids(pid) END, '{{}}') AS blocked_by, \
+         extract(epoch FROM now() - query_start)::float8 AS qs, \
+         extract(epoch FROM now() - xact_start)::float8 AS xs, \
+         extract(epoch FROM now() - state_change)::float8 AS ss, \
+         coalesce(state = 'active', false) AS active, \
+         coalesce(state LIKE 'idle in transaction%', false) AS idle_tx FROM a), \
+         b AS (SELECT DISTINCT unnest(blocked_by) AS pid FROM d), \
+         pick AS ((SELECT pid FROM d WHERE {slow} ORDER BY qs DESC, pid LIMIT {PER_CATEGORY}) \
+         UNION (SELECT pid FROM d WHERE idle_tx ORDER BY ss DESC NULLS LAST, pid LIMIT {PER_CATEGORY}) \
+         UNION (SELECT pid FROM d WHERE cardinality(blocked_by) > 0 ORDER BY ss DESC NULLS LAST, pid LIMIT {PER_CATEGORY}) \
+         UNION (SELECT pid FROM d JOIN b USING (pid) ORDER BY xs DESC NULLS LAST, pid LIMIT {PER_CATEGORY})) \
          SELECT json_build_object(\
-         'non_idle', (SELECT count(*) FROM a WHERE state IS DISTINCT FROM 'idle'), \
+         'non_idle', (SELECT count(*) FROM d WHERE state IS DISTINCT FROM 'idle'), \
+         'active_max', (SELECT coalesce(max(greatest(qs, 0)), 0) FROM d WHERE active), \
+         'slow', (SELECT count(*) FROM d WHERE {slow}), \
+         'transaction_max', (SELECT coalesce(max(greatest(xs, 0)), 0) FROM d), \
+         'idle_tx', (SELECT count(*) FROM d WHERE idle_tx), \
+         'idle_tx_max', (SELECT coalesce(max(greatest(ss, 0)), 0) FROM d WHERE idle_tx), \
+         'blocked', (SELECT count(*) FROM d WHERE cardinality(blocked_by) > 0), \
+         'blocking', (SELECT count(*) FROM b), \
+         'blocker_pids', (SELECT coalesce(array_agg(pid ORDER BY pid), '{{}}') FROM (SELECT pid FROM b ORDER BY pid LIMIT {MAX_BLOCKER_PIDS}) x), \
+         'notable', (SELECT count(*) FROM d WHERE {slow} OR idle_tx OR cardinality(blocked_by) > 0 OR pid IN (SELECT pid FROM b)), \
          'sessions', (SELECT coalesce(json_agg(s), '[]') FROM (\
-         SELECT a.pid, a.usename AS user, a.application_name AS application, a.state, \
-         a.wait_event_type, a.wait_event, \
-         extract(epoch FROM now() - a.query_start)::float8 AS query_seconds, \
-         extract(epoch FROM now() - a.xact_start)::float8 AS transaction_seconds, \
-         extract(epoch FROM now() - a.state_change)::float8 AS state_seconds, \
-         coalesce(w.blocked_by, '{{}}') AS blocked_by, left(a.query, {QUERY_TEXT_CHARS}) AS query \
-         FROM a LEFT JOIN w USING (pid) \
-         WHERE a.state IS DISTINCT FROM 'idle' OR a.pid IN (SELECT pid FROM b) \
-         ORDER BY coalesce(a.xact_start, a.query_start) NULLS LAST, a.pid LIMIT {MAX_SESSIONS}) s))::text"
+         SELECT d.pid, d.usename AS user, d.application_name AS application, d.state, \
+         d.wait_event_type, d.wait_event, d.qs AS query_seconds, d.xs AS transaction_seconds, \
+         d.ss AS state_seconds, d.blocked_by, d.query AS raw_query, d.query_id \
+         FROM d JOIN pick USING (pid) \
+         ORDER BY coalesce(d.xact_start, d.query_start) NULLS LAST, d.pid) s))::text"
     )
 }
 
-/// One client backend that is not plainly idle, or that blocks someone.
+/// One client backend that is slow, idle in a transaction, blocked, or blocking.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
     pub pid: i32,
@@ -68,8 +110,15 @@ pub struct Session {
     /// Pids holding the lock this session waits for (`pg_blocking_pids`).
     #[serde(default)]
     pub blocked_by: Vec<i32>,
-    /// Query text, truncated to [`QUERY_TEXT_CHARS`] characters.
+    /// Normalized query text (literals replaced by `?`), at most [`QUERY_TEXT_CHARS`].
+    #[serde(default)]
     pub query: Option<String>,
+    /// `pg_stat_activity.query_id` (PostgreSQL 14+, when computed).
+    #[serde(default)]
+    pub query_id: Option<String>,
+    /// Raw query text, at most [`QUERY_TEXT_CHARS`]: only with `raw_query_text` configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_query: Option<String>,
 }
 
 impl Session {
@@ -95,13 +144,16 @@ pub struct Activity {
     pub slow_queries: u32,
     /// Sessions waiting for a lock another session holds.
     pub blocked_sessions: u32,
-    /// Pids that block at least one session.
+    /// Distinct sessions that block at least one session.
+    pub blocking_sessions: u32,
+    /// The blocking pids, lowest first, at most [`MAX_BLOCKER_PIDS`].
     pub blockers: Vec<i32>,
-    /// Client backends not idle (all of them, even past [`MAX_SESSIONS`]).
+    /// Client backends not idle.
     pub non_idle_sessions: u32,
-    /// True when more sessions existed than were detailed.
+    /// True when more sessions were slow, idle in transaction, blocked or blocking than were
+    /// detailed.
     pub truncated: bool,
-    /// Details, oldest transaction first.
+    /// Details, oldest transaction first: at most [`PER_CATEGORY`] of each kind.
     pub sessions: Vec<Session>,
 }
 
@@ -129,68 +181,77 @@ impl Activity {
     }
 }
 
+/// The statement's answer: figures over all sessions, and the capped details.
 #[derive(Debug, Deserialize)]
 pub struct Raw {
     pub non_idle: u32,
+    pub active_max: f64,
+    pub slow: u32,
+    pub transaction_max: f64,
+    pub idle_tx: u32,
+    pub idle_tx_max: f64,
+    pub blocked: u32,
+    pub blocking: u32,
+    #[serde(default)]
+    pub blocker_pids: Vec<i32>,
+    /// Sessions slow, idle in transaction, blocked or blocking (distinct).
+    pub notable: u32,
     pub sessions: Vec<Session>,
 }
 
-/// Pure: the figures from the sessions seen.
-pub fn summarize(raw: Raw, threshold: Duration) -> Activity {
-    let t = threshold.as_secs_f64();
-    let mut a = Activity {
-        threshold_seconds: t,
-        active_query_max_seconds: 0.0,
-        transaction_max_seconds: 0.0,
-        idle_in_transaction_max_seconds: 0.0,
-        idle_in_transaction_sessions: 0,
-        slow_queries: 0,
-        blocked_sessions: 0,
-        blockers: Vec::new(),
+/// Pure: the observation from the statement's answer. Query text is normalized; the raw text is
+/// kept (bounded) only when `raw_text` is set.
+pub fn summarize(raw: Raw, threshold: Duration, raw_text: bool) -> Activity {
+    let sessions: Vec<Session> = raw
+        .sessions
+        .into_iter()
+        .map(|mut s| {
+            s.query = s
+                .raw_query
+                .as_deref()
+                .map(|q| query_text::normalize(q, QUERY_TEXT_CHARS));
+            s.raw_query = s
+                .raw_query
+                .filter(|_| raw_text)
+                .map(|q| q.chars().take(QUERY_TEXT_CHARS).collect());
+            s
+        })
+        .collect();
+    let mut blockers = raw.blocker_pids;
+    blockers.sort_unstable();
+    blockers.dedup();
+    blockers.truncate(MAX_BLOCKER_PIDS);
+    Activity {
+        threshold_seconds: threshold.as_secs_f64(),
+        active_query_max_seconds: raw.active_max.max(0.0),
+        transaction_max_seconds: raw.transaction_max.max(0.0),
+        idle_in_transaction_max_seconds: raw.idle_tx_max.max(0.0),
+        idle_in_transaction_sessions: raw.idle_tx,
+        slow_queries: raw.slow,
+        blocked_sessions: raw.blocked,
+        blocking_sessions: raw.blocking,
+        blockers,
         non_idle_sessions: raw.non_idle,
-        truncated: raw.sessions.len() >= MAX_SESSIONS && raw.non_idle as usize > raw.sessions.len(),
-        sessions: Vec::new(),
-    };
-    let mut blockers = BTreeSet::new();
-    for s in &raw.sessions {
-        let q = s.query_seconds.unwrap_or(0.0).max(0.0);
-        if s.is_active() {
-            a.active_query_max_seconds = a.active_query_max_seconds.max(q);
-            if q > t {
-                a.slow_queries += 1;
-            }
-        }
-        if let Some(x) = s.transaction_seconds {
-            a.transaction_max_seconds = a.transaction_max_seconds.max(x.max(0.0));
-        }
-        if s.is_idle_in_transaction() {
-            a.idle_in_transaction_sessions += 1;
-            a.idle_in_transaction_max_seconds = a
-                .idle_in_transaction_max_seconds
-                .max(s.state_seconds.unwrap_or(0.0).max(0.0));
-        }
-        if !s.blocked_by.is_empty() {
-            a.blocked_sessions += 1;
-            blockers.extend(s.blocked_by.iter().copied());
-        }
+        truncated: raw.notable as usize > sessions.len(),
+        sessions,
     }
-    a.blockers = blockers.into_iter().collect();
-    a.sessions = raw.sessions;
-    a
 }
 
 pub struct ActivityCheck {
     pg: Arc<PgTarget>,
     threshold: Duration,
-    sql: String,
+    raw_text: bool,
+    version: VersionCache,
 }
 
 impl ActivityCheck {
-    pub fn new(pg: Arc<PgTarget>, threshold: Duration) -> Self {
+    /// `raw_text`: keep other sessions' raw SQL too (`raw_query_text`, default off).
+    pub fn new(pg: Arc<PgTarget>, threshold: Duration, raw_text: bool) -> Self {
         ActivityCheck {
             pg,
             threshold,
-            sql: sql(),
+            raw_text,
+            version: VersionCache::default(),
         }
     }
 }
@@ -205,10 +266,37 @@ impl Check for ActivityCheck {
     fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
         Box::pin(async move {
             let conn = self.pg.conn().await?;
-            let raw: Raw = pg_util::json_query(&self.pg, &conn, &self.sql, "activity").await?;
-            Ok(Observation::PgActivity(summarize(raw, self.threshold)))
+            let v = self.version.get(&self.pg, &conn).await?;
+            let sql = sql_for(v, self.threshold);
+            let raw: Raw = pg_util::json_query(&self.pg, &conn, &sql, "activity")
+                .await
+                .map_err(withhold_decode_detail)?;
+            Ok(Observation::PgActivity(summarize(
+                raw,
+                self.threshold,
+                self.raw_text,
+            )))
         })
     }
+}
+
+/// A decoding error may quote the document, which holds other sessions' raw SQL: keep the
+/// position, drop the quote (the error is logged and exported as span status).
+pub fn withhold_decode_detail(e: CheckError) -> CheckError {
+    if e.kind != crate::error::ErrorKind::Protocol || e.sqlstate.is_some() {
+        return e;
+    }
+    let at = e
+        .message
+        .rfind(" at line ")
+        .map(|i| e.message[i..].to_owned())
+        .unwrap_or_default();
+    CheckError::new(
+        e.kind,
+        format!(
+            "activity: the server's answer did not decode{at} (detail withheld: it quotes other sessions' SQL)"
+        ),
+    )
 }
 
 /// Pure: the series of a successful run.
@@ -233,7 +321,7 @@ pub fn samples(o: &Activity, out: &mut Vec<Sample>) {
         out,
     );
     g(&catalog::PG_BLOCKED, f64::from(o.blocked_sessions), out);
-    g(&catalog::PG_BLOCKERS, o.blockers.len() as f64, out);
+    g(&catalog::PG_BLOCKERS, f64::from(o.blocking_sessions), out);
 }
 
 #[cfg(test)]
@@ -252,69 +340,128 @@ mod tests {
             transaction_seconds: x,
             state_seconds: Some(st),
             blocked_by: vec![],
-            query: Some("SELECT 1".into()),
+            query: None,
+            query_id: None,
+            raw_query: Some("ALTER ROLE x PASSWORD 'hunter2'".into()),
+        }
+    }
+
+    fn raw(sessions: Vec<Session>) -> Raw {
+        Raw {
+            non_idle: 300,
+            active_max: 30.0,
+            slow: 269,
+            transaction_max: 50.0,
+            idle_tx: 11,
+            idle_tx_max: 45.0,
+            blocked: 259,
+            blocking: 1,
+            blocker_pids: vec![11],
+            notable: 281,
+            sessions,
         }
     }
 
     #[test]
-    fn slow_idle_and_blocked_are_counted() {
+    fn figures_come_from_all_rows_not_from_the_capped_details() {
         let mut blocked = session(12, "active", 4.0, Some(4.0), 4.0);
         blocked.wait_event_type = Some("Lock".into());
         blocked.blocked_by = vec![11];
-        let raw = Raw {
-            non_idle: 4,
-            sessions: vec![
+        let a = summarize(
+            raw(vec![
                 session(10, "active", 30.0, Some(31.0), 30.0),
                 session(11, "idle in transaction", 0.1, Some(50.0), 45.0),
                 blocked,
-                session(13, "active", 0.5, Some(0.5), 0.5),
-            ],
-        };
-        let a = summarize(raw, Duration::from_secs(2));
-        assert_eq!(a.slow_queries, 2);
+            ]),
+            Duration::from_secs(2),
+            false,
+        );
+        assert_eq!(a.slow_queries, 269);
+        assert_eq!(a.blocked_sessions, 259);
+        assert_eq!(a.idle_in_transaction_sessions, 11);
         assert_eq!(a.active_query_max_seconds, 30.0);
         assert_eq!(a.transaction_max_seconds, 50.0);
         assert_eq!(a.idle_in_transaction_max_seconds, 45.0);
-        assert_eq!(a.idle_in_transaction_sessions, 1);
-        assert_eq!(a.blocked_sessions, 1);
         assert_eq!(a.blockers, vec![11]);
+        assert!(a.truncated);
         assert_eq!(a.slow()[0].pid, 10);
         assert_eq!(a.blocked()[0].pid, 12);
-        assert!(!a.truncated);
         let mut out = Vec::new();
         samples(&a, &mut out);
         let get = |n: &str| out.iter().find(|s| s.def.name == n).and_then(Sample::num);
-        assert_eq!(get("rose_pg_slow_queries"), Some(2.0));
-        assert_eq!(get("rose_pg_blocked_sessions"), Some(1.0));
+        assert_eq!(get("rose_pg_slow_queries"), Some(269.0));
+        assert_eq!(get("rose_pg_blocked_sessions"), Some(259.0));
+        assert_eq!(get("rose_pg_idle_in_transaction_sessions"), Some(11.0));
+        assert_eq!(get("rose_pg_blocking_sessions"), Some(1.0));
         assert_eq!(get("rose_pg_idle_in_transaction_max_seconds"), Some(45.0));
     }
 
     #[test]
-    fn nothing_going_on_is_all_zeros_and_hidden_rows_do_not_panic() {
-        let hidden = Session {
-            pid: 1,
-            user: None,
-            application: None,
-            state: None,
-            wait_event_type: None,
-            wait_event: None,
-            query_seconds: None,
-            transaction_seconds: None,
-            state_seconds: None,
-            blocked_by: vec![],
-            query: None,
-        };
+    fn query_text_is_normalized_and_raw_text_only_on_request() {
         let a = summarize(
-            Raw {
-                non_idle: 1,
-                sessions: vec![hidden],
-            },
+            raw(vec![session(10, "active", 30.0, None, 30.0)]),
             Duration::from_secs(2),
+            false,
         );
-        assert_eq!(a.slow_queries, 0);
-        assert_eq!(a.active_query_max_seconds, 0.0);
-        let doc = r#"{"non_idle": 0, "sessions": []}"#;
+        let s = &a.sessions[0];
+        assert_eq!(s.query.as_deref(), Some("ALTER ROLE x PASSWORD ?"));
+        assert_eq!(s.raw_query, None);
+        let shown = serde_json::to_string(&a).unwrap();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let mut long = session(10, "active", 30.0, None, 30.0);
+        long.raw_query = Some(format!("SELECT '{}'", "x".repeat(5000)));
+        let a = summarize(raw(vec![long]), Duration::from_secs(2), true);
+        assert_eq!(a.sessions[0].query.as_deref(), Some("SELECT ?"));
+        assert_eq!(
+            a.sessions[0]
+                .raw_query
+                .as_deref()
+                .map(|q| q.chars().count()),
+            Some(QUERY_TEXT_CHARS)
+        );
+    }
+
+    #[test]
+    fn statement_counts_in_sql_and_caps_each_kind() {
+        let sql = sql_for(150_000, Duration::from_millis(1500));
+        assert!(sql.contains("qs > 1.5"), "{sql}");
+        assert!(sql.contains("query_id::text AS query_id"));
+        assert_eq!(
+            sql.matches(&format!("LIMIT {PER_CATEGORY})")).count(),
+            4,
+            "{sql}"
+        );
+        assert!(sql.contains(&format!("left(query, {QUERY_TEXT_READ_CHARS})")));
+        assert!(!sql.contains(&format!("LIMIT {MAX_SESSIONS}")));
+        assert!(sql_for(130_000, Duration::from_secs(2)).contains("NULL::text AS query_id"));
+    }
+
+    #[test]
+    fn a_decoding_error_never_quotes_the_document() {
+        let doc = r#"{"non_idle": "ALTER ROLE x PASSWORD 'hunter2'"}"#;
+        let e = pg_util::decode::<Raw>(doc, "activity").unwrap_err();
+        assert!(
+            e.message.contains("hunter2"),
+            "serde quotes it: {}",
+            e.message
+        );
+        let e = withhold_decode_detail(e);
+        assert!(!e.message.contains("hunter2"), "{}", e.message);
+        assert!(e.message.contains("at line 1"), "{}", e.message);
+    }
+
+    #[test]
+    fn hidden_rows_and_an_empty_server_do_not_panic() {
+        let doc = r#"{"non_idle": 1, "active_max": 0, "slow": 0, "transaction_max": 0,
+            "idle_tx": 0, "idle_tx_max": 0, "blocked": 0, "blocking": 0, "blocker_pids": [],
+            "notable": 0, "sessions": [{"pid": 1, "user": null, "application": null,
+            "state": null, "wait_event_type": null, "wait_event": null, "query_seconds": null,
+            "transaction_seconds": null, "state_seconds": null, "blocked_by": [],
+            "raw_query": null, "query_id": null}]}"#;
         let r: Raw = pg_util::decode(doc, "x").unwrap();
-        assert_eq!(summarize(r, Duration::from_secs(2)).blocked_sessions, 0);
+        let a = summarize(r, Duration::from_secs(2), false);
+        assert_eq!(a.slow_queries, 0);
+        assert_eq!(a.sessions[0].query, None);
+        assert!(!a.truncated);
     }
 }

@@ -47,6 +47,9 @@ pub struct ChecksConfig {
     pub expectations_file: Option<PathBuf>,
     /// The expectations file's content (empty without a file).
     pub expectations: Expectations,
+    /// Show other sessions' raw SQL (literals included) in `/findings` and `agent diagnose`;
+    /// off by default, never in logs or pushed alerts.
+    pub raw_query_text: bool,
 }
 
 impl Default for ChecksConfig {
@@ -60,6 +63,7 @@ impl Default for ChecksConfig {
             langgraph_schema: LangGraphSchema::Auto,
             expectations_file: None,
             expectations: Expectations::default(),
+            raw_query_text: false,
         }
     }
 }
@@ -296,6 +300,7 @@ pub fn validate(raw: &RawChecks, problems: &mut Vec<Problem>) -> ChecksConfig {
         langgraph_schema,
         expectations_file,
         expectations,
+        raw_query_text: raw.raw_query_text.unwrap_or(d.raw_query_text),
     }
 }
 
@@ -326,6 +331,7 @@ impl ChecksConfig {
                 .expectations_file
                 .as_ref()
                 .map(|p| p.display().to_string()),
+            raw_query_text: Some(self.raw_query_text),
         }
     }
 }

@@ -176,6 +176,10 @@ pub struct RawChecks {
     /// A TOML file listing another app's expected tables, columns and indexes (env
     /// `AGENT_SCHEMA_EXPECTATIONS`).
     pub expectations_file: Option<String>,
+    /// Show other sessions' raw SQL, literals included, in `/findings` and `agent diagnose`
+    /// (env `AGENT_RAW_QUERY_TEXT`: on/off; default off: normalized text and query_id only).
+    /// Never in logs or pushed alerts.
+    pub raw_query_text: Option<bool>,
 }
 
 /// A problem found while reading or validating: the key as the user wrote it, and what to do.
@@ -263,6 +267,16 @@ impl RawConfig {
             &mut self.app.growth_window,
             s("AGENT_CHECKPOINT_GROWTH_WINDOW"),
         );
+        if let Some(v) = s("AGENT_RAW_QUERY_TEXT") {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "on" | "true" | "1" | "yes" => self.checks.raw_query_text = Some(true),
+                "off" | "false" | "0" | "no" => self.checks.raw_query_text = Some(false),
+                _ => problems.push(Problem {
+                    key: "AGENT_RAW_QUERY_TEXT".into(),
+                    message: format!("'{}' is not one of: on, off", v.trim()),
+                }),
+            }
+        }
         if let Some(v) = s("AGENT_LEADER_ELECTION") {
             match v.trim().to_ascii_lowercase().as_str() {
                 "on" | "true" | "1" | "yes" => self.agent.leader_election = Some(true),

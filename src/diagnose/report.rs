@@ -131,6 +131,12 @@ impl Report {
             };
             let _ = writeln!(out, "\n{sev} {}  {}", f.code, f.summary);
             let _ = writeln!(out, "  evidence: {}", f.evidence);
+            if let Some(q) = &f.raw_query_text {
+                // Only with raw_query_text configured: the operator asked to see it.
+                for line in q.lines() {
+                    let _ = writeln!(out, "  raw query: {line}");
+                }
+            }
             for (i, s) in f.steps.iter().enumerate() {
                 let _ = writeln!(out, "  {}. {s}", i + 1);
             }

@@ -1,6 +1,9 @@
 //! Rules over `pg_activity`: slow queries (the guide's "response times > 2s"), sessions idle in
-//! a transaction, and sessions blocked on locks, with the sessions' pids, durations and
-//! applications in the evidence so the steps can name them.
+//! a transaction, and sessions blocked on locks, with the sessions' pids, durations,
+//! applications, normalized query text and query_id in the evidence so the steps can name them.
+//! Counts are the check's, over all sessions; the named sessions are the worst three detailed.
+//! Raw SQL (literals included) never enters the evidence, which is logged and pushed: with
+//! `raw_query_text` on it goes to the finding's own `raw_query_text` field only.
 
 use super::{Context, Finding};
 use crate::check::Observation;
@@ -43,7 +46,7 @@ pub fn judge(a: &Activity, cx: &Context, out: &mut Vec<Finding>) {
                 "Enable query logging to identify slow queries (log_min_duration_statement = '2s', or pg_stat_statements)".into(),
                 "Upgrade the database plan (more resources) if the load is legitimate".into(),
             ],
-        ));
+        ).with_raw_query_text(raw_text(&slow)));
     }
     if a.idle_in_transaction_sessions > 0
         && a.idle_in_transaction_max_seconds >= cx.idle_in_transaction_seconds
@@ -76,7 +79,7 @@ pub fn judge(a: &Activity, cx: &Context, out: &mut Vec<Finding>) {
                     .unwrap_or_else(|| "If it holds locks others need, end it with pg_terminate_backend(pid)".into()),
                 "Bound it for the app's role: ALTER ROLE <app role> SET idle_in_transaction_session_timeout = '60s';".into(),
             ],
-        ));
+        ).with_raw_query_text(raw_text(&idle)));
     }
     if a.blocked_sessions > 0 {
         let blocked = worst(
@@ -90,16 +93,22 @@ pub fn judge(a: &Activity, cx: &Context, out: &mut Vec<Finding>) {
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
             .join(", ");
+        let hidden = (a.blocking_sessions as usize).saturating_sub(a.blockers.len());
+        let more = if hidden > 0 {
+            format!(" and {hidden} more")
+        } else {
+            String::new()
+        };
         out.push(Finding::new(
             "lock_contention",
             format!("{} session(s) blocked on locks at {t}", a.blocked_sessions),
-            format!("{} blocked session(s), blocked by pid(s) {blockers}{}", a.blocked_sessions, describe(&blocked)),
+            format!("{} blocked session(s), blocked by pid(s) {blockers}{more}{}", a.blocked_sessions, describe(&blocked)),
             vec![
                 format!("See what the blocker(s) run: SELECT pid, state, now() - xact_start AS xact_age, query FROM pg_stat_activity WHERE pid IN ({blockers});"),
                 "A blocker idle in a transaction is an app bug: fix the missing commit; meanwhile end it with pg_terminate_backend(pid)".into(),
                 "Avoid long transactions and DDL on the checkpoint tables while the app runs (CREATE INDEX CONCURRENTLY, not CREATE INDEX)".into(),
             ],
-        ));
+        ).with_raw_query_text(raw_text(&blocked)));
     }
 }
 
@@ -132,14 +141,27 @@ fn describe(sessions: &[Session]) -> String {
             if let (Some(t), Some(e)) = (&s.wait_event_type, &s.wait_event) {
                 d.push_str(&format!(" waiting {t}/{e}"));
             }
+            // Normalized text only (literals replaced by `?`): the evidence is logged and pushed.
             if let Some(q) = &s.query {
                 let q: String = q.chars().take(80).collect();
                 d.push_str(&format!(" `{q}`"));
+            }
+            if let Some(id) = &s.query_id {
+                d.push_str(&format!(" query_id {id}"));
             }
             d
         })
         .collect();
     format!("; {}", parts.join("; "))
+}
+
+/// The raw SQL of the named sessions, when the check kept it (`raw_query_text` on).
+fn raw_text(sessions: &[Session]) -> String {
+    sessions
+        .iter()
+        .filter_map(|s| s.raw_query.as_ref().map(|q| format!("pid {}: {q}", s.pid)))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]
@@ -158,7 +180,9 @@ mod tests {
             transaction_seconds: Some(query_s),
             state_seconds: Some(query_s),
             blocked_by,
-            query: Some("SELECT pg_sleep(5)".into()),
+            query: Some("SELECT pg_sleep(?)".into()),
+            query_id: Some("-4242".into()),
+            raw_query: None,
         }
     }
 
@@ -177,6 +201,7 @@ mod tests {
             idle_in_transaction_sessions: idle,
             slow_queries: slow,
             blocked_sessions: blocked,
+            blocking_sessions: u32::from(blocked > 0),
             blockers: if blocked > 0 { vec![42] } else { vec![] },
             non_idle_sessions: sessions.len() as u32,
             truncated: false,
@@ -238,6 +263,44 @@ mod tests {
         assert!(
             f[0].evidence.contains("pid(s) 42") && f[0].steps[0].contains("IN (42)"),
             "{f:?}"
+        );
+    }
+
+    #[test]
+    fn evidence_carries_normalized_text_and_raw_text_stays_in_its_own_field() {
+        let mut s = session(7, "active", 5.0, vec![]);
+        s.query = Some("ALTER ROLE x PASSWORD ?".into());
+        let f = codes(activity(1, 0, 0.0, 0, vec![s.clone()]));
+        assert!(
+            f[0].evidence.contains("`ALTER ROLE x PASSWORD ?`")
+                && f[0].evidence.contains("query_id -4242"),
+            "{}",
+            f[0].evidence
+        );
+        assert_eq!(f[0].raw_query_text, None);
+        let v = serde_json::to_value(&f[0]).unwrap();
+        assert!(v.get("raw_query_text").is_none(), "{v}");
+        // Opted in: the raw text is in its own field, never in the evidence or the steps.
+        s.raw_query = Some("ALTER ROLE x PASSWORD 'hunter2'".into());
+        let f = codes(activity(1, 0, 0.0, 0, vec![s]));
+        assert_eq!(
+            f[0].raw_query_text.as_deref(),
+            Some("pid 7: ALTER ROLE x PASSWORD 'hunter2'")
+        );
+        assert!(!f[0].evidence.contains("hunter2") && !f[0].summary.contains("hunter2"));
+        assert!(f[0].steps.iter().all(|x| !x.contains("hunter2")));
+    }
+
+    #[test]
+    fn more_blockers_than_listed_are_counted() {
+        let mut a = activity(0, 0, 0.0, 259, vec![session(9, "active", 3.0, vec![42])]);
+        a.blocking_sessions = 30;
+        let f = codes(a);
+        assert!(
+            f[0].evidence.contains("259 blocked")
+                && f[0].evidence.contains("pid(s) 42 and 29 more"),
+            "{}",
+            f[0].evidence
         );
     }
 }

@@ -60,6 +60,11 @@ pub struct Finding {
     /// endpoint); part of the finding's identity.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// Other sessions' raw SQL named in the evidence (literals included): only with
+    /// `raw_query_text` configured. Shown by `/findings` and `agent diagnose`; never logged, never
+    /// in pushed alerts (the evidence carries the normalized text).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_query_text: Option<String>,
 }
 
 impl Finding {
@@ -79,11 +84,18 @@ impl Finding {
             steps,
             runbook: format!("docs/runbooks/{code}.md"),
             subject: None,
+            raw_query_text: None,
         }
     }
 
     pub fn with_severity(mut self, s: Severity) -> Finding {
         self.severity = s;
+        self
+    }
+
+    /// Attaches other sessions' raw SQL (see [`Finding::raw_query_text`]); empty is none.
+    pub fn with_raw_query_text(mut self, text: String) -> Finding {
+        self.raw_query_text = (!text.is_empty()).then(|| crate::dsn::redact(&text));
         self
     }
 
