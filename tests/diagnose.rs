@@ -398,8 +398,8 @@ fn app_down_degraded_and_slow() {
         finding(&report, "app_degraded")["evidence"]
             .as_str()
             .unwrap()
-            .contains("app itself"),
-        "{report:#}"
+            .contains("Likely cause: qdrant"),
+        "the service the app names is the cause: {report:#}"
     );
     app.set("mode=slow&delay_ms=300");
     let (code, report, _) = diagnose(&e, &[]);
