@@ -38,6 +38,10 @@ pub struct CheckState {
     pub errors: BTreeMap<ErrorKind, u64>,
     /// How long the last outcome counts as current, and what the check exports past that.
     pub freshness: Freshness,
+    /// While the last run failed: the observation of the last run that succeeded (facts such as
+    /// the role's connection limit that explain the failure). `None` while the last run
+    /// succeeded (it is `last`), so nothing is held twice.
+    pub last_good: Option<Arc<Observation>>,
 }
 
 /// How long an outcome is current, and what its check exports once it is not.
@@ -89,6 +93,9 @@ pub struct Snapshot {
     /// Database-wide checks this agent skips because another agent of the fleet leads: they
     /// export nothing here and do not hold readiness back (until they run here again).
     pub deferred: BTreeSet<&'static str>,
+    /// The last good observation of checks withdrawn by [`Store::defer`] (a lost connection
+    /// also loses the lead): facts that explain a later failure (see [`Snapshot::last_good`]).
+    pub retired: BTreeMap<&'static str, Arc<Observation>>,
 }
 
 impl Snapshot {
@@ -124,6 +131,18 @@ impl Snapshot {
             .map(|t| now.duration_since(t).unwrap_or(Duration::ZERO))
     }
 
+    /// The observation of the check's last successful run, whether or not its last run
+    /// succeeded (see [`CheckState::last_good`]).
+    pub fn last_good(&self, id: &str) -> Option<&Observation> {
+        match self.checks.get(id) {
+            Some(st) => match &st.last.result {
+                Ok(o) => Some(o),
+                Err(_) => st.last_good.as_deref(),
+            },
+            None => self.retired.get(id).map(|o| o.as_ref()),
+        }
+    }
+
     /// The last error of a check, if its last run failed.
     pub fn error(&self, id: &str) -> Option<&CheckError> {
         self.checks
@@ -150,6 +169,7 @@ impl Store {
             findings: Default::default(),
             components: BTreeMap::new(),
             deferred: BTreeSet::new(),
+            retired: BTreeMap::new(),
         };
         Store {
             tx: Arc::new(watch::channel(Arc::new(snap)).0),
@@ -178,6 +198,7 @@ impl Store {
             let snap = Arc::make_mut(snap);
             snap.checks.retain(|k, _| ids.contains(k));
             snap.deferred.retain(|k| ids.contains(k));
+            snap.retired.retain(|k, _| ids.contains(k));
             snap.generation += 1;
             true
         });
@@ -220,7 +241,15 @@ impl Store {
                     )
                 }
             };
+            let last_good = match (&outcome.result, prev) {
+                (Ok(_), _) | (_, None) => None,
+                (Err(_), Some(p)) => match &p.last.result {
+                    Ok(o) => Some(Arc::new(o.clone())),
+                    Err(_) => p.last_good.clone(),
+                },
+            };
             let state = CheckState {
+                last_good,
                 runs: prev.map_or(0, |p| p.runs) + 1,
                 last: outcome,
                 samples,
@@ -231,6 +260,7 @@ impl Store {
             };
             snap.checks.insert(id, Arc::new(state));
             snap.deferred.remove(id);
+            snap.retired.remove(id);
             snap.generation += 1;
         });
     }
@@ -247,7 +277,15 @@ impl Store {
             }
             let snap = Arc::make_mut(snap);
             for id in ids {
-                snap.checks.remove(id);
+                if let Some(st) = snap.checks.remove(id) {
+                    let good = match &st.last.result {
+                        Ok(o) => Some(Arc::new(o.clone())),
+                        Err(_) => st.last_good.clone(),
+                    };
+                    if let Some(o) = good {
+                        snap.retired.insert(id, o);
+                    }
+                }
                 snap.deferred.insert(id);
             }
             snap.generation += 1;

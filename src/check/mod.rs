@@ -243,6 +243,7 @@ fn pg_checks(config: &Config, pg: &Arc<PgTarget>) -> Vec<Arc<dyn Check>> {
                 pool_size: config.app.pool_size,
                 max_overflow: config.app.max_overflow,
                 instances: config.app.instances,
+                checkpointer_pool_max_size: config.app.checkpointer_pool_max_size.unwrap_or(0),
                 plan: c.plan.clone(),
             },
         )),

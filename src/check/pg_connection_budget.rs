@@ -1,6 +1,6 @@
 //! Check `pg_connection_budget`: the guide's "too many connections" arithmetic, done before
 //! PostgreSQL refuses anyone. Worst-case demand is `instances x (DATABASE_POOL_SIZE +
-//! DATABASE_MAX_OVERFLOW) + 1` (the agent's own connection); the slots are the plan's
+//! DATABASE_MAX_OVERFLOW + AGENT_CHECKPOINTER_POOL_MAX_SIZE) + 1` (the agent's own connection); the slots are the plan's
 //! connection limit (AGENT_PLAN `starter` 22 / `pro` 97, or AGENT_MAX_CONNECTIONS) when set,
 //! else the server's `max_connections`, minus `superuser_reserved_connections` and
 //! `reserved_connections` (16+), and capped by the database's `CONNECTION LIMIT`.
@@ -37,6 +37,8 @@ pub struct AppPools {
     pub pool_size: u32,
     pub max_overflow: u32,
     pub instances: u32,
+    /// `max_size` of the checkpointer's psycopg pool per instance (0: not counted).
+    pub checkpointer_pool_max_size: u32,
     pub plan: Option<PlanLimit>,
 }
 
@@ -92,7 +94,11 @@ pub struct Raw {
 pub fn compute(app: &AppPools, raw: &Raw) -> Budget {
     let instances_used = app.instances.max(raw.observed_instances);
     let demand = instances_used
-        .saturating_mul(app.pool_size.saturating_add(app.max_overflow))
+        .saturating_mul(
+            app.pool_size
+                .saturating_add(app.max_overflow)
+                .saturating_add(app.checkpointer_pool_max_size),
+        )
         .saturating_add(AGENT_CONNECTIONS);
     let (limit, mut source) = match &app.plan {
         Some(p) => (p.max_connections, format!("plan:{}", p.name)),
@@ -207,6 +213,7 @@ mod tests {
             pool_size: 10,
             max_overflow: 20,
             instances: 1,
+            checkpointer_pool_max_size: 0,
             plan: Some(PlanLimit {
                 name: "starter".into(),
                 max_connections: 22,
@@ -226,6 +233,7 @@ mod tests {
             pool_size: 5,
             max_overflow: 5,
             instances: 3,
+            checkpointer_pool_max_size: 0,
             plan: None,
         };
         let mut r = raw(100);
@@ -247,6 +255,7 @@ mod tests {
             pool_size: u32::MAX,
             max_overflow: u32::MAX,
             instances: u32::MAX,
+            checkpointer_pool_max_size: 0,
             plan: None,
         };
         let b = compute(&app, &raw(1));
@@ -260,6 +269,7 @@ mod tests {
             pool_size: 10,
             max_overflow: 20,
             instances: 1,
+            checkpointer_pool_max_size: 0,
             plan: None,
         };
         let mut r = raw(100);

@@ -22,9 +22,16 @@ pub const ID: &str = "pg_connections";
 
 /// `reserved_connections` is read with `missing_ok`: NULL before PostgreSQL 16 (feature
 /// detection, no version gate needed).
-const SQL: &str = "WITH a AS (SELECT state, application_name, usename, wait_event_type \
+const SQL: &str = "WITH a AS (SELECT state, application_name, usename, wait_event_type, client_addr \
      FROM pg_stat_activity WHERE backend_type = 'client backend') \
      SELECT json_build_object(\
+     'role', current_user, \
+     'role_connection_limit', (SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user), \
+     'role_sessions', (SELECT count(*) FROM a WHERE usename = current_user), \
+     'agent_sessions', (SELECT count(*) FROM a WHERE application_name LIKE 'rose-agent%'), \
+     'clients', (SELECT coalesce(json_agg(c), '[]') FROM (SELECT coalesce(application_name, '') AS application, \
+        coalesce(usename::text, '') AS role, coalesce(host(client_addr), 'local') AS address, count(*) AS sessions \
+        FROM a GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3 LIMIT 10) c), \
      'max_connections', current_setting('max_connections')::int, \
      'superuser_reserved', current_setting('superuser_reserved_connections')::int, \
      'reserved', current_setting('reserved_connections', true)::int, \
@@ -59,6 +66,34 @@ pub struct Connections {
     pub by_user: BTreeMap<String, u32>,
     /// Client backends waiting on a heavyweight lock.
     pub waiting_on_locks: u32,
+    /// The monitoring role, its `CONNECTION LIMIT` (`None`: unlimited) and its sessions.
+    pub role: String,
+    pub role_connection_limit: Option<u32>,
+    pub role_sessions: u32,
+    /// Sessions of agents (`application_name` rose-agent...), of any role.
+    pub agent_sessions: u32,
+    /// Who holds the connections: the largest groups by application, role and client address
+    /// (at most [`MAX_CLIENT_GROUPS`]; in the snapshot, never in labels).
+    pub clients: Vec<ClientGroup>,
+}
+
+/// Client groups kept in the observation.
+pub const MAX_CLIENT_GROUPS: usize = 10;
+
+/// Sessions of one (application_name, role, client address).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientGroup {
+    pub application: String,
+    pub role: String,
+    pub address: String,
+    pub sessions: u32,
+}
+
+impl ClientGroup {
+    /// True for the agents' own sessions.
+    pub fn is_agent(&self) -> bool {
+        self.application.starts_with(crate::pg::APPLICATION_NAME)
+    }
 }
 
 impl Connections {
@@ -138,6 +173,16 @@ pub struct Raw {
     pub by_application: BTreeMap<String, u32>,
     pub by_user: BTreeMap<String, u32>,
     pub waiting_on_locks: u32,
+    #[serde(default)]
+    pub role: String,
+    #[serde(default)]
+    pub role_connection_limit: Option<i64>,
+    #[serde(default)]
+    pub role_sessions: u32,
+    #[serde(default)]
+    pub agent_sessions: u32,
+    #[serde(default)]
+    pub clients: Vec<ClientGroup>,
 }
 
 /// Pure: the observation from the statement's document.
@@ -154,6 +199,14 @@ pub fn from_raw(raw: Raw, top_n: usize) -> Connections {
         by_application: top_n_other(raw.by_application, top_n, "unset"),
         by_user: top_n_other(raw.by_user, top_n, "unset"),
         waiting_on_locks: raw.waiting_on_locks,
+        role: raw.role,
+        role_connection_limit: raw
+            .role_connection_limit
+            .filter(|n| *n >= 0)
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+        role_sessions: raw.role_sessions,
+        agent_sessions: raw.agent_sessions,
+        clients: raw.clients.into_iter().take(MAX_CLIENT_GROUPS).collect(),
     }
 }
 
@@ -254,6 +307,11 @@ mod tests {
             .into(),
             by_user: [("railway".to_owned(), 8), ("rose_monitor".to_owned(), 1)].into(),
             waiting_on_locks: 1,
+            role: "rose_monitor".into(),
+            role_connection_limit: Some(3),
+            role_sessions: 1,
+            agent_sessions: 1,
+            clients: vec![],
         }
     }
 

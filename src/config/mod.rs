@@ -98,6 +98,11 @@ pub struct AppConfig {
     pub pool_size: u32,
     pub max_overflow: u32,
     pub instances: u32,
+    /// `max_size` of the checkpointer's psycopg pool per instance, when configured.
+    pub checkpointer_pool_max_size: Option<u32>,
+    /// The app's role (the user of `DATABASE_URL`), when known: connections are attributed to
+    /// the app by it.
+    pub role: Option<String>,
     pub sqlite_path: Option<PathBuf>,
     pub base_url: String,
     /// HTTP probes of the app (empty when `AGENT_APP_PROBES=off`).
@@ -300,6 +305,19 @@ impl Config {
         let pool_size = count("DATABASE_POOL_SIZE", raw.app.pool_size, 10, 1);
         let max_overflow = count("DATABASE_MAX_OVERFLOW", raw.app.max_overflow, 20, 0);
         let instances = count("AGENT_APP_INSTANCES", raw.app.instances, 1, 1);
+        let checkpointer_pool_max_size = raw
+            .app
+            .checkpointer_pool_max_size
+            .map(|v| count("AGENT_CHECKPOINTER_POOL_MAX_SIZE", Some(v), 0, 0));
+        // The app's role, for attributing connections; a DATABASE_URL that does not parse is
+        // reported below when it is the DSN in use, and otherwise only loses the attribution.
+        let app_role = raw
+            .app
+            .database_url
+            .as_deref()
+            .and_then(|u| Dsn::parse(u).ok())
+            .map(|d| d.user.clone())
+            .filter(|u| !u.is_empty());
         let finding_pending_cycles = count(
             "AGENT_FINDING_PENDING_CYCLES",
             raw.agent.finding_pending_cycles,
@@ -510,6 +528,8 @@ impl Config {
                 pool_size,
                 max_overflow,
                 instances,
+                checkpointer_pool_max_size,
+                role: app_role,
                 sqlite_path: raw.app.sqlite_path.map(PathBuf::from),
                 base_url,
                 probes,
@@ -557,6 +577,7 @@ impl Config {
                 pool_size: Some(self.app.pool_size.into()),
                 max_overflow: Some(self.app.max_overflow.into()),
                 instances: Some(self.app.instances.into()),
+                checkpointer_pool_max_size: self.app.checkpointer_pool_max_size.map(Into::into),
                 sqlite_path: self
                     .app
                     .sqlite_path

@@ -127,6 +127,9 @@ pub struct RawApp {
     pub max_overflow: Option<i64>,
     /// How many app instances share the database (env `AGENT_APP_INSTANCES`; default 1).
     pub instances: Option<i64>,
+    /// `max_size` of the psycopg pool behind LangGraph's (Async)PostgresSaver, per app instance
+    /// (env `AGENT_CHECKPOINTER_POOL_MAX_SIZE`; default: not counted in the budget).
+    pub checkpointer_pool_max_size: Option<i64>,
     /// The SQLite checkpointer file (env `SHORT_TERM_MEMORY_DB_PATH`).
     pub sqlite_path: Option<String>,
     /// Base URL of the app's HTTP API (env `APP_BASE_URL`; default `http://127.0.0.1:8080`).
@@ -301,6 +304,10 @@ impl RawConfig {
             ("DATABASE_POOL_SIZE", &mut self.app.pool_size),
             ("DATABASE_MAX_OVERFLOW", &mut self.app.max_overflow),
             ("AGENT_APP_INSTANCES", &mut self.app.instances),
+            (
+                "AGENT_CHECKPOINTER_POOL_MAX_SIZE",
+                &mut self.app.checkpointer_pool_max_size,
+            ),
             ("AGENT_LEADER_LOCK_KEY", &mut self.agent.leader_lock_key),
             ("AGENT_LABELS_TOP_N", &mut self.checks.labels_top_n),
             ("AGENT_STATEMENTS_TOP_N", &mut self.checks.statements_top_n),

@@ -213,7 +213,9 @@ pub fn rung_of_code(code: &str) -> &'static str {
         | "connections_near_limit"
         | "region_latency"
         | "database_restarted"
-        | "connected_to_standby" => "connections",
+        | "connected_to_standby"
+        | "role_connection_limit"
+        | "app_connections_over_model" => "connections",
         "statements_unavailable" => "pg_stat_statements",
         "slow_queries" | "idle_in_transaction" | "lock_contention" => "activity",
         "schema_mismatch" | "missing_table" | "missing_index" | "invalid_index"

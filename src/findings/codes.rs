@@ -140,6 +140,16 @@ pub static CODES: &[CodeDef] = &[
         "PostgreSQL restarted while the agent watched",
     ),
     c(
+        "role_connection_limit",
+        Warning,
+        "the monitoring role is at (or one session from) its CONNECTION LIMIT",
+    ),
+    c(
+        "app_connections_over_model",
+        Warning,
+        "the app holds more connections than its modelled worst case (a pool the budget does not count)",
+    ),
+    c(
         "statements_unavailable",
         Info,
         "pg_stat_statements cannot be read: no per-statement history for slow queries",

@@ -2,14 +2,25 @@
 //! kind (from SQLSTATE or the I/O error, never message text) into the guide's troubleshooting
 //! issue, with its steps made concrete; privilege errors of any PostgreSQL check are reported too.
 
-use super::{Context, Finding, Severity};
-use crate::check::pg_connectivity;
+use super::{Context, Finding, Severity, connections};
+use crate::check::{Observation, pg_connections, pg_connectivity};
 use crate::error::ErrorKind;
 use crate::snapshot::Snapshot;
 
 pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
     if let Some(e) = snap.error(pg_connectivity::ID) {
-        out.push(for_connect_error(e.kind, &e.message, cx));
+        // SQLSTATE 53300 is the same for the server's and the role's limit: the last good
+        // observation of who held what tells them apart.
+        let last = match snap.last_good(pg_connections::ID) {
+            Some(Observation::PgConnections(c)) => Some(c),
+            _ => None,
+        };
+        out.push(match (e.kind, connections::refusing_limit(last), last) {
+            (ErrorKind::TooManyConnections, connections::Limit::Role, Some(c)) => {
+                connections::role_limit_refused(c, cx, &e.message)
+            }
+            _ => for_connect_error(e.kind, &e.message, cx, last),
+        });
     }
     // A check that lacks a privilege, while the connection works.
     let denied: Vec<&str> = snap
@@ -29,8 +40,14 @@ pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
     }
 }
 
-/// The finding for a failed connection attempt, by error kind.
-pub fn for_connect_error(kind: ErrorKind, message: &str, cx: &Context) -> Finding {
+/// The finding for a failed connection attempt, by error kind; `last` is the last good
+/// `pg_connections` observation (who held the connections), when there is one.
+pub fn for_connect_error(
+    kind: ErrorKind,
+    message: &str,
+    cx: &Context,
+    last: Option<&pg_connections::Connections>,
+) -> Finding {
     let t = &cx.target;
     let src = cx.dsn_source;
     let ev = if message.starts_with(t.as_str()) {
@@ -61,18 +78,38 @@ pub fn for_connect_error(kind: ErrorKind, message: &str, cx: &Context) -> Findin
             ],
         ),
         ErrorKind::TooManyConnections => {
-            let demand = cx.instances * (cx.pool_size + cx.max_overflow) + 1;
-            Finding::new(
-                "too_many_connections",
-                format!("PostgreSQL at {t} has no connection slots left"),
-                format!("{ev}; worst-case demand of the app is {demand} connections ({} instance(s) x (DATABASE_POOL_SIZE {} + DATABASE_MAX_OVERFLOW {}) + 1 agent)", cx.instances, cx.pool_size, cx.max_overflow),
-                vec![
-                    format!("Reduce DATABASE_POOL_SIZE (now {})", cx.pool_size),
-                    format!("Reduce DATABASE_MAX_OVERFLOW (now {})", cx.max_overflow),
-                    "Upgrade the database plan for more connections (Railway Starter 22, Pro 97)".into(),
-                    "Put PgBouncer (transaction pooling) between the app instances and PostgreSQL".into(),
-                ],
-            )
+            let demand = super::database::pool_demand(cx);
+            let model = format!(
+                "worst-case demand of the app is {demand} connections ({} instance(s) x (DATABASE_POOL_SIZE {} + DATABASE_MAX_OVERFLOW {}{}) + 1 agent)",
+                cx.instances,
+                cx.pool_size,
+                cx.max_overflow,
+                cx.checkpointer_pool_max_size.map(|n| format!(" + checkpointer pool {n}")).unwrap_or_default()
+            );
+            match last {
+                Some(c) => Finding::new(
+                    "too_many_connections",
+                    format!("PostgreSQL at {t} has no connection slots left"),
+                    format!(
+                        "{ev}; at the last good check {} of {} usable slots were in use, held by: {}; {model}",
+                        c.total(),
+                        c.slots(),
+                        connections::holders(c)
+                    ),
+                    connections::sizing_steps(c, c.slots(), cx.instances, cx),
+                ),
+                None => Finding::new(
+                    "too_many_connections",
+                    format!("PostgreSQL at {t} has no connection slots left"),
+                    format!("{ev}; the agent has not seen who holds the connections yet; {model}"),
+                    vec![
+                        format!("Reduce DATABASE_POOL_SIZE (now {}) and DATABASE_MAX_OVERFLOW (now {}) so {} instance(s) fit the plan", cx.pool_size, cx.max_overflow, cx.instances),
+                        "Find who holds the slots: SELECT application_name, usename, client_addr, count(*) FROM pg_stat_activity GROUP BY 1, 2, 3 ORDER BY 4 DESC;".into(),
+                        format!("If the server has free slots, the monitoring role's own CONNECTION LIMIT refused it: SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user; and raise it (ALTER ROLE ... CONNECTION LIMIT n) instead of touching the app (DSN from {src})"),
+                        "Upgrade the database plan for more connections (Railway Starter 22, Pro 97), or put PgBouncer (transaction pooling) between the app instances and PostgreSQL".into(),
+                    ],
+                ),
+            }
         }
         ErrorKind::Dns => Finding::new(
             "dns_failure",
@@ -192,9 +229,10 @@ mod tests {
             instances: 3,
             ..Context::default()
         };
-        let f = for_connect_error(ErrorKind::TooManyConnections, "x", &cx);
+        let f = for_connect_error(ErrorKind::TooManyConnections, "x", &cx, None);
         assert!(f.evidence.contains("91"), "{}", f.evidence);
         assert!(f.steps[0].contains("DATABASE_POOL_SIZE (now 10)"));
+        assert!(f.steps[2].contains("rolconnlimit"), "{:?}", f.steps);
         assert_eq!(f.severity, Severity::Critical);
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{Context, Finding, Severity};
+use super::{Context, Finding, Severity, connections};
 use crate::check::{Observation, pg_connections, pg_connectivity, pg_statements};
 use crate::snapshot::Snapshot;
 
@@ -55,7 +55,7 @@ pub fn usable_slots(c: &pg_connections::Connections) -> u32 {
 
 /// Worst-case connections of the app fleet plus the agent.
 pub fn pool_demand(cx: &Context) -> u32 {
-    cx.instances * (cx.pool_size + cx.max_overflow) + 1
+    cx.instances * (cx.pool_size + cx.max_overflow + cx.checkpointer_pool_max_size.unwrap_or(0)) + 1
 }
 
 /// A pool size and overflow per instance that fit `slots` (keeping the app's 1:2 ratio).
@@ -95,6 +95,10 @@ fn connections(
             .with_severity(if full { Severity::Critical } else { Severity::Warning }),
         );
     }
+    let (budget_slots, instances) =
+        budget.map_or((slots, cx.instances), |b| (b.slots, b.instances_used));
+    connections::role_limit_tight(c, cx, out);
+    connections::app_over_model(c, budget_slots.min(slots), instances, cx, out);
     match budget {
         Some(b) => pool_budget(b.demand, b.slots, b.instances_used, budget, cx, out),
         None => pool_budget(pool_demand(cx), slots, cx.instances, None, cx, out),
@@ -113,7 +117,26 @@ fn pool_budget(
         return;
     }
     let t = &cx.target;
-    let (pool, overflow) = suggested_pool(slots, instances);
+    let cp = cx.checkpointer_pool_max_size.unwrap_or(0);
+    let (pool, overflow, cp_target) = if cp == 0 {
+        let (p, o) = suggested_pool(slots, instances);
+        (p, o, 0)
+    } else {
+        let t = connections::pool_targets(
+            slots.saturating_sub(1) / instances.max(1),
+            cx.pool_size,
+            cx.max_overflow,
+            cp,
+        );
+        (t.pool_size, t.max_overflow, t.checkpointer_max_size)
+    };
+    let cp_step = if cp > 0 {
+        format!(
+            " and the checkpointer pool's max_size to {cp_target} (AGENT_CHECKPOINTER_POOL_MAX_SIZE, now {cp})"
+        )
+    } else {
+        String::new()
+    };
     let seen = match budget {
         Some(b) if b.instances_disagree => format!(
             "; the database sees {} app instance(s) while AGENT_APP_INSTANCES says {}: the larger counts",
@@ -125,11 +148,13 @@ fn pool_budget(
         "pool_budget_exceeded",
         format!("Worst-case pool demand {demand} exceeds {slots} connection slots"),
         format!(
-            "pool demand {demand} = {instances} instance(s) x (DATABASE_POOL_SIZE {} + DATABASE_MAX_OVERFLOW {}) + 1 agent > {slots} usable slots at {t}{seen}",
-            cx.pool_size, cx.max_overflow
+            "pool demand {demand} = {instances} instance(s) x (DATABASE_POOL_SIZE {} + DATABASE_MAX_OVERFLOW {}{}) + 1 agent > {slots} usable slots at {t}{seen}",
+            cx.pool_size,
+            cx.max_overflow,
+            cx.checkpointer_pool_max_size.map(|n| format!(" + checkpointer pool {n}")).unwrap_or_default()
         ),
         vec![
-            format!("pool demand {demand} > {slots} slots: lower DATABASE_POOL_SIZE to {pool} and DATABASE_MAX_OVERFLOW to {overflow} (per instance, {instances} instance(s))"),
+            format!("pool demand {demand} > {slots} slots: lower DATABASE_POOL_SIZE to {pool} and DATABASE_MAX_OVERFLOW to {overflow}{cp_step} (per instance, {instances} instance(s))"),
             "Or upgrade the database plan for more connections (Railway Starter 22, Pro 97)".into(),
             "Or put PgBouncer in front of PostgreSQL so the pools share fewer server connections".into(),
         ],
@@ -220,6 +245,11 @@ mod tests {
             by_application: Default::default(),
             by_user: Default::default(),
             waiting_on_locks: 0,
+            role: "rose_monitor".into(),
+            role_connection_limit: None,
+            role_sessions: 1,
+            agent_sessions: 1,
+            clients: vec![],
         })
     }
 
@@ -239,6 +269,8 @@ mod tests {
         let cx = Context {
             pool_size: 2,
             max_overflow: 2,
+            // Sessions of other roles (by_user is empty here): not the app's.
+            app_role: Some("rose_app".into()),
             ..Context::default()
         };
         let now = SystemTime::now();

@@ -10,6 +10,7 @@ mod activity;
 mod app;
 mod codes;
 mod connect;
+pub mod connections;
 mod database;
 mod schema;
 pub mod state;
@@ -123,6 +124,10 @@ pub struct Context {
     pub pool_size: u32,
     pub max_overflow: u32,
     pub instances: u32,
+    /// `max_size` of the checkpointer's psycopg pool per instance (`None`: not modelled).
+    pub checkpointer_pool_max_size: Option<u32>,
+    /// The app's role (the user of `DATABASE_URL`), when known.
+    pub app_role: Option<String>,
     /// Connections in use over usable slots above which `connections_near_limit` fires.
     pub connections_warn_ratio: f64,
     /// Round trip above which the database is likely in another region.
@@ -150,6 +155,8 @@ impl Context {
             pool_size: c.app.pool_size,
             max_overflow: c.app.max_overflow,
             instances: c.app.instances,
+            checkpointer_pool_max_size: c.app.checkpointer_pool_max_size,
+            app_role: c.app.role.clone(),
             connections_warn_ratio: 0.8,
             region_latency_seconds: 0.03,
             restart_window_seconds: 600.0,
@@ -169,6 +176,8 @@ impl Default for Context {
             pool_size: 10,
             max_overflow: 20,
             instances: 1,
+            checkpointer_pool_max_size: None,
+            app_role: None,
             connections_warn_ratio: 0.8,
             region_latency_seconds: 0.03,
             restart_window_seconds: 600.0,
@@ -222,6 +231,7 @@ pub(crate) mod testutil {
             findings: Default::default(),
             components: Default::default(),
             deferred: Default::default(),
+            retired: Default::default(),
         };
         for (id, result) in entries {
             s.checks.insert(
@@ -238,6 +248,7 @@ pub(crate) mod testutil {
                     consecutive_failures: 0,
                     errors: Default::default(),
                     freshness: Freshness::default(),
+                    last_good: None,
                 }),
             );
         }
