@@ -10,8 +10,9 @@
 //!   (default PgBouncer answers `options` with `08P01 unsupported startup parameter`), so the
 //!   agent sends no `options` at all.
 //! - Right after connecting, one statement tells whether the session is the server backend
-//!   itself ("direct": the server sees the agent's own socket) or a pooler's (PgBouncer: the
-//!   server sees another client port). On a direct session it also sets the session defaults
+//!   itself ("direct": `pg_backend_pid()` is the pid announced at startup, also through a plain
+//!   TCP proxy) or a pooler's (PgBouncer announces a key of its own, [`sniff`]). On a direct
+//!   session it also sets the session defaults
 //!   again and the server-side liveness settings a role may set (`tcp_keepalives_*`, and on 14+
 //!   `idle_session_timeout` and `client_connection_check_interval`, a few intervals long), so a
 //!   backend the agent abandoned in a network blip is reclaimed within [`Limits::liveness`]
@@ -29,6 +30,7 @@
 //!   dropping it aborts the task that drives its socket.
 
 pub mod leader;
+pub mod sniff;
 pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
@@ -155,6 +157,8 @@ pub struct PgTarget {
     slot: Mutex<Slot>,
     connecting: tokio::sync::Mutex<()>,
     on_connect: Option<ConnectHook>,
+    /// Addresses to use instead of resolving the host name (tests of multi-address names).
+    addresses: Option<Vec<IpAddr>>,
 }
 
 /// What the set-up statement found out.
@@ -182,7 +186,17 @@ impl PgTarget {
             }),
             connecting: tokio::sync::Mutex::new(()),
             on_connect: None,
+            addresses: None,
         }
+    }
+
+    /// Uses these addresses, in this order, instead of resolving the DSN's host name (which
+    /// still names the server for TLS). For tests: a name with several addresses cannot be made
+    /// up on a shared machine without editing /etc/hosts.
+    #[doc(hidden)]
+    pub fn with_addresses(mut self, addresses: Vec<IpAddr>) -> PgTarget {
+        self.addresses = Some(addresses);
+        self
     }
 
     /// Calls `hook(ok)` after every connection attempt (for the attempts counter).
@@ -401,23 +415,28 @@ impl PgTarget {
         &self,
         previous: Option<&Backend>,
     ) -> Result<(Client, JoinHandle<()>, Session), CheckError> {
-        let (client, task, local_port) = match &self.dsn.host {
+        let (client, task, announced) = match &self.dsn.host {
             Host::Socket(dir) => {
-                let mut cfg = self.base_config();
-                cfg.host_path(dir);
+                let path = dir.join(format!(".s.PGSQL.{}", self.dsn.port));
+                let stream = tokio::net::UnixStream::connect(&path)
+                    .await
+                    .map_err(|e| CheckError::from_io(&e, &self.target))?;
+                let announced = sniff::Announced::new();
                 // libpq does not use TLS over a Unix socket, and neither does tokio-postgres.
-                let (client, conn) = cfg
-                    .connect(NoTls)
+                let (client, conn) = self
+                    .base_config()
+                    .connect_raw(sniff::Sniffer::raw(stream, announced.clone()), NoTls)
                     .await
                     .map_err(|e| connect_error(&e, &self.target))?;
-                (client, tokio::spawn(async move { drop(conn.await) }), None)
+                (
+                    client,
+                    tokio::spawn(async move { drop(conn.await) }),
+                    announced.pid(),
+                )
             }
             Host::Tcp(name) => self.connect_tcp(name).await?,
         };
-        let sql = guarded(
-            &self.limits,
-            &setup_sql(&self.limits, local_port, self.dsn.port, previous),
-        );
+        let sql = guarded(&self.limits, &setup_sql(&self.limits, announced, previous));
         let msgs = match client.simple_query(&sql).await {
             Ok(m) => m,
             Err(e) => {
@@ -437,24 +456,22 @@ impl PgTarget {
         }
     }
 
-    /// Tries every address of `name` in order until one gives a session, as libpq does. An
-    /// address gets its share of the time left for the TCP handshake (a silent one cannot eat
-    /// the others' time), and the whole time left for TLS and authentication once connected.
+    /// Tries every address of `name` in order until one gives a session, as libpq does. Each
+    /// address gets its share of the time left (a refused one returns at once and leaves its
+    /// share to the next; a silent one cannot eat the others' time); the last gets all of it.
     async fn connect_tcp(
         &self,
         name: &str,
-    ) -> Result<(Client, JoinHandle<()>, Option<u16>), CheckError> {
-        let addrs = resolve(name, self.dsn.port, &self.target).await?;
+    ) -> Result<(Client, JoinHandle<()>, Option<i32>), CheckError> {
+        let addrs = match &self.addresses {
+            Some(a) => a.clone(),
+            None => resolve(name, self.dsn.port, &self.target).await?,
+        };
         let deadline = Instant::now() + self.limits.connect_timeout;
-        let cfg = self.base_config();
         let many = addrs.len() > 1;
         let mut errors: Vec<CheckError> = Vec::new();
         for (i, ip) in addrs.iter().enumerate() {
-            let left = Duration::from_nanos(
-                deadline
-                    .saturating_duration_since(Instant::now())
-                    .as_nanos() as u64,
-            );
+            let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
@@ -465,54 +482,59 @@ impl PgTarget {
             } else {
                 self.target.clone()
             };
-            let stream = match tokio::time::timeout(share, TcpStream::connect(addr)).await {
-                Err(_) => {
-                    errors.push(CheckError::new(
-                        ErrorKind::ConnectTimeout,
-                        format!("{label}: no TCP answer within {} ms", share.as_millis()),
-                    ));
-                    continue;
-                }
-                Ok(Err(e)) => {
-                    errors.push(CheckError::from_io(&e, &label));
-                    continue;
-                }
-                Ok(Ok(s)) => s,
-            };
-            self.tune_socket(&stream);
-            let local_port = stream.local_addr().ok().map(|a| a.port());
-            let attempt = async {
-                match tls::connector(&self.dsn)? {
-                    None => {
-                        let (client, conn) = cfg
-                            .connect_raw(stream, NoTls)
-                            .await
-                            .map_err(|e| connect_error(&e, &label))?;
-                        Ok::<_, CheckError>((client, tokio::spawn(async move { drop(conn.await) })))
-                    }
-                    Some(mut tls) => {
-                        let tls =
-                            <_ as MakeTlsConnect<TcpStream>>::make_tls_connect(&mut tls, name)
-                                .map_err(|e| {
-                                    CheckError::new(ErrorKind::Tls, format!("{label}: {e}"))
-                                })?;
-                        let (client, conn) = cfg.connect_raw(stream, tls).await.map_err(|e| {
-                            let mut err = connect_error(&e, &label);
-                            if err.kind == ErrorKind::Other && err.sqlstate.is_none() {
-                                err.kind = ErrorKind::Tls;
-                            }
-                            err
-                        })?;
-                        Ok((client, tokio::spawn(async move { drop(conn.await) })))
-                    }
-                }
-            };
-            match attempt.await {
-                Ok((client, task)) => return Ok((client, task, local_port)),
-                Err(e) => errors.push(e),
+            match tokio::time::timeout(share, self.connect_addr(name, addr, &label)).await {
+                Ok(Ok(done)) => return Ok(done),
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => errors.push(CheckError::new(
+                    ErrorKind::ConnectTimeout,
+                    format!("{label}: no session within {} ms", share.as_millis()),
+                )),
             }
         }
         Err(pick_error(errors, &self.target))
+    }
+
+    /// One address: TCP, then TLS (per `sslmode`, the host name for SNI and verification) and
+    /// the startup on that socket.
+    async fn connect_addr(
+        &self,
+        name: &str,
+        addr: SocketAddr,
+        label: &str,
+    ) -> Result<(Client, JoinHandle<()>, Option<i32>), CheckError> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| CheckError::from_io(&e, label))?;
+        self.tune_socket(&stream);
+        let announced = sniff::Announced::new();
+        let stream = sniff::Sniffer::raw(stream, announced.clone());
+        let cfg = self.base_config();
+        let (client, task) = match tls::connector(&self.dsn)? {
+            None => {
+                let (client, conn) = cfg
+                    .connect_raw(stream, NoTls)
+                    .await
+                    .map_err(|e| connect_error(&e, label))?;
+                (client, tokio::spawn(async move { drop(conn.await) }))
+            }
+            Some(mut tls) => {
+                let tls = <_ as MakeTlsConnect<TcpStream>>::make_tls_connect(&mut tls, name)
+                    .map_err(|e| CheckError::new(ErrorKind::Tls, format!("{label}: {e}")))?;
+                let tls = sniff::SniffTls {
+                    inner: tls,
+                    out: announced.clone(),
+                };
+                let (client, conn) = cfg.connect_raw(stream, tls).await.map_err(|e| {
+                    let mut err = connect_error(&e, label);
+                    if err.kind == ErrorKind::Other && err.sqlstate.is_none() {
+                        err.kind = ErrorKind::Tls;
+                    }
+                    err
+                })?;
+                (client, tokio::spawn(async move { drop(conn.await) }))
+            }
+        };
+        Ok((client, task, announced.pid()))
     }
 
     /// TCP keepalives and `tcp_user_timeout` on the agent's side of the socket.
@@ -558,19 +580,13 @@ pub fn guarded(limits: &Limits, sql: &str) -> String {
     )
 }
 
-/// The statement run once per connection: whether the session is direct (TCP: the server sees
-/// the agent's local port; Unix socket: no client address and the server's own port), the
-/// backend's pid and start, and on a direct session the session defaults, the liveness settings
+/// The statement run once per connection: whether the session is direct (the backend is the one
+/// that announced itself at startup), the backend's pid and start, and on a direct session the session defaults, the liveness settings
 /// and the termination of the agent's previous backend if it is still there.
-fn setup_sql(
-    limits: &Limits,
-    local_port: Option<u16>,
-    dsn_port: u16,
-    previous: Option<&Backend>,
-) -> String {
-    let direct = match local_port {
-        Some(p) => format!("coalesce(inet_client_port() = {p}, false)"),
-        None => format!("inet_client_port() IS NULL AND current_setting('port') = '{dsn_port}'"),
+fn setup_sql(limits: &Limits, announced: Option<i32>, previous: Option<&Backend>) -> String {
+    let direct = match announced {
+        Some(pid) => format!("pg_backend_pid() = {pid}"),
+        None => "false".into(),
     };
     let ms = |d: Duration| d.as_millis().max(1).to_string();
     let mut session = vec![
@@ -756,22 +772,22 @@ mod tests {
             pid: 4242,
             start: "2024-01-01 00:00:00.1+00".into(),
         };
-        let sql = setup_sql(&limits(), Some(50123), 5432, Some(&prev));
-        assert!(sql.contains("inet_client_port() = 50123"), "{sql}");
+        let sql = setup_sql(&limits(), Some(50123), Some(&prev));
+        assert!(sql.contains("pg_backend_pid() = 50123"), "{sql}");
         assert!(sql.contains("CASE WHEN s.direct THEN concat_ws"), "{sql}");
         assert!(sql.contains("s.v >= 140000"), "{sql}");
         assert!(sql.contains("set_config('idle_session_timeout', '60000', false)"));
         assert!(sql.contains("a.pid = 4242 AND a.backend_start = '2024-01-01 00:00:00.1+00'"));
         assert!(sql.contains("a.usename = current_user"));
         assert!(sql.contains("a.application_name = 'rose-agent'"));
-        let unix = setup_sql(&limits(), None, 5433, None);
-        assert!(unix.contains("current_setting('port') = '5433'"), "{unix}");
+        let unix = setup_sql(&limits(), None, None);
+        assert!(unix.contains("SELECT false AS direct"), "{unix}");
         assert!(!unix.contains("pg_terminate_backend"), "{unix}");
         let odd = Backend {
             pid: 1,
             start: "x' OR true --".into(),
         };
-        assert!(setup_sql(&limits(), Some(1), 1, Some(&odd)).contains("'x'' OR true --'"));
+        assert!(setup_sql(&limits(), Some(1), Some(&odd)).contains("'x'' OR true --'"));
     }
 
     #[test]
