@@ -18,9 +18,15 @@ use tokio_postgres::tls::{ChannelBinding, TlsConnect, TlsStream};
 #[derive(Clone)]
 pub struct Announced(Arc<AtomicI64>);
 
+impl Default for Announced {
+    fn default() -> Announced {
+        Announced(Arc::new(AtomicI64::new(i64::MIN)))
+    }
+}
+
 impl Announced {
     pub fn new() -> Announced {
-        Announced(Arc::new(AtomicI64::new(i64::MIN)))
+        Announced::default()
     }
 
     pub fn pid(&self) -> Option<i32> {
