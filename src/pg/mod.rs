@@ -2,13 +2,14 @@
 //!
 //! - One connection, shared by every PostgreSQL check (a tokio-postgres `Client` pipelines
 //!   concurrent queries), so the agent holds at most one backend.
-//! - The limits travel with every statement, not with the session: each query is sent as one
-//!   simple-protocol message `SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = ..;
-//!   SET LOCAL lock_timeout = ..; <query>`, which PostgreSQL runs as one implicit transaction
-//!   (atomic, one round trip, nothing left open on error). That holds in every PgBouncer pool
-//!   mode, where session settings and the startup parameter `options` are lost or refused
-//!   (default PgBouncer answers `options` with `08P01 unsupported startup parameter`), so the
-//!   agent sends no `options` at all.
+//! - No startup `options` (default PgBouncer answers them with `08P01 unsupported startup
+//!   parameter`, and one that ignores them drops the limits silently). The limits are set by
+//!   the set-up statement below on a direct session, and through a pooler travel with every
+//!   query: it is sent as one simple-protocol message `SET TRANSACTION READ ONLY; SET LOCAL
+//!   statement_timeout = ..; SET LOCAL lock_timeout = ..; <query>`, which PostgreSQL runs as
+//!   one implicit transaction (atomic, one round trip, nothing left open on error, the whole
+//!   message on one server connection in every pool mode). The set-up statement itself always
+//!   goes that way.
 //! - Right after connecting, one statement tells whether the session is the server backend
 //!   itself ("direct": `pg_backend_pid()` is the pid announced at startup, also through a plain
 //!   TCP proxy) or a pooler's (PgBouncer announces a key of its own, [`sniff`]). On a direct
@@ -339,17 +340,22 @@ impl PgTarget {
         }
     }
 
-    /// Runs a query under the agent's limits ([`guarded`]: one round trip, one implicit
-    /// read-only transaction with `statement_timeout` and `lock_timeout`), bounded on the
-    /// client side too; drops the connection when the query times out or the socket broke.
+    /// Runs a query under the agent's limits (the session's own on a direct session; through a
+    /// pooler [`guarded`]: one round trip, one implicit read-only transaction with
+    /// `statement_timeout` and `lock_timeout`), bounded on the client side too; drops the connection when the query times out or the socket broke.
     pub async fn simple_query(
         &self,
         conn: &Conn,
         sql: &str,
     ) -> Result<Vec<Vec<Option<String>>>, CheckError> {
-        let sql = guarded(&self.limits, sql);
-        match tokio::time::timeout(self.limits.query_timeout, conn.client.simple_query(&sql)).await
-        {
+        let guarded_sql;
+        let sql = if conn.direct {
+            sql
+        } else {
+            guarded_sql = guarded(&self.limits, sql);
+            guarded_sql.as_str()
+        };
+        match tokio::time::timeout(self.limits.query_timeout, conn.client.simple_query(sql)).await {
             Err(_) => {
                 self.invalidate(conn.generation);
                 Err(CheckError::new(
