@@ -241,7 +241,13 @@ fn pump(mut from: TcpStream, mut to: TcpStream, st: &ProxyState, lost: &AtomicBo
             std::thread::sleep(Duration::from_millis(20));
             continue;
         }
-        match from.read(&mut buf) {
+        let r = from.read(&mut buf);
+        if st.frozen.load(Ordering::SeqCst) {
+            // Whatever arrived during the blip (data, a close) is lost with it.
+            lost.store(true, Ordering::SeqCst);
+            continue;
+        }
+        match r {
             Ok(0) => {
                 let _ = to.shutdown(Shutdown::Write);
                 return;
