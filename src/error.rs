@@ -181,6 +181,13 @@ impl CheckError {
     }
 }
 
+impl CheckError {
+    /// Classifies an I/O error of the agent's own socket work (a TCP connect) by its kind.
+    pub fn from_io(e: &std::io::Error, target: &str) -> CheckError {
+        CheckError::new(classify_chain(e), format!("{target}: {}", full_chain(e)))
+    }
+}
+
 impl fmt::Display for CheckError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.message, self.kind)

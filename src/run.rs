@@ -20,13 +20,7 @@ use crate::snapshot::Store;
 /// Builds the shared PostgreSQL target, if a DSN is configured.
 pub fn pg_target(config: &Config, store: Option<Store>) -> Option<Arc<PgTarget>> {
     let dsn = config.database.dsn.clone()?;
-    let limits = Limits {
-        connect_timeout: config.database.connect_timeout,
-        statement_timeout: config.database.statement_timeout,
-        lock_timeout: config.database.lock_timeout,
-        query_timeout: config.database.query_timeout(),
-        max_backoff: config.agent.interval.mul_f64(0.9),
-    };
+    let limits = Limits::from_config(config);
     let mut target = PgTarget::new(dsn, limits);
     if let Some(store) = store {
         target = target.with_connect_hook(move |ok| store.count_connect(ok));

@@ -80,13 +80,7 @@ pub fn from_raw(target: &str, r: Raw) -> Replica {
 /// timeouts as the primary's.
 pub fn target(config: &Config) -> Option<Arc<PgTarget>> {
     let dsn = config.database.replica.clone()?;
-    let limits = Limits {
-        connect_timeout: config.database.connect_timeout,
-        statement_timeout: config.database.statement_timeout,
-        lock_timeout: config.database.lock_timeout,
-        query_timeout: config.database.query_timeout(),
-        max_backoff: config.agent.interval.mul_f64(0.9),
-    };
+    let limits = Limits::from_config(config);
     Some(Arc::new(PgTarget::new(dsn, limits)))
 }
 

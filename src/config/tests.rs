@@ -121,12 +121,65 @@ fn timeouts_must_fit_in_the_interval() {
         &[
             ("DATABASE_URL", "postgresql://h/db"),
             ("AGENT_INTERVAL", "1s"),
-            ("AGENT_CONNECT_TIMEOUT", "3s"),
+            ("AGENT_STATEMENT_TIMEOUT", "2s"),
         ],
         None,
     )
     .unwrap_err();
     assert!(e.to_string().contains("within one interval"), "{e}");
+}
+
+#[test]
+fn short_intervals_keep_a_connect_timeout_a_distant_database_needs() {
+    // Issue 14 item 9: at 2s the derived connect timeout was 500ms, below the ~2s a database
+    // 400ms away needs; and --print-config showed "666ms 666us 666ns".
+    for interval in ["1s", "2s", "15s"] {
+        let c = load(
+            &[
+                ("DATABASE_URL", "postgresql://h/db"),
+                ("AGENT_INTERVAL", interval),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            c.database.connect_timeout, DEFAULT_CONNECT_TIMEOUT,
+            "{interval}"
+        );
+        assert_eq!(c.database.statement_timeout.subsec_nanos() % 1_000_000, 0);
+    }
+    let c = load(
+        &[
+            ("DATABASE_URL", "postgresql://h/db"),
+            ("AGENT_INTERVAL", "2s"),
+        ],
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.database.statement_timeout, Duration::from_millis(667));
+    let t = c.effective_toml();
+    assert!(t.contains("statement_timeout = \"667ms\""), "{t}");
+    assert!(!t.contains("ms ") && !t.contains("ns\""), "{t}");
+    // An explicit longer connect timeout is accepted at a short interval too.
+    load(
+        &[
+            ("DATABASE_URL", "postgresql://h/db"),
+            ("AGENT_INTERVAL", "1s"),
+            ("AGENT_CONNECT_TIMEOUT", "3s"),
+        ],
+        None,
+    )
+    .unwrap();
+    // Sub-second soak intervals still derive a short one.
+    let c = load(
+        &[
+            ("DATABASE_URL", "postgresql://h/db"),
+            ("AGENT_INTERVAL", "100ms"),
+        ],
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.database.connect_timeout, Duration::from_millis(25));
 }
 
 #[test]

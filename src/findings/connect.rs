@@ -129,6 +129,7 @@ pub fn for_connect_error(
                 "Check the database is running and not overloaded or frozen (Railway dashboard / metrics)".into(),
                 "Check firewall rules: a silently dropped connection looks like a timeout".into(),
                 "Check database region (should match app region)".into(),
+                "If the database is far away (a round trip of hundreds of ms) while `psql` connects, raise AGENT_CONNECT_TIMEOUT (default 3s): a connection takes about five round trips".into(),
             ],
         ),
         ErrorKind::Tls => Finding::new(

@@ -21,6 +21,14 @@
 //!   `AGENT_LEADER_ELECTION=off` makes every agent run everything.
 //!
 //! Advisory locks are per database, so fleets watching different databases never contend.
+//!
+//! Through a connection pooler (PgBouncer; see [`crate::pg::Conn::direct`]) a session lock is no
+//! election: in transaction pooling it lands on whichever server connection ran the statement,
+//! two agents sharing that connection both "hold" it, and it stays behind on an idle pooled
+//! connection (up to PgBouncer's `server_idle_timeout`) keeping every direct agent a follower.
+//! So an agent behind a pooler never takes the lock: each cycle it looks whether a directly
+//! connected agent holds it (`pg_locks`), follows if so, and otherwise runs the database-wide
+//! checks itself (as with `AGENT_LEADER_ELECTION=off`: several pooled agents then all lead).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +43,20 @@ use crate::snapshot::Store;
 /// `0x526F73652D616774`, the bytes of "Rose-agt": the advisory lock key the fleet elects its
 /// leader with, unless `AGENT_LEADER_LOCK_KEY` says otherwise.
 pub const DEFAULT_LOCK_KEY: i64 = 0x526F_7365_2D61_6774;
+
+/// Whether any session holds the election lock `key` in this database (for an agent behind a
+/// pooler, which must not take it). A bigint advisory lock shows in `pg_locks` as classid = high
+/// 32 bits, objid = low 32 bits, objsubid = 1.
+pub fn held_by_anyone_sql(key: i64) -> String {
+    let k = key as u64;
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND classid = '{}'::oid AND objid = '{}'::oid AND objsubid = 1)",
+        k >> 32,
+        k & 0xffff_ffff
+    )
+}
 
 /// Who leads, as this agent sees it.
 pub struct Leadership {
@@ -96,7 +118,22 @@ impl Leadership {
             Err(_) => None,
             Ok(conn) => {
                 let prev = *self.held.lock().unwrap_or_else(|p| p.into_inner());
-                if prev == Some(conn.generation) {
+                if !conn.direct {
+                    let sql = held_by_anyone_sql(self.key);
+                    match pg.simple_query(&conn, &sql).await {
+                        Ok(rows)
+                            if rows.first().and_then(|r| r.first()).cloned().flatten()
+                                == Some("f".into()) =>
+                        {
+                            Some(conn.generation)
+                        }
+                        Ok(_) => None,
+                        Err(e) => {
+                            tracing::debug!(kind = %e.kind, error = %e.message, "Leader look-up failed.");
+                            None
+                        }
+                    }
+                } else if prev == Some(conn.generation) {
                     prev
                 } else {
                     let sql = format!("SELECT pg_try_advisory_lock({})", self.key);
@@ -172,5 +209,20 @@ impl Leadership {
                 store.defer(&database_checks);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_look_up_splits_the_key_as_postgresql_does() {
+        let sql = held_by_anyone_sql(DEFAULT_LOCK_KEY);
+        assert!(sql.contains("classid = '1383035749'::oid"), "{sql}");
+        assert!(sql.contains("objid = '761358196'::oid"), "{sql}");
+        let neg = held_by_anyone_sql(-1);
+        assert!(neg.contains("classid = '4294967295'::oid"), "{neg}");
+        assert!(neg.contains("objid = '4294967295'::oid"), "{neg}");
     }
 }

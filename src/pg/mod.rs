@@ -2,30 +2,64 @@
 //!
 //! - One connection, shared by every PostgreSQL check (a tokio-postgres `Client` pipelines
 //!   concurrent queries), so the agent holds at most one backend.
-//! - Session set-up in the startup packet (no extra round trip): `application_name=rose-agent`,
-//!   `statement_timeout`, `lock_timeout`, `idle_in_transaction_session_timeout`,
-//!   `default_transaction_read_only=on`; TCP keepalives and `tcp_user_timeout`.
-//! - Connect (DNS + TCP + TLS + auth) bounded by the connect timeout; DNS is resolved by the agent
-//!   so a name that does not resolve is told apart from a host that does not answer.
+//! - No startup `options` (default PgBouncer answers them with `08P01 unsupported startup
+//!   parameter`, and one that ignores them drops the limits silently). The limits are set by
+//!   the set-up statement below on a direct session, and through a pooler travel with every
+//!   query: it is sent as one simple-protocol message `SET TRANSACTION READ ONLY; SET LOCAL
+//!   statement_timeout = ..; SET LOCAL lock_timeout = ..; <query>`, which PostgreSQL runs as
+//!   one implicit transaction (atomic, one round trip, nothing left open on error, the whole
+//!   message on one server connection in every pool mode). The set-up statement itself always
+//!   goes that way.
+//! - Right after connecting, one statement tells whether the session is the server backend
+//!   itself ("direct": `pg_backend_pid()` is the pid announced at startup, also through a plain
+//!   TCP proxy) or a pooler's (PgBouncer announces a key of its own, [`sniff`]). On a direct
+//!   session it also sets the session defaults
+//!   again and the server-side liveness settings a role may set (`tcp_keepalives_*`, and on 14+
+//!   `idle_session_timeout` and `client_connection_check_interval`, a few intervals long), so a
+//!   backend the agent abandoned in a network blip is reclaimed within [`Limits::liveness`]
+//!   instead of the OS keepalive's two hours; and it terminates the agent's own previous backend
+//!   (by pid *and* `backend_start`, same role, `application_name = rose-agent`: never another
+//!   agent's session) when that one is still there. Through a pooler the session is shared, so
+//!   nothing session-level is set and nothing is terminated.
+//! - Connect (DNS + TCP + TLS + auth + that statement) bounded by the connect timeout; DNS is
+//!   resolved by the agent so a name that does not resolve is told apart from a host that does
+//!   not answer; every address of the name is tried in order, as libpq does (`localhost` ->
+//!   `::1` then `127.0.0.1`, multi-A endpoints), a silent address getting only its share of the
+//!   time left. TCP keepalives and `tcp_user_timeout` on the agent's socket.
 //! - Never more than one connection attempt in flight; after a failure, capped jittered backoff.
 //! - Every query bounded on the client side too; a timed-out or broken connection is dropped, and
 //!   dropping it aborts the task that drives its socket.
 
 pub mod leader;
+pub mod sniff;
 pub mod tls;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 use crate::dsn::{Dsn, Host, SslMode};
 use crate::error::{CheckError, ErrorKind};
 
-/// The `application_name` every agent session carries.
+/// The `application_name` every agent session carries (other checks filter on it, e.g.
+/// `pg_connection_budget`, so it stays the same for every agent of a fleet).
 pub const APPLICATION_NAME: &str = "rose-agent";
+
+/// `idle_session_timeout` and `client_connection_check_interval` exist from PostgreSQL 14;
+/// older servers get only the TCP keepalive settings.
+pub const LIVENESS_SETTINGS_FROM: u32 = 140_000;
+
+/// How soon the server must let go of a session the agent abandoned (a network blip, a killed
+/// agent): four intervals, at least 10 s (short test intervals must not make the server drop a
+/// healthy session that is merely between two cycles), at most 5 min.
+pub fn liveness_for(interval: Duration) -> Duration {
+    (interval * 4).clamp(Duration::from_secs(10), Duration::from_secs(300))
+}
 
 /// Session limits and backoff bounds.
 #[derive(Debug, Clone)]
@@ -38,6 +72,48 @@ pub struct Limits {
     /// Longest wait between connection attempts; kept under one interval so recovery is seen
     /// within one interval of the fault ending.
     pub max_backoff: Duration,
+    /// Bound on how long the server keeps a backend the agent abandoned ([`liveness_for`]).
+    pub liveness: Duration,
+}
+
+impl Limits {
+    /// The limits the configuration asks for.
+    pub fn from_config(config: &crate::config::Config) -> Limits {
+        Limits {
+            connect_timeout: config.database.connect_timeout,
+            statement_timeout: config.database.statement_timeout,
+            lock_timeout: config.database.lock_timeout,
+            query_timeout: config.database.query_timeout(),
+            max_backoff: config.agent.interval.mul_f64(0.9),
+            liveness: liveness_for(config.agent.interval),
+        }
+    }
+
+    /// The server-side liveness settings of a direct session, as `(name, value)`; the last two
+    /// only from [`LIVENESS_SETTINGS_FROM`]. Keepalives: first probe after half the bound, then
+    /// four probes an eighth apart, so a peer that vanished is found within the bound.
+    pub fn liveness_settings(&self) -> Vec<(&'static str, String)> {
+        let secs = |d: Duration| d.as_secs().max(1).to_string();
+        let ms = |d: Duration| d.as_millis().max(1).to_string();
+        let l = self.liveness;
+        vec![
+            ("tcp_keepalives_idle", secs(l / 2)),
+            ("tcp_keepalives_interval", secs(l / 8)),
+            ("tcp_keepalives_count", "4".into()),
+            ("idle_session_timeout", ms(l)),
+            (
+                "client_connection_check_interval",
+                ms((l / 8).max(Duration::from_secs(1))),
+            ),
+        ]
+    }
+}
+
+/// A server backend, told apart from a later one with the same pid by its start time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backend {
+    pub pid: i32,
+    pub start: String,
 }
 
 /// An open connection. Dropping the last handle aborts the socket task.
@@ -46,6 +122,11 @@ pub struct Conn {
     task: JoinHandle<()>,
     pub generation: u64,
     pub connect_duration: Duration,
+    /// The session is the server backend itself; false through a pooler such as PgBouncer,
+    /// where session state (settings, session advisory locks) may be shared with other clients.
+    pub direct: bool,
+    /// The backend of a direct session.
+    pub backend: Option<Backend>,
 }
 
 impl Drop for Conn {
@@ -63,6 +144,8 @@ struct Slot {
     /// Completed connection attempts: a caller that waited on someone else's attempt shares
     /// its outcome instead of starting another.
     attempts: u64,
+    /// The backend of the last direct session: terminated at the next connect if it lingers.
+    last_backend: Option<Backend>,
 }
 
 type ConnectHook = Box<dyn Fn(bool) + Send + Sync>;
@@ -75,6 +158,15 @@ pub struct PgTarget {
     slot: Mutex<Slot>,
     connecting: tokio::sync::Mutex<()>,
     on_connect: Option<ConnectHook>,
+    /// Addresses to use instead of resolving the host name (tests of multi-address names).
+    addresses: Option<Vec<IpAddr>>,
+}
+
+/// What the set-up statement found out.
+struct Session {
+    direct: bool,
+    backend: Backend,
+    terminated: u32,
 }
 
 impl PgTarget {
@@ -91,10 +183,21 @@ impl PgTarget {
                 retry_at: None,
                 last_error: None,
                 attempts: 0,
+                last_backend: None,
             }),
             connecting: tokio::sync::Mutex::new(()),
             on_connect: None,
+            addresses: None,
         }
+    }
+
+    /// Uses these addresses, in this order, instead of resolving the DSN's host name (which
+    /// still names the server for TLS). For tests: a name with several addresses cannot be made
+    /// up on a shared machine without editing /etc/hosts.
+    #[doc(hidden)]
+    pub fn with_addresses(mut self, addresses: Vec<IpAddr>) -> PgTarget {
+        self.addresses = Some(addresses);
+        self
     }
 
     /// Calls `hook(ok)` after every connection attempt (for the attempts counter).
@@ -139,7 +242,7 @@ impl PgTarget {
         if let Some(c) = self.current() {
             return Ok(c);
         }
-        {
+        let previous = {
             let slot = self.lock();
             // An attempt finished (and failed) while this caller waited: share its outcome, so
             // callers queued behind a hanging server do not each wait out a connect timeout.
@@ -160,14 +263,20 @@ impl PgTarget {
                     return Err(e);
                 }
             }
-        }
+            slot.last_backend.clone()
+        };
         let started = Instant::now();
-        let result = match tokio::time::timeout(self.limits.connect_timeout, self.connect()).await {
+        let result = match tokio::time::timeout(
+            self.limits.connect_timeout,
+            self.connect(previous.as_ref()),
+        )
+        .await
+        {
             Ok(r) => r,
             Err(_) => Err(CheckError::new(
                 ErrorKind::ConnectTimeout,
                 format!(
-                    "{}: no connection within the connect timeout ({} ms)",
+                    "{}: no connection within AGENT_CONNECT_TIMEOUT ({} ms)",
                     self.target,
                     self.limits.connect_timeout.as_millis()
                 ),
@@ -179,19 +288,30 @@ impl PgTarget {
         let mut slot = self.lock();
         slot.attempts += 1;
         match result {
-            Ok((client, task)) => {
+            Ok((client, task, session)) => {
                 slot.generation += 1;
                 let conn = Arc::new(Conn {
                     client,
                     task,
                     generation: slot.generation,
                     connect_duration: started.elapsed(),
+                    direct: session.direct,
+                    backend: session.direct.then(|| session.backend.clone()),
                 });
                 slot.conn = Some(conn.clone());
                 slot.failures = 0;
                 slot.retry_at = None;
                 slot.last_error = None;
-                tracing::info!(target_db = %self.target, ms = started.elapsed().as_millis() as u64, "Connected to PostgreSQL.");
+                if session.direct {
+                    slot.last_backend = Some(session.backend);
+                }
+                tracing::info!(target_db = %self.target, ms = started.elapsed().as_millis() as u64, direct = session.direct, "Connected to PostgreSQL.");
+                if session.terminated > 0 {
+                    tracing::info!(target_db = %self.target, pid = previous.as_ref().map(|b| b.pid), "Terminated this agent's previous session, which outlived its connection.");
+                }
+                if !session.direct {
+                    tracing::warn!(target_db = %self.target, "Connected through a connection pooler (PostgreSQL does not see the agent's own socket; PgBouncer?): the limits are enforced per transaction, which holds in every pool mode, but no session settings are made, and this agent takes no session advisory lock (it follows a directly connected leader when there is one, else runs the database-wide checks itself). Point AGENT_DATABASE_URL at PostgreSQL itself for leader election.");
+                }
                 Ok(conn)
             }
             Err(e) => {
@@ -220,13 +340,21 @@ impl PgTarget {
         }
     }
 
-    /// Runs a simple-protocol query (one round trip, no prepared statement) under the
-    /// client-side timeout; drops the connection when the query times out or the socket broke.
+    /// Runs a query under the agent's limits (the session's own on a direct session; through a
+    /// pooler [`guarded`]: one round trip, one implicit read-only transaction with
+    /// `statement_timeout` and `lock_timeout`), bounded on the client side too; drops the connection when the query times out or the socket broke.
     pub async fn simple_query(
         &self,
         conn: &Conn,
         sql: &str,
     ) -> Result<Vec<Vec<Option<String>>>, CheckError> {
+        let guarded_sql;
+        let sql = if conn.direct {
+            sql
+        } else {
+            guarded_sql = guarded(&self.limits, sql);
+            guarded_sql.as_str()
+        };
         match tokio::time::timeout(self.limits.query_timeout, conn.client.simple_query(sql)).await {
             Err(_) => {
                 self.invalidate(conn.generation);
@@ -246,17 +374,7 @@ impl PgTarget {
                 }
                 Err(err)
             }
-            Ok(Ok(msgs)) => Ok(msgs
-                .into_iter()
-                .filter_map(|m| match m {
-                    SimpleQueryMessage::Row(r) => Some(
-                        (0..r.len())
-                            .map(|i| r.get(i).map(str::to_owned))
-                            .collect::<Vec<_>>(),
-                    ),
-                    _ => None,
-                })
-                .collect()),
+            Ok(Ok(msgs)) => Ok(rows(msgs)),
         }
     }
 
@@ -281,75 +399,317 @@ impl PgTarget {
         self.slot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn connect(&self) -> Result<(Client, JoinHandle<()>), CheckError> {
+    fn base_config(&self) -> tokio_postgres::Config {
         let mut cfg = tokio_postgres::Config::new();
         cfg.user(&self.dsn.user)
             .dbname(&self.dsn.dbname)
             .port(self.dsn.port)
-            .application_name(APPLICATION_NAME);
+            .application_name(APPLICATION_NAME)
+            .connect_timeout(self.limits.connect_timeout);
         if let Some(p) = self.dsn.password() {
             cfg.password(p);
         }
-        match &self.dsn.host {
+        cfg.ssl_mode(match self.dsn.sslmode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
+        cfg
+    }
+
+    async fn connect(
+        &self,
+        previous: Option<&Backend>,
+    ) -> Result<(Client, JoinHandle<()>, Session), CheckError> {
+        let (client, task, announced) = match &self.dsn.host {
             Host::Socket(dir) => {
-                cfg.host_path(dir);
+                let path = dir.join(format!(".s.PGSQL.{}", self.dsn.port));
+                let stream = tokio::net::UnixStream::connect(&path)
+                    .await
+                    .map_err(|e| CheckError::from_io(&e, &self.target))?;
+                let announced = sniff::Announced::new();
+                // libpq does not use TLS over a Unix socket, and neither does tokio-postgres.
+                let (client, conn) = self
+                    .base_config()
+                    .connect_raw(sniff::Sniffer::raw(stream, announced.clone()), NoTls)
+                    .await
+                    .map_err(|e| connect_error(&e, &self.target))?;
+                (
+                    client,
+                    tokio::spawn(async move { drop(conn.await) }),
+                    announced.pid(),
+                )
             }
-            Host::Tcp(name) => {
-                let ip = resolve(name, self.dsn.port, &self.target).await?;
-                cfg.host(name).hostaddr(ip);
+            Host::Tcp(name) => self.connect_tcp(name).await?,
+        };
+        let sql = guarded(&self.limits, &setup_sql(&self.limits, announced, previous));
+        let msgs = match client.simple_query(&sql).await {
+            Ok(m) => m,
+            Err(e) => {
+                task.abort();
+                return Err(CheckError::from_pg(&e, &self.target));
+            }
+        };
+        match parse_setup(&rows(msgs)) {
+            Some(session) => Ok((client, task, session)),
+            None => {
+                task.abort();
+                Err(CheckError::new(
+                    ErrorKind::Protocol,
+                    format!("{}: the session set-up returned no row", self.target),
+                ))
             }
         }
-        let ms = |d: Duration| d.as_millis().max(1);
-        cfg.options(format!(
-            "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={} -c default_transaction_read_only=on",
-            ms(self.limits.statement_timeout),
-            ms(self.limits.lock_timeout),
-            ms(self.limits.query_timeout * 2),
-        ));
-        cfg.connect_timeout(self.limits.connect_timeout)
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(30))
-            .keepalives_interval(Duration::from_secs(5))
-            .keepalives_retries(3)
-            .tcp_user_timeout(self.limits.query_timeout.max(Duration::from_secs(1)) * 2);
-        let target = self.target.as_str();
-        let map = |e: tokio_postgres::Error| CheckError::from_pg(&e, target);
-        match tls::connector(&self.dsn)? {
-            None => {
-                cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
-                let (client, conn) = cfg.connect(NoTls).await.map_err(map)?;
-                Ok((client, tokio::spawn(async move { drop(conn.await) })))
+    }
+
+    /// Tries every address of `name` in order until one gives a session, as libpq does. Each
+    /// address gets its share of the time left (a refused one returns at once and leaves its
+    /// share to the next; a silent one cannot eat the others' time); the last gets all of it.
+    async fn connect_tcp(
+        &self,
+        name: &str,
+    ) -> Result<(Client, JoinHandle<()>, Option<i32>), CheckError> {
+        let addrs = match &self.addresses {
+            Some(a) => a.clone(),
+            None => resolve(name, self.dsn.port, &self.target).await?,
+        };
+        let deadline = Instant::now() + self.limits.connect_timeout;
+        let many = addrs.len() > 1;
+        let mut errors: Vec<CheckError> = Vec::new();
+        for (i, ip) in addrs.iter().enumerate() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
             }
-            Some(tls) => {
-                cfg.ssl_mode(if self.dsn.sslmode == SslMode::Prefer {
-                    tokio_postgres::config::SslMode::Prefer
-                } else {
-                    tokio_postgres::config::SslMode::Require
-                });
-                let (client, conn) = cfg.connect(tls).await.map_err(|e| {
-                    let mut err = map(e);
+            let share = left / (addrs.len() - i) as u32;
+            let addr = SocketAddr::new(*ip, self.dsn.port);
+            let label = if many {
+                format!("{} [{}]", self.target, addr)
+            } else {
+                self.target.clone()
+            };
+            match tokio::time::timeout(share, self.connect_addr(name, addr, &label)).await {
+                Ok(Ok(done)) => return Ok(done),
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => errors.push(CheckError::new(
+                    ErrorKind::ConnectTimeout,
+                    format!("{label}: no session within {} ms", share.as_millis()),
+                )),
+            }
+        }
+        Err(pick_error(errors, &self.target))
+    }
+
+    /// One address: TCP, then TLS (per `sslmode`, the host name for SNI and verification) and
+    /// the startup on that socket.
+    async fn connect_addr(
+        &self,
+        name: &str,
+        addr: SocketAddr,
+        label: &str,
+    ) -> Result<(Client, JoinHandle<()>, Option<i32>), CheckError> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| CheckError::from_io(&e, label))?;
+        self.tune_socket(&stream);
+        let announced = sniff::Announced::new();
+        let stream = sniff::Sniffer::raw(stream, announced.clone());
+        let cfg = self.base_config();
+        let (client, task) = match tls::connector(&self.dsn)? {
+            None => {
+                let (client, conn) = cfg
+                    .connect_raw(stream, NoTls)
+                    .await
+                    .map_err(|e| connect_error(&e, label))?;
+                (client, tokio::spawn(async move { drop(conn.await) }))
+            }
+            Some(mut tls) => {
+                let tls = <_ as MakeTlsConnect<TcpStream>>::make_tls_connect(&mut tls, name)
+                    .map_err(|e| CheckError::new(ErrorKind::Tls, format!("{label}: {e}")))?;
+                let tls = sniff::SniffTls {
+                    inner: tls,
+                    out: announced.clone(),
+                };
+                let (client, conn) = cfg.connect_raw(stream, tls).await.map_err(|e| {
+                    let mut err = connect_error(&e, label);
                     if err.kind == ErrorKind::Other && err.sqlstate.is_none() {
                         err.kind = ErrorKind::Tls;
                     }
                     err
                 })?;
-                Ok((client, tokio::spawn(async move { drop(conn.await) })))
+                (client, tokio::spawn(async move { drop(conn.await) }))
             }
-        }
+        };
+        Ok((client, task, announced.pid()))
+    }
+
+    /// TCP keepalives and `tcp_user_timeout` on the agent's side of the socket.
+    fn tune_socket(&self, stream: &TcpStream) {
+        let sock = socket2::SockRef::from(stream);
+        let ka = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(30))
+            .with_interval(Duration::from_secs(5))
+            .with_retries(3);
+        let _ = sock.set_tcp_keepalive(&ka);
+        let _ = sock.set_tcp_user_timeout(Some(
+            self.limits.query_timeout.max(Duration::from_secs(1)) * 2,
+        ));
+        let _ = sock.set_tcp_nodelay(true);
     }
 }
 
-async fn resolve(name: &str, port: u16, target: &str) -> Result<IpAddr, CheckError> {
+/// The rows of a simple-protocol answer, as text.
+fn rows(msgs: Vec<SimpleQueryMessage>) -> Vec<Vec<Option<String>>> {
+    msgs.into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).map(str::to_owned))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `sql` under the agent's limits, as one simple-protocol message: PostgreSQL runs the
+/// statements of one message as one implicit transaction, so the `SET LOCAL`s apply to `sql`
+/// alone, an error rolls everything back (nothing is left open, the pipelined next query is
+/// unaffected), and a pooler in transaction mode hands the whole message to one server
+/// connection. `statement_timeout` applies to each statement of the message separately.
+pub fn guarded(limits: &Limits, sql: &str) -> String {
+    let ms = |d: Duration| d.as_millis().max(1);
+    format!(
+        "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}; {sql}",
+        ms(limits.statement_timeout),
+        ms(limits.lock_timeout),
+    )
+}
+
+/// The statement run once per connection: whether the session is direct (the backend is the one
+/// that announced itself at startup), the backend's pid and start, and on a direct session the session defaults, the liveness settings
+/// and the termination of the agent's previous backend if it is still there.
+fn setup_sql(limits: &Limits, announced: Option<i32>, previous: Option<&Backend>) -> String {
+    let direct = match announced {
+        Some(pid) => format!("pg_backend_pid() = {pid}"),
+        None => "false".into(),
+    };
+    let ms = |d: Duration| d.as_millis().max(1).to_string();
+    let mut session = vec![
+        ("statement_timeout", ms(limits.statement_timeout)),
+        ("lock_timeout", ms(limits.lock_timeout)),
+        (
+            "idle_in_transaction_session_timeout",
+            ms(limits.query_timeout * 2),
+        ),
+        ("default_transaction_read_only", "on".to_owned()),
+    ];
+    let all = limits.liveness_settings();
+    let (old, new): (Vec<_>, Vec<_>) = all.into_iter().partition(|(n, _)| n.starts_with("tcp_"));
+    session.extend(old);
+    let set = |list: &[(&str, String)]| {
+        list.iter()
+            .map(|(n, v)| format!("set_config('{n}', '{v}', false)"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let terminate = match previous {
+        Some(b) => format!(
+            "(SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a WHERE a.pid = {} \
+             AND a.backend_start = '{}'::timestamptz AND a.usename = current_user \
+             AND a.application_name = '{APPLICATION_NAME}' AND a.pid <> pg_backend_pid())",
+            b.pid,
+            b.start.replace('\'', "''")
+        ),
+        None => "0".into(),
+    };
+    format!(
+        "WITH s AS (SELECT {direct} AS direct, current_setting('server_version_num')::int AS v) \
+         SELECT s.direct, pg_backend_pid(), \
+         (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())::text, \
+         CASE WHEN s.direct THEN concat_ws(',', {}, \
+           CASE WHEN s.v >= {LIVENESS_SETTINGS_FROM} THEN concat_ws(',', {}) END) END, \
+         CASE WHEN s.direct THEN {terminate} ELSE 0 END \
+         FROM s",
+        set(&session),
+        set(&new),
+    )
+}
+
+fn parse_setup(rows: &[Vec<Option<String>>]) -> Option<Session> {
+    let r = rows.first()?;
+    let col = |i: usize| r.get(i).cloned().flatten();
+    Some(Session {
+        direct: col(0)? == "t",
+        backend: Backend {
+            pid: col(1)?.parse().ok()?,
+            start: col(2).unwrap_or_default(),
+        },
+        terminated: col(4).and_then(|s| s.parse().ok()).unwrap_or(0),
+    })
+}
+
+/// A connection error; a startup packet the peer refuses (`08P01`, a pooler's answer to a
+/// parameter it does not know) names PgBouncer's setting.
+fn connect_error(e: &tokio_postgres::Error, target: &str) -> CheckError {
+    let mut err = CheckError::from_pg(e, target);
+    if err.sqlstate.as_deref() == Some("08P01") {
+        err.message.push_str(
+            " (a connection pooler refused the startup packet: the agent sends only user, database, application_name and client_encoding; PgBouncer's ignore_startup_parameters must allow any other the pooler lists)",
+        );
+    }
+    err
+}
+
+/// The error of a connection attempt over several addresses: one the server itself answered
+/// (authentication, no slots...) says more than a refused or silent address; else the last.
+fn pick_error(mut errors: Vec<CheckError>, target: &str) -> CheckError {
+    if errors.len() <= 1 {
+        return errors.into_iter().next().unwrap_or_else(|| {
+            CheckError::new(
+                ErrorKind::ConnectTimeout,
+                format!("{target}: no address could be tried within AGENT_CONNECT_TIMEOUT"),
+            )
+        });
+    }
+    let all = errors
+        .iter()
+        .map(|e| e.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let answered = errors.iter().rposition(|e| e.sqlstate.is_some());
+    let mut chosen = match answered {
+        Some(i) => errors.swap_remove(i),
+        None => errors
+            .pop()
+            .unwrap_or_else(|| CheckError::new(ErrorKind::Other, "")),
+    };
+    chosen.message = crate::dsn::redact(&format!("every address failed: {all}"));
+    chosen
+}
+
+/// Every address of `name` (an IP literal is its own one address), in the resolver's order.
+async fn resolve(name: &str, port: u16, target: &str) -> Result<Vec<IpAddr>, CheckError> {
     if let Ok(ip) = name.parse::<IpAddr>() {
-        return Ok(ip);
+        return Ok(vec![ip]);
     }
     match tokio::net::lookup_host((name, port)).await {
-        Ok(mut addrs) => addrs.next().map(|a| a.ip()).ok_or_else(|| {
-            CheckError::new(
-                ErrorKind::Dns,
-                format!("{target}: '{name}' resolved to no address"),
-            )
-        }),
+        Ok(addrs) => {
+            let mut out: Vec<IpAddr> = Vec::new();
+            for a in addrs {
+                if !out.contains(&a.ip()) {
+                    out.push(a.ip());
+                }
+            }
+            if out.is_empty() {
+                Err(CheckError::new(
+                    ErrorKind::Dns,
+                    format!("{target}: '{name}' resolved to no address"),
+                ))
+            } else {
+                Ok(out)
+            }
+        }
         Err(e) => Err(CheckError::new(
             ErrorKind::Dns,
             format!("{target}: cannot resolve '{name}': {e}"),
@@ -368,6 +728,117 @@ pub fn backoff(failures: u32, cap: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            connect_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_millis(1500),
+            lock_timeout: Duration::from_millis(200),
+            query_timeout: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(1),
+            liveness: liveness_for(Duration::from_secs(15)),
+        }
+    }
+
+    #[test]
+    fn every_query_carries_the_limits_in_its_own_transaction() {
+        let g = guarded(&limits(), "SELECT 1");
+        assert_eq!(
+            g,
+            "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = 1500; SET LOCAL lock_timeout = 200; SELECT 1"
+        );
+    }
+
+    #[test]
+    fn liveness_is_a_few_intervals_and_bounded() {
+        assert_eq!(
+            liveness_for(Duration::from_secs(15)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            liveness_for(Duration::from_secs(1)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            liveness_for(Duration::from_secs(3600)),
+            Duration::from_secs(300)
+        );
+        let s = limits().liveness_settings();
+        let get = |n: &str| s.iter().find(|(k, _)| *k == n).unwrap().1.clone();
+        assert_eq!(get("tcp_keepalives_idle"), "30");
+        assert_eq!(get("tcp_keepalives_interval"), "7");
+        assert_eq!(get("tcp_keepalives_count"), "4");
+        assert_eq!(get("idle_session_timeout"), "60000");
+        assert_eq!(get("client_connection_check_interval"), "7500");
+    }
+
+    #[test]
+    fn setup_sets_session_state_only_on_a_direct_session_and_terminates_only_our_old_backend() {
+        let prev = Backend {
+            pid: 4242,
+            start: "2024-01-01 00:00:00.1+00".into(),
+        };
+        let sql = setup_sql(&limits(), Some(50123), Some(&prev));
+        assert!(sql.contains("pg_backend_pid() = 50123"), "{sql}");
+        assert!(sql.contains("CASE WHEN s.direct THEN concat_ws"), "{sql}");
+        assert!(sql.contains("s.v >= 140000"), "{sql}");
+        assert!(sql.contains("set_config('idle_session_timeout', '60000', false)"));
+        assert!(sql.contains("a.pid = 4242 AND a.backend_start = '2024-01-01 00:00:00.1+00'"));
+        assert!(sql.contains("a.usename = current_user"));
+        assert!(sql.contains("a.application_name = 'rose-agent'"));
+        let unix = setup_sql(&limits(), None, None);
+        assert!(unix.contains("SELECT false AS direct"), "{unix}");
+        assert!(!unix.contains("pg_terminate_backend"), "{unix}");
+        let odd = Backend {
+            pid: 1,
+            start: "x' OR true --".into(),
+        };
+        assert!(setup_sql(&limits(), Some(1), Some(&odd)).contains("'x'' OR true --'"));
+    }
+
+    #[test]
+    fn setup_row_is_parsed() {
+        let r = vec![vec![
+            Some("t".into()),
+            Some("77".into()),
+            Some("2024-01-01".into()),
+            Some("0,0".into()),
+            Some("1".into()),
+        ]];
+        let s = parse_setup(&r).unwrap();
+        assert!(s.direct);
+        assert_eq!(s.backend.pid, 77);
+        assert_eq!(s.terminated, 1);
+        assert!(parse_setup(&[]).is_none());
+        assert!(parse_setup(&[vec![None]]).is_none());
+    }
+
+    #[test]
+    fn of_several_addresses_the_one_the_server_answered_is_reported() {
+        let refused = CheckError::new(ErrorKind::Refused, "t [::1]:5432: refused");
+        let mut auth = CheckError::new(ErrorKind::AuthFailed, "t [127.0.0.1]:5432: auth");
+        auth.sqlstate = Some("28P01".into());
+        let e = pick_error(vec![refused.clone(), auth], "t");
+        assert_eq!(e.kind, ErrorKind::AuthFailed);
+        assert!(e.message.contains("[::1]:5432: refused") && e.message.contains("auth"));
+        let timeout = CheckError::new(ErrorKind::ConnectTimeout, "t [10.0.0.1]:5432: silent");
+        assert_eq!(
+            pick_error(vec![timeout, refused.clone()], "t").kind,
+            ErrorKind::Refused
+        );
+        assert_eq!(
+            pick_error(vec![refused], "t").message,
+            "t [::1]:5432: refused"
+        );
+        assert_eq!(pick_error(vec![], "t").kind, ErrorKind::ConnectTimeout);
+    }
+
+    #[tokio::test]
+    async fn a_name_resolves_to_every_address() {
+        let a = resolve("localhost", 5432, "t").await.unwrap();
+        assert!(a.iter().any(|ip| ip.is_loopback()), "{a:?}");
+        assert_eq!(resolve("127.0.0.1", 1, "t").await.unwrap().len(), 1);
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {
