@@ -232,7 +232,7 @@ pub async fn serve(
         let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) => {
-                if is_resource_exhaustion(&e) {
+                if crate::error::is_local_resource_error(&e) {
                     // Out of descriptors or memory: free one for the agent's own work and slow
                     // down rather than spin.
                     conns.evict_oldest_idle();
@@ -286,14 +286,6 @@ pub async fn serve(
     // Connection tasks drain themselves (DRAIN) when `cancel` fires; this bounds the wait.
     let _ = tokio::time::timeout(DRAIN + Duration::from_millis(500), tracker.wait()).await;
     Ok(())
-}
-
-/// Whether an accept error means the process ran out of descriptors or memory.
-pub fn is_resource_exhaustion(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS)
-    ) || e.kind() == std::io::ErrorKind::OutOfMemory
 }
 
 /// Accept errors, logged at most every 10 s with a count, not once per failed accept.
@@ -432,4 +424,28 @@ async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
 
 async fn index() -> &'static str {
     "rose-agent\n\n/metrics  Prometheus metrics\n/healthz  liveness\n/readyz   readiness (first round of checks done)\n/findings active findings (JSON)\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_open_files_limit_caps_connections_and_keeps_a_reserve() {
+        assert_eq!(connection_cap(256, None), 256);
+        assert_eq!(connection_cap(256, Some(65_536)), 256);
+        // systemd's default 1,024: a quarter (256) stays with the agent.
+        assert_eq!(connection_cap(10_000, Some(1024)), 768);
+        // Small limits keep RESERVED_FDS.
+        assert_eq!(connection_cap(10_000, Some(256)), 128);
+        assert_eq!(connection_cap(10_000, Some(100)), 1, "never zero");
+    }
+
+    #[test]
+    fn reads_the_soft_open_files_limit() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \nMax cpu time              unlimited            unlimited            seconds   \nMax open files            1024                 524288               files     \n";
+        assert_eq!(parse_nofile(text), Some(1024));
+        assert_eq!(parse_nofile("nothing"), None);
+        assert!(nofile_limit().is_some_and(|n| n > 0));
+    }
 }
