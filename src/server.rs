@@ -51,9 +51,11 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bounds of `AGENT_WEB_HEADER_TIMEOUT`.
 pub const MIN_HEADER_TIMEOUT: Duration = Duration::from_millis(100);
 pub const MAX_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
-/// Default of `AGENT_WEB_MAX_CONNECTIONS`: Prometheus and a probe need a few; 256 idle
-/// connections cost about 5 MiB, well inside the shipped 64 MiB limit.
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 256;
+/// Default of `AGENT_WEB_MAX_CONNECTIONS`: Prometheus, the orchestrator's probes and a human
+/// need a handful. Under a flood that keeps evicting, the allocator's high-water mark grows
+/// about 60 KiB per allowed connection (measured: 64 -> +4.4 MiB, 256 -> +13 MiB, release
+/// build), and glibc keeps it for reuse rather than returning it: the cap is what bounds it.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 64;
 /// Descriptors kept for the agent's own work (the PostgreSQL connection and its reconnects,
 /// the SQLite files, app probes, alert pushes, OTLP, /proc reads, the runtime's own), or a
 /// quarter of the open-files limit when that is more: HTTP clients never get these.
@@ -432,8 +434,8 @@ mod tests {
 
     #[test]
     fn the_open_files_limit_caps_connections_and_keeps_a_reserve() {
-        assert_eq!(connection_cap(256, None), 256);
-        assert_eq!(connection_cap(256, Some(65_536)), 256);
+        assert_eq!(connection_cap(64, None), 64);
+        assert_eq!(connection_cap(64, Some(65_536)), 64);
         // systemd's default 1,024: a quarter (256) stays with the agent.
         assert_eq!(connection_cap(10_000, Some(1024)), 768);
         // Small limits keep RESERVED_FDS.

@@ -89,7 +89,7 @@ pub struct RawAgent {
     /// also the keep-alive idle timeout (env `AGENT_WEB_HEADER_TIMEOUT`; default `5s`).
     pub web_header_timeout: Option<String>,
     /// Most connections the endpoint holds open at once; further capped by the open-files limit
-    /// (env `AGENT_WEB_MAX_CONNECTIONS`; default 256).
+    /// (env `AGENT_WEB_MAX_CONNECTIONS`; default 64).
     pub web_max_connections: Option<i64>,
     /// Run the database-wide checks only on the agent of a fleet that holds the PostgreSQL
     /// advisory lock (env `AGENT_LEADER_ELECTION`: on/off; default on). Off: every agent runs
