@@ -184,6 +184,7 @@ def run_flood(args, proc, port, row):
     row["opened_s"] = flood.opened_s
     t0 = time.monotonic()
     lat_m, lat_h, rss, nfds, failures = [], [], [], [], 0
+    closed_at = None
     while time.monotonic() - t0 < args.hold and alive(proc):
         d, code, _ = get(port, "/metrics")
         lat_m.append(d)
@@ -194,6 +195,8 @@ def run_flood(args, proc, port, row):
         rss.append(rss_kib(pid))
         nfds.append(fds(pid))
         flood.poll_closed()
+        if not flood.open and closed_at is None:
+            closed_at = time.monotonic() - t0
         time.sleep(0.25)
     row["metrics_p50_during"] = statistics.median(lat_m) if lat_m else float("nan")
     row["metrics_max_during"] = max(lat_m, default=float("nan"))
@@ -202,14 +205,15 @@ def run_flood(args, proc, port, row):
     row["rss_peak"] = max(rss, default=0)
     row["fds_peak"] = max(nfds, default=0)
     row["held_at_end_of_hold"] = len(flood.open)
-    # How long until the server has closed every flood connection (bounded).
-    t1 = time.monotonic()
+    # How long until the server has closed every flood connection (bounded), from the moment
+    # the flood was open.
     while flood.open and time.monotonic() - t0 < args.hold + args.close_wait and alive(proc):
         flood.poll_closed()
         time.sleep(0.2)
-    row["all_closed_after_s"] = None if flood.open else time.monotonic() - t0
+    if not flood.open and closed_at is None:
+        closed_at = time.monotonic() - t0
+    row["all_closed_after_s"] = closed_at
     row["still_open"] = len(flood.open)
-    _ = t1
     flood.close()
     time.sleep(5)
     row["alive"] = alive(proc)
