@@ -30,6 +30,8 @@ pub enum ErrorKind {
     ConnectionClosed,
     Http,
     Io,
+    /// The agent itself ran out of descriptors or memory: says nothing about the peer.
+    LocalResources,
     Protocol,
     Other,
 }
@@ -55,6 +57,7 @@ impl ErrorKind {
         ErrorKind::ConnectionClosed,
         ErrorKind::Http,
         ErrorKind::Io,
+        ErrorKind::LocalResources,
         ErrorKind::Protocol,
         ErrorKind::Other,
     ];
@@ -80,6 +83,7 @@ impl ErrorKind {
             ErrorKind::ConnectionClosed => "connection_closed",
             ErrorKind::Http => "http",
             ErrorKind::Io => "io",
+            ErrorKind::LocalResources => "local_resources",
             ErrorKind::Protocol => "protocol",
             ErrorKind::Other => "other",
         }
@@ -116,6 +120,9 @@ impl ErrorKind {
             ErrorKind::ConnectionClosed => "the server closed the connection",
             ErrorKind::Http => "an HTTP probe got an unexpected answer",
             ErrorKind::Io => "another I/O error",
+            ErrorKind::LocalResources => {
+                "the agent ran out of file descriptors or memory (EMFILE, ENFILE, ENOMEM): nothing was learned about the peer"
+            }
             ErrorKind::Protocol => "the peer answered something unexpected",
             ErrorKind::Other => "anything else",
         }
@@ -228,6 +235,9 @@ fn classify_chain(e: &(dyn std::error::Error + 'static)) -> ErrorKind {
             {
                 return ErrorKind::Tls;
             }
+            if is_local_resource_error(io) {
+                return ErrorKind::LocalResources;
+            }
             return match io.kind() {
                 K::ConnectionRefused => ErrorKind::Refused,
                 K::TimedOut => ErrorKind::ConnectTimeout,
@@ -244,6 +254,15 @@ fn classify_chain(e: &(dyn std::error::Error + 'static)) -> ErrorKind {
         cur = err.source();
     }
     ErrorKind::Other
+}
+
+/// Whether an I/O error is the agent's own lack of descriptors or memory (EMFILE, ENFILE,
+/// ENOMEM, ENOBUFS), which must never be read as a verdict on the database or the app.
+pub fn is_local_resource_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS)
+    ) || e.kind() == std::io::ErrorKind::OutOfMemory
 }
 
 /// The error and its sources joined, for the message (never for labels).
@@ -287,6 +306,16 @@ mod tests {
     #[test]
     fn io_kinds_are_classified() {
         let e = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(classify_chain(&e), ErrorKind::Refused);
+    }
+
+    #[test]
+    fn the_agents_own_exhaustion_is_not_the_peers_fault() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOMEM] {
+            let e = std::io::Error::from_raw_os_error(errno);
+            assert_eq!(classify_chain(&e), ErrorKind::LocalResources, "{e}");
+        }
+        let e = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
         assert_eq!(classify_chain(&e), ErrorKind::Refused);
     }
 

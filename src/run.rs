@@ -200,8 +200,10 @@ pub async fn run_with_reload(
     let server_cancel = cancel.clone();
     let server_store = store.clone();
     let server = {
-        let web = config.agent.web.clone();
-        tokio::spawn(async move { server::serve(listener, server_store, web, server_cancel).await })
+        let (web, limits) = (config.agent.web.clone(), config.agent.web_limits);
+        tokio::spawn(async move {
+            server::serve(listener, server_store, web, limits, server_cancel).await
+        })
     };
     tracing::info!(listen = %local, interval = %humantime::format_duration(config.agent.interval), checks = generation.checks, "Agent started.");
 
@@ -239,8 +241,9 @@ pub async fn run_with_reload(
         };
         if new.agent.listen != config.agent.listen
             || new.agent.web_config_file != config.agent.web_config_file
+            || new.agent.web_limits != config.agent.web_limits
         {
-            tracing::warn!("AGENT_LISTEN and AGENT_WEB_CONFIG_FILE take effect only at restart.");
+            tracing::warn!("AGENT_LISTEN and AGENT_WEB_* settings take effect only at restart.");
         }
         let keep = same_database(&config, &new);
         let (pg, leader) = generation.stop(config.agent.shutdown_grace).await;

@@ -9,23 +9,113 @@
 //! With a web config (`AGENT_WEB_CONFIG_FILE`, see [`crate::web`]) the endpoint serves HTTPS and
 //! `/metrics` and `/findings` require basic auth or a bearer token; `/healthz` and `/readyz` stay
 //! open for orchestrator probes.
+//!
+//! One accept loop serves both HTTP and HTTPS with hyper directly (axum's `serve` builds hyper
+//! without a timer, so no header timeout ever applied): a request's header must arrive within
+//! [`WebLimits::header_timeout`] of the connection's start (TLS handshake included) or of the
+//! previous response, so slow-header and idle keep-alive connections are closed; at most
+//! [`WebLimits::max_connections`] connections are open at once, fewer when the open-files limit
+//! is low ([`connection_cap`]), so the agent keeps descriptors for its own work. When the cap is
+//! reached a new connection evicts the oldest one that has no request in progress, so a flood
+//! of idle connections cannot lock out the orchestrator's probe or the scraper.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use tokio::net::TcpListener;
+use hyper::service::Service as _;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::render::Renderer;
 use crate::snapshot::Store;
 
 /// Content type of the Prometheus text format 0.0.4.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Default of `AGENT_WEB_HEADER_TIMEOUT`: a scraper sends its request at once; 5 s leaves room
+/// for a loaded client and closes a slow-header or idle connection quickly.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bounds of `AGENT_WEB_HEADER_TIMEOUT`.
+pub const MIN_HEADER_TIMEOUT: Duration = Duration::from_millis(100);
+pub const MAX_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default of `AGENT_WEB_MAX_CONNECTIONS`: Prometheus, the orchestrator's probes and a human
+/// need a handful. Under a flood that keeps evicting, the allocator's high-water mark grows
+/// about 60 KiB per allowed connection (measured: 64 -> +4.4 MiB, 256 -> +13 MiB, release
+/// build), and glibc keeps it for reuse rather than returning it: the cap is what bounds it.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 64;
+/// Descriptors kept for the agent's own work (the PostgreSQL connection and its reconnects,
+/// the SQLite files, app probes, alert pushes, OTLP, /proc reads, the runtime's own), or a
+/// quarter of the open-files limit when that is more: HTTP clients never get these.
+pub const RESERVED_FDS: u64 = 128;
+/// The longest a connection lives, however busy: bounds a client that reads its response very
+/// slowly or sends request after request forever. Then it is closed gracefully.
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(120);
+/// How long in-flight requests may finish at shutdown or at `MAX_CONNECTION_AGE`.
+const DRAIN: Duration = Duration::from_secs(2);
+/// A request header larger than this closes the connection (hyper's minimum is 8 KiB; a scrape
+/// sends well under 1 KiB). Bounds the memory a connection holds.
+const MAX_BUF_BYTES: usize = 16 * 1024;
+/// After an accept error for lack of descriptors or memory, wait this long before the next one.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Timeouts and the connection cap of the endpoint (`AGENT_WEB_HEADER_TIMEOUT`,
+/// `AGENT_WEB_MAX_CONNECTIONS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebLimits {
+    pub header_timeout: Duration,
+    pub max_connections: u32,
+}
+
+impl Default for WebLimits {
+    fn default() -> Self {
+        WebLimits {
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// Pure: the connections the endpoint may hold under an open-files limit (`None`: unknown, no
+/// limit). The agent keeps `max(RESERVED_FDS, limit / 4)` descriptors for its own work.
+pub fn connection_cap(configured: u32, nofile: Option<u64>) -> usize {
+    let configured = configured.max(1) as usize;
+    match nofile {
+        None => configured,
+        Some(n) => {
+            let reserve = RESERVED_FDS.max(n / 4);
+            let room = usize::try_from(n.saturating_sub(reserve)).unwrap_or(usize::MAX);
+            configured.min(room).max(1)
+        }
+    }
+}
+
+/// The soft open-files limit of this process, from `/proc/self/limits` (no `unsafe` needed).
+pub fn nofile_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_nofile(&text)
+}
+
+fn parse_nofile(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
 
 struct AppState {
     store: Store,
@@ -59,33 +149,237 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves until `cancel` fires, then drains in-flight requests (HTTPS when the web config has TLS).
+/// One open connection, as the eviction sees it.
+struct Slot {
+    /// Requests being answered on it now; a connection with none may be evicted.
+    busy: AtomicU32,
+    evict: CancellationToken,
+}
+
+/// The open connections, oldest first (ids grow).
+#[derive(Default)]
+struct Conns {
+    open: Mutex<BTreeMap<u64, Arc<Slot>>>,
+}
+
+impl Conns {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Slot>>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes the oldest connection with no request in progress; false when every one is busy.
+    fn evict_oldest_idle(&self) -> bool {
+        let mut open = self.lock();
+        let victim = open
+            .iter()
+            .find(|(_, s)| s.busy.load(Ordering::Acquire) == 0)
+            .map(|(id, _)| *id);
+        match victim.and_then(|id| open.remove(&id)) {
+            Some(slot) => {
+                slot.evict.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Counts a request in progress on a connection for as long as it lives.
+struct Busy(Arc<Slot>);
+
+impl Busy {
+    fn enter(slot: &Arc<Slot>) -> Busy {
+        slot.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(slot.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves until `cancel` fires, then lets in-flight requests finish for a bounded time (HTTPS
+/// when the web config has TLS).
 pub async fn serve(
     listener: TcpListener,
     store: Store,
     web: crate::web::WebConfig,
+    limits: WebLimits,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let app = router(store, web.auth.clone());
-    match web.tls {
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { cancel.cancelled().await })
-                .await
+    let tls = web.tls.map(tokio_rustls::TlsAcceptor::from);
+    let nofile = nofile_limit();
+    let cap = connection_cap(limits.max_connections, nofile);
+    if cap < limits.max_connections as usize {
+        tracing::warn!(
+            max_connections = cap,
+            configured = limits.max_connections,
+            open_files_limit = nofile,
+            "The open-files limit caps the endpoint's connections below AGENT_WEB_MAX_CONNECTIONS (raise LimitNOFILE / ulimit -n)."
+        );
+    }
+    let permits = Arc::new(Semaphore::new(cap));
+    let conns = Arc::new(Conns::default());
+    let tracker = TaskTracker::new();
+    let mut next_id: u64 = 0;
+    let mut accept_errors = AcceptErrors::default();
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                if crate::error::is_local_resource_error(&e) {
+                    // Out of descriptors or memory: free one for the agent's own work and slow
+                    // down rather than spin.
+                    conns.evict_oldest_idle();
+                    accept_errors.note(&e);
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    }
+                }
+                continue;
+            }
+        };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // Full: the oldest idle connection makes room. Its task releases its permit
+                // as soon as it runs; if every connection is busy, the newcomer is closed.
+                if !conns.evict_oldest_idle() {
+                    continue;
+                }
+                match tokio::time::timeout(DRAIN, permits.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => continue,
+                }
+            }
+        };
+        next_id += 1;
+        let slot = Arc::new(Slot {
+            busy: AtomicU32::new(0),
+            evict: CancellationToken::new(),
+        });
+        conns.lock().insert(next_id, slot.clone());
+        let task = Connection {
+            id: next_id,
+            slot,
+            conns: conns.clone(),
+            app: app.clone(),
+            limits,
+            shutdown: cancel.clone(),
+            _permit: permit,
+        };
+        let tls = tls.clone();
+        tracker.spawn(async move {
+            match tls {
+                None => task.serve(stream).await,
+                Some(acceptor) => task.serve_tls(stream, acceptor).await,
+            }
+        });
+    }
+    tracker.close();
+    // Connection tasks drain themselves (DRAIN) when `cancel` fires; this bounds the wait.
+    let _ = tokio::time::timeout(DRAIN + Duration::from_millis(500), tracker.wait()).await;
+    Ok(())
+}
+
+/// Accept errors, logged at most every 10 s with a count, not once per failed accept.
+#[derive(Default)]
+struct AcceptErrors {
+    since_log: u64,
+    last_log: Option<Instant>,
+}
+
+impl AcceptErrors {
+    fn note(&mut self, e: &std::io::Error) {
+        self.since_log += 1;
+        if self
+            .last_log
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            tracing::warn!(error = %e, count = self.since_log, "Cannot accept connections on the endpoint (out of descriptors or memory); closing idle ones.");
+            self.since_log = 0;
+            self.last_log = Some(Instant::now());
         }
-        Some(tls) => {
-            let handle = axum_server::Handle::new();
-            let h = handle.clone();
-            tokio::spawn(async move {
-                cancel.cancelled().await;
-                h.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
-            });
-            let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
-            axum_server::tls_rustls::from_tcp_rustls(listener.into_std()?, config)?
-                .handle(handle)
-                .serve(app.into_make_service())
-                .await
+    }
+}
+
+/// One accepted connection: its permit, its slot for eviction, and how to serve it.
+struct Connection {
+    id: u64,
+    slot: Arc<Slot>,
+    conns: Arc<Conns>,
+    app: Router,
+    limits: WebLimits,
+    shutdown: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    async fn serve_tls(self, stream: TcpStream, acceptor: tokio_rustls::TlsAcceptor) {
+        let evict = self.slot.evict.clone();
+        let shutdown = self.shutdown.clone();
+        // The handshake counts against the header timeout: a client that opens a TLS
+        // connection and stalls is closed like a slow header.
+        let handshake = tokio::time::timeout(self.limits.header_timeout, acceptor.accept(stream));
+        let tls = tokio::select! {
+            r = handshake => r,
+            _ = evict.cancelled() => return self.done(),
+            _ = shutdown.cancelled() => return self.done(),
+        };
+        match tls {
+            Ok(Ok(tls)) => self.serve(tls).await,
+            _ => self.done(),
         }
+    }
+
+    async fn serve<IO>(self, io: IO)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let svc = TowerToHyperService::new(self.app.clone());
+        let slot = self.slot.clone();
+        let handler = hyper::service::service_fn(move |req| {
+            let busy = Busy::enter(&slot);
+            let fut = svc.call(req);
+            async move {
+                let r = fut.await;
+                drop(busy);
+                r
+            }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_timeout)
+            .max_buf_size(MAX_BUF_BYTES)
+            .serve_connection(TokioIo::new(io), handler);
+        tokio::pin!(conn);
+        let age = tokio::time::sleep(MAX_CONNECTION_AGE);
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "Endpoint connection ended with an error.");
+                }
+                return self.done();
+            }
+            _ = self.slot.evict.cancelled() => return self.done(),
+            _ = self.shutdown.cancelled() => {}
+            _ = age => {}
+        }
+        conn.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(DRAIN, conn).await;
+        self.done()
+    }
+
+    fn done(self) {
+        self.conns.lock().remove(&self.id);
     }
 }
 
@@ -142,4 +436,28 @@ async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
 
 async fn index() -> &'static str {
     "rose-agent\n\n/metrics  Prometheus metrics\n/healthz  liveness\n/readyz   readiness (first round of checks done)\n/findings active findings (JSON)\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_open_files_limit_caps_connections_and_keeps_a_reserve() {
+        assert_eq!(connection_cap(64, None), 64);
+        assert_eq!(connection_cap(64, Some(65_536)), 64);
+        // systemd's default 1,024: a quarter (256) stays with the agent.
+        assert_eq!(connection_cap(10_000, Some(1024)), 768);
+        // Small limits keep RESERVED_FDS.
+        assert_eq!(connection_cap(10_000, Some(256)), 128);
+        assert_eq!(connection_cap(10_000, Some(100)), 1, "never zero");
+    }
+
+    #[test]
+    fn reads_the_soft_open_files_limit() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \nMax cpu time              unlimited            unlimited            seconds   \nMax open files            1024                 524288               files     \n";
+        assert_eq!(parse_nofile(text), Some(1024));
+        assert_eq!(parse_nofile("nothing"), None);
+        assert!(nofile_limit().is_some_and(|n| n > 0));
+    }
 }

@@ -124,13 +124,17 @@ proptest! {
         }
     }
 
-    /// Any `Authorization` header: a yes or a no, never a panic, and only the right password
-    /// gets in.
+    /// Any `Authorization` header: a yes, a no or a "later" (failed attempts hold bcrypt off),
+    /// never a panic; only the right password gets in, and it is never refused outright.
     #[test]
     fn authorization_headers_never_panic(h in authorization_header()) {
-        let ok = auth().allows(Some(&h));
+        use rose_agent::web::Verdict;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let verdict = rt.block_on(auth().verify(Some(&h)));
         let good = format!("Basic {}", base64_of("prometheus:right-password"));
-        prop_assert_eq!(ok, h == good || h == "Bearer tok-123");
+        let right = h == good || h == "Bearer tok-123";
+        prop_assert_eq!(verdict == Verdict::Allowed, right && verdict != Verdict::Throttled);
+        prop_assert!(!(right && verdict == Verdict::Denied));
     }
 
     /// Any OTEL_EXPORTER_OTLP_HEADERS value: parsed into pairs with non-empty keys.

@@ -121,8 +121,11 @@ impl Check for ConnectivityCheck {
             }))
         })
     }
-    fn failure_samples(&self, _err: &CheckError, out: &mut Vec<Sample>) {
-        out.push(Sample::new(&catalog::PG_UP, &[], 0.0));
+    fn failure_samples(&self, err: &CheckError, out: &mut Vec<Sample>) {
+        // Out of descriptors or memory on the agent's side: up or down is unknown, so no value.
+        if err.kind != ErrorKind::LocalResources {
+            out.push(Sample::new(&catalog::PG_UP, &[], 0.0));
+        }
     }
 }
 

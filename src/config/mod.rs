@@ -85,6 +85,8 @@ pub struct AgentConfig {
     /// TLS and authentication of the agent's endpoint.
     pub web: crate::web::WebConfig,
     pub web_config_file: Option<PathBuf>,
+    /// Timeouts and the connection cap of the agent's endpoint.
+    pub web_limits: crate::server::WebLimits,
     /// Database-wide checks run only on the fleet's leader (see `src/pg/leader.rs`).
     pub leader_election: bool,
     /// The advisory lock key of the election.
@@ -273,6 +275,11 @@ impl Config {
             raw.database.lock_timeout.as_deref(),
             Duration::from_secs(1),
         );
+        let web_header_timeout = dur(
+            "AGENT_WEB_HEADER_TIMEOUT",
+            raw.agent.web_header_timeout.as_deref(),
+            crate::server::DEFAULT_HEADER_TIMEOUT,
+        );
 
         let log_format = match raw
             .agent
@@ -344,6 +351,12 @@ impl Config {
             "AGENT_FINDING_RESOLVE_CYCLES",
             raw.agent.finding_resolve_cycles,
             2,
+            1,
+        );
+        let web_max_connections = count(
+            "AGENT_WEB_MAX_CONNECTIONS",
+            raw.agent.web_max_connections,
+            crate::server::DEFAULT_MAX_CONNECTIONS,
             1,
         );
 
@@ -455,6 +468,18 @@ impl Config {
                 "must be greater than zero: every wait is bounded".into(),
             );
         }
+        if !(crate::server::MIN_HEADER_TIMEOUT..=crate::server::MAX_HEADER_TIMEOUT)
+            .contains(&web_header_timeout)
+        {
+            p(
+                "AGENT_WEB_HEADER_TIMEOUT",
+                format!(
+                    "must be from {} to {}: every wait is bounded, and a scraper needs time to send a request",
+                    humantime::format_duration(crate::server::MIN_HEADER_TIMEOUT),
+                    humantime::format_duration(crate::server::MAX_HEADER_TIMEOUT)
+                ),
+            );
+        }
         if statement_timeout < Duration::from_millis(10) {
             p(
                 "AGENT_STATEMENT_TIMEOUT",
@@ -536,6 +561,10 @@ impl Config {
                 runbook_base_url,
                 web,
                 web_config_file,
+                web_limits: crate::server::WebLimits {
+                    header_timeout: web_header_timeout,
+                    max_connections: web_max_connections,
+                },
                 leader_election: raw.agent.leader_election.unwrap_or(true),
                 leader_lock_key: raw
                     .agent
@@ -580,6 +609,8 @@ impl Config {
                     .web_config_file
                     .as_ref()
                     .map(|p| p.display().to_string()),
+                web_header_timeout: Some(h(self.agent.web_limits.header_timeout)),
+                web_max_connections: Some(self.agent.web_limits.max_connections.into()),
                 leader_election: Some(self.agent.leader_election),
                 leader_lock_key: Some(self.agent.leader_lock_key),
             },

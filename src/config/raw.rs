@@ -84,6 +84,13 @@ pub struct RawAgent {
     /// exporter-toolkit style web config (TLS, basic auth, bearer token) for the agent's own
     /// endpoint (env `AGENT_WEB_CONFIG_FILE`; default: plain HTTP, no auth).
     pub web_config_file: Option<String>,
+    /// How long a client has to send a request's header on the agent's endpoint, counted from
+    /// the connection's start (TLS handshake included) or from the previous response; it is
+    /// also the keep-alive idle timeout (env `AGENT_WEB_HEADER_TIMEOUT`; default `5s`).
+    pub web_header_timeout: Option<String>,
+    /// Most connections the endpoint holds open at once; further capped by the open-files limit
+    /// (env `AGENT_WEB_MAX_CONNECTIONS`; default 64).
+    pub web_max_connections: Option<i64>,
     /// Run the database-wide checks only on the agent of a fleet that holds the PostgreSQL
     /// advisory lock (env `AGENT_LEADER_ELECTION`: on/off; default on). Off: every agent runs
     /// every check.
@@ -209,6 +216,10 @@ impl RawConfig {
         set(&mut self.agent.instance, s("AGENT_INSTANCE"));
         set(&mut self.agent.web_config_file, s("AGENT_WEB_CONFIG_FILE"));
         set(
+            &mut self.agent.web_header_timeout,
+            s("AGENT_WEB_HEADER_TIMEOUT"),
+        );
+        set(
             &mut self.agent.runbook_base_url,
             s("AGENT_RUNBOOK_BASE_URL"),
         );
@@ -312,6 +323,10 @@ impl RawConfig {
             ("AGENT_LABELS_TOP_N", &mut self.checks.labels_top_n),
             ("AGENT_STATEMENTS_TOP_N", &mut self.checks.statements_top_n),
             ("AGENT_MAX_CONNECTIONS", &mut self.checks.max_connections),
+            (
+                "AGENT_WEB_MAX_CONNECTIONS",
+                &mut self.agent.web_max_connections,
+            ),
             (
                 "AGENT_FINDING_PENDING_CYCLES",
                 &mut self.agent.finding_pending_cycles,

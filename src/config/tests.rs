@@ -285,3 +285,32 @@ fn expectations_file_is_parsed_and_checked() {
     assert!(Expectations::parse("[[tables]]\nnam = \"x\"\n").is_err());
     assert!(Expectations::parse("[[tables]]\nname = \"\"\n").is_err());
 }
+
+#[test]
+fn endpoint_limits_are_read_and_bounded() {
+    let c = load(&[("DATABASE_URL", "postgresql://u:p@h/db")], None).unwrap();
+    assert_eq!(c.agent.web_limits, crate::server::WebLimits::default());
+    let c = load(
+        &[
+            ("DATABASE_URL", "postgresql://u:p@h/db"),
+            ("AGENT_WEB_HEADER_TIMEOUT", "2s"),
+            ("AGENT_WEB_MAX_CONNECTIONS", "500"),
+        ],
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.agent.web_limits.header_timeout, Duration::from_secs(2));
+    assert_eq!(c.agent.web_limits.max_connections, 500);
+    let e = load(
+        &[
+            ("DATABASE_URL", "postgresql://u:p@h/db"),
+            ("AGENT_WEB_HEADER_TIMEOUT", "0s"),
+            ("AGENT_WEB_MAX_CONNECTIONS", "0"),
+        ],
+        None,
+    )
+    .unwrap_err();
+    let keys: Vec<&str> = e.0.iter().map(|p| p.key.as_str()).collect();
+    assert!(keys.contains(&"AGENT_WEB_HEADER_TIMEOUT"), "{e}");
+    assert!(keys.contains(&"AGENT_WEB_MAX_CONNECTIONS"), "{e}");
+}

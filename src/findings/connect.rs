@@ -8,7 +8,12 @@ use crate::error::ErrorKind;
 use crate::snapshot::Snapshot;
 
 pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
-    if let Some(e) = snap.error(pg_connectivity::ID) {
+    // The agent's own lack of descriptors or memory says nothing about the database: no
+    // verdict (the failed check and its `kind="local_resources"` error count show it).
+    if let Some(e) = snap
+        .error(pg_connectivity::ID)
+        .filter(|e| e.kind != ErrorKind::LocalResources)
+    {
         // SQLSTATE 53300 is the same for the server's and the role's limit: the last good
         // observation of who held what tells them apart.
         let last = match snap.last_good(pg_connections::ID) {
@@ -220,6 +225,20 @@ mod tests {
             assert!(!out[0].steps.is_empty());
             assert_eq!(out[0].runbook, format!("docs/runbooks/{code}.md"));
         }
+    }
+
+    #[test]
+    fn the_agents_own_exhaustion_is_no_database_verdict() {
+        let s = snap(vec![(
+            pg_connectivity::ID,
+            Err(CheckError::new(
+                ErrorKind::LocalResources,
+                "h:5432/rose: Too many open files (os error 24)",
+            )),
+        )]);
+        let mut out = vec![];
+        evaluate(&s, &Context::default(), &mut out);
+        assert!(out.is_empty(), "{out:?}");
     }
 
     #[test]

@@ -711,7 +711,11 @@ async fn resolve(name: &str, port: u16, target: &str) -> Result<Vec<IpAddr>, Che
             }
         }
         Err(e) => Err(CheckError::new(
-            ErrorKind::Dns,
+            if crate::error::is_local_resource_error(&e) {
+                ErrorKind::LocalResources
+            } else {
+                ErrorKind::Dns
+            },
             format!("{target}: cannot resolve '{name}': {e}"),
         )),
     }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod flood;
 pub mod net;
 
 use std::collections::BTreeMap;
@@ -319,9 +320,25 @@ pub struct Agent {
 impl Agent {
     /// Starts `agent run` with these environment variables (and a free listen port).
     pub fn start(env: &[(&str, String)]) -> Agent {
+        Agent::start_wrapped(&[], env)
+    }
+
+    /// Starts `agent run` under a wrapper command, e.g. `["prlimit", "--nofile=1024:1024"]`.
+    /// `ROSE_TEST_AGENT_BIN` runs another build of the agent (to show a test fails on a build
+    /// without a fix); by default the one cargo built.
+    pub fn start_wrapped(wrapper: &[&str], env: &[(&str, String)]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent"));
+        let bin = std::env::var("ROSE_TEST_AGENT_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_agent").to_owned());
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(&bin),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&bin);
+                c
+            }
+        };
         cmd.arg("run")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default());
