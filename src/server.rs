@@ -154,7 +154,16 @@ struct Slot {
     /// Requests being answered on it now; a connection with none may be evicted.
     busy: AtomicU32,
     evict: CancellationToken,
+    /// When it was accepted: a connection younger than [`EVICT_MIN_AGE`] has not had the time
+    /// to send its request (a loaded host), so it is not evicted.
+    opened: std::time::Instant,
 }
+
+/// Connections younger than this are not evicted to make room: a scraper's fresh connection
+/// must get to send its request even while a flood keeps the endpoint full.
+pub const EVICT_MIN_AGE: Duration = Duration::from_millis(250);
+/// How often a newcomer waiting for room retries the eviction.
+const ROOM_POLL: Duration = Duration::from_millis(25);
 
 /// The open connections, oldest first (ids grow).
 #[derive(Default)]
@@ -167,12 +176,13 @@ impl Conns {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Closes the oldest connection with no request in progress; false when every one is busy.
-    fn evict_oldest_idle(&self) -> bool {
+    /// Closes the oldest connection with no request in progress that is at least `min_age`
+    /// old; false when there is none.
+    fn evict_oldest_idle(&self, min_age: Duration) -> bool {
         let mut open = self.lock();
         let victim = open
             .iter()
-            .find(|(_, s)| s.busy.load(Ordering::Acquire) == 0)
+            .find(|(_, s)| s.busy.load(Ordering::Acquire) == 0 && s.opened.elapsed() >= min_age)
             .map(|(id, _)| *id);
         match victim.and_then(|id| open.remove(&id)) {
             Some(slot) => {
@@ -237,7 +247,7 @@ pub async fn serve(
                 if crate::error::is_local_resource_error(&e) {
                     // Out of descriptors or memory: free one for the agent's own work and slow
                     // down rather than spin.
-                    conns.evict_oldest_idle();
+                    conns.evict_oldest_idle(Duration::ZERO);
                     accept_errors.note(&e);
                     tokio::select! {
                         _ = cancel.cancelled() => break,
@@ -247,24 +257,33 @@ pub async fn serve(
                 continue;
             }
         };
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                // Full: the oldest idle connection makes room. Its task releases its permit
-                // as soon as it runs; if every connection is busy, the newcomer is closed.
-                if !conns.evict_oldest_idle() {
-                    continue;
-                }
-                match tokio::time::timeout(DRAIN, permits.clone().acquire_owned()).await {
-                    Ok(Ok(p)) => p,
-                    _ => continue,
+        // Full: the oldest idle connection (old enough to have sent its request) makes room;
+        // its task releases its permit as soon as it runs. A newcomer waits for room at most
+        // DRAIN, retrying the eviction, and is closed after that.
+        let deadline = tokio::time::Instant::now() + DRAIN;
+        let permit = loop {
+            if let Ok(p) = permits.clone().try_acquire_owned() {
+                break Some(p);
+            }
+            conns.evict_oldest_idle(EVICT_MIN_AGE);
+            if tokio::time::Instant::now() >= deadline {
+                break None;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break None,
+                r = tokio::time::timeout(ROOM_POLL, permits.clone().acquire_owned()) => {
+                    if let Ok(Ok(p)) = r {
+                        break Some(p);
+                    }
                 }
             }
         };
+        let Some(permit) = permit else { continue };
         next_id += 1;
         let slot = Arc::new(Slot {
             busy: AtomicU32::new(0),
             evict: CancellationToken::new(),
+            opened: std::time::Instant::now(),
         });
         conns.lock().insert(next_id, slot.clone());
         let task = Connection {

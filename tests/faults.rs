@@ -301,7 +301,9 @@ fn max_connections_exhausted_reports_too_many_connections_backs_off_and_recovers
 #[test]
 fn after_a_stall_no_stale_up_is_served() {
     let pg = PgCluster::start();
-    let agent = Agent::start(&fast_env(pg.monitor_url()));
+    let mut env = fast_env(pg.monitor_url());
+    env.push(("AGENT_APP_PROBES", "off".into()));
+    let agent = Agent::start(&env);
     until(&agent, Duration::from_secs(10), "up", up);
     // Wait until a finding evaluation has run, so /findings has a status to lose.
     wait_for(Duration::from_secs(10), || {
