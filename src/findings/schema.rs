@@ -187,12 +187,16 @@ mod tests {
             langgraph: Some(LangGraphState {
                 configured: LangGraphSchema::Auto,
                 detected: Variant::Full,
+                schema: "public".into(),
+                schema_source: "default".into(),
+                candidates: vec![],
                 expected_version: 9,
                 migrations: Some(Migrations {
                     max_version: Some(version),
                     rows: version + 1,
                 }),
                 migrations_note: None,
+                migrations_grant: None,
             }),
         }
     }
