@@ -224,9 +224,13 @@ mod tests {
         );
         assert_eq!(
             app_search_path(
-                "host=db user=app dbname=x options='-c search_path=\"$user\",\"My\\ Schema\" -c statement_timeout=5s'"
+                "host=db user=app dbname=x options='-c search_path=\"$user\",LG -c statement_timeout=5s'"
             ),
-            vec!["app", "My Schema"]
+            vec!["app", "lg"]
+        );
+        assert_eq!(
+            app_search_path("postgresql://u@h/db?options=-c%20search_path%3D%22My%5C%20Schema%22"),
+            vec!["My Schema"]
         );
         assert_eq!(
             app_search_path("postgresql://u@h/db?options=--search-path%3Dlg"),
