@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::pg_schema::{LANGGRAPH_SCHEMA, LangGraphPlace, MIGRATIONS_TABLE, migrations_grant};
+use super::pg_schema::{
+    LANGGRAPH_SCHEMA, LangGraphPlace, MIGRATIONS_TABLE, migrations_grant,
+    version_function_usable_sql,
+};
 use super::{Observation, pg_util};
 use crate::catalog::{self, Sample};
 use crate::pg::PgTarget;
@@ -23,12 +26,14 @@ fn sql(place: &LangGraphPlace) -> String {
          'read_all_stats', pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'), \
          'read_all_settings', pg_has_role(current_user, 'pg_read_all_settings', 'USAGE'), \
          'langgraph_schema', (SELECT sch FROM lg), \
-         'migrations_readable', (SELECT has_table_privilege(c.oid, 'SELECT') AND has_schema_privilege(n.oid, 'USAGE') \
+         'migrations_readable', (SELECT (has_table_privilege(c.oid, 'SELECT') AND has_schema_privilege(n.oid, 'USAGE')) \
+         OR coalesce({}, false) \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, lg \
          WHERE n.nspname = lg.sch AND c.relname = {} AND c.relkind IN ('r', 'p')), \
          'schema_usage', (SELECT has_schema_privilege(n.oid, 'USAGE') FROM pg_namespace n, lg WHERE n.nspname = lg.sch), \
          'pg_stat_statements', EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'))::text",
         place.cte(),
+        version_function_usable_sql(),
         pg_util::lit(MIGRATIONS_TABLE)
     )
 }

@@ -42,6 +42,23 @@ pub const LANGGRAPH_TABLES: [&str; 4] = [
     "checkpoint_writes",
 ];
 pub const MIGRATIONS_TABLE: &str = "checkpoint_migrations";
+/// The SECURITY DEFINER function `scripts/create-monitoring-role.sql` creates, owned by the app
+/// role: max(v) and count(*) of `<schema>.checkpoint_migrations`, for a table created after the
+/// monitoring role, without SELECT on the app's other tables.
+pub const VERSION_FUNCTION_SCHEMA: &str = "rose_agent";
+pub const VERSION_FUNCTION: &str = "langgraph_migrations";
+
+/// SQL: true when the current role may call the version function (USAGE on its schema and
+/// EXECUTE), NULL when it does not exist.
+pub fn version_function_usable_sql() -> String {
+    format!(
+        "(SELECT bool_or(has_schema_privilege(n.oid, 'USAGE') AND has_function_privilege(p.oid, 'EXECUTE')) \
+         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+         WHERE n.nspname = {} AND p.proname = {} AND p.proargtypes = '25'::oidvector)",
+        pg_util::lit(VERSION_FUNCTION_SCHEMA),
+        pg_util::lit(VERSION_FUNCTION)
+    )
+}
 /// Latest migration of PostgresSaver (langgraph-checkpoint-postgres 2.0.13 .. 3.1.x).
 pub const LATEST_FULL: i64 = 9;
 /// Latest migration of ShallowPostgresSaver.
@@ -220,6 +237,7 @@ fn catalog_sql(place: Option<&LangGraphPlace>, file: &Expectations) -> String {
             "(SELECT json_build_object('schema', lg.sch, 'source', lg.src, \
              'migrations_select', has_table_privilege({oid}, 'SELECT'), \
              'schema_usage', (SELECT has_schema_privilege(n.oid, 'USAGE') FROM pg_namespace n WHERE n.nspname = lg.sch), \
+             'function_usable', {function}, \
              'candidates', (SELECT coalesce(json_agg(json_build_object('schema', s.nsp, 'tables', s.n) ORDER BY s.nsp), '[]') \
              FROM (SELECT n.nspname::text AS nsp, count(*) AS n FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relname IN ({names}) AND c.relkind IN ('r', 'p') \
@@ -228,7 +246,8 @@ fn catalog_sql(place: Option<&LangGraphPlace>, file: &Expectations) -> String {
                 .iter()
                 .map(|t| pg_util::lit(t))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            function = version_function_usable_sql(),
         )
     } else {
         "NULL::json".to_owned()
@@ -254,12 +273,30 @@ fn catalog_sql(place: Option<&LangGraphPlace>, file: &Expectations) -> String {
     )
 }
 
-fn migrations_sql(schema: &str) -> String {
-    format!(
-        "SELECT json_build_object('max_version', max(v), 'rows', count(*))::text FROM {}.{}",
-        pg_util::ident(schema),
-        pg_util::ident(MIGRATIONS_TABLE)
-    )
+fn migrations_sql(schema: &str, via: Access) -> String {
+    match via {
+        Access::Function => format!(
+            "SELECT json_build_object('max_version', max_version, 'rows', coalesce(row_count, 0))::text \
+             FROM (SELECT 1) one LEFT JOIN {}.{}({}) ON true",
+            pg_util::ident(VERSION_FUNCTION_SCHEMA),
+            pg_util::ident(VERSION_FUNCTION),
+            pg_util::lit(schema)
+        ),
+        Access::Direct => format!(
+            "SELECT json_build_object('max_version', max(v), 'rows', count(*))::text FROM {}.{}",
+            pg_util::ident(schema),
+            pg_util::ident(MIGRATIONS_TABLE)
+        ),
+    }
+}
+
+/// How the migration version is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// SELECT on the table (and USAGE on its schema).
+    Direct,
+    /// Through the version function of `scripts/create-monitoring-role.sql`.
+    Function,
 }
 
 /// The statements that let `user` read the migration version in `schema` (USAGE on the schema
@@ -294,6 +331,9 @@ pub struct RawLangGraph {
     /// Every schema holding any of LangGraph's table names, with how many.
     #[serde(default)]
     pub candidates: Vec<Candidate>,
+    /// The version function may be called; `None` when it does not exist.
+    #[serde(default)]
+    pub function_usable: Option<bool>,
 }
 
 /// A schema holding some of LangGraph's tables.
@@ -658,13 +698,13 @@ impl SchemaCheck {
     }
 }
 
-/// Pure: what to do about `checkpoint_migrations` given the catalog: read it (`Ok`), or why
-/// not and, for a privilege, the grant (`Err((note, grant))`).
+/// Pure: how to read `checkpoint_migrations` given the catalog (`Ok`), or why it cannot be
+/// read and, for a privilege, the grant (`Err((note, grant))`).
 pub fn migrations_access(
     raw: &RawCatalog,
     lg: &RawLangGraph,
     user: &str,
-) -> Result<(), (String, Option<String>)> {
+) -> Result<Access, (String, Option<String>)> {
     let table_there = raw
         .tables
         .iter()
@@ -681,7 +721,10 @@ pub fn migrations_access(
     let usage = lg.schema_usage.unwrap_or(false);
     let select = lg.migrations_select.unwrap_or(false);
     if usage && select {
-        return Ok(());
+        return Ok(Access::Direct);
+    }
+    if lg.function_usable == Some(true) {
+        return Ok(Access::Function);
     }
     let grant = migrations_grant(&lg.schema, user, !usage);
     Err((
@@ -724,10 +767,10 @@ impl Check for SchemaCheck {
                 let detected = detect_variant(&raw, &lg.schema);
                 let (migrations, note, grant) = match migrations_access(&raw, lg, &self.user) {
                     Err((note, grant)) => (None, Some(note), grant),
-                    Ok(()) => match pg_util::json_query::<Migrations>(
+                    Ok(via) => match pg_util::json_query::<Migrations>(
                         &self.pg,
                         &conn,
-                        &migrations_sql(&lg.schema),
+                        &migrations_sql(&lg.schema, via),
                         "checkpoint_migrations",
                     )
                     .await
