@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod langgraph;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
