@@ -1073,4 +1073,102 @@ mod tests {
         assert!(sql.contains("(E'shop', E'or''ders')"), "{sql}");
         assert_eq!(watched_tables(&watched(LangGraphSchema::Auto, &f)).len(), 5);
     }
+
+    fn lg(
+        schema: &str,
+        select: Option<bool>,
+        usage: Option<bool>,
+        function: Option<bool>,
+    ) -> RawLangGraph {
+        RawLangGraph {
+            schema: schema.into(),
+            source: "detected".into(),
+            migrations_select: select,
+            schema_usage: usage,
+            candidates: vec![],
+            function_usable: function,
+        }
+    }
+
+    fn catalog_in(schema: &str) -> RawCatalog {
+        let mut raw = full_catalog();
+        for t in &mut raw.tables {
+            t.schema = schema.into();
+        }
+        for c in &mut raw.columns {
+            c.schema = schema.into();
+        }
+        for i in &mut raw.indexes {
+            i.schema = schema.into();
+        }
+        raw
+    }
+
+    #[test]
+    fn the_version_is_read_directly_through_the_function_or_a_grant_is_named() {
+        let raw = catalog_in("rose");
+        let ok = |l: &RawLangGraph| migrations_access(&raw, l, "rose_monitor");
+        assert_eq!(
+            ok(&lg("rose", Some(true), Some(true), None)),
+            Ok(Access::Direct)
+        );
+        assert_eq!(
+            ok(&lg("rose", Some(false), Some(false), Some(true))),
+            Ok(Access::Function)
+        );
+        let (note, grant) = ok(&lg("rose", Some(true), Some(false), Some(false))).unwrap_err();
+        assert_eq!(
+            grant.as_deref(),
+            Some(
+                "GRANT USAGE ON SCHEMA \"rose\" TO \"rose_monitor\"; GRANT SELECT ON \"rose\".\"checkpoint_migrations\" TO \"rose_monitor\";"
+            )
+        );
+        assert!(
+            note.contains("42501") && note.contains("no USAGE on the schema"),
+            "{note}"
+        );
+        let (_, grant) = ok(&lg("rose", Some(false), Some(true), None)).unwrap_err();
+        assert_eq!(
+            grant.as_deref(),
+            Some("GRANT SELECT ON \"rose\".\"checkpoint_migrations\" TO \"rose_monitor\";")
+        );
+        // Missing table: no grant, setup() is the fix.
+        let (note, grant) =
+            migrations_access(&full_catalog(), &lg("rose", None, Some(true), None), "m")
+                .unwrap_err();
+        assert!(
+            grant.is_none() && note.contains("rose.checkpoint_migrations is missing"),
+            "{note}"
+        );
+        assert_eq!(detect_variant(&raw, "rose"), Variant::Full);
+        assert_eq!(detect_variant(&raw, "public"), Variant::Unknown);
+        let r = evaluate(&langgraph_expectations_in("rose"), &raw);
+        assert!(r.missing().is_empty(), "{:?}", r.missing());
+        assert!(r.objects.iter().any(|o| o.name == "rose.checkpoints"));
+    }
+
+    #[test]
+    fn place_sql_configured_or_preferring_the_app_search_path() {
+        let configured = LangGraphPlace {
+            name: Some("ro'se".into()),
+            search_path: vec!["x".into()],
+        };
+        assert_eq!(
+            configured.cte(),
+            "lg(sch, src) AS (SELECT E'ro''se'::text, 'configured'::text)"
+        );
+        let detected = LangGraphPlace {
+            name: None,
+            search_path: vec!["rose".into(), "public".into()],
+        };
+        let sql = detected.cte();
+        assert!(sql.contains("ARRAY[E'rose', E'public']::text[]"), "{sql}");
+        assert!(
+            sql.contains("c.relname IN (E'checkpoint_migrations'"),
+            "{sql}"
+        );
+        let want = want_ctes(Some(&detected), &Expectations::default());
+        assert!(want.contains("UNION SELECT lg.sch, t.t FROM lg"), "{want}");
+        assert!(!want_ctes(None, &Expectations::default()).contains("lg"));
+    }
 }

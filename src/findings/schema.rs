@@ -216,7 +216,10 @@ fn create_index_step(name: &str, table: &str, columns: Option<&Vec<String>>) -> 
             );
         }
     };
-    format!("CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table}({cols});")
+    // The label is schema-qualified outside public; CREATE INDEX takes a bare name (the index
+    // goes into its table's schema).
+    let bare = name.rsplit_once('.').map_or(name, |(_, n)| n);
+    format!("CREATE INDEX CONCURRENTLY IF NOT EXISTS {bare} ON {table}({cols});")
 }
 
 #[cfg(test)]
@@ -358,6 +361,68 @@ mod tests {
         assert!(
             f[2].steps[0]
                 .starts_with("DROP INDEX CONCURRENTLY IF EXISTS idx_checkpoints_thread_id;")
+        );
+    }
+
+    #[test]
+    fn an_index_outside_public_is_created_with_a_bare_name() {
+        assert_eq!(
+            create_index_step("rose.checkpoints_thread_id_idx", "rose.checkpoints", None),
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS checkpoints_thread_id_idx ON rose.checkpoints(thread_id);"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_version_is_a_finding_with_the_grant() {
+        let mut r = report(vec![], 9);
+        let lg = r.langgraph.as_mut().unwrap();
+        lg.schema = "rose".into();
+        lg.migrations = None;
+        lg.migrations_note = Some("the monitoring role rose_monitor may not read rose.checkpoint_migrations (SQLSTATE 42501: no SELECT on the table)".into());
+        lg.migrations_grant =
+            Some("GRANT SELECT ON \"rose\".\"checkpoint_migrations\" TO \"rose_monitor\";".into());
+        let f = judge_codes(&r);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].code, "migration_version_unreadable");
+        assert_eq!(f[0].subject.as_deref(), Some("rose.checkpoint_migrations"));
+        assert!(
+            f[0].steps[0].ends_with(
+                "GRANT SELECT ON \"rose\".\"checkpoint_migrations\" TO \"rose_monitor\";"
+            )
+        );
+        assert!(f[0].evidence.contains("42501"), "{}", f[0].evidence);
+    }
+
+    #[test]
+    fn a_missing_table_names_its_schema_and_where_the_tables_are() {
+        let mut r = report(
+            vec![obj(
+                ObjectKind::Table,
+                "checkpoints",
+                "checkpoints",
+                Some(ObjectProblem::Missing),
+            )],
+            9,
+        );
+        let lg = r.langgraph.as_mut().unwrap();
+        lg.schema_source = "configured".into();
+        lg.candidates = vec![pg_schema::Candidate {
+            schema: "rose".into(),
+            tables: 4,
+        }];
+        let f = judge_codes(&r);
+        assert_eq!(f[0].code, "missing_table");
+        assert!(
+            f[0].evidence
+                .contains("in schema public (AGENT_LANGGRAPH_SCHEMA_NAME)")
+                && f[0].evidence.contains("rose (4 of 4 tables)"),
+            "{}",
+            f[0].evidence
+        );
+        assert!(
+            f[0].steps[0].contains("AGENT_LANGGRAPH_SCHEMA_NAME=rose"),
+            "{:?}",
+            f[0].steps
         );
     }
 }
