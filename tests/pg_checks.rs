@@ -409,11 +409,12 @@ fn shallow_schema_unreadable_migrations_and_privileges() {
         Some(7.0)
     );
     assert_eq!(value(&s, "rose_pg_schema_migration_version", &[]), None);
-    let note = r.langgraph.unwrap().migrations_note.unwrap();
-    assert!(
-        note.starts_with(
-            "GRANT SELECT ON \"public\".\"checkpoint_migrations\" TO \"rose_monitor\""
-        ),
+    let lg = r.langgraph.unwrap();
+    let note = lg.migrations_note.unwrap();
+    assert!(note.contains("SQLSTATE 42501"), "{note}");
+    assert_eq!(
+        lg.migrations_grant.as_deref(),
+        Some("GRANT SELECT ON \"public\".\"checkpoint_migrations\" TO \"rose_monitor\";"),
         "{note}"
     );
     let (o, s) = checks.ok("pg_privileges");

@@ -10,7 +10,7 @@
 //!
 //! SQLite side: file + WAL size and the tables' highest rowids (read-only, bounded, on the
 //! blocking pool). PostgreSQL side: one statement over `checkpoints`, `checkpoint_blobs`,
-//! `checkpoint_writes` (guarded with `to_regclass`), sizes, `reltuples` and `n_tup_ins +
+//! `checkpoint_writes` (looked up by name in LangGraph's schema, see `pg_schema`), sizes, `reltuples` and `n_tup_ins +
 //! n_tup_upd`. A side that cannot be read carries its error; the other side still reports.
 
 use std::collections::VecDeque;
@@ -31,11 +31,19 @@ pub const ID: &str = "checkpoint_migration";
 /// LangGraph's PostgreSQL checkpointer tables.
 pub const PG_TABLES: [&str; 3] = ["checkpoints", "checkpoint_blobs", "checkpoint_writes"];
 
-const SQL: &str = "SELECT n.t, c.oid IS NOT NULL, coalesce(pg_total_relation_size(c.oid), 0), \
-     coalesce(c.reltuples, -1)::bigint, coalesce(s.n_tup_ins + s.n_tup_upd, 0) \
-     FROM (VALUES ('checkpoints'), ('checkpoint_blobs'), ('checkpoint_writes')) AS n(t) \
-     LEFT JOIN pg_class c ON c.oid = to_regclass(n.t) \
-     LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid";
+/// The statement, over the tables in the schema `pg_schema` finds LangGraph's in (a catalog
+/// lookup by name: no USAGE on that schema needed).
+fn pg_sql(place: &super::pg_schema::LangGraphPlace) -> String {
+    format!(
+        "WITH {} SELECT n.t, c.oid IS NOT NULL, coalesce(pg_total_relation_size(c.oid), 0), \
+         coalesce(c.reltuples, -1)::bigint, coalesce(s.n_tup_ins + s.n_tup_upd, 0) \
+         FROM (VALUES ('checkpoints'), ('checkpoint_blobs'), ('checkpoint_writes')) AS n(t) CROSS JOIN lg \
+         LEFT JOIN pg_namespace ns ON ns.nspname = lg.sch \
+         LEFT JOIN pg_class c ON c.relnamespace = ns.oid AND c.relname = n.t AND c.relkind IN ('r', 'p') \
+         LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid",
+        place.cte()
+    )
+}
 
 /// One reading of a store.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -223,6 +231,7 @@ pub struct MigrationCheck {
     window: Duration,
     sqlite_path: Option<PathBuf>,
     pg: Option<Arc<PgTarget>>,
+    pg_sql: String,
     state: Mutex<State>,
     busy: Arc<AtomicBool>,
 }
@@ -235,6 +244,9 @@ impl MigrationCheck {
             window: w,
             sqlite_path: config.app.sqlite_path.clone(),
             pg,
+            pg_sql: pg_sql(&super::pg_schema::LangGraphPlace::from_config(
+                &config.checks,
+            )),
             state: Mutex::new(State {
                 sqlite: GrowthTracker::new(w),
                 postgresql: GrowthTracker::new(w),
@@ -308,7 +320,7 @@ impl MigrationCheck {
             growth: None,
         };
         let rows = match pg.conn().await {
-            Ok(conn) => pg.simple_query(&conn, SQL).await,
+            Ok(conn) => pg.simple_query(&conn, &self.pg_sql).await,
             Err(e) => Err(e),
         };
         let rows = match rows {

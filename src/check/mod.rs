@@ -236,6 +236,7 @@ fn pg_checks(config: &Config, pg: &Arc<PgTarget>) -> Vec<Arc<dyn Check>> {
         .as_ref()
         .map(|d| d.user.clone())
         .unwrap_or_default();
+    let place = pg_schema::LangGraphPlace::from_config(c);
     let mut v: Vec<Arc<dyn Check>> = vec![
         Arc::new(pg_connection_budget::BudgetCheck::new(
             pg.clone(),
@@ -259,11 +260,13 @@ fn pg_checks(config: &Config, pg: &Arc<PgTarget>) -> Vec<Arc<dyn Check>> {
         Arc::new(pg_table_sizes::TableSizesCheck::new(
             pg.clone(),
             c.langgraph_schema,
+            &place,
             &c.expectations,
         )),
         Arc::new(pg_schema::SchemaCheck::new(
             pg.clone(),
             c.langgraph_schema,
+            &place,
             &c.expectations,
             &user,
         )),
@@ -271,7 +274,7 @@ fn pg_checks(config: &Config, pg: &Arc<PgTarget>) -> Vec<Arc<dyn Check>> {
         Arc::new(pg_database_stats::check(pg.clone())),
         Arc::new(pg_checkpoints::CheckpointsCheck::new(pg.clone())),
         Arc::new(pg_archiver::check(pg.clone())),
-        Arc::new(pg_privileges::check(pg.clone())),
+        Arc::new(pg_privileges::check(pg.clone(), &place)),
     ];
     if let Some(replica) = pg_replica::target(config) {
         v.push(Arc::new(pg_replica::check(replica)));

@@ -8,23 +8,33 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::pg_schema::{LANGGRAPH_SCHEMA, MIGRATIONS_TABLE};
+use super::pg_schema::{
+    LANGGRAPH_SCHEMA, LangGraphPlace, MIGRATIONS_TABLE, migrations_grant,
+    version_function_usable_sql,
+};
 use super::{Observation, pg_util};
 use crate::catalog::{self, Sample};
 use crate::pg::PgTarget;
 
 pub const ID: &str = "pg_privileges";
 
-fn sql() -> String {
+fn sql(place: &LangGraphPlace) -> String {
     format!(
-        "SELECT json_build_object('user', current_user, \
+        "WITH {} SELECT json_build_object('user', current_user, \
          'superuser', coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false), \
          'pg_monitor', pg_has_role(current_user, 'pg_monitor', 'USAGE'), \
          'read_all_stats', pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'), \
          'read_all_settings', pg_has_role(current_user, 'pg_read_all_settings', 'USAGE'), \
-         'migrations_readable', has_table_privilege({}, 'SELECT'), \
+         'langgraph_schema', (SELECT sch FROM lg), \
+         'migrations_readable', (SELECT (has_table_privilege(c.oid, 'SELECT') AND has_schema_privilege(n.oid, 'USAGE')) \
+         OR coalesce({}, false) \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, lg \
+         WHERE n.nspname = lg.sch AND c.relname = {} AND c.relkind IN ('r', 'p')), \
+         'schema_usage', (SELECT has_schema_privilege(n.oid, 'USAGE') FROM pg_namespace n, lg WHERE n.nspname = lg.sch), \
          'pg_stat_statements', EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'))::text",
-        pg_util::table_oid_sql(LANGGRAPH_SCHEMA, MIGRATIONS_TABLE)
+        place.cte(),
+        version_function_usable_sql(),
+        pg_util::lit(MIGRATIONS_TABLE)
     )
 }
 
@@ -35,8 +45,15 @@ pub struct Raw {
     pub pg_monitor: bool,
     pub read_all_stats: bool,
     pub read_all_settings: bool,
-    /// `None` when the table does not exist.
+    /// The schema LangGraph's tables are in (or expected in).
+    #[serde(default)]
+    pub langgraph_schema: Option<String>,
+    /// SELECT on `checkpoint_migrations` and USAGE on its schema; `None` when the table does
+    /// not exist.
     pub migrations_readable: Option<bool>,
+    /// USAGE on that schema; `None` when it does not exist.
+    #[serde(default)]
+    pub schema_usage: Option<bool>,
     pub pg_stat_statements: bool,
 }
 
@@ -101,10 +118,10 @@ pub fn from_raw(r: Raw) -> Privileges {
             "migrations_readable",
             ok,
             "the LangGraph migration version cannot be compared with the expected one",
-            format!(
-                "GRANT SELECT ON {}.{} TO {role};",
-                pg_util::ident(LANGGRAPH_SCHEMA),
-                pg_util::ident(MIGRATIONS_TABLE)
+            migrations_grant(
+                r.langgraph_schema.as_deref().unwrap_or(LANGGRAPH_SCHEMA),
+                &r.user,
+                r.schema_usage == Some(false),
             ),
         );
     }
@@ -125,8 +142,8 @@ pub fn from_raw(r: Raw) -> Privileges {
 }
 
 /// The check: one statement (built for the server's roles and tables), judged by [`from_raw`].
-pub fn check(pg: Arc<PgTarget>) -> JsonCheck<Raw> {
-    JsonCheck::new(ID, pg, sql(), "privileges", |_, r| {
+pub fn check(pg: Arc<PgTarget>, place: &LangGraphPlace) -> JsonCheck<Raw> {
+    JsonCheck::new(ID, pg, sql(place), "privileges", |_, r| {
         Observation::PgPrivileges(from_raw(r))
     })
 }
@@ -153,7 +170,9 @@ mod tests {
             pg_monitor: false,
             read_all_stats: false,
             read_all_settings: true,
+            langgraph_schema: Some("public".into()),
             migrations_readable: Some(false),
+            schema_usage: Some(true),
             pg_stat_statements: false,
         }
     }

@@ -6,10 +6,16 @@
 //! the watched tables (a failed `CREATE INDEX CONCURRENTLY`) and indexes that duplicate another
 //! (the guide's `idx_checkpoints_thread_id` duplicates LangGraph's `checkpoints_thread_id_idx`).
 //!
+//! LangGraph's schema: `AGENT_LANGGRAPH_SCHEMA_NAME` when set; else found in the same statement
+//! (see [`LangGraphPlace`]): the schema holding LangGraph's tables, preferring the app
+//! DATABASE_URL's `search_path`, then the most tables, then the agent's own `search_path`; with
+//! none anywhere, the first existing schema of the app's `search_path`, else `public`.
+//!
 //! Statements: one catalog lookup keyed by the watched tables' names (`pg_class` by name, then
 //! `pg_attribute` / `pg_index` rows of those tables only: cost never grows with other tables),
 //! and, when LangGraph is expected and `checkpoint_migrations` is there and readable, one
-//! `max(v), count(*)` over that ten-row table.
+//! `max(v), count(*)` over that ten-row table. A 42501 on it (no SELECT, or no USAGE on the
+//! schema) is not a failed run: the report carries the GRANT that fixes it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,31 +25,120 @@ use serde::{Deserialize, Serialize};
 
 use super::{BoxFuture, Check, Observation, pg_util};
 use crate::catalog::{self, Sample};
-use crate::config::{Expectations, ExpectedIndex, ExpectedTable, LangGraphSchema};
-use crate::error::CheckError;
+use crate::config::{ChecksConfig, Expectations, ExpectedIndex, ExpectedTable, LangGraphSchema};
+use crate::error::{CheckError, ErrorKind};
 use crate::pg::PgTarget;
 
 pub const ID: &str = "pg_schema";
 
-/// LangGraph's schema lives in the search path's first schema; the saver uses `public`.
+/// LangGraph's savers create their tables unqualified, in the first schema of the app's
+/// `search_path`: `public` unless the app sets another (see [`LangGraphPlace`]).
 pub const LANGGRAPH_SCHEMA: &str = "public";
+/// LangGraph's four tables (the catalog lookup that finds their schema is keyed by these).
+pub const LANGGRAPH_TABLES: [&str; 4] = [
+    MIGRATIONS_TABLE,
+    "checkpoints",
+    "checkpoint_blobs",
+    "checkpoint_writes",
+];
 pub const MIGRATIONS_TABLE: &str = "checkpoint_migrations";
+/// The SECURITY DEFINER function `scripts/create-monitoring-role.sql` creates, owned by the app
+/// role: max(v) and count(*) of `<schema>.checkpoint_migrations`, for a table created after the
+/// monitoring role, without SELECT on the app's other tables.
+pub const VERSION_FUNCTION_SCHEMA: &str = "rose_agent";
+pub const VERSION_FUNCTION: &str = "langgraph_migrations";
+
+/// SQL: true when the current role may call the version function (USAGE on its schema and
+/// EXECUTE), NULL when it does not exist.
+pub fn version_function_usable_sql() -> String {
+    format!(
+        "(SELECT bool_or(has_schema_privilege(n.oid, 'USAGE') AND has_function_privilege(p.oid, 'EXECUTE')) \
+         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+         WHERE n.nspname = {} AND p.proname = {} AND p.proargtypes = '25'::oidvector)",
+        pg_util::lit(VERSION_FUNCTION_SCHEMA),
+        pg_util::lit(VERSION_FUNCTION)
+    )
+}
 /// Latest migration of PostgresSaver (langgraph-checkpoint-postgres 2.0.13 .. 3.1.x).
 pub const LATEST_FULL: i64 = 9;
 /// Latest migration of ShallowPostgresSaver.
 pub const LATEST_SHALLOW: i64 = 7;
 
-/// LangGraph's expected objects, as an expectations list.
+/// Where LangGraph's tables are looked for: a configured schema, or detection preferring the
+/// app's `search_path`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LangGraphPlace {
+    /// `AGENT_LANGGRAPH_SCHEMA_NAME`: used as is, never second-guessed.
+    pub name: Option<String>,
+    /// The app DATABASE_URL's `search_path`, in order.
+    pub search_path: Vec<String>,
+}
+
+impl LangGraphPlace {
+    pub fn from_config(c: &ChecksConfig) -> LangGraphPlace {
+        LangGraphPlace {
+            name: c.langgraph_schema_name.clone(),
+            search_path: c.langgraph_search_path.clone(),
+        }
+    }
+
+    /// A CTE `lg(sch, src)`: one row, the schema of LangGraph's tables and how it was chosen
+    /// (`configured`, `detected`, `search_path`, `default`). Detection is a `pg_class` index
+    /// lookup by the four names, so it never grows with other tables, and like the rest of
+    /// the catalog it needs no privilege on the schemas it looks at.
+    pub fn cte(&self) -> String {
+        if let Some(n) = &self.name {
+            return format!(
+                "lg(sch, src) AS (SELECT {}::text, 'configured'::text)",
+                pg_util::lit(n)
+            );
+        }
+        let prefer = format!(
+            "ARRAY[{}]::text[]",
+            self.search_path
+                .iter()
+                .map(|s| pg_util::lit(s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let names = LANGGRAPH_TABLES
+            .iter()
+            .map(|t| pg_util::lit(t))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "lg(sch, src) AS (SELECT sch, src FROM (\
+             (SELECT n.nspname::text AS sch, 'detected'::text AS src, 1 AS r FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relname IN ({names}) AND c.relkind IN ('r', 'p') \
+             AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' \
+             GROUP BY n.nspname \
+             ORDER BY array_position({prefer}, n.nspname::text) NULLS LAST, count(*) DESC, \
+             array_position(current_schemas(false)::text[], n.nspname::text) NULLS LAST, n.nspname LIMIT 1) \
+             UNION ALL (SELECT p, 'search_path', 2 FROM unnest({prefer}) WITH ORDINALITY u(p, i) \
+             WHERE EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = p) ORDER BY i LIMIT 1) \
+             UNION ALL SELECT {public}, 'default', 3) x ORDER BY r LIMIT 1)",
+            public = pg_util::lit(LANGGRAPH_SCHEMA),
+        )
+    }
+}
+
+/// LangGraph's expected objects in `public`, as an expectations list.
 pub fn langgraph_expectations() -> Expectations {
+    langgraph_expectations_in(LANGGRAPH_SCHEMA)
+}
+
+/// LangGraph's expected objects in `schema`.
+pub fn langgraph_expectations_in(schema: &str) -> Expectations {
     let t = |name: &str, columns: &[&str]| ExpectedTable {
         name: name.into(),
-        schema: LANGGRAPH_SCHEMA.into(),
+        schema: schema.into(),
         columns: columns.iter().map(|c| (*c).to_owned()).collect(),
     };
     let i = |name: &str, table: &str| ExpectedIndex {
         name: name.into(),
         table: table.into(),
-        schema: LANGGRAPH_SCHEMA.into(),
+        schema: schema.into(),
         columns: Some(vec!["thread_id".into()]),
     };
     Expectations {
@@ -61,16 +156,21 @@ pub fn langgraph_expectations() -> Expectations {
     }
 }
 
-/// LangGraph's (unless off) and the file's expectations together.
-pub fn watched(mode: LangGraphSchema, file: &Expectations) -> Expectations {
+/// LangGraph's (unless off, in `schema`) and the file's expectations together.
+pub fn watched_in(mode: LangGraphSchema, schema: &str, file: &Expectations) -> Expectations {
     let mut e = if mode == LangGraphSchema::Off {
         Expectations::default()
     } else {
-        langgraph_expectations()
+        langgraph_expectations_in(schema)
     };
     e.tables.extend(file.tables.iter().cloned());
     e.indexes.extend(file.indexes.iter().cloned());
     e
+}
+
+/// LangGraph's (unless off, in `public`) and the file's expectations together.
+pub fn watched(mode: LangGraphSchema, file: &Expectations) -> Expectations {
+    watched_in(mode, LANGGRAPH_SCHEMA, file)
 }
 
 /// Every `(schema, table)` watched, once, in order: expected tables and index tables.
@@ -93,17 +193,10 @@ pub fn watched_tables(e: &Expectations) -> Vec<(String, String)> {
     out
 }
 
-/// The label for a table: bare in `public`, else `schema.table`.
-pub fn table_label(schema: &str, table: &str) -> String {
-    if schema == "public" {
-        table.to_owned()
-    } else {
-        format!("{schema}.{table}")
-    }
-}
-
-fn catalog_sql(tables: &[(String, String)], langgraph: bool) -> String {
-    let values: Vec<String> = tables
+/// The CTEs `[lg(sch, src),] want(sch, tbl)`: the file's tables, and LangGraph's four in the
+/// schema `lg` finds (when `place` is given, i.e. LangGraph is expected).
+pub fn want_ctes(place: Option<&LangGraphPlace>, file: &Expectations) -> String {
+    let values: Vec<String> = watched_tables(file)
         .iter()
         .map(|(s, t)| format!("({}, {})", pg_util::lit(s), pg_util::lit(t)))
         .collect();
@@ -112,16 +205,55 @@ fn catalog_sql(tables: &[(String, String)], langgraph: bool) -> String {
     } else {
         values.join(", ")
     };
-    let migrations = if langgraph {
+    match place {
+        None => format!("want(sch, tbl) AS (VALUES {values})"),
+        Some(p) => format!(
+            "{}, want(sch, tbl) AS (VALUES {values} UNION SELECT lg.sch, t.t FROM lg, unnest(ARRAY[{}]::text[]) t(t))",
+            p.cte(),
+            LANGGRAPH_TABLES
+                .iter()
+                .map(|t| pg_util::lit(t))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// The table label for a name: bare in `public`, else `schema.table`.
+pub fn table_label(schema: &str, table: &str) -> String {
+    if schema == "public" {
+        table.to_owned()
+    } else {
+        format!("{schema}.{table}")
+    }
+}
+
+fn catalog_sql(place: Option<&LangGraphPlace>, file: &Expectations) -> String {
+    let want = want_ctes(place, file);
+    let langgraph = if place.is_some() {
+        let oid = "(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                   WHERE n.nspname = lg.sch AND c.relname = 'checkpoint_migrations' AND c.relkind IN ('r', 'p'))";
         format!(
-            "has_table_privilege({}, 'SELECT')",
-            pg_util::table_oid_sql(LANGGRAPH_SCHEMA, MIGRATIONS_TABLE)
+            "(SELECT json_build_object('schema', lg.sch, 'source', lg.src, \
+             'migrations_select', has_table_privilege({oid}, 'SELECT'), \
+             'schema_usage', (SELECT has_schema_privilege(n.oid, 'USAGE') FROM pg_namespace n WHERE n.nspname = lg.sch), \
+             'function_usable', {function}, \
+             'candidates', (SELECT coalesce(json_agg(json_build_object('schema', s.nsp, 'tables', s.n) ORDER BY s.nsp), '[]') \
+             FROM (SELECT n.nspname::text AS nsp, count(*) AS n FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relname IN ({names}) AND c.relkind IN ('r', 'p') \
+             AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' GROUP BY n.nspname) s)) FROM lg)",
+            names = LANGGRAPH_TABLES
+                .iter()
+                .map(|t| pg_util::lit(t))
+                .collect::<Vec<_>>()
+                .join(", "),
+            function = version_function_usable_sql(),
         )
     } else {
-        "NULL::boolean".to_owned()
+        "NULL::json".to_owned()
     };
     format!(
-        "WITH want(sch, tbl) AS (VALUES {values}), \
+        "WITH {want}, \
          rel AS (SELECT sch, tbl, (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = want.sch AND c.relname = want.tbl AND c.relkind IN ('r', 'p')) AS oid FROM want WHERE tbl IS NOT NULL) \
          SELECT json_build_object(\
@@ -137,16 +269,78 @@ fn catalog_sql(tables: &[(String, String)], langgraph: bool) -> String {
          pg_get_expr(i.indexprs, i.indrelid), pg_get_expr(i.indpred, i.indrelid)), \
          'definition', pg_get_indexdef(i.indexrelid)) ORDER BY r.sch, r.tbl, c.relname), '[]') \
          FROM rel r JOIN pg_index i ON i.indrelid = r.oid JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam), \
-         'migrations_readable', {migrations})::text"
+         'langgraph', {langgraph})::text"
     )
 }
 
-fn migrations_sql() -> String {
-    format!(
-        "SELECT json_build_object('max_version', max(v), 'rows', count(*))::text FROM {}.{}",
-        pg_util::ident(LANGGRAPH_SCHEMA),
+fn migrations_sql(schema: &str, via: Access) -> String {
+    match via {
+        Access::Function => format!(
+            "SELECT json_build_object('max_version', max_version, 'rows', coalesce(row_count, 0))::text \
+             FROM (SELECT 1) one LEFT JOIN {}.{}({}) ON true",
+            pg_util::ident(VERSION_FUNCTION_SCHEMA),
+            pg_util::ident(VERSION_FUNCTION),
+            pg_util::lit(schema)
+        ),
+        Access::Direct => format!(
+            "SELECT json_build_object('max_version', max(v), 'rows', count(*))::text FROM {}.{}",
+            pg_util::ident(schema),
+            pg_util::ident(MIGRATIONS_TABLE)
+        ),
+    }
+}
+
+/// How the migration version is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// SELECT on the table (and USAGE on its schema).
+    Direct,
+    /// Through the version function of `scripts/create-monitoring-role.sql`.
+    Function,
+}
+
+/// The statements that let `user` read the migration version in `schema` (USAGE on the schema
+/// only when it is missing).
+pub fn migrations_grant(schema: &str, user: &str, usage_missing: bool) -> String {
+    let role = pg_util::ident(user);
+    let mut g = String::new();
+    if usage_missing {
+        g.push_str(&format!(
+            "GRANT USAGE ON SCHEMA {} TO {role}; ",
+            pg_util::ident(schema)
+        ));
+    }
+    g.push_str(&format!(
+        "GRANT SELECT ON {}.{} TO {role};",
+        pg_util::ident(schema),
         pg_util::ident(MIGRATIONS_TABLE)
-    )
+    ));
+    g
+}
+
+/// What the catalog statement says about LangGraph's schema.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawLangGraph {
+    pub schema: String,
+    /// `configured`, `detected`, `search_path` or `default`.
+    pub source: String,
+    /// SELECT on `checkpoint_migrations`; `None` when the table does not exist.
+    pub migrations_select: Option<bool>,
+    /// USAGE on the schema; `None` when the schema does not exist.
+    pub schema_usage: Option<bool>,
+    /// Every schema holding any of LangGraph's table names, with how many.
+    #[serde(default)]
+    pub candidates: Vec<Candidate>,
+    /// The version function may be called; `None` when it does not exist.
+    #[serde(default)]
+    pub function_usable: Option<bool>,
+}
+
+/// A schema holding some of LangGraph's tables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub schema: String,
+    pub tables: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,7 +384,8 @@ pub struct RawCatalog {
     pub tables: Vec<RawTable>,
     pub columns: Vec<RawColumn>,
     pub indexes: Vec<IndexInfo>,
-    pub migrations_readable: Option<bool>,
+    /// `None` when LangGraph is not expected.
+    pub langgraph: Option<RawLangGraph>,
 }
 
 /// `checkpoint_migrations` contents.
@@ -284,6 +479,14 @@ impl Variant {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LangGraphState {
     pub configured: LangGraphSchema,
+    /// The schema holding (or expected to hold) LangGraph's tables.
+    pub schema: String,
+    /// How `schema` was chosen: `configured` (AGENT_LANGGRAPH_SCHEMA_NAME), `detected` (it
+    /// holds LangGraph's tables), `search_path` (the app DSN's first existing schema, no
+    /// tables yet) or `default` (`public`).
+    pub schema_source: String,
+    /// Every schema holding any of LangGraph's table names, with how many.
+    pub candidates: Vec<Candidate>,
     pub detected: Variant,
     /// 9 (full) or 7 (shallow): from the configuration, else from detection (full if unknown).
     pub expected_version: i64,
@@ -291,6 +494,9 @@ pub struct LangGraphState {
     pub migrations: Option<Migrations>,
     /// Why `migrations` is `None`, and the grant that fixes it when it is a privilege.
     pub migrations_note: Option<String>,
+    /// When the table is there but the monitoring role may not read it (SQLSTATE 42501): the
+    /// exact statements that let it.
+    pub migrations_grant: Option<String>,
 }
 
 impl LangGraphState {
@@ -437,17 +643,17 @@ pub fn evaluate(expect: &Expectations, raw: &RawCatalog) -> SchemaReport {
     }
 }
 
-/// Pure: which LangGraph variant the columns show.
-pub fn detect_variant(raw: &RawCatalog) -> Variant {
+/// Pure: which LangGraph variant the columns in `schema` show.
+pub fn detect_variant(raw: &RawCatalog, schema: &str) -> Variant {
     let has = |t: &str, c: &str| {
         raw.columns
             .iter()
-            .any(|x| x.schema == LANGGRAPH_SCHEMA && x.table == t && x.column == c)
+            .any(|x| x.schema == schema && x.table == t && x.column == c)
     };
     let checkpoints = raw
         .tables
         .iter()
-        .any(|t| t.schema == LANGGRAPH_SCHEMA && t.table == "checkpoints" && t.present);
+        .any(|t| t.schema == schema && t.table == "checkpoints" && t.present);
     if !checkpoints {
         Variant::Unknown
     } else if has("checkpoints", "checkpoint_id") || has("checkpoint_blobs", "version") {
@@ -468,23 +674,71 @@ pub fn expected_version(mode: LangGraphSchema, detected: Variant) -> i64 {
 pub struct SchemaCheck {
     pg: Arc<PgTarget>,
     mode: LangGraphSchema,
-    expect: Expectations,
+    file: Expectations,
     catalog_sql: String,
     user: String,
 }
 
 impl SchemaCheck {
-    pub fn new(pg: Arc<PgTarget>, mode: LangGraphSchema, file: &Expectations, user: &str) -> Self {
-        let expect = watched(mode, file);
-        let tables = watched_tables(&expect);
+    pub fn new(
+        pg: Arc<PgTarget>,
+        mode: LangGraphSchema,
+        place: &LangGraphPlace,
+        file: &Expectations,
+        user: &str,
+    ) -> Self {
+        let place = (mode != LangGraphSchema::Off).then_some(place);
         SchemaCheck {
-            catalog_sql: catalog_sql(&tables, mode != LangGraphSchema::Off),
+            catalog_sql: catalog_sql(place, file),
             pg,
             mode,
-            expect,
+            file: file.clone(),
             user: user.to_owned(),
         }
     }
+}
+
+/// Pure: how to read `checkpoint_migrations` given the catalog (`Ok`), or why it cannot be
+/// read and, for a privilege, the grant (`Err((note, grant))`).
+pub fn migrations_access(
+    raw: &RawCatalog,
+    lg: &RawLangGraph,
+    user: &str,
+) -> Result<Access, (String, Option<String>)> {
+    let table_there = raw
+        .tables
+        .iter()
+        .any(|t| t.schema == lg.schema && t.table == MIGRATIONS_TABLE && t.present);
+    if !table_there {
+        return Err((
+            format!(
+                "{} is missing: the app never ran the checkpointer's setup()",
+                table_label(&lg.schema, MIGRATIONS_TABLE)
+            ),
+            None,
+        ));
+    }
+    let usage = lg.schema_usage.unwrap_or(false);
+    let select = lg.migrations_select.unwrap_or(false);
+    if usage && select {
+        return Ok(Access::Direct);
+    }
+    if lg.function_usable == Some(true) {
+        return Ok(Access::Function);
+    }
+    let grant = migrations_grant(&lg.schema, user, !usage);
+    Err((
+        format!(
+            "the monitoring role {user} may not read {} (SQLSTATE 42501: {}): {grant}",
+            table_label(&lg.schema, MIGRATIONS_TABLE),
+            match (usage, select) {
+                (false, false) => "no USAGE on the schema, no SELECT on the table",
+                (false, true) => "no USAGE on the schema",
+                _ => "no SELECT on the table",
+            }
+        ),
+        Some(grant),
+    ))
 }
 
 impl Check for SchemaCheck {
@@ -499,45 +753,51 @@ impl Check for SchemaCheck {
             let conn = self.pg.conn().await?;
             let raw: RawCatalog =
                 pg_util::json_query(&self.pg, &conn, &self.catalog_sql, "schema catalog").await?;
-            let mut report = evaluate(&self.expect, &raw);
-            if self.mode != LangGraphSchema::Off {
-                let detected = detect_variant(&raw);
-                let table_there = raw.tables.iter().any(|t| {
-                    t.schema == LANGGRAPH_SCHEMA && t.table == MIGRATIONS_TABLE && t.present
-                });
-                let (migrations, note) = match (table_there, raw.migrations_readable) {
-                    (false, _) => (
-                        None,
-                        Some(format!(
-                            "{MIGRATIONS_TABLE} is missing: the app never ran the checkpointer's setup()"
-                        )),
-                    ),
-                    (true, Some(true)) => {
-                        let m: Migrations = pg_util::json_query(
-                            &self.pg,
-                            &conn,
-                            &migrations_sql(),
-                            "checkpoint_migrations",
-                        )
-                        .await?;
-                        (Some(m), None)
-                    }
-                    (true, _) => (
-                        None,
-                        Some(format!(
-                            "GRANT SELECT ON {}.{} TO {};",
-                            pg_util::ident(LANGGRAPH_SCHEMA),
-                            pg_util::ident(MIGRATIONS_TABLE),
-                            pg_util::ident(&self.user)
-                        )),
-                    ),
+            let schema = raw
+                .langgraph
+                .as_ref()
+                .map_or(LANGGRAPH_SCHEMA, |l| l.schema.as_str());
+            let expect = watched_in(self.mode, schema, &self.file);
+            let mut report = evaluate(&expect, &raw);
+            if let Some(lg) = raw
+                .langgraph
+                .as_ref()
+                .filter(|_| self.mode != LangGraphSchema::Off)
+            {
+                let detected = detect_variant(&raw, &lg.schema);
+                let (migrations, note, grant) = match migrations_access(&raw, lg, &self.user) {
+                    Err((note, grant)) => (None, Some(note), grant),
+                    Ok(via) => match pg_util::json_query::<Migrations>(
+                        &self.pg,
+                        &conn,
+                        &migrations_sql(&lg.schema, via),
+                        "checkpoint_migrations",
+                    )
+                    .await
+                    {
+                        Ok(m) => (Some(m), None, None),
+                        // Revoked between the catalog and the read, or a policy: the same gap.
+                        Err(e) if e.kind == ErrorKind::PrivilegeMissing => {
+                            let grant = migrations_grant(&lg.schema, &self.user, true);
+                            (
+                                None,
+                                Some(format!("{} (SQLSTATE 42501): {grant}", e.message)),
+                                Some(grant),
+                            )
+                        }
+                        Err(e) => return Err(e),
+                    },
                 };
                 report.langgraph = Some(LangGraphState {
                     configured: self.mode,
+                    schema: lg.schema.clone(),
+                    schema_source: lg.source.clone(),
+                    candidates: lg.candidates.clone(),
                     detected,
                     expected_version: expected_version(self.mode, detected),
                     migrations,
                     migrations_note: note,
+                    migrations_grant: grant,
                 });
             }
             Ok(Observation::PgSchema(report))
@@ -659,7 +919,7 @@ mod tests {
                     "btree 1",
                 ),
             ],
-            migrations_readable: Some(true),
+            langgraph: None,
         }
     }
 
@@ -674,7 +934,7 @@ mod tests {
         assert_eq!(r.objects.len(), 4 + 1 + 3);
         assert!(r.missing().is_empty(), "{:?}", r.missing());
         assert!(r.duplicate_indexes.is_empty());
-        assert_eq!(detect_variant(&full_catalog()), Variant::Full);
+        assert_eq!(detect_variant(&full_catalog(), "public"), Variant::Full);
         let mut out = Vec::new();
         samples(&r, &mut out);
         assert!(out.iter().any(|s| s.labels
@@ -744,9 +1004,9 @@ mod tests {
             }],
             columns: vec![],
             indexes: vec![],
-            migrations_readable: None,
+            langgraph: None,
         };
-        assert_eq!(detect_variant(&raw), Variant::Shallow);
+        assert_eq!(detect_variant(&raw, "public"), Variant::Shallow);
         assert_eq!(expected_version(LangGraphSchema::Auto, Variant::Shallow), 7);
         assert_eq!(expected_version(LangGraphSchema::Full, Variant::Shallow), 9);
         assert_eq!(expected_version(LangGraphSchema::Auto, Variant::Unknown), 9);
@@ -764,12 +1024,16 @@ mod tests {
         let lg = LangGraphState {
             configured: LangGraphSchema::Auto,
             detected: Variant::Full,
+            schema: "public".into(),
+            schema_source: "default".into(),
+            candidates: vec![],
             expected_version: 9,
             migrations: Some(Migrations {
                 max_version: Some(7),
                 rows: 8,
             }),
             migrations_note: None,
+            migrations_grant: None,
         };
         assert_eq!(lg.behind(), Some(true));
         let mut e = Expectations::default();
@@ -805,8 +1069,106 @@ mod tests {
             watched_tables(&w),
             vec![("shop".to_owned(), "or'ders".to_owned())]
         );
-        let sql = catalog_sql(&watched_tables(&w), false);
+        let sql = catalog_sql(None, &f);
         assert!(sql.contains("(E'shop', E'or''ders')"), "{sql}");
         assert_eq!(watched_tables(&watched(LangGraphSchema::Auto, &f)).len(), 5);
+    }
+
+    fn lg(
+        schema: &str,
+        select: Option<bool>,
+        usage: Option<bool>,
+        function: Option<bool>,
+    ) -> RawLangGraph {
+        RawLangGraph {
+            schema: schema.into(),
+            source: "detected".into(),
+            migrations_select: select,
+            schema_usage: usage,
+            candidates: vec![],
+            function_usable: function,
+        }
+    }
+
+    fn catalog_in(schema: &str) -> RawCatalog {
+        let mut raw = full_catalog();
+        for t in &mut raw.tables {
+            t.schema = schema.into();
+        }
+        for c in &mut raw.columns {
+            c.schema = schema.into();
+        }
+        for i in &mut raw.indexes {
+            i.schema = schema.into();
+        }
+        raw
+    }
+
+    #[test]
+    fn the_version_is_read_directly_through_the_function_or_a_grant_is_named() {
+        let raw = catalog_in("rose");
+        let ok = |l: &RawLangGraph| migrations_access(&raw, l, "rose_monitor");
+        assert_eq!(
+            ok(&lg("rose", Some(true), Some(true), None)),
+            Ok(Access::Direct)
+        );
+        assert_eq!(
+            ok(&lg("rose", Some(false), Some(false), Some(true))),
+            Ok(Access::Function)
+        );
+        let (note, grant) = ok(&lg("rose", Some(true), Some(false), Some(false))).unwrap_err();
+        assert_eq!(
+            grant.as_deref(),
+            Some(
+                "GRANT USAGE ON SCHEMA \"rose\" TO \"rose_monitor\"; GRANT SELECT ON \"rose\".\"checkpoint_migrations\" TO \"rose_monitor\";"
+            )
+        );
+        assert!(
+            note.contains("42501") && note.contains("no USAGE on the schema"),
+            "{note}"
+        );
+        let (_, grant) = ok(&lg("rose", Some(false), Some(true), None)).unwrap_err();
+        assert_eq!(
+            grant.as_deref(),
+            Some("GRANT SELECT ON \"rose\".\"checkpoint_migrations\" TO \"rose_monitor\";")
+        );
+        // Missing table: no grant, setup() is the fix.
+        let (note, grant) =
+            migrations_access(&full_catalog(), &lg("rose", None, Some(true), None), "m")
+                .unwrap_err();
+        assert!(
+            grant.is_none() && note.contains("rose.checkpoint_migrations is missing"),
+            "{note}"
+        );
+        assert_eq!(detect_variant(&raw, "rose"), Variant::Full);
+        assert_eq!(detect_variant(&raw, "public"), Variant::Unknown);
+        let r = evaluate(&langgraph_expectations_in("rose"), &raw);
+        assert!(r.missing().is_empty(), "{:?}", r.missing());
+        assert!(r.objects.iter().any(|o| o.name == "rose.checkpoints"));
+    }
+
+    #[test]
+    fn place_sql_configured_or_preferring_the_app_search_path() {
+        let configured = LangGraphPlace {
+            name: Some("ro'se".into()),
+            search_path: vec!["x".into()],
+        };
+        assert_eq!(
+            configured.cte(),
+            "lg(sch, src) AS (SELECT E'ro''se'::text, 'configured'::text)"
+        );
+        let detected = LangGraphPlace {
+            name: None,
+            search_path: vec!["rose".into(), "public".into()],
+        };
+        let sql = detected.cte();
+        assert!(sql.contains("ARRAY[E'rose', E'public']::text[]"), "{sql}");
+        assert!(
+            sql.contains("c.relname IN (E'checkpoint_migrations'"),
+            "{sql}"
+        );
+        let want = want_ctes(Some(&detected), &Expectations::default());
+        assert!(want.contains("UNION SELECT lg.sch, t.t FROM lg"), "{want}");
+        assert!(!want_ctes(None, &Expectations::default()).contains("lg"));
     }
 }

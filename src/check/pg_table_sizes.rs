@@ -1,5 +1,6 @@
 //! Check `pg_table_sizes` (slow cadence): total, table (heap + TOAST) and index size and the
-//! planner's row estimate of the watched tables (LangGraph's four and the expectations file's),
+//! planner's row estimate of the watched tables (LangGraph's four, in the schema `pg_schema`
+//! finds them in, and the expectations file's),
 //! with each table's growth per hour from the agent's own history. One statement keyed by the
 //! watched tables' names: it never touches another table, so its cost does not grow with them.
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::pg_schema::{table_label, watched, watched_tables};
+use super::pg_schema::{LangGraphPlace, table_label, want_ctes};
 use super::pg_util::{self, Histories};
 use super::{BoxFuture, Cadence, Check, Observation};
 use crate::catalog::{self, Sample};
@@ -18,25 +19,17 @@ use crate::pg::PgTarget;
 
 pub const ID: &str = "pg_table_sizes";
 
-fn sql(tables: &[(String, String)]) -> String {
-    let values: Vec<String> = tables
-        .iter()
-        .map(|(s, t)| format!("({}, {})", pg_util::lit(s), pg_util::lit(t)))
-        .collect();
-    let values = if values.is_empty() {
-        "(NULL::text, NULL::text)".to_owned()
-    } else {
-        values.join(", ")
-    };
+fn sql(place: Option<&LangGraphPlace>, file: &Expectations) -> String {
     format!(
-        "WITH want(sch, tbl) AS (VALUES {values}), \
+        "WITH {}, \
          rel AS (SELECT sch, tbl, (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = want.sch AND c.relname = want.tbl AND c.relkind IN ('r', 'p')) AS oid FROM want WHERE tbl IS NOT NULL) \
          SELECT coalesce(json_agg(json_build_object('schema', sch, 'table', tbl, \
          'total_bytes', pg_total_relation_size(oid), 'table_bytes', pg_table_size(oid), \
          'index_bytes', pg_indexes_size(oid), \
          'estimated_rows', (SELECT reltuples::float8 FROM pg_class c WHERE c.oid = rel.oid)) ORDER BY sch, tbl), '[]')::text \
-         FROM rel WHERE oid IS NOT NULL"
+         FROM rel WHERE oid IS NOT NULL",
+        want_ctes(place, file)
     )
 }
 
@@ -91,9 +84,14 @@ pub struct TableSizesCheck {
 }
 
 impl TableSizesCheck {
-    pub fn new(pg: Arc<PgTarget>, mode: LangGraphSchema, file: &Expectations) -> Self {
+    pub fn new(
+        pg: Arc<PgTarget>,
+        mode: LangGraphSchema,
+        place: &LangGraphPlace,
+        file: &Expectations,
+    ) -> Self {
         TableSizesCheck {
-            sql: sql(&watched_tables(&watched(mode, file))),
+            sql: sql((mode != LangGraphSchema::Off).then_some(place), file),
             pg,
             history: Histories::default(),
         }

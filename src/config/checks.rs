@@ -44,6 +44,10 @@ pub struct ChecksConfig {
     pub statements_top_n: u32,
     pub plan: Option<PlanLimit>,
     pub langgraph_schema: LangGraphSchema,
+    /// The schema of LangGraph's tables when set (`AGENT_LANGGRAPH_SCHEMA_NAME`); else detected.
+    pub langgraph_schema_name: Option<String>,
+    /// The app DATABASE_URL's `search_path` (`$user` resolved): preferred when detecting.
+    pub langgraph_search_path: Vec<String>,
     pub expectations_file: Option<PathBuf>,
     /// The expectations file's content (empty without a file).
     pub expectations: Expectations,
@@ -61,6 +65,8 @@ impl Default for ChecksConfig {
             statements_top_n: 10,
             plan: None,
             langgraph_schema: LangGraphSchema::Auto,
+            langgraph_schema_name: None,
+            langgraph_search_path: Vec::new(),
             expectations_file: None,
             expectations: Expectations::default(),
             raw_query_text: false,
@@ -266,6 +272,19 @@ pub fn validate(raw: &RawChecks, problems: &mut Vec<Problem>) -> ChecksConfig {
             LangGraphSchema::Auto
         }
     };
+    let langgraph_schema_name = match raw.langgraph_schema_name.as_deref().map(str::trim) {
+        None => None,
+        Some(name) => match identifier_problem(name) {
+            None => Some(name.to_owned()),
+            Some(why) => {
+                p(
+                    "AGENT_LANGGRAPH_SCHEMA_NAME",
+                    format!("{why}: give the schema name exactly as in pg_namespace (e.g. rose)"),
+                );
+                None
+            }
+        },
+    };
     let expectations_file = raw.expectations_file.as_ref().map(PathBuf::from);
     let expectations = match &expectations_file {
         None => Expectations::default(),
@@ -298,6 +317,8 @@ pub fn validate(raw: &RawChecks, problems: &mut Vec<Problem>) -> ChecksConfig {
         statements_top_n,
         plan,
         langgraph_schema,
+        langgraph_schema_name,
+        langgraph_search_path: Vec::new(),
         expectations_file,
         expectations,
         raw_query_text: raw.raw_query_text.unwrap_or(d.raw_query_text),
@@ -327,6 +348,7 @@ impl ChecksConfig {
                 .filter(|p| p.name == "custom")
                 .map(|p| p.max_connections.into()),
             langgraph_schema: Some(format!("{:?}", self.langgraph_schema).to_ascii_lowercase()),
+            langgraph_schema_name: self.langgraph_schema_name.clone(),
             expectations_file: self
                 .expectations_file
                 .as_ref()

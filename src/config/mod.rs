@@ -8,6 +8,7 @@ pub mod files;
 pub mod otel;
 pub mod probes;
 mod raw;
+pub mod search_path;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -360,6 +361,13 @@ impl Config {
             1,
         );
 
+        // Where the app's LangGraph savers create their tables, when its DSN says.
+        let app_search_path = raw
+            .app
+            .database_url
+            .as_deref()
+            .map(search_path::app_search_path)
+            .unwrap_or_default();
         // The monitoring DSN and where it came from.
         let mut dsn_text: Option<(String, &'static str)> = None;
         if let Some(u) = raw.database.url {
@@ -514,7 +522,8 @@ impl Config {
             );
         }
 
-        let checks = checks::validate(&raw.checks, &mut problems);
+        let mut checks = checks::validate(&raw.checks, &mut problems);
+        checks.langgraph_search_path = app_search_path;
         let probes = probes::validate(
             raw.app.probes.as_deref(),
             &probes::ProbeDefaults {

@@ -183,6 +183,9 @@ pub struct RawChecks {
     /// Which LangGraph schema to expect: `auto` (detect full or shallow), `full`, `shallow` or
     /// `off` (env `AGENT_LANGGRAPH_SCHEMA`; default `auto`).
     pub langgraph_schema: Option<String>,
+    /// The PostgreSQL schema holding LangGraph's tables (env `AGENT_LANGGRAPH_SCHEMA_NAME`;
+    /// default: detected, preferring the app DATABASE_URL's `options=-c search_path=...`).
+    pub langgraph_schema_name: Option<String>,
     /// A TOML file listing another app's expected tables, columns and indexes (env
     /// `AGENT_SCHEMA_EXPECTATIONS`).
     pub expectations_file: Option<String>,
@@ -265,6 +268,10 @@ impl RawConfig {
         set(
             &mut self.checks.langgraph_schema,
             s("AGENT_LANGGRAPH_SCHEMA"),
+        );
+        set(
+            &mut self.checks.langgraph_schema_name,
+            s("AGENT_LANGGRAPH_SCHEMA_NAME"),
         );
         set(
             &mut self.checks.expectations_file,

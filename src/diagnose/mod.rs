@@ -220,6 +220,7 @@ pub fn rung_of_code(code: &str) -> &'static str {
         "slow_queries" | "idle_in_transaction" | "lock_contention" => "activity",
         "schema_mismatch" | "missing_table" | "missing_index" | "invalid_index"
         | "duplicate_index" => "schema",
+        "migration_version_unreadable" => "schema",
         "replica_lag" | "standby_lost" => "replication",
         "app_unreachable" | "app_unhealthy" | "app_degraded" | "app_slow" => "app",
         "migration_not_effective" => "migration",

@@ -124,6 +124,11 @@ pub static CODES: &[CodeDef] = &[
         "an index is INVALID (an interrupted CREATE INDEX CONCURRENTLY)",
     ),
     c(
+        "migration_version_unreadable",
+        Warning,
+        "the monitoring role cannot read checkpoint_migrations: a schema behind the library goes unnoticed",
+    ),
+    c(
         "duplicate_index",
         Info,
         "two indexes cover the same columns",

@@ -20,6 +20,7 @@ pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
 pub fn judge(r: &SchemaReport, cx: &Context, out: &mut Vec<Finding>) {
     let t = &cx.target;
     let mut mismatch: Vec<String> = Vec::new();
+    let (where_, elsewhere) = langgraph_place(r);
     for o in &r.objects {
         match (&o.kind, &o.problem) {
             (_, None) | (ObjectKind::Column | ObjectKind::Index, Some(ObjectProblem::TableMissing)) => {}
@@ -27,12 +28,16 @@ pub fn judge(r: &SchemaReport, cx: &Context, out: &mut Vec<Finding>) {
                 Finding::new(
                     "missing_table",
                     format!("Table {} is missing at {t}", o.name),
-                    format!("expected table {} does not exist", o.name),
-                    vec![
-                        SETUP.into(),
-                        "Verify FEATURE_DATABASE_TYPE=postgresql and DATABASE_URL point at this database".into(),
-                        "Then check `agent diagnose` shows the schema rung ok".into(),
-                    ],
+                    format!("expected table {} does not exist{where_}", o.name),
+                    elsewhere
+                        .iter()
+                        .cloned()
+                        .chain([
+                            SETUP.into(),
+                            "Verify FEATURE_DATABASE_TYPE=postgresql and DATABASE_URL point at this database".into(),
+                            "Then check `agent diagnose` shows the schema rung ok".into(),
+                        ])
+                        .collect(),
                 )
                 .with_subject(o.name.clone()),
             ),
@@ -104,6 +109,26 @@ pub fn judge(r: &SchemaReport, cx: &Context, out: &mut Vec<Finding>) {
             lg.detected.as_str()
         ));
     }
+    if let Some(lg) = &r.langgraph
+        && let Some(grant) = &lg.migrations_grant
+    {
+        out.push(
+            Finding::new(
+                "migration_version_unreadable",
+                format!("The LangGraph migration version at {t} cannot be read"),
+                format!(
+                    "{}; without it a schema behind the library (RoseLangGraphSchemaMismatch) cannot be detected",
+                    lg.migrations_note.as_deref().unwrap_or("SQLSTATE 42501 on checkpoint_migrations")
+                ),
+                vec![
+                    format!("Run as the table owner or a superuser: {grant}"),
+                    "Or re-run scripts/create-monitoring-role.sql (idempotent) with -v app_role=<the role that runs setup()> so tables the app creates later stay readable".into(),
+                    "Then check `agent diagnose` shows the schema rung without this finding".into(),
+                ],
+            )
+            .with_subject(pg_schema::table_label(&lg.schema, pg_schema::MIGRATIONS_TABLE)),
+        );
+    }
     if !mismatch.is_empty() {
         out.push(Finding::new(
             "schema_mismatch",
@@ -117,6 +142,45 @@ pub fn judge(r: &SchemaReport, cx: &Context, out: &mut Vec<Finding>) {
             ],
         ));
     }
+}
+
+/// For a missing LangGraph table: where it was looked for (evidence), and, when another schema
+/// holds LangGraph's tables, the step that points the agent there.
+fn langgraph_place(r: &SchemaReport) -> (String, Option<String>) {
+    let Some(lg) = &r.langgraph else {
+        return (String::new(), None);
+    };
+    let how = match lg.schema_source.as_str() {
+        "configured" => "AGENT_LANGGRAPH_SCHEMA_NAME",
+        "search_path" => "the first existing schema of DATABASE_URL's search_path",
+        "detected" => "the schema holding LangGraph's tables",
+        _ => "no schema holds LangGraph's tables and DATABASE_URL sets no search_path",
+    };
+    let others: Vec<String> = lg
+        .candidates
+        .iter()
+        .filter(|c| c.schema != lg.schema)
+        .map(|c| format!("{} ({} of 4 tables)", c.schema, c.tables))
+        .collect();
+    let mut evidence = format!(" in schema {} ({how})", lg.schema);
+    if !others.is_empty() {
+        evidence.push_str(&format!(
+            "; LangGraph tables exist in {}",
+            others.join(", ")
+        ));
+    }
+    let step = lg
+        .candidates
+        .iter()
+        .filter(|c| c.schema != lg.schema)
+        .max_by_key(|c| c.tables)
+        .map(|c| {
+            format!(
+                "If the app uses schema {s} (search_path), set AGENT_LANGGRAPH_SCHEMA_NAME={s} (or options=-c search_path={s} in DATABASE_URL) so the agent looks there",
+                s = c.schema
+            )
+        });
+    (evidence, step)
 }
 
 fn invalid(name: &str, definition: &str, t: &str) -> Finding {
@@ -152,7 +216,10 @@ fn create_index_step(name: &str, table: &str, columns: Option<&Vec<String>>) -> 
             );
         }
     };
-    format!("CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table}({cols});")
+    // The label is schema-qualified outside public; CREATE INDEX takes a bare name (the index
+    // goes into its table's schema).
+    let bare = name.rsplit_once('.').map_or(name, |(_, n)| n);
+    format!("CREATE INDEX CONCURRENTLY IF NOT EXISTS {bare} ON {table}({cols});")
 }
 
 #[cfg(test)]
@@ -187,12 +254,16 @@ mod tests {
             langgraph: Some(LangGraphState {
                 configured: LangGraphSchema::Auto,
                 detected: Variant::Full,
+                schema: "public".into(),
+                schema_source: "default".into(),
+                candidates: vec![],
                 expected_version: 9,
                 migrations: Some(Migrations {
                     max_version: Some(version),
                     rows: version + 1,
                 }),
                 migrations_note: None,
+                migrations_grant: None,
             }),
         }
     }
@@ -290,6 +361,68 @@ mod tests {
         assert!(
             f[2].steps[0]
                 .starts_with("DROP INDEX CONCURRENTLY IF EXISTS idx_checkpoints_thread_id;")
+        );
+    }
+
+    #[test]
+    fn an_index_outside_public_is_created_with_a_bare_name() {
+        assert_eq!(
+            create_index_step("rose.checkpoints_thread_id_idx", "rose.checkpoints", None),
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS checkpoints_thread_id_idx ON rose.checkpoints(thread_id);"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_version_is_a_finding_with_the_grant() {
+        let mut r = report(vec![], 9);
+        let lg = r.langgraph.as_mut().unwrap();
+        lg.schema = "rose".into();
+        lg.migrations = None;
+        lg.migrations_note = Some("the monitoring role rose_monitor may not read rose.checkpoint_migrations (SQLSTATE 42501: no SELECT on the table)".into());
+        lg.migrations_grant =
+            Some("GRANT SELECT ON \"rose\".\"checkpoint_migrations\" TO \"rose_monitor\";".into());
+        let f = judge_codes(&r);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].code, "migration_version_unreadable");
+        assert_eq!(f[0].subject.as_deref(), Some("rose.checkpoint_migrations"));
+        assert!(
+            f[0].steps[0].ends_with(
+                "GRANT SELECT ON \"rose\".\"checkpoint_migrations\" TO \"rose_monitor\";"
+            )
+        );
+        assert!(f[0].evidence.contains("42501"), "{}", f[0].evidence);
+    }
+
+    #[test]
+    fn a_missing_table_names_its_schema_and_where_the_tables_are() {
+        let mut r = report(
+            vec![obj(
+                ObjectKind::Table,
+                "checkpoints",
+                "checkpoints",
+                Some(ObjectProblem::Missing),
+            )],
+            9,
+        );
+        let lg = r.langgraph.as_mut().unwrap();
+        lg.schema_source = "configured".into();
+        lg.candidates = vec![pg_schema::Candidate {
+            schema: "rose".into(),
+            tables: 4,
+        }];
+        let f = judge_codes(&r);
+        assert_eq!(f[0].code, "missing_table");
+        assert!(
+            f[0].evidence
+                .contains("in schema public (AGENT_LANGGRAPH_SCHEMA_NAME)")
+                && f[0].evidence.contains("rose (4 of 4 tables)"),
+            "{}",
+            f[0].evidence
+        );
+        assert!(
+            f[0].steps[0].contains("AGENT_LANGGRAPH_SCHEMA_NAME=rose"),
+            "{:?}",
+            f[0].steps
         );
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod flood;
+pub mod langgraph;
 pub mod net;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,147 @@
+//! The app's real LangGraph library: a Python venv with `langgraph-checkpoint-postgres` and
+//! `psycopg[binary]`, built once and cached under `target/` (reused by every test and run), and
+//! helpers that run `PostgresSaver.from_conn_string(dsn).setup()` exactly as the app would, an
+//! app role owning a schema, and the monitoring-role script through `psql`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::{DBNAME, PgCluster, require_tool};
+
+/// The library version the scenarios run (the one the issue reproduced with).
+pub const LANGGRAPH_PG: &str = "langgraph-checkpoint-postgres==3.2.0";
+pub const PSYCOPG: &str = "psycopg[binary]==3.3.9";
+/// The app's role in the scenarios (owns its schema and runs `setup()`).
+pub const APP_USER: &str = "rose_app";
+pub const APP_PASSWORD: &str = "Ap9-app-S3cret";
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+fn python_ok(python: &Path) -> bool {
+    Command::new(python)
+        .args(["-c", "import langgraph.checkpoint.postgres, psycopg"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The venv's python, building the venv on first use (bounded by `timeout 600`); `None` (a
+/// skip) when python3 is missing outside CI. Concurrent tests each build in their own
+/// directory and the first rename wins, so no test sees a half-built venv.
+pub fn python() -> Option<PathBuf> {
+    let dir = target_dir().join("langgraph-venv");
+    let py = dir.join("bin/python");
+    if python_ok(&py) {
+        return Some(py);
+    }
+    if !require_tool("python3") {
+        return None;
+    }
+    let tmp = target_dir().join(format!("langgraph-venv.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}{} (scripts/setup installs python3-venv)",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(Command::new("timeout")
+        .args(["120", "python3", "-m", "venv"])
+        .arg(&tmp));
+    run(Command::new("timeout")
+        .arg("600")
+        .arg(tmp.join("bin/pip"))
+        .args([
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--timeout",
+            "60",
+            LANGGRAPH_PG,
+            PSYCOPG,
+        ]));
+    // A venv's scripts name its own path, so the rename is only a claim of the cache slot:
+    // when another test got there first, drop ours and use theirs.
+    if std::fs::rename(&tmp, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    assert!(
+        python_ok(&py),
+        "the venv at {} does not import LangGraph",
+        dir.display()
+    );
+    Some(py)
+}
+
+/// The app role's DSN, its `search_path` set in `options` as an app would.
+pub fn app_url(pg: &PgCluster, search_path: Option<&str>) -> String {
+    let mut u = format!(
+        "postgresql://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{}/{DBNAME}?sslmode=disable",
+        pg.port
+    );
+    if let Some(sp) = search_path {
+        u.push_str(&format!("&options=-c%20search_path%3D{sp}"));
+    }
+    u
+}
+
+/// Creates the app role owning schema `schema` (and allowed to connect).
+pub fn create_app_role(pg: &PgCluster, schema: &str) {
+    pg.psql(&format!(
+        "CREATE ROLE {APP_USER} LOGIN PASSWORD '{APP_PASSWORD}'; \
+         GRANT CONNECT, CREATE ON DATABASE {DBNAME} TO {APP_USER}; \
+         CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {APP_USER}"
+    ));
+}
+
+/// Runs the real `PostgresSaver.from_conn_string(dsn).setup()`, as the app does.
+pub fn setup(python: &Path, dsn: &str) {
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(python)
+        .args([
+            "-c",
+            "import sys\n\
+             from langgraph.checkpoint.postgres import PostgresSaver\n\
+             with PostgresSaver.from_conn_string(sys.argv[1]) as s:\n    s.setup()\n",
+            dsn,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "setup() failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `scripts/create-monitoring-role.sql` with `psql -v ON_ERROR_STOP=1` as the superuser
+/// and these `-v` variables; returns (exit code, output).
+pub fn run_role_script(pg: &PgCluster, vars: &[(&str, &str)]) -> (i32, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/create-monitoring-role.sql");
+    let mut cmd = Command::new(pg.psql_path());
+    cmd.args(["-X", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-h"])
+        .arg(pg.socket_dir())
+        .args(["-p", &pg.port.to_string(), "-d", DBNAME]);
+    for (k, v) in vars {
+        cmd.arg("-v").arg(format!("{k}={v}"));
+    }
+    let out = cmd.arg("-f").arg(script).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
