@@ -777,6 +777,90 @@ pub fn samples(o: &SqliteStore, out: &mut Vec<Sample>) {
 mod tests {
     use super::*;
 
+    fn state(wal_mode: bool, wal: bool, shm: bool) -> FileState {
+        FileState {
+            db: Some(Stamp::default()),
+            wal_mode,
+            change_counter: Some(1),
+            wal: wal.then(Stamp::default),
+            shm,
+            journal: false,
+        }
+    }
+
+    #[test]
+    fn mode_follows_the_files_state() {
+        // Closed cleanly (the rollback copy): nothing beside it, so nothing may appear.
+        assert_eq!(choose_mode(&state(true, false, false)), OpenMode::Immutable);
+        // Live (or crashed) WAL: read it as a WAL reader.
+        assert_eq!(choose_mode(&state(true, true, true)), OpenMode::SharedWal);
+        // Half a WAL: SQLite would have to create the missing one.
+        assert_eq!(choose_mode(&state(true, true, false)), OpenMode::Immutable);
+        assert_eq!(choose_mode(&state(true, false, true)), OpenMode::Immutable);
+        assert_eq!(choose_mode(&state(false, false, false)), OpenMode::Rollback);
+        // Empty or foreign: no header to trust.
+        let mut empty = state(false, false, false);
+        empty.change_counter = None;
+        assert_eq!(choose_mode(&empty), OpenMode::Immutable);
+    }
+
+    #[test]
+    fn an_immutable_read_counts_only_if_nothing_changed() {
+        let before = state(true, false, false);
+        let mut grown = before.clone();
+        grown.db = Some(Stamp {
+            len: 4096,
+            ..Stamp::default()
+        });
+        let opened = state(true, true, true);
+        assert!(read_is_stable(OpenMode::Immutable, &before, &before, false));
+        assert!(!read_is_stable(OpenMode::Immutable, &before, &grown, false));
+        assert!(!read_is_stable(
+            OpenMode::Immutable,
+            &before,
+            &opened,
+            false
+        ));
+        // A WAL reader is consistent under SQLite's locks while the app writes.
+        assert!(read_is_stable(OpenMode::SharedWal, &opened, &grown, false));
+        // ...but an error that came with a change is the change's doing.
+        assert!(!read_is_stable(OpenMode::SharedWal, &opened, &before, true));
+    }
+
+    #[test]
+    fn file_uri_encodes_what_a_uri_would_misread() {
+        assert_eq!(
+            file_uri(Path::new("/app/data/memory.db"), "immutable=1"),
+            "file:/app/data/memory.db?immutable=1"
+        );
+        assert_eq!(
+            file_uri(Path::new("/d/a b?c#d%e.db"), ""),
+            "file:/d/a%20b%3Fc%23d%25e.db"
+        );
+    }
+
+    #[test]
+    fn transient_sqlite_codes_are_busy() {
+        let e =
+            |ext| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(ext), Some("x".into()));
+        for ext in [
+            rusqlite::ffi::SQLITE_READONLY_CANTINIT,
+            rusqlite::ffi::SQLITE_READONLY_RECOVERY,
+            rusqlite::ffi::SQLITE_BUSY_RECOVERY,
+            rusqlite::ffi::SQLITE_BUSY_SNAPSHOT,
+        ] {
+            assert_eq!(classify(&e(ext)), SqliteErrorKind::Busy, "{ext}");
+        }
+        assert_eq!(
+            classify(&e(rusqlite::ffi::SQLITE_CORRUPT)),
+            SqliteErrorKind::Corrupt
+        );
+        assert_eq!(
+            classify(&e(rusqlite::ffi::SQLITE_READONLY)),
+            SqliteErrorKind::Permission
+        );
+    }
+
     #[test]
     fn missing_file_is_a_fact() {
         let (c, qc) = read_store(Path::new("/nonexistent/dir/memory.db"), true);

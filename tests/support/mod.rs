@@ -3,6 +3,8 @@
 //! process, and a plain HTTP GET. Everything is cleaned up on drop, also when a test fails.
 #![allow(dead_code)]
 
+pub mod langgraph_sqlite;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
