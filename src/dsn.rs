@@ -617,6 +617,17 @@ fn decode(full: &str, s: &str) -> Result<String, DsnError> {
         .map_err(|_| DsnError::Encoding(position(full, s)))
 }
 
+/// A configured URL for an error message: shown (redacted) only when it cannot hold
+/// credentials, i.e. has no '@'; a URL without its scheme (`user:pw@host`) escapes
+/// [`redact`], so it is not shown at all.
+pub fn url_for_message(url: &str) -> String {
+    if url.contains('@') {
+        "the value (not shown: it may hold credentials)".to_owned()
+    } else {
+        format!("'{}'", redact(url))
+    }
+}
+
 /// Scrubs passwords from any text that may hold a DSN in either form: `scheme://user:PASS@`
 /// becomes `scheme://user:****@`, and `password=PASS` / `password='PASS'` becomes `password=****`.
 /// Used on foreign text (driver errors, echoed input) before it is logged or shown.

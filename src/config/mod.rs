@@ -363,7 +363,10 @@ impl Config {
         {
             p(
                 "AGENT_ALERTMANAGER_URL",
-                format!("'{}' must start with http:// or https://", dsn::redact(u)),
+                format!(
+                    "{} must start with http:// or https://",
+                    dsn::url_for_message(u)
+                ),
             );
         }
         let instance = raw
@@ -394,8 +397,8 @@ impl Config {
             p(
                 "APP_BASE_URL",
                 format!(
-                    "'{}' must start with http:// or https://",
-                    dsn::redact(&base_url)
+                    "{} must start with http:// or https://",
+                    dsn::url_for_message(&base_url)
                 ),
             );
         }
