@@ -57,7 +57,10 @@ pub struct Dsn {
     pub application_name: Option<String>,
 }
 
-/// Why a DSN was rejected. Messages never contain the password.
+/// Why a DSN was rejected. Messages never quote the input: an unparsed DSN may hold the
+/// password anywhere (a missing scheme, a pasted JSON value, a stray space), so an error names
+/// the problem and the character position (1-based, in the value as given), and echoes only
+/// names from the agent's own lists (a known scheme, a known parameter).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DsnError {
     #[error("is empty")]
@@ -68,20 +71,135 @@ pub enum DsnError {
     UnencodedInPassword(char),
     #[error("the user name contains an unencoded '{0}': percent-encode it")]
     UnencodedInUser(char),
-    #[error("scheme must be postgresql:// or postgres:// (found '{0}')")]
-    Scheme(String),
-    #[error("port '{0}' is not a number from 1 to 65535")]
-    Port(String),
-    #[error("has invalid percent-encoding")]
-    Encoding,
-    #[error("unknown parameter '{0}'")]
-    UnknownParam(String),
-    #[error("parameter '{key}' has invalid value '{value}'")]
-    BadValue { key: String, value: String },
+    #[error(
+        "has no scheme: the URL form starts with postgresql:// (postgresql://user:password@host:5432/dbname); the key=value form is host=... user=... password=..."
+    )]
+    MissingScheme,
+    #[error(
+        "is wrapped in quotes or JSON: give the bare connection string (postgresql://... or host=... user=...)"
+    )]
+    Wrapped,
+    #[error(
+        "the scheme '{0}' must be followed by '://' (postgresql://user:password@host:5432/dbname)"
+    )]
+    BrokenScheme(&'static str),
+    #[error("scheme must be postgresql:// or postgres:// (found {0})")]
+    Scheme(&'static str),
+    #[error("the port at character {0} is not a number from 1 to 65535")]
+    Port(usize),
+    #[error(
+        "invalid percent-encoding at character {0}: '%' must be followed by two hex digits of UTF-8 (write a literal '%' as %25)"
+    )]
+    Encoding(usize),
+    #[error("unknown parameter at character {position}{}", suggestion.map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default())]
+    UnknownParam {
+        position: usize,
+        suggestion: Option<&'static str>,
+    },
+    #[error("parameter '{key}' has an invalid value at character {position} (expected {expected})")]
+    BadValue {
+        key: &'static str,
+        position: usize,
+        expected: &'static str,
+    },
     #[error("names several hosts; the agent watches one server: give one DSN per agent")]
     MultiHost,
-    #[error("malformed key=value pair near '{0}'")]
-    Malformed(String),
+    #[error("malformed at character {position}: {why}")]
+    Malformed { position: usize, why: &'static str },
+}
+
+/// Schemes people paste by mistake: the only scheme text an error may show.
+const KNOWN_SCHEMES: [(&str, &str); 12] = [
+    (
+        "postgresql+psycopg",
+        "'postgresql+psycopg' (SQLAlchemy's; write postgresql://)",
+    ),
+    (
+        "postgresql+psycopg2",
+        "'postgresql+psycopg2' (SQLAlchemy's; write postgresql://)",
+    ),
+    (
+        "postgresql+asyncpg",
+        "'postgresql+asyncpg' (SQLAlchemy's; write postgresql://)",
+    ),
+    (
+        "jdbc:postgresql",
+        "'jdbc:postgresql' (JDBC's; write postgresql://)",
+    ),
+    ("mysql", "'mysql'"),
+    ("mariadb", "'mariadb'"),
+    ("sqlite", "'sqlite'"),
+    ("redis", "'redis'"),
+    ("rediss", "'rediss'"),
+    ("mongodb", "'mongodb'"),
+    ("http", "'http'"),
+    ("https", "'https'"),
+];
+
+/// The parameters the agent accepts (libpq names): the only parameter names an error may show.
+const KNOWN_PARAMS: [&str; 20] = [
+    "host",
+    "hostaddr",
+    "port",
+    "user",
+    "password",
+    "dbname",
+    "sslmode",
+    "sslrootcert",
+    "connect_timeout",
+    "application_name",
+    "options",
+    "target_session_attrs",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "gssencmode",
+    "channel_binding",
+    "client_encoding",
+    "fallback_application_name",
+];
+
+/// 1-based character position of `sub` (a subslice of `full`, or its end) in `full`.
+fn position(full: &str, sub: &str) -> usize {
+    let off = (sub.as_ptr() as usize)
+        .saturating_sub(full.as_ptr() as usize)
+        .min(full.len());
+    full.char_indices().take_while(|(i, _)| *i < off).count() + 1
+}
+
+/// 1-based character position of byte offset `off` in `full`.
+fn position_at(full: &str, off: usize) -> usize {
+    full.char_indices().take_while(|(i, _)| *i < off).count() + 1
+}
+
+/// The known parameter within two edits of an unknown one, if any (to suggest; the unknown
+/// name itself is never shown).
+fn closest_param(key: &str) -> Option<&'static str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut cur = vec![i + 1; b.len() + 1];
+            for (j, cb) in b.iter().enumerate() {
+                cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1);
+            }
+            prev = cur;
+        }
+        prev[b.len()]
+    }
+    if key.chars().count() > 40 {
+        return None;
+    }
+    let key = key.to_ascii_lowercase();
+    KNOWN_PARAMS
+        .iter()
+        .map(|k| (distance(&key, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k)
 }
 
 impl Dsn {
@@ -95,12 +213,48 @@ impl Dsn {
             .strip_prefix("postgresql://")
             .or_else(|| s.strip_prefix("postgres://"))
         {
-            parse_url(rest)
-        } else if let Some((scheme, _)) = s.split_once("://") {
-            Err(DsnError::Scheme(scheme.chars().take(20).collect()))
-        } else {
-            parse_kv(s)
+            return parse_url(input, rest);
         }
+        // A JSON value or a quoted string pasted whole (a key=value DSN starts with a key).
+        if s.starts_with(['{', '[', '"', '\'', '`']) {
+            return Err(DsnError::Wrapped);
+        }
+        if let Some((scheme, _)) = s.split_once("://") {
+            let known = KNOWN_SCHEMES
+                .iter()
+                .find(|(k, _)| scheme.eq_ignore_ascii_case(k))
+                .map(|(_, shown)| *shown);
+            return Err(match known {
+                Some(shown) => DsnError::Scheme(shown),
+                None if ["postgresql", "postgres"]
+                    .iter()
+                    .any(|p| scheme.eq_ignore_ascii_case(p)) =>
+                {
+                    DsnError::Scheme("the scheme in upper case (write postgresql://)")
+                }
+                None => DsnError::Scheme("an unknown scheme"),
+            });
+        }
+        // `postgresql:/...`, `postgresql//...`, `postgres:...`: the scheme, mistyped.
+        for scheme in ["postgresql", "postgres"] {
+            if s.len() >= scheme.len()
+                && s.is_char_boundary(scheme.len())
+                && s[..scheme.len()].eq_ignore_ascii_case(scheme)
+                && s[scheme.len()..].starts_with([':', '/'])
+            {
+                return Err(DsnError::BrokenScheme(scheme));
+            }
+        }
+        // `user:password@host/db` (a URL without its scheme, a common paste), or anything whose
+        // first key is no identifier: the key=value form cannot start like that.
+        let first_key = s
+            .split(|c: char| c == '=' || c.is_whitespace())
+            .next()
+            .unwrap_or("");
+        if first_key.contains(['@', ':', '/']) {
+            return Err(DsnError::MissingScheme);
+        }
+        parse_kv(input, s)
     }
 
     /// The password, for the connector only.
@@ -168,7 +322,7 @@ impl fmt::Display for Dsn {
 
 // === URL form ===
 
-fn parse_url(rest: &str) -> Result<Dsn, DsnError> {
+fn parse_url(full: &str, rest: &str) -> Result<Dsn, DsnError> {
     // libpq URLs have no fragment: a '#' can only be an unencoded character of the password.
     if rest.contains('#') {
         return Err(DsnError::UnencodedInPassword('#'));
@@ -205,8 +359,8 @@ fn parse_url(rest: &str) -> Result<Dsn, DsnError> {
                 }
             }
         }
-        dsn.user = decode(user)?;
-        dsn.password = pass.map(decode).transpose()?;
+        dsn.user = decode(full, user)?;
+        dsn.password = pass.map(|p| decode(full, p)).transpose()?;
     }
     let (hostport, db) = match hostpart.find('/') {
         Some(i) => (&hostpart[..i], Some(&hostpart[i + 1..])),
@@ -216,34 +370,36 @@ fn parse_url(rest: &str) -> Result<Dsn, DsnError> {
         return Err(DsnError::MultiHost);
     }
     if !hostport.is_empty() {
-        let (h, p) = split_host_port(hostport)?;
-        let h = decode(h)?;
+        let (h, p) = split_host_port(full, hostport)?;
+        let h = decode(full, h)?;
         dsn.host = if h.starts_with('/') {
             Host::Socket(h.into())
         } else {
             Host::Tcp(h)
         };
         if let Some(p) = p {
-            dsn.port = parse_port(p)?;
+            dsn.port = parse_port(full, p)?;
         }
     }
     if let Some(db) = db.filter(|d| !d.is_empty()) {
-        dsn.dbname = decode(db)?;
+        dsn.dbname = decode(full, db)?;
     }
     if let Some(q) = query {
         for pair in q.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            apply_param(&mut dsn, &decode(k)?, &decode(v)?)?;
+            let at = (position(full, k), position(full, v));
+            apply_param(&mut dsn, &decode(full, k)?, &decode(full, v)?, at)?;
         }
     }
     finish(dsn)
 }
 
-fn split_host_port(hp: &str) -> Result<(&str, Option<&str>), DsnError> {
+fn split_host_port<'a>(full: &str, hp: &'a str) -> Result<(&'a str, Option<&'a str>), DsnError> {
     if let Some(rest) = hp.strip_prefix('[') {
-        let end = rest
-            .find(']')
-            .ok_or(DsnError::Malformed(hp.chars().take(40).collect()))?;
+        let end = rest.find(']').ok_or(DsnError::Malformed {
+            position: position(full, hp),
+            why: "'[' without a closing ']'",
+        })?;
         let host = &rest[..end];
         let after = &rest[end + 1..];
         return Ok((host, after.strip_prefix(':').filter(|p| !p.is_empty())));
@@ -256,40 +412,45 @@ fn split_host_port(hp: &str) -> Result<(&str, Option<&str>), DsnError> {
 
 // === key=value form ===
 
-fn parse_kv(s: &str) -> Result<Dsn, DsnError> {
+fn parse_kv(full: &str, s: &str) -> Result<Dsn, DsnError> {
+    let base = position(full, s) - 1;
+    let pos = |i: usize| base + position_at(s, i);
     let mut dsn = empty_dsn();
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+    let mut chars = s.char_indices().peekable();
+    let skip_ws = |chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>| {
+        while chars.peek().is_some_and(|(_, c)| c.is_whitespace()) {
             chars.next();
         }
-        if chars.peek().is_none() {
+    };
+    loop {
+        skip_ws(&mut chars);
+        let Some(&(key_at, _)) = chars.peek() else {
             break;
-        }
+        };
         let mut key = String::new();
-        while let Some(&c) = chars.peek() {
+        while let Some(&(_, c)) = chars.peek() {
             if c == '=' || c.is_whitespace() {
                 break;
             }
             key.push(c);
             chars.next();
         }
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
+        skip_ws(&mut chars);
+        if !matches!(chars.next(), Some((_, '='))) {
+            return Err(DsnError::Malformed {
+                position: pos(key_at),
+                why: "expected key=value (quote a value with spaces: password='a b')",
+            });
         }
-        if chars.next() != Some('=') {
-            return Err(DsnError::Malformed(key.chars().take(40).collect()));
-        }
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
+        skip_ws(&mut chars);
+        let value_at = chars.peek().map(|(i, _)| *i).unwrap_or(s.len());
         let mut value = String::new();
-        if chars.peek() == Some(&'\'') {
+        if matches!(chars.peek(), Some((_, '\''))) {
             chars.next();
             let mut closed = false;
-            while let Some(c) = chars.next() {
+            while let Some((_, c)) = chars.next() {
                 match c {
-                    '\\' => value.extend(chars.next()),
+                    '\\' => value.extend(chars.next().map(|(_, c)| c)),
                     '\'' => {
                         closed = true;
                         break;
@@ -298,19 +459,21 @@ fn parse_kv(s: &str) -> Result<Dsn, DsnError> {
                 }
             }
             if !closed {
-                return Err(DsnError::Malformed(key.chars().take(40).collect()));
+                return Err(DsnError::Malformed {
+                    position: pos(value_at),
+                    why: "a quoted value has no closing quote",
+                });
             }
         } else {
-            while let Some(&c) = chars.peek() {
+            while let Some(&(_, c)) = chars.peek() {
                 if c.is_whitespace() {
                     break;
                 }
+                chars.next();
                 if c == '\\' {
-                    chars.next();
-                    value.extend(chars.next());
+                    value.extend(chars.next().map(|(_, c)| c));
                 } else {
                     value.push(c);
-                    chars.next();
                 }
             }
         }
@@ -326,11 +489,13 @@ fn parse_kv(s: &str) -> Result<Dsn, DsnError> {
                 }
             }
             "hostaddr" => dsn.host = Host::Tcp(value),
-            "port" => dsn.port = parse_port(&value)?,
+            "port" => {
+                dsn.port = parse_port_value(&value).ok_or(DsnError::Port(pos(value_at)))?;
+            }
             "user" => dsn.user = value,
             "password" => dsn.password = Some(value),
             "dbname" => dsn.dbname = value,
-            _ => apply_param(&mut dsn, &key, &value)?,
+            _ => apply_param(&mut dsn, &key, &value, (pos(key_at), pos(value_at)))?,
         }
     }
     finish(dsn)
@@ -363,10 +528,12 @@ fn finish(mut dsn: Dsn) -> Result<Dsn, DsnError> {
     Ok(dsn)
 }
 
-fn apply_param(dsn: &mut Dsn, key: &str, value: &str) -> Result<(), DsnError> {
-    let bad = || DsnError::BadValue {
-        key: key.to_owned(),
-        value: value.chars().take(40).collect(),
+/// Applies one parameter; `at` is the character position of its key and of its value.
+fn apply_param(dsn: &mut Dsn, key: &str, value: &str, at: (usize, usize)) -> Result<(), DsnError> {
+    let bad = |key: &'static str, expected: &'static str| DsnError::BadValue {
+        key,
+        position: at.1,
+        expected,
     };
     match key {
         "host" => {
@@ -379,7 +546,7 @@ fn apply_param(dsn: &mut Dsn, key: &str, value: &str) -> Result<(), DsnError> {
                 Host::Tcp(value.to_owned())
             };
         }
-        "port" => dsn.port = parse_port(value)?,
+        "port" => dsn.port = parse_port_value(value).ok_or(DsnError::Port(at.1))?,
         "user" => dsn.user = value.to_owned(),
         "password" => dsn.password = Some(value.to_owned()),
         "dbname" => dsn.dbname = value.to_owned(),
@@ -390,12 +557,19 @@ fn apply_param(dsn: &mut Dsn, key: &str, value: &str) -> Result<(), DsnError> {
                 "require" => SslMode::Require,
                 "verify-ca" => SslMode::VerifyCa,
                 "verify-full" => SslMode::VerifyFull,
-                _ => return Err(bad()),
+                _ => {
+                    return Err(bad(
+                        "sslmode",
+                        "disable, allow, prefer, require, verify-ca or verify-full",
+                    ));
+                }
             }
         }
         "sslrootcert" => dsn.sslrootcert = Some(value.into()),
         "connect_timeout" => {
-            let secs: u64 = value.parse().map_err(|_| bad())?;
+            let secs: u64 = value
+                .parse()
+                .map_err(|_| bad("connect_timeout", "a number of seconds"))?;
             dsn.connect_timeout = (secs > 0).then(|| Duration::from_secs(secs));
         }
         "application_name" => dsn.application_name = Some(value.to_owned()),
@@ -410,23 +584,48 @@ fn apply_param(dsn: &mut Dsn, key: &str, value: &str) -> Result<(), DsnError> {
         | "channel_binding"
         | "client_encoding"
         | "fallback_application_name" => {}
-        other => return Err(DsnError::UnknownParam(other.chars().take(40).collect())),
+        other => {
+            return Err(DsnError::UnknownParam {
+                position: at.0,
+                suggestion: closest_param(other),
+            });
+        }
     }
     Ok(())
 }
 
-fn parse_port(p: &str) -> Result<u16, DsnError> {
-    match p.parse::<u16>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(DsnError::Port(p.chars().take(12).collect())),
-    }
+fn parse_port_value(p: &str) -> Option<u16> {
+    p.parse::<u16>().ok().filter(|n| *n > 0)
 }
 
-fn decode(s: &str) -> Result<String, DsnError> {
+fn parse_port(full: &str, p: &str) -> Result<u16, DsnError> {
+    parse_port_value(p).ok_or(DsnError::Port(position(full, p)))
+}
+
+/// Percent-decodes one URL part of `full`. As libpq: a '%' not followed by two hex digits is
+/// an error (not kept as is), and so is a result that is not UTF-8.
+fn decode(full: &str, s: &str) -> Result<String, DsnError> {
+    let b = s.as_bytes();
+    for (i, _) in s.match_indices('%') {
+        if !(i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit()) {
+            return Err(DsnError::Encoding(position(full, &s[i..])));
+        }
+    }
     percent_decode_str(s)
         .decode_utf8()
         .map(|c| c.into_owned())
-        .map_err(|_| DsnError::Encoding)
+        .map_err(|_| DsnError::Encoding(position(full, s)))
+}
+
+/// A configured URL for an error message: shown (redacted) only when it cannot hold
+/// credentials, i.e. has no '@'; a URL without its scheme (`user:pw@host`) escapes
+/// [`redact`], so it is not shown at all.
+pub fn url_for_message(url: &str) -> String {
+    if url.contains('@') {
+        "the value (not shown: it may hold credentials)".to_owned()
+    } else {
+        format!("'{}'", redact(url))
+    }
 }
 
 /// Scrubs passwords from any text that may hold a DSN in either form: `scheme://user:PASS@`
@@ -563,7 +762,7 @@ mod tests {
         ));
         assert!(matches!(
             Dsn::parse("postgresql://h/db?frobnicate=1"),
-            Err(DsnError::UnknownParam(_))
+            Err(DsnError::UnknownParam { .. })
         ));
         assert!(matches!(
             Dsn::parse("postgresql://a,b/db"),
@@ -588,5 +787,89 @@ mod tests {
             "{r}"
         );
         assert!(r.contains("postgresql://u:****@h/db"), "{r}");
+    }
+
+    #[test]
+    fn malformed_dsns_name_the_problem_never_the_text() {
+        let secret = "Zq9-Secret";
+        let cases: [(String, DsnError); 10] = [
+            (
+                format!("rose_monitor:{secret}@host/db"),
+                DsnError::MissingScheme,
+            ),
+            (
+                format!("  rose_monitor:{secret}@host:5432/db?sslmode=require"),
+                DsnError::MissingScheme,
+            ),
+            (
+                format!("postgresql:/rose_monitor:{secret}@host/db"),
+                DsnError::BrokenScheme("postgresql"),
+            ),
+            (
+                format!("postgresql//rose_monitor:{secret}@host/db"),
+                DsnError::BrokenScheme("postgresql"),
+            ),
+            (
+                format!("postgres:rose_monitor:{secret}@host/db"),
+                DsnError::BrokenScheme("postgres"),
+            ),
+            (
+                format!("postgresql+psycopg://rose_monitor:{secret}@host/db"),
+                DsnError::Scheme("'postgresql+psycopg' (SQLAlchemy's; write postgresql://)"),
+            ),
+            (
+                format!("{secret}://x"),
+                DsnError::Scheme("an unknown scheme"),
+            ),
+            (
+                format!("{{\"url\": \"postgresql://rose_monitor:{secret}@h/db\"}}"),
+                DsnError::Wrapped,
+            ),
+            // A port that is really the password (the '@' and host forgotten).
+            (
+                format!("postgresql://rose_monitor:{secret}"),
+                DsnError::Port(27),
+            ),
+            // Unquoted space in a key=value password: the rest is no key=value pair.
+            (
+                format!("host=h password=a {secret} user=u"),
+                DsnError::Malformed {
+                    position: 19,
+                    why: "expected key=value (quote a value with spaces: password='a b')",
+                },
+            ),
+        ];
+        for (dsn, want) in cases {
+            let e = Dsn::parse(&dsn).unwrap_err();
+            assert_eq!(e, want, "{dsn}");
+            assert!(!e.to_string().contains("Secret"), "{e}");
+        }
+        // Invalid percent-encoding is an error (libpq), with its position.
+        assert_eq!(
+            Dsn::parse("postgresql://u:Se%zzcret@h/db").unwrap_err(),
+            DsnError::Encoding(18)
+        );
+        assert_eq!(
+            Dsn::parse("postgresql://u:pw%4@h/db").unwrap_err(),
+            DsnError::Encoding(18)
+        );
+        assert_eq!(
+            Dsn::parse("postgresql://u:pw%C3%28@h/db").unwrap_err(),
+            DsnError::Encoding(16)
+        );
+        // Unknown parameters and bad values: the position and what is known, not the text.
+        let e = Dsn::parse("postgresql://h/db?sslmod=require").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown parameter at character 19 (did you mean 'sslmode'?)"
+        );
+        let e = Dsn::parse(&format!("host=h sslmode={secret}")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("parameter 'sslmode' has an invalid value at character 16"),
+            "{e}"
+        );
+        let e = Dsn::parse(&format!("host=h {secret}=1")).unwrap_err();
+        assert_eq!(e.to_string(), "unknown parameter at character 8");
     }
 }

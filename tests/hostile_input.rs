@@ -40,6 +40,20 @@ proptest! {
         }
     }
 
+    /// Arbitrary text around a known password, not only `postgresql://` input: a missing or
+    /// mistyped scheme, key=value with stray spaces or quotes, JSON, junk on either side. No
+    /// error and no config problem shows any part of it; a parsed DSN shows it nowhere unless
+    /// it is also in a part that is not secret (host, user, database).
+    #[test]
+    fn dsn_text_around_a_password_never_echoes_it(
+        pre in dsn_prefix(),
+        pw in password(),
+        post in dsn_suffix(),
+    ) {
+        let dsn = format!("{pre}{pw}{post}");
+        check_no_echo(&dsn)?;
+    }
+
     /// Any values for the variables the agent reads: a config or a list of problems, no panic,
     /// and every problem names a key.
     #[test]
@@ -160,6 +174,98 @@ proptest! {
         let text = format!("{pre} host=h password={secret} user=u");
         prop_assert!(!rose_agent::dsn::redact(&text).contains(&secret));
     }
+}
+
+/// The password's marker parts: none of them may appear in an error, however truncated.
+const PW_MARKS: [&str; 3] = ["Zq9x", "SECRET", "xQ7"];
+
+fn password() -> impl Strategy<Value = String> {
+    // The marks with what breaks parsers in between (unencoded '@' '/' ':' '#' '?', '%zz',
+    // quotes, spaces, non-ASCII).
+    ("[@/:#?%z' =é]{0,3}", "[@/:#?%z' =é]{0,3}").prop_map(|(a, b)| format!("Zq9x{a}SECRET{b}xQ7"))
+}
+
+fn dsn_prefix() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("postgresql://rose_monitor:".to_owned()),
+        Just("postgres://u:".to_owned()),
+        Just("rose_monitor:".to_owned()),
+        Just("postgresql:/rose_monitor:".to_owned()),
+        Just("postgresql//rose_monitor:".to_owned()),
+        Just("postgresql:rose_monitor:".to_owned()),
+        Just("POSTGRESQL://u:".to_owned()),
+        Just("postgresql+psycopg://u:".to_owned()),
+        Just("host=h user=u password=".to_owned()),
+        Just("host=h password='".to_owned()),
+        Just("host=h password = ".to_owned()),
+        Just("password=".to_owned()),
+        Just("{\"url\": \"postgresql://u:".to_owned()),
+        Just("\"postgresql://u:".to_owned()),
+        Just("".to_owned()),
+        "[a-z:/@=?&' ]{0,24}",
+        ".{0,24}",
+    ]
+}
+
+fn dsn_suffix() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("@db.example:5432/rose".to_owned()),
+        Just("@h/db?sslmode=require".to_owned()),
+        Just("@h:port/db".to_owned()),
+        Just("@h/db?sslmode=maybe".to_owned()),
+        Just("@h/db?sslmod=require".to_owned()),
+        Just(" dbname=rose".to_owned()),
+        Just("' dbname=rose".to_owned()),
+        Just("\"}".to_owned()),
+        Just("".to_owned()),
+        "[a-z0-9:/@?=&%' .]{0,30}",
+        ".{0,30}",
+    ]
+}
+
+/// The DSN through the parser and through the config (every DSN variable, and a config file):
+/// errors and problems never show the password's marks.
+fn check_no_echo(dsn: &str) -> Result<(), TestCaseError> {
+    let leaks = |text: &str| PW_MARKS.iter().any(|m| text.contains(m));
+    match Dsn::parse(dsn) {
+        Err(e) => prop_assert!(!leaks(&e.to_string()), "{} <- {}", e, dsn),
+        Ok(d) => {
+            let public = format!(
+                "{} {} {}",
+                d.user,
+                d.target(),
+                d.application_name.clone().unwrap_or_default()
+            );
+            if !leaks(&public) {
+                prop_assert!(!leaks(&format!("{d:?}")), "{:?} <- {}", d, dsn);
+                prop_assert!(!leaks(&d.redacted_url()), "{} <- {}", d.redacted_url(), dsn);
+            }
+        }
+    }
+    for key in [
+        "AGENT_DATABASE_URL",
+        "DATABASE_URL",
+        "DATABASE_READ_REPLICA_URL",
+    ] {
+        let env: HashMap<&str, &str> = [(key, dsn), ("FEATURE_DATABASE_TYPE", "postgresql")].into();
+        if let Err(e) = Config::load(None, &env) {
+            for p in &e.0 {
+                prop_assert!(!leaks(&p.message), "{}: {} <- {}", p.key, p.message, dsn);
+            }
+        }
+    }
+    let file = format!("[database]\nurl = {}\n", toml_string(dsn));
+    let env: HashMap<&str, &str> = HashMap::new();
+    if let Err(e) = Config::from_text(Some((&file, "agent.toml")), &env) {
+        for p in &e.0 {
+            prop_assert!(!leaks(&p.message), "{}: {} <- {}", p.key, p.message, file);
+        }
+    }
+    Ok(())
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
 }
 
 fn judge_body(body: &[u8], status: u16) -> Result<(), TestCaseError> {

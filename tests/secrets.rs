@@ -133,3 +133,91 @@ fn the_password_reaches_no_output() {
         &everything[everything.find(SECRET).unwrap().saturating_sub(300)..]
     );
 }
+
+/// Malformed DSNs as people paste them, each holding the password: no scheme, a mistyped
+/// scheme, a JSON value, a stray space, an open quote, a bad port, bad percent-encoding.
+fn malformed_dsns(secret: &str) -> Vec<String> {
+    vec![
+        format!("{MONITOR_USER}:{secret}@db.example:5432/{DBNAME}"),
+        format!("postgresql:/{MONITOR_USER}:{secret}@db.example/{DBNAME}"),
+        format!("postgresql//{MONITOR_USER}:{secret}@db.example/{DBNAME}"),
+        format!(r#"{{"url": "postgresql://{MONITOR_USER}:{secret}@db.example/{DBNAME}"}}"#),
+        format!("host=db.example user={MONITOR_USER} password=a {secret} dbname={DBNAME}"),
+        format!("host=db.example user={MONITOR_USER} password='{secret}"),
+        format!("postgresql://{MONITOR_USER}:{secret}"),
+        format!("postgresql://{MONITOR_USER}:{secret}%zz@db.example/{DBNAME}"),
+    ]
+}
+
+#[test]
+fn malformed_dsns_are_not_echoed_at_start_in_diagnose_or_on_reload() {
+    let leaked = |text: &str| ["Xq9", "Secret", "pw_7"].iter().any(|m| text.contains(m));
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AGENT_APP_PROBES", "off")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), all)
+    };
+    for dsn in malformed_dsns(SECRET) {
+        for key in [
+            "AGENT_DATABASE_URL",
+            "DATABASE_URL",
+            "DATABASE_READ_REPLICA_URL",
+        ] {
+            // Start: exit 64 with the variable named and the problem said, nothing quoted.
+            let (code, out) = run(&["run"], &[(key, &dsn)]);
+            assert_eq!(code, Some(64), "{dsn}: {out}");
+            assert!(out.contains(key) && !leaked(&out), "{dsn}:\n{out}");
+            for args in [&["diagnose"][..], &["diagnose", "--format", "json"][..]] {
+                let (_, out) = run(args, &[(key, &dsn)]);
+                assert!(out.contains(key) && !leaked(&out), "{dsn} {args:?}:\n{out}");
+            }
+        }
+    }
+
+    // Reload: the running agent gets each broken DSN in its file and a SIGHUP; the rejection is
+    // logged at error level without the value.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.toml");
+    std::fs::write(&file, "[agent]\ninterval = \"1s\"\n").unwrap();
+    let agent = Agent::start(&[
+        ("AGENT_CONFIG", file.display().to_string()),
+        ("AGENT_APP_PROBES", "off".into()),
+    ]);
+    let dsns = malformed_dsns(SECRET);
+    for (i, dsn) in dsns.iter().enumerate() {
+        let toml_value = toml::Value::String(dsn.clone()).to_string();
+        std::fs::write(
+            &file,
+            format!("[agent]\ninterval = \"1s\"\n[database]\nurl = {toml_value}\n"),
+        )
+        .unwrap();
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &agent.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        wait_for(Duration::from_secs(5), || {
+            agent.output().matches("Reload rejected").count() > i
+        })
+        .unwrap_or_else(|| panic!("{dsn}: not rejected: {}", agent.output()));
+    }
+    let out = agent.output();
+    assert!(
+        out.contains("ERROR") && out.contains("DATABASE_URL"),
+        "{out}"
+    );
+    assert!(!leaked(&out), "{out}");
+    assert_eq!(agent.get("/healthz").0, 200);
+}

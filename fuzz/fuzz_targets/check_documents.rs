@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = pg_connections::from_raw(r, n);
     }
     if let Ok(r) = decode::<pg_activity::Raw>(s, "activity") {
-        let _ = pg_activity::summarize(r, Duration::from_secs(2));
+        let _ = pg_activity::summarize(r, Duration::from_secs(2), n % 2 == 0);
     }
     if let Ok(r) = decode::<pg_privileges::Raw>(s, "privileges") {
         let _ = pg_privileges::from_raw(r);
@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = pg_table_sizes::from_raw(r);
     }
     if let Ok(r) = decode::<pg_schema::RawCatalog>(s, "schema") {
-        let _ = pg_schema::detect_variant(&r);
+        let _ = pg_schema::detect_variant(&r, "public");
         let _ = pg_schema::evaluate(&Expectations::default(), &r);
     }
     if let Ok(r) = decode::<pg_connection_budget::Raw>(s, "budget") {
@@ -44,6 +44,7 @@ fuzz_target!(|data: &[u8]| {
             pool_size: n as u32 * 7,
             max_overflow: n as u32,
             instances: (s.len() % 5) as u32,
+            checkpointer_pool_max_size: n as u32,
             plan: None,
         };
         let _ = pg_connection_budget::compute(&app, &r);

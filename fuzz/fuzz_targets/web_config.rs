@@ -2,8 +2,21 @@
 //! messages or accepted, never a panic.
 #![no_main]
 
+use std::sync::OnceLock;
+
 use libfuzzer_sys::fuzz_target;
 use rose_agent::web::WebConfig;
+
+/// One runtime for every input (verification runs bcrypt on its blocking pool).
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    })
+}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else {
@@ -14,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(w) => {
             // A bcrypt hash sets its own cost (up to 2^31 rounds): not a parser question.
             if let (Some(auth), false) = (w.auth, yaml.contains("$2")) {
-                let _ = auth.allows(Some(header));
+                let _ = runtime().block_on(auth.verify(Some(header)));
             }
         }
         Err(problems) => assert!(!problems.is_empty() && problems.iter().all(|p| !p.is_empty())),

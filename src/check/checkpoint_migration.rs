@@ -273,7 +273,7 @@ impl MigrationCheck {
         }
         let busy = self.busy.clone();
         let join = tokio::task::spawn_blocking(move || {
-            let (c, _) = super::sqlite::read_counts(&path);
+            let c = super::sqlite::read_counts(&path);
             busy.store(false, Ordering::Release);
             c
         });

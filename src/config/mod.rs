@@ -418,7 +418,10 @@ impl Config {
         {
             p(
                 "AGENT_ALERTMANAGER_URL",
-                format!("'{}' must start with http:// or https://", dsn::redact(u)),
+                format!(
+                    "{} must start with http:// or https://",
+                    dsn::url_for_message(u)
+                ),
             );
         }
         let instance = raw
@@ -449,8 +452,8 @@ impl Config {
             p(
                 "APP_BASE_URL",
                 format!(
-                    "'{}' must start with http:// or https://",
-                    dsn::redact(&base_url)
+                    "{} must start with http:// or https://",
+                    dsn::url_for_message(&base_url)
                 ),
             );
         }

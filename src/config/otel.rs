@@ -96,8 +96,8 @@ impl OtelConfig {
                 p(
                     &key,
                     format!(
-                        "'{}' must start with http:// or https://",
-                        crate::dsn::redact(&endpoint)
+                        "{} must start with http:// or https://",
+                        crate::dsn::url_for_message(&endpoint)
                     ),
                 );
                 return None;

@@ -6,6 +6,7 @@
 pub mod clients;
 pub mod flood;
 pub mod langgraph;
+pub mod langgraph_sqlite;
 pub mod net;
 
 use std::collections::BTreeMap;
