@@ -457,7 +457,10 @@ fn postgres_down_pages_with_runbook_and_inhibits_symptoms_then_resolves() {
     }
     let dir = tempfile::tempdir().unwrap();
     let pg = PgCluster::start();
+    // The app is up: the only fault is the database's.
+    let app = Standin::start(&[]);
     let agent = Agent::start(&[
+        ("APP_BASE_URL", app.base_url()),
         ("AGENT_DATABASE_URL", pg.monitor_url()),
         ("AGENT_INTERVAL", "1s".into()),
         ("AGENT_CONNECT_TIMEOUT", "400ms".into()),
@@ -667,11 +670,14 @@ fn one_outage_one_page_with_rules_and_push() {
     let dir = tempfile::tempdir().unwrap();
     let pg = PgCluster::start();
     let hook = Webhook::start();
+    // The app is up: the only fault is the database's.
+    let app = Standin::start(&[]);
     // Alertmanager's port is known before the agent starts: the agent pushes to it.
     let am_port = free_port();
     let mut env = fast_env(pg.monitor_url());
     env.extend([
         ("FEATURE_DATABASE_TYPE", "postgresql".into()),
+        ("APP_BASE_URL", app.base_url()),
         (
             "AGENT_ALERTMANAGER_URL",
             format!("http://127.0.0.1:{am_port}"),
