@@ -276,6 +276,17 @@ fn alertmanager_example_routes_each_severity_to_its_receiver() {
             ],
             "oncall-pager,team-slack",
         ),
+        // The agent's own push (AGENT_ALERTMANAGER_URL): no instance for a database finding.
+        (
+            &[
+                "alertname=RoseFinding",
+                "severity=critical",
+                "code=connection_refused",
+                "source=agent",
+                "rose_target=db:5432/rose",
+            ],
+            "oncall-pager,team-slack",
+        ),
         (
             &["alertname=RosePostgresConnectionsHigh", "severity=warning"],
             "team-slack",
