@@ -10,7 +10,13 @@
 //!
 //! `for:` durations are rewritten in a temporary copy of the rules: RosePostgresDown 2 s, every
 //! other rule 8 s (in the shipped rules, too, symptoms wait longer than "PostgreSQL down", so
-//! the inhibiting alert is in Alertmanager before its symptoms).
+//! the inhibiting alert is in Alertmanager before its symptoms). The pager gets one page: the
+//! rules' RoseFinding for the cause (connection_refused) is inhibited by RosePostgresDown.
+//!
+//! One outage, one page with every path on (issue 13 item 12): the agent also pushes its
+//! findings, under a pod-name `instance` that is not Prometheus'; the shipped rules and example
+//! run on a clock 15 times faster (every `for:` and Alertmanager timer divided by 15, the agent's
+//! interval 1 s), and the pager receives exactly one notification, then one resolve.
 
 mod oncall_support;
 mod support;
