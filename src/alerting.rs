@@ -8,10 +8,15 @@
 //! - each post is bounded by a timeout and retried a bounded number of times within the tick;
 //!   an Alertmanager that is down never blocks the checks, `/metrics` or anything else.
 //!
-//! Labels: `alertname` (the finding code), `severity`, `instance`, `job="rose-agent"`,
-//! `source="agent"`, and `subject` when the finding has one. Annotations: `summary`,
-//! `description` (the evidence), `steps` (numbered), `runbook_url`. A finding's
-//! `raw_query_text` (other sessions' raw SQL, opt-in) is never sent.
+//! Labels: `alertname="RoseFinding"` (the name of the rule that forwards findings, so routes and
+//! inhibition treat both paths alike), `code` (the finding code, the runbook's name), `severity`,
+//! `job="rose-agent"`, `source="agent"`, `rose_target` (the sanitized database target, the
+//! identity label the rules join from `rose_agent_target_info`), `subject` when the finding has
+//! one, and `instance` only for findings about this agent's own instance ([`instance_scoped`]):
+//! a finding about the database is one alert per database, whichever agent of a fleet (or
+//! leader, after leadership moves) pushes it. Annotations: `summary`, `description` (the
+//! evidence), `steps` (numbered), `runbook_url`. A finding's `raw_query_text` (other sessions'
+//! raw SQL, opt-in) is never sent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
@@ -33,8 +38,11 @@ const ATTEMPTS: u32 = 3;
 pub struct PushConfig {
     /// Alertmanager base URL, e.g. `http://127.0.0.1:9093`.
     pub url: String,
-    /// The `instance` label: must match what Prometheus calls this agent for inhibition to work.
+    /// The `instance` label of instance-scoped findings: set it to what Prometheus calls this
+    /// agent (`podIP:port` under a PodMonitor) so a pushed alert and its rule's alert dedupe.
     pub instance: String,
+    /// The `rose_target` label (`host:port/dbname`), when a DSN is configured.
+    pub rose_target: Option<String>,
     /// Where `docs/runbooks/` is published: `runbook_url` is `<base>/<code>.md`, as in the rules.
     pub runbook_base: String,
     pub interval: Duration,
@@ -52,12 +60,41 @@ pub struct Alert {
     pub ends_at: String,
 }
 
+/// The alert name of every pushed finding: the rule that forwards findings has it too.
+pub const ALERTNAME: &str = "RoseFinding";
+
+/// Codes about this agent's own instance (its configuration, its host's round trip, its app
+/// instance, its SQLite file): their pushed alerts carry `instance`. Every other code is about
+/// the database and is identified by `rose_target` alone, so a fleet pushes it once and it keeps
+/// its identity when leadership moves. Without a `rose_target` every alert carries `instance`.
+pub const INSTANCE_CODES: &[&str] = &[
+    "bad_database_url",
+    "region_latency",
+    "app_unreachable",
+    "app_unhealthy",
+    "app_degraded",
+    "app_slow",
+    "migration_not_effective",
+    "sqlite_unreadable",
+];
+
+/// Pure: whether the pushed alert for `code` carries `instance`.
+pub fn instance_scoped(code: &str, cfg: &PushConfig) -> bool {
+    cfg.rose_target.is_none() || INSTANCE_CODES.contains(&code)
+}
+
 /// Pure: the alert for a finding.
 pub fn alert_for(f: &Finding, cfg: &PushConfig, starts: SystemTime, ends: SystemTime) -> Alert {
     let mut labels = BTreeMap::new();
-    labels.insert("alertname".to_owned(), f.code.to_owned());
+    labels.insert("alertname".to_owned(), ALERTNAME.to_owned());
+    labels.insert("code".to_owned(), f.code.to_owned());
     labels.insert("severity".to_owned(), f.severity.as_str().to_owned());
-    labels.insert("instance".to_owned(), cfg.instance.clone());
+    if instance_scoped(f.code, cfg) {
+        labels.insert("instance".to_owned(), cfg.instance.clone());
+    }
+    if let Some(t) = &cfg.rose_target {
+        labels.insert("rose_target".to_owned(), t.clone());
+    }
     labels.insert("job".to_owned(), "rose-agent".to_owned());
     labels.insert("source".to_owned(), "agent".to_owned());
     if let Some(s) = &f.subject {
@@ -191,15 +228,20 @@ async fn post(
 mod tests {
     use super::*;
 
-    #[test]
-    fn alert_shape() {
-        let cfg = PushConfig {
+    fn cfg(rose_target: Option<&str>) -> PushConfig {
+        PushConfig {
             url: "http://am".into(),
             instance: "host:9188".into(),
+            rose_target: rose_target.map(str::to_owned),
             runbook_base: "https://runbooks.example/rose/".into(),
             interval: Duration::from_secs(15),
             timeout: Duration::from_secs(2),
-        };
+        }
+    }
+
+    #[test]
+    fn alert_shape() {
+        let cfg = cfg(Some("db.internal:5432/rose"));
         let f = Finding::new("missing_index", "s", "e", vec!["one".into(), "two".into()])
             .with_subject("checkpoints_thread_id_idx");
         let a = alert_for(
@@ -208,9 +250,12 @@ mod tests {
             SystemTime::UNIX_EPOCH,
             SystemTime::UNIX_EPOCH + Duration::from_secs(45),
         );
-        assert_eq!(a.labels["alertname"], "missing_index");
+        assert_eq!(a.labels["alertname"], "RoseFinding");
+        assert_eq!(a.labels["code"], "missing_index");
         assert_eq!(a.labels["severity"], "warning");
-        assert_eq!(a.labels["instance"], "host:9188");
+        assert_eq!(a.labels["rose_target"], "db.internal:5432/rose");
+        assert_eq!(a.labels["job"], "rose-agent");
+        assert_eq!(a.labels["source"], "agent");
         assert_eq!(a.labels["subject"], "checkpoints_thread_id_idx");
         assert_eq!(a.annotations["steps"], "1. one\n2. two");
         assert_eq!(
@@ -225,5 +270,41 @@ mod tests {
         let f = f.with_raw_query_text("pid 7: ALTER ROLE x PASSWORD 'hunter2'".into());
         let a = alert_for(&f, &cfg, SystemTime::UNIX_EPOCH, SystemTime::UNIX_EPOCH);
         assert!(!serde_json::to_string(&a).unwrap().contains("hunter2"));
+    }
+
+    /// A database finding is one alert per database: two agents of a fleet (the old and the new
+    /// leader) push the same label set, so Alertmanager sees one alert, not a resolve and a new
+    /// page. A finding about the agent's own instance keeps `instance`.
+    #[test]
+    fn database_findings_do_not_depend_on_the_agent() {
+        let at = SystemTime::UNIX_EPOCH;
+        let a = cfg(Some("db:5432/rose"));
+        let mut b = a.clone();
+        b.instance = "other-pod:9188".into();
+        let refused = Finding::new("connection_refused", "s", "e", vec![]);
+        let la = alert_for(&refused, &a, at, at).labels;
+        assert_eq!(la, alert_for(&refused, &b, at, at).labels);
+        assert!(!la.contains_key("instance"), "{la:?}");
+        let app = Finding::new("app_unreachable", "s", "e", vec![]);
+        assert_eq!(alert_for(&app, &a, at, at).labels["instance"], "host:9188");
+        assert_ne!(
+            alert_for(&app, &a, at, at).labels,
+            alert_for(&app, &b, at, at).labels
+        );
+        // No database: nothing else identifies the alert, so it keeps instance.
+        let none = cfg(None);
+        let l = alert_for(&refused, &none, at, at).labels;
+        assert_eq!(l["instance"], "host:9188");
+        assert!(!l.contains_key("rose_target"));
+    }
+
+    #[test]
+    fn instance_codes_are_catalog_codes() {
+        for c in INSTANCE_CODES {
+            assert!(
+                crate::findings::CODES.iter().any(|d| d.code == *c),
+                "{c} is not a finding code"
+            );
+        }
     }
 }

@@ -74,6 +74,16 @@ impl Generation {
                 (pg, leader)
             }
         };
+        // The database's identity label, shared by the rules (joined on instance, job) and
+        // pushed alerts: one database's outage is one page whichever agent or path saw it.
+        let rose_target = config.database.dsn.as_ref().map(|d| d.target());
+        store.publish_component(
+            "target",
+            rose_target
+                .iter()
+                .map(|t| crate::catalog::Sample::new(&crate::catalog::AGENT_TARGET_INFO, &[t], 1.0))
+                .collect(),
+        );
         let checks = check::registry(config, pg.clone());
         let ids: Vec<&'static str> = checks.iter().map(|c| c.id()).collect();
         store.retain_checks(&ids);
@@ -112,6 +122,7 @@ impl Generation {
             let push = crate::alerting::PushConfig {
                 url: url.clone(),
                 instance: config.agent.instance.clone(),
+                rose_target: rose_target.clone(),
                 runbook_base: config.agent.runbook_base_url.clone(),
                 interval: config.agent.interval,
                 timeout: config.agent.interval.min(std::time::Duration::from_secs(5)),

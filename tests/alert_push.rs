@@ -71,9 +71,15 @@ fn findings_reach_alertmanager_and_resolve() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let alert = &v["alerts"][0];
-    assert_eq!(alert["labels"]["alertname"], "connection_refused");
+    // The rules' name and labels: one alert for the database, whichever agent pushes it.
+    assert_eq!(alert["labels"]["alertname"], "RoseFinding");
+    assert_eq!(alert["labels"]["code"], "connection_refused");
     assert_eq!(alert["labels"]["severity"], "critical");
-    assert_eq!(alert["labels"]["instance"], "rose-test:9188");
+    assert_eq!(
+        alert["labels"]["rose_target"],
+        format!("127.0.0.1:{}/{DBNAME}", pg.port).as_str()
+    );
+    assert!(alert["labels"].get("instance").is_none(), "{alert}");
     assert_eq!(
         alert["annotations"]["runbook_url"],
         "https://runbooks.example/rose/connection_refused.md"

@@ -10,7 +10,13 @@
 //!
 //! `for:` durations are rewritten in a temporary copy of the rules: RosePostgresDown 2 s, every
 //! other rule 8 s (in the shipped rules, too, symptoms wait longer than "PostgreSQL down", so
-//! the inhibiting alert is in Alertmanager before its symptoms).
+//! the inhibiting alert is in Alertmanager before its symptoms). The pager gets one page: the
+//! rules' RoseFinding for the cause (connection_refused) is inhibited by RosePostgresDown.
+//!
+//! One outage, one page with every path on (issue 13 item 12): the agent also pushes its
+//! findings, under a pod-name `instance` that is not Prometheus'; the shipped rules and example
+//! run on a clock 15 times faster (every `for:` and Alertmanager timer divided by 15, the agent's
+//! interval 1 s), and the pager receives exactly one notification, then one resolve.
 
 mod oncall_support;
 mod support;
@@ -124,6 +130,18 @@ impl Webhook {
         out
     }
 
+    /// Every notification (one POST) to `receiver`, in order.
+    fn posts(&self, receiver: &str) -> Vec<Value> {
+        let path = format!("/{receiver}");
+        self.posts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| *p == path)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+
     fn find(&self, receiver: &str, alertname: &str, status: &str) -> Option<Value> {
         self.alerts()
             .into_iter()
@@ -208,6 +226,57 @@ fn rules_for_test() -> String {
     out
 }
 
+/// Seconds in a Prometheus duration of one unit (`30s`, `5m`, `4h`).
+fn seconds(d: &str) -> u64 {
+    let (n, unit) = d.split_at(d.len() - 1);
+    let n: u64 = n.parse().unwrap_or_else(|_| panic!("duration {d}"));
+    n * match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => panic!("duration {d}"),
+    }
+}
+
+/// `line` with the duration after `key: ` divided by `scale` (at least 1 s unless it was 0).
+fn scale_line(line: &str, key: &str, scale: u64) -> Option<String> {
+    let t = line.trim_start();
+    let d = t.strip_prefix(key)?.strip_prefix(": ")?.trim();
+    let s = seconds(d);
+    let scaled = if s == 0 { 0 } else { (s / scale).max(1) };
+    Some(format!("{}{key}: {scaled}s", &line[..line.len() - t.len()]))
+}
+
+/// The shipped rules with every `for:` divided by `scale`: the same structure and order of
+/// events, on a clock `scale` times faster (the agent's interval scaled the same way).
+fn rules_scaled(scale: u64) -> String {
+    std::fs::read_to_string(repo().join("alerts/rose.rules.yml"))
+        .unwrap()
+        .lines()
+        .map(|l| scale_line(l, "for", scale).unwrap_or_else(|| l.to_owned()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The example Alertmanager configuration, its routing and inhibition unchanged, with its
+/// timers divided by `scale` and every receiver a local webhook.
+fn alertmanager_scaled(webhook_port: u16, scale: u64) -> String {
+    let text = std::fs::read_to_string(repo().join("alerts/alertmanager.example.yml")).unwrap();
+    let (head, _) = text
+        .split_once("\nreceivers:")
+        .expect("receivers section last");
+    let head: Vec<String> = head
+        .lines()
+        .map(|l| {
+            ["group_wait", "group_interval", "repeat_interval"]
+                .iter()
+                .find_map(|k| scale_line(l, k, scale))
+                .unwrap_or_else(|| l.to_owned())
+        })
+        .collect();
+    receivers_to(&head.join("\n"), webhook_port)
+}
+
 /// The example Alertmanager configuration with fast timings and every receiver a local webhook.
 fn alertmanager_for_test(webhook_port: u16) -> String {
     let text = std::fs::read_to_string(repo().join("alerts/alertmanager.example.yml")).unwrap();
@@ -218,6 +287,11 @@ fn alertmanager_for_test(webhook_port: u16) -> String {
         .replace("group_wait: 30s", "group_wait: 1s")
         .replace("group_interval: 5m", "group_interval: 2s")
         .replace("repeat_interval: 4h", "repeat_interval: 1h");
+    receivers_to(&head, webhook_port)
+}
+
+/// `head` (everything before `receivers:`) with every receiver a webhook on `webhook_port`.
+fn receivers_to(head: &str, webhook_port: u16) -> String {
     let mut cfg = format!("{head}\nreceivers:\n  - name: \"null\"\n");
     for r in ["oncall-pager", "team-slack", "heartbeat"] {
         cfg.push_str(&format!(
@@ -262,51 +336,46 @@ fn wait_or_panic(
     }
 }
 
-#[test]
-fn postgres_down_pages_with_runbook_and_inhibits_symptoms_then_resolves() {
-    for tool in ["prometheus", "prometheus-alertmanager"] {
-        if !require_tool(tool) {
-            eprintln!("skipping the on-call end-to-end test: {tool} is not installed");
-            return;
-        }
+/// Alertmanager (`am_yml`, no clustering) and Prometheus (`rules`, scraping the agent as job
+/// rose-agent every second, evaluating every second, the runbook base set) on loopback, ready
+/// and scraping `rose_pg_up = 1`.
+struct Stack {
+    am: Proc,
+    am_port: u16,
+    prom: Proc,
+    prom_port: u16,
+}
+
+impl Stack {
+    fn start(dir: &Path, agent_port: u16, rules: &str, am_yml: &str, agent: &Agent) -> Stack {
+        Stack::start_on(dir, free_port(), agent_port, rules, am_yml, agent)
     }
-    let dir = tempfile::tempdir().unwrap();
-    let pg = PgCluster::start();
-    let agent = Agent::start(&[
-        ("AGENT_DATABASE_URL", pg.monitor_url()),
-        ("AGENT_INTERVAL", "1s".into()),
-        ("AGENT_CONNECT_TIMEOUT", "400ms".into()),
-        ("AGENT_STATEMENT_TIMEOUT", "400ms".into()),
-        ("FEATURE_DATABASE_TYPE", "postgresql".into()),
-    ]);
-    let hook = Webhook::start();
 
-    // Alertmanager: the example routing and inhibition, local receivers, no clustering.
-    let am_port = free_port();
-    std::fs::write(dir.path().join("am.yml"), alertmanager_for_test(hook.port)).unwrap();
-    let am = Proc::spawn(
-        "alertmanager",
-        Command::new("prometheus-alertmanager")
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("am.yml").display()
-            ))
-            .arg(format!(
-                "--storage.path={}",
-                dir.path().join("am-data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-            .arg("--cluster.listen-address="),
-        dir.path(),
-    );
-
-    // Prometheus: scrape the agent every second, evaluate every second, runbook base set.
-    let prom_port = free_port();
-    std::fs::write(dir.path().join("rose.rules.yml"), rules_for_test()).unwrap();
-    std::fs::write(
-        dir.path().join("prometheus.yml"),
-        format!(
-            r#"global:
+    /// [`Stack::start`] with Alertmanager on `am_port`.
+    fn start_on(
+        dir: &Path,
+        am_port: u16,
+        agent_port: u16,
+        rules: &str,
+        am_yml: &str,
+        agent: &Agent,
+    ) -> Stack {
+        std::fs::write(dir.join("am.yml"), am_yml).unwrap();
+        let am = Proc::spawn(
+            "alertmanager",
+            Command::new("prometheus-alertmanager")
+                .arg(format!("--config.file={}", dir.join("am.yml").display()))
+                .arg(format!("--storage.path={}", dir.join("am-data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+                .arg("--cluster.listen-address="),
+            dir,
+        );
+        let prom_port = free_port();
+        std::fs::write(dir.join("rose.rules.yml"), rules).unwrap();
+        std::fs::write(
+            dir.join("prometheus.yml"),
+            format!(
+                r#"global:
   scrape_interval: 1s
   scrape_timeout: 900ms
   evaluation_interval: 1s
@@ -320,55 +389,100 @@ alerting:
 scrape_configs:
   - job_name: rose-agent
     static_configs:
-      - targets: ["127.0.0.1:{}"]
-"#,
-            agent.port
-        ),
-    )
-    .unwrap();
-    let prom = Proc::spawn(
-        "prometheus",
-        Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prom-data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .arg("--rules.alert.resend-delay=1s"),
-        dir.path(),
-    );
-    let procs = [&prom, &am];
+      - targets: ["127.0.0.1:{agent_port}"]
+"#
+            ),
+        )
+        .unwrap();
+        let prom = Proc::spawn(
+            "prometheus",
+            Command::new("prometheus")
+                .arg(format!(
+                    "--config.file={}",
+                    dir.join("prometheus.yml").display()
+                ))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("prom-data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+                .arg("--rules.alert.resend-delay=1s"),
+            dir,
+        );
+        let stack = Stack {
+            am,
+            am_port,
+            prom,
+            prom_port,
+        };
+        let procs = [&stack.prom, &stack.am];
+        wait_or_panic(
+            "Alertmanager ready",
+            Duration::from_secs(20),
+            &procs,
+            agent,
+            || {
+                http_get(am_port, "/-/ready")
+                    .map(|r| r.0 == 200)
+                    .unwrap_or(false)
+            },
+        );
+        wait_or_panic(
+            "Prometheus scraping rose_pg_up = 1",
+            Duration::from_secs(30),
+            &procs,
+            agent,
+            || {
+                prom_query(prom_port, "rose_pg_up == 1")
+                    .map(|v| {
+                        v["data"]["result"]
+                            .as_array()
+                            .is_some_and(|r| !r.is_empty())
+                    })
+                    .unwrap_or(false)
+            },
+        );
+        stack
+    }
 
-    wait_or_panic(
-        "Alertmanager ready",
-        Duration::from_secs(20),
-        &procs,
+    /// Alertmanager's alerts now.
+    fn am_alerts(&self) -> Vec<Value> {
+        get_json(self.am_port, "/api/v2/alerts")
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+}
+
+#[test]
+fn postgres_down_pages_with_runbook_and_inhibits_symptoms_then_resolves() {
+    for tool in ["prometheus", "prometheus-alertmanager"] {
+        if !require_tool(tool) {
+            eprintln!("skipping the on-call end-to-end test: {tool} is not installed");
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pg = PgCluster::start();
+    // The app is up: the only fault is the database's.
+    let app = Standin::start(&[]);
+    let agent = Agent::start(&[
+        ("APP_BASE_URL", app.base_url()),
+        ("AGENT_DATABASE_URL", pg.monitor_url()),
+        ("AGENT_INTERVAL", "1s".into()),
+        ("AGENT_CONNECT_TIMEOUT", "400ms".into()),
+        ("AGENT_STATEMENT_TIMEOUT", "400ms".into()),
+        ("FEATURE_DATABASE_TYPE", "postgresql".into()),
+    ]);
+    let hook = Webhook::start();
+    let stack = Stack::start(
+        dir.path(),
+        agent.port,
+        &rules_for_test(),
+        &alertmanager_for_test(hook.port),
         &agent,
-        || {
-            http_get(am_port, "/-/ready")
-                .map(|r| r.0 == 200)
-                .unwrap_or(false)
-        },
     );
-    wait_or_panic(
-        "Prometheus scraping rose_pg_up = 1",
-        Duration::from_secs(30),
-        &procs,
-        &agent,
-        || {
-            prom_query(prom_port, "rose_pg_up == 1")
-                .map(|v| {
-                    v["data"]["result"]
-                        .as_array()
-                        .is_some_and(|r| !r.is_empty())
-                })
-                .unwrap_or(false)
-        },
-    );
+    let (prom_port, am_port) = (stack.prom_port, stack.am_port);
+    let procs = [&stack.prom, &stack.am];
     let rules = get_json(prom_port, "/api/v1/rules").unwrap();
     let loaded = rules["data"]["groups"]
         .as_array()
@@ -488,6 +602,28 @@ scrape_configs:
         leaked.is_empty(),
         "an inhibited symptom was delivered: {leaked:?}"
     );
+    // One outage, one page: the rules' RoseFinding for the cause fires too, inhibited by
+    // RosePostgresDown (whose description names it).
+    wait_or_panic(
+        "RoseFinding connection_refused inhibited in Alertmanager",
+        Duration::from_secs(30),
+        &procs,
+        &agent,
+        || {
+            stack.am_alerts().iter().any(|a| {
+                a["labels"]["alertname"] == "RoseFinding"
+                    && a["labels"]["code"] == "connection_refused"
+                    && a["status"]["state"] == "suppressed"
+            })
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let pages: Vec<String> = hook
+        .posts("oncall-pager")
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(pages.len(), 1, "one outage, one page: {pages:#?}");
 
     // Start it again: the page resolves, and the restart is a warning for the channel.
     pg.restart();
@@ -516,4 +652,151 @@ scrape_configs:
             .is_none(),
         "a warning must not page"
     );
+}
+
+/// Scale of the clock in [`one_outage_one_page_with_rules_and_push`]: the shipped 15 s agent
+/// interval is 1 s, and every `for:` and Alertmanager timer is divided by the same factor, so the
+/// order of events is the shipped one.
+const SCALE: u64 = 15;
+
+/// Issue 13 item 12. Prometheus with the shipped rules, Alertmanager with the shipped routing and
+/// inhibition, and the agent pushing its findings itself, all on, with a pod-name `instance`
+/// that is not Prometheus' (`127.0.0.1:port`), as in Kubernetes. The database stops for 30 s
+/// (7.5 minutes on the shipped clock): RosePostgresDown, the rules' RoseFinding and the pushed
+/// finding all reach Alertmanager, and the pager receives exactly one notification, then one
+/// resolve.
+#[test]
+fn one_outage_one_page_with_rules_and_push() {
+    for tool in ["prometheus", "prometheus-alertmanager"] {
+        if !require_tool(tool) {
+            eprintln!("skipping the one-page test: {tool} is not installed");
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pg = PgCluster::start();
+    let hook = Webhook::start();
+    // The app is up: the only fault is the database's.
+    let app = Standin::start(&[]);
+    // Alertmanager's port is known before the agent starts: the agent pushes to it.
+    let am_port = free_port();
+    let mut env = fast_env(pg.monitor_url());
+    env.extend([
+        ("FEATURE_DATABASE_TYPE", "postgresql".into()),
+        ("APP_BASE_URL", app.base_url()),
+        (
+            "AGENT_ALERTMANAGER_URL",
+            format!("http://127.0.0.1:{am_port}"),
+        ),
+        ("AGENT_INSTANCE", "rose-7d9f5c6b8-x2kqz".into()),
+        ("AGENT_RUNBOOK_BASE_URL", RUNBOOK_BASE.into()),
+    ]);
+    let agent = Agent::start(&env);
+    let stack = Stack::start_on(
+        dir.path(),
+        am_port,
+        agent.port,
+        &rules_scaled(SCALE),
+        &alertmanager_scaled(hook.port, SCALE),
+        &agent,
+    );
+    let procs = [&stack.prom, &stack.am];
+
+    pg.stop();
+    let stopped = std::time::Instant::now();
+    // Every path raised it: the pushed finding is the page, the rules' two are suppressed.
+    let alert = |a: &Value, name: &str, code: &str, pushed: bool| {
+        a["labels"]["alertname"] == name
+            && a["labels"]["code"] == code
+            && (a["labels"]["source"] == "agent") == pushed
+    };
+    wait_or_panic(
+        "RosePostgresDown and the rules' RoseFinding suppressed, the pushed finding active",
+        Duration::from_secs(30),
+        &procs,
+        &agent,
+        || {
+            let alerts = stack.am_alerts();
+            let state = |name: &str, code: &str, pushed: bool| {
+                alerts
+                    .iter()
+                    .find(|a| alert(a, name, code, pushed))
+                    .map(|a| a["status"]["state"].as_str().unwrap_or("").to_owned())
+            };
+            state("RosePostgresDown", "pg_down", false).as_deref() == Some("suppressed")
+                && state("RoseFinding", "connection_refused", false).as_deref()
+                    == Some("suppressed")
+                && state("RoseFinding", "connection_refused", true).as_deref() == Some("active")
+        },
+    );
+    let alerts = stack.am_alerts();
+    let pushed = alerts
+        .iter()
+        .find(|a| alert(a, "RoseFinding", "connection_refused", true))
+        .unwrap();
+    let target = format!("127.0.0.1:{}/{DBNAME}", pg.port);
+    assert_eq!(pushed["labels"]["rose_target"], target.as_str(), "{pushed}");
+    assert!(pushed["labels"].get("instance").is_none(), "{pushed}");
+    let down = alerts
+        .iter()
+        .find(|a| alert(a, "RosePostgresDown", "pg_down", false))
+        .unwrap();
+    assert_eq!(down["labels"]["rose_target"], target.as_str(), "{down}");
+    assert_ne!(down["labels"]["instance"], "rose-7d9f5c6b8-x2kqz");
+
+    // Down for 30 s (7.5 minutes on the shipped clock), then back.
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(stopped.elapsed()));
+    pg.restart();
+    wait_or_panic(
+        "the resolve at the pager",
+        Duration::from_secs(60),
+        &procs,
+        &agent,
+        || {
+            hook.posts("oncall-pager")
+                .iter()
+                .any(|p| p["status"] == "resolved")
+        },
+    );
+    // Longer than a group_interval: nothing else arrives.
+    std::thread::sleep(Duration::from_secs(300 / SCALE + 2));
+    let pages = hook.posts("oncall-pager");
+    let summary: Vec<String> = pages
+        .iter()
+        .map(|p| {
+            let names: Vec<String> = p["alerts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| {
+                    format!(
+                        "{}/{}/{}",
+                        a["labels"]["alertname"], a["labels"]["code"], a["status"]
+                    )
+                })
+                .collect();
+            format!("{}: {}", p["status"], names.join(", "))
+        })
+        .collect();
+    eprintln!("pager notifications: {summary:#?}");
+    assert_eq!(
+        summary.len(),
+        2,
+        "exactly one notification, then one resolve: {summary:#?}"
+    );
+    assert_eq!(pages[0]["status"], "firing", "{summary:#?}");
+    assert_eq!(pages[1]["status"], "resolved", "{summary:#?}");
+    for p in &pages {
+        let alerts = p["alerts"].as_array().unwrap();
+        assert_eq!(alerts.len(), 1, "{summary:#?}");
+        assert!(
+            alert(&alerts[0], "RoseFinding", "connection_refused", true),
+            "{summary:#?}"
+        );
+    }
+    let steps = pages[0]["alerts"][0]["annotations"]["steps"]
+        .as_str()
+        .unwrap_or("");
+    assert!(steps.starts_with("1. "), "{steps}");
+    assert!(!agent.output().contains(MONITOR_PASSWORD));
 }

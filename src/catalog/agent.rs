@@ -35,6 +35,8 @@ metrics! {
         "File descriptors the agent holds open.";
     AGENT_AM_POSTS = "rose_agent_alertmanager_posts_total", Counter, "1", ["result"],
         "Posts of active/resolved findings to Alertmanager (AGENT_ALERTMANAGER_URL) by result (ok, error).";
+    AGENT_TARGET_INFO = "rose_agent_target_info", Gauge, "1", ["rose_target"],
+        "Always 1 (absent without a DSN); rose_target is the sanitized database target (host:port/dbname): the identity label RosePostgresDown, RoseFinding and pushed alerts share, so one database's outage is one page (docs/alerting.md).";
     AGENT_AM_ALERTS = "rose_agent_alertmanager_alerts", Gauge, "1", [],
         "Findings the agent currently pushes to Alertmanager as firing.";
     AGENT_OTLP_DROPPED = "rose_agent_otlp_dropped_total", Counter, "1", ["signal"],
