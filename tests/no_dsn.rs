@@ -228,3 +228,52 @@ fn an_unusable_configuration_also_names_misspelled_variables() {
     );
     assert!(!err.contains(SECRET), "{err}");
 }
+
+/// The shipped deployment files and example configuration set only variables the agent reads
+/// (they would otherwise raise `unknown_variable` out of the box), and every `AGENT_*` variable
+/// the agent reads is documented in the README, where the finding's steps send the reader.
+#[test]
+fn shipped_files_use_only_known_names_and_the_readme_lists_them_all() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let known = rose_agent::config::vars::known();
+    let mut files = vec![root.join("docs/config.example.toml")];
+    let mut dirs = vec![root.join("deploy")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        for name in agent_names(&text) {
+            assert!(known.contains(&name.as_str()), "{f:?} sets unknown {name}");
+        }
+    }
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    for name in known.iter().filter(|n| n.starts_with("AGENT_")) {
+        assert!(readme.contains(name), "README.md does not document {name}");
+    }
+}
+
+/// Every `AGENT_[A-Z0-9_]+` word in `text`.
+fn agent_names(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("AGENT_") {
+        let before = rest[..i].chars().next_back();
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(tail.len());
+        if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            out.push(tail[..end].trim_end_matches('_').to_owned());
+        }
+        rest = &tail[end.max(1)..];
+    }
+    out
+}

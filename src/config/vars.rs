@@ -11,7 +11,31 @@
 //! (Azure Pipelines' `AGENT_NAME`, `AGENT_OS`; Jenkins' `AGENT_WORKDIR`): those are far from
 //! every name the agent reads, so they are logged but are no finding.
 
+use std::sync::OnceLock;
+
 use super::raw::{Env, VARIABLES};
+
+/// Every name the agent reads: the configuration's [`VARIABLES`] and the command line's `env`
+/// fallbacks (`AGENT_CONFIG` for `--config`), taken from the clap definition itself.
+pub fn known() -> &'static [&'static str] {
+    static KNOWN: OnceLock<Vec<&'static str>> = OnceLock::new();
+    KNOWN.get_or_init(|| {
+        let mut names = VARIABLES.to_vec();
+        let mut stack = vec![<crate::cli::Cli as clap::CommandFactory>::command()];
+        while let Some(cmd) = stack.pop() {
+            for arg in cmd.get_arguments() {
+                if let Some(name) = arg.get_env().and_then(|e| e.to_str())
+                    && !names.contains(&name)
+                {
+                    // Once per process, a handful of names.
+                    names.push(Box::leak(name.to_owned().into_boxed_str()));
+                }
+            }
+            stack.extend(cmd.get_subcommands().cloned());
+        }
+        names
+    })
+}
 
 /// The prefix of the agent's own variables (matched without regard to case: a lower-case
 /// `agent_interval` is not read either).
@@ -69,7 +93,7 @@ pub fn unknown(env: &dyn Env) -> (Vec<UnknownVariable>, usize) {
             n.get(..PREFIX.len())
                 .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX))
         })
-        .filter(|n| !VARIABLES.contains(&n.as_str()))
+        .filter(|n| !known().contains(&n.as_str()))
         .collect();
     names.sort();
     names.dedup();
@@ -80,7 +104,7 @@ pub fn unknown(env: &dyn Env) -> (Vec<UnknownVariable>, usize) {
         .map(|n| {
             let name = shown(n);
             let upper = name.to_ascii_uppercase();
-            let (closest, distance) = VARIABLES
+            let (closest, distance) = known()
                 .iter()
                 .map(|k| (*k, distance(&upper, k)))
                 .min_by_key(|(_, d)| *d)
@@ -145,6 +169,13 @@ mod tests {
     fn unknown_in(names: &[&str]) -> Vec<UnknownVariable> {
         let env: HashMap<&str, &str> = names.iter().map(|n| (*n, "x")).collect();
         unknown(&env).0
+    }
+
+    #[test]
+    fn command_line_variables_are_known() {
+        assert!(known().contains(&"AGENT_CONFIG"), "{:?}", known());
+        assert!(unknown_in(&["AGENT_CONFIG"]).is_empty());
+        assert_eq!(unknown_in(&["AGENT_CONFG"])[0].closest, "AGENT_CONFIG");
     }
 
     #[test]
@@ -232,5 +263,30 @@ mod tests {
         let env = HashMap::from([("AGENT_DATABSE_URL", "postgresql://u:Secret9@h/db")]);
         let (u, _) = unknown(&env);
         assert!(!format!("{u:?}{}", u[0].message()).contains("Secret9"));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any names: no panic, at most MAX_REPORTED judged, every one shown on one line.
+        #[test]
+        fn any_names_never_panic(names in proptest::collection::vec("(?i:agent_)?.{0,80}", 0..40)) {
+            let env: HashMap<String, String> =
+                names.iter().map(|n| (n.clone(), "v".to_owned())).collect();
+            let (u, omitted) = unknown(&env);
+            prop_assert!(u.len() <= MAX_REPORTED);
+            prop_assert!(u.len() + omitted <= names.len());
+            for v in &u {
+                prop_assert!(!v.message().contains('\n'));
+                prop_assert!(v.name.len() <= MAX_NAME_CHARS);
+            }
+        }
     }
 }
