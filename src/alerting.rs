@@ -69,6 +69,8 @@ pub const ALERTNAME: &str = "RoseFinding";
 /// its identity when leadership moves. Without a `rose_target` every alert carries `instance`.
 pub const INSTANCE_CODES: &[&str] = &[
     "bad_database_url",
+    "no_database_configured",
+    "unknown_variable",
     "region_latency",
     "app_unreachable",
     "app_unhealthy",

@@ -13,6 +13,13 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref(), &ProcessEnv);
+    if config.is_err() {
+        // A misspelled variable is often why the configuration is unusable: name it here too
+        // (a valid configuration logs them at start, and diagnose reports them as findings).
+        for u in rose_agent::config::vars::unknown(&ProcessEnv).0 {
+            eprintln!("agent: note: {}", u.message());
+        }
+    }
     match cli.command {
         Command::Run(args) => {
             let config = match config {

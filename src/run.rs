@@ -62,9 +62,7 @@ impl Generation {
                     Some(t) => {
                         tracing::info!(target_db = %t.target(), source = config.database.dsn_source, "Watching PostgreSQL.")
                     }
-                    None => tracing::warn!(
-                        "No PostgreSQL DSN configured (FEATURE_DATABASE_TYPE=sqlite): PostgreSQL checks are off."
-                    ),
+                    None => log_no_dsn(config),
                 }
                 let leader = Leadership::new(
                     pg.clone(),
@@ -153,6 +151,37 @@ impl Generation {
     }
 }
 
+/// Says which variables would give the agent a DSN: an error when the app runs on PostgreSQL
+/// (the finding `no_database_configured` follows), otherwise a note.
+fn log_no_dsn(config: &Config) {
+    let vars = crate::config::DSN_VARIABLES.join(", ");
+    match config.app.database_type {
+        crate::config::DatabaseType::Postgresql => tracing::error!(
+            code = "no_database_configured",
+            "FEATURE_DATABASE_TYPE=postgresql but no PostgreSQL DSN is set ({vars}): the database is not monitored. Set AGENT_DATABASE_URL to the monitoring role's DSN."
+        ),
+        crate::config::DatabaseType::Sqlite => tracing::info!(
+            "No PostgreSQL DSN set ({vars}) and FEATURE_DATABASE_TYPE=sqlite: PostgreSQL checks are off."
+        ),
+    }
+}
+
+/// Names each `AGENT_*` variable that is set but not read, once at start, with the closest name
+/// the agent reads (see `config::vars`); never a value.
+fn log_unknown_variables(config: &Config) {
+    let (unknown, omitted) = &config.unknown_variables;
+    for u in unknown {
+        tracing::warn!(variable = %u.name, closest = u.closest, "{}", u.message());
+    }
+    if *omitted > 0 {
+        tracing::warn!(
+            omitted,
+            "More AGENT_* variables are set that the agent does not read; only the first {} are named.",
+            unknown.len()
+        );
+    }
+}
+
 /// Whether a reload can keep the PostgreSQL connection (and with it the fleet's lock).
 fn same_database(a: &Config, b: &Config) -> bool {
     let (x, y) = (&a.database, &b.database);
@@ -176,6 +205,7 @@ pub async fn run_with_reload(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let telemetry = crate::telemetry::init(&config);
+    log_unknown_variables(&config);
     let listener = server::bind(config.agent.listen)
         .await
         .with_context(|| format!("cannot listen on {} (AGENT_LISTEN)", config.agent.listen))?;

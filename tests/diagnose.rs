@@ -472,7 +472,8 @@ fn the_budget_counts_the_app_instances_the_database_sees() {
     })
     .expect("two instances connected");
     let (code, report, all) = diagnose(&env(pg.monitor_url()), &[]);
-    assert_eq!(code, 2, "{:?}\n{all}", summary(&report));
+    // A risk, not an outage: a warning, like its rule RosePoolBudgetExceeded.
+    assert_eq!(code, 1, "{:?}\n{all}", summary(&report));
     let f = finding(&report, "pool_budget_exceeded");
     let ev = f["evidence"].as_str().unwrap();
     assert!(

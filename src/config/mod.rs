@@ -9,6 +9,7 @@ pub mod otel;
 pub mod probes;
 mod raw;
 pub mod search_path;
+pub mod vars;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ pub use checks::{
     ChecksConfig, Expectations, ExpectedIndex, ExpectedTable, LangGraphSchema, PLANS, PlanLimit,
 };
 pub use probes::{JsonExpectation, ProbeConfig};
-pub use raw::{Env, Problem, ProcessEnv, RawConfig};
+pub use raw::{Env, Problem, ProcessEnv, RawConfig, VARIABLES};
 
 use crate::dsn::{self, Dsn};
 
@@ -42,6 +43,14 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(((d.as_micros() + 500) / 1000).max(1) as u64)
 }
+
+/// The variables a monitoring DSN is read from, in order of precedence (and the file's
+/// `[database] url`, `url_file`, `[app] database_url`), for messages that say what to set.
+pub const DSN_VARIABLES: [&str; 3] = [
+    "AGENT_DATABASE_URL",
+    "AGENT_DATABASE_URL_FILE",
+    "DATABASE_URL",
+];
 
 /// Which checkpointer the app is configured to use (`FEATURE_DATABASE_TYPE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -68,6 +77,9 @@ pub struct Config {
     /// OTLP export; `None` when no `OTEL_EXPORTER_OTLP_*ENDPOINT` is set.
     pub otel: Option<otel::OtelConfig>,
     pub checks: ChecksConfig,
+    /// `AGENT_*` variables set but not read (misspellings, mostly), at most
+    /// [`vars::MAX_REPORTED`], and how many more there were.
+    pub unknown_variables: (Vec<vars::UnknownVariable>, usize),
 }
 
 #[derive(Debug, Clone)]
@@ -96,7 +108,9 @@ pub struct AgentConfig {
 
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
-    /// The DSN the agent monitors with; `None` when the app runs on SQLite and none is given.
+    /// The DSN the agent monitors with; `None` when none is given (with
+    /// `FEATURE_DATABASE_TYPE=postgresql` that is the finding `no_database_configured`, not a
+    /// configuration error: the agent keeps serving and says what is missing).
     pub dsn: Option<Dsn>,
     /// Which key the DSN came from, for messages.
     pub dsn_source: &'static str,
@@ -196,6 +210,7 @@ impl Config {
         let otel = otel::OtelConfig::from_env(env, &mut problems);
         let mut config = Config::from_raw(raw, problems)?;
         config.otel = otel;
+        config.unknown_variables = vars::unknown(env);
         Ok(config)
     }
 
@@ -392,15 +407,9 @@ impl Config {
                     None
                 }
             },
-            None => {
-                if database_type == DatabaseType::Postgresql {
-                    p(
-                        "DATABASE_URL",
-                        "FEATURE_DATABASE_TYPE=postgresql but no DSN is set: set AGENT_DATABASE_URL (monitoring role) or DATABASE_URL".into(),
-                    );
-                }
-                None
-            }
+            // With FEATURE_DATABASE_TYPE=postgresql this is the finding no_database_configured:
+            // a crash loop would hide the app probes and the SQLite check too, and say less.
+            None => None,
         };
         let replica = match raw.database.replica_url {
             Some(t) => match Dsn::parse(&t) {
@@ -598,6 +607,7 @@ impl Config {
             },
             otel: None,
             checks,
+            unknown_variables: (Vec::new(), 0),
         })
     }
 
@@ -657,10 +667,16 @@ impl Config {
             },
             checks: self.checks.to_raw(),
         };
-        let mut out = format!(
-            "# effective configuration; database.url from {}\n",
-            self.database.dsn_source
-        );
+        let mut out = match self.database.dsn {
+            Some(_) => format!(
+                "# effective configuration; database.url from {}\n",
+                self.database.dsn_source
+            ),
+            None => format!(
+                "# effective configuration; no database.url: none of {} is set\n",
+                DSN_VARIABLES.join(", ")
+            ),
+        };
         out.push_str(&toml::to_string(&raw).unwrap_or_else(|e| format!("# cannot render: {e}\n")));
         out
     }

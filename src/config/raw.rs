@@ -10,6 +10,12 @@ use serde::{Deserialize, Serialize};
 /// A source of environment variables: the process environment, or a map in tests.
 pub trait Env {
     fn get(&self, key: &str) -> Option<String>;
+
+    /// The names of every variable set, for reporting the ones the agent does not read (see
+    /// `config::vars`). Values are never read through this.
+    fn names(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The real process environment. Empty values count as unset, as pydantic-settings does for
@@ -20,6 +26,12 @@ impl Env for ProcessEnv {
     fn get(&self, key: &str) -> Option<String> {
         std::env::var(key).ok().filter(|v| !v.trim().is_empty())
     }
+
+    fn names(&self) -> Vec<String> {
+        std::env::vars_os()
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect()
+    }
 }
 
 impl Env for HashMap<String, String> {
@@ -28,6 +40,10 @@ impl Env for HashMap<String, String> {
             .cloned()
             .filter(|v| !v.trim().is_empty())
     }
+
+    fn names(&self) -> Vec<String> {
+        self.keys().cloned().collect()
+    }
 }
 
 impl Env for HashMap<&str, &str> {
@@ -35,6 +51,10 @@ impl Env for HashMap<&str, &str> {
         HashMap::get(self, key)
             .map(|v| (*v).to_owned())
             .filter(|v| !v.trim().is_empty())
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.keys().map(|k| (*k).to_owned()).collect()
     }
 }
 
@@ -201,6 +221,77 @@ pub struct Problem {
     pub key: String,
     pub message: String,
 }
+
+/// Every environment variable the configuration reads: here by [`RawConfig::overlay_env`], and
+/// the OpenTelemetry ones by `config::otel`. Unknown `AGENT_*` variables are judged against this
+/// list (`config::vars`); a test records what the reader asks for and fails when the two differ,
+/// so a variable added to the reader must be added here.
+pub const VARIABLES: &[&str] = &[
+    // [agent]
+    "AGENT_LISTEN",
+    "AGENT_INTERVAL",
+    "AGENT_SLOW_INTERVAL",
+    "AGENT_SHUTDOWN_GRACE",
+    "AGENT_LOG_FORMAT",
+    "AGENT_FINDING_PENDING_CYCLES",
+    "AGENT_FINDING_RESOLVE_CYCLES",
+    "AGENT_ALERTMANAGER_URL",
+    "AGENT_INSTANCE",
+    "AGENT_RUNBOOK_BASE_URL",
+    "AGENT_WEB_CONFIG_FILE",
+    "AGENT_WEB_HEADER_TIMEOUT",
+    "AGENT_WEB_MAX_CONNECTIONS",
+    "AGENT_LEADER_ELECTION",
+    "AGENT_LEADER_LOCK_KEY",
+    // [database]
+    "AGENT_DATABASE_URL",
+    "AGENT_DATABASE_URL_FILE",
+    "DATABASE_READ_REPLICA_URL",
+    "AGENT_CONNECT_TIMEOUT",
+    "AGENT_STATEMENT_TIMEOUT",
+    "AGENT_LOCK_TIMEOUT",
+    // [app], under the app's own names where it has them
+    "DATABASE_URL",
+    "FEATURE_DATABASE_TYPE",
+    "DATABASE_POOL_SIZE",
+    "DATABASE_MAX_OVERFLOW",
+    "AGENT_APP_INSTANCES",
+    "AGENT_CHECKPOINTER_POOL_MAX_SIZE",
+    "SHORT_TERM_MEMORY_DB_PATH",
+    "APP_BASE_URL",
+    "AGENT_APP_PROBES",
+    "AGENT_APP_PROBE_INTERVAL",
+    "AGENT_APP_PROBE_TIMEOUT",
+    "AGENT_APP_HEALTH_PATHS",
+    "AGENT_APP_BEARER_TOKEN_FILE",
+    "AGENT_CHECKPOINT_GROWTH_WINDOW",
+    // [checks]
+    "AGENT_SLOW_QUERY_THRESHOLD",
+    "AGENT_IDLE_IN_TRANSACTION_THRESHOLD",
+    "AGENT_LABELS_TOP_N",
+    "AGENT_STATEMENTS_TOP_N",
+    "AGENT_PLAN",
+    "AGENT_MAX_CONNECTIONS",
+    "AGENT_LANGGRAPH_SCHEMA",
+    "AGENT_LANGGRAPH_SCHEMA_NAME",
+    "AGENT_SCHEMA_EXPECTATIONS",
+    "AGENT_RAW_QUERY_TEXT",
+    // OpenTelemetry export (config::otel)
+    "OTEL_SDK_DISABLED",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+    "OTEL_METRIC_EXPORT_INTERVAL",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+];
 
 impl RawConfig {
     /// Overrides file values with environment variables. Integer variables that do not parse

@@ -109,10 +109,78 @@ fn file_syntax_errors_do_not_echo_passwords() {
     assert!(!e.to_string().contains("TopSecret9"), "{e}");
 }
 
+/// No DSN with the app on PostgreSQL is the finding `no_database_configured`, not an exit: the
+/// agent keeps serving (app probes, SQLite) and says what is missing.
 #[test]
-fn postgresql_without_dsn_is_an_error() {
-    let e = load(&[("FEATURE_DATABASE_TYPE", "PostgreSQL")], None).unwrap_err();
-    assert_eq!(e.0[0].key, "DATABASE_URL");
+fn postgresql_without_dsn_loads_without_a_dsn() {
+    let c = load(&[("FEATURE_DATABASE_TYPE", "PostgreSQL")], None).unwrap();
+    assert_eq!(c.app.database_type, DatabaseType::Postgresql);
+    assert!(c.database.dsn.is_none());
+    assert!(
+        c.effective_toml()
+            .contains("none of AGENT_DATABASE_URL, AGENT_DATABASE_URL_FILE, DATABASE_URL is set"),
+        "{}",
+        c.effective_toml()
+    );
+}
+
+#[test]
+fn unknown_agent_variables_are_kept_for_reporting() {
+    let c = load(
+        &[
+            ("FEATURE_DATABASE_TYPE", "postgresql"),
+            ("AGENT_DATABSE_URL", "postgresql://u:Secret9@h/db"),
+            ("OTEL_TRACES_SAMPLER", "always_on"),
+        ],
+        None,
+    )
+    .unwrap();
+    let (unknown, omitted) = &c.unknown_variables;
+    assert_eq!(*omitted, 0);
+    assert_eq!(unknown.len(), 1, "{unknown:?}");
+    assert_eq!(unknown[0].name, "AGENT_DATABSE_URL");
+    assert_eq!(unknown[0].closest, "AGENT_DATABASE_URL");
+}
+
+/// An environment that answers every key with `value` (or nothing) and records what was asked.
+struct Recording {
+    value: Option<&'static str>,
+    asked: std::cell::RefCell<std::collections::BTreeSet<String>>,
+}
+
+impl Env for Recording {
+    fn get(&self, key: &str) -> Option<String> {
+        self.asked.borrow_mut().insert(key.to_owned());
+        self.value.map(str::to_owned)
+    }
+}
+
+/// `raw::VARIABLES` is the list the reader reads: every variable the configuration asks for
+/// (with nothing set, and with everything set, so conditional reads are seen too) is in it, and
+/// every name in it is asked for. Adding a variable to the reader without the list fails here.
+#[test]
+fn the_known_variables_are_exactly_what_the_reader_reads() {
+    let mut asked = std::collections::BTreeSet::new();
+    for value in [None, Some("1"), Some("http://127.0.0.1:1"), Some("off")] {
+        let env = Recording {
+            value,
+            asked: Default::default(),
+        };
+        let _ = Config::load(None, &env);
+        asked.extend(env.asked.into_inner());
+    }
+    let listed: std::collections::BTreeSet<String> =
+        VARIABLES.iter().map(|v| (*v).to_owned()).collect();
+    let unlisted: Vec<_> = asked.difference(&listed).collect();
+    assert!(
+        unlisted.is_empty(),
+        "read but missing from config::raw::VARIABLES: {unlisted:?}"
+    );
+    let unread: Vec<_> = listed.difference(&asked).collect();
+    assert!(
+        unread.is_empty(),
+        "in config::raw::VARIABLES but never read: {unread:?}"
+    );
 }
 
 #[test]

@@ -138,7 +138,14 @@ pub async fn diagnose(config: &Config, timeout: Duration) -> Report {
                 "database",
                 RungStatus::Skipped,
                 Duration::ZERO,
-                Some("no DSN configured (FEATURE_DATABASE_TYPE=sqlite)".into()),
+                Some(format!(
+                    "no DSN configured (none of {} is set; FEATURE_DATABASE_TYPE={})",
+                    crate::config::DSN_VARIABLES.join(", "),
+                    match config.app.database_type {
+                        crate::config::DatabaseType::Sqlite => "sqlite",
+                        crate::config::DatabaseType::Postgresql => "postgresql",
+                    }
+                )),
             )),
         }
         (rungs, extra)
@@ -201,7 +208,7 @@ pub fn judge_rungs(mut rungs: Vec<Rung>, found: &[Finding]) -> Vec<Rung> {
 /// The rung a finding code belongs to (where its evidence comes from).
 pub fn rung_of_code(code: &str) -> &'static str {
     match code {
-        "bad_database_url" => "config",
+        "bad_database_url" | "no_database_configured" | "unknown_variable" => "config",
         "dns_failure" => "dns",
         "connection_refused" | "connect_timeout" => "tcp",
         "tls_error" => "tls",

@@ -86,6 +86,16 @@ pub static CODES: &[CodeDef] = &[
         Critical,
         "the DSN cannot be parsed (e.g. unencoded special characters in the password)",
     ),
+    c(
+        "no_database_configured",
+        Critical,
+        "FEATURE_DATABASE_TYPE=postgresql but the agent has no DSN: the database is not monitored",
+    ),
+    c(
+        "unknown_variable",
+        Warning,
+        "an AGENT_* variable is set that the agent does not read (a misspelling of one it does)",
+    ),
     // Capacity and activity.
     c(
         "pool_budget_exceeded",

@@ -9,6 +9,7 @@
 mod activity;
 mod app;
 mod codes;
+mod config;
 mod connect;
 pub mod connections;
 mod database;
@@ -140,6 +141,10 @@ pub struct Context {
     pub replica_lag_seconds: f64,
     pub database_type: crate::config::DatabaseType,
     pub sqlite_path: Option<String>,
+    /// Whether the agent has a DSN to monitor PostgreSQL with.
+    pub dsn_configured: bool,
+    /// `AGENT_*` variables set but not read (see `config::vars`).
+    pub unknown_variables: Vec<crate::config::vars::UnknownVariable>,
 }
 
 impl Context {
@@ -164,6 +169,8 @@ impl Context {
             replica_lag_seconds: 30.0,
             database_type: c.app.database_type,
             sqlite_path: c.app.sqlite_path.as_ref().map(|p| p.display().to_string()),
+            dsn_configured: c.database.dsn.is_some(),
+            unknown_variables: c.unknown_variables.0.clone(),
         }
     }
 }
@@ -185,6 +192,8 @@ impl Default for Context {
             replica_lag_seconds: 30.0,
             database_type: crate::config::DatabaseType::Postgresql,
             sqlite_path: None,
+            dsn_configured: true,
+            unknown_variables: Vec::new(),
         }
     }
 }
@@ -201,6 +210,7 @@ pub fn status_of(severities: impl Iterator<Item = Severity>) -> &'static str {
 /// Pure: every finding the snapshot supports, most severe first.
 pub fn evaluate(snap: &Snapshot, cx: &Context, now: SystemTime) -> Vec<Finding> {
     let mut out = Vec::new();
+    config::evaluate(cx, &mut out);
     connect::evaluate(snap, cx, &mut out);
     database::evaluate(snap, cx, now, &mut out);
     activity::evaluate(snap, cx, &mut out);
