@@ -988,6 +988,20 @@ mod tests {
             assert_eq!(s, shape, "{id}");
             assert_eq!(s.mask(id), masked, "{id}");
         }
+        // Any input: no panic, and a mask never longer than a few characters of it.
+        for id in [
+            "ü:1",
+            "€€€€€€€€",
+            "+",
+            "ab:",
+            ":abc",
+            "a\u{0}b",
+            "üü-+49123456789",
+            "+€",
+        ] {
+            let s = ThreadShape::of(id);
+            let _ = (s.describe(), s.mask(id));
+        }
     }
 
     #[test]
