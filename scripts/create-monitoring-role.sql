@@ -14,7 +14,10 @@
 --   schema    the schema of LangGraph's tables (default: public).
 --
 -- pg_monitor: read pg_stat_activity of every session, pg_stat_statements, sizes, settings.
--- CONNECTION LIMIT 3: the agent holds one connection; the limit caps any mistake.
+-- CONNECTION LIMIT 5: one connection per agent (deploy/kubernetes runs 3 replicas, one agent
+-- each), one for the new agent of a rolling update, one for `agent diagnose`; the limit still
+-- caps any mistake. Raise it with the fleet (agents + 2): the agent warns one session ahead
+-- (finding role_connection_limit).
 -- No write privileges: the agent's sessions are read-only on top of this.
 --
 -- The LangGraph migration version (rose_pg_schema_migration_version, RoseLangGraphSchemaMismatch)
@@ -52,7 +55,7 @@ CREATE ROLE rose_monitor WITH LOGIN PASSWORD :password;
 ALTER ROLE rose_monitor WITH PASSWORD :password;
 \endif
 ALTER ROLE rose_monitor WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT;
-ALTER ROLE rose_monitor CONNECTION LIMIT 3;
+ALTER ROLE rose_monitor CONNECTION LIMIT 5;
 GRANT pg_monitor TO rose_monitor;
 GRANT CONNECT ON DATABASE :"dbname" TO rose_monitor;
 ALTER ROLE rose_monitor SET default_transaction_read_only = on;

@@ -110,6 +110,39 @@ print("ok")
     assert!(out.status.success(), "{err}");
 }
 
+/// The shipped defaults agree (issue 13 item 5): the monitoring role created by
+/// scripts/create-monitoring-role.sql has room for one agent per replica of the Kubernetes
+/// deployment, plus the new agent of a rolling update (maxSurge) and `agent diagnose`.
+#[test]
+fn the_monitoring_roles_limit_fits_the_shipped_fleet() {
+    let sql = read("scripts/create-monitoring-role.sql");
+    let limit: u32 = sql
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .find_map(|l| {
+            l.split("CONNECTION LIMIT")
+                .nth(1)
+                .map(|r| r.trim().trim_end_matches(';').trim())
+        })
+        .and_then(|n| n.parse().ok())
+        .expect("the script sets a CONNECTION LIMIT");
+    let deployment = read("deploy/kubernetes/deployment.yaml");
+    let replicas: u32 = deployment
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("replicas:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("replicas");
+    let surge: u32 = deployment
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("maxSurge:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(1);
+    assert!(
+        limit > replicas + surge,
+        "CONNECTION LIMIT {limit} < {replicas} agents + {surge} surge + 1 diagnose"
+    );
+}
+
 #[test]
 fn systemd_unit_verifies() {
     if !require_tool("systemd-analyze") {

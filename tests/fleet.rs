@@ -32,7 +32,7 @@ fn database_wide_calls(pg: &PgCluster) -> f64 {
            AND s.query NOT LIKE '%pg_try_advisory_lock%' \
            AND s.query NOT LIKE '%pg_postmaster_start_time%' \
            AND s.query NOT LIKE '%rolsuper%' \
-           AND s.query NOT LIKE 'SELECT n.t, c.oid IS NOT NULL%'"
+           AND s.query NOT LIKE '%SELECT n.t, c.oid IS NOT NULL%'"
     ))
     .trim()
     .parse()

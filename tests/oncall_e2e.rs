@@ -348,18 +348,23 @@ struct Stack {
 
 impl Stack {
     fn start(dir: &Path, agent_port: u16, rules: &str, am_yml: &str, agent: &Agent) -> Stack {
-        Stack::start_on(dir, free_port(), agent_port, rules, am_yml, agent)
+        Stack::start_on(dir, free_port(), &[agent_port], rules, am_yml, agent)
     }
 
-    /// [`Stack::start`] with Alertmanager on `am_port`.
+    /// [`Stack::start`] with Alertmanager on `am_port`, scraping every agent of `agent_ports`.
     fn start_on(
         dir: &Path,
         am_port: u16,
-        agent_port: u16,
+        agent_ports: &[u16],
         rules: &str,
         am_yml: &str,
         agent: &Agent,
     ) -> Stack {
+        let targets = agent_ports
+            .iter()
+            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
         std::fs::write(dir.join("am.yml"), am_yml).unwrap();
         let am = Proc::spawn(
             "alertmanager",
@@ -389,7 +394,7 @@ alerting:
 scrape_configs:
   - job_name: rose-agent
     static_configs:
-      - targets: ["127.0.0.1:{agent_port}"]
+      - targets: [{targets}]
 "#
             ),
         )
@@ -695,7 +700,7 @@ fn one_outage_one_page_with_rules_and_push() {
     let stack = Stack::start_on(
         dir.path(),
         am_port,
-        agent.port,
+        &[agent.port],
         &rules_scaled(SCALE),
         &alertmanager_scaled(hook.port, SCALE),
         &agent,
@@ -786,17 +791,211 @@ fn one_outage_one_page_with_rules_and_push() {
     );
     assert_eq!(pages[0]["status"], "firing", "{summary:#?}");
     assert_eq!(pages[1]["status"], "resolved", "{summary:#?}");
-    for p in &pages {
-        let alerts = p["alerts"].as_array().unwrap();
-        assert_eq!(alerts.len(), 1, "{summary:#?}");
-        assert!(
-            alert(&alerts[0], "RoseFinding", "connection_refused", true),
-            "{summary:#?}"
-        );
-    }
+    // The page is the pushed cause alone; the resolve closes that group, which may also list
+    // the rules' RoseFinding of the same cause (grouped with it by code and rose_target, it was
+    // inhibited while it fired and resolves with it).
+    let firing = pages[0]["alerts"].as_array().unwrap();
+    assert_eq!(firing.len(), 1, "{summary:#?}");
+    assert!(
+        alert(&firing[0], "RoseFinding", "connection_refused", true),
+        "{summary:#?}"
+    );
+    let resolved = pages[1]["alerts"].as_array().unwrap();
+    assert!(
+        resolved
+            .iter()
+            .any(|a| alert(a, "RoseFinding", "connection_refused", true)),
+        "{summary:#?}"
+    );
+    assert!(
+        resolved
+            .iter()
+            .all(|a| a["labels"]["alertname"] == "RoseFinding"
+                && a["labels"]["code"] == "connection_refused"
+                && a["status"] == "resolved"),
+        "{summary:#?}"
+    );
+    assert_eq!(pages[0]["groupKey"], pages[1]["groupKey"], "{summary:#?}");
     let steps = pages[0]["alerts"][0]["annotations"]["steps"]
         .as_str()
         .unwrap_or("");
     assert!(steps.starts_with("1. "), "{steps}");
     assert!(!agent.output().contains(MONITOR_PASSWORD));
+}
+
+/// Issue 13 item 12, the fleet without push: three agents (one per app replica, as
+/// deploy/kubernetes runs them) watch one database through the shipped rules and routing. When
+/// the database stops, every agent's RosePostgresDown fires; the pager still receives one page
+/// for the one database (grouped by `rose_target`), then one resolve.
+#[test]
+fn a_fleet_of_agents_pages_once_for_one_database() {
+    for tool in ["prometheus", "prometheus-alertmanager"] {
+        if !require_tool(tool) {
+            eprintln!("skipping: {tool} is not installed");
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pg = PgCluster::start();
+    let app = Standin::start(&[]);
+    let env = [
+        ("APP_BASE_URL", app.base_url()),
+        ("AGENT_DATABASE_URL", pg.monitor_url()),
+        ("AGENT_INTERVAL", "1s".into()),
+        ("AGENT_CONNECT_TIMEOUT", "400ms".into()),
+        ("AGENT_STATEMENT_TIMEOUT", "400ms".into()),
+        ("FEATURE_DATABASE_TYPE", "postgresql".into()),
+        ("AGENT_APP_INSTANCES", "3".into()),
+    ];
+    let agents: Vec<Agent> = (0..3).map(|_| Agent::start(&env)).collect();
+    let hook = Webhook::start();
+    let ports: Vec<u16> = agents.iter().map(|a| a.port).collect();
+    let stack = Stack::start_on(
+        dir.path(),
+        free_port(),
+        &ports,
+        &rules_scaled(SCALE),
+        &alertmanager_scaled(hook.port, SCALE),
+        &agents[0],
+    );
+    let procs = [&stack.prom, &stack.am];
+    pg.stop();
+    wait_or_panic(
+        "RosePostgresDown from every agent in Alertmanager",
+        Duration::from_secs(60),
+        &procs,
+        &agents[0],
+        || {
+            stack
+                .am_alerts()
+                .iter()
+                .filter(|a| a["labels"]["alertname"] == "RosePostgresDown")
+                .count()
+                == 3
+        },
+    );
+    wait_or_panic(
+        "the page",
+        Duration::from_secs(30),
+        &procs,
+        &agents[0],
+        || {
+            hook.find("oncall-pager", "RosePostgresDown", "firing")
+                .is_some()
+        },
+    );
+    // Longer than group_wait + group_interval on the scaled clock: a second group would be
+    // delivered by now.
+    std::thread::sleep(Duration::from_secs(25));
+    // One incident: every post to the pager is for one alert group (the pager's dedup key),
+    // whose alerts are all three agents' for the one database.
+    let pages = hook.posts("oncall-pager");
+    let groups: BTreeSet<String> = pages.iter().map(|p| p["groupKey"].to_string()).collect();
+    assert_eq!(groups.len(), 1, "one database, one incident: {pages:#?}");
+    let last = pages.last().unwrap();
+    let targets: BTreeSet<String> = last["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["labels"]["rose_target"].to_string())
+        .collect();
+    assert_eq!(last["alerts"].as_array().unwrap().len(), 3, "{last:#}");
+    assert_eq!(targets.len(), 1, "{last:#}");
+    eprintln!("{} post(s) to the pager for one incident", pages.len());
+    pg.restart();
+    wait_or_panic(
+        "the resolve",
+        Duration::from_secs(60),
+        &procs,
+        &agents[0],
+        || {
+            hook.find("oncall-pager", "RosePostgresDown", "resolved")
+                .is_some()
+        },
+    );
+    let groups: BTreeSet<String> = hook
+        .posts("oncall-pager")
+        .iter()
+        .map(|p| p["groupKey"].to_string())
+        .collect();
+    assert_eq!(groups.len(), 1, "the resolve closes the same incident");
+}
+
+/// Issue 13 item 12 for a finding with a dedicated rule: a LangGraph table dropped while the
+/// agent pushes. The pushed `missing_table` and the rules' RoseLangGraphTableMissing both reach
+/// Alertmanager (the rule carries `rose_target` through `rose_agent_target_info`); the pushed one
+/// is the page, the rule's is suppressed, and the pager receives one notification.
+#[test]
+fn a_pushed_finding_and_its_dedicated_rule_page_once() {
+    for tool in ["prometheus", "prometheus-alertmanager"] {
+        if !require_tool(tool) {
+            eprintln!("skipping: {tool} is not installed");
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pg = PgCluster::start();
+    let app = Standin::start(&[]);
+    let hook = Webhook::start();
+    let am_port = free_port();
+    let mut env = fast_env(pg.monitor_url());
+    env.extend([
+        ("FEATURE_DATABASE_TYPE", "postgresql".into()),
+        ("APP_BASE_URL", app.base_url()),
+        (
+            "AGENT_ALERTMANAGER_URL",
+            format!("http://127.0.0.1:{am_port}"),
+        ),
+        ("AGENT_INSTANCE", "rose-7d9f5c6b8-x2kqz".into()),
+        ("AGENT_RUNBOOK_BASE_URL", RUNBOOK_BASE.into()),
+    ]);
+    let agent = Agent::start(&env);
+    let stack = Stack::start_on(
+        dir.path(),
+        am_port,
+        &[agent.port],
+        &rules_scaled(SCALE),
+        &alertmanager_scaled(hook.port, SCALE),
+        &agent,
+    );
+    let procs = [&stack.prom, &stack.am];
+    pg.psql("DROP TABLE checkpoint_writes");
+    let target = format!("127.0.0.1:{}/{DBNAME}", pg.port);
+    wait_or_panic(
+        "the pushed missing_table active, the rule's suppressed",
+        Duration::from_secs(60),
+        &procs,
+        &agent,
+        || {
+            let alerts = stack.am_alerts();
+            let state = |name: &str, pushed: bool| {
+                alerts
+                    .iter()
+                    .find(|a| {
+                        a["labels"]["alertname"] == name
+                            && a["labels"]["code"] == "missing_table"
+                            && (a["labels"]["source"] == "agent") == pushed
+                            && a["labels"]["rose_target"] == target.as_str()
+                    })
+                    .map(|a| a["status"]["state"].as_str().unwrap_or("").to_owned())
+            };
+            state("RoseFinding", true).as_deref() == Some("active")
+                && state("RoseLangGraphTableMissing", false).as_deref() == Some("suppressed")
+        },
+    );
+    // Longer than group_wait + a group_interval on the scaled clock.
+    std::thread::sleep(Duration::from_secs(300 / SCALE + 4));
+    let pages = hook.posts("oncall-pager");
+    let names: Vec<String> = pages
+        .iter()
+        .flat_map(|p| p["alerts"].as_array().cloned().unwrap_or_default())
+        .map(|a| format!("{}/{}", a["labels"]["alertname"], a["labels"]["code"]))
+        .collect();
+    assert_eq!(pages.len(), 1, "one cause, one page: {names:?}");
+    assert!(
+        names
+            .iter()
+            .all(|n| n == "\"RoseFinding\"/\"missing_table\""),
+        "{names:?}"
+    );
 }

@@ -190,7 +190,7 @@ pub async fn diagnose(config: &Config, timeout: Duration) -> Report {
 
 /// A rung's status is the worst of its own outcome and the severity of what it found: a rung
 /// whose check ran but found a critical problem is critical, never "ok".
-fn judge_rungs(mut rungs: Vec<Rung>, found: &[Finding]) -> Vec<Rung> {
+pub fn judge_rungs(mut rungs: Vec<Rung>, found: &[Finding]) -> Vec<Rung> {
     for f in found {
         let name = rung_of_code(f.code);
         let status = match f.severity {

@@ -89,7 +89,7 @@ pub static CODES: &[CodeDef] = &[
     // Capacity and activity.
     c(
         "pool_budget_exceeded",
-        Critical,
+        Warning,
         "the app's worst-case pool demand exceeds the connection slots",
     ),
     c(
@@ -141,7 +141,7 @@ pub static CODES: &[CodeDef] = &[
     ),
     c(
         "database_restarted",
-        Info,
+        Warning,
         "PostgreSQL restarted while the agent watched",
     ),
     c(

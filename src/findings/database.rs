@@ -357,7 +357,7 @@ mod tests {
         );
         assert_eq!(
             codes(obs(0.001), pg_connectivity::ID, &cx, just_after),
-            vec![("database_restarted", Severity::Info)]
+            vec![("database_restarted", Severity::Warning)]
         );
         // A cluster that is merely young (the agent never saw another start time) did not
         // restart as far as anyone knows (issue 13 item 3).
