@@ -77,6 +77,7 @@ pub const INSTANCE_CODES: &[&str] = &[
     "app_degraded",
     "app_slow",
     "migration_not_effective",
+    "migration_partial",
     "sqlite_unreadable",
 ];
 

@@ -6,7 +6,14 @@
 //! - configured `postgresql`, SQLite grew, PostgreSQL did not (or its tables do not exist):
 //!   the migration did not take effect (`migration_not_effective`);
 //! - configured `sqlite`, PostgreSQL grew, SQLite did not: the rollback did not take effect
-//!   (`rollback_not_effective`).
+//!   (`rollback_not_effective`);
+//! - both grew: a partial migration (configured `postgresql`, an interface still builds
+//!   `SqliteSaver`) or a partial rollback (configured `sqlite`, an interface still builds
+//!   `PostgresSaver`) (`partial`).
+//!
+//! Who still writes SQLite: the newest SQLite checkpoints' thread ids and metadata, read in the
+//! same read-only pass, summarized as shapes and masked examples ([`writer_hints`]; a thread id
+//! can be a phone number, so none is kept whole).
 //!
 //! SQLite side: file + WAL size and the tables' highest rowids (read-only, bounded, on the
 //! blocking pool). PostgreSQL side: one statement over `checkpoints`, `checkpoint_blobs`,
@@ -165,6 +172,9 @@ pub struct SideFacts {
     pub tables_present: Vec<String>,
     pub tables_missing: Vec<String>,
     pub growth: Option<Growth>,
+    /// Who wrote the newest checkpoints (SQLite only; `None` when not read).
+    /// Boxed: most runs have none, and it keeps `Observation` small.
+    pub writers: Option<Box<WriterHints>>,
 }
 
 impl SideFacts {
@@ -190,6 +200,255 @@ pub struct MigrationFacts {
     pub rollback_not_effective: bool,
     /// LangGraph PostgreSQL tables that do not exist (`setup()` never ran?).
     pub pg_tables_missing: Vec<String>,
+    /// Both stores grew within the window: with `postgresql` configured an interface still
+    /// writes SQLite (a partial migration); with `sqlite` one still writes PostgreSQL (a
+    /// partial rollback).
+    pub partial: bool,
+}
+
+/// The shape of a thread id, which tells the interface that made it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case", tag = "shape", content = "prefix")]
+pub enum ThreadShape {
+    /// 7 to 15 digits, optionally after `+` or a `whatsapp:`-like prefix: a phone number
+    /// (WhatsApp's sender `wa_id`).
+    Phone,
+    /// A UUID: a Chainlit or web session id.
+    Uuid,
+    /// A short number (a fixed thread id such as `1`).
+    SmallNumber,
+    /// `word:...`, `word-...`, `word_...`: an interface's own prefix.
+    Prefixed(String),
+    Other,
+}
+
+impl ThreadShape {
+    /// Pure: the shape of one thread id.
+    pub fn of(id: &str) -> ThreadShape {
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let bare = id.strip_prefix('+').unwrap_or(id);
+        if digits(bare) {
+            return if (7..=15).contains(&bare.len()) {
+                ThreadShape::Phone
+            } else if bare.len() < 7 {
+                ThreadShape::SmallNumber
+            } else {
+                ThreadShape::Other
+            };
+        }
+        let b = id.as_bytes();
+        if b.len() == 36
+            && b.iter().enumerate().all(|(i, c)| {
+                if matches!(i, 8 | 13 | 18 | 23) {
+                    *c == b'-'
+                } else {
+                    c.is_ascii_hexdigit()
+                }
+            })
+        {
+            return ThreadShape::Uuid;
+        }
+        if let Some(pos) = id.find([':', '-', '_', '/'])
+            && (2..=24).contains(&pos)
+            && id[..pos].bytes().all(|c| c.is_ascii_alphabetic())
+        {
+            let rest = id[pos + 1..].trim_start_matches('+');
+            if digits(rest) && (7..=15).contains(&rest.len()) {
+                return ThreadShape::Phone;
+            }
+            return ThreadShape::Prefixed(id[..pos].to_ascii_lowercase());
+        }
+        ThreadShape::Other
+    }
+
+    /// What the shape suggests, for a human.
+    pub fn describe(&self) -> String {
+        match self {
+            ThreadShape::Phone => "phone-number thread ids (WhatsApp: the sender's number)".into(),
+            ThreadShape::Uuid => "UUID thread ids (Chainlit or web/voice sessions)".into(),
+            ThreadShape::SmallNumber => {
+                "small-number thread ids (a fixed id such as Chainlit's 1)".into()
+            }
+            ThreadShape::Prefixed(p) => format!("thread ids prefixed \"{p}\""),
+            ThreadShape::Other => "other thread ids".into(),
+        }
+    }
+
+    /// A masked example: enough to recognise the interface, never a whole phone number or id.
+    pub fn mask(&self, id: &str) -> String {
+        let head = |n: usize| id.chars().take(n).collect::<String>();
+        let tail = |n: usize| {
+            let v: Vec<char> = id.chars().collect();
+            v[v.len().saturating_sub(n)..].iter().collect::<String>()
+        };
+        match self {
+            ThreadShape::Phone => {
+                // Whatever precedes the number, its first two digits and its last two.
+                let start = id.find(|c: char| c.is_ascii_digit()).unwrap_or(0);
+                format!("{}…{}", head(start + 2), tail(2))
+            }
+            ThreadShape::Uuid => format!("{}…", head(8)),
+            ThreadShape::SmallNumber => id.to_owned(),
+            ThreadShape::Prefixed(p) => format!("{p}{}…", id.chars().nth(p.len()).unwrap_or(':')),
+            ThreadShape::Other if id.chars().count() <= 4 => id.to_owned(),
+            ThreadShape::Other => format!("{}…", head(3)),
+        }
+    }
+}
+
+/// How many of the sampled checkpoints have a shape, with a masked example.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShapeCount {
+    #[serde(flatten)]
+    pub shape: ThreadShape,
+    pub checkpoints: usize,
+    pub threads: usize,
+    pub example: String,
+}
+
+/// Metadata keys an app may use to name the interface that wrote a checkpoint.
+pub const INTERFACE_KEYS: &[&str] = &[
+    "interface",
+    "channel",
+    "platform",
+    "client",
+    "source_interface",
+];
+/// Keys LangGraph writes itself (not the app's).
+const LANGGRAPH_KEYS: &[&str] = &[
+    "source",
+    "step",
+    "writes",
+    "parents",
+    "thread_id",
+    "checkpoint_ns",
+    "checkpoint_id",
+    "run_id",
+    "user_id",
+    "assistant_id",
+    "graph_id",
+    "run_attempt",
+    "langgraph_version",
+    "langgraph_api_version",
+    "langgraph_plan",
+    "langgraph_host",
+    "langgraph_api_url",
+];
+
+/// A summary of who wrote the newest checkpoints of a store.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct WriterHints {
+    /// Checkpoints looked at (the newest ones).
+    pub sampled: usize,
+    /// By thread-id shape, most checkpoints first.
+    pub shapes: Vec<ShapeCount>,
+    /// `key=value` of interface-naming metadata keys ([`INTERFACE_KEYS`]), with counts.
+    pub interfaces: Vec<(String, usize)>,
+    /// Other keys the app put into the metadata (names only).
+    pub app_keys: Vec<String>,
+}
+
+fn clean(s: &str, max: usize) -> Option<String> {
+    let ok = !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    ok.then(|| s.to_owned())
+}
+
+/// Pure: the summary of the newest checkpoints.
+pub fn writer_hints(recent: &[super::sqlite::RecentCheckpoint]) -> WriterHints {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut shapes: BTreeMap<ThreadShape, (usize, BTreeSet<&str>, String)> = BTreeMap::new();
+    let mut interfaces: BTreeMap<String, usize> = BTreeMap::new();
+    let mut app_keys: BTreeSet<String> = BTreeSet::new();
+    for r in recent {
+        let shape = ThreadShape::of(&r.thread_id);
+        let e = shapes
+            .entry(shape.clone())
+            .or_insert_with(|| (0, BTreeSet::new(), shape.mask(&r.thread_id)));
+        e.0 += 1;
+        e.1.insert(&r.thread_id);
+        let meta = r.metadata.as_deref().and_then(|m| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(m).ok()
+        });
+        for (k, v) in meta.iter().flatten() {
+            if INTERFACE_KEYS.contains(&k.as_str()) {
+                if let Some(v) = v.as_str().and_then(|v| clean(v, 32)) {
+                    *interfaces.entry(format!("{k}={v}")).or_default() += 1;
+                }
+            } else if !LANGGRAPH_KEYS.contains(&k.as_str())
+                && !k.starts_with("__")
+                && app_keys.len() < 8
+                && let Some(k) = clean(k, 40)
+            {
+                app_keys.insert(k);
+            }
+        }
+    }
+    let mut shapes: Vec<ShapeCount> = shapes
+        .into_iter()
+        .map(|(shape, (n, threads, example))| ShapeCount {
+            shape,
+            checkpoints: n,
+            threads: threads.len(),
+            example,
+        })
+        .collect();
+    shapes.sort_by_key(|s| std::cmp::Reverse(s.checkpoints));
+    let mut interfaces: Vec<(String, usize)> = interfaces.into_iter().collect();
+    interfaces.sort_by_key(|i| std::cmp::Reverse(i.1));
+    WriterHints {
+        sampled: recent.len(),
+        shapes,
+        interfaces,
+        app_keys: app_keys.into_iter().collect(),
+    }
+}
+
+impl WriterHints {
+    /// One line for a finding: "the newest 20 checkpoints: 14 with phone-number thread ids
+    /// (WhatsApp...) in 3 threads, e.g. +49…89; metadata interface=whatsapp (14)".
+    pub fn describe(&self) -> Option<String> {
+        if self.sampled == 0 {
+            return None;
+        }
+        let mut parts: Vec<String> = self
+            .shapes
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} with {} in {} thread{}, e.g. {}",
+                    s.checkpoints,
+                    s.shape.describe(),
+                    s.threads,
+                    if s.threads == 1 { "" } else { "s" },
+                    s.example
+                )
+            })
+            .collect();
+        if !self.interfaces.is_empty() {
+            parts.push(format!(
+                "metadata {}",
+                self.interfaces
+                    .iter()
+                    .map(|(kv, n)| format!("{kv} ({n})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if !self.app_keys.is_empty() {
+            parts.push(format!(
+                "the app's metadata keys: {}",
+                self.app_keys.join(", ")
+            ));
+        }
+        Some(format!(
+            "the newest {} checkpoints: {}",
+            self.sampled,
+            parts.join("; ")
+        ))
+    }
 }
 
 /// Pure: the verdict facts from both sides.
@@ -215,11 +474,42 @@ pub fn judge(
         rollback_not_effective: configured == DatabaseType::Sqlite
             && pg == Some(true)
             && sq == Some(false),
+        partial: sq == Some(true) && pg == Some(true),
         pg_tables_missing,
         sqlite,
         postgresql,
     }
 }
+
+/// Pure: the verdict over a sample shorter than the growth window (`agent diagnose`): growth
+/// seen in it is proof, its absence is not (a quiet minute of a store that grows), so a side
+/// that did not grow counts as unknown. Only `partial` (both grew) can then be concluded.
+pub fn judge_short_sample(m: &MigrationFacts) -> MigrationFacts {
+    let unknown_if_still = |s: &Option<SideFacts>| {
+        s.clone().map(|mut s| {
+            if s.growth.is_some_and(|g| !g.growing) {
+                s.growth = None;
+            }
+            s
+        })
+    };
+    judge(
+        m.configured,
+        Duration::from_secs_f64(m.window_seconds.max(0.0)),
+        unknown_if_still(&m.sqlite),
+        unknown_if_still(&m.postgresql),
+    )
+}
+
+/// Pure: how long `agent diagnose` watches the two stores for growth: the growth window, at
+/// most half its `--timeout`; none unless both stores are configured (every verdict compares
+/// them) or when under [`MIN_DIAGNOSE_SAMPLE`].
+pub fn diagnose_sample(window: Duration, timeout: Duration, both: bool) -> Option<Duration> {
+    Some(window.min(timeout / 2)).filter(|d| both && *d >= MIN_DIAGNOSE_SAMPLE)
+}
+
+/// Shorter than this, a store that grows by a write every few seconds looks still.
+pub const MIN_DIAGNOSE_SAMPLE: Duration = Duration::from_secs(1);
 
 struct State {
     sqlite: GrowthTracker,
@@ -266,6 +556,7 @@ impl MigrationCheck {
             tables_present: vec![],
             tables_missing: vec![],
             growth: None,
+            writers: None,
         };
         if self.busy.swap(true, Ordering::AcqRel) {
             side.error = Some("busy: the previous SQLite read is still running".into());
@@ -299,6 +590,7 @@ impl MigrationCheck {
         side.writes = c.writes();
         side.rows_estimate = c.checkpoints_max_rowid;
         side.tables_present = c.tables_present.clone();
+        side.writers = Some(Box::new(writer_hints(&c.recent)));
         side.tables_missing = super::sqlite::TABLES
             .iter()
             .filter(|t| !c.tables_present.iter().any(|p| p == *t))
@@ -318,6 +610,7 @@ impl MigrationCheck {
             tables_present: vec![],
             tables_missing: vec![],
             growth: None,
+            writers: None,
         };
         let rows = match pg.conn().await {
             Ok(conn) => pg.simple_query(&conn, &self.pg_sql).await,
@@ -503,6 +796,7 @@ mod tests {
                 counter_reset: false,
                 growing: g,
             }),
+            writers: None,
         }
     }
 
@@ -589,5 +883,165 @@ mod tests {
             out.iter()
                 .any(|s| s.def.name == "rose_checkpoint_store_bytes" && s.labels == ["sqlite"])
         );
+    }
+
+    /// Issue 13 item 7: both stores growing is a partial migration (or rollback), not "ok";
+    /// only PostgreSQL growing under `postgresql` is the migration working.
+    #[test]
+    fn both_stores_growing_is_partial_in_either_direction() {
+        let w = Duration::from_secs(600);
+        for configured in [DatabaseType::Postgresql, DatabaseType::Sqlite] {
+            let f = judge(
+                configured,
+                w,
+                Some(side(Backend::Sqlite, Some(true))),
+                Some(side(Backend::Postgresql, Some(true))),
+            );
+            assert!(f.partial, "{configured:?}");
+            assert!(!f.migration_not_effective && !f.rollback_not_effective);
+        }
+        let f = judge(
+            DatabaseType::Postgresql,
+            w,
+            Some(side(Backend::Sqlite, Some(false))),
+            Some(side(Backend::Postgresql, Some(true))),
+        );
+        assert!(!f.partial);
+        // Unknown on one side (first reading, unreadable) proves nothing.
+        let f = judge(
+            DatabaseType::Postgresql,
+            w,
+            Some(side(Backend::Sqlite, Some(true))),
+            Some(side(Backend::Postgresql, None)),
+        );
+        assert!(!f.partial && !f.migration_not_effective);
+    }
+
+    #[test]
+    fn a_short_sample_proves_growth_not_its_absence() {
+        let w = Duration::from_secs(600);
+        let f = judge(
+            DatabaseType::Postgresql,
+            w,
+            Some(side(Backend::Sqlite, Some(true))),
+            Some(side(Backend::Postgresql, Some(false))),
+        );
+        assert!(f.migration_not_effective);
+        let s = judge_short_sample(&f);
+        assert!(!s.migration_not_effective && !s.partial, "{s:#?}");
+        let f = judge(
+            DatabaseType::Postgresql,
+            w,
+            Some(side(Backend::Sqlite, Some(true))),
+            Some(side(Backend::Postgresql, Some(true))),
+        );
+        assert!(judge_short_sample(&f).partial);
+        let t = Duration::from_secs(10);
+        assert_eq!(
+            diagnose_sample(w, t, true),
+            Some(Duration::from_secs(5)),
+            "at most half the budget"
+        );
+        assert_eq!(
+            diagnose_sample(Duration::from_secs(3), t, true),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            diagnose_sample(w, t, false),
+            None,
+            "one store: nothing to compare"
+        );
+        assert_eq!(diagnose_sample(w, Duration::from_secs(1), true), None);
+    }
+
+    #[test]
+    fn thread_id_shapes_and_masks() {
+        for (id, shape, masked) in [
+            ("+4917612345678", ThreadShape::Phone, "+49…78"),
+            ("4917612345678", ThreadShape::Phone, "49…78"),
+            (
+                "whatsapp:+4917612345678",
+                ThreadShape::Phone,
+                "whatsapp:+49…78",
+            ),
+            (
+                "3f2a9c1d-8e4b-4c1a-9d2e-0123456789ab",
+                ThreadShape::Uuid,
+                "3f2a9c1d…",
+            ),
+            ("1", ThreadShape::SmallNumber, "1"),
+            (
+                "voice-3f2a9c1d",
+                ThreadShape::Prefixed("voice".into()),
+                "voice-…",
+            ),
+            (
+                "chainlit:abc",
+                ThreadShape::Prefixed("chainlit".into()),
+                "chainlit:…",
+            ),
+            ("x", ThreadShape::Other, "x"),
+            ("some thread", ThreadShape::Other, "som…"),
+            ("", ThreadShape::Other, ""),
+        ] {
+            let s = ThreadShape::of(id);
+            assert_eq!(s, shape, "{id}");
+            assert_eq!(s.mask(id), masked, "{id}");
+        }
+        // Any input: no panic, and a mask never longer than a few characters of it.
+        for id in [
+            "ü:1",
+            "€€€€€€€€",
+            "+",
+            "ab:",
+            ":abc",
+            "a\u{0}b",
+            "üü-+49123456789",
+            "+€",
+        ] {
+            let s = ThreadShape::of(id);
+            let _ = (s.describe(), s.mask(id));
+        }
+    }
+
+    #[test]
+    fn writer_hints_name_shapes_interfaces_and_never_a_whole_number() {
+        use crate::check::sqlite::RecentCheckpoint;
+        let cp = |t: &str, m: &str| RecentCheckpoint {
+            thread_id: t.into(),
+            metadata: Some(m.into()),
+        };
+        let mut recent = vec![];
+        for i in 0..3 {
+            recent.push(cp(
+                &format!("+49176123456{i:02}"),
+                r#"{"source": "loop", "step": 3, "interface": "whatsapp", "wa_message_id": "x"}"#,
+            ));
+        }
+        recent.push(cp(
+            "3f2a9c1d-8e4b-4c1a-9d2e-0123456789ab",
+            r#"{"source": "input"}"#,
+        ));
+        recent.push(cp("1", "not json {"));
+        let h = writer_hints(&recent);
+        assert_eq!(h.sampled, 5);
+        assert_eq!(h.shapes[0].shape, ThreadShape::Phone);
+        assert_eq!((h.shapes[0].checkpoints, h.shapes[0].threads), (3, 3));
+        assert_eq!(h.interfaces, vec![("interface=whatsapp".to_owned(), 3)]);
+        assert_eq!(h.app_keys, vec!["wa_message_id"]);
+        let d = h.describe().unwrap();
+        assert!(
+            d.starts_with("the newest 5 checkpoints: 3 with phone-number"),
+            "{d}"
+        );
+        assert!(
+            d.contains("e.g. +49…00") && d.contains("interface=whatsapp (3)"),
+            "{d}"
+        );
+        assert!(!d.contains("4917612345600"), "a whole phone number: {d}");
+        let json = serde_json::to_string(&h).unwrap();
+        assert!(!json.contains("4917612345600"), "{json}");
+        assert!(json.contains(r#""shape":"phone""#), "{json}");
+        assert_eq!(writer_hints(&[]).describe(), None);
     }
 }

@@ -117,6 +117,26 @@ pub struct SqliteCounts {
     pub error: Option<SqliteFailure>,
     /// How the last read opened the file (chosen from the files' state, see [`choose_mode`]).
     pub open_mode: Option<OpenMode>,
+    /// The newest checkpoints (by rowid, at most [`RECENT_ROWS`]): which interface still
+    /// writes here (`checkpoint_migration` summarizes them). Never serialized: a thread id can
+    /// be a phone number.
+    #[serde(skip)]
+    pub recent: Vec<RecentCheckpoint>,
+}
+
+/// How many of the newest checkpoints a read looks at (an index walk from the end of the
+/// rowid b-tree: as cheap as `max(rowid)`).
+pub const RECENT_ROWS: u32 = 20;
+/// Bytes of a checkpoint's `metadata` read (LangGraph's JSON; a longer one is cut and then
+/// not parsed).
+pub const RECENT_METADATA_BYTES: u32 = 2048;
+
+/// One of the newest checkpoints: its thread id (cut at 128 characters) and the start of its
+/// metadata (LangGraph writes JSON).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RecentCheckpoint {
+    pub thread_id: String,
+    pub metadata: Option<String>,
 }
 
 impl SqliteCounts {
@@ -497,6 +517,10 @@ fn read_once(
             }
         }
     }
+    if c.tables_present.iter().any(|t| t == "checkpoints") {
+        // Best effort: a failure here leaves the hint empty, the counts stand.
+        c.recent = recent_checkpoints(&conn).unwrap_or_default();
+    }
     let qc = if !run_quick_check {
         QuickCheck::Skipped { reason: "not_due" }
     } else if c.journal_mode.as_deref() != Some("wal") {
@@ -507,6 +531,28 @@ fn read_once(
         quick_check(&mut conn, QUICK_CHECK_BUDGET)
     };
     (c, qc)
+}
+
+/// The newest [`RECENT_ROWS`] checkpoints' thread ids and metadata (on the connection
+/// [`read_once`] opened, under its deadline).
+fn recent_checkpoints(conn: &Connection) -> Result<Vec<RecentCheckpoint>, rusqlite::Error> {
+    use rusqlite::types::ValueRef;
+    let text = |v: ValueRef<'_>| match v {
+        ValueRef::Text(b) | ValueRef::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        ValueRef::Integer(i) => Some(i.to_string()),
+        _ => None,
+    };
+    let mut st = conn.prepare(&format!(
+        "SELECT substr(thread_id, 1, 128), substr(metadata, 1, {RECENT_METADATA_BYTES}) \
+         FROM checkpoints ORDER BY rowid DESC LIMIT {RECENT_ROWS}"
+    ))?;
+    st.query_map([], |r| {
+        Ok(RecentCheckpoint {
+            thread_id: text(r.get_ref(0)?).unwrap_or_default(),
+            metadata: text(r.get_ref(1)?),
+        })
+    })?
+    .collect()
 }
 
 /// Runs `PRAGMA quick_check(10)` under a deadline (blocking).

@@ -90,8 +90,37 @@ pub async fn diagnose(config: &Config, timeout: Duration) -> Report {
     let (pg_checks, other_checks): (Vec<_>, Vec<_>) =
         all.into_iter().partition(|c| c.id().starts_with("pg_"));
 
-    // Independent rungs start now and run beside the database ladder.
-    let independent = run_checks(other_checks, deadline);
+    // Independent rungs start now and run beside the database ladder. Growth needs two
+    // readings: with both stores configured, `checkpoint_migration` reads again after a sample
+    // (the growth window, at most half the budget), judged as a short sample.
+    let sample = check::checkpoint_migration::diagnose_sample(
+        config.app.growth_window,
+        timeout,
+        config.app.sqlite_path.is_some() && pg.is_some(),
+    );
+    let independent = async {
+        let started = TokioInstant::now();
+        let mut out = run_checks(other_checks, deadline).await;
+        let again = out
+            .iter()
+            .position(|(c, _, _)| c.id() == check::checkpoint_migration::ID);
+        if let (Some(wait), Some(i)) = (sample, again) {
+            let c = out[i].0.clone();
+            // The second reading is two quick statements; leave it a margin of the budget.
+            let margin = (timeout / 5).max(Duration::from_millis(500));
+            let until = (started + wait).min(deadline.checked_sub(margin).unwrap_or(started));
+            tokio::time::sleep_until(until).await;
+            if let Some(mut second) = run_checks(vec![c], deadline).await.pop() {
+                if let Ok(check::Observation::CheckpointMigration(m)) = &second.1.result {
+                    second.1.result = Ok(check::Observation::CheckpointMigration(
+                        check::checkpoint_migration::judge_short_sample(m),
+                    ));
+                }
+                out[i] = second;
+            }
+        }
+        out
+    };
     let ladder = async {
         let mut rungs = Vec::new();
         let mut extra = Vec::new();
@@ -230,7 +259,7 @@ pub fn rung_of_code(code: &str) -> &'static str {
         "migration_version_unreadable" => "schema",
         "replica_lag" | "standby_lost" => "replication",
         "app_unreachable" | "app_unhealthy" | "app_degraded" | "app_slow" => "app",
-        "migration_not_effective" => "migration",
+        "migration_not_effective" | "migration_partial" => "migration",
         "sqlite_unreadable" => "sqlite",
         _ => "other",
     }

@@ -1,6 +1,7 @@
 //! Rules over the app side: health probes (unreachable, unhealthy, degraded with the services
 //! that are down, slow against the guide's 100 ms / 2 s), the migration's effect (checkpoints
-//! still growing in SQLite under `FEATURE_DATABASE_TYPE=postgresql`), the SQLite rollback path,
+//! still growing in SQLite under `FEATURE_DATABASE_TYPE=postgresql`, only there or in both
+//! stores: a partial migration or rollback), the SQLite rollback path,
 //! and the read replica. When the app and the database both fail, the app findings say which
 //! side is the likely cause.
 
@@ -315,6 +316,9 @@ pub fn migration(m: &MigrationFacts, cx: &Context, out: &mut Vec<Finding>) {
             }),
         );
     }
+    if m.partial {
+        out.push(partial(m, cx));
+    }
     if m.rollback_not_effective && m.configured == DatabaseType::Sqlite {
         out.push(Finding::new(
             "migration_not_effective",
@@ -327,6 +331,116 @@ pub fn migration(m: &MigrationFacts, cx: &Context, out: &mut Vec<Finding>) {
             ],
         ));
     }
+}
+
+/// "+12 rows, +49152 bytes in 60 s" for one side.
+fn side_growth(s: &Option<checkpoint_migration::SideFacts>) -> String {
+    s.as_ref()
+        .and_then(|f| f.growth.as_ref())
+        .map_or("unknown".to_owned(), |g| {
+            format!(
+                "{}{:+} bytes in {:.0} s",
+                g.writes_delta
+                    .map(|w| format!("{w:+} rows, "))
+                    .unwrap_or_default(),
+                g.bytes_delta,
+                g.span_seconds
+            )
+        })
+}
+
+/// Pure: both stores grow (issue 13 item 7). With `postgresql` configured an interface still
+/// builds `SqliteSaver` (the guide's Step 3 was applied to some interfaces only); with `sqlite`
+/// configured (rolled back) one still builds `PostgresSaver`. Critical with several app
+/// instances: each has its own SQLite file, so that interface's conversations split between them.
+fn partial(m: &MigrationFacts, cx: &Context) -> Finding {
+    let multi = cx.instances > 1;
+    let path = cx
+        .sqlite_path
+        .as_deref()
+        .unwrap_or("SHORT_TERM_MEMORY_DB_PATH");
+    let writers = m
+        .sqlite
+        .as_ref()
+        .and_then(|s| s.writers.as_ref())
+        .and_then(|w| w.describe());
+    let instances = if multi {
+        format!(
+            "; AGENT_APP_INSTANCES={}: each instance writes its own SQLite file, so the SQLite writes of one are lost to the others",
+            cx.instances
+        )
+    } else {
+        String::new()
+    };
+    let read_copy = format!(
+        "never open the live file as another user (sqlite3 would create -wal/-shm the app cannot write): copy it first, `cp {path} {path}-wal /tmp/ 2>/dev/null; sqlite3 /tmp/{} \"SELECT thread_id, CAST(metadata AS TEXT) FROM checkpoints ORDER BY rowid DESC LIMIT 20\"` (phone-number thread ids come from WhatsApp, session UUIDs from Chainlit or the web/voice routes)",
+        std::path::Path::new(path)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "memory.db".into())
+    );
+    let scale = if multi {
+        format!(
+            "Until it is fixed, run one app instance (now {}): a user whose next message lands on another instance loses that interface's conversation",
+            cx.instances
+        )
+    } else {
+        "Do not scale to several app instances until it is fixed: each would keep its own SQLite conversations".to_owned()
+    };
+    let (summary, evidence, steps) = if m.configured == DatabaseType::Postgresql {
+        (
+            "Partial migration: checkpoints grow in PostgreSQL and still in SQLite (an interface still builds SqliteSaver)".to_owned(),
+            format!(
+                "FEATURE_DATABASE_TYPE=postgresql; PostgreSQL {}; SQLite {path} {}{}{instances}",
+                side_growth(&m.postgresql),
+                side_growth(&m.sqlite),
+                writers
+                    .as_ref()
+                    .map(|w| format!("; {w}"))
+                    .unwrap_or_default(),
+            ),
+            vec![
+                match &writers {
+                    Some(w) => format!("Find the interface that still writes SQLite: {w}. To look yourself, {read_copy}"),
+                    None => format!("Find the interface that still writes SQLite from its newest checkpoints: {read_copy}"),
+                },
+                "Apply the guide's Step 3 to that interface: build the checkpointer with the factory (get_checkpointer() / get_async_checkpointer()), not SqliteSaver / AsyncSqliteSaver: `grep -rn \"SqliteSaver\" src/ai_companion/interfaces` (chainlit/app.py, web/routes/voice.py, whatsapp/whatsapp_response.py)".into(),
+                scale,
+                format!(
+                    "Redeploy; this resolves once SQLite stops growing for {:.0} s (rose_checkpoint_store_growing{{backend=\"sqlite\"}} 0) while PostgreSQL grows",
+                    m.window_seconds
+                ),
+                format!("Conversations written to SQLite since the switch are not in PostgreSQL: after the fix, migrate them from {path} (the guide's data migration) and keep the file as the rollback copy"),
+            ],
+        )
+    } else {
+        (
+            "Partial rollback: checkpoints grow in SQLite and still in PostgreSQL (an interface still builds PostgresSaver)".to_owned(),
+            format!(
+                "FEATURE_DATABASE_TYPE=sqlite; SQLite {path} {}; PostgreSQL {}{}{instances}",
+                side_growth(&m.sqlite),
+                side_growth(&m.postgresql),
+                writers
+                    .as_ref()
+                    .map(|w| format!("; SQLite {w}"))
+                    .unwrap_or_default(),
+            ),
+            vec![
+                "Find the interface that still writes PostgreSQL from its newest checkpoints: `psql \"$DATABASE_URL\" -c \"SELECT thread_id, metadata, checkpoint_id FROM checkpoints ORDER BY checkpoint_id DESC LIMIT 20\"` (checkpoint ids are time-ordered; phone-number thread ids come from WhatsApp, session UUIDs from Chainlit or the web/voice routes)".into(),
+                "Restart every app instance so all read FEATURE_DATABASE_TYPE=sqlite (Rollback Procedure, step 2); an interface that builds PostgresSaver / AsyncPostgresSaver itself ignores the variable: make it use the factory (the guide's Step 3) or revert the migration commit (Full Rollback)".into(),
+                scale,
+                format!(
+                    "This resolves once PostgreSQL's checkpoint tables stop growing for {:.0} s (rose_checkpoint_store_growing{{backend=\"postgresql\"}} 0)",
+                    m.window_seconds
+                ),
+            ],
+        )
+    };
+    Finding::new("migration_partial", summary, evidence, steps).with_severity(if multi {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    })
 }
 
 fn sqlite_unreadable(path: &str, why: &str, present: bool, cx: &Context) -> Finding {
@@ -631,6 +745,7 @@ mod tests {
             migration_not_effective: true,
             rollback_not_effective: false,
             pg_tables_missing: vec!["checkpoints".into()],
+            partial: false,
         };
         let mut out = vec![];
         migration(&facts, &Context::default(), &mut out);
@@ -649,5 +764,126 @@ mod tests {
             &mut out,
         );
         assert_eq!(out[0].severity, Severity::Critical);
+    }
+
+    fn grew(
+        backend: checkpoint_migration::Backend,
+        rows: i64,
+        bytes: i64,
+    ) -> checkpoint_migration::SideFacts {
+        checkpoint_migration::SideFacts {
+            backend,
+            readable: true,
+            error: None,
+            store_bytes: Some(100_000),
+            rows_estimate: Some(10),
+            writes: Some(10),
+            tables_present: vec![],
+            tables_missing: vec![],
+            growth: Some(checkpoint_migration::Growth {
+                span_seconds: 60.0,
+                bytes_delta: bytes,
+                writes_delta: Some(rows),
+                counter_reset: false,
+                growing: rows > 0 || bytes > 0,
+            }),
+            writers: None,
+        }
+    }
+
+    fn partial_facts(configured: DatabaseType) -> MigrationFacts {
+        use checkpoint_migration::Backend;
+        let mut sqlite = grew(Backend::Sqlite, 12, 49152);
+        sqlite.writers = Some(Box::new(checkpoint_migration::writer_hints(&[
+            crate::check::sqlite::RecentCheckpoint {
+                thread_id: "+4917612345678".into(),
+                metadata: Some(r#"{"source":"loop"}"#.into()),
+            },
+        ])));
+        MigrationFacts {
+            configured,
+            window_seconds: 60.0,
+            sqlite: Some(sqlite),
+            postgresql: Some(grew(Backend::Postgresql, 40, 81920)),
+            migration_not_effective: false,
+            rollback_not_effective: false,
+            pg_tables_missing: vec![],
+            partial: true,
+        }
+    }
+
+    /// Issue 13 item 7: a partial migration is reported with which store grows by how much,
+    /// where the guide says interfaces build their checkpointer, and how to find the one that
+    /// still writes SQLite; critical with several app instances.
+    #[test]
+    fn partial_migration_names_both_stores_and_the_writer() {
+        let cx = Context {
+            sqlite_path: Some("/app/data/memory.db".into()),
+            ..Context::default()
+        };
+        let mut out = vec![];
+        migration(&partial_facts(DatabaseType::Postgresql), &cx, &mut out);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        let f = &out[0];
+        assert_eq!(
+            (f.code, f.severity),
+            ("migration_partial", Severity::Warning)
+        );
+        assert!(f.summary.starts_with("Partial migration"), "{}", f.summary);
+        assert!(
+            f.evidence
+                .contains("PostgreSQL +40 rows, +81920 bytes in 60 s")
+                && f.evidence
+                    .contains("SQLite /app/data/memory.db +12 rows, +49152 bytes in 60 s"),
+            "{}",
+            f.evidence
+        );
+        assert!(f.evidence.contains("phone-number thread ids") && f.evidence.contains("+49…78"));
+        assert!(!f.evidence.contains("4917612345678"), "{}", f.evidence);
+        assert!(f.steps[0].starts_with("Find the interface that still writes SQLite"));
+        assert!(f.steps[0].contains("cp /app/data/memory.db /app/data/memory.db-wal /tmp/"));
+        assert!(f.steps[1].contains("Step 3") && f.steps[1].contains("SqliteSaver"));
+        let mut out = vec![];
+        migration(
+            &partial_facts(DatabaseType::Postgresql),
+            &Context {
+                instances: 3,
+                ..cx.clone()
+            },
+            &mut out,
+        );
+        assert_eq!(out[0].severity, Severity::Critical);
+        assert!(
+            out[0].evidence.contains("AGENT_APP_INSTANCES=3"),
+            "{}",
+            out[0].evidence
+        );
+        assert!(out[0].steps[2].contains("run one app instance (now 3)"));
+    }
+
+    #[test]
+    fn partial_rollback_is_the_mirror() {
+        let mut out = vec![];
+        migration(
+            &partial_facts(DatabaseType::Sqlite),
+            &Context::default(),
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].code, "migration_partial");
+        assert!(
+            out[0].summary.starts_with("Partial rollback"),
+            "{}",
+            out[0].summary
+        );
+        assert!(out[0].evidence.starts_with("FEATURE_DATABASE_TYPE=sqlite"));
+        assert!(out[0].steps[0].contains("ORDER BY checkpoint_id DESC"));
+        assert!(out[0].steps[1].contains("PostgresSaver") && out[0].steps[1].contains("Step 3"));
+        // Only the configured store grows: nothing to report.
+        let mut facts = partial_facts(DatabaseType::Postgresql);
+        facts.partial = false;
+        let mut out = vec![];
+        migration(&facts, &Context::default(), &mut out);
+        assert!(out.is_empty(), "{out:#?}");
     }
 }

@@ -212,6 +212,11 @@ pub static CODES: &[CodeDef] = &[
         "checkpoints still go to SQLite although PostgreSQL is configured",
     ),
     c(
+        "migration_partial",
+        Warning,
+        "checkpoints grow in both stores: an interface still writes the backend FEATURE_DATABASE_TYPE does not select (critical with several app instances)",
+    ),
+    c(
         "sqlite_unreadable",
         Warning,
         "the SQLite checkpointer (the rollback path) cannot be read",

@@ -1,10 +1,13 @@
 //! The app's real LangGraph library: a Python venv with `langgraph-checkpoint-postgres` and
 //! `psycopg[binary]`, built once and cached under `target/` (reused by every test and run), and
 //! helpers that run `PostgresSaver.from_conn_string(dsn).setup()` exactly as the app would, an
-//! app role owning a schema, and the monitoring-role script through `psql`.
+//! app role owning a schema, the monitoring-role script through `psql`, and a writer that puts
+//! checkpoints through `PostgresSaver.put` at a pace, as the app's interfaces do.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use super::{DBNAME, PgCluster, require_tool};
 
@@ -144,4 +147,71 @@ pub fn run_role_script(pg: &PgCluster, vars: &[(&str, &str)]) -> (i32, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+/// The superuser's DSN over TCP (the app's writes in scenarios that need no separate role).
+pub fn superuser_url(pg: &PgCluster) -> String {
+    format!(
+        "postgresql://postgres:postgres@127.0.0.1:{}/{DBNAME}?sslmode=disable",
+        pg.port
+    )
+}
+
+/// Puts a checkpoint every `every` through `PostgresSaver` for at most `limit` seconds.
+const WRITER_PY: &str = r#"
+import sys, time
+from langgraph.checkpoint.postgres import PostgresSaver
+from langgraph.checkpoint.base import empty_checkpoint, create_checkpoint
+dsn, thread, every, limit = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+with PostgresSaver.from_conn_string(dsn) as saver:
+    print("ready", flush=True)
+    i, until = 0, time.monotonic() + limit
+    while time.monotonic() < until:
+        cfg = {"configurable": {"thread_id": thread.format(i % 3), "checkpoint_ns": ""}}
+        saver.put(cfg, create_checkpoint(empty_checkpoint(), {}, i), {"source": "loop", "step": i}, {})
+        i += 1
+        time.sleep(every)
+"#;
+
+/// The app writing PostgreSQL: a child process that puts a checkpoint (threads named by the
+/// `str.format` pattern `thread`) every `every`, for at most `limit` (bounded even when a test
+/// fails), killed on drop.
+pub struct PgWriter(Child);
+
+impl PgWriter {
+    pub fn start(
+        python: &Path,
+        dsn: &str,
+        thread: &str,
+        every: Duration,
+        limit: Duration,
+    ) -> PgWriter {
+        // The script stops itself after `limit`; drop kills it sooner.
+        let mut child = Command::new(python)
+            .args(["-c", WRITER_PY, dsn, thread])
+            .arg(every.as_secs_f64().to_string())
+            .arg(limit.as_secs_f64().to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the PostgresSaver writer did not start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        PgWriter(child)
+    }
+}
+
+impl Drop for PgWriter {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

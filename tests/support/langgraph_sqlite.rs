@@ -26,16 +26,22 @@ pub const AGENT_GID: u32 = 20_003;
 /// puts N, keeps the saver open and, per stdin line `put K`, puts K more and answers with
 /// the number of checkpoints; it closes on `quit` or end of input. `cycle PATH N SECONDS`
 /// opens, puts N and closes, over and over for that long, and prints the number of cycles.
+/// `ROSE_TEST_THREAD` (a `str.format` pattern, default `thread-{}`) names the five threads the
+/// checkpoints rotate over, and every `ROSE_TEST_META_<KEY>` variable adds `<key>` to their
+/// metadata, as an interface of the app would.
 const APP_PY: &str = r#"
-import sys, time
+import os, sys, time
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.base import empty_checkpoint, create_checkpoint
 
+THREAD = os.environ.get("ROSE_TEST_THREAD", "thread-{}")
+META = {k[len("ROSE_TEST_META_"):].lower(): v for k, v in os.environ.items() if k.startswith("ROSE_TEST_META_")}
+
 def put(saver, k, start):
     for i in range(start, start + k):
-        cfg = {"configurable": {"thread_id": f"thread-{i % 5}", "checkpoint_ns": ""}}
+        cfg = {"configurable": {"thread_id": THREAD.format(i % 5), "checkpoint_ns": ""}}
         cp = create_checkpoint(empty_checkpoint(), {}, i)
-        saver.put(cfg, cp, {"source": "loop", "step": i}, {})
+        saver.put(cfg, cp, {"source": "loop", "step": i, **META}, {})
     return start + k
 
 def count(saver):
@@ -185,7 +191,14 @@ pub struct HeldApp {
 impl HeldApp {
     /// Starts the app as `APP_UID`, puts `n` checkpoints, keeps the file open.
     pub fn start(db: &Path, n: u32) -> (HeldApp, u32) {
+        HeldApp::start_env(db, n, &[])
+    }
+
+    /// [`HeldApp::start`] with extra environment (`ROSE_TEST_THREAD`, `ROSE_TEST_META_*`: the
+    /// thread ids and metadata an interface writes, see `APP_PY`).
+    pub fn start_env(db: &Path, n: u32, env: &[(&str, &str)]) -> (HeldApp, u32) {
         let mut child = as_uid(APP_UID, SHARED_GID, &[SHARED_GID], &python())
+            .envs(env.iter().copied())
             .arg(app_script())
             .arg("hold")
             .arg(db)

@@ -752,6 +752,26 @@ pub fn diagnose(env: &[(&str, String)], extra_args: &[&str]) -> (i32, serde_json
     (out.status.code().unwrap_or(-1), json, all)
 }
 
+/// Runs `agent diagnose` (text) with these variables; returns (exit code, all output).
+pub fn diagnose_text(env: &[(&str, String)], extra_args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_agent"))
+        .arg("diagnose")
+        .args(extra_args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// The finding codes of a diagnose report.
 pub fn codes(report: &serde_json::Value) -> Vec<String> {
     report["findings"]
