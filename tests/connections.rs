@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::clients::Clients;
+use support::langgraph;
 use support::*;
 
 fn findings(agent: &Agent) -> serde_json::Value {
@@ -102,21 +102,26 @@ fn connections_beyond_the_model_are_attributed_with_a_number_per_knob() {
         max_connections: 45,
         ..Default::default()
     });
-    // The checkpointer's pool: 36 sessions of the app's role (here the superuser) named as the
-    // app names them; the SQLAlchemy model is 1 x (10 + 20) = 30.
-    let pool = Clients::open(&pg, 36, "rose-langgraph");
-    assert_eq!(pool.len(), 36);
+    // The checkpointer's pool, with the app's real libraries: LangGraph's AsyncPostgresSaver on
+    // a psycopg AsyncConnectionPool of 36, as the app's role; the SQLAlchemy model is
+    // 1 x (10 + 20) = 30.
+    let Some(python) = langgraph::python() else {
+        return;
+    };
+    langgraph::create_app_role(&pg, "public");
+    let app_dsn = langgraph::app_url(&pg, None);
+    let _pool = langgraph::CheckpointerPool::start(
+        &python,
+        &app_dsn,
+        "rose-langgraph",
+        36,
+        Duration::from_secs(60),
+    );
     let mut env = fast_env(pg.monitor_url());
     env.extend([
         ("AGENT_APP_PROBES", "off".into()),
         ("FEATURE_DATABASE_TYPE", "postgresql".into()),
-        (
-            "DATABASE_URL",
-            format!(
-                "postgresql://postgres:unused@127.0.0.1:{}/{DBNAME}",
-                pg.port
-            ),
-        ),
+        ("DATABASE_URL", app_dsn.clone()),
     ]);
     let agent = Agent::start(&env);
     wait_for(Duration::from_secs(15), || {
@@ -131,10 +136,10 @@ fn connections_beyond_the_model_are_attributed_with_a_number_per_knob() {
         "{f}"
     );
     assert!(
-        f["evidence"]
-            .as_str()
-            .unwrap()
-            .contains("rose-langgraph (postgres from local) 36"),
+        f["evidence"].as_str().unwrap().contains(&format!(
+            "rose-langgraph ({} from 127.0.0.1) 36",
+            langgraph::APP_USER
+        )),
         "{f}"
     );
     let steps = f["steps"].to_string();

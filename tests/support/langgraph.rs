@@ -215,3 +215,63 @@ impl Drop for PgWriter {
         let _ = self.0.wait();
     }
 }
+
+/// The app's checkpointer pool: LangGraph's `AsyncPostgresSaver` on a psycopg
+/// `AsyncConnectionPool` of `size` connections (min = max, all opened), named `application`, as
+/// an app that builds its saver on a pool does; held for at most `limit`, killed on drop.
+pub struct CheckpointerPool(Child);
+
+const POOL_PY: &str = r#"
+import asyncio, sys
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+async def main():
+    dsn, app, size, limit = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    kw = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row, "application_name": app}
+    async with AsyncConnectionPool(dsn, min_size=size, max_size=size, kwargs=kw, open=False) as pool:
+        await pool.wait(timeout=30)
+        AsyncPostgresSaver(pool)
+        print("ready", flush=True)
+        await asyncio.sleep(limit)
+
+asyncio.run(main())
+"#;
+
+impl CheckpointerPool {
+    pub fn start(
+        python: &Path,
+        dsn: &str,
+        application: &str,
+        size: usize,
+        limit: Duration,
+    ) -> CheckpointerPool {
+        let mut child = Command::new(python)
+            .args(["-c", POOL_PY, dsn, application])
+            .arg(size.to_string())
+            .arg(limit.as_secs_f64().to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the checkpointer pool did not open: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        CheckpointerPool(child)
+    }
+}
+
+impl Drop for CheckpointerPool {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
