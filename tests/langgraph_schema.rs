@@ -175,7 +175,7 @@ fn role_script_is_idempotent_before_setup_and_the_version_stays_readable() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         pg.psql("SELECT rolconnlimit FROM pg_roles WHERE rolname = 'rose_monitor'"),
-        "3"
+        "5"
     );
     // Then the app creates its schema, as the app role, with the real library.
     langgraph::setup(&py, &langgraph::app_url(&pg, Some("rose")));
