@@ -84,6 +84,7 @@ impl Generation {
                 .map(|t| crate::catalog::Sample::new(&crate::catalog::AGENT_TARGET_INFO, &[t], 1.0))
                 .collect(),
         );
+        store.publish_about(crate::status::About::from_config(config));
         let checks = check::registry(config, pg.clone());
         let ids: Vec<&'static str> = checks.iter().map(|c| c.id()).collect();
         store.retain_checks(&ids);
