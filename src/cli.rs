@@ -37,18 +37,51 @@ pub enum Command {
     /// Exit codes follow the Nagios plugin convention: 0 ok, 1 warning, 2 critical, 3 unknown
     /// (including unusable configuration).
     Diagnose(DiagnoseArgs),
-    /// GET the agent's /healthz over plain HTTP and exit 0 on 200, else 1: the container
-    /// HEALTHCHECK of images without curl (deploy/Dockerfile).
+    /// Ask the running agent (at AGENT_LISTEN, over HTTPS and with the bearer token of
+    /// AGENT_WEB_CONFIG_FILE when it has them) for its status page's summary and print it:
+    /// overall status and why, findings with their steps, figures at a glance, every check.
+    ///
+    /// Exit codes follow the Nagios plugin convention, like `diagnose`: 0 ok, 1 warning,
+    /// 2 critical, 3 unknown (including an agent that cannot be asked).
+    Status(StatusArgs),
+    /// GET the running agent's /healthz and exit 0 on 200, else 1: the container HEALTHCHECK
+    /// of images without curl (deploy/Dockerfile). Follows the configuration: the address of
+    /// AGENT_LISTEN (an unspecified address is asked on loopback) and HTTPS when
+    /// AGENT_WEB_CONFIG_FILE has tls_server_config.
     Healthcheck(HealthcheckArgs),
 }
 
 #[derive(Debug, clap::Args)]
 pub struct HealthcheckArgs {
-    /// Address of the agent's endpoint (host:port).
-    #[arg(long, default_value = "127.0.0.1:9188")]
-    pub addr: String,
+    /// Address of the agent's endpoint (host:port); default: from AGENT_LISTEN.
+    #[arg(long)]
+    pub addr: Option<String>,
     /// Upper bound on connect + request + answer.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Output format: text for people, json (the agent's /status) for scripts.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// No ANSI colours (they are off anyway when stdout is not a terminal).
+    #[arg(long)]
+    pub no_color: bool,
+    /// Address of the agent's endpoint (host:port); default: from AGENT_LISTEN.
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// A basic-auth user of the web config; its password comes from AGENT_STATUS_PASSWORD or
+    /// --password-file (never the command line). Without it, the web config's bearer token is
+    /// used when it has one.
+    #[arg(long, env = "AGENT_STATUS_USER")]
+    pub user: Option<String>,
+    /// File holding the basic-auth password of --user.
+    #[arg(long, value_name = "PATH")]
+    pub password_file: Option<PathBuf>,
+    /// Upper bound on connect + request + answer.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,
 }
 

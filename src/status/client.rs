@@ -456,6 +456,99 @@ pub fn endpoint_for(
     }
 }
 
+/// `agent status`: asks the running agent for `/status` and prints it; returns the Nagios exit
+/// code (3 when the agent cannot be asked).
+pub fn status_command(
+    config: Result<&Config, &crate::config::ConfigError>,
+    args: &crate::cli::StatusArgs,
+    terminal: bool,
+) -> u8 {
+    let json = args.format == crate::cli::Format::Json;
+    let fail = |message: String| -> u8 {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"status": "unknown", "error": message})
+            );
+        } else {
+            println!("UNKNOWN  {message}");
+        }
+        3
+    };
+    let creds = match Credentials::resolve(args.user.clone(), args.password_file.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let ep = match endpoint_for(config, args.addr.as_deref(), &creds) {
+        Ok(ep) => ep,
+        Err(e) => return fail(e.to_string()),
+    };
+    let r = match ep.get("/status", args.timeout) {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+    match r.status {
+        200 => {}
+        401 | 403 => {
+            return fail(format!(
+                "{} needs credentials (answered {}): run with the agent's AGENT_WEB_CONFIG_FILE (its bearer token is used) or --user with AGENT_STATUS_PASSWORD",
+                ep.url("/status"),
+                r.status
+            ));
+        }
+        404 => {
+            return fail(format!(
+                "{} answered 404: is it an older agent without the status page?",
+                ep.url("/status")
+            ));
+        }
+        n => return fail(format!("{} answered {n}", ep.url("/status"))),
+    }
+    let summary: super::Summary = match serde_json::from_slice(&r.body) {
+        Ok(s) => s,
+        Err(e) => {
+            return fail(format!(
+                "{} sent a summary this version cannot read: {e}",
+                ep.url("/status")
+            ));
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).unwrap_or_default()
+        );
+    } else {
+        print!("{}", summary.to_text(terminal && !args.no_color));
+    }
+    summary.exit_code()
+}
+
+/// `agent healthcheck`: 0 when `/healthz` answers 200 within the timeout, else 1.
+pub fn healthcheck_command(
+    config: Result<&Config, &crate::config::ConfigError>,
+    args: &crate::cli::HealthcheckArgs,
+) -> u8 {
+    let ep = match endpoint_for(config, args.addr.as_deref(), &Credentials::default()) {
+        Ok(ep) => ep,
+        Err(e) => {
+            eprintln!("agent: {e}");
+            return 1;
+        }
+    };
+    match ep.get("/healthz", args.timeout) {
+        Ok(r) if r.status == 200 => 0,
+        Ok(r) => {
+            eprintln!("agent: {} answered {}", ep.url("/healthz"), r.status);
+            1
+        }
+        Err(e) => {
+            eprintln!("agent: {}: {e}", ep.url("/healthz"));
+            1
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -435,13 +435,19 @@ impl Summary {
                 .as_deref()
                 .map(|e| format!("  {e}"))
                 .unwrap_or_default();
+            let (took, age) = if c.runs == 0 {
+                ("-".to_owned(), "-".to_owned())
+            } else {
+                (
+                    human_duration(c.duration_ms / 1000.0),
+                    format!("{} ago", human_duration(c.age_seconds)),
+                )
+            };
             let _ = writeln!(
                 out,
-                "  {} {:<24} {:>9}  {:>10} ago{err}",
+                "  {} {:<24} {took:>9}  {age:>14}{err}",
                 paint(&format!("{:<8}", c.outcome_word()), c.level),
                 c.id,
-                human_duration(c.duration_ms / 1000.0),
-                human_duration(c.age_seconds),
             );
         }
         out
@@ -499,7 +505,11 @@ fn headline(
         None if active + pending == 0 => {
             "No findings: every check's last outcome is within its thresholds.".into()
         }
-        None => format!("Only informational findings ({}).", active + pending),
+        None => format!(
+            "No problems; {} informational finding{} below.",
+            active + pending,
+            if active + pending == 1 { "" } else { "s" }
+        ),
         Some(f) => {
             let others = active + pending - 1;
             let more = match others {
@@ -670,16 +680,19 @@ fn figures(snap: &Snapshot, about: &About) -> Vec<Group> {
                     "Idle in transaction",
                     a.idle_in_transaction_sessions.to_string(),
                     lvl(a.idle_in_transaction_sessions, Level::Warning),
-                    format!(
-                        "longest {}",
-                        human_duration(a.idle_in_transaction_max_seconds)
+                    noted(
+                        format!(
+                            "longest {}",
+                            human_duration(a.idle_in_transaction_max_seconds)
+                        ),
+                        &err,
                     ),
                 ),
                 figure(
                     "Blocked by locks",
                     a.blocked_sessions.to_string(),
                     lvl(a.blocked_sessions, Level::Warning),
-                    format!("{} session(s) blocking", a.blocking_sessions),
+                    noted(format!("{} session(s) blocking", a.blocking_sessions), &err),
                 ),
             ],
         });
@@ -753,7 +766,7 @@ fn figures(snap: &Snapshot, about: &About) -> Vec<Group> {
             "Schema",
             value,
             if err.is_some() { Level::Unknown } else { level },
-            note,
+            noted(note, &err),
         ));
     }
     if let Some((Some(Observation::CheckpointMigration(m)), err)) =
@@ -815,14 +828,18 @@ fn figures(snap: &Snapshot, about: &About) -> Vec<Group> {
                 continue;
             }
         };
-        let level = if !obs.healthy || !obs.success {
-            Level::Critical
-        } else if obs.slow {
-            Level::Warning
-        } else {
-            Level::Ok
+        let reported = obs.body.as_ref().and_then(|b| b.status.as_deref());
+        let level = match (obs.success, obs.healthy, reported) {
+            (false, _, _) => Level::Critical,
+            (true, false, Some("degraded")) => Level::Warning,
+            (true, false, _) => Level::Critical,
+            (true, true, _) if obs.slow => Level::Warning,
+            _ => Level::Ok,
         };
         let status = match obs.status_code {
+            Some(c) if !obs.healthy && obs.success => {
+                format!("HTTP {c} {}", reported.unwrap_or("unhealthy"))
+            }
             Some(c) => format!("HTTP {c}"),
             None => obs
                 .failure
