@@ -44,7 +44,7 @@ fn finding_article<'a>(dom: &'a str, code: &str) -> &'a str {
 
 fn shoot(browser: &Browser, url: &str, name: &str) {
     let dir = screenshot_dir();
-    browser.screenshot(url, &dir.join(format!("{name}.png")), 1280, 1700);
+    browser.screenshot(url, &dir.join(format!("{name}.png")), 1200, 1500);
     browser.screenshot(url, &dir.join(format!("{name}-phone.png")), 390, 1500);
 }
 
@@ -88,8 +88,11 @@ fn the_status_page_shows_a_degraded_app_a_dropped_index_and_a_stopped_database()
         "Connections vs slots",
         "Pool budget",
         "Idle in transaction",
+        "Database size",
         "Schema",
+        "Checkpoint store",
         "health",
+        "Memory available",
     ] {
         assert!(dom.contains(figure), "figure {figure} missing: {dom}");
     }

@@ -538,7 +538,7 @@ fn last_outcome<'a>(
         None => snap.retired.get(id).map(|o| {
             (
                 Some(o.as_ref()),
-                Some("not measured now: the fleet's leader runs it".into()),
+                Some("not measured now: this agent does not lead the fleet".into()),
             )
         }),
     }
@@ -770,7 +770,7 @@ fn figures(snap: &Snapshot, about: &About) -> Vec<Group> {
         ));
     }
     if let Some((Some(Observation::CheckpointMigration(m)), err)) =
-        last_outcome(snap, "checkpoint_migration")
+        last_outcome(snap, crate::check::checkpoint_migration::ID)
     {
         let side = |s: &Option<crate::check::checkpoint_migration::SideFacts>, name: &str| {
             s.as_ref().map(|f| {
@@ -838,7 +838,7 @@ fn figures(snap: &Snapshot, about: &About) -> Vec<Group> {
         };
         let status = match obs.status_code {
             Some(c) if !obs.healthy && obs.success => {
-                format!("HTTP {c} {}", reported.unwrap_or("unhealthy"))
+                format!("{} (HTTP {c})", reported.unwrap_or("unhealthy"))
             }
             Some(c) => format!("HTTP {c}"),
             None => obs
@@ -880,7 +880,7 @@ fn figures(snap: &Snapshot, about: &About) -> Vec<Group> {
         });
     }
     // SQLite.
-    if let Some((obs, err)) = last_outcome(snap, "sqlite") {
+    if let Some((obs, err)) = last_outcome(snap, crate::check::sqlite::ID) {
         let mut items = Vec::new();
         if let Some(e) = err {
             items.push(figure("Store", "unreadable", Level::Critical, e));
@@ -933,7 +933,7 @@ fn figures(snap: &Snapshot, about: &About) -> Vec<Group> {
         }
     }
     // Host.
-    if let Some((Some(Observation::Host(h)), _)) = last_outcome(snap, "host") {
+    if let Some((Some(Observation::Host(h)), _)) = last_outcome(snap, crate::check::host::ID) {
         let mem_ratio = if h.memory_total_bytes > 0 {
             h.memory_available_bytes as f64 / h.memory_total_bytes as f64
         } else {
@@ -1025,7 +1025,7 @@ fn checks(snap: &Snapshot, now: SystemTime) -> Vec<CheckRow> {
             rows.push(CheckRow {
                 id: (*id).to_owned(),
                 level: Level::Unknown,
-                outcome: "paused (not the fleet's leader)".into(),
+                outcome: "paused (leader only)".into(),
                 error: None,
                 duration_ms: 0.0,
                 age_seconds: 0.0,
