@@ -66,7 +66,9 @@ fn start(pg: &PgCluster) -> Option<Secured> {
         .env("AGENT_CONNECT_TIMEOUT", "400ms")
         .env("AGENT_STATEMENT_TIMEOUT", "400ms")
         .env("AGENT_APP_PROBES", "off")
-        .stdout(std::process::Stdio::null())
+        .env("FEATURE_DATABASE_TYPE", "postgresql")
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(dir.path().join("out")).unwrap())
         .stderr(std::fs::File::create(dir.path().join("err")).unwrap())
         .spawn()
         .unwrap();
@@ -183,6 +185,26 @@ fn status_and_healthcheck_follow_the_configuration_with_tls_and_auth() {
     let page = ep.get("/", Duration::from_secs(5)).unwrap();
     assert_eq!(page.status, 401);
 
+    // One start-up line says what is watched and how the endpoint is reached.
+    let logs = ["out", "err"]
+        .map(|f| std::fs::read_to_string(s._dir.path().join(f)).unwrap_or_default())
+        .concat();
+    let started = logs
+        .lines()
+        .find(|l| l.contains("Agent started"))
+        .unwrap_or_else(|| panic!("no start-up line: {logs}"));
+    for field in [
+        format!("version={}", env!("CARGO_PKG_VERSION")),
+        format!("target_db=127.0.0.1:{}/rose", pg.port),
+        "feature_database_type=postgresql".into(),
+        "app_url=http://127.0.0.1:8080".into(),
+        "pg_sslmode=".into(),
+        "endpoint_tls=true".into(),
+    ] {
+        assert!(started.contains(&field), "{field} not in: {started}");
+    }
+    assert!(!logs.contains(MONITOR_PASSWORD), "{logs}");
+
     // The database stops: critical, exit 2, with the finding and its steps.
     pg.stop();
     wait_for(Duration::from_secs(10), || {
@@ -194,6 +216,26 @@ fn status_and_healthcheck_follow_the_configuration_with_tls_and_auth() {
     assert!(last.1.contains("connection_refused"), "{}", last.1);
     assert!(last.1.contains("    1. "), "numbered steps: {}", last.1);
     assert!(last.1.contains("runbook: https://"), "{}", last.1);
+}
+
+#[test]
+fn help_names_what_a_first_run_needs_and_the_endpoints() {
+    for args in [&["--help"][..], &["run", "--help"]] {
+        let (code, out, _) = agent(args, &[]);
+        assert_eq!(code, 0);
+        for needed in [
+            "AGENT_DATABASE_URL",
+            "FEATURE_DATABASE_TYPE",
+            "APP_BASE_URL",
+            "AGENT_LISTEN",
+            "/findings",
+            "/status",
+            "/metrics",
+            "status page",
+        ] {
+            assert!(out.contains(needed), "{args:?}: {needed} missing:\n{out}");
+        }
+    }
 }
 
 #[test]
