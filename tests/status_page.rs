@@ -99,6 +99,11 @@ fn the_status_page_shows_a_degraded_app_a_dropped_index_and_a_stopped_database()
     // No script, nothing fetched from elsewhere.
     assert!(!dom.contains("<script"), "{dom}");
     assert!(!dom.contains("src=\"http"), "{dom}");
+    // The page reads only the snapshot: it answers at once, like a scrape.
+    let t = std::time::Instant::now();
+    let (code, _) = agent.get("/");
+    eprintln!("GET / answered {code} in {:?}", t.elapsed());
+    assert!(code == 200 && t.elapsed() < Duration::from_millis(500));
     shoot(&browser, &url, "healthy");
 
     // A degraded app (one service down).
