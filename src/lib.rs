@@ -23,5 +23,6 @@ pub mod run;
 pub mod scheduler;
 pub mod server;
 pub mod snapshot;
+pub mod status;
 pub mod telemetry;
 pub mod web;

@@ -1,6 +1,7 @@
 //! The `agent` binary: parses the command line, loads configuration, and dispatches. Exit codes:
 //! `run`: 0 after a clean shutdown, 64 unusable configuration (EX_USAGE), 1 runtime failure;
-//! `diagnose`: 0 ok, 1 warning, 2 critical, 3 unknown (Nagios plugin convention).
+//! `diagnose` and `status`: 0 ok, 1 warning, 2 critical, 3 unknown (Nagios plugin convention);
+//! `healthcheck`: 0 healthy, 1 not.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -49,38 +50,14 @@ fn main() -> ExitCode {
             }
         }
         Command::Diagnose(args) => diagnose(config, &args),
-        Command::Healthcheck(args) => healthcheck(&args),
-    }
-}
-
-/// `agent healthcheck`: one bounded GET of /healthz.
-fn healthcheck(args: &rose_agent::cli::HealthcheckArgs) -> ExitCode {
-    use std::io::{Read, Write};
-    use std::net::ToSocketAddrs;
-    let get = || -> std::io::Result<bool> {
-        let addr = args
-            .addr
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| std::io::Error::other("no address"))?;
-        let mut s = std::net::TcpStream::connect_timeout(&addr, args.timeout)?;
-        s.set_read_timeout(Some(args.timeout))?;
-        s.set_write_timeout(Some(args.timeout))?;
-        write!(s, "GET /healthz HTTP/1.0\r\nHost: {}\r\n\r\n", args.addr)?;
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head)?;
-        Ok(head.starts_with(b"HTTP/1.") && &head[9..12] == b"200")
-    };
-    match get() {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("agent: /healthz did not answer 200");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("agent: /healthz on {}: {e}", args.addr);
-            ExitCode::FAILURE
-        }
+        Command::Status(args) => ExitCode::from(rose_agent::status::client::status_command(
+            config.as_ref(),
+            &args,
+            std::io::stdout().is_terminal(),
+        )),
+        Command::Healthcheck(args) => ExitCode::from(
+            rose_agent::status::client::healthcheck_command(config.as_ref(), &args),
+        ),
     }
 }
 

@@ -82,6 +82,7 @@ impl Generation {
                 .map(|t| crate::catalog::Sample::new(&crate::catalog::AGENT_TARGET_INFO, &[t], 1.0))
                 .collect(),
         );
+        store.publish_about(crate::status::About::from_config(config));
         let checks = check::registry(config, pg.clone());
         let ids: Vec<&'static str> = checks.iter().map(|c| c.id()).collect();
         store.retain_checks(&ids);
@@ -246,7 +247,29 @@ pub async fn run_with_reload(
             server::serve(listener, server_store, web, limits, server_cancel).await
         })
     };
-    tracing::info!(listen = %local, interval = %humantime::format_duration(config.agent.interval), checks = generation.checks, "Agent started.");
+    {
+        // One line that says what this agent watches and how it is reached (all sanitized).
+        let about = crate::status::About::from_config(&config);
+        let pg_tls = config.database.dsn.as_ref().map(|d| {
+            serde_json::to_value(d.sslmode)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        });
+        tracing::info!(
+            version = %about.version,
+            target_db = %about.target.as_deref().unwrap_or("none"),
+            feature_database_type = %about.database_type,
+            app_url = %about.app_url,
+            pg_sslmode = %pg_tls.as_deref().unwrap_or("none"),
+            listen = %local,
+            endpoint_tls = config.agent.web.tls.is_some(),
+            endpoint_auth = config.agent.web.auth.is_some(),
+            interval = %humantime::format_duration(config.agent.interval),
+            checks = generation.checks,
+            "Agent started: status page at /, findings at /findings, metrics at /metrics."
+        );
+    }
 
     tokio::spawn(signals(cancel.clone()));
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();

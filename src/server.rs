@@ -3,12 +3,14 @@
 //! - `GET /metrics`: Prometheus text exposition of the snapshot.
 //! - `GET /healthz`: 200 while the agent serves (liveness).
 //! - `GET /readyz`: 200 once every check has completed once, else 503 (readiness).
-//! - `GET /findings`: the active and pending findings as JSON (see docs/findings.md).
-//! - `GET /`: a short index.
+//! - `GET /findings`: the active and pending findings as JSON (see docs/findings.md), epoch
+//!   times with RFC 3339 beside them; pretty with `?pretty` or for a browser.
+//! - `GET /`: the status page for people (HTML, see [`crate::status`]).
+//! - `GET /status`: the same summary as JSON (what `agent status` reads).
 //!
 //! With a web config (`AGENT_WEB_CONFIG_FILE`, see [`crate::web`]) the endpoint serves HTTPS and
-//! `/metrics` and `/findings` require basic auth or a bearer token; `/healthz` and `/readyz` stay
-//! open for orchestrator probes.
+//! `/`, `/status`, `/metrics` and `/findings` require basic auth or a bearer token; `/healthz`
+//! and `/readyz` stay open for orchestrator probes.
 //!
 //! One accept loop serves both HTTP and HTTPS with hyper directly (axum's `serve` builds hyper
 //! without a timer, so no header timeout ever applied): a request's header must arrive within
@@ -129,7 +131,9 @@ pub fn router(store: Store, auth: Option<Arc<crate::web::Auth>>) -> Router {
     });
     let mut protected = Router::new()
         .route("/metrics", get(metrics))
-        .route("/findings", get(findings));
+        .route("/findings", get(findings))
+        .route("/", get(index))
+        .route("/status", get(status_json));
     if let Some(auth) = auth {
         protected = protected.route_layer(axum::middleware::from_fn_with_state(
             auth,
@@ -137,7 +141,6 @@ pub fn router(store: Store, auth: Option<Arc<crate::web::Auth>>) -> Router {
         ));
     }
     Router::new()
-        .route("/", get(index))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(protected)
@@ -408,27 +411,88 @@ async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body)
 }
 
-async fn findings(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+async fn findings(
+    State(st): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
+) -> impl IntoResponse {
     let snap = st.store.current();
     let now = std::time::SystemTime::now();
-    let stale = snap.stale_checks(now);
     // The worst of active and pending findings; unknown before the first evaluation and over
-    // outcomes that are no longer current.
-    let mut status = snap.findings.status();
-    if !stale.is_empty() {
-        status.status = "unknown";
-        status.pending = false;
+    // outcomes that are no longer current (the status page says the same word).
+    let (status, stale) = crate::status::overall(&snap, now);
+    let epoch = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs_f64())
+    };
+    let mut active = serde_json::to_value(&snap.findings.active).unwrap_or_default();
+    // RFC 3339 beside each epoch `since`, for people reading the JSON.
+    if let serde_json::Value::Array(items) = &mut active {
+        for (item, a) in items.iter_mut().zip(&snap.findings.active) {
+            if let serde_json::Value::Object(m) = item {
+                m.insert(
+                    "since_rfc3339".into(),
+                    crate::status::rfc3339(a.since).into(),
+                );
+            }
+        }
     }
-    axum::Json(serde_json::json!({
+    let body = serde_json::json!({
         "status": status.status,
         "status_pending": status.pending,
         "stale_checks": stale,
         "snapshot_age_seconds": snap.age(now).map(|d| d.as_secs_f64()),
         "ready": snap.ready(),
-        "findings": snap.findings.active,
+        "findings": active,
         "pending": snap.findings.pending,
-        "evaluated_at": snap.findings.evaluated_at.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs_f64()),
-    }))
+        "evaluated_at": snap.findings.evaluated_at.and_then(epoch),
+        "evaluated_at_rfc3339": snap.findings.evaluated_at.map(crate::status::rfc3339),
+        "generated_at_rfc3339": crate::status::rfc3339(now),
+    });
+    let text = if wants_pretty(&headers, &uri) {
+        serde_json::to_string_pretty(&body)
+    } else {
+        serde_json::to_string(&body)
+    }
+    .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json")], text + "\n")
+}
+
+/// Pretty JSON with `?pretty` (any value but `0`/`false`) or when the client prefers HTML (a
+/// browser), compact for machines.
+fn wants_pretty(headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> bool {
+    if let Some(q) = uri.query() {
+        for pair in q.split('&') {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if k == "pretty" {
+                return !matches!(v, "0" | "false");
+            }
+        }
+    }
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(prefers_html)
+}
+
+/// Pure: whether an `Accept` header ranks `text/html` above JSON.
+fn prefers_html(accept: &str) -> bool {
+    let q = |media: &str| -> f32 {
+        accept
+            .split(',')
+            .filter_map(|part| {
+                let mut it = part.split(';');
+                let m = it.next()?.trim();
+                (m.eq_ignore_ascii_case(media)).then(|| {
+                    it.find_map(|p| p.trim().strip_prefix("q=").and_then(|v| v.parse().ok()))
+                        .unwrap_or(1.0)
+                })
+            })
+            .fold(0.0, f32::max)
+    };
+    let html = q("text/html");
+    html > 0.0 && html > q("application/json")
 }
 
 async fn healthz() -> &'static str {
@@ -453,8 +517,33 @@ async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     }
 }
 
-async fn index() -> &'static str {
-    "rose-agent\n\n/metrics  Prometheus metrics\n/healthz  liveness\n/readyz   readiness (first round of checks done)\n/findings active findings (JSON)\n"
+/// The status page (HTML) for people.
+async fn index(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    let snap = st.store.current();
+    let summary = crate::status::Summary::build(&snap, std::time::SystemTime::now());
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            // Nothing on the page comes from elsewhere, runs script or may be framed.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        crate::status::html::render(&summary),
+    )
+}
+
+/// The status page's summary as JSON (what `agent status` reads).
+async fn status_json(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    let snap = st.store.current();
+    axum::Json(crate::status::Summary::build(
+        &snap,
+        std::time::SystemTime::now(),
+    ))
 }
 
 #[cfg(test)]
@@ -470,6 +559,23 @@ mod tests {
         // Small limits keep RESERVED_FDS.
         assert_eq!(connection_cap(10_000, Some(256)), 128);
         assert_eq!(connection_cap(10_000, Some(100)), 1, "never zero");
+    }
+
+    #[test]
+    fn a_browser_gets_pretty_json() {
+        assert!(prefers_html(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        ));
+        assert!(!prefers_html("application/json"));
+        assert!(!prefers_html("*/*"));
+        assert!(!prefers_html("application/json, text/html;q=0.5"));
+        assert!(!prefers_html("text/html;q=0"));
+        let uri = |s: &str| s.parse::<axum::http::Uri>().unwrap();
+        let none = axum::http::HeaderMap::new();
+        assert!(wants_pretty(&none, &uri("/findings?pretty")));
+        assert!(wants_pretty(&none, &uri("/findings?a=1&pretty=1")));
+        assert!(!wants_pretty(&none, &uri("/findings?pretty=0")));
+        assert!(!wants_pretty(&none, &uri("/findings")));
     }
 
     #[test]

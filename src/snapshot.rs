@@ -96,6 +96,9 @@ pub struct Snapshot {
     /// The last good observation of checks withdrawn by [`Store::defer`] (a lost connection
     /// also loses the lead): facts that explain a later failure (see [`Snapshot::last_good`]).
     pub retired: BTreeMap<&'static str, Arc<Observation>>,
+    /// What the status page says about the agent (version, target, runbook base), published
+    /// with each configuration.
+    pub about: Arc<crate::status::About>,
 }
 
 impl Snapshot {
@@ -170,6 +173,7 @@ impl Store {
             components: BTreeMap::new(),
             deferred: BTreeSet::new(),
             retired: BTreeMap::new(),
+            about: Default::default(),
         };
         Store {
             tx: Arc::new(watch::channel(Arc::new(snap)).0),
@@ -299,6 +303,19 @@ impl Store {
             let snap = Arc::make_mut(snap);
             snap.findings = Arc::new(view);
             snap.generation += 1;
+        });
+    }
+
+    /// Replaces what the status page says about the agent (see [`crate::status::About`]).
+    pub fn publish_about(&self, about: crate::status::About) {
+        self.tx.send_if_modified(|snap| {
+            if *snap.about == about {
+                return false;
+            }
+            let snap = Arc::make_mut(snap);
+            snap.about = Arc::new(about);
+            snap.generation += 1;
+            true
         });
     }
 

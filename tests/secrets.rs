@@ -71,6 +71,16 @@ fn the_password_reaches_no_output() {
         std::thread::sleep(Duration::from_secs(3));
         everything.push_str(&agent.get("/metrics").1);
         everything.push_str(&agent.get("/findings").1);
+        // The status page, its JSON and `agent status` (issue 15).
+        everything.push_str(&agent.get("/").1);
+        everything.push_str(&agent.get("/status").1);
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_agent"))
+            .args(["status", "--addr", &format!("127.0.0.1:{}", agent.port)])
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        everything.push_str(&String::from_utf8_lossy(&status.stdout));
         everything.push_str(&agent.output());
     }
     assert!(

@@ -242,6 +242,7 @@ pub(crate) mod testutil {
             components: Default::default(),
             deferred: Default::default(),
             retired: Default::default(),
+            about: Default::default(),
         };
         for (id, result) in entries {
             s.checks.insert(

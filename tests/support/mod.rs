@@ -3,6 +3,7 @@
 //! process, and a plain HTTP GET. Everything is cleaned up on drop, also when a test fails.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod clients;
 pub mod flood;
 pub mod langgraph;
