@@ -536,10 +536,13 @@ fn last_outcome<'a>(
             Some((snap.last_good(id), err))
         }
         None => snap.retired.get(id).map(|o| {
-            (
-                Some(o.as_ref()),
-                Some("not measured now: this agent does not lead the fleet".into()),
-            )
+            // Withdrawn because another agent leads, or because this one lost its connection
+            // (and the lead with it): say which, never blame the fleet for a dead database.
+            let why = match snap.error(crate::check::pg_connectivity::ID) {
+                Some(_) => "not measured now: PostgreSQL cannot be reached",
+                None => "not measured now: another agent of the fleet runs this check",
+            };
+            (Some(o.as_ref()), Some(why.into()))
         }),
     }
 }
