@@ -12,6 +12,12 @@ use support::*;
 
 /// Runs an agent on `dsn` until its first connectivity verdict; returns its metrics and output.
 fn run(dsn: &str) -> (Metrics, String) {
+    let (m, out, ()) = run_with(dsn, || ());
+    (m, out)
+}
+
+/// [`run`], calling `probe` while the agent still holds its session.
+fn run_with<T>(dsn: &str, probe: impl FnOnce() -> T) -> (Metrics, String, T) {
     let agent = Agent::start(&[
         ("AGENT_DATABASE_URL", dsn.to_owned()),
         ("AGENT_INTERVAL", "1s".into()),
@@ -23,9 +29,10 @@ fn run(dsn: &str) -> (Metrics, String) {
     })
     .map(|_| agent.metrics())
     .unwrap_or_default();
+    let seen = probe();
     let out = agent.output();
     assert!(!out.contains(MONITOR_PASSWORD), "password in the output");
-    (m, out)
+    (m, out, seen)
 }
 
 fn error_kind(m: &Metrics) -> Vec<String> {
@@ -75,12 +82,15 @@ fn multi_host_with_the_first_host_down_and_target_session_attrs() {
     ro.psql(&format!(
         "ALTER ROLE {MONITOR_USER} SET default_transaction_read_only = on"
     ));
-    let (m, out) = run(&kv(
-        &format!("{},{}", ro.port, pg.port),
-        "target_session_attrs=read-write",
-    ));
+    let (m, out, held) = run_with(
+        &kv(
+            &format!("{},{}", ro.port, pg.port),
+            "target_session_attrs=read-write",
+        ),
+        || (ro.agent_backends(), pg.agent_backends()),
+    );
     assert_eq!(m.get("rose_pg_up"), Some(1.0), "{out}");
-    assert_eq!(ro.agent_backends(), 0, "the read-only server was kept");
+    assert_eq!(held, (0, 1), "(read-only, writable) sessions: {out}");
     // Only read-only servers: no session, and the message says why.
     let (m, out) = run(&kv(
         &format!("{},{}", ro.port, ro.port),
