@@ -1368,4 +1368,58 @@ mod tests {
             "unknown parameter at character 8 (did you mean 'tcp_user_timeout'?)"
         );
     }
+
+    /// The library's own parser reads the shared parameters the same way, so the two cannot
+    /// drift unnoticed (tokio-postgres knows neither libpq's sslmode semantics nor sslrootcert,
+    /// so those stay here).
+    #[test]
+    fn agrees_with_tokio_postgres_on_the_shared_parameters() {
+        use tokio_postgres::config::Host as TpHost;
+        for text in [
+            "postgresql://rose:p%40ss@db.example:6543/railway",
+            "postgresql://u:pw@a:1,b:2/db",
+            "postgresql://u@[::1]:5433/db",
+            "host=a,b port=7,8 user=u password='x y' dbname=d",
+            "host=/run/pg port=5999 user=u dbname=d",
+            "host=h user=u dbname=d target_session_attrs=read-write connect_timeout=9",
+        ] {
+            let ours = Dsn::parse(text).unwrap();
+            let theirs: tokio_postgres::Config = text.parse().unwrap();
+            let hosts: Vec<Host> = theirs
+                .get_hosts()
+                .iter()
+                .map(|h| match h {
+                    TpHost::Tcp(n) => Host::Tcp(n.clone()),
+                    TpHost::Unix(p) => Host::Socket(p.clone()),
+                })
+                .collect();
+            let eps = ours.endpoints();
+            assert_eq!(
+                eps.iter().map(|e| e.host.clone()).collect::<Vec<_>>(),
+                hosts,
+                "{text}"
+            );
+            let ports = theirs.get_ports();
+            for (i, e) in eps.iter().enumerate() {
+                let p = ports
+                    .get(i)
+                    .or(ports.first())
+                    .copied()
+                    .unwrap_or(DEFAULT_PORT);
+                assert_eq!(e.port, p, "{text}");
+            }
+            assert_eq!(Some(ours.user.as_str()), theirs.get_user(), "{text}");
+            assert_eq!(Some(ours.dbname.as_str()), theirs.get_dbname(), "{text}");
+            assert_eq!(
+                ours.password().map(str::as_bytes),
+                theirs.get_password(),
+                "{text}"
+            );
+            assert_eq!(
+                ours.connect_timeout,
+                theirs.get_connect_timeout().copied(),
+                "{text}"
+            );
+        }
+    }
 }

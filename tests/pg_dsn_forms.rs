@@ -46,6 +46,18 @@ fn error_kind(m: &Metrics) -> Vec<String> {
 fn sqlalchemy_urls_connect() {
     let pg = PgCluster::start();
     let url = pg.monitor_url();
+    // Valid libpq keys the agent does not use: accepted, named (not their values) once.
+    let (m, out) = run(&format!(
+        "{}&tcp_user_timeout=5000&load_balance_hosts=disable&service=Zq-svc",
+        url.replace("postgresql://", "postgresql+psycopg://")
+    ));
+    assert_eq!(m.get("rose_pg_up"), Some(1.0), "{out}");
+    assert!(
+        out.contains("does not use")
+            && out.contains("tcp_user_timeout, load_balance_hosts, service"),
+        "{out}"
+    );
+    assert!(!out.contains("Zq-svc"), "{out}");
     for dsn in [
         url.replace("postgresql://", "postgresql+psycopg://"),
         url.replace("postgresql://", "postgresql+psycopg2://"),
