@@ -1,13 +1,21 @@
-//! PostgreSQL connection strings: parsing both libpq forms (URL and `key=value`), catching the
+//! PostgreSQL connection strings: parsing both libpq forms (URL and `key=value`) and the
+//! SQLAlchemy URLs an app's `DATABASE_URL` is often written in (`postgresql+psycopg://`,
+//! `+psycopg2`, `+asyncpg`: the suffix names a Python driver, the protocol is the same), with
+//! libpq's multi-host lists (`host=a,b port=1,2`, `postgresql://a:1,b:2/db`), catching the
 //! classic mistakes (an unencoded `@` or `/` in the password) with a message that says how to fix
 //! them, and building the sanitized target (`host:port/dbname`) that is the only form of a DSN
 //! that may reach a log line, a metric, a finding or a report.
+//!
+//! Every valid libpq key is accepted: those a monitoring connection honours are kept (TLS and
+//! client certificates, `hostaddr`, `target_session_attrs`, `connect_timeout`,
+//! `channel_binding`); the others are listed by name in [`Dsn::ignored`] for one warning.
 //!
 //! The password lives only inside [`Dsn`]; its `Debug` prints the sanitized target, and
 //! [`redact`] scrubs any DSN-looking text (both forms) for the places where foreign text (a
 //! driver error, a config echo) could carry one.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -43,18 +51,67 @@ pub enum Host {
     Socket(PathBuf),
 }
 
+/// Which server of a multi-host DSN a session may use (libpq's `target_session_attrs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetSessionAttrs {
+    #[default]
+    Any,
+    /// `transaction_read_only` is off.
+    ReadWrite,
+    /// `transaction_read_only` is on.
+    ReadOnly,
+    /// Not in recovery.
+    Primary,
+    /// In recovery.
+    Standby,
+    /// A standby if any host is one, else any.
+    PreferStandby,
+}
+
+/// SCRAM channel binding (libpq's `channel_binding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChannelBinding {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+}
+
+/// One server of a DSN: where it is, and the address to use instead of resolving its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: Host,
+    pub port: u16,
+    /// libpq's `hostaddr`: connect here; the host name still names the server for TLS.
+    pub hostaddr: Option<IpAddr>,
+}
+
 /// A parsed, validated connection string. Never prints its password.
 #[derive(Clone)]
 pub struct Dsn {
+    /// The first (often the only) server.
     pub host: Host,
     pub port: u16,
+    pub hostaddr: Option<IpAddr>,
+    /// The servers after the first of a multi-host DSN, tried in order.
+    pub more_hosts: Vec<Endpoint>,
     pub user: String,
     password: Option<String>,
     pub dbname: String,
     pub sslmode: SslMode,
     pub sslrootcert: Option<PathBuf>,
+    /// Client certificate and its key (certificate authentication).
+    pub sslcert: Option<PathBuf>,
+    pub sslkey: Option<PathBuf>,
+    pub target_session_attrs: TargetSessionAttrs,
+    pub channel_binding: ChannelBinding,
     pub connect_timeout: Option<Duration>,
     pub application_name: Option<String>,
+    /// Valid libpq parameters the string sets that the agent's connection does not honour
+    /// (names from the agent's own list only, never the values): for one warning.
+    pub ignored: Vec<&'static str>,
 }
 
 /// Why a DSN was rejected. Messages never quote the input: an unparsed DSN may hold the
@@ -102,26 +159,28 @@ pub enum DsnError {
         position: usize,
         expected: &'static str,
     },
-    #[error("names several hosts; the agent watches one server: give one DSN per agent")]
-    MultiHost,
+    #[error(
+        "the {what} list at character {position} has {found} entries for {hosts} hosts (give one, or one per host)"
+    )]
+    ListCount {
+        what: &'static str,
+        position: usize,
+        found: usize,
+        hosts: usize,
+    },
     #[error("malformed at character {position}: {why}")]
     Malformed { position: usize, why: &'static str },
 }
 
+/// SQLAlchemy URL schemes of libpq-compatible drivers: the same URL after the `+driver`.
+const SQLALCHEMY_SCHEMES: [&str; 3] = [
+    "postgresql+psycopg://",
+    "postgresql+psycopg2://",
+    "postgresql+asyncpg://",
+];
+
 /// Schemes people paste by mistake: the only scheme text an error may show.
-const KNOWN_SCHEMES: [(&str, &str); 12] = [
-    (
-        "postgresql+psycopg",
-        "'postgresql+psycopg' (SQLAlchemy's; write postgresql://)",
-    ),
-    (
-        "postgresql+psycopg2",
-        "'postgresql+psycopg2' (SQLAlchemy's; write postgresql://)",
-    ),
-    (
-        "postgresql+asyncpg",
-        "'postgresql+asyncpg' (SQLAlchemy's; write postgresql://)",
-    ),
+const KNOWN_SCHEMES: [(&str, &str); 9] = [
     (
         "jdbc:postgresql",
         "'jdbc:postgresql' (JDBC's; write postgresql://)",
@@ -136,8 +195,8 @@ const KNOWN_SCHEMES: [(&str, &str); 12] = [
     ("https", "'https'"),
 ];
 
-/// The parameters the agent accepts (libpq names): the only parameter names an error may show.
-const KNOWN_PARAMS: [&str; 20] = [
+/// The parameters the agent honours (libpq names).
+const HONOURED_PARAMS: [&str; 15] = [
     "host",
     "hostaddr",
     "port",
@@ -146,19 +205,57 @@ const KNOWN_PARAMS: [&str; 20] = [
     "dbname",
     "sslmode",
     "sslrootcert",
+    "sslcert",
+    "sslkey",
     "connect_timeout",
     "application_name",
-    "options",
     "target_session_attrs",
+    "channel_binding",
+    // SQLAlchemy's asyncpg dialect: `?ssl=require` is its sslmode.
+    "ssl",
+];
+
+/// Valid libpq parameters the monitoring connection does not honour: accepted, named in one
+/// warning. Some the agent does its own way (keepalives, `tcp_user_timeout`, its own
+/// `application_name`, no startup `options` so that a pooler accepts the session), some it
+/// cannot (a service file, GSSAPI, an encrypted key).
+const IGNORED_PARAMS: [&str; 30] = [
+    "options",
     "keepalives",
     "keepalives_idle",
     "keepalives_interval",
     "keepalives_count",
-    "gssencmode",
-    "channel_binding",
+    "tcp_user_timeout",
     "client_encoding",
     "fallback_application_name",
+    "service",
+    "passfile",
+    "load_balance_hosts",
+    "sslnegotiation",
+    "sslpassword",
+    "sslcertmode",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "sslcompression",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "sslkeylogfile",
+    "requirepeer",
+    "require_auth",
+    "gssencmode",
+    "gsslib",
+    "gssdelegation",
+    "krbsrvname",
+    "replication",
+    "min_protocol_version",
+    "max_protocol_version",
 ];
+
+/// Every parameter name the agent knows: the only parameter names an error may show.
+fn known_params() -> impl Iterator<Item = &'static str> {
+    HONOURED_PARAMS.iter().chain(IGNORED_PARAMS.iter()).copied()
+}
 
 /// 1-based character position of `sub` (a subslice of `full`, or its end) in `full`.
 fn position(full: &str, sub: &str) -> usize {
@@ -194,16 +291,16 @@ fn closest_param(key: &str) -> Option<&'static str> {
         return None;
     }
     let key = key.to_ascii_lowercase();
-    KNOWN_PARAMS
-        .iter()
-        .map(|k| (distance(&key, k), *k))
+    known_params()
+        .map(|k| (distance(&key, k), k))
         .filter(|(d, _)| *d <= 2)
         .min()
         .map(|(_, k)| k)
 }
 
 impl Dsn {
-    /// Parses a libpq connection string in either form.
+    /// Parses a libpq connection string in either form, or a SQLAlchemy URL of a
+    /// libpq-compatible driver.
     pub fn parse(input: &str) -> Result<Dsn, DsnError> {
         let s = input.trim();
         if s.is_empty() {
@@ -213,7 +310,12 @@ impl Dsn {
             .strip_prefix("postgresql://")
             .or_else(|| s.strip_prefix("postgres://"))
         {
-            return parse_url(input, rest);
+            return parse_url(input, rest, false);
+        }
+        for scheme in SQLALCHEMY_SCHEMES {
+            if let Some(rest) = s.strip_prefix(scheme) {
+                return parse_url(input, rest, scheme.contains("asyncpg"));
+            }
         }
         // A JSON value or a quoted string pasted whole (a key=value DSN starts with a key).
         if s.starts_with(['{', '[', '"', '\'', '`']) {
@@ -232,6 +334,9 @@ impl Dsn {
                 {
                     DsnError::Scheme("the scheme in upper case (write postgresql://)")
                 }
+                None if scheme.to_ascii_lowercase().starts_with("postgresql+") => DsnError::Scheme(
+                    "a SQLAlchemy driver that is not libpq's (write postgresql://, postgresql+psycopg:// or postgresql+asyncpg://)",
+                ),
                 None => DsnError::Scheme("an unknown scheme"),
             });
         }
@@ -262,13 +367,27 @@ impl Dsn {
         self.password.as_deref()
     }
 
-    /// `host:port/dbname`: the one form of this DSN that may be shown anywhere.
+    /// Every server, in the order they are tried.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        let mut all = vec![Endpoint {
+            host: self.host.clone(),
+            port: self.port,
+            hostaddr: self.hostaddr,
+        }];
+        all.extend(self.more_hosts.iter().cloned());
+        all
+    }
+
+    /// `host:port/dbname` (`a:1,b:2/dbname` for several hosts): the one form of this DSN that
+    /// may be shown anywhere.
     pub fn target(&self) -> String {
-        match &self.host {
-            Host::Tcp(h) if h.contains(':') => format!("[{h}]:{}/{}", self.port, self.dbname),
-            Host::Tcp(h) => format!("{h}:{}/{}", self.port, self.dbname),
-            Host::Socket(p) => format!("{}:{}/{}", p.display(), self.port, self.dbname),
-        }
+        let hosts = self
+            .endpoints()
+            .iter()
+            .map(Endpoint::host_port)
+            .collect::<Vec<_>>()
+            .join(",");
+        format!("{hosts}/{}", self.dbname)
     }
 
     /// The URL form with the password replaced by `****`, for `--print-config`.
@@ -278,21 +397,63 @@ impl Dsn {
             (u, None) if !u.is_empty() => format!("{u}@"),
             _ => String::new(),
         };
-        let host = match &self.host {
-            Host::Tcp(h) if h.contains(':') => format!("[{h}]:{}", self.port),
-            Host::Tcp(h) => format!("{h}:{}", self.port),
-            Host::Socket(_) => String::new(),
+        let endpoints = self.endpoints();
+        let sockets = endpoints.iter().any(|e| matches!(e.host, Host::Socket(_)));
+        let host = if sockets {
+            String::new()
+        } else {
+            endpoints
+                .iter()
+                .map(Endpoint::host_port)
+                .collect::<Vec<_>>()
+                .join(",")
         };
+        let kebab = |v: serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_default();
         let mut params = vec![format!(
             "sslmode={}",
-            serde_json::to_value(self.sslmode)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
+            kebab(serde_json::to_value(self.sslmode).unwrap_or_default())
         )];
-        if let Host::Socket(p) = &self.host {
-            params.push(format!("host={}", p.display()));
-            params.push(format!("port={}", self.port));
+        if sockets {
+            let list = |f: &dyn Fn(&Endpoint) -> String| {
+                endpoints.iter().map(f).collect::<Vec<_>>().join(",")
+            };
+            params.push(format!(
+                "host={}",
+                list(&|e| match &e.host {
+                    Host::Tcp(h) => h.clone(),
+                    Host::Socket(p) => p.display().to_string(),
+                })
+            ));
+            params.push(format!("port={}", list(&|e| e.port.to_string())));
+        }
+        if endpoints.iter().any(|e| e.hostaddr.is_some()) {
+            let addrs = endpoints
+                .iter()
+                .map(|e| e.hostaddr.map(|a| a.to_string()).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(",");
+            params.push(format!("hostaddr={addrs}"));
+        }
+        for (key, path) in [
+            ("sslrootcert", &self.sslrootcert),
+            ("sslcert", &self.sslcert),
+            ("sslkey", &self.sslkey),
+        ] {
+            if let Some(p) = path {
+                params.push(format!("{key}={}", p.display()));
+            }
+        }
+        if self.target_session_attrs != TargetSessionAttrs::Any {
+            params.push(format!(
+                "target_session_attrs={}",
+                kebab(serde_json::to_value(self.target_session_attrs).unwrap_or_default())
+            ));
+        }
+        if self.channel_binding != ChannelBinding::Prefer {
+            params.push(format!(
+                "channel_binding={}",
+                kebab(serde_json::to_value(self.channel_binding).unwrap_or_default())
+            ));
         }
         format!(
             "postgresql://{auth}{host}/{}?{}",
@@ -305,6 +466,17 @@ impl Dsn {
     pub fn with_application_name(mut self, name: &str) -> Dsn {
         self.application_name = Some(name.to_owned());
         self
+    }
+}
+
+impl Endpoint {
+    /// `host:port` (`[v6]:port`, `/socket/dir:port`).
+    pub fn host_port(&self) -> String {
+        match &self.host {
+            Host::Tcp(h) if h.contains(':') => format!("[{h}]:{}", self.port),
+            Host::Tcp(h) => format!("{h}:{}", self.port),
+            Host::Socket(p) => format!("{}:{}", p.display(), self.port),
+        }
     }
 }
 
@@ -322,7 +494,7 @@ impl fmt::Display for Dsn {
 
 // === URL form ===
 
-fn parse_url(full: &str, rest: &str) -> Result<Dsn, DsnError> {
+fn parse_url(full: &str, rest: &str, asyncpg: bool) -> Result<Dsn, DsnError> {
     // libpq URLs have no fragment: a '#' can only be an unencoded character of the password.
     if rest.contains('#') {
         return Err(DsnError::UnencodedInPassword('#'));
@@ -341,7 +513,7 @@ fn parse_url(full: &str, rest: &str) -> Result<Dsn, DsnError> {
         Some(i) => (Some(&main[..i]), &main[i + 1..]),
         None => (None, main),
     };
-    let mut dsn = empty_dsn();
+    let mut parts = empty_parts(asyncpg);
     if let Some(ui) = userinfo {
         let (user, pass) = match ui.split_once(':') {
             Some((u, p)) => (u, Some(p)),
@@ -359,39 +531,40 @@ fn parse_url(full: &str, rest: &str) -> Result<Dsn, DsnError> {
                 }
             }
         }
-        dsn.user = decode(full, user)?;
-        dsn.password = pass.map(|p| decode(full, p)).transpose()?;
+        parts.dsn.user = decode(full, user)?;
+        parts.dsn.password = pass.map(|p| decode(full, p)).transpose()?;
     }
     let (hostport, db) = match hostpart.find('/') {
         Some(i) => (&hostpart[..i], Some(&hostpart[i + 1..])),
         None => (hostpart, None),
     };
-    if hostport.contains(',') {
-        return Err(DsnError::MultiHost);
-    }
+    // `a:1,b:2`: libpq's host list, each with its own port (an empty one is the default).
     if !hostport.is_empty() {
-        let (h, p) = split_host_port(full, hostport)?;
-        let h = decode(full, h)?;
-        dsn.host = if h.starts_with('/') {
-            Host::Socket(h.into())
-        } else {
-            Host::Tcp(h)
-        };
-        if let Some(p) = p {
-            dsn.port = parse_port(full, p)?;
+        let (mut hosts, mut ports) = (Vec::new(), Vec::new());
+        for entry in hostport.split(',') {
+            let (h, p) = split_host_port(full, entry)?;
+            hosts.push((decode(full, h)?, position(full, h)));
+            ports.push(match p {
+                Some(p) => (p.to_owned(), position(full, p)),
+                None => (String::new(), position(full, entry)),
+            });
+        }
+        parts.hosts = Some(hosts);
+        if ports.iter().any(|(p, _)| !p.is_empty()) {
+            parts.ports = Some(ports);
         }
     }
     if let Some(db) = db.filter(|d| !d.is_empty()) {
-        dsn.dbname = decode(full, db)?;
+        parts.dsn.dbname = decode(full, db)?;
     }
     if let Some(q) = query {
         for pair in q.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let at = (position(full, k), position(full, v));
-            apply_param(&mut dsn, &decode(full, k)?, &decode(full, v)?, at)?;
+            apply_param(&mut parts, &decode(full, k)?, &decode(full, v)?, at)?;
         }
     }
-    finish(dsn)
+    finish(parts)
 }
 
 fn split_host_port<'a>(full: &str, hp: &'a str) -> Result<(&'a str, Option<&'a str>), DsnError> {
@@ -415,7 +588,7 @@ fn split_host_port<'a>(full: &str, hp: &'a str) -> Result<(&'a str, Option<&'a s
 fn parse_kv(full: &str, s: &str) -> Result<Dsn, DsnError> {
     let base = position(full, s) - 1;
     let pos = |i: usize| base + position_at(s, i);
-    let mut dsn = empty_dsn();
+    let mut parts = empty_parts(false);
     let mut chars = s.char_indices().peekable();
     let skip_ws = |chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>| {
         while chars.peek().is_some_and(|(_, c)| c.is_whitespace()) {
@@ -477,47 +650,148 @@ fn parse_kv(full: &str, s: &str) -> Result<Dsn, DsnError> {
                 }
             }
         }
-        match key.as_str() {
-            "host" => {
-                if value.contains(',') {
-                    return Err(DsnError::MultiHost);
-                }
-                dsn.host = if value.starts_with('/') {
-                    Host::Socket(value.into())
-                } else {
-                    Host::Tcp(value)
-                }
-            }
-            "hostaddr" => dsn.host = Host::Tcp(value),
-            "port" => {
-                dsn.port = parse_port_value(&value).ok_or(DsnError::Port(pos(value_at)))?;
-            }
-            "user" => dsn.user = value,
-            "password" => dsn.password = Some(value),
-            "dbname" => dsn.dbname = value,
-            _ => apply_param(&mut dsn, &key, &value, (pos(key_at), pos(value_at)))?,
-        }
+        apply_param(&mut parts, &key, &value, (pos(key_at), pos(value_at)))?;
     }
-    finish(dsn)
+    finish(parts)
 }
 
 // === shared ===
 
-fn empty_dsn() -> Dsn {
-    Dsn {
-        host: Host::Socket(DEFAULT_SOCKET_DIR.into()),
-        port: DEFAULT_PORT,
-        user: String::new(),
-        password: None,
-        dbname: String::new(),
-        sslmode: SslMode::Prefer,
-        sslrootcert: None,
-        connect_timeout: None,
-        application_name: None,
+/// A comma-separated libpq list (hosts, ports, hostaddrs), each entry with the character
+/// position where it starts.
+type List = Vec<(String, usize)>;
+
+/// What a parse gathers before the lists are matched up into endpoints.
+struct Parts {
+    dsn: Dsn,
+    hosts: Option<List>,
+    ports: Option<List>,
+    hostaddrs: Option<List>,
+    /// SQLAlchemy's asyncpg dialect: its `ssl=` query parameter is the sslmode.
+    asyncpg: bool,
+}
+
+fn empty_parts(asyncpg: bool) -> Parts {
+    Parts {
+        dsn: Dsn {
+            host: Host::Socket(DEFAULT_SOCKET_DIR.into()),
+            port: DEFAULT_PORT,
+            hostaddr: None,
+            more_hosts: Vec::new(),
+            user: String::new(),
+            password: None,
+            dbname: String::new(),
+            sslmode: SslMode::Prefer,
+            sslrootcert: None,
+            sslcert: None,
+            sslkey: None,
+            target_session_attrs: TargetSessionAttrs::Any,
+            channel_binding: ChannelBinding::Prefer,
+            connect_timeout: None,
+            application_name: None,
+            ignored: Vec::new(),
+        },
+        hosts: None,
+        ports: None,
+        hostaddrs: None,
+        asyncpg,
     }
 }
 
-fn finish(mut dsn: Dsn) -> Result<Dsn, DsnError> {
+/// Splits a list value that starts at character `at`.
+fn split_list(value: &str, at: usize) -> List {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    for part in value.split(',') {
+        out.push((part.to_owned(), at + offset));
+        offset += part.chars().count() + 1;
+    }
+    out
+}
+
+/// Matches the host, hostaddr and port lists as libpq does: one port for every host or one
+/// per host (an empty entry is the default), one hostaddr per host; hostaddrs alone are the
+/// hosts.
+fn finish(parts: Parts) -> Result<Dsn, DsnError> {
+    let Parts {
+        mut dsn,
+        hosts,
+        ports,
+        hostaddrs,
+        ..
+    } = parts;
+    let hosts = hosts.unwrap_or_default();
+    let hostaddrs = hostaddrs.unwrap_or_default();
+    if !hosts.is_empty() && !hostaddrs.is_empty() && hosts.len() != hostaddrs.len() {
+        return Err(DsnError::ListCount {
+            what: "hostaddr",
+            position: hostaddrs[0].1,
+            found: hostaddrs.len(),
+            hosts: hosts.len(),
+        });
+    }
+    let addrs = hostaddrs
+        .into_iter()
+        .map(|(a, at)| {
+            if a.is_empty() {
+                return Ok(None);
+            }
+            a.parse::<IpAddr>()
+                .map(Some)
+                .map_err(|_| DsnError::BadValue {
+                    key: "hostaddr",
+                    position: at,
+                    expected: "an IP address, or one per host separated by commas",
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let n = hosts.len().max(addrs.len()).max(1);
+    let ports = ports.unwrap_or_default();
+    if ports.len() > 1 && ports.len() != n {
+        return Err(DsnError::ListCount {
+            what: "port",
+            position: ports[0].1,
+            found: ports.len(),
+            hosts: n,
+        });
+    }
+    let ports = ports
+        .iter()
+        .map(|(p, at)| {
+            if p.is_empty() {
+                Ok(DEFAULT_PORT)
+            } else {
+                parse_port_value(p).ok_or(DsnError::Port(*at))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut endpoints = (0..n).map(|i| {
+        let hostaddr = addrs.get(i).copied().flatten();
+        let host = match hosts.get(i).map(|(h, _)| h.as_str()) {
+            Some(h) if h.starts_with('/') => Host::Socket(h.into()),
+            Some(h) if !h.is_empty() => Host::Tcp(h.to_owned()),
+            _ => match hostaddr {
+                Some(a) => Host::Tcp(a.to_string()),
+                None => Host::Socket(DEFAULT_SOCKET_DIR.into()),
+            },
+        };
+        let port = ports
+            .get(i)
+            .or(ports.first())
+            .copied()
+            .unwrap_or(DEFAULT_PORT);
+        Endpoint {
+            host,
+            port,
+            hostaddr,
+        }
+    });
+    if let Some(first) = endpoints.next() {
+        dsn.host = first.host;
+        dsn.port = first.port;
+        dsn.hostaddr = first.hostaddr;
+    }
+    dsn.more_hosts = endpoints.collect();
     if dsn.user.is_empty() {
         // libpq defaults the user to the OS user; the agent needs a name it can show.
         dsn.user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".to_owned());
@@ -528,78 +802,109 @@ fn finish(mut dsn: Dsn) -> Result<Dsn, DsnError> {
     Ok(dsn)
 }
 
+fn parse_sslmode(value: &str) -> Option<SslMode> {
+    Some(match value {
+        "disable" => SslMode::Disable,
+        "allow" | "prefer" => SslMode::Prefer,
+        "require" => SslMode::Require,
+        "verify-ca" => SslMode::VerifyCa,
+        "verify-full" => SslMode::VerifyFull,
+        _ => return None,
+    })
+}
+
 /// Applies one parameter; `at` is the character position of its key and of its value.
-fn apply_param(dsn: &mut Dsn, key: &str, value: &str, at: (usize, usize)) -> Result<(), DsnError> {
+fn apply_param(
+    parts: &mut Parts,
+    key: &str,
+    value: &str,
+    at: (usize, usize),
+) -> Result<(), DsnError> {
     let bad = |key: &'static str, expected: &'static str| DsnError::BadValue {
         key,
         position: at.1,
         expected,
     };
+    let dsn = &mut parts.dsn;
     match key {
-        "host" => {
-            if value.contains(',') {
-                return Err(DsnError::MultiHost);
-            }
-            dsn.host = if value.starts_with('/') {
-                Host::Socket(value.into())
-            } else {
-                Host::Tcp(value.to_owned())
-            };
-        }
-        "port" => dsn.port = parse_port_value(value).ok_or(DsnError::Port(at.1))?,
+        "host" => parts.hosts = Some(split_list(value, at.1)),
+        "hostaddr" => parts.hostaddrs = Some(split_list(value, at.1)),
+        "port" => parts.ports = Some(split_list(value, at.1)),
         "user" => dsn.user = value.to_owned(),
         "password" => dsn.password = Some(value.to_owned()),
         "dbname" => dsn.dbname = value.to_owned(),
         "sslmode" => {
+            dsn.sslmode = parse_sslmode(value).ok_or(bad(
+                "sslmode",
+                "disable, allow, prefer, require, verify-ca or verify-full",
+            ))?;
+        }
+        "ssl" if parts.asyncpg => {
             dsn.sslmode = match value {
-                "disable" => SslMode::Disable,
-                "allow" | "prefer" => SslMode::Prefer,
-                "require" => SslMode::Require,
-                "verify-ca" => SslMode::VerifyCa,
-                "verify-full" => SslMode::VerifyFull,
+                "true" => SslMode::Require,
+                "false" => SslMode::Disable,
+                v => parse_sslmode(v).ok_or(bad(
+                    "ssl",
+                    "disable, allow, prefer, require, verify-ca or verify-full",
+                ))?,
+            };
+        }
+        // PostgreSQL 16's `sslrootcert=system` is the system store, which is the default here.
+        "sslrootcert" => dsn.sslrootcert = (value != "system").then(|| value.into()),
+        "sslcert" => dsn.sslcert = (!value.is_empty()).then(|| value.into()),
+        "sslkey" => dsn.sslkey = (!value.is_empty()).then(|| value.into()),
+        "target_session_attrs" => {
+            dsn.target_session_attrs = match value {
+                "any" => TargetSessionAttrs::Any,
+                "read-write" => TargetSessionAttrs::ReadWrite,
+                "read-only" => TargetSessionAttrs::ReadOnly,
+                "primary" => TargetSessionAttrs::Primary,
+                "standby" => TargetSessionAttrs::Standby,
+                "prefer-standby" => TargetSessionAttrs::PreferStandby,
                 _ => {
                     return Err(bad(
-                        "sslmode",
-                        "disable, allow, prefer, require, verify-ca or verify-full",
+                        "target_session_attrs",
+                        "any, read-write, read-only, primary, standby or prefer-standby",
                     ));
                 }
             }
         }
-        "sslrootcert" => dsn.sslrootcert = Some(value.into()),
+        "channel_binding" => {
+            dsn.channel_binding = match value {
+                "disable" => ChannelBinding::Disable,
+                "prefer" => ChannelBinding::Prefer,
+                "require" => ChannelBinding::Require,
+                _ => return Err(bad("channel_binding", "disable, prefer or require")),
+            }
+        }
         "connect_timeout" => {
-            let secs: u64 = value
+            // libpq: zero or negative waits forever (here: the agent's bound), 1 means 2.
+            let secs: i64 = value
+                .trim()
                 .parse()
                 .map_err(|_| bad("connect_timeout", "a number of seconds"))?;
-            dsn.connect_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+            dsn.connect_timeout = (secs > 0).then(|| Duration::from_secs(secs.max(2) as u64));
         }
         "application_name" => dsn.application_name = Some(value.to_owned()),
-        // Accepted for compatibility with the app's DSN; the agent sets its own values.
-        "options"
-        | "target_session_attrs"
-        | "keepalives"
-        | "keepalives_idle"
-        | "keepalives_interval"
-        | "keepalives_count"
-        | "gssencmode"
-        | "channel_binding"
-        | "client_encoding"
-        | "fallback_application_name" => {}
-        other => {
-            return Err(DsnError::UnknownParam {
-                position: at.0,
-                suggestion: closest_param(other),
-            });
-        }
+        other => match IGNORED_PARAMS.iter().find(|k| **k == other) {
+            Some(known) => {
+                if !dsn.ignored.contains(known) {
+                    dsn.ignored.push(known);
+                }
+            }
+            None => {
+                return Err(DsnError::UnknownParam {
+                    position: at.0,
+                    suggestion: closest_param(other),
+                });
+            }
+        },
     }
     Ok(())
 }
 
 fn parse_port_value(p: &str) -> Option<u16> {
     p.parse::<u16>().ok().filter(|n| *n > 0)
-}
-
-fn parse_port(full: &str, p: &str) -> Result<u16, DsnError> {
-    parse_port_value(p).ok_or(DsnError::Port(position(full, p)))
 }
 
 /// Percent-decodes one URL part of `full`. As libpq: a '%' not followed by two hex digits is
@@ -765,8 +1070,8 @@ mod tests {
             Err(DsnError::UnknownParam { .. })
         ));
         assert!(matches!(
-            Dsn::parse("postgresql://a,b/db"),
-            Err(DsnError::MultiHost)
+            Dsn::parse("host=a,b port=1,2,3"),
+            Err(DsnError::ListCount { what: "port", .. })
         ));
     }
 
@@ -814,8 +1119,10 @@ mod tests {
                 DsnError::BrokenScheme("postgres"),
             ),
             (
-                format!("postgresql+psycopg://rose_monitor:{secret}@host/db"),
-                DsnError::Scheme("'postgresql+psycopg' (SQLAlchemy's; write postgresql://)"),
+                format!("postgresql+pg8000://rose_monitor:{secret}@host/db"),
+                DsnError::Scheme(
+                    "a SQLAlchemy driver that is not libpq's (write postgresql://, postgresql+psycopg:// or postgresql+asyncpg://)",
+                ),
             ),
             (
                 format!("{secret}://x"),
@@ -871,5 +1178,248 @@ mod tests {
         );
         let e = Dsn::parse(&format!("host=h {secret}=1")).unwrap_err();
         assert_eq!(e.to_string(), "unknown parameter at character 8");
+    }
+
+    #[test]
+    fn sqlalchemy_urls_read_as_the_app_reads_them() {
+        for scheme in [
+            "postgresql+psycopg",
+            "postgresql+psycopg2",
+            "postgresql+asyncpg",
+        ] {
+            let d = Dsn::parse(&format!(
+                "{scheme}://rose:p%40ss@db.example:6543/rose?sslmode=require"
+            ))
+            .unwrap();
+            assert_eq!(d.target(), "db.example:6543/rose", "{scheme}");
+            assert_eq!(d.password(), Some("p@ss"));
+            assert_eq!(d.sslmode, SslMode::Require);
+        }
+        // asyncpg's own spelling of the sslmode, only there.
+        let d = Dsn::parse("postgresql+asyncpg://u@h/db?ssl=verify-full").unwrap();
+        assert_eq!(d.sslmode, SslMode::VerifyFull);
+        assert_eq!(
+            Dsn::parse("postgresql+asyncpg://u@h/db?ssl=true")
+                .unwrap()
+                .sslmode,
+            SslMode::Require
+        );
+        assert!(matches!(
+            Dsn::parse("postgresql://u@h/db?ssl=require"),
+            Err(DsnError::UnknownParam { .. })
+        ));
+        // Unencoded characters are caught in these forms too, without echoing.
+        let e = Dsn::parse("postgresql+psycopg://u:Se@cret@h/db").unwrap_err();
+        assert_eq!(e, DsnError::UnencodedInPassword('@'));
+    }
+
+    #[test]
+    fn multi_host_lists_in_both_forms() {
+        let d = Dsn::parse(
+            "postgresql://u:pw@a.example:6001,[::1]:6002,c/db?target_session_attrs=read-write",
+        )
+        .unwrap();
+        let eps = d.endpoints();
+        assert_eq!(eps.len(), 3);
+        assert_eq!(
+            (eps[0].host.clone(), eps[0].port),
+            (Host::Tcp("a.example".into()), 6001)
+        );
+        assert_eq!(
+            (eps[1].host.clone(), eps[1].port),
+            (Host::Tcp("::1".into()), 6002)
+        );
+        assert_eq!(
+            (eps[2].host.clone(), eps[2].port),
+            (Host::Tcp("c".into()), DEFAULT_PORT)
+        );
+        assert_eq!(d.target(), "a.example:6001,[::1]:6002,c:5432/db");
+        assert_eq!(d.target_session_attrs, TargetSessionAttrs::ReadWrite);
+        // key=value: one port for every host, or one per host.
+        let d = Dsn::parse("host=127.0.0.1,127.0.0.2 port=5433 dbname=x").unwrap();
+        assert_eq!(d.target(), "127.0.0.1:5433,127.0.0.2:5433/x");
+        let d = Dsn::parse("host=a,/run/pg port=1,2 target_session_attrs=standby").unwrap();
+        assert_eq!(d.more_hosts[0].host, Host::Socket("/run/pg".into()));
+        assert_eq!(d.more_hosts[0].port, 2);
+        assert_eq!(d.target_session_attrs, TargetSessionAttrs::Standby);
+        assert!(
+            d.redacted_url().contains("host=a,/run/pg&port=1,2"),
+            "{}",
+            d.redacted_url()
+        );
+        // The query's port list overrides the URL's.
+        let d = Dsn::parse("postgresql://a,b/db?port=7,8").unwrap();
+        assert_eq!(d.target(), "a:7,b:8/db");
+        // Counts that do not match are named by position, never echoed.
+        let e = Dsn::parse("host=a,b,c port=1,2").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the port list at character 17 has 2 entries for 3 hosts (give one, or one per host)"
+        );
+        assert_eq!(
+            Dsn::parse("postgresql://a:1,b:Secret/db").unwrap_err(),
+            DsnError::Port(20)
+        );
+        assert!(matches!(
+            Dsn::parse("host=a target_session_attrs=leader"),
+            Err(DsnError::BadValue {
+                key: "target_session_attrs",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn hostaddr_keeps_the_host_name_for_tls() {
+        let d =
+            Dsn::parse("host=db.example hostaddr=127.0.0.1 port=6000 sslmode=verify-full").unwrap();
+        assert_eq!(d.host, Host::Tcp("db.example".into()));
+        assert_eq!(d.hostaddr, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            d.target(),
+            "db.example:6000/postgres".replace("postgres", &d.dbname)
+        );
+        // hostaddr alone is the host.
+        let d = Dsn::parse("hostaddr=127.0.0.1,::1 port=1,2").unwrap();
+        assert_eq!(d.host, Host::Tcp("127.0.0.1".into()));
+        assert_eq!(d.more_hosts[0].hostaddr, Some("::1".parse().unwrap()));
+        assert!(matches!(
+            Dsn::parse("host=a hostaddr=not-an-ip"),
+            Err(DsnError::BadValue {
+                key: "hostaddr",
+                position: 17,
+                ..
+            })
+        ));
+        assert!(matches!(
+            Dsn::parse("host=a,b hostaddr=127.0.0.1"),
+            Err(DsnError::ListCount {
+                what: "hostaddr",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn honoured_libpq_keys_are_kept() {
+        let d = Dsn::parse(
+            "host=h sslmode=verify-full sslrootcert=/ca.pem sslcert=/c.pem sslkey=/c.key connect_timeout=7 channel_binding=require",
+        )
+        .unwrap();
+        assert_eq!(d.sslcert, Some("/c.pem".into()));
+        assert_eq!(d.sslkey, Some("/c.key".into()));
+        assert_eq!(d.connect_timeout, Some(Duration::from_secs(7)));
+        assert_eq!(d.channel_binding, ChannelBinding::Require);
+        assert!(d.ignored.is_empty());
+        let r = d.redacted_url();
+        assert!(
+            r.contains("sslcert=/c.pem") && r.contains("channel_binding=require"),
+            "{r}"
+        );
+        // libpq: 1 s means 2, zero and negative mean no bound of the DSN's own.
+        assert_eq!(
+            Dsn::parse("host=h connect_timeout=1")
+                .unwrap()
+                .connect_timeout,
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            Dsn::parse("host=h connect_timeout=-1")
+                .unwrap()
+                .connect_timeout,
+            None
+        );
+        assert_eq!(
+            Dsn::parse("host=h sslrootcert=system").unwrap().sslrootcert,
+            None
+        );
+        assert!(matches!(
+            Dsn::parse("host=h channel_binding=always"),
+            Err(DsnError::BadValue {
+                key: "channel_binding",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn other_valid_libpq_keys_are_accepted_and_named_not_refused() {
+        let secret = "Zq9-Secret";
+        let d = Dsn::parse(&format!(
+            "postgresql://u@h/db?service={secret}&tcp_user_timeout=1000&load_balance_hosts=random&sslnegotiation=direct&sslpassword={secret}&keepalives=1&tcp_user_timeout=5"
+        ))
+        .unwrap();
+        assert_eq!(
+            d.ignored,
+            vec![
+                "service",
+                "tcp_user_timeout",
+                "load_balance_hosts",
+                "sslnegotiation",
+                "sslpassword",
+                "keepalives"
+            ]
+        );
+        assert!(!format!("{:?} {}", d.ignored, d.redacted_url()).contains(secret));
+        // A misspelt one is still an error, with a suggestion from the agent's own list.
+        let e = Dsn::parse("host=h tcp_user_timout=5").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown parameter at character 8 (did you mean 'tcp_user_timeout'?)"
+        );
+    }
+
+    /// The library's own parser reads the shared parameters the same way, so the two cannot
+    /// drift unnoticed (tokio-postgres knows neither libpq's sslmode semantics nor sslrootcert,
+    /// so those stay here).
+    #[test]
+    fn agrees_with_tokio_postgres_on_the_shared_parameters() {
+        use tokio_postgres::config::Host as TpHost;
+        for text in [
+            "postgresql://rose:p%40ss@db.example:6543/railway",
+            "postgresql://u:pw@a:1,b:2/db",
+            "postgresql://u@[::1]:5433/db",
+            "host=a,b port=7,8 user=u password='x y' dbname=d",
+            "host=/run/pg port=5999 user=u dbname=d",
+            "host=h user=u dbname=d target_session_attrs=read-write connect_timeout=9",
+        ] {
+            let ours = Dsn::parse(text).unwrap();
+            let theirs: tokio_postgres::Config = text.parse().unwrap();
+            let hosts: Vec<Host> = theirs
+                .get_hosts()
+                .iter()
+                .map(|h| match h {
+                    TpHost::Tcp(n) => Host::Tcp(n.clone()),
+                    TpHost::Unix(p) => Host::Socket(p.clone()),
+                })
+                .collect();
+            let eps = ours.endpoints();
+            assert_eq!(
+                eps.iter().map(|e| e.host.clone()).collect::<Vec<_>>(),
+                hosts,
+                "{text}"
+            );
+            let ports = theirs.get_ports();
+            for (i, e) in eps.iter().enumerate() {
+                let p = ports
+                    .get(i)
+                    .or(ports.first())
+                    .copied()
+                    .unwrap_or(DEFAULT_PORT);
+                assert_eq!(e.port, p, "{text}");
+            }
+            assert_eq!(Some(ours.user.as_str()), theirs.get_user(), "{text}");
+            assert_eq!(Some(ours.dbname.as_str()), theirs.get_dbname(), "{text}");
+            assert_eq!(
+                ours.password().map(str::as_bytes),
+                theirs.get_password(),
+                "{text}"
+            );
+            assert_eq!(
+                ours.connect_timeout,
+                theirs.get_connect_timeout().copied(),
+                "{text}"
+            );
+        }
     }
 }

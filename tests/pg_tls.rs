@@ -19,33 +19,8 @@ fn sslmodes_against_a_tls_server() {
     let Some((other_ca, _, _)) = make_certs(other.path()) else {
         return;
     };
-    // The server's key must belong to the server's OS user and be private.
     let pg = PgCluster::start();
-    let (srv_cert, srv_key) = (pg.root.join("server.crt"), pg.root.join("server.key"));
-    std::fs::copy(&cert, &srv_cert).unwrap();
-    std::fs::copy(&key, &srv_key).unwrap();
-    for p in [&srv_cert, &srv_key] {
-        let _ = std::process::Command::new("chown")
-            .arg("postgres:postgres")
-            .arg(p)
-            .status();
-    }
-    std::process::Command::new("chmod")
-        .arg("600")
-        .arg(&srv_key)
-        .status()
-        .unwrap();
-    pg.psql(&format!(
-        "ALTER SYSTEM SET ssl_cert_file = '{}'",
-        srv_cert.display()
-    ));
-    pg.psql(&format!(
-        "ALTER SYSTEM SET ssl_key_file = '{}'",
-        srv_key.display()
-    ));
-    pg.psql("ALTER SYSTEM SET ssl = on");
-    pg.psql("SELECT pg_reload_conf()");
-    wait_for(Duration::from_secs(10), || pg.psql("SHOW ssl") == "on").expect("ssl on");
+    pg.enable_tls(&cert, &key, None);
 
     let base = pg.monitor_url().replace("?sslmode=disable", "");
     let run = |query: &str| {

@@ -411,6 +411,14 @@ impl Config {
             // a crash loop would hide the app probes and the SQLite check too, and say less.
             None => None,
         };
+        // The DSN's own connect_timeout (libpq's), unless AGENT_CONNECT_TIMEOUT says otherwise.
+        let connect_timeout = match (
+            raw.database.connect_timeout.is_some(),
+            dsn.as_ref().and_then(|d| d.connect_timeout),
+        ) {
+            (false, Some(t)) => t,
+            _ => connect_timeout,
+        };
         let replica = match raw.database.replica_url {
             Some(t) => match Dsn::parse(&t) {
                 Ok(d) => Some(d),

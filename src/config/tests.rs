@@ -382,3 +382,25 @@ fn endpoint_limits_are_read_and_bounded() {
     assert!(keys.contains(&"AGENT_WEB_HEADER_TIMEOUT"), "{e}");
     assert!(keys.contains(&"AGENT_WEB_MAX_CONNECTIONS"), "{e}");
 }
+
+#[test]
+fn the_dsn_connect_timeout_is_honoured_unless_the_agent_variable_is_set() {
+    let c = load(
+        &[("DATABASE_URL", "postgresql://h/db?connect_timeout=9")],
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.database.connect_timeout, Duration::from_secs(9));
+    let c = load(
+        &[
+            (
+                "DATABASE_URL",
+                "postgresql+psycopg://h/db?connect_timeout=9",
+            ),
+            ("AGENT_CONNECT_TIMEOUT", "4s"),
+        ],
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.database.connect_timeout, Duration::from_secs(4));
+}

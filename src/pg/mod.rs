@@ -43,7 +43,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
-use crate::dsn::{Dsn, Host, SslMode};
+use crate::dsn::{ChannelBinding, Dsn, Endpoint, Host, SslMode, TargetSessionAttrs};
 use crate::error::{CheckError, ErrorKind};
 
 /// The `application_name` every agent session carries (other checks filter on it, e.g.
@@ -172,6 +172,10 @@ struct Session {
 impl PgTarget {
     pub fn new(dsn: Dsn, limits: Limits) -> PgTarget {
         let target = dsn.target();
+        if !dsn.ignored.is_empty() {
+            // Names from the agent's own list only: never a value.
+            tracing::warn!(target_db = %target, parameters = %dsn.ignored.join(", "), "The DSN sets libpq parameters the agent's monitoring connection does not use; they are accepted and ignored (service files, GSSAPI, encrypted keys and load balancing are not supported; keepalives, timeouts and the application name are the agent's own).");
+        }
         PgTarget {
             dsn,
             target,
@@ -409,6 +413,11 @@ impl PgTarget {
         if let Some(p) = self.dsn.password() {
             cfg.password(p);
         }
+        cfg.channel_binding(match self.dsn.channel_binding {
+            ChannelBinding::Disable => tokio_postgres::config::ChannelBinding::Disable,
+            ChannelBinding::Prefer => tokio_postgres::config::ChannelBinding::Prefer,
+            ChannelBinding::Require => tokio_postgres::config::ChannelBinding::Require,
+        });
         cfg.ssl_mode(match self.dsn.sslmode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
@@ -421,27 +430,7 @@ impl PgTarget {
         &self,
         previous: Option<&Backend>,
     ) -> Result<(Client, JoinHandle<()>, Session), CheckError> {
-        let (client, task, announced) = match &self.dsn.host {
-            Host::Socket(dir) => {
-                let path = dir.join(format!(".s.PGSQL.{}", self.dsn.port));
-                let stream = tokio::net::UnixStream::connect(&path)
-                    .await
-                    .map_err(|e| CheckError::from_io(&e, &self.target))?;
-                let announced = sniff::Announced::new();
-                // libpq does not use TLS over a Unix socket, and neither does tokio-postgres.
-                let (client, conn) = self
-                    .base_config()
-                    .connect_raw(sniff::Sniffer::raw(stream, announced.clone()), NoTls)
-                    .await
-                    .map_err(|e| connect_error(&e, &self.target))?;
-                (
-                    client,
-                    tokio::spawn(async move { drop(conn.await) }),
-                    announced.pid(),
-                )
-            }
-            Host::Tcp(name) => self.connect_tcp(name).await?,
-        };
+        let (client, task, announced) = self.connect_any().await?;
         let sql = guarded(&self.limits, &setup_sql(&self.limits, announced, previous));
         let msgs = match client.simple_query(&sql).await {
             Ok(m) => m,
@@ -462,18 +451,111 @@ impl PgTarget {
         }
     }
 
-    /// Tries every address of `name` in order until one gives a session, as libpq does. Each
-    /// address gets its share of the time left (a refused one returns at once and leaves its
-    /// share to the next; a silent one cannot eat the others' time); the last gets all of it.
+    /// Tries the DSN's hosts in order, as libpq does, until one gives a session that
+    /// `target_session_attrs` accepts (`prefer-standby`: a standby on a first pass, any on a
+    /// second). Each host gets its share of the time left, as each address of a host does.
+    async fn connect_any(&self) -> Result<(Client, JoinHandle<()>, Option<i32>), CheckError> {
+        let endpoints = self.dsn.endpoints();
+        let many = endpoints.len() > 1;
+        let deadline = Instant::now() + self.limits.connect_timeout;
+        let passes: &[TargetSessionAttrs] = match self.dsn.target_session_attrs {
+            TargetSessionAttrs::PreferStandby => {
+                &[TargetSessionAttrs::Standby, TargetSessionAttrs::Any]
+            }
+            TargetSessionAttrs::Any => &[TargetSessionAttrs::Any],
+            TargetSessionAttrs::ReadWrite => &[TargetSessionAttrs::ReadWrite],
+            TargetSessionAttrs::ReadOnly => &[TargetSessionAttrs::ReadOnly],
+            TargetSessionAttrs::Primary => &[TargetSessionAttrs::Primary],
+            TargetSessionAttrs::Standby => &[TargetSessionAttrs::Standby],
+        };
+        let mut plan: Vec<(TargetSessionAttrs, &Endpoint)> = Vec::new();
+        for want in passes {
+            for ep in &endpoints {
+                plan.push((*want, ep));
+            }
+        }
+        let tries = plan.len();
+        let mut errors: Vec<CheckError> = Vec::new();
+        for (n, (want, ep)) in plan.into_iter().enumerate() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let share = left / (tries - n) as u32;
+            let label = if many {
+                format!("{}/{}", ep.host_port(), self.dsn.dbname)
+            } else {
+                self.target.clone()
+            };
+            let attempt = async {
+                let (client, task, announced) = self.connect_endpoint(ep, &label, share).await?;
+                if let Err(e) = session_attrs_match(&client, want, &label).await {
+                    task.abort();
+                    return Err(e);
+                }
+                Ok((client, task, announced))
+            };
+            match tokio::time::timeout(share, attempt).await {
+                Ok(Ok(done)) => return Ok(done),
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => errors.push(CheckError::new(
+                    ErrorKind::ConnectTimeout,
+                    format!("{label}: no session within {} ms", share.as_millis()),
+                )),
+            }
+        }
+        Err(pick_error(errors, &self.target))
+    }
+
+    /// One host: its Unix socket, or each of its addresses in turn.
+    async fn connect_endpoint(
+        &self,
+        ep: &Endpoint,
+        label: &str,
+        budget: Duration,
+    ) -> Result<(Client, JoinHandle<()>, Option<i32>), CheckError> {
+        let name = match (&ep.host, ep.hostaddr) {
+            (Host::Tcp(name), _) => name.clone(),
+            (Host::Socket(_), Some(addr)) => addr.to_string(),
+            (Host::Socket(dir), None) => {
+                let path = dir.join(format!(".s.PGSQL.{}", ep.port));
+                let stream = tokio::net::UnixStream::connect(&path)
+                    .await
+                    .map_err(|e| CheckError::from_io(&e, label))?;
+                let announced = sniff::Announced::new();
+                // libpq does not use TLS over a Unix socket, and neither does tokio-postgres.
+                let (client, conn) = self
+                    .base_config()
+                    .connect_raw(sniff::Sniffer::raw(stream, announced.clone()), NoTls)
+                    .await
+                    .map_err(|e| connect_error(&e, label))?;
+                return Ok((
+                    client,
+                    tokio::spawn(async move { drop(conn.await) }),
+                    announced.pid(),
+                ));
+            }
+        };
+        self.connect_tcp(&name, ep, label, budget).await
+    }
+
+    /// Tries every address of `name` (its `hostaddr` when given) in order until one gives a
+    /// session, as libpq does. Each address gets its share of the time left (a refused one
+    /// returns at once and leaves its share to the next; a silent one cannot eat the others'
+    /// time); the last gets all of it.
     async fn connect_tcp(
         &self,
         name: &str,
+        ep: &Endpoint,
+        label: &str,
+        budget: Duration,
     ) -> Result<(Client, JoinHandle<()>, Option<i32>), CheckError> {
-        let addrs = match &self.addresses {
-            Some(a) => a.clone(),
-            None => resolve(name, self.dsn.port, &self.target).await?,
+        let addrs = match (ep.hostaddr, &self.addresses) {
+            (Some(a), _) => vec![a],
+            (None, Some(a)) => a.clone(),
+            (None, None) => resolve(name, ep.port, label).await?,
         };
-        let deadline = Instant::now() + self.limits.connect_timeout;
+        let deadline = Instant::now() + budget;
         let many = addrs.len() > 1;
         let mut errors: Vec<CheckError> = Vec::new();
         for (i, ip) in addrs.iter().enumerate() {
@@ -482,11 +564,11 @@ impl PgTarget {
                 break;
             }
             let share = left / (addrs.len() - i) as u32;
-            let addr = SocketAddr::new(*ip, self.dsn.port);
+            let addr = SocketAddr::new(*ip, ep.port);
             let label = if many {
-                format!("{} [{}]", self.target, addr)
+                format!("{label} [{addr}]")
             } else {
-                self.target.clone()
+                label.to_owned()
             };
             match tokio::time::timeout(share, self.connect_addr(name, addr, &label)).await {
                 Ok(Ok(done)) => return Ok(done),
@@ -497,7 +579,7 @@ impl PgTarget {
                 )),
             }
         }
-        Err(pick_error(errors, &self.target))
+        Err(pick_error(errors, label))
     }
 
     /// One address: TCP, then TLS (per `sslmode`, the host name for SNI and verification) and
@@ -556,6 +638,48 @@ impl PgTarget {
         ));
         let _ = sock.set_tcp_nodelay(true);
     }
+}
+
+/// Whether a new session is one `target_session_attrs` accepts: `read-write`/`read-only` by
+/// `transaction_read_only` (as libpq), `primary`/`standby` by `pg_is_in_recovery()`. Asked
+/// before the set-up statement, which makes the agent's own session read-only.
+async fn session_attrs_match(
+    client: &Client,
+    want: TargetSessionAttrs,
+    label: &str,
+) -> Result<(), CheckError> {
+    if matches!(
+        want,
+        TargetSessionAttrs::Any | TargetSessionAttrs::PreferStandby
+    ) {
+        return Ok(());
+    }
+    let msgs = client
+        .simple_query(
+            "SELECT pg_catalog.pg_is_in_recovery()::text, pg_catalog.current_setting('transaction_read_only')",
+        )
+        .await
+        .map_err(|e| CheckError::from_pg(&e, label))?;
+    let row = rows(msgs).into_iter().next().unwrap_or_default();
+    let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    let (recovery, read_only) = (col(0) == "true", col(1) == "on");
+    let why = match want {
+        TargetSessionAttrs::ReadWrite if read_only => "the server is read-only",
+        TargetSessionAttrs::ReadOnly if !read_only => "the server is not read-only",
+        TargetSessionAttrs::Primary if recovery => "the server is a standby",
+        TargetSessionAttrs::Standby if !recovery => "the server is not a standby",
+        _ => return Ok(()),
+    };
+    Err(CheckError::new(
+        ErrorKind::Other,
+        format!(
+            "{label}: {why} (target_session_attrs={})",
+            serde_json::to_value(want)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        ),
+    ))
 }
 
 /// The rows of a simple-protocol answer, as text.

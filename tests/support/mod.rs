@@ -286,6 +286,50 @@ impl PgCluster {
         )
     }
 
+    /// Turns TLS on with this server certificate and key (copied into the cluster, owned by its
+    /// OS user, the key private), and with `ca` as `ssl_ca_file` so that client certificates
+    /// are requested and verified.
+    pub fn enable_tls(&self, cert: &str, key: &str, ca: Option<&str>) {
+        let (srv_cert, srv_key) = (self.root.join("server.crt"), self.root.join("server.key"));
+        std::fs::copy(cert, &srv_cert).unwrap();
+        std::fs::copy(key, &srv_key).unwrap();
+        let mut files = vec![srv_cert.clone(), srv_key.clone()];
+        if let Some(ca) = ca {
+            let srv_ca = self.root.join("ca.crt");
+            std::fs::copy(ca, &srv_ca).unwrap();
+            files.push(srv_ca.clone());
+            self.psql(&format!(
+                "ALTER SYSTEM SET ssl_ca_file = '{}'",
+                srv_ca.display()
+            ));
+        }
+        if self.as_postgres {
+            for p in &files {
+                run(Command::new("chown").arg("postgres:postgres").arg(p));
+            }
+        }
+        run(Command::new("chmod").arg("600").arg(&srv_key));
+        self.psql(&format!(
+            "ALTER SYSTEM SET ssl_cert_file = '{}'",
+            srv_cert.display()
+        ));
+        self.psql(&format!(
+            "ALTER SYSTEM SET ssl_key_file = '{}'",
+            srv_key.display()
+        ));
+        self.psql("ALTER SYSTEM SET ssl = on");
+        self.psql("SELECT pg_reload_conf()");
+        wait_for(Duration::from_secs(10), || self.psql("SHOW ssl") == "on").expect("ssl on");
+    }
+
+    /// Puts these lines first in pg_hba.conf and reloads.
+    pub fn prepend_hba(&self, lines: &[&str]) {
+        let path = self.data().join("pg_hba.conf");
+        let old = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{}\n{old}", lines.join("\n"))).unwrap();
+        assert_eq!(self.psql("SELECT pg_reload_conf()"), "t");
+    }
+
     /// Backends the agent holds (by application_name).
     pub fn agent_backends(&self) -> u32 {
         self.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rose-agent'")
@@ -967,6 +1011,67 @@ pub fn make_certs(dir: &Path) -> Option<(String, String, String)> {
         &ext,
     ]);
     Some((ca_pem, leaf_pem, leaf_key))
+}
+
+/// A client certificate for the user `cn`, signed by the CA [`make_certs`] made in `dir`;
+/// returns (cert, key) paths (PKCS#8 PEM), or `None` (a skip) when openssl is missing.
+pub fn make_client_cert(dir: &Path, cn: &str) -> Option<(String, String)> {
+    if !require_tool("openssl") {
+        return None;
+    }
+    let p = |n: &str| dir.join(n).display().to_string();
+    let (key, csr, pem, ext) = (
+        p(&format!("{cn}.key")),
+        p(&format!("{cn}.csr")),
+        p(&format!("{cn}.pem")),
+        p("client.ext"),
+    );
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let subj = format!("/CN={cn}");
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-subj",
+        &subj,
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-out",
+        &pem,
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+    ]);
+    Some((pem, key))
 }
 
 /// The stand-in app as a child process.
