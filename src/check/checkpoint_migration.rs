@@ -658,7 +658,7 @@ impl Check for MigrationCheck {
         let pg = self
             .pg
             .as_ref()
-            .map(|p| p.limits().connect_timeout + p.limits().query_timeout)
+            .map(|p| super::pg_util::timeout(p, 1))
             .unwrap_or_default();
         pg + super::sqlite::READ_BUDGET * 4 + Duration::from_millis(500)
     }

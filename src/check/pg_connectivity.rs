@@ -75,8 +75,9 @@ impl Check for ConnectivityCheck {
         ID
     }
     fn timeout(&self) -> Duration {
-        self.pg.limits().connect_timeout
-            + self.pg.limits().query_timeout
+        let l = self.pg.limits();
+        l.connect_timeout
+            + crate::pg::query_deadline(l, l.connect_timeout)
             + Duration::from_millis(100)
     }
     fn target(&self) -> super::CheckTarget {

@@ -47,9 +47,7 @@ impl Check for DatabaseSizeCheck {
         Cadence::Slow
     }
     fn timeout(&self) -> Duration {
-        self.pg.limits().connect_timeout
-            + self.pg.limits().query_timeout
-            + Duration::from_millis(100)
+        super::pg_util::timeout(&self.pg, 1)
     }
     fn target(&self) -> super::CheckTarget {
         self.pg.check_target()

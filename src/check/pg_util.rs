@@ -13,9 +13,13 @@ use crate::error::{CheckError, ErrorKind};
 use crate::pg::{Conn, PgTarget};
 
 /// Bound of one run of a check that issues `statements` statements.
+///
+/// Each statement's client-side bound is [`crate::pg::query_deadline`]: the statement limit
+/// plus at most one more connect timeout for the network.
 pub fn timeout(pg: &PgTarget, statements: u32) -> Duration {
-    pg.limits().connect_timeout
-        + pg.limits().query_timeout * statements.max(1)
+    let l = pg.limits();
+    l.connect_timeout
+        + crate::pg::query_deadline(l, l.connect_timeout) * statements.max(1)
         + Duration::from_millis(100)
 }
 

@@ -46,6 +46,14 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 use crate::dsn::{ChannelBinding, Dsn, Endpoint, Host, SslMode, TargetSessionAttrs};
 use crate::error::{CheckError, ErrorKind};
 
+/// The client-side bound on one query: the server-side limit (plus 10%) and the network's share,
+/// measured as this connection's set-up time (several round trips: TCP, TLS, authentication),
+/// at most the connect timeout. A distant database (400 ms round trip) is not "down" because
+/// its answers travel; a near one keeps a bound of about the statement timeout.
+pub fn query_deadline(limits: &Limits, connect_duration: Duration) -> Duration {
+    limits.query_timeout + connect_duration.min(limits.connect_timeout)
+}
+
 /// The `application_name` every agent session carries (other checks filter on it, e.g.
 /// `pg_connection_budget`, so it stays the same for every agent of a fleet).
 pub const APPLICATION_NAME: &str = "rose-agent";
@@ -359,7 +367,8 @@ impl PgTarget {
             guarded_sql = guarded(&self.limits, sql);
             guarded_sql.as_str()
         };
-        match tokio::time::timeout(self.limits.query_timeout, conn.client.simple_query(sql)).await {
+        let deadline = query_deadline(&self.limits, conn.connect_duration);
+        match tokio::time::timeout(deadline, conn.client.simple_query(sql)).await {
             Err(_) => {
                 self.invalidate(conn.generation);
                 Err(CheckError::new(
@@ -367,7 +376,7 @@ impl PgTarget {
                     format!(
                         "{}: no answer within {} ms; connection dropped",
                         self.target,
-                        self.limits.query_timeout.as_millis()
+                        deadline.as_millis()
                     ),
                 ))
             }
