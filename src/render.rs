@@ -163,7 +163,12 @@ pub fn all_samples(snap: &Snapshot, now: SystemTime) -> Vec<Sample> {
     };
     out.push(Sample::new(
         &catalog::AGENT_BUILD_INFO,
-        &[env!("CARGO_PKG_VERSION")],
+        &[
+            env!("CARGO_PKG_VERSION"),
+            env!("ROSE_AGENT_REVISION"),
+            env!("ROSE_AGENT_RUSTC"),
+            env!("ROSE_AGENT_TARGET"),
+        ],
         1.0,
     ));
     out.push(Sample::new(
@@ -370,6 +375,8 @@ mod tests {
                     rss_bytes: 1,
                     cpu_seconds: 0.0,
                     open_fds: None,
+                    max_fds: None,
+                    start_time_seconds: None,
                 })),
             },
             vec![Sample::new(&catalog::PG_UP, &[], 1.0)],

@@ -246,3 +246,62 @@ fn plain_clients_get_text_gzip_only_when_asked_and_head_has_no_body() {
         plain.len()
     );
 }
+
+/// The agent's build: rustc's version as `rustc --version` prints it, git's short revision.
+fn tool_word(cmd: &str, args: &[&str], word: usize) -> Option<String> {
+    let out = std::process::Command::new(cmd).args(args).output().ok()?;
+    let s = String::from_utf8(out.stdout).ok()?;
+    out.status
+        .success()
+        .then(|| s.split_whitespace().nth(word).map(str::to_owned))?
+}
+
+#[test]
+fn standard_process_series_and_build_info() {
+    if !require_tool("prlimit") {
+        return;
+    }
+    let agent = Agent::start_wrapped(&["prlimit", "--nofile=2000:4000"], &[]);
+    let mut m = Metrics::default();
+    wait_for(Duration::from_secs(10), || {
+        m = agent.metrics();
+        m.get("process_open_fds").is_some()
+    })
+    .unwrap_or_else(|| panic!("no process_open_fds: {:?}", m.names()));
+    assert_eq!(m.get("process_max_fds"), Some(2000.0), "the soft limit");
+    assert!(m.get("process_open_fds").unwrap() > 2.0);
+    assert!(m.get("process_resident_memory_bytes").unwrap() > 1e6);
+    assert!(m.get("process_cpu_seconds_total").unwrap() >= 0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = m.get("process_start_time_seconds").unwrap();
+    assert!(
+        started <= now + 1.0 && started > now - 120.0,
+        "{started} vs {now}"
+    );
+
+    let info: Vec<&String> =
+        m.0.keys()
+            .filter(|k| k.starts_with("rose_agent_build_info{"))
+            .collect();
+    assert_eq!(info.len(), 1, "{info:?}");
+    let info = info[0];
+    assert!(
+        info.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))),
+        "{info}"
+    );
+    let rustc = tool_word("rustc", &["--version"], 1).unwrap();
+    assert!(info.contains(&format!("rustc=\"{rustc}\"")), "{info}");
+    assert!(
+        info.contains("target=\"") && info.contains("linux"),
+        "{info}"
+    );
+    if std::env::var("ROSE_AGENT_REVISION").is_err()
+        && let Some(rev) = tool_word("git", &["rev-parse", "--short=12", "HEAD"], 0)
+    {
+        assert!(info.contains(&format!("revision=\"{rev}\"")), "{info}");
+    }
+    promtool_check_metrics(&agent.get("/metrics").1);
+}
