@@ -158,8 +158,23 @@ fn systemd_unit_verifies() {
         "DynamicUser=yes",
         "CapabilityBoundingSet=",
         "ExecReload=/bin/kill -HUP $MAINPID",
+        // The DSN as a credential: DynamicUser's user cannot be given a file beforehand.
+        "LoadCredential=database-url:/etc/rose-agent/database-url",
+        "Environment=AGENT_DATABASE_URL_FILE=%d/database-url",
+        "LimitNOFILE=",
     ] {
         assert!(unit.contains(key), "{key}");
+    }
+    // With DynamicUser=yes there is no rose-agent user or group before the unit runs: an
+    // install line giving a file to them cannot work.
+    for line in unit
+        .lines()
+        .filter(|l| l.trim_start_matches(['#', ' ']).starts_with("install "))
+    {
+        assert!(
+            !line.contains("-g rose-agent") && !line.contains("-o rose-agent"),
+            "{line}"
+        );
     }
     let path = dir.path().join("rose-agent.service");
     std::fs::write(&path, unit).unwrap();
@@ -173,6 +188,84 @@ fn systemd_unit_verifies() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A transient copy of the unit under /run/systemd/system, stopped and removed on drop.
+struct RuntimeUnit {
+    name: String,
+}
+
+impl Drop for RuntimeUnit {
+    fn drop(&mut self) {
+        let _ = Command::new("systemctl")
+            .args(["stop", &self.name])
+            .status();
+        let _ = std::fs::remove_file(Path::new("/run/systemd/system").join(&self.name));
+        let _ = Command::new("systemctl").arg("daemon-reload").status();
+    }
+}
+
+/// The shipped unit started by systemd itself, where systemd is PID 1 and the tests run as
+/// root: the DSN reaches the agent through LoadCredential= (rose_pg_up 1 on /metrics) under
+/// DynamicUser. Elsewhere (a container without systemd) it skips.
+#[test]
+fn systemd_unit_starts_and_reads_the_dsn_credential() {
+    if !Path::new("/run/systemd/system").is_dir() || !require_tool("systemctl") || !is_root_uid() {
+        eprintln!("skipping: systemd is not PID 1 here (or not root)");
+        return;
+    }
+    let pg = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dsn = dir.path().join("database-url");
+    std::fs::write(&dsn, pg.monitor_url()).unwrap();
+    let port = free_port();
+    let name = format!("rose-agent-test-{}.service", std::process::id());
+    let unit = read("deploy/systemd/rose-agent.service")
+        .replace(
+            "/usr/local/bin/rose-agent --config /etc/rose-agent/agent.toml run",
+            &format!("{} run", env!("CARGO_BIN_EXE_agent")),
+        )
+        .replace("/etc/rose-agent/database-url", &dsn.display().to_string())
+        .replace(
+            "[Service]\n",
+            &format!("[Service]\nEnvironment=AGENT_LISTEN=127.0.0.1:{port}\n"),
+        );
+    std::fs::write(Path::new("/run/systemd/system").join(&name), unit).unwrap();
+    let guard = RuntimeUnit { name: name.clone() };
+    assert!(
+        Command::new("systemctl")
+            .arg("daemon-reload")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Command::new("systemctl")
+        .args(["start", &name])
+        .status()
+        .unwrap();
+    let journal = || {
+        Command::new("journalctl")
+            .args(["-u", &name, "--no-pager", "-n", "50"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    assert!(started.success(), "{}", journal());
+    let up = wait_for(std::time::Duration::from_secs(30), || {
+        http_get(port, "/metrics")
+            .map(|(_, b)| Metrics::parse(&b).get("rose_pg_up") == Some(1.0))
+            .unwrap_or(false)
+    });
+    assert!(up.is_some(), "{}", journal());
+    drop(guard);
+}
+
+fn is_root_uid() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 #[test]
