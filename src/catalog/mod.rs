@@ -153,6 +153,9 @@ pub fn markdown() -> String {
          Every series the agent exports comes from this list. Values come from the last completed\n\
          check run held in the snapshot: a scrape never queries the database. A failed check exports\n\
          no stale values: its series disappear and `rose_agent_check_success{check}` drops to 0.\n\n\
+         `/metrics` serves the Prometheus text format 0.0.4, or OpenMetrics 1.0 when the scraper's\n\
+         `Accept` asks for it (Prometheus does: counters are then typed without `_total`, units are\n\
+         declared, the body ends with `# EOF`), gzipped when `Accept-Encoding` allows; HEAD too.\n\n\
          OTLP export uses the OTel name and UCUM unit in the last two columns (see docs/otel.md).\n\n\
          | name | type | unit | labels | help | OTel name | OTel unit |\n|---|---|---|---|---|---|---|\n",
     );
