@@ -4,12 +4,12 @@
 //!
 //! Gzip: the cached part is a raw deflate stream ended with a sync flush (byte-aligned, no final
 //! block) plus the running CRC-32 and length; each scrape appends its small tail (the snapshot's
-//! age, `# EOF`) as a fresh final deflate block and the gzip trailer. The result is one ordinary
+//! age, `# EOF`) as a stored final deflate block and the gzip trailer. The result is one ordinary
 //! gzip member (RFC 1952), readable by every client, and a scrape compresses only its tail.
 
 use std::fmt::Write as _;
 
-use flate2::{Compress, Compression, FlushCompress, Status};
+use flate2::{Compress, Compression, FlushCompress};
 use prometheus::proto::{MetricFamily, MetricType};
 
 /// Content type of the Prometheus text format 0.0.4.
@@ -225,34 +225,43 @@ pub const EOF: &[u8] = b"# EOF\n";
 /// Deflate calls per stream at most: bounds the loop whatever the library answers.
 const MAX_DEFLATE_ROUNDS: usize = 10_000;
 
-/// Raw deflate of `data`: ended with a sync flush (byte-aligned, more may follow) or finished.
-/// `None` if the compressor fails (never expected; the caller then serves uncompressed).
-fn deflate(data: &[u8], finish: bool) -> Option<Vec<u8>> {
+/// Raw deflate of `data` ended with a sync flush (byte-aligned, no final block: more may
+/// follow). `None` if the compressor fails (never expected; the caller then serves it
+/// uncompressed).
+fn deflate_open(data: &[u8]) -> Option<Vec<u8>> {
     let mut c = Compress::new(Compression::default(), false);
     let mut out = Vec::with_capacity(data.len() / 3 + 64);
-    let flush = if finish {
-        FlushCompress::Finish
-    } else {
-        FlushCompress::Sync
-    };
     for _ in 0..MAX_DEFLATE_ROUNDS {
         out.reserve(4096);
         let consumed = usize::try_from(c.total_in()).ok()?;
-        let status = c
-            .compress_vec(data.get(consumed..)?, &mut out, flush)
+        c.compress_vec(data.get(consumed..)?, &mut out, FlushCompress::Sync)
             .ok()?;
-        let all_in = usize::try_from(c.total_in()).ok()? == data.len();
-        let done = if finish {
-            status == Status::StreamEnd
-        } else {
-            // A sync flush is complete once all input is in and output room was left over.
-            all_in && out.len() < out.capacity()
-        };
-        if done {
+        // A sync flush is complete once all input is in and output room was left over.
+        if usize::try_from(c.total_in()).ok()? == data.len() && out.len() < out.capacity() {
             return Some(out);
         }
     }
     None
+}
+
+/// Pure: `data` as stored (uncompressed) deflate blocks, the last one final, starting at a byte
+/// boundary (where a sync flush leaves the stream). RFC 1951 3.2.4.
+fn stored_blocks(data: &[u8]) -> Vec<u8> {
+    const MAX: usize = u16::MAX as usize;
+    let mut out = Vec::with_capacity(data.len() + 5 * (data.len() / MAX + 1));
+    let mut chunks = data.chunks(MAX).peekable();
+    if chunks.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(chunk) = chunks.next() {
+        let last = chunks.peek().is_none();
+        let len = chunk.len() as u16;
+        out.push(u8::from(last)); // BFINAL, BTYPE=00 (stored), padding to the byte
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out
 }
 
 /// The gzip header: deflate, no flags, no time, unknown OS.
@@ -271,7 +280,7 @@ impl GzipHead {
     /// Compresses `body` (once per snapshot); `None` if the compressor fails.
     pub fn new(body: &[u8]) -> Option<GzipHead> {
         let mut bytes = GZIP_HEADER.to_vec();
-        bytes.extend_from_slice(&deflate(body, false)?);
+        bytes.extend_from_slice(&deflate_open(body)?);
         let mut crc = crc32fast::Hasher::new();
         crc.update(body);
         Some(GzipHead {
@@ -281,9 +290,10 @@ impl GzipHead {
         })
     }
 
-    /// The whole gzip member of the body followed by `tail`.
+    /// The whole gzip member of the body followed by `tail`. The tail (a few hundred bytes) goes
+    /// in stored deflate blocks, the last one final: no compressor is set up per scrape.
     pub fn finish(&self, tail: &[u8]) -> Option<Vec<u8>> {
-        let end = deflate(tail, true)?;
+        let end = stored_blocks(tail);
         let mut crc = self.crc.clone();
         crc.update(tail);
         let len = self.len + tail.len() as u64;
@@ -404,9 +414,19 @@ mod tests {
             .flat_map(|i| format!("rose_x{{i=\"{}\"}} {}\n", i % 97, i).into_bytes())
             .collect();
         let head = GzipHead::new(&body).unwrap();
-        for tail in [&b""[..], b"rose_agent_snapshot_age_seconds 1.5\n# EOF\n"] {
+        let big = vec![b'x'; 70_000];
+        for tail in [
+            &b""[..],
+            b"rose_agent_snapshot_age_seconds 1.5\n# EOF\n",
+            &big,
+        ] {
             let gz = head.finish(tail).unwrap();
-            assert!(gz.len() < body.len() / 4, "{} of {}", gz.len(), body.len());
+            assert!(
+                gz.len() < body.len() / 4 + tail.len() + 64,
+                "{} of {}",
+                gz.len(),
+                body.len()
+            );
             let mut d = flate2::read::GzDecoder::new(&gz[..]);
             let mut out = Vec::new();
             d.read_to_end(&mut out).unwrap();
