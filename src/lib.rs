@@ -16,6 +16,7 @@ pub mod config;
 pub mod diagnose;
 pub mod dsn;
 pub mod error;
+pub mod exposition;
 pub mod findings;
 pub mod pg;
 pub mod render;

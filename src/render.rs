@@ -1,6 +1,7 @@
-//! Renders a snapshot as Prometheus text exposition with the `prometheus` crate's encoder.
+//! Renders a snapshot as Prometheus text exposition with the `prometheus` crate's encoder, or as
+//! OpenMetrics and gzipped when the scraper asks (formats in [`crate::exposition`]).
 //! Pure over the snapshot and the time of the scrape; the output is cached by snapshot generation
-//! and the set of stale checks, so a scrape between two check runs costs a lock, a pass over the
+//! and the set of stale checks (every format, plain and gzipped), so a scrape between two check runs costs a lock, a pass over the
 //! checks' ages and a clone of bytes. A check whose outcome is past its freshness bound exports
 //! its "unknown" series instead of its last samples (`rose_pg_up 0`, never a stale 1).
 
@@ -13,57 +14,142 @@ use prometheus::proto::{
 };
 use prometheus::{Encoder, TextEncoder};
 
+use axum::body::Bytes;
+
+use crate::exposition::{self, Format, GzipHead, Wire, encode_openmetrics};
+
 use crate::catalog::{self, Kind, MetricDef, Sample, Value};
 use crate::snapshot::Snapshot;
 
 /// What a rendering depends on besides the clock: the snapshot generation and its stale checks.
 pub type CacheKey = (u64, Vec<&'static str>);
 
-/// Caches the last rendering by [`CacheKey`].
+/// The renderings of one [`CacheKey`], each made on the first scrape that asks for it.
+#[derive(Default)]
+struct Cached {
+    text: Option<Bytes>,
+    openmetrics: Option<Bytes>,
+    gzip_text: Option<GzipHead>,
+    gzip_openmetrics: Option<GzipHead>,
+}
+
+/// One scrape's answer: the body in the format asked for, gzipped when `gzip`.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub body: Bytes,
+    pub format: Format,
+    pub gzip: bool,
+}
+
+/// Caches the last renderings (every format, plain and gzipped) by [`CacheKey`].
 #[derive(Default)]
 pub struct Renderer {
-    cache: Mutex<Option<(CacheKey, axum::body::Bytes)>>,
+    cache: Mutex<Option<(CacheKey, Cached)>>,
 }
 
 impl Renderer {
-    /// The exposition of `snap` as of now.
-    pub fn render(&self, snap: &Snapshot) -> axum::body::Bytes {
+    /// The text exposition of `snap` as of now.
+    pub fn render(&self, snap: &Snapshot) -> Bytes {
         self.render_at(snap, SystemTime::now())
     }
 
-    /// The exposition of `snap` as of `now`: the cached body for the same generation and stale
-    /// set, followed by the snapshot's age (which changes every scrape).
-    pub fn render_at(&self, snap: &Snapshot, now: SystemTime) -> axum::body::Bytes {
+    /// The text exposition of `snap` as of `now`: the cached body for the same generation and
+    /// stale set, followed by the snapshot's age (which changes every scrape).
+    pub fn render_at(&self, snap: &Snapshot, now: SystemTime) -> Bytes {
+        self.render_wire(
+            snap,
+            now,
+            Wire {
+                format: Format::Text,
+                gzip: false,
+            },
+        )
+        .body
+    }
+
+    /// The exposition of `snap` as of `now` on `wire`: the cached body (or its cached gzip
+    /// head) for the same generation and stale set, then the per-scrape tail (the snapshot's
+    /// age; `# EOF` in OpenMetrics). Served uncompressed if compression fails.
+    pub fn render_wire(&self, snap: &Snapshot, now: SystemTime, wire: Wire) -> Rendered {
         let key = (snap.generation, snap.stale_checks(now));
-        let body = {
-            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            match cache.as_ref() {
-                Some((k, body)) if *k == key => body.clone(),
-                _ => {
-                    let body = axum::body::Bytes::from(encode(&families(snap, now)));
-                    *cache = Some((key, body.clone()));
-                    body
-                }
-            }
-        };
-        match snap.age(now) {
-            None => body,
+        let mut tail = match snap.age(now) {
+            None => Vec::new(),
             Some(age) => {
-                let tail = encode(&[family(
+                let fam = [family(
                     &catalog::AGENT_SNAPSHOT_AGE,
                     vec![Sample::new(
                         &catalog::AGENT_SNAPSHOT_AGE,
                         &[],
                         age.as_secs_f64(),
                     )],
-                )]);
-                let mut out = Vec::with_capacity(body.len() + tail.len());
-                out.extend_from_slice(&body);
-                out.extend_from_slice(&tail);
-                axum::body::Bytes::from(out)
+                )];
+                match wire.format {
+                    Format::Text => encode(&fam),
+                    Format::OpenMetrics => encode_openmetrics(&fam, unit_of),
+                }
+            }
+        };
+        if wire.format == Format::OpenMetrics {
+            tail.extend_from_slice(exposition::EOF);
+        }
+        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = match guard.take() {
+            Some(entry) if entry.0 == key => entry,
+            _ => (key, Cached::default()),
+        };
+        let cached = &mut guard.insert(entry).1;
+        let body = match wire.format {
+            Format::Text => cached
+                .text
+                .get_or_insert_with(|| Bytes::from(encode(&families(snap, now))))
+                .clone(),
+            Format::OpenMetrics => cached
+                .openmetrics
+                .get_or_insert_with(|| {
+                    Bytes::from(encode_openmetrics(&families(snap, now), unit_of))
+                })
+                .clone(),
+        };
+        if wire.gzip {
+            let head = match wire.format {
+                Format::Text => &mut cached.gzip_text,
+                Format::OpenMetrics => &mut cached.gzip_openmetrics,
+            };
+            if head.is_none() {
+                *head = GzipHead::new(&body);
+            }
+            if let Some(gz) = head.as_ref().and_then(|h| h.finish(&tail)) {
+                return Rendered {
+                    body: Bytes::from(gz),
+                    format: wire.format,
+                    gzip: true,
+                };
             }
         }
+        drop(guard);
+        let body = if tail.is_empty() {
+            body
+        } else {
+            let mut out = Vec::with_capacity(body.len() + tail.len());
+            out.extend_from_slice(&body);
+            out.extend_from_slice(&tail);
+            Bytes::from(out)
+        };
+        Rendered {
+            body,
+            format: wire.format,
+            gzip: false,
+        }
     }
+}
+
+/// The unit OpenMetrics may declare for a family (`# UNIT`): the catalog's base unit when it is
+/// one (seconds, bytes).
+fn unit_of(name: &str) -> Option<&'static str> {
+    catalog::all()
+        .find(|d| d.name == name)
+        .map(|d| d.unit)
+        .filter(|u| matches!(*u, "seconds" | "bytes"))
 }
 
 /// All samples of a snapshot as of `now`: each check's own (its "unknown" series when its
@@ -77,7 +163,12 @@ pub fn all_samples(snap: &Snapshot, now: SystemTime) -> Vec<Sample> {
     };
     out.push(Sample::new(
         &catalog::AGENT_BUILD_INFO,
-        &[env!("CARGO_PKG_VERSION")],
+        &[
+            env!("CARGO_PKG_VERSION"),
+            env!("ROSE_AGENT_REVISION"),
+            env!("ROSE_AGENT_RUSTC"),
+            env!("ROSE_AGENT_TARGET"),
+        ],
         1.0,
     ));
     out.push(Sample::new(
@@ -284,6 +375,8 @@ mod tests {
                     rss_bytes: 1,
                     cpu_seconds: 0.0,
                     open_fds: None,
+                    max_fds: None,
+                    start_time_seconds: None,
                 })),
             },
             vec![Sample::new(&catalog::PG_UP, &[], 1.0)],

@@ -1,6 +1,6 @@
 //! The agent's HTTP endpoint. Every handler reads the snapshot; none touches the database.
 //!
-//! - `GET /metrics`: Prometheus text exposition of the snapshot.
+//! - `GET`/`HEAD /metrics`: the snapshot as Prometheus text or OpenMetrics, gzipped when asked.
 //! - `GET /healthz`: 200 while the agent serves (liveness).
 //! - `GET /readyz`: 200 once every check has completed once, else 503 (readiness).
 //! - `GET /findings`: the active and pending findings as JSON (see docs/findings.md), epoch
@@ -45,7 +45,7 @@ use crate::render::Renderer;
 use crate::snapshot::Store;
 
 /// Content type of the Prometheus text format 0.0.4.
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const METRICS_CONTENT_TYPE: &str = crate::exposition::TEXT_CONTENT_TYPE;
 
 /// Default of `AGENT_WEB_HEADER_TIMEOUT`: a scraper sends its request at once; 5 s leaves room
 /// for a loaded client and closes a slow-header or idle connection quickly.
@@ -405,10 +405,36 @@ impl Connection {
     }
 }
 
-async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+/// `GET`/`HEAD /metrics`: OpenMetrics or the text format, gzipped or not, as the scraper's
+/// `Accept` and `Accept-Encoding` ask (see [`crate::exposition::negotiate`]).
+async fn metrics(
+    State(st): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let header_str = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let wire = crate::exposition::negotiate(
+        header_str(header::ACCEPT),
+        header_str(header::ACCEPT_ENCODING),
+    );
     let snap = st.store.current();
-    let body = st.renderer.render(&snap);
-    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body)
+    let out = st
+        .renderer
+        .render_wire(&snap, std::time::SystemTime::now(), wire);
+    let mut resp = (
+        [
+            (header::CONTENT_TYPE, out.format.content_type()),
+            (header::VARY, "Accept, Accept-Encoding"),
+        ],
+        out.body,
+    )
+        .into_response();
+    if out.gzip {
+        resp.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            axum::http::HeaderValue::from_static("gzip"),
+        );
+    }
+    resp
 }
 
 async fn findings(

@@ -351,6 +351,7 @@ pub fn otel_unit(def: &MetricDef) -> &'static str {
     match def.unit {
         "seconds" => "s",
         "bytes" => "By",
+        "bytes_per_second" => "By/s",
         _ => "1",
     }
 }

@@ -346,7 +346,7 @@ fn schema_drift_is_reported_object_by_object() {
         value(
             &s,
             "rose_pg_table_size_bytes",
-            &["checkpoint_writes", "total"]
+            &["checkpoint_writes", "table"]
         )
         .unwrap()
             > 0.0
@@ -354,7 +354,7 @@ fn schema_drift_is_reported_object_by_object() {
     let (o, _) = checks.ok("pg_table_sizes");
     assert!(
         obs!(o, PgTableSizes).tables[0]
-            .growth_bytes_per_hour
+            .growth_bytes_per_second
             .is_none(),
         "under a second apart: no rate yet"
     );
@@ -828,7 +828,7 @@ fn the_agent_exports_the_guides_names_and_promtool_accepts_them() {
                 .unwrap_or(0.0)
                 > 0.0
             && m.get("rose_pg_statements_available") == Some(1.0)
-            && m.get(r#"rose_pg_table_size_bytes{table="checkpoints",part="total"}"#)
+            && m.get(r#"rose_pg_table_size_bytes{table="checkpoints",part="table"}"#)
                 .is_some()
     });
     let m = agent.metrics();

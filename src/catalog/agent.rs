@@ -3,8 +3,8 @@
 metrics! {
     list AGENT;
     // --- the agent itself ---
-    AGENT_BUILD_INFO = "rose_agent_build_info", Gauge, "1", ["version"],
-        "Always 1; the agent's version.";
+    AGENT_BUILD_INFO = "rose_agent_build_info", Gauge, "1", ["version", "revision", "rustc", "target"],
+        "Always 1; the agent's version, git revision, the rustc that built it and its target triple.";
     AGENT_START_TIME = "rose_agent_start_time_seconds", Gauge, "seconds", [],
         "Unix time the agent started.";
     AGENT_READY = "rose_agent_ready", Gauge, "1", [],

@@ -2,7 +2,7 @@
 //! one list. A [`Sample`] points at a [`MetricDef`] here, so nothing outside the catalog can be
 //! emitted; `/metrics`, OTLP and `docs/metrics.md` are all derived from it.
 //!
-//! Naming: `rose_<subsystem>_<name>_<unit>[_total]`, base units (seconds, bytes), label values
+//! Naming: `rose_<subsystem>_<name>_<unit>[_total]` (the standard `process_*` series excepted), base units (seconds, bytes), label values
 //! from bounded sets (states, error kinds, check ids), never free text.
 
 /// Prometheus metric type.
@@ -118,6 +118,7 @@ mod findings;
 mod host;
 mod pg;
 mod pg_checks;
+mod process;
 
 pub use agent::*;
 pub use app::*;
@@ -126,6 +127,7 @@ pub use findings::*;
 pub use host::*;
 pub use pg::*;
 pub use pg_checks::*;
+pub use process::*;
 
 /// Every subsystem's list, in documentation order.
 static PARTS: &[&[&MetricDef]] = &[
@@ -136,6 +138,7 @@ static PARTS: &[&[&MetricDef]] = &[
     checkpoint::CHECKPOINT,
     host::HOST,
     agent::AGENT,
+    process::PROCESS,
 ];
 
 /// Every metric, in documentation order.
@@ -150,6 +153,9 @@ pub fn markdown() -> String {
          Every series the agent exports comes from this list. Values come from the last completed\n\
          check run held in the snapshot: a scrape never queries the database. A failed check exports\n\
          no stale values: its series disappear and `rose_agent_check_success{check}` drops to 0.\n\n\
+         `/metrics` serves the Prometheus text format 0.0.4, or OpenMetrics 1.0 when the scraper's\n\
+         `Accept` asks for it (Prometheus does: counters are then typed without `_total`, units are\n\
+         declared, the body ends with `# EOF`), gzipped when `Accept-Encoding` allows; HEAD too.\n\n\
          OTLP export uses the OTel name and UCUM unit in the last two columns (see docs/otel.md).\n\n\
          | name | type | unit | labels | help | OTel name | OTel unit |\n|---|---|---|---|---|---|---|\n",
     );
@@ -191,7 +197,12 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for d in all() {
             assert!(seen.insert(d.name), "duplicate {}", d.name);
-            assert!(d.name.starts_with("rose_"), "{}", d.name);
+            // The standard process series keep their standard names.
+            assert!(
+                d.name.starts_with("rose_") || PROCESS.contains(&d),
+                "{}",
+                d.name
+            );
             assert_eq!(
                 d.kind == Kind::Counter,
                 d.name.ends_with("_total"),

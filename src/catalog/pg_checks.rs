@@ -68,14 +68,14 @@ metrics! {
         "Rows returned or affected by one top-N statement.";
 
     // --- sizes (checks `pg_database_size`, `pg_table_sizes`, slow cadence) ---
-    PG_DATABASE_GROWTH = "rose_pg_database_growth_bytes_per_hour", Gauge, "bytes_per_hour", ["datname"],
-        "Growth of the database size per hour, from the agent's own history of rose_pg_database_size_bytes (absent until two samples exist).";
+    PG_DATABASE_GROWTH = "rose_pg_database_growth_bytes_per_second", Gauge, "bytes_per_second", ["datname"],
+        "Growth of the database size per second (averaged over up to the last hour), from the agent's own history of rose_pg_database_size_bytes (absent until two samples exist).";
     PG_TABLE_SIZE = "rose_pg_table_size_bytes", Gauge, "bytes", ["table", "part"],
-        "Size of a watched table (LangGraph's and the expectations file's): part is total, table (heap + TOAST) or indexes.";
+        "Size of a watched table (LangGraph's and the expectations file's): part is table (heap + TOAST) or indexes; sum by (table) is its total.";
     PG_TABLE_ROWS = "rose_pg_table_estimated_rows", Gauge, "1", ["table"],
         "Planner estimate of a watched table's rows (pg_class.reltuples; absent before the first ANALYZE).";
-    PG_TABLE_GROWTH = "rose_pg_table_growth_bytes_per_hour", Gauge, "bytes_per_hour", ["table"],
-        "Growth of a watched table's total size per hour, from the agent's own history.";
+    PG_TABLE_GROWTH = "rose_pg_table_growth_bytes_per_second", Gauge, "bytes_per_second", ["table"],
+        "Growth of a watched table's total size per second (averaged over up to the last hour), from the agent's own history.";
 
     // --- schema expectations (check `pg_schema`) ---
     PG_SCHEMA_PRESENT = "rose_pg_schema_object_present", Gauge, "1", ["kind", "name"],

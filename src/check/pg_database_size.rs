@@ -22,7 +22,7 @@ pub struct DatabaseSize {
     pub datname: String,
     pub bytes: u64,
     /// From the agent's history; `None` until two samples a second apart exist.
-    pub growth_bytes_per_hour: Option<f64>,
+    pub growth_bytes_per_second: Option<f64>,
 }
 
 pub struct DatabaseSizeCheck {
@@ -68,7 +68,7 @@ impl Check for DatabaseSizeCheck {
                 .ok_or_else(|| {
                     CheckError::new(ErrorKind::Protocol, "pg_database_size returned no number")
                 })?;
-            let growth_bytes_per_hour = self
+            let growth_bytes_per_second = self
                 .history
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -76,7 +76,7 @@ impl Check for DatabaseSizeCheck {
             Ok(Observation::PgDatabaseSize(DatabaseSize {
                 datname,
                 bytes,
-                growth_bytes_per_hour,
+                growth_bytes_per_second,
             }))
         })
     }
@@ -89,7 +89,7 @@ pub fn samples(o: &DatabaseSize, out: &mut Vec<Sample>) {
         vec![o.datname.clone()],
         o.bytes as f64,
     ));
-    if let Some(g) = o.growth_bytes_per_hour {
+    if let Some(g) = o.growth_bytes_per_second {
         out.push(Sample::owned(
             &catalog::PG_DATABASE_GROWTH,
             vec![o.datname.clone()],

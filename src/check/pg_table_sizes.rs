@@ -54,7 +54,7 @@ pub struct TableSize {
     /// `pg_class.reltuples`; `None` when never analyzed (-1 on 14+).
     pub estimated_rows: Option<f64>,
     /// From the agent's history; `None` until two samples a second apart exist.
-    pub growth_bytes_per_hour: Option<f64>,
+    pub growth_bytes_per_second: Option<f64>,
 }
 
 /// What one run saw: the watched tables that exist (missing ones are the schema check's).
@@ -72,7 +72,7 @@ pub fn from_raw(raw: Vec<RawSize>) -> Vec<TableSize> {
             table_bytes: r.table_bytes.unwrap_or(0),
             index_bytes: r.index_bytes.unwrap_or(0),
             estimated_rows: r.estimated_rows.filter(|n| *n >= 0.0),
-            growth_bytes_per_hour: None,
+            growth_bytes_per_second: None,
         })
         .collect()
 }
@@ -116,7 +116,7 @@ impl Check for TableSizesCheck {
             let now = pg_util::unix_now();
             let mut tables = from_raw(raw);
             for t in &mut tables {
-                t.growth_bytes_per_hour = self.history.push(&t.table, now, t.total_bytes as f64);
+                t.growth_bytes_per_second = self.history.push(&t.table, now, t.total_bytes as f64);
             }
             Ok(Observation::PgTableSizes(TableSizes { tables }))
         })
@@ -126,11 +126,8 @@ impl Check for TableSizesCheck {
 /// Pure: the series of a successful run.
 pub fn samples(o: &TableSizes, out: &mut Vec<Sample>) {
     for t in &o.tables {
-        for (part, v) in [
-            ("total", t.total_bytes),
-            ("table", t.table_bytes),
-            ("indexes", t.index_bytes),
-        ] {
+        // No `total` beside its parts: a sum() over the parts would count it twice.
+        for (part, v) in [("table", t.table_bytes), ("indexes", t.index_bytes)] {
             out.push(Sample::owned(
                 &catalog::PG_TABLE_SIZE,
                 vec![t.table.clone(), part.to_owned()],
@@ -144,7 +141,7 @@ pub fn samples(o: &TableSizes, out: &mut Vec<Sample>) {
                 n,
             ));
         }
-        if let Some(g) = t.growth_bytes_per_hour {
+        if let Some(g) = t.growth_bytes_per_second {
             out.push(Sample::owned(
                 &catalog::PG_TABLE_GROWTH,
                 vec![t.table.clone()],
@@ -173,7 +170,15 @@ mod tests {
         assert_eq!(t[1].table, "app.orders");
         let mut out = Vec::new();
         samples(&TableSizes { tables: t }, &mut out);
-        assert_eq!(out.len(), 3 + 3 + 1);
+        assert_eq!(out.len(), 2 + 2 + 1);
+        // The parts add up to the total and nothing else is beside them (a sum() is honest).
+        let parts: f64 = out
+            .iter()
+            .filter(|s| s.def.name == "rose_pg_table_size_bytes" && s.labels[0] == "checkpoints")
+            .filter_map(|s| s.num())
+            .sum();
+        assert_eq!(parts, 81920.0);
+        assert!(!out.iter().any(|s| s.labels.iter().any(|l| l == "total")));
         assert!(out.iter().any(|s| s.labels
             == vec!["checkpoints".to_owned(), "indexes".to_owned()]
             && s.num() == Some(65536.0)));

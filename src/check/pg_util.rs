@@ -119,7 +119,7 @@ pub const HISTORY_WINDOW_SECONDS: f64 = 3600.0;
 pub const HISTORY_SPACING: usize = 256;
 
 impl History {
-    /// Records `value` at unix time `at` and returns the growth per hour over the retained
+    /// Records `value` at unix time `at` and returns the growth per second over the retained
     /// window, once two samples at least a second apart exist.
     pub fn push(&mut self, at: f64, value: f64) -> Option<f64> {
         if self.points.back().is_some_and(|(t, _)| at < *t) {
@@ -141,15 +141,15 @@ impl History {
         {
             self.points.pop_front();
         }
-        growth_per_hour(self.points.front().copied(), (at, value))
+        growth_per_second(self.points.front().copied(), (at, value))
     }
 }
 
-/// Pure: growth per hour between two `(unix seconds, value)` points.
-pub fn growth_per_hour(first: Option<(f64, f64)>, last: (f64, f64)) -> Option<f64> {
+/// Pure: growth per second (the base unit) between two `(unix seconds, value)` points.
+pub fn growth_per_second(first: Option<(f64, f64)>, last: (f64, f64)) -> Option<f64> {
     let (t0, v0) = first?;
     let dt = last.0 - t0;
-    (dt >= 1.0).then(|| (last.1 - v0) / dt * 3600.0)
+    (dt >= 1.0).then(|| (last.1 - v0) / dt)
 }
 
 /// Histories by name, behind a lock, for checks that track several objects.
@@ -202,11 +202,12 @@ mod tests {
         let mut h = History::default();
         assert_eq!(h.push(1000.0, 100.0), None);
         assert_eq!(h.push(1000.5, 100.0), None);
-        assert_eq!(h.push(1000.0 + 1800.0, 1100.0), Some(2000.0));
+        // 1,000 bytes in half an hour: 2,000 per hour, 0.56 per second.
+        assert_eq!(h.push(1000.0 + 1800.0, 1100.0), Some(1000.0 / 1800.0));
         // Points older than the window go, keeping the rate recent.
         h.push(1000.0 + 7200.0, 1100.0);
         let g = h.push(1000.0 + 7200.0 + 1800.0, 2100.0).unwrap();
-        assert!((g - 2000.0).abs() < 1e-6, "{g}");
+        assert!((g - 1000.0 / 1800.0).abs() < 1e-9, "{g}");
         // The clock going back restarts the history instead of a negative rate.
         assert_eq!(h.push(10.0, 5.0), None);
     }
@@ -224,7 +225,7 @@ mod tests {
             "{}",
             h.points.len()
         );
-        assert!((rate.unwrap() - 3600.0).abs() < 1e-6, "{rate:?}");
+        assert!((rate.unwrap() - 1.0).abs() < 1e-9, "{rate:?}");
         // Past the window, the rate still covers about the last hour.
         for i in 200_000..600_000u32 {
             let at = f64::from(i) * 0.01;
@@ -237,7 +238,7 @@ mod tests {
         );
         let (t0, _) = h.points.front().copied().unwrap();
         assert!(6000.0 - t0 <= HISTORY_WINDOW_SECONDS + 30.0, "{t0}");
-        assert!(rate.unwrap() >= 0.0 && rate.unwrap() < 3600.0);
+        assert!(rate.unwrap() >= 0.0 && rate.unwrap() < 1.0);
     }
 
     #[test]

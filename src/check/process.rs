@@ -1,5 +1,6 @@
-//! Check `agent_process`: the agent's own resident memory, CPU time and open file descriptors,
-//! read with sysinfo (and `/proc/self/fd`). No I/O beyond the local `/proc`.
+//! Check `agent_process`: the agent's own resident memory, CPU time, open file descriptors and
+//! their limit, and start time, read with sysinfo (and `/proc/self/fd`, `/proc/self/limits`);
+//! exported as `rose_agent_*` and as the standard `process_*` series. No I/O beyond the local `/proc`.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -18,6 +19,10 @@ pub struct ProcessStats {
     pub rss_bytes: u64,
     pub cpu_seconds: f64,
     pub open_fds: Option<u64>,
+    /// The soft open-files limit.
+    pub max_fds: Option<u64>,
+    /// Unix time the process started (whole seconds, as sysinfo reads it).
+    pub start_time_seconds: Option<f64>,
 }
 
 pub struct ProcessCheck {
@@ -57,6 +62,8 @@ impl ProcessCheck {
             rss_bytes: p.memory(),
             cpu_seconds: p.accumulated_cpu_time() as f64 / 1000.0,
             open_fds,
+            max_fds: crate::server::nofile_limit(),
+            start_time_seconds: Some(p.start_time() as f64).filter(|t| *t > 0.0),
         })
     }
 }
@@ -86,6 +93,17 @@ pub fn samples(o: &ProcessStats, out: &mut Vec<Sample>) {
     if let Some(n) = o.open_fds {
         out.push(Sample::new(&catalog::AGENT_OPEN_FDS, &[], n as f64));
     }
+    out.push(Sample::new(&catalog::PROCESS_RSS, &[], o.rss_bytes as f64));
+    out.push(Sample::new(&catalog::PROCESS_CPU, &[], o.cpu_seconds));
+    if let Some(n) = o.open_fds {
+        out.push(Sample::new(&catalog::PROCESS_OPEN_FDS, &[], n as f64));
+    }
+    if let Some(n) = o.max_fds {
+        out.push(Sample::new(&catalog::PROCESS_MAX_FDS, &[], n as f64));
+    }
+    if let Some(t) = o.start_time_seconds {
+        out.push(Sample::new(&catalog::PROCESS_START_TIME, &[], t));
+    }
 }
 
 #[cfg(test)]
@@ -97,5 +115,38 @@ mod tests {
         let s = ProcessCheck::new().read().unwrap();
         assert!(s.rss_bytes > 1_000_000, "{s:?}");
         assert!(s.open_fds.unwrap_or(0) > 0);
+        assert!(s.max_fds.unwrap_or(0) >= s.open_fds.unwrap_or(0), "{s:?}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let started = s.start_time_seconds.unwrap();
+        assert!(started <= now + 1.0 && started > now - 3600.0, "{s:?}");
+    }
+
+    #[test]
+    fn exports_the_standard_process_series_beside_its_own() {
+        let mut out = Vec::new();
+        samples(
+            &ProcessStats {
+                rss_bytes: 5 << 20,
+                cpu_seconds: 1.5,
+                open_fds: Some(12),
+                max_fds: Some(1024),
+                start_time_seconds: Some(1_700_000_000.0),
+            },
+            &mut out,
+        );
+        let get = |name: &str| {
+            out.iter()
+                .find(|s| s.def.name == name)
+                .and_then(|s| s.num())
+        };
+        assert_eq!(get("process_resident_memory_bytes"), Some(5242880.0));
+        assert_eq!(get("process_cpu_seconds_total"), Some(1.5));
+        assert_eq!(get("process_open_fds"), Some(12.0));
+        assert_eq!(get("process_max_fds"), Some(1024.0));
+        assert_eq!(get("process_start_time_seconds"), Some(1_700_000_000.0));
+        assert_eq!(get("rose_agent_resident_memory_bytes"), Some(5242880.0));
     }
 }

@@ -9,6 +9,7 @@ pub mod flood;
 pub mod langgraph;
 pub mod langgraph_sqlite;
 pub mod net;
+pub mod prom;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -133,7 +133,12 @@ struct ProxyState {
     frozen: AtomicBool,
     /// Added one-way delay per chunk, in ms.
     delay_ms: AtomicU64,
+    /// The first [`RECORD_LIMIT`] bytes forwarded each way: [0] client to server, [1] back.
+    recorded: [std::sync::Mutex<Vec<u8>>; 2],
 }
+
+/// Bytes [`Proxy`] keeps of each direction for [`Proxy::recorded`].
+pub const RECORD_LIMIT: usize = 4 * 1024 * 1024;
 
 /// A loopback TCP proxy to `127.0.0.1:upstream`. [`Proxy::freeze`] is a network blip as the
 /// server sees it when the client's side is gone for good (its kernel dropped the connection
@@ -155,6 +160,7 @@ impl Proxy {
             stop: AtomicBool::new(false),
             frozen: AtomicBool::new(false),
             delay_ms: AtomicU64::new(0),
+            recorded: Default::default(),
         });
         let st = state.clone();
         let accept = std::thread::spawn(move || {
@@ -193,6 +199,15 @@ impl Proxy {
     pub fn thaw(&self) {
         self.state.frozen.store(false, Ordering::SeqCst);
     }
+
+    /// What went over the wire so far (capped at [`RECORD_LIMIT`]): `to_server` false gives
+    /// the server's answers (e.g. HTTP response headers and bodies as sent, compressed or not).
+    pub fn recorded(&self, to_server: bool) -> Vec<u8> {
+        self.state.recorded[usize::from(!to_server)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 impl Drop for Proxy {
@@ -219,16 +234,19 @@ fn serve(client: TcpStream, upstream: u16, st: Arc<ProxyState>) {
         (client.try_clone().unwrap(), server.try_clone().unwrap()),
         (server.try_clone().unwrap(), client.try_clone().unwrap()),
     ]
-    .map(|(from, to)| {
+    .into_iter()
+    .enumerate()
+    .map(|(dir, (from, to))| {
         let (st, lost) = (st.clone(), lost.clone());
-        std::thread::spawn(move || pump(from, to, &st, &lost))
-    });
+        std::thread::spawn(move || pump(from, to, &st, &lost, dir))
+    })
+    .collect::<Vec<_>>();
     for p in pumps {
         let _ = p.join();
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, st: &ProxyState, lost: &AtomicBool) {
+fn pump(mut from: TcpStream, mut to: TcpStream, st: &ProxyState, lost: &AtomicBool, dir: usize) {
     from.set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
     let mut buf = vec![0u8; 64 * 1024];
@@ -260,6 +278,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream, st: &ProxyState, lost: &AtomicBo
                 if st.frozen.load(Ordering::SeqCst) || lost.load(Ordering::SeqCst) {
                     lost.store(true, Ordering::SeqCst);
                     continue;
+                }
+                {
+                    let mut rec = st.recorded[dir].lock().unwrap_or_else(|p| p.into_inner());
+                    let room = RECORD_LIMIT.saturating_sub(rec.len()).min(n);
+                    rec.extend_from_slice(&buf[..room]);
                 }
                 if to.write_all(&buf[..n]).is_err() {
                     let _ = from.shutdown(Shutdown::Both);
