@@ -714,8 +714,8 @@ fn figures(snap: &Snapshot, about: &About) -> Vec<Group> {
                 Level::Ok
             },
             noted(
-                match s.growth_bytes_per_hour {
-                    Some(g) => format!("{}; growth {}/h", s.datname, human_bytes(g)),
+                match s.growth_bytes_per_second {
+                    Some(g) => format!("{}; growth {}/h", s.datname, human_bytes(g * 3600.0)),
                     None => format!("{}; growth known after two samples", s.datname),
                 },
                 &err,
