@@ -162,11 +162,13 @@ struct Slot {
     opened: std::time::Instant,
 }
 
-/// Connections younger than this are not evicted to make room: a scraper's fresh connection
-/// must get to send its request even while a flood keeps the endpoint full.
-pub const EVICT_MIN_AGE: Duration = Duration::from_millis(250);
+/// Connections younger than this are not evicted to make room: a probe's or scraper's fresh
+/// connection gets the time to send its request while a flood keeps the endpoint full (a
+/// newcomer waits for one to come of age instead). Short, so the accept loop keeps up with a
+/// flood of over a thousand connections a second.
+pub const EVICT_MIN_AGE: Duration = Duration::from_millis(50);
 /// How often a newcomer waiting for room retries the eviction.
-const ROOM_POLL: Duration = Duration::from_millis(25);
+const ROOM_POLL: Duration = Duration::from_millis(5);
 
 /// The open connections, oldest first (ids grow).
 #[derive(Default)]
