@@ -659,6 +659,54 @@ fn postgres_down_pages_with_runbook_and_inhibits_symptoms_then_resolves() {
     );
 }
 
+/// The scene of the push tests: a cluster, a healthy stand-in app (the only faults are the
+/// database's), the pager's webhook, an agent that pushes its findings under a pod-name
+/// `instance` (as in Kubernetes), and Prometheus + Alertmanager with the shipped rules and
+/// routing on the scaled clock. Alertmanager's port is known before the agent starts.
+struct PushScene {
+    pg: PgCluster,
+    app: Standin,
+    hook: Webhook,
+    agent: Agent,
+    stack: Stack,
+}
+
+impl PushScene {
+    fn start(dir: &Path) -> PushScene {
+        let pg = PgCluster::start();
+        let hook = Webhook::start();
+        let app = Standin::start(&[]);
+        let am_port = free_port();
+        let mut env = fast_env(pg.monitor_url());
+        env.extend([
+            ("FEATURE_DATABASE_TYPE", "postgresql".into()),
+            ("APP_BASE_URL", app.base_url()),
+            (
+                "AGENT_ALERTMANAGER_URL",
+                format!("http://127.0.0.1:{am_port}"),
+            ),
+            ("AGENT_INSTANCE", "rose-7d9f5c6b8-x2kqz".into()),
+            ("AGENT_RUNBOOK_BASE_URL", RUNBOOK_BASE.into()),
+        ]);
+        let agent = Agent::start(&env);
+        let stack = Stack::start_on(
+            dir,
+            am_port,
+            &[agent.port],
+            &rules_scaled(SCALE),
+            &alertmanager_scaled(hook.port, SCALE),
+            &agent,
+        );
+        PushScene {
+            pg,
+            app,
+            hook,
+            agent,
+            stack,
+        }
+    }
+}
+
 /// Scale of the clock in [`one_outage_one_page_with_rules_and_push`]: the shipped 15 s agent
 /// interval is 1 s, and every `for:` and Alertmanager timer is divided by the same factor, so the
 /// order of events is the shipped one.
@@ -679,32 +727,13 @@ fn one_outage_one_page_with_rules_and_push() {
         }
     }
     let dir = tempfile::tempdir().unwrap();
-    let pg = PgCluster::start();
-    let hook = Webhook::start();
-    // The app is up: the only fault is the database's.
-    let app = Standin::start(&[]);
-    // Alertmanager's port is known before the agent starts: the agent pushes to it.
-    let am_port = free_port();
-    let mut env = fast_env(pg.monitor_url());
-    env.extend([
-        ("FEATURE_DATABASE_TYPE", "postgresql".into()),
-        ("APP_BASE_URL", app.base_url()),
-        (
-            "AGENT_ALERTMANAGER_URL",
-            format!("http://127.0.0.1:{am_port}"),
-        ),
-        ("AGENT_INSTANCE", "rose-7d9f5c6b8-x2kqz".into()),
-        ("AGENT_RUNBOOK_BASE_URL", RUNBOOK_BASE.into()),
-    ]);
-    let agent = Agent::start(&env);
-    let stack = Stack::start_on(
-        dir.path(),
-        am_port,
-        &[agent.port],
-        &rules_scaled(SCALE),
-        &alertmanager_scaled(hook.port, SCALE),
-        &agent,
-    );
+    let PushScene {
+        pg,
+        app: _app,
+        hook,
+        agent,
+        stack,
+    } = PushScene::start(dir.path());
     let procs = [&stack.prom, &stack.am];
 
     pg.stop();
@@ -934,30 +963,13 @@ fn a_pushed_finding_and_its_dedicated_rule_page_once() {
         }
     }
     let dir = tempfile::tempdir().unwrap();
-    let pg = PgCluster::start();
-    let app = Standin::start(&[]);
-    let hook = Webhook::start();
-    let am_port = free_port();
-    let mut env = fast_env(pg.monitor_url());
-    env.extend([
-        ("FEATURE_DATABASE_TYPE", "postgresql".into()),
-        ("APP_BASE_URL", app.base_url()),
-        (
-            "AGENT_ALERTMANAGER_URL",
-            format!("http://127.0.0.1:{am_port}"),
-        ),
-        ("AGENT_INSTANCE", "rose-7d9f5c6b8-x2kqz".into()),
-        ("AGENT_RUNBOOK_BASE_URL", RUNBOOK_BASE.into()),
-    ]);
-    let agent = Agent::start(&env);
-    let stack = Stack::start_on(
-        dir.path(),
-        am_port,
-        &[agent.port],
-        &rules_scaled(SCALE),
-        &alertmanager_scaled(hook.port, SCALE),
-        &agent,
-    );
+    let PushScene {
+        pg,
+        app: _app,
+        hook,
+        agent,
+        stack,
+    } = PushScene::start(dir.path());
     let procs = [&stack.prom, &stack.am];
     pg.psql("DROP TABLE checkpoint_writes");
     let target = format!("127.0.0.1:{}/{DBNAME}", pg.port);

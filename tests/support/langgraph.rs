@@ -176,7 +176,7 @@ with PostgresSaver.from_conn_string(dsn) as saver:
 /// The app writing PostgreSQL: a child process that puts a checkpoint (threads named by the
 /// `str.format` pattern `thread`) every `every`, for at most `limit` (bounded even when a test
 /// fails), killed on drop.
-pub struct PgWriter(Child);
+pub struct PgWriter(AppProcess);
 
 impl PgWriter {
     pub fn start(
@@ -187,10 +187,24 @@ impl PgWriter {
         limit: Duration,
     ) -> PgWriter {
         // The script stops itself after `limit`; drop kills it sooner.
-        let mut child = Command::new(python)
-            .args(["-c", WRITER_PY, dsn, thread])
-            .arg(every.as_secs_f64().to_string())
-            .arg(limit.as_secs_f64().to_string())
+        PgWriter(AppProcess::start_ready(
+            Command::new(python)
+                .args(["-c", WRITER_PY, dsn, thread])
+                .arg(every.as_secs_f64().to_string())
+                .arg(limit.as_secs_f64().to_string()),
+            "the PostgresSaver writer",
+        ))
+    }
+}
+
+/// A child process of the app's library that says `ready` on stdout once it is set up, killed
+/// on drop (its script also stops itself after its time limit).
+pub struct AppProcess(Child);
+
+impl AppProcess {
+    /// Spawns `cmd` and waits for its `ready` line; panics with its stderr when it fails.
+    pub fn start_ready(cmd: &mut Command, what: &str) -> AppProcess {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -201,15 +215,15 @@ impl PgWriter {
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
             panic!(
-                "the PostgresSaver writer did not start: {}",
+                "{what} did not start: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        PgWriter(child)
+        AppProcess(child)
     }
 }
 
-impl Drop for PgWriter {
+impl Drop for AppProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -219,7 +233,7 @@ impl Drop for PgWriter {
 /// The app's checkpointer pool: LangGraph's `AsyncPostgresSaver` on a psycopg
 /// `AsyncConnectionPool` of `size` connections (min = max, all opened), named `application`, as
 /// an app that builds its saver on a pool does; held for at most `limit`, killed on drop.
-pub struct CheckpointerPool(Child);
+pub struct CheckpointerPool(AppProcess);
 
 const POOL_PY: &str = r#"
 import asyncio, sys
@@ -247,31 +261,12 @@ impl CheckpointerPool {
         size: usize,
         limit: Duration,
     ) -> CheckpointerPool {
-        let mut child = Command::new(python)
-            .args(["-c", POOL_PY, dsn, application])
-            .arg(size.to_string())
-            .arg(limit.as_secs_f64().to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
-        if line.trim() != "ready" {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "the checkpointer pool did not open: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        CheckpointerPool(child)
-    }
-}
-
-impl Drop for CheckpointerPool {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        CheckpointerPool(AppProcess::start_ready(
+            Command::new(python)
+                .args(["-c", POOL_PY, dsn, application])
+                .arg(size.to_string())
+                .arg(limit.as_secs_f64().to_string()),
+            "the checkpointer pool",
+        ))
     }
 }
