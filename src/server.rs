@@ -222,7 +222,16 @@ pub async fn serve(
     limits: WebLimits,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = router(store, web.auth.clone());
+    for w in &web.warnings {
+        tracing::warn!(warning = %w, "AGENT_WEB_CONFIG_FILE asks for something this endpoint cannot honour as written; the nearest safe setting is used.");
+    }
+    let mut app = router(store, web.auth.clone());
+    if !web.headers.is_empty() {
+        app = app.layer(axum::middleware::from_fn_with_state(
+            web.headers.clone(),
+            crate::web::add_headers,
+        ));
+    }
     let tls = web.tls.map(tokio_rustls::TlsAcceptor::from);
     let nofile = nofile_limit();
     let cap = connection_cap(limits.max_connections, nofile);

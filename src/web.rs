@@ -10,6 +10,15 @@
 //! bearer_token_file: /run/secrets/rose-agent-token   # or a bearer token (an extension)
 //! ```
 //!
+//! A node_exporter `web-config.yml` works unchanged: every exporter-toolkit key is accepted.
+//! `tls_server_config` also takes `client_auth_type` with `client_ca_file` (mutual TLS),
+//! `min_version`/`max_version`, `cipher_suites`, `curve_preferences` and
+//! `prefer_server_cipher_suites`; `http_server_config` takes `headers` (added to every answer,
+//! the same five headers exporter-toolkit allows) and `http2`. What rustls cannot do (TLS 1.0
+//! and 1.1, CBC and RSA key-exchange suites, P-521, HTTP/2 on this endpoint) is named in one
+//! warning at start ([`WebConfig::warnings`]) and the nearest safe setting is used instead:
+//! a valid exporter-toolkit file is never refused for it.
+//!
 //! With users or a token set, `/metrics` and `/findings` require one of them; `/healthz` and
 //! `/readyz` stay open for orchestrator probes. Successful basic-auth checks are cached (bcrypt
 //! is slow on purpose) so a scrape costs a hash-map lookup, not a bcrypt round.
@@ -28,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -44,13 +53,49 @@ pub struct WebConfigFile {
     pub basic_auth_users: BTreeMap<String, String>,
     #[serde(default)]
     pub bearer_token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub http_server_config: Option<HttpServerConfig>,
 }
 
-#[derive(Debug, Deserialize)]
+/// exporter-toolkit's `tls_server_config` (Go `crypto/tls` names).
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsServerConfig {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+    /// `NoClientCert` (default), `RequestClientCert`, `RequireAnyClientCert`,
+    /// `VerifyClientCertIfGiven`, `RequireAndVerifyClientCert`.
+    #[serde(default)]
+    pub client_auth_type: Option<String>,
+    /// PEM roots that client certificates must chain to.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// `TLS10`..`TLS13`; rustls serves TLS 1.2 and 1.3.
+    #[serde(default)]
+    pub min_version: Option<String>,
+    #[serde(default)]
+    pub max_version: Option<String>,
+    /// Go names, e.g. `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256` (TLS 1.2 only, as in Go).
+    #[serde(default)]
+    pub cipher_suites: Vec<String>,
+    /// `CurveP256`, `CurveP384`, `CurveP521`, `X25519`, in order of preference.
+    #[serde(default)]
+    pub curve_preferences: Vec<String>,
+    /// Default true, as in exporter-toolkit.
+    #[serde(default)]
+    pub prefer_server_cipher_suites: Option<bool>,
+}
+
+/// exporter-toolkit's `http_server_config`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpServerConfig {
+    /// exporter-toolkit's default is true; this endpoint speaks HTTP/1.1 (see the warning).
+    #[serde(default)]
+    pub http2: Option<bool>,
+    /// Response headers added to every answer.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 /// Validated and loaded.
@@ -58,7 +103,22 @@ pub struct TlsServerConfig {
 pub struct WebConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub auth: Option<Arc<Auth>>,
+    /// `http_server_config.headers`, set on every answer (they replace the endpoint's own).
+    pub headers: Arc<Vec<(HeaderName, HeaderValue)>>,
+    /// What the file asks that cannot be honoured as written, and what is done instead; logged
+    /// once when the endpoint starts.
+    pub warnings: Vec<String>,
 }
+
+/// Response headers exporter-toolkit lets `http_server_config.headers` set, with the values it
+/// allows (`None`: any value).
+const ALLOWED_HEADERS: &[(&str, Option<&[&str]>)] = &[
+    ("Strict-Transport-Security", None),
+    ("X-Content-Type-Options", Some(&["nosniff"])),
+    ("X-Frame-Options", Some(&["deny", "sameorigin"])),
+    ("X-XSS-Protection", None),
+    ("Content-Security-Policy", None),
+];
 
 /// Credentials the protected endpoints accept.
 #[derive(Debug)]
@@ -156,9 +216,10 @@ impl WebConfig {
         let file: WebConfigFile = serde_norway::from_str(text)
             .map_err(|e| vec![format!("{origin}: {}", crate::dsn::redact(&e.to_string()))])?;
         let mut problems = Vec::new();
+        let mut warnings = Vec::new();
         let tls = match &file.tls_server_config {
             None => None,
-            Some(t) => match tls_config(&t.cert_file, &t.key_file) {
+            Some(t) => match tls_config(t, &mut warnings) {
                 Ok(c) => Some(Arc::new(c)),
                 Err(e) => {
                     problems.push(e);
@@ -166,6 +227,17 @@ impl WebConfig {
                 }
             },
         };
+        let http = file.http_server_config.unwrap_or_default();
+        if http.http2 == Some(true) {
+            warnings.push("http_server_config.http2: this endpoint serves HTTP/1.1 only (Prometheus scrapes it that way); http2 is ignored".into());
+        }
+        let mut headers = Vec::new();
+        for (name, value) in &http.headers {
+            match response_header(name, value) {
+                Ok(h) => headers.push(h),
+                Err(e) => problems.push(e),
+            }
+        }
         for (user, hash) in &file.basic_auth_users {
             if !hash.starts_with("$2") {
                 problems.push(format!("basic_auth_users.{user}: not a bcrypt hash (make one with `htpasswd -nBC 10 \"\" | tr -d ':\\n'`)"));
@@ -193,13 +265,240 @@ impl WebConfig {
         }
         let auth = (!file.basic_auth_users.is_empty() || token.is_some())
             .then(|| Arc::new(Auth::new(file.basic_auth_users, token)));
-        Ok(WebConfig { tls, auth })
+        Ok(WebConfig {
+            tls,
+            auth,
+            headers: Arc::new(headers),
+            warnings,
+        })
     }
 }
 
-fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, String> {
+/// Pure: one `http_server_config.headers` entry, checked as exporter-toolkit checks it.
+fn response_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let Some((canonical, values)) = ALLOWED_HEADERS
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+    else {
+        let allowed: Vec<&str> = ALLOWED_HEADERS.iter().map(|(n, _)| *n).collect();
+        return Err(format!(
+            "http_server_config.headers: {name:?} cannot be configured (allowed, as in exporter-toolkit: {})",
+            allowed.join(", ")
+        ));
+    };
+    if let Some(values) = values
+        && !values.iter().any(|v| v.eq_ignore_ascii_case(value.trim()))
+    {
+        return Err(format!(
+            "http_server_config.headers.{canonical}: {value:?} is not one of {}",
+            values.join(", ")
+        ));
+    }
+    let value = HeaderValue::from_str(value.trim())
+        .map_err(|_| format!("http_server_config.headers.{canonical}: not a valid header value"))?;
+    let name = HeaderName::from_bytes(canonical.as_bytes())
+        .map_err(|_| format!("http_server_config.headers: {canonical:?} is not a header name"))?;
+    Ok((name, value))
+}
+
+/// Middleware: sets the configured response headers on every answer.
+pub async fn add_headers(
+    State(headers): State<Arc<Vec<(HeaderName, HeaderValue)>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let mut resp = next.run(req).await;
+    for (name, value) in headers.iter() {
+        resp.headers_mut().insert(name.clone(), value.clone());
+    }
+    resp
+}
+
+/// Go's `crypto/tls` protocol version names, oldest first.
+const TLS_VERSIONS: &[&str] = &["TLS10", "TLS11", "TLS12", "TLS13"];
+
+/// What `client_auth_type` asks of a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    NoClientCert,
+    /// Asks for a certificate, takes any (or none) without checking its chain.
+    RequestClientCert,
+    /// Takes any certificate, one is required; the chain is not checked.
+    RequireAnyClientCert,
+    /// A certificate, when given, must chain to `client_ca_file`.
+    VerifyClientCertIfGiven,
+    /// A certificate chaining to `client_ca_file` is required (mutual TLS).
+    RequireAndVerifyClientCert,
+}
+
+impl ClientAuth {
+    /// Pure: exporter-toolkit's names (an empty or missing value is `NoClientCert`).
+    pub fn parse(s: Option<&str>) -> Result<ClientAuth, String> {
+        Ok(match s.unwrap_or("").trim() {
+            "" | "NoClientCert" => ClientAuth::NoClientCert,
+            "RequestClientCert" => ClientAuth::RequestClientCert,
+            "RequireAnyClientCert" => ClientAuth::RequireAnyClientCert,
+            "VerifyClientCertIfGiven" => ClientAuth::VerifyClientCertIfGiven,
+            "RequireAndVerifyClientCert" => ClientAuth::RequireAndVerifyClientCert,
+            other => {
+                return Err(format!(
+                    "tls_server_config.client_auth_type: {other:?} is not one of NoClientCert, RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert"
+                ));
+            }
+        })
+    }
+}
+
+/// Pure: the protocol versions rustls serves within `min_version`..=`max_version` (Go names;
+/// exporter-toolkit's default floor is TLS 1.2). Versions rustls lacks are warned about; a
+/// range holding none of TLS 1.2/1.3 gets TLS 1.2 with a warning.
+pub fn tls_versions(
+    min: Option<&str>,
+    max: Option<&str>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, String> {
+    let index = |key: &str, v: Option<&str>, default: usize| match v.map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(v) => TLS_VERSIONS.iter().position(|n| *n == v).ok_or_else(|| {
+            format!(
+                "tls_server_config.{key}: {v:?} is not one of {}",
+                TLS_VERSIONS.join(", ")
+            )
+        }),
+    };
+    let lo = index("min_version", min, 2)?;
+    let hi = index("max_version", max, 3)?;
+    if lo > hi {
+        return Err(format!(
+            "tls_server_config: min_version {} is above max_version {}",
+            TLS_VERSIONS[lo], TLS_VERSIONS[hi]
+        ));
+    }
+    if lo < 2 {
+        warnings.push(format!(
+            "tls_server_config.min_version {}: TLS 1.0 and 1.1 are not served (rustls); TLS 1.2 is the floor",
+            TLS_VERSIONS[lo]
+        ));
+    }
+    let mut out = Vec::new();
+    if lo <= 2 && hi >= 2 {
+        out.push(&rustls::version::TLS12);
+    }
+    if hi >= 3 {
+        out.push(&rustls::version::TLS13);
+    }
+    if out.is_empty() {
+        warnings.push(format!(
+            "tls_server_config.max_version {}: TLS 1.0 and 1.1 are not served (rustls); serving TLS 1.2",
+            TLS_VERSIONS[hi]
+        ));
+        out.push(&rustls::version::TLS12);
+    }
+    Ok(out)
+}
+
+/// Pure: the provider's TLS 1.2 suites narrowed to `names` (Go names, in the file's order; Go
+/// applies `cipher_suites` to TLS 1.2 only, and so does this). Names rustls lacks are warned
+/// about; when none is left the provider's TLS 1.2 suites stay.
+pub fn cipher_suites(
+    provider: &[rustls::SupportedCipherSuite],
+    names: &[String],
+    warnings: &mut Vec<String>,
+) -> Vec<rustls::SupportedCipherSuite> {
+    if names.is_empty() {
+        return provider.to_vec();
+    }
+    let name_of = |s: &rustls::SupportedCipherSuite| format!("{:?}", s.suite());
+    let mut chosen: Vec<rustls::SupportedCipherSuite> = Vec::new();
+    let mut unknown = Vec::new();
+    for n in names {
+        let n = n.trim();
+        match provider
+            .iter()
+            .find(|s| matches!(s, rustls::SupportedCipherSuite::Tls12(_)) && name_of(s) == n)
+        {
+            Some(s) => chosen.push(*s),
+            None if n.starts_with("TLS_AES_") || n.starts_with("TLS_CHACHA20_") => {
+                // TLS 1.3 suites: not configurable in Go either; all stay.
+            }
+            None => unknown.push(n.to_owned()),
+        }
+    }
+    if !unknown.is_empty() {
+        warnings.push(format!(
+            "tls_server_config.cipher_suites: rustls does not offer {} (it serves only AEAD suites with forward secrecy); {}",
+            unknown.join(", "),
+            if chosen.is_empty() {
+                "none of the listed TLS 1.2 suites is available, so rustls' own TLS 1.2 suites are used"
+            } else {
+                "the others listed are used"
+            }
+        ));
+    }
+    if chosen.is_empty() {
+        return provider.to_vec();
+    }
+    let tls13 = provider
+        .iter()
+        .filter(|s| matches!(s, rustls::SupportedCipherSuite::Tls13(_)));
+    chosen.extend(tls13);
+    chosen
+}
+
+/// Pure: the provider's key-exchange groups ordered by `curve_preferences` (Go names); names
+/// rustls lacks are warned about; when none is left the provider's groups stay.
+pub fn kx_groups(
+    provider: &[&'static dyn rustls::crypto::SupportedKxGroup],
+    names: &[String],
+    warnings: &mut Vec<String>,
+) -> Vec<&'static dyn rustls::crypto::SupportedKxGroup> {
+    use rustls::NamedGroup;
+    if names.is_empty() {
+        return provider.to_vec();
+    }
+    let mut chosen = Vec::new();
+    let mut unknown = Vec::new();
+    for n in names {
+        let want = match n.trim() {
+            "CurveP256" | "P256" | "P-256" => Some(NamedGroup::secp256r1),
+            "CurveP384" | "P384" | "P-384" => Some(NamedGroup::secp384r1),
+            "CurveP521" | "P521" | "P-521" => Some(NamedGroup::secp521r1),
+            "X25519" => Some(NamedGroup::X25519),
+            "X25519MLKEM768" => Some(NamedGroup::X25519MLKEM768),
+            _ => None,
+        };
+        match want.and_then(|w| provider.iter().find(|g| g.name() == w)) {
+            Some(g) if !chosen.iter().any(|c: &&dyn rustls::crypto::SupportedKxGroup| c.name() == g.name()) => {
+                chosen.push(*g)
+            }
+            Some(_) => {}
+            None => unknown.push(n.trim().to_owned()),
+        }
+    }
+    if !unknown.is_empty() {
+        warnings.push(format!(
+            "tls_server_config.curve_preferences: rustls does not offer {}; {}",
+            unknown.join(", "),
+            if chosen.is_empty() {
+                "none listed is available, so rustls' own groups (X25519, P-256, P-384) are used"
+            } else {
+                "the others listed are used"
+            }
+        ));
+    }
+    if chosen.is_empty() {
+        return provider.to_vec();
+    }
+    chosen
+}
+
+fn tls_config(
+    t: &TlsServerConfig,
+    warnings: &mut Vec<String>,
+) -> Result<rustls::ServerConfig, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = (&t.cert_file, &t.key_file);
     let read = |what: &str, p: &Path| {
         crate::config::files::read(p)
             .map_err(|e| format!("tls_server_config.{what} {}: {e}", p.display()))
@@ -216,14 +515,145 @@ fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, String> {
     }
     let key = PrivateKeyDer::from_pem_slice(&read("key_file", key)?)
         .map_err(|e| format!("tls_server_config.key_file {}: {e}", key.display()))?;
-    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-        .map(|mut c| {
-            c.alpn_protocols = vec![b"http/1.1".to_vec()];
-            c
-        })
-        .map_err(|e| format!("tls_server_config: {e}"))
+    let client_auth = ClientAuth::parse(t.client_auth_type.as_deref())?;
+    if t.client_ca_file.is_some() && client_auth == ClientAuth::NoClientCert {
+        // exporter-toolkit refuses this too: a CA without a policy protects nothing.
+        return Err("tls_server_config: client_ca_file is set without a client_auth_type (use RequireAndVerifyClientCert for mutual TLS)".into());
+    }
+    let versions = tls_versions(t.min_version.as_deref(), t.max_version.as_deref(), warnings)?;
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = cipher_suites(&provider.cipher_suites, &t.cipher_suites, warnings);
+    provider.kx_groups = kx_groups(&provider.kx_groups, &t.curve_preferences, warnings);
+    let provider = Arc::new(provider);
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("tls_server_config: {e}"))?;
+    let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = match client_auth {
+        ClientAuth::NoClientCert => rustls::server::WebPkiClientVerifier::no_client_auth(),
+        ClientAuth::RequestClientCert | ClientAuth::RequireAnyClientCert => {
+            Arc::new(AnyClientCert {
+                mandatory: client_auth == ClientAuth::RequireAnyClientCert,
+                provider: provider.clone(),
+            })
+        }
+        ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert => {
+            let roots = client_roots(t.client_ca_file.as_deref(), warnings)?;
+            let b = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            );
+            let b = if client_auth == ClientAuth::VerifyClientCertIfGiven {
+                b.allow_unauthenticated()
+            } else {
+                b
+            };
+            b.build()
+                .map_err(|e| format!("tls_server_config.client_ca_file: {e}"))?
+        }
+    };
+    let mut c = builder
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("tls_server_config: {e}"))?;
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    c.ignore_client_order = t.prefer_server_cipher_suites.unwrap_or(true);
+    Ok(c)
+}
+
+/// The roots client certificates must chain to: `client_ca_file`, or (as Go does without
+/// one) the system's roots, with a warning.
+fn client_roots(
+    path: Option<&Path>,
+    warnings: &mut Vec<String>,
+) -> Result<rustls::RootCertStore, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs: Vec<CertificateDer<'static>> = match path {
+        Some(p) => {
+            let pem = crate::config::files::read(p)
+                .map_err(|e| format!("tls_server_config.client_ca_file {}: {e}", p.display()))?;
+            CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("tls_server_config.client_ca_file {}: {e}", p.display()))?
+        }
+        None => {
+            warnings.push("tls_server_config: client certificates are verified against the system's roots (no client_ca_file); set client_ca_file to your client CA".into());
+            rustls_native_certs::load_native_certs().certs
+        }
+    };
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(match path {
+            Some(p) => format!(
+                "tls_server_config.client_ca_file {}: no CA certificate",
+                p.display()
+            ),
+            None => "tls_server_config: no client_ca_file and no system roots to verify client certificates with".into(),
+        });
+    }
+    Ok(roots)
+}
+
+/// `RequestClientCert` / `RequireAnyClientCert`: any certificate is taken (Go checks no chain
+/// for these either), but the client must prove it holds the certificate's key.
+#[derive(Debug)]
+struct AnyClientCert {
+    mandatory: bool,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for AnyClientCert {
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 impl Auth {
