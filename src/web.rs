@@ -468,7 +468,11 @@ pub fn kx_groups(
             _ => None,
         };
         match want.and_then(|w| provider.iter().find(|g| g.name() == w)) {
-            Some(g) if !chosen.iter().any(|c: &&dyn rustls::crypto::SupportedKxGroup| c.name() == g.name()) => {
+            Some(g)
+                if !chosen
+                    .iter()
+                    .any(|c: &&dyn rustls::crypto::SupportedKxGroup| c.name() == g.name()) =>
+            {
                 chosen.push(*g)
             }
             Some(_) => {}
@@ -840,6 +844,180 @@ mod tests {
             Verdict::Allowed,
             "a verified credential is not held off"
         );
+    }
+
+    /// node_exporter's documented `web-config.yml`, every key set.
+    const NODE_EXPORTER_FILE: &str = r#"
+tls_server_config:
+  cert_file: server.crt
+  key_file: server.key
+  client_auth_type: "RequireAndVerifyClientCert"
+  client_ca_file: ca.crt
+  min_version: TLS12
+  max_version: TLS13
+  cipher_suites:
+    - TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+    - TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA
+  prefer_server_cipher_suites: true
+  curve_preferences:
+    - CurveP256
+    - CurveP521
+    - X25519
+http_server_config:
+  http2: true
+  headers:
+    Strict-Transport-Security: max-age=31536000
+    X-Content-Type-Options: nosniff
+    X-Frame-Options: deny
+    X-XSS-Protection: 1; mode=block
+    Content-Security-Policy: default-src 'self'
+basic_auth_users:
+  alice: $2y$10$mDwo.lAisC94iLAyP81MCesa29IzH37oigHC/42V2pdJlUprsJPze
+"#;
+
+    #[test]
+    fn a_node_exporter_file_with_every_key_parses() {
+        let f: WebConfigFile = serde_norway::from_str(NODE_EXPORTER_FILE).unwrap();
+        let t = f.tls_server_config.unwrap();
+        assert_eq!(
+            ClientAuth::parse(t.client_auth_type.as_deref()),
+            Ok(ClientAuth::RequireAndVerifyClientCert)
+        );
+        assert_eq!(t.client_ca_file.as_deref(), Some(Path::new("ca.crt")));
+        assert_eq!(
+            (t.min_version.as_deref(), t.max_version.as_deref()),
+            (Some("TLS12"), Some("TLS13"))
+        );
+        assert_eq!(t.cipher_suites.len(), 2);
+        assert_eq!(t.curve_preferences, ["CurveP256", "CurveP521", "X25519"]);
+        assert_eq!(t.prefer_server_cipher_suites, Some(true));
+        let h = f.http_server_config.unwrap();
+        assert_eq!(h.http2, Some(true));
+        assert_eq!(h.headers.len(), 5);
+        for (n, v) in &h.headers {
+            response_header(n, v).unwrap();
+        }
+        assert_eq!(f.basic_auth_users.len(), 1);
+        // A misspelt key is still named, not ignored.
+        let e = serde_norway::from_str::<WebConfigFile>(
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth: RequireAndVerifyClientCert\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("client_auth"), "{e}");
+    }
+
+    #[test]
+    fn client_auth_types_are_exporter_toolkits() {
+        for (name, want) in [
+            ("NoClientCert", ClientAuth::NoClientCert),
+            ("RequestClientCert", ClientAuth::RequestClientCert),
+            ("RequireAnyClientCert", ClientAuth::RequireAnyClientCert),
+            (
+                "VerifyClientCertIfGiven",
+                ClientAuth::VerifyClientCertIfGiven,
+            ),
+            (
+                "RequireAndVerifyClientCert",
+                ClientAuth::RequireAndVerifyClientCert,
+            ),
+        ] {
+            assert_eq!(ClientAuth::parse(Some(name)), Ok(want));
+        }
+        assert_eq!(ClientAuth::parse(None), Ok(ClientAuth::NoClientCert));
+        assert_eq!(ClientAuth::parse(Some("")), Ok(ClientAuth::NoClientCert));
+        let e = ClientAuth::parse(Some("RequireClientCert")).unwrap_err();
+        assert!(e.contains("RequireAndVerifyClientCert"), "{e}");
+    }
+
+    #[test]
+    fn versions_map_to_what_rustls_serves() {
+        let v = |min, max| {
+            let mut w = Vec::new();
+            let r = tls_versions(min, max, &mut w)
+                .map(|v| v.iter().map(|p| p.version).collect::<Vec<_>>());
+            (r, w.len())
+        };
+        use rustls::ProtocolVersion::{TLSv1_2, TLSv1_3};
+        assert_eq!(v(None, None), (Ok(vec![TLSv1_2, TLSv1_3]), 0));
+        assert_eq!(v(Some("TLS13"), None), (Ok(vec![TLSv1_3]), 0));
+        assert_eq!(v(None, Some("TLS12")), (Ok(vec![TLSv1_2]), 0));
+        assert_eq!(v(Some("TLS10"), None), (Ok(vec![TLSv1_2, TLSv1_3]), 1));
+        assert_eq!(v(Some("TLS10"), Some("TLS11")), (Ok(vec![TLSv1_2]), 2));
+        assert!(v(Some("TLS13"), Some("TLS12")).0.is_err());
+        assert!(v(Some("SSL3"), None).0.unwrap_err().contains("TLS12"));
+    }
+
+    #[test]
+    fn cipher_suites_keep_what_rustls_has_and_warn_once_for_the_rest() {
+        let all = rustls::crypto::ring::default_provider().cipher_suites;
+        let names = |v: &[rustls::SupportedCipherSuite]| {
+            v.iter()
+                .map(|s| format!("{:?}", s.suite()))
+                .collect::<Vec<_>>()
+        };
+        let mut w = Vec::new();
+        let got = cipher_suites(
+            &all,
+            &[
+                "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384".into(),
+                "TLS_RSA_WITH_AES_128_CBC_SHA".into(),
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into(),
+                "TLS_AES_128_GCM_SHA256".into(),
+            ],
+            &mut w,
+        );
+        let got = names(&got);
+        assert_eq!(
+            got[..2],
+            [
+                "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+            ]
+        );
+        assert!(got[2..].iter().all(|n| n.starts_with("TLS13_")), "{got:?}");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("TLS_RSA_WITH_AES_128_CBC_SHA") && !w[0].contains("TLS_AES_128"));
+        // None usable: rustls' own suites, with the warning.
+        let mut w = Vec::new();
+        let got = cipher_suites(&all, &["TLS_RSA_WITH_RC4_128_SHA".into()], &mut w);
+        assert_eq!(names(&got), names(&all));
+        assert_eq!(w.len(), 1);
+        let mut w = Vec::new();
+        assert_eq!(names(&cipher_suites(&all, &[], &mut w)), names(&all));
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn curve_preferences_order_the_groups() {
+        let all = rustls::crypto::ring::default_provider().kx_groups;
+        let mut w = Vec::new();
+        let got = kx_groups(
+            &all,
+            &["CurveP384".into(), "CurveP521".into(), "X25519".into()],
+            &mut w,
+        );
+        let got: Vec<_> = got.iter().map(|g| g.name()).collect();
+        assert_eq!(
+            got,
+            [rustls::NamedGroup::secp384r1, rustls::NamedGroup::X25519]
+        );
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("CurveP521"), "{w:?}");
+    }
+
+    #[test]
+    fn only_exporter_toolkits_headers_can_be_set() {
+        let (n, v) = response_header("strict-transport-security", "max-age=60").unwrap();
+        assert_eq!(
+            (n.as_str(), v.to_str().unwrap()),
+            ("strict-transport-security", "max-age=60")
+        );
+        assert!(response_header("X-Frame-Options", "SAMEORIGIN").is_ok());
+        assert!(response_header("X-Frame-Options", "allow-from x").is_err());
+        assert!(response_header("X-Content-Type-Options", "sniff").is_err());
+        let e = response_header("Content-Length", "1").unwrap_err();
+        assert!(e.contains("cannot be configured"), "{e}");
+        assert!(response_header("Content-Security-Policy", "a\nb").is_err());
     }
 
     #[test]
