@@ -328,7 +328,11 @@ http_server_config:
         "{logs}"
     );
     assert_eq!(logs.matches("CurveP521").count(), 1, "{logs}");
-    assert_eq!(logs.matches("http_server_config.http2").count(), 1, "{logs}");
+    assert_eq!(
+        logs.matches("http_server_config.http2").count(),
+        1,
+        "{logs}"
+    );
 }
 
 #[test]
