@@ -55,14 +55,42 @@ pub struct WebConfigFile {
     pub bearer_token_file: Option<PathBuf>,
     #[serde(default)]
     pub http_server_config: Option<HttpServerConfig>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// exporter-toolkit's `rate_limit`: a token bucket over the protected endpoints.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Time between two requests (Go duration, e.g. `100ms`); 0 disables the limit.
+    #[serde(default)]
+    pub interval: Option<String>,
+    /// Requests allowed in a burst.
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
 /// exporter-toolkit's `tls_server_config` (Go `crypto/tls` names).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsServerConfig {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The certificate inline (PEM), instead of `cert_file`.
+    #[serde(default)]
+    pub cert: Option<String>,
+    /// The key inline (PEM), instead of `key_file`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The client CA inline (PEM), instead of `client_ca_file`.
+    #[serde(default)]
+    pub client_ca: Option<String>,
+    /// A client certificate must carry one of these SANs exactly (DNS, IP or URI).
+    #[serde(default)]
+    pub client_allowed_sans: Vec<String>,
     /// `NoClientCert` (default), `RequestClientCert`, `RequireAnyClientCert`,
     /// `VerifyClientCertIfGiven`, `RequireAndVerifyClientCert`.
     #[serde(default)]
@@ -105,6 +133,8 @@ pub struct WebConfig {
     pub auth: Option<Arc<Auth>>,
     /// `http_server_config.headers`, set on every answer (they replace the endpoint's own).
     pub headers: Arc<Vec<(HeaderName, HeaderValue)>>,
+    /// `rate_limit`, over the protected endpoints (`/healthz` and `/readyz` stay open).
+    pub rate_limit: Option<Arc<RateLimiter>>,
     /// What the file asks that cannot be honoured as written, and what is done instead; logged
     /// once when the endpoint starts.
     pub warnings: Vec<String>,
@@ -233,11 +263,22 @@ impl WebConfig {
         }
         let mut headers = Vec::new();
         for (name, value) in &http.headers {
+            if value.trim().is_empty() {
+                continue; // exporter-toolkit: "unset if blank"
+            }
             match response_header(name, value) {
                 Ok(h) => headers.push(h),
                 Err(e) => problems.push(e),
             }
         }
+        let rate_limit = match file.rate_limit.as_ref().map(RateLimiter::from_config) {
+            None | Some(Ok(None)) => None,
+            Some(Ok(Some(r))) => Some(Arc::new(r)),
+            Some(Err(e)) => {
+                problems.push(e);
+                None
+            }
+        };
         for (user, hash) in &file.basic_auth_users {
             if !hash.starts_with("$2") {
                 problems.push(format!("basic_auth_users.{user}: not a bcrypt hash (make one with `htpasswd -nBC 10 \"\" | tr -d ':\\n'`)"));
@@ -269,6 +310,7 @@ impl WebConfig {
             tls,
             auth,
             headers: Arc::new(headers),
+            rate_limit,
             warnings,
         })
     }
@@ -312,6 +354,69 @@ pub async fn add_headers(
         resp.headers_mut().insert(name.clone(), value.clone());
     }
     resp
+}
+
+/// exporter-toolkit's `rate_limit`: one token every `interval`, at most `burst` saved up; a
+/// request without a token gets 429 at once (nothing waits).
+#[derive(Debug)]
+pub struct RateLimiter {
+    interval: Duration,
+    burst: f64,
+    /// Tokens and when they were last counted.
+    bucket: Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    /// Pure: `None` when the limit is off (no or a zero interval).
+    pub fn from_config(c: &RateLimitConfig) -> Result<Option<RateLimiter>, String> {
+        let interval = match c.interval.as_deref().map(str::trim) {
+            None | Some("") | Some("0") => return Ok(None),
+            Some(v) => humantime::parse_duration(v).map_err(|e| {
+                format!("rate_limit.interval: {v:?} is not a duration like 100ms or 1s ({e})")
+            })?,
+        };
+        if interval.is_zero() {
+            return Ok(None);
+        }
+        let burst = f64::from(c.burst.unwrap_or(0).max(1));
+        Ok(Some(RateLimiter {
+            interval,
+            burst,
+            bucket: Mutex::new((burst, Instant::now())),
+        }))
+    }
+
+    /// Takes a token if one is there.
+    pub fn allow_at(&self, now: Instant) -> bool {
+        let mut b = lock(&self.bucket);
+        let earned = now.saturating_duration_since(b.1).as_secs_f64() / self.interval.as_secs_f64();
+        b.0 = (b.0 + earned).min(self.burst);
+        b.1 = now;
+        if b.0 >= 1.0 {
+            b.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Middleware: 429 when `rate_limit` has no token left.
+pub async fn rate_limit(
+    State(limiter): State<Arc<RateLimiter>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if limiter.allow_at(Instant::now()) {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1")],
+            "too many requests (rate_limit of the web config)\n",
+        )
+            .into_response()
+    }
 }
 
 /// Go's `crypto/tls` protocol version names, oldest first.
@@ -502,25 +607,27 @@ fn tls_config(
 ) -> Result<rustls::ServerConfig, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let (cert, key) = (&t.cert_file, &t.key_file);
-    let read = |what: &str, p: &Path| {
-        crate::config::files::read(p)
-            .map_err(|e| format!("tls_server_config.{what} {}: {e}", p.display()))
-    };
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(&read("cert_file", cert)?)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("tls_server_config.cert_file {}: {e}", cert.display()))?;
+    let (cert_pem, cert_from) = pem_source("cert", t.cert.as_deref(), t.cert_file.as_deref())?;
+    let (key_pem, key_from) = pem_source("key", t.key.as_deref(), t.key_file.as_deref())?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{cert_from}: {e}"))?;
     if certs.is_empty() {
-        return Err(format!(
-            "tls_server_config.cert_file {}: no certificate",
-            cert.display()
-        ));
+        return Err(format!("{cert_from}: no certificate"));
     }
-    let key = PrivateKeyDer::from_pem_slice(&read("key_file", key)?)
-        .map_err(|e| format!("tls_server_config.key_file {}: {e}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| format!("{key_from}: {e}"))?;
     let client_auth = ClientAuth::parse(t.client_auth_type.as_deref())?;
-    if t.client_ca_file.is_some() && client_auth == ClientAuth::NoClientCert {
+    let has_ca = t.client_ca_file.is_some() || t.client_ca.is_some();
+    if !t.client_allowed_sans.is_empty()
+        && !matches!(
+            client_auth,
+            ClientAuth::RequireAnyClientCert | ClientAuth::RequireAndVerifyClientCert
+        )
+    {
+        // exporter-toolkit refuses it too: without a required certificate there is no SAN.
+        return Err("tls_server_config.client_allowed_sans needs client_auth_type RequireAndVerifyClientCert (or RequireAnyClientCert)".into());
+    }
+    if has_ca && client_auth == ClientAuth::NoClientCert {
         // exporter-toolkit refuses this too: a CA without a policy protects nothing.
         return Err("tls_server_config: client_ca_file is set without a client_auth_type (use RequireAndVerifyClientCert for mutual TLS)".into());
     }
@@ -541,7 +648,7 @@ fn tls_config(
             })
         }
         ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert => {
-            let roots = client_roots(t.client_ca_file.as_deref(), warnings)?;
+            let roots = client_roots(t, warnings)?;
             let b = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider.clone(),
@@ -555,6 +662,15 @@ fn tls_config(
                 .map_err(|e| format!("tls_server_config.client_ca_file: {e}"))?
         }
     };
+    let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> =
+        if t.client_allowed_sans.is_empty() {
+            verifier
+        } else {
+            Arc::new(AllowedSans {
+                inner: verifier,
+                allowed: t.client_allowed_sans.clone(),
+            })
+        };
     let mut c = builder
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
@@ -567,36 +683,140 @@ fn tls_config(
 /// The roots client certificates must chain to: `client_ca_file`, or (as Go does without
 /// one) the system's roots, with a warning.
 fn client_roots(
-    path: Option<&Path>,
+    t: &TlsServerConfig,
     warnings: &mut Vec<String>,
 ) -> Result<rustls::RootCertStore, String> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    let certs: Vec<CertificateDer<'static>> = match path {
-        Some(p) => {
-            let pem = crate::config::files::read(p)
-                .map_err(|e| format!("tls_server_config.client_ca_file {}: {e}", p.display()))?;
+    let given = t.client_ca_file.is_some() || t.client_ca.is_some();
+    let certs: Vec<CertificateDer<'static>> = match given {
+        true => {
+            let (pem, from) = pem_source(
+                "client_ca",
+                t.client_ca.as_deref(),
+                t.client_ca_file.as_deref(),
+            )?;
             CertificateDer::pem_slice_iter(&pem)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("tls_server_config.client_ca_file {}: {e}", p.display()))?
+                .map_err(|e| format!("{from}: {e}"))?
         }
-        None => {
+        false => {
             warnings.push("tls_server_config: client certificates are verified against the system's roots (no client_ca_file); set client_ca_file to your client CA".into());
             rustls_native_certs::load_native_certs().certs
         }
     };
     let (added, _) = roots.add_parsable_certificates(certs);
     if added == 0 {
-        return Err(match path {
-            Some(p) => format!(
-                "tls_server_config.client_ca_file {}: no CA certificate",
-                p.display()
-            ),
-            None => "tls_server_config: no client_ca_file and no system roots to verify client certificates with".into(),
+        return Err(match given {
+            true => "tls_server_config.client_ca_file: no CA certificate".into(),
+            false => "tls_server_config: no client_ca_file and no system roots to verify client certificates with".into(),
         });
     }
     Ok(roots)
+}
+
+/// The PEM of `<what>` (inline) or `<what>_file`, and how to name it in messages; exactly one
+/// of the two must be set, as in exporter-toolkit.
+fn pem_source(
+    what: &str,
+    inline: Option<&str>,
+    file: Option<&Path>,
+) -> Result<(Vec<u8>, String), String> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(format!(
+            "tls_server_config: set {what} or {what}_file, not both"
+        )),
+        (Some(pem), None) => Ok((pem.as_bytes().to_vec(), format!("tls_server_config.{what}"))),
+        (None, Some(p)) => {
+            let from = format!("tls_server_config.{what}_file {}", p.display());
+            crate::config::files::read(p)
+                .map(|b| (b, from.clone()))
+                .map_err(|e| format!("{from}: {e}"))
+        }
+        (None, None) => Err(format!(
+            "tls_server_config: {what}_file (or {what} inline) is missing"
+        )),
+    }
+}
+
+/// Pure: whether a client certificate carries one of `allowed` exactly as a DNS, IP or URI
+/// SAN (Go's exact match; e-mail SANs are not read, so such an entry never matches).
+pub fn has_allowed_san(cert: &rustls::pki_types::CertificateDer<'_>, allowed: &[String]) -> bool {
+    let Ok(ee) = webpki::EndEntityCert::try_from(cert) else {
+        return false;
+    };
+    let dns: Vec<&str> = ee.valid_dns_names().collect();
+    let uris: Vec<&str> = ee.valid_uri_names().collect();
+    allowed.iter().any(|a| {
+        let a = a.trim();
+        if let Ok(ip) = a.parse::<std::net::IpAddr>() {
+            let name = rustls::pki_types::ServerName::IpAddress(ip.into());
+            return ee.verify_is_valid_for_subject_name(&name).is_ok();
+        }
+        dns.iter().any(|d| d.eq_ignore_ascii_case(a)) || uris.contains(&a)
+    })
+}
+
+/// `client_allowed_sans`: the inner verifier's verdict, then one of the SANs is required.
+#[derive(Debug)]
+struct AllowedSans {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    allowed: Vec<String>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for AllowedSans {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if has_allowed_san(end_entity, &self.allowed) {
+            Ok(ok)
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// `RequestClientCert` / `RequireAnyClientCert`: any certificate is taken (Go checks no chain

@@ -363,3 +363,87 @@ fn a_client_ca_without_a_client_auth_type_is_refused_like_exporter_toolkit_does(
         "{err}"
     );
 }
+
+#[test]
+fn client_allowed_sans_and_rate_limit_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((ca, cert, key)) = make_certs(dir.path()) else {
+        return;
+    };
+    let Some(allowed) =
+        make_client_cert_with_san(dir.path(), "scraper", Some("DNS:prometheus.monitoring"))
+    else {
+        return;
+    };
+    let Some(other) = make_client_cert(dir.path(), "someone") else {
+        return;
+    };
+    // Inline PEM for the certificate and the CA (exporter-toolkit's `cert`, `client_ca`).
+    let indent = |p: &str| {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    let web = dir.path().join("web-config.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert: |\n{}  key_file: {key}\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca: |\n{}  client_allowed_sans:\n    - prometheus.monitoring\nrate_limit:\n  interval: 1m\n  burst: 3\n",
+            indent(&cert),
+            indent(&ca)
+        ),
+    )
+    .unwrap();
+    let pg = PgCluster::start_with(ClusterOpts {
+        schema: false,
+        ..Default::default()
+    });
+    let logs = tempfile::tempdir().unwrap();
+    let (_child, port, err) = start_with_web_config(&web, &pg, logs.path());
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client_with = |(c, k): &(String, String)| {
+        let mut pem = std::fs::read(c).unwrap();
+        pem.extend(std::fs::read(k).unwrap());
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap()])
+            .identity(reqwest::Identity::from_pem(&pem).unwrap())
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    };
+    let (good, bad) = (client_with(&allowed), client_with(&other));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let get = |c: &reqwest::Client, path: &str| {
+        rt.block_on(async {
+            c.get(format!("https://127.0.0.1:{port}{path}"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    wait_for(Duration::from_secs(15), || {
+        get(&good, "/healthz").is_ok_and(|s| s == 200)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not served: {}",
+            std::fs::read_to_string(&err).unwrap_or_default()
+        )
+    });
+    // A certificate from the right CA without the allowed SAN: refused in the handshake.
+    match get(&bad, "/healthz") {
+        Ok(s) => panic!("a certificate without the allowed SAN got {s}"),
+        Err(e) => assert!(!e.is_status(), "{e:?}"),
+    }
+    // rate_limit: a burst of 3 on the protected endpoints, then 429; the probes stay open.
+    let codes: Vec<u16> = (0..5).map(|_| get(&good, "/metrics").unwrap()).collect();
+    assert_eq!(codes, [200, 200, 200, 429, 429]);
+    assert_eq!(get(&good, "/healthz").unwrap(), 200);
+    let ready = get(&good, "/readyz").unwrap();
+    assert!(ready == 200 || ready == 503, "{ready}");
+}

@@ -134,7 +134,11 @@ struct FileView {
 
 #[derive(serde::Deserialize)]
 struct TlsView {
-    cert_file: PathBuf,
+    #[serde(default)]
+    cert_file: Option<PathBuf>,
+    /// exporter-toolkit's inline certificate.
+    #[serde(default)]
+    cert: Option<String>,
 }
 
 impl Endpoint {
@@ -169,8 +173,12 @@ impl Endpoint {
             let file: FileView = serde_norway::from_str(&text)
                 .map_err(|e| err(crate::dsn::redact(&e.to_string())))?;
             if let Some(tls) = file.tls_server_config {
-                let pem = crate::config::files::read(&tls.cert_file)
-                    .map_err(|e| err(format!("cert_file {}: {e}", tls.cert_file.display())))?;
+                let pem = match (&tls.cert, &tls.cert_file) {
+                    (Some(pem), _) => pem.as_bytes().to_vec(),
+                    (None, Some(f)) => crate::config::files::read(f)
+                        .map_err(|e| err(format!("cert_file {}: {e}", f.display())))?,
+                    (None, None) => return Err(err("tls_server_config has no cert_file".into())),
+                };
                 let client = match &creds.client_cert {
                     None => None,
                     Some((c, k)) => Some(client_identity(c, k)?),
