@@ -12,9 +12,11 @@
 //!
 //! A node_exporter `web-config.yml` works unchanged: every exporter-toolkit key is accepted.
 //! `tls_server_config` also takes `client_auth_type` with `client_ca_file` (mutual TLS),
-//! `min_version`/`max_version`, `cipher_suites`, `curve_preferences` and
-//! `prefer_server_cipher_suites`; `http_server_config` takes `headers` (added to every answer,
-//! the same five headers exporter-toolkit allows) and `http2`. What rustls cannot do (TLS 1.0
+//! `client_allowed_sans`, inline `cert`/`key`/`client_ca`, `min_version`/`max_version`,
+//! `cipher_suites`, `curve_preferences` and `prefer_server_cipher_suites`;
+//! `http_server_config` takes `headers` (added to every answer, the same five headers
+//! exporter-toolkit allows) and `http2`; `rate_limit` is a token bucket over the protected
+//! endpoints. What rustls cannot do (TLS 1.0
 //! and 1.1, CBC and RSA key-exchange suites, P-521, HTTP/2 on this endpoint) is named in one
 //! warning at start ([`WebConfig::warnings`]) and the nearest safe setting is used instead:
 //! a valid exporter-toolkit file is never refused for it.
@@ -1073,6 +1075,8 @@ tls_server_config:
   key_file: server.key
   client_auth_type: "RequireAndVerifyClientCert"
   client_ca_file: ca.crt
+  client_allowed_sans:
+    - prometheus.monitoring
   min_version: TLS12
   max_version: TLS13
   cipher_suites:
@@ -1093,6 +1097,9 @@ http_server_config:
     Content-Security-Policy: default-src 'self'
 basic_auth_users:
   alice: $2y$10$mDwo.lAisC94iLAyP81MCesa29IzH37oigHC/42V2pdJlUprsJPze
+rate_limit:
+  interval: 100ms
+  burst: 10
 "#;
 
     #[test]
@@ -1118,6 +1125,17 @@ basic_auth_users:
             response_header(n, v).unwrap();
         }
         assert_eq!(f.basic_auth_users.len(), 1);
+        assert_eq!(t.client_allowed_sans, ["prometheus.monitoring"]);
+        let r = RateLimiter::from_config(&f.rate_limit.unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.interval, r.burst), (Duration::from_millis(100), 10.0));
+        // The inline forms parse too.
+        let f: WebConfigFile = serde_norway::from_str(
+            "tls_server_config:\n  cert: |\n    -----BEGIN CERTIFICATE-----\n  key: x\n  client_ca: y\n",
+        )
+        .unwrap();
+        assert!(f.tls_server_config.unwrap().cert.is_some());
         // A misspelt key is still named, not ignored.
         let e = serde_norway::from_str::<WebConfigFile>(
             "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth: RequireAndVerifyClientCert\n",
@@ -1238,6 +1256,71 @@ basic_auth_users:
         let e = response_header("Content-Length", "1").unwrap_err();
         assert!(e.contains("cannot be configured"), "{e}");
         assert!(response_header("Content-Security-Policy", "a\nb").is_err());
+    }
+
+    #[test]
+    fn rate_limit_is_a_token_bucket() {
+        let c = |i: &str, b| RateLimitConfig {
+            interval: Some(i.into()),
+            burst: b,
+        };
+        assert!(
+            RateLimiter::from_config(&c("0", Some(5)))
+                .unwrap()
+                .is_none()
+        );
+        assert!(RateLimiter::from_config(&c("0s", None)).unwrap().is_none());
+        assert!(
+            RateLimiter::from_config(&RateLimitConfig::default())
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            RateLimiter::from_config(&c("soon", None))
+                .unwrap_err()
+                .contains("rate_limit.interval")
+        );
+        let r = RateLimiter::from_config(&c("1s", Some(2)))
+            .unwrap()
+            .unwrap();
+        let t0 = Instant::now();
+        assert!(r.allow_at(t0) && r.allow_at(t0));
+        assert!(!r.allow_at(t0), "the burst is spent");
+        assert!(!r.allow_at(t0 + Duration::from_millis(500)));
+        assert!(
+            r.allow_at(t0 + Duration::from_millis(1000)),
+            "one token a second"
+        );
+        assert!(!r.allow_at(t0 + Duration::from_millis(1100)));
+        // Saved up at most `burst`.
+        let later = t0 + Duration::from_secs(3600);
+        assert!(r.allow_at(later) && r.allow_at(later) && !r.allow_at(later));
+        // No burst given: one request per interval.
+        let r = RateLimiter::from_config(&c("1s", None)).unwrap().unwrap();
+        assert!(r.allow_at(t0) && !r.allow_at(t0));
+    }
+
+    #[test]
+    fn pem_comes_inline_or_from_a_file_not_both() {
+        assert_eq!(
+            pem_source("cert", Some("PEM"), None).unwrap(),
+            (b"PEM".to_vec(), "tls_server_config.cert".to_owned())
+        );
+        assert!(
+            pem_source("cert", Some("PEM"), Some(Path::new("/x")))
+                .unwrap_err()
+                .contains("not both")
+        );
+        assert!(
+            pem_source("key", None, None)
+                .unwrap_err()
+                .contains("key_file")
+        );
+        assert!(
+            pem_source("key", None, Some(Path::new("/nonexistent.key")))
+                .unwrap_err()
+                .contains("/nonexistent.key")
+        );
     }
 
     #[test]
