@@ -226,6 +226,20 @@ http_server_config:
         ),
     )
     .unwrap();
+    // The file is exporter-toolkit's own format: Prometheus 2.42's promtool accepts it.
+    if require_tool("promtool") {
+        let out = std::process::Command::new("promtool")
+            .args(["check", "web-config"])
+            .arg(&web)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check web-config: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let pg = PgCluster::start_with(ClusterOpts {
         schema: false,
         ..Default::default()
