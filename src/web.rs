@@ -644,6 +644,10 @@ fn tls_config(
     let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = match client_auth {
         ClientAuth::NoClientCert => rustls::server::WebPkiClientVerifier::no_client_auth(),
         ClientAuth::RequestClientCert | ClientAuth::RequireAnyClientCert => {
+            warnings.push(format!(
+                "tls_server_config.client_auth_type {}: any client certificate is taken without checking who issued it (as in Go); use RequireAndVerifyClientCert with client_ca_file to authenticate clients",
+                t.client_auth_type.as_deref().unwrap_or_default().trim()
+            ));
             Arc::new(AnyClientCert {
                 mandatory: client_auth == ClientAuth::RequireAnyClientCert,
                 provider: provider.clone(),
