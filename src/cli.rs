@@ -79,6 +79,23 @@ pub struct HealthcheckArgs {
     /// Address of the agent's endpoint (host:port); default: from AGENT_LISTEN.
     #[arg(long)]
     pub addr: Option<String>,
+    /// Client certificate (PEM) for an endpoint whose web config asks for one
+    /// (`client_auth_type: RequireAndVerifyClientCert`, mutual TLS); with --key.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "AGENT_STATUS_CERT_FILE",
+        requires = "key"
+    )]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "AGENT_STATUS_KEY_FILE",
+        requires = "cert"
+    )]
+    pub key: Option<PathBuf>,
     /// Upper bound on connect + request + answer.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,
@@ -103,6 +120,23 @@ pub struct StatusArgs {
     /// File holding the basic-auth password of --user.
     #[arg(long, value_name = "PATH")]
     pub password_file: Option<PathBuf>,
+    /// Client certificate (PEM) for an endpoint whose web config asks for one
+    /// (`client_auth_type: RequireAndVerifyClientCert`, mutual TLS); with --key.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "AGENT_STATUS_CERT_FILE",
+        requires = "key"
+    )]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "AGENT_STATUS_KEY_FILE",
+        requires = "cert"
+    )]
+    pub key: Option<PathBuf>,
     /// Upper bound on connect + request + answer.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,

@@ -124,7 +124,11 @@ struct AppState {
     renderer: Renderer,
 }
 
-pub fn router(store: Store, auth: Option<Arc<crate::web::Auth>>) -> Router {
+pub fn router(
+    store: Store,
+    auth: Option<Arc<crate::web::Auth>>,
+    rate_limit: Option<Arc<crate::web::RateLimiter>>,
+) -> Router {
     let state = Arc::new(AppState {
         store,
         renderer: Renderer::default(),
@@ -138,6 +142,13 @@ pub fn router(store: Store, auth: Option<Arc<crate::web::Auth>>) -> Router {
         protected = protected.route_layer(axum::middleware::from_fn_with_state(
             auth,
             crate::web::require_auth,
+        ));
+    }
+    // Outside the credential check: a flood is refused before any bcrypt work.
+    if let Some(limiter) = rate_limit {
+        protected = protected.route_layer(axum::middleware::from_fn_with_state(
+            limiter,
+            crate::web::rate_limit,
         ));
     }
     Router::new()
@@ -224,7 +235,16 @@ pub async fn serve(
     limits: WebLimits,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = router(store, web.auth.clone());
+    for w in &web.warnings {
+        tracing::warn!(warning = %w, "AGENT_WEB_CONFIG_FILE asks for something this endpoint cannot honour as written; the nearest safe setting is used.");
+    }
+    let mut app = router(store, web.auth.clone(), web.rate_limit.clone());
+    if !web.headers.is_empty() {
+        app = app.layer(axum::middleware::from_fn_with_state(
+            web.headers.clone(),
+            crate::web::add_headers,
+        ));
+    }
     let tls = web.tls.map(tokio_rustls::TlsAcceptor::from);
     let nofile = nofile_limit();
     let cap = connection_cap(limits.max_connections, nofile);

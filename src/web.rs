@@ -10,6 +10,17 @@
 //! bearer_token_file: /run/secrets/rose-agent-token   # or a bearer token (an extension)
 //! ```
 //!
+//! A node_exporter `web-config.yml` works unchanged: every exporter-toolkit key is accepted.
+//! `tls_server_config` also takes `client_auth_type` with `client_ca_file` (mutual TLS),
+//! `client_allowed_sans`, inline `cert`/`key`/`client_ca`, `min_version`/`max_version`,
+//! `cipher_suites`, `curve_preferences` and `prefer_server_cipher_suites`;
+//! `http_server_config` takes `headers` (added to every answer, the same five headers
+//! exporter-toolkit allows) and `http2`; `rate_limit` is a token bucket over the protected
+//! endpoints. What rustls cannot do (TLS 1.0
+//! and 1.1, CBC and RSA key-exchange suites, P-521, HTTP/2 on this endpoint) is named in one
+//! warning at start ([`WebConfig::warnings`]) and the nearest safe setting is used instead:
+//! a valid exporter-toolkit file is never refused for it.
+//!
 //! With users or a token set, `/metrics` and `/findings` require one of them; `/healthz` and
 //! `/readyz` stay open for orchestrator probes. Successful basic-auth checks are cached (bcrypt
 //! is slow on purpose) so a scrape costs a hash-map lookup, not a bcrypt round.
@@ -28,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -44,13 +55,77 @@ pub struct WebConfigFile {
     pub basic_auth_users: BTreeMap<String, String>,
     #[serde(default)]
     pub bearer_token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub http_server_config: Option<HttpServerConfig>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
-#[derive(Debug, Deserialize)]
+/// exporter-toolkit's `rate_limit`: a token bucket over the protected endpoints.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Time between two requests (Go duration, e.g. `100ms`); 0 disables the limit.
+    #[serde(default)]
+    pub interval: Option<String>,
+    /// Requests allowed in a burst.
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+/// exporter-toolkit's `tls_server_config` (Go `crypto/tls` names).
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsServerConfig {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The certificate inline (PEM), instead of `cert_file`.
+    #[serde(default)]
+    pub cert: Option<String>,
+    /// The key inline (PEM), instead of `key_file`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The client CA inline (PEM), instead of `client_ca_file`.
+    #[serde(default)]
+    pub client_ca: Option<String>,
+    /// A client certificate must carry one of these SANs exactly (DNS, IP or URI).
+    #[serde(default)]
+    pub client_allowed_sans: Vec<String>,
+    /// `NoClientCert` (default), `RequestClientCert`, `RequireAnyClientCert`,
+    /// `VerifyClientCertIfGiven`, `RequireAndVerifyClientCert`.
+    #[serde(default)]
+    pub client_auth_type: Option<String>,
+    /// PEM roots that client certificates must chain to.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// `TLS10`..`TLS13`; rustls serves TLS 1.2 and 1.3.
+    #[serde(default)]
+    pub min_version: Option<String>,
+    #[serde(default)]
+    pub max_version: Option<String>,
+    /// Go names, e.g. `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256` (TLS 1.2 only, as in Go).
+    #[serde(default)]
+    pub cipher_suites: Vec<String>,
+    /// `CurveP256`, `CurveP384`, `CurveP521`, `X25519`, in order of preference.
+    #[serde(default)]
+    pub curve_preferences: Vec<String>,
+    /// Default true, as in exporter-toolkit.
+    #[serde(default)]
+    pub prefer_server_cipher_suites: Option<bool>,
+}
+
+/// exporter-toolkit's `http_server_config`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpServerConfig {
+    /// exporter-toolkit's default is true; this endpoint speaks HTTP/1.1 (see the warning).
+    #[serde(default)]
+    pub http2: Option<bool>,
+    /// Response headers added to every answer.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 /// Validated and loaded.
@@ -58,7 +133,24 @@ pub struct TlsServerConfig {
 pub struct WebConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub auth: Option<Arc<Auth>>,
+    /// `http_server_config.headers`, set on every answer (they replace the endpoint's own).
+    pub headers: Arc<Vec<(HeaderName, HeaderValue)>>,
+    /// `rate_limit`, over the protected endpoints (`/healthz` and `/readyz` stay open).
+    pub rate_limit: Option<Arc<RateLimiter>>,
+    /// What the file asks that cannot be honoured as written, and what is done instead; logged
+    /// once when the endpoint starts.
+    pub warnings: Vec<String>,
 }
+
+/// Response headers exporter-toolkit lets `http_server_config.headers` set, with the values it
+/// allows (`None`: any value).
+const ALLOWED_HEADERS: &[(&str, Option<&[&str]>)] = &[
+    ("Strict-Transport-Security", None),
+    ("X-Content-Type-Options", Some(&["nosniff"])),
+    ("X-Frame-Options", Some(&["deny", "sameorigin"])),
+    ("X-XSS-Protection", None),
+    ("Content-Security-Policy", None),
+];
 
 /// Credentials the protected endpoints accept.
 #[derive(Debug)]
@@ -156,15 +248,38 @@ impl WebConfig {
         let file: WebConfigFile = serde_norway::from_str(text)
             .map_err(|e| vec![format!("{origin}: {}", crate::dsn::redact(&e.to_string()))])?;
         let mut problems = Vec::new();
+        let mut warnings = Vec::new();
         let tls = match &file.tls_server_config {
             None => None,
-            Some(t) => match tls_config(&t.cert_file, &t.key_file) {
+            Some(t) => match tls_config(t, &mut warnings) {
                 Ok(c) => Some(Arc::new(c)),
                 Err(e) => {
                     problems.push(e);
                     None
                 }
             },
+        };
+        let http = file.http_server_config.unwrap_or_default();
+        if http.http2 == Some(true) {
+            warnings.push("http_server_config.http2: this endpoint serves HTTP/1.1 only (Prometheus scrapes it that way); http2 is ignored".into());
+        }
+        let mut headers = Vec::new();
+        for (name, value) in &http.headers {
+            if value.trim().is_empty() {
+                continue; // exporter-toolkit: "unset if blank"
+            }
+            match response_header(name, value) {
+                Ok(h) => headers.push(h),
+                Err(e) => problems.push(e),
+            }
+        }
+        let rate_limit = match file.rate_limit.as_ref().map(RateLimiter::from_config) {
+            None | Some(Ok(None)) => None,
+            Some(Ok(Some(r))) => Some(Arc::new(r)),
+            Some(Err(e)) => {
+                problems.push(e);
+                None
+            }
         };
         for (user, hash) in &file.basic_auth_users {
             if !hash.starts_with("$2") {
@@ -193,37 +308,582 @@ impl WebConfig {
         }
         let auth = (!file.basic_auth_users.is_empty() || token.is_some())
             .then(|| Arc::new(Auth::new(file.basic_auth_users, token)));
-        Ok(WebConfig { tls, auth })
+        Ok(WebConfig {
+            tls,
+            auth,
+            headers: Arc::new(headers),
+            rate_limit,
+            warnings,
+        })
     }
 }
 
-fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let read = |what: &str, p: &Path| {
-        crate::config::files::read(p)
-            .map_err(|e| format!("tls_server_config.{what} {}: {e}", p.display()))
-    };
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(&read("cert_file", cert)?)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("tls_server_config.cert_file {}: {e}", cert.display()))?;
-    if certs.is_empty() {
+/// Pure: one `http_server_config.headers` entry, checked as exporter-toolkit checks it.
+fn response_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let Some((canonical, values)) = ALLOWED_HEADERS
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+    else {
+        let allowed: Vec<&str> = ALLOWED_HEADERS.iter().map(|(n, _)| *n).collect();
         return Err(format!(
-            "tls_server_config.cert_file {}: no certificate",
-            cert.display()
+            "http_server_config.headers: {name:?} cannot be configured (allowed, as in exporter-toolkit: {})",
+            allowed.join(", ")
+        ));
+    };
+    if let Some(values) = values
+        && !values.iter().any(|v| v.eq_ignore_ascii_case(value.trim()))
+    {
+        return Err(format!(
+            "http_server_config.headers.{canonical}: {value:?} is not one of {}",
+            values.join(", ")
         ));
     }
-    let key = PrivateKeyDer::from_pem_slice(&read("key_file", key)?)
-        .map_err(|e| format!("tls_server_config.key_file {}: {e}", key.display()))?;
-    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-        .map(|mut c| {
-            c.alpn_protocols = vec![b"http/1.1".to_vec()];
-            c
+    let value = HeaderValue::from_str(value.trim())
+        .map_err(|_| format!("http_server_config.headers.{canonical}: not a valid header value"))?;
+    let name = HeaderName::from_bytes(canonical.as_bytes())
+        .map_err(|_| format!("http_server_config.headers: {canonical:?} is not a header name"))?;
+    Ok((name, value))
+}
+
+/// Middleware: sets the configured response headers on every answer.
+pub async fn add_headers(
+    State(headers): State<Arc<Vec<(HeaderName, HeaderValue)>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let mut resp = next.run(req).await;
+    for (name, value) in headers.iter() {
+        resp.headers_mut().insert(name.clone(), value.clone());
+    }
+    resp
+}
+
+/// exporter-toolkit's `rate_limit`: one token every `interval`, at most `burst` saved up; a
+/// request without a token gets 429 at once (nothing waits).
+#[derive(Debug)]
+pub struct RateLimiter {
+    interval: Duration,
+    burst: f64,
+    /// Tokens and when they were last counted.
+    bucket: Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    /// Pure: `None` when the limit is off (no or a zero interval).
+    pub fn from_config(c: &RateLimitConfig) -> Result<Option<RateLimiter>, String> {
+        let interval = match c.interval.as_deref().map(str::trim) {
+            None | Some("") | Some("0") => return Ok(None),
+            Some(v) => humantime::parse_duration(v).map_err(|e| {
+                format!("rate_limit.interval: {v:?} is not a duration like 100ms or 1s ({e})")
+            })?,
+        };
+        if interval.is_zero() {
+            return Ok(None);
+        }
+        let burst = f64::from(c.burst.unwrap_or(0).max(1));
+        Ok(Some(RateLimiter {
+            interval,
+            burst,
+            bucket: Mutex::new((burst, Instant::now())),
+        }))
+    }
+
+    /// Takes a token if one is there.
+    pub fn allow_at(&self, now: Instant) -> bool {
+        let mut b = lock(&self.bucket);
+        let earned = now.saturating_duration_since(b.1).as_secs_f64() / self.interval.as_secs_f64();
+        b.0 = (b.0 + earned).min(self.burst);
+        b.1 = now;
+        if b.0 >= 1.0 {
+            b.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Middleware: 429 when `rate_limit` has no token left.
+pub async fn rate_limit(
+    State(limiter): State<Arc<RateLimiter>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if limiter.allow_at(Instant::now()) {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1")],
+            "too many requests (rate_limit of the web config)\n",
+        )
+            .into_response()
+    }
+}
+
+/// Go's `crypto/tls` protocol version names, oldest first.
+const TLS_VERSIONS: &[&str] = &["TLS10", "TLS11", "TLS12", "TLS13"];
+
+/// What `client_auth_type` asks of a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    NoClientCert,
+    /// Asks for a certificate, takes any (or none) without checking its chain.
+    RequestClientCert,
+    /// Takes any certificate, one is required; the chain is not checked.
+    RequireAnyClientCert,
+    /// A certificate, when given, must chain to `client_ca_file`.
+    VerifyClientCertIfGiven,
+    /// A certificate chaining to `client_ca_file` is required (mutual TLS).
+    RequireAndVerifyClientCert,
+}
+
+impl ClientAuth {
+    /// Pure: exporter-toolkit's names (an empty or missing value is `NoClientCert`).
+    pub fn parse(s: Option<&str>) -> Result<ClientAuth, String> {
+        Ok(match s.unwrap_or("").trim() {
+            "" | "NoClientCert" => ClientAuth::NoClientCert,
+            "RequestClientCert" => ClientAuth::RequestClientCert,
+            "RequireAnyClientCert" => ClientAuth::RequireAnyClientCert,
+            "VerifyClientCertIfGiven" => ClientAuth::VerifyClientCertIfGiven,
+            "RequireAndVerifyClientCert" => ClientAuth::RequireAndVerifyClientCert,
+            other => {
+                return Err(format!(
+                    "tls_server_config.client_auth_type: {other:?} is not one of NoClientCert, RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert"
+                ));
+            }
         })
-        .map_err(|e| format!("tls_server_config: {e}"))
+    }
+}
+
+/// Pure: the protocol versions rustls serves within `min_version`..=`max_version` (Go names;
+/// exporter-toolkit's default floor is TLS 1.2). Versions rustls lacks are warned about; a
+/// range holding none of TLS 1.2/1.3 gets TLS 1.2 with a warning.
+pub fn tls_versions(
+    min: Option<&str>,
+    max: Option<&str>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, String> {
+    let index = |key: &str, v: Option<&str>, default: usize| match v.map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(v) => TLS_VERSIONS.iter().position(|n| *n == v).ok_or_else(|| {
+            format!(
+                "tls_server_config.{key}: {v:?} is not one of {}",
+                TLS_VERSIONS.join(", ")
+            )
+        }),
+    };
+    let lo = index("min_version", min, 2)?;
+    let hi = index("max_version", max, 3)?;
+    if lo > hi {
+        return Err(format!(
+            "tls_server_config: min_version {} is above max_version {}",
+            TLS_VERSIONS[lo], TLS_VERSIONS[hi]
+        ));
+    }
+    if lo < 2 {
+        warnings.push(format!(
+            "tls_server_config.min_version {}: TLS 1.0 and 1.1 are not served (rustls); TLS 1.2 is the floor",
+            TLS_VERSIONS[lo]
+        ));
+    }
+    let mut out = Vec::new();
+    if lo <= 2 && hi >= 2 {
+        out.push(&rustls::version::TLS12);
+    }
+    if hi >= 3 {
+        out.push(&rustls::version::TLS13);
+    }
+    if out.is_empty() {
+        warnings.push(format!(
+            "tls_server_config.max_version {}: TLS 1.0 and 1.1 are not served (rustls); serving TLS 1.2",
+            TLS_VERSIONS[hi]
+        ));
+        out.push(&rustls::version::TLS12);
+    }
+    Ok(out)
+}
+
+/// Pure: the provider's TLS 1.2 suites narrowed to `names` (Go names, in the file's order; Go
+/// applies `cipher_suites` to TLS 1.2 only, and so does this). Names rustls lacks are warned
+/// about; when none is left the provider's TLS 1.2 suites stay.
+pub fn cipher_suites(
+    provider: &[rustls::SupportedCipherSuite],
+    names: &[String],
+    warnings: &mut Vec<String>,
+) -> Vec<rustls::SupportedCipherSuite> {
+    if names.is_empty() {
+        return provider.to_vec();
+    }
+    let name_of = |s: &rustls::SupportedCipherSuite| format!("{:?}", s.suite());
+    let mut chosen: Vec<rustls::SupportedCipherSuite> = Vec::new();
+    let mut unknown = Vec::new();
+    for n in names {
+        let n = n.trim();
+        match provider
+            .iter()
+            .find(|s| matches!(s, rustls::SupportedCipherSuite::Tls12(_)) && name_of(s) == n)
+        {
+            Some(s) => chosen.push(*s),
+            None if n.starts_with("TLS_AES_") || n.starts_with("TLS_CHACHA20_") => {
+                // TLS 1.3 suites: not configurable in Go either; all stay.
+            }
+            None => unknown.push(n.to_owned()),
+        }
+    }
+    if !unknown.is_empty() {
+        warnings.push(format!(
+            "tls_server_config.cipher_suites: rustls does not offer {} (it serves only AEAD suites with forward secrecy); {}",
+            unknown.join(", "),
+            if chosen.is_empty() {
+                "none of the listed TLS 1.2 suites is available, so rustls' own TLS 1.2 suites are used"
+            } else {
+                "the others listed are used"
+            }
+        ));
+    }
+    if chosen.is_empty() {
+        return provider.to_vec();
+    }
+    let tls13 = provider
+        .iter()
+        .filter(|s| matches!(s, rustls::SupportedCipherSuite::Tls13(_)));
+    chosen.extend(tls13);
+    chosen
+}
+
+/// Pure: the provider's key-exchange groups ordered by `curve_preferences` (Go names); names
+/// rustls lacks are warned about; when none is left the provider's groups stay.
+pub fn kx_groups(
+    provider: &[&'static dyn rustls::crypto::SupportedKxGroup],
+    names: &[String],
+    warnings: &mut Vec<String>,
+) -> Vec<&'static dyn rustls::crypto::SupportedKxGroup> {
+    use rustls::NamedGroup;
+    if names.is_empty() {
+        return provider.to_vec();
+    }
+    let mut chosen = Vec::new();
+    let mut unknown = Vec::new();
+    for n in names {
+        let want = match n.trim() {
+            "CurveP256" | "P256" | "P-256" => Some(NamedGroup::secp256r1),
+            "CurveP384" | "P384" | "P-384" => Some(NamedGroup::secp384r1),
+            "CurveP521" | "P521" | "P-521" => Some(NamedGroup::secp521r1),
+            "X25519" => Some(NamedGroup::X25519),
+            "X25519MLKEM768" => Some(NamedGroup::X25519MLKEM768),
+            _ => None,
+        };
+        match want.and_then(|w| provider.iter().find(|g| g.name() == w)) {
+            Some(g)
+                if !chosen
+                    .iter()
+                    .any(|c: &&dyn rustls::crypto::SupportedKxGroup| c.name() == g.name()) =>
+            {
+                chosen.push(*g)
+            }
+            Some(_) => {}
+            None => unknown.push(n.trim().to_owned()),
+        }
+    }
+    if !unknown.is_empty() {
+        warnings.push(format!(
+            "tls_server_config.curve_preferences: rustls does not offer {}; {}",
+            unknown.join(", "),
+            if chosen.is_empty() {
+                "none listed is available, so rustls' own groups (X25519, P-256, P-384) are used"
+            } else {
+                "the others listed are used"
+            }
+        ));
+    }
+    if chosen.is_empty() {
+        return provider.to_vec();
+    }
+    chosen
+}
+
+fn tls_config(
+    t: &TlsServerConfig,
+    warnings: &mut Vec<String>,
+) -> Result<rustls::ServerConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert_pem, cert_from) = pem_source("cert", t.cert.as_deref(), t.cert_file.as_deref())?;
+    let (key_pem, key_from) = pem_source("key", t.key.as_deref(), t.key_file.as_deref())?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{cert_from}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{cert_from}: no certificate"));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| format!("{key_from}: {e}"))?;
+    let client_auth = ClientAuth::parse(t.client_auth_type.as_deref())?;
+    let has_ca = t.client_ca_file.is_some() || t.client_ca.is_some();
+    if !t.client_allowed_sans.is_empty()
+        && !matches!(
+            client_auth,
+            ClientAuth::RequireAnyClientCert | ClientAuth::RequireAndVerifyClientCert
+        )
+    {
+        // exporter-toolkit refuses it too: without a required certificate there is no SAN.
+        return Err("tls_server_config.client_allowed_sans needs client_auth_type RequireAndVerifyClientCert (or RequireAnyClientCert)".into());
+    }
+    if has_ca && client_auth == ClientAuth::NoClientCert {
+        // exporter-toolkit refuses this too: a CA without a policy protects nothing.
+        return Err("tls_server_config: client_ca_file is set without a client_auth_type (use RequireAndVerifyClientCert for mutual TLS)".into());
+    }
+    let versions = tls_versions(t.min_version.as_deref(), t.max_version.as_deref(), warnings)?;
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = cipher_suites(&provider.cipher_suites, &t.cipher_suites, warnings);
+    provider.kx_groups = kx_groups(&provider.kx_groups, &t.curve_preferences, warnings);
+    let provider = Arc::new(provider);
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("tls_server_config: {e}"))?;
+    let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = match client_auth {
+        ClientAuth::NoClientCert => rustls::server::WebPkiClientVerifier::no_client_auth(),
+        ClientAuth::RequestClientCert | ClientAuth::RequireAnyClientCert => {
+            warnings.push(format!(
+                "tls_server_config.client_auth_type {}: any client certificate is taken without checking who issued it (as in Go); use RequireAndVerifyClientCert with client_ca_file to authenticate clients",
+                t.client_auth_type.as_deref().unwrap_or_default().trim()
+            ));
+            Arc::new(AnyClientCert {
+                mandatory: client_auth == ClientAuth::RequireAnyClientCert,
+                provider: provider.clone(),
+            })
+        }
+        ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert => {
+            let roots = client_roots(t, warnings)?;
+            let b = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            );
+            let b = if client_auth == ClientAuth::VerifyClientCertIfGiven {
+                b.allow_unauthenticated()
+            } else {
+                b
+            };
+            b.build()
+                .map_err(|e| format!("tls_server_config.client_ca_file: {e}"))?
+        }
+    };
+    let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> =
+        if t.client_allowed_sans.is_empty() {
+            verifier
+        } else {
+            Arc::new(AllowedSans {
+                inner: verifier,
+                allowed: t.client_allowed_sans.clone(),
+            })
+        };
+    let mut c = builder
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("tls_server_config: {e}"))?;
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    c.ignore_client_order = t.prefer_server_cipher_suites.unwrap_or(true);
+    Ok(c)
+}
+
+/// The roots client certificates must chain to: `client_ca_file`, or (as Go does without
+/// one) the system's roots, with a warning.
+fn client_roots(
+    t: &TlsServerConfig,
+    warnings: &mut Vec<String>,
+) -> Result<rustls::RootCertStore, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let given = t.client_ca_file.is_some() || t.client_ca.is_some();
+    let certs: Vec<CertificateDer<'static>> = match given {
+        true => {
+            let (pem, from) = pem_source(
+                "client_ca",
+                t.client_ca.as_deref(),
+                t.client_ca_file.as_deref(),
+            )?;
+            CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{from}: {e}"))?
+        }
+        false => {
+            warnings.push("tls_server_config: client certificates are verified against the system's roots (no client_ca_file); set client_ca_file to your client CA".into());
+            rustls_native_certs::load_native_certs().certs
+        }
+    };
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(match given {
+            true => "tls_server_config.client_ca_file: no CA certificate".into(),
+            false => "tls_server_config: no client_ca_file and no system roots to verify client certificates with".into(),
+        });
+    }
+    Ok(roots)
+}
+
+/// The PEM of `<what>` (inline) or `<what>_file`, and how to name it in messages; exactly one
+/// of the two must be set, as in exporter-toolkit.
+fn pem_source(
+    what: &str,
+    inline: Option<&str>,
+    file: Option<&Path>,
+) -> Result<(Vec<u8>, String), String> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(format!(
+            "tls_server_config: set {what} or {what}_file, not both"
+        )),
+        (Some(pem), None) => Ok((pem.as_bytes().to_vec(), format!("tls_server_config.{what}"))),
+        (None, Some(p)) => {
+            let from = format!("tls_server_config.{what}_file {}", p.display());
+            crate::config::files::read(p)
+                .map(|b| (b, from.clone()))
+                .map_err(|e| format!("{from}: {e}"))
+        }
+        (None, None) => Err(format!(
+            "tls_server_config: {what}_file (or {what} inline) is missing"
+        )),
+    }
+}
+
+/// Pure: whether a client certificate carries one of `allowed` exactly as a DNS, IP or URI
+/// SAN (Go's exact match; e-mail SANs are not read, so such an entry never matches).
+pub fn has_allowed_san(cert: &rustls::pki_types::CertificateDer<'_>, allowed: &[String]) -> bool {
+    let Ok(ee) = webpki::EndEntityCert::try_from(cert) else {
+        return false;
+    };
+    let dns: Vec<&str> = ee.valid_dns_names().collect();
+    let uris: Vec<&str> = ee.valid_uri_names().collect();
+    allowed.iter().any(|a| {
+        let a = a.trim();
+        if let Ok(ip) = a.parse::<std::net::IpAddr>() {
+            let name = rustls::pki_types::ServerName::IpAddress(ip.into());
+            return ee.verify_is_valid_for_subject_name(&name).is_ok();
+        }
+        dns.iter().any(|d| d.eq_ignore_ascii_case(a)) || uris.contains(&a)
+    })
+}
+
+/// `client_allowed_sans`: the inner verifier's verdict, then one of the SANs is required.
+#[derive(Debug)]
+struct AllowedSans {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    allowed: Vec<String>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for AllowedSans {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if has_allowed_san(end_entity, &self.allowed) {
+            Ok(ok)
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// `RequestClientCert` / `RequireAnyClientCert`: any certificate is taken (Go checks no chain
+/// for these either), but the client must prove it holds the certificate's key.
+#[derive(Debug)]
+struct AnyClientCert {
+    mandatory: bool,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for AnyClientCert {
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 impl Auth {
@@ -409,6 +1069,261 @@ mod tests {
             auth.verify(Some(&basic("prom", "s3cret"))).await,
             Verdict::Allowed,
             "a verified credential is not held off"
+        );
+    }
+
+    /// node_exporter's documented `web-config.yml`, every key set.
+    const NODE_EXPORTER_FILE: &str = r#"
+tls_server_config:
+  cert_file: server.crt
+  key_file: server.key
+  client_auth_type: "RequireAndVerifyClientCert"
+  client_ca_file: ca.crt
+  client_allowed_sans:
+    - prometheus.monitoring
+  min_version: TLS12
+  max_version: TLS13
+  cipher_suites:
+    - TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+    - TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA
+  prefer_server_cipher_suites: true
+  curve_preferences:
+    - CurveP256
+    - CurveP521
+    - X25519
+http_server_config:
+  http2: true
+  headers:
+    Strict-Transport-Security: max-age=31536000
+    X-Content-Type-Options: nosniff
+    X-Frame-Options: deny
+    X-XSS-Protection: 1; mode=block
+    Content-Security-Policy: default-src 'self'
+basic_auth_users:
+  alice: $2y$10$mDwo.lAisC94iLAyP81MCesa29IzH37oigHC/42V2pdJlUprsJPze
+rate_limit:
+  interval: 100ms
+  burst: 10
+"#;
+
+    #[test]
+    fn a_node_exporter_file_with_every_key_parses() {
+        let f: WebConfigFile = serde_norway::from_str(NODE_EXPORTER_FILE).unwrap();
+        let t = f.tls_server_config.unwrap();
+        assert_eq!(
+            ClientAuth::parse(t.client_auth_type.as_deref()),
+            Ok(ClientAuth::RequireAndVerifyClientCert)
+        );
+        assert_eq!(t.client_ca_file.as_deref(), Some(Path::new("ca.crt")));
+        assert_eq!(
+            (t.min_version.as_deref(), t.max_version.as_deref()),
+            (Some("TLS12"), Some("TLS13"))
+        );
+        assert_eq!(t.cipher_suites.len(), 2);
+        assert_eq!(t.curve_preferences, ["CurveP256", "CurveP521", "X25519"]);
+        assert_eq!(t.prefer_server_cipher_suites, Some(true));
+        let h = f.http_server_config.unwrap();
+        assert_eq!(h.http2, Some(true));
+        assert_eq!(h.headers.len(), 5);
+        for (n, v) in &h.headers {
+            response_header(n, v).unwrap();
+        }
+        assert_eq!(f.basic_auth_users.len(), 1);
+        assert_eq!(t.client_allowed_sans, ["prometheus.monitoring"]);
+        let r = RateLimiter::from_config(&f.rate_limit.unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.interval, r.burst), (Duration::from_millis(100), 10.0));
+        // The inline forms parse too.
+        let f: WebConfigFile = serde_norway::from_str(
+            "tls_server_config:\n  cert: |\n    -----BEGIN CERTIFICATE-----\n  key: x\n  client_ca: y\n",
+        )
+        .unwrap();
+        assert!(f.tls_server_config.unwrap().cert.is_some());
+        // A misspelt key is still named, not ignored.
+        let e = serde_norway::from_str::<WebConfigFile>(
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth: RequireAndVerifyClientCert\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("client_auth"), "{e}");
+    }
+
+    #[test]
+    fn client_auth_types_are_exporter_toolkits() {
+        for (name, want) in [
+            ("NoClientCert", ClientAuth::NoClientCert),
+            ("RequestClientCert", ClientAuth::RequestClientCert),
+            ("RequireAnyClientCert", ClientAuth::RequireAnyClientCert),
+            (
+                "VerifyClientCertIfGiven",
+                ClientAuth::VerifyClientCertIfGiven,
+            ),
+            (
+                "RequireAndVerifyClientCert",
+                ClientAuth::RequireAndVerifyClientCert,
+            ),
+        ] {
+            assert_eq!(ClientAuth::parse(Some(name)), Ok(want));
+        }
+        assert_eq!(ClientAuth::parse(None), Ok(ClientAuth::NoClientCert));
+        assert_eq!(ClientAuth::parse(Some("")), Ok(ClientAuth::NoClientCert));
+        let e = ClientAuth::parse(Some("RequireClientCert")).unwrap_err();
+        assert!(e.contains("RequireAndVerifyClientCert"), "{e}");
+    }
+
+    #[test]
+    fn versions_map_to_what_rustls_serves() {
+        let v = |min, max| {
+            let mut w = Vec::new();
+            let r = tls_versions(min, max, &mut w)
+                .map(|v| v.iter().map(|p| p.version).collect::<Vec<_>>());
+            (r, w.len())
+        };
+        use rustls::ProtocolVersion::{TLSv1_2, TLSv1_3};
+        assert_eq!(v(None, None), (Ok(vec![TLSv1_2, TLSv1_3]), 0));
+        assert_eq!(v(Some("TLS13"), None), (Ok(vec![TLSv1_3]), 0));
+        assert_eq!(v(None, Some("TLS12")), (Ok(vec![TLSv1_2]), 0));
+        assert_eq!(v(Some("TLS10"), None), (Ok(vec![TLSv1_2, TLSv1_3]), 1));
+        assert_eq!(v(Some("TLS10"), Some("TLS11")), (Ok(vec![TLSv1_2]), 2));
+        assert!(v(Some("TLS13"), Some("TLS12")).0.is_err());
+        assert!(v(Some("SSL3"), None).0.unwrap_err().contains("TLS12"));
+    }
+
+    #[test]
+    fn cipher_suites_keep_what_rustls_has_and_warn_once_for_the_rest() {
+        let all = rustls::crypto::ring::default_provider().cipher_suites;
+        let names = |v: &[rustls::SupportedCipherSuite]| {
+            v.iter()
+                .map(|s| format!("{:?}", s.suite()))
+                .collect::<Vec<_>>()
+        };
+        let mut w = Vec::new();
+        let got = cipher_suites(
+            &all,
+            &[
+                "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384".into(),
+                "TLS_RSA_WITH_AES_128_CBC_SHA".into(),
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into(),
+                "TLS_AES_128_GCM_SHA256".into(),
+            ],
+            &mut w,
+        );
+        let got = names(&got);
+        assert_eq!(
+            got[..2],
+            [
+                "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+            ]
+        );
+        assert!(got[2..].iter().all(|n| n.starts_with("TLS13_")), "{got:?}");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("TLS_RSA_WITH_AES_128_CBC_SHA") && !w[0].contains("TLS_AES_128"));
+        // None usable: rustls' own suites, with the warning.
+        let mut w = Vec::new();
+        let got = cipher_suites(&all, &["TLS_RSA_WITH_RC4_128_SHA".into()], &mut w);
+        assert_eq!(names(&got), names(&all));
+        assert_eq!(w.len(), 1);
+        let mut w = Vec::new();
+        assert_eq!(names(&cipher_suites(&all, &[], &mut w)), names(&all));
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn curve_preferences_order_the_groups() {
+        let all = rustls::crypto::ring::default_provider().kx_groups;
+        let mut w = Vec::new();
+        let got = kx_groups(
+            &all,
+            &["CurveP384".into(), "CurveP521".into(), "X25519".into()],
+            &mut w,
+        );
+        let got: Vec<_> = got.iter().map(|g| g.name()).collect();
+        assert_eq!(
+            got,
+            [rustls::NamedGroup::secp384r1, rustls::NamedGroup::X25519]
+        );
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("CurveP521"), "{w:?}");
+    }
+
+    #[test]
+    fn only_exporter_toolkits_headers_can_be_set() {
+        let (n, v) = response_header("strict-transport-security", "max-age=60").unwrap();
+        assert_eq!(
+            (n.as_str(), v.to_str().unwrap()),
+            ("strict-transport-security", "max-age=60")
+        );
+        assert!(response_header("X-Frame-Options", "SAMEORIGIN").is_ok());
+        assert!(response_header("X-Frame-Options", "allow-from x").is_err());
+        assert!(response_header("X-Content-Type-Options", "sniff").is_err());
+        let e = response_header("Content-Length", "1").unwrap_err();
+        assert!(e.contains("cannot be configured"), "{e}");
+        assert!(response_header("Content-Security-Policy", "a\nb").is_err());
+    }
+
+    #[test]
+    fn rate_limit_is_a_token_bucket() {
+        let c = |i: &str, b| RateLimitConfig {
+            interval: Some(i.into()),
+            burst: b,
+        };
+        assert!(
+            RateLimiter::from_config(&c("0", Some(5)))
+                .unwrap()
+                .is_none()
+        );
+        assert!(RateLimiter::from_config(&c("0s", None)).unwrap().is_none());
+        assert!(
+            RateLimiter::from_config(&RateLimitConfig::default())
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            RateLimiter::from_config(&c("soon", None))
+                .unwrap_err()
+                .contains("rate_limit.interval")
+        );
+        let r = RateLimiter::from_config(&c("1s", Some(2)))
+            .unwrap()
+            .unwrap();
+        let t0 = Instant::now();
+        assert!(r.allow_at(t0) && r.allow_at(t0));
+        assert!(!r.allow_at(t0), "the burst is spent");
+        assert!(!r.allow_at(t0 + Duration::from_millis(500)));
+        assert!(
+            r.allow_at(t0 + Duration::from_millis(1000)),
+            "one token a second"
+        );
+        assert!(!r.allow_at(t0 + Duration::from_millis(1100)));
+        // Saved up at most `burst`.
+        let later = t0 + Duration::from_secs(3600);
+        assert!(r.allow_at(later) && r.allow_at(later) && !r.allow_at(later));
+        // No burst given: one request per interval.
+        let r = RateLimiter::from_config(&c("1s", None)).unwrap().unwrap();
+        assert!(r.allow_at(t0) && !r.allow_at(t0));
+    }
+
+    #[test]
+    fn pem_comes_inline_or_from_a_file_not_both() {
+        assert_eq!(
+            pem_source("cert", Some("PEM"), None).unwrap(),
+            (b"PEM".to_vec(), "tls_server_config.cert".to_owned())
+        );
+        assert!(
+            pem_source("cert", Some("PEM"), Some(Path::new("/x")))
+                .unwrap_err()
+                .contains("not both")
+        );
+        assert!(
+            pem_source("key", None, None)
+                .unwrap_err()
+                .contains("key_file")
+        );
+        assert!(
+            pem_source("key", None, Some(Path::new("/nonexistent.key")))
+                .unwrap_err()
+                .contains("/nonexistent.key")
         );
     }
 

@@ -3,6 +3,12 @@
 //! `$__rate_interval` in rate/irate/increase, units on every panel, unique panel ids,
 //! gridPos inside the 24-column grid without overlaps, unique fixed uids; and the provisioning
 //! examples.
+//!
+//! Not validated against Grafana's published dashboard schema: no npm package ships one in a
+//! form a test can use offline. `@grafana/schema` 13.2.3 (checked with `npm pack`) holds only
+//! TypeScript types and JS defaults generated from Grafana's CUE (no `.cue`, no JSON Schema),
+//! and `@grafana/grafana-foundation-sdk` 0.0.21 only TypeScript builders. Revisit when either
+//! ships a JSON Schema for the dashboard kind.
 
 mod oncall_support;
 

@@ -397,6 +397,12 @@ fn web_config_text() -> impl Strategy<Value = String> {
         Just("basic_auth_users:".to_owned()),
         "  [a-z]{1,6}: .{0,30}".prop_map(|s| s),
         "bearer_token_file: .{0,20}".prop_map(|s| s),
+        "  (client_auth_type|client_ca_file|min_version|max_version): .{0,20}".prop_map(|s| s),
+        "  (cipher_suites|curve_preferences): \\[.{0,30}\\]".prop_map(|s| s),
+        Just("http_server_config:".to_owned()),
+        "  (http2|prefer_server_cipher_suites): .{0,6}".prop_map(|s| s),
+        Just("  headers:".to_owned()),
+        "    [A-Za-z-]{1,25}: .{0,30}".prop_map(|s| s),
         ".{0,30}".prop_map(|s| s),
     ];
     proptest::collection::vec(line, 0..8).prop_map(|v| v.join("\n"))

@@ -5,6 +5,9 @@
 //! (or a basic-auth user given on the command line, its password from the environment or a
 //! file, never from the command line).
 //!
+//! Against an endpoint that asks for client certificates (mutual TLS) the client presents the
+//! one of `--cert`/`--key` (`AGENT_STATUS_CERT_FILE`/`AGENT_STATUS_KEY_FILE`).
+//!
 //! The server certificate is pinned to the configured `cert_file`: the agent asks itself, so
 //! the certificate it serves must be the one in its configuration, whatever names it carries
 //! (a certificate for `agent.example.com` still works on `127.0.0.1`), and nothing else is
@@ -41,7 +44,7 @@ pub enum ClientError {
     )]
     Connect { addr: String, message: String },
     #[error(
-        "TLS with the agent at {addr} failed: {message} (does the agent serve the cert_file of this AGENT_WEB_CONFIG_FILE?)"
+        "TLS with the agent at {addr} failed: {message} (does the agent serve the cert_file of this AGENT_WEB_CONFIG_FILE? if its client_auth_type asks for a client certificate, give --cert and --key)"
     )]
     Tls { addr: String, message: String },
     #[error("the agent at {addr} did not answer within {timeout}")]
@@ -63,6 +66,8 @@ pub struct Credentials {
     pub user: Option<String>,
     /// The password, from `AGENT_STATUS_PASSWORD` or a file.
     pub password: Option<String>,
+    /// Client certificate and key files (PEM), for a mutual-TLS endpoint.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl Credentials {
@@ -90,7 +95,11 @@ impl Credentials {
                 "--user needs a password: set AGENT_STATUS_PASSWORD or --password-file".into(),
             ));
         }
-        Ok(Credentials { user, password })
+        Ok(Credentials {
+            user,
+            password,
+            client_cert: None,
+        })
     }
 }
 
@@ -125,7 +134,11 @@ struct FileView {
 
 #[derive(serde::Deserialize)]
 struct TlsView {
-    cert_file: PathBuf,
+    #[serde(default)]
+    cert_file: Option<PathBuf>,
+    /// exporter-toolkit's inline certificate.
+    #[serde(default)]
+    cert: Option<String>,
 }
 
 impl Endpoint {
@@ -160,9 +173,17 @@ impl Endpoint {
             let file: FileView = serde_norway::from_str(&text)
                 .map_err(|e| err(crate::dsn::redact(&e.to_string())))?;
             if let Some(tls) = file.tls_server_config {
-                let pem = crate::config::files::read(&tls.cert_file)
-                    .map_err(|e| err(format!("cert_file {}: {e}", tls.cert_file.display())))?;
-                ep.tls = Some(Arc::new(pinned_config(&pem).map_err(err)?));
+                let pem = match (&tls.cert, &tls.cert_file) {
+                    (Some(pem), _) => pem.as_bytes().to_vec(),
+                    (None, Some(f)) => crate::config::files::read(f)
+                        .map_err(|e| err(format!("cert_file {}: {e}", f.display())))?,
+                    (None, None) => return Err(err("tls_server_config has no cert_file".into())),
+                };
+                let client = match &creds.client_cert {
+                    None => None,
+                    Some((c, k)) => Some(client_identity(c, k)?),
+                };
+                ep.tls = Some(Arc::new(pinned_config(&pem, client).map_err(err)?));
             }
             if let Some(p) = file.bearer_token_file {
                 let t = crate::config::files::read_to_string(&p)
@@ -360,8 +381,37 @@ pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
     Ok(Response { status, body })
 }
 
-/// A client configuration that trusts exactly the leaf certificate of `cert_pem`.
-fn pinned_config(cert_pem: &[u8]) -> Result<rustls::ClientConfig, String> {
+/// A client certificate chain and its key, read from PEM files.
+type Identity = (
+    Vec<CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+);
+
+fn client_identity(cert: &Path, key: &Path) -> Result<Identity, ClientError> {
+    use rustls::pki_types::pem::PemObject;
+    let bad = |what: &str, p: &Path, e: String| {
+        ClientError::Credentials(format!("cannot use the client {what} {}: {e}", p.display()))
+    };
+    let pem =
+        crate::config::files::read(cert).map_err(|e| bad("certificate", cert, e.to_string()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("certificate", cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("certificate", cert, "no certificate".into()));
+    }
+    let pem = crate::config::files::read(key).map_err(|e| bad("key", key, e.to_string()))?;
+    let key_der = rustls::pki_types::PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|e| bad("key", key, e.to_string()))?;
+    Ok((certs, key_der))
+}
+
+/// A client configuration that trusts exactly the leaf certificate of `cert_pem`, presenting
+/// `client` when the server asks for a certificate.
+fn pinned_config(
+    cert_pem: &[u8],
+    client: Option<Identity>,
+) -> Result<rustls::ClientConfig, String> {
     use rustls::pki_types::pem::PemObject;
     let leaf = CertificateDer::pem_slice_iter(cert_pem)
         .next()
@@ -372,12 +422,17 @@ fn pinned_config(cert_pem: &[u8]) -> Result<rustls::ClientConfig, String> {
         leaf: leaf.into_owned(),
         provider: provider.clone(),
     });
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier);
+    let mut cfg = match client {
+        None => builder.with_no_client_auth(),
+        Some((certs, key)) => builder
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| format!("client certificate: {e}"))?,
+    };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
 }
@@ -476,7 +531,10 @@ pub fn status_command(
         3
     };
     let creds = match Credentials::resolve(args.user.clone(), args.password_file.as_deref()) {
-        Ok(c) => c,
+        Ok(c) => Credentials {
+            client_cert: args.cert.clone().zip(args.key.clone()),
+            ..c
+        },
         Err(e) => return fail(e.to_string()),
     };
     let ep = match endpoint_for(config, args.addr.as_deref(), &creds) {
@@ -529,7 +587,11 @@ pub fn healthcheck_command(
     config: Result<&Config, &crate::config::ConfigError>,
     args: &crate::cli::HealthcheckArgs,
 ) -> u8 {
-    let ep = match endpoint_for(config, args.addr.as_deref(), &Credentials::default()) {
+    let creds = Credentials {
+        client_cert: args.cert.clone().zip(args.key.clone()),
+        ..Credentials::default()
+    };
+    let ep = match endpoint_for(config, args.addr.as_deref(), &creds) {
         Ok(ep) => ep,
         Err(e) => {
             eprintln!("agent: {e}");

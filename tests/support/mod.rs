@@ -1017,6 +1017,15 @@ pub fn make_certs(dir: &Path) -> Option<(String, String, String)> {
 /// A client certificate for the user `cn`, signed by the CA [`make_certs`] made in `dir`;
 /// returns (cert, key) paths (PKCS#8 PEM), or `None` (a skip) when openssl is missing.
 pub fn make_client_cert(dir: &Path, cn: &str) -> Option<(String, String)> {
+    make_client_cert_with_san(dir, cn, None)
+}
+
+/// [`make_client_cert`] with a subjectAltName (openssl syntax, e.g. `DNS:prometheus.example`).
+pub fn make_client_cert_with_san(
+    dir: &Path,
+    cn: &str,
+    san: Option<&str>,
+) -> Option<(String, String)> {
     if !require_tool("openssl") {
         return None;
     }
@@ -1027,9 +1036,12 @@ pub fn make_client_cert(dir: &Path, cn: &str) -> Option<(String, String)> {
         p(&format!("{cn}.pem")),
         p("client.ext"),
     );
+    let san = san
+        .map(|s| format!("subjectAltName={s}\n"))
+        .unwrap_or_default();
     std::fs::write(
         &ext,
-        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        format!("basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n{san}"),
     )
     .unwrap();
     let run = |args: &[&str]| {
