@@ -334,7 +334,16 @@ impl PgTarget {
                 // recovery would take two intervals instead of one.
                 slot.retry_at = Some(started + wait);
                 slot.last_error = Some(e.clone());
-                tracing::warn!(target_db = %self.target, kind = %e.kind, error = %e.message, retry_ms = (started + wait).saturating_duration_since(Instant::now()).as_millis() as u64, "Connection to PostgreSQL failed.");
+                let retry_ms = (started + wait)
+                    .saturating_duration_since(Instant::now())
+                    .as_millis() as u64;
+                // The first failure of an outage is a warning; each retry after it is debug (the
+                // metrics and findings carry every attempt), so an outage is not a WARN per retry.
+                if slot.failures == 1 {
+                    tracing::warn!(target_db = %self.target, kind = %e.kind, error = %e.message, retry_ms, "Connection to PostgreSQL failed.");
+                } else {
+                    tracing::debug!(target_db = %self.target, kind = %e.kind, error = %e.message, retry_ms, failures = slot.failures, "Connection to PostgreSQL still failing.");
+                }
                 Err(e)
             }
         }
