@@ -182,7 +182,9 @@ impl PgTarget {
         let target = dsn.target();
         if !dsn.ignored.is_empty() {
             // Names from the agent's own list only: never a value.
-            tracing::warn!(target_db = %target, parameters = %dsn.ignored.join(", "), "The DSN sets libpq parameters the agent's monitoring connection does not use; they are accepted and ignored (service files, GSSAPI, encrypted keys and load balancing are not supported; keepalives, timeouts and the application name are the agent's own).");
+            // Service files, GSSAPI, encrypted keys and load balancing are not supported; keepalives,
+            // timeouts and the application name are the agent's own.
+            tracing::warn!(target_db = %target, parameters = %dsn.ignored.join(", "), "The DSN sets libpq parameters the agent does not use; they are ignored.");
         }
         PgTarget {
             dsn,
@@ -322,7 +324,10 @@ impl PgTarget {
                     tracing::info!(target_db = %self.target, pid = previous.as_ref().map(|b| b.pid), "Terminated this agent's previous session, which outlived its connection.");
                 }
                 if !session.direct {
-                    tracing::warn!(target_db = %self.target, "Connected through a connection pooler (PostgreSQL does not see the agent's own socket; PgBouncer?): the limits are enforced per transaction, which holds in every pool mode, but no session settings are made, and this agent takes no session advisory lock (it follows a directly connected leader when there is one, else runs the database-wide checks itself). Point AGENT_DATABASE_URL at PostgreSQL itself for leader election.");
+                    // PostgreSQL does not see the agent's own socket: limits are set per transaction (holds in
+                    // every pool mode), no session settings, no session advisory lock (it follows a
+                    // directly connected leader when there is one, else runs the database-wide checks).
+                    tracing::warn!(target_db = %self.target, "Connected through a connection pooler (PgBouncer?): limits per transaction, no leader election from this agent; point AGENT_DATABASE_URL at PostgreSQL itself for leader election.");
                 }
                 Ok(conn)
             }
