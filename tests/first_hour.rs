@@ -152,3 +152,42 @@ fn an_outage_is_a_bounded_number_of_short_warn_lines() {
         "no span context in text: {line}"
     );
 }
+
+/// `agent diagnose` (JSON and text) shows a silenced finding as silenced, and it changes
+/// neither the findings nor the exit code; without the silence the same finding counts.
+#[test]
+fn diagnose_shows_silenced_findings_apart() {
+    let pg = PgCluster::start();
+    let mut env = vec![
+        ("AGENT_DATABASE_URL", pg.monitor_url()),
+        ("AGENT_APP_PROBES", "off".into()),
+        ("AGENT_INTERAVL", "1s".into()),
+    ];
+    let (_, report, all) = diagnose(&env, &[]);
+    assert!(
+        codes(&report).contains(&"unknown_variable".to_owned()),
+        "{all}"
+    );
+    let unsilenced_status = report["status"].clone();
+
+    env.push((
+        "AGENT_SILENCE",
+        "unknown_variable:AGENT_INTERAVL@2099-12-31".into(),
+    ));
+    let (_, report, all) = diagnose(&env, &[]);
+    assert!(
+        !codes(&report).contains(&"unknown_variable".to_owned()),
+        "{all}"
+    );
+    assert_eq!(report["silenced"][0]["code"], "unknown_variable", "{all}");
+    assert_eq!(report["silenced"][0]["reason"], "set by AGENT_SILENCE");
+    // The misspelling is the only problem of this cluster: silenced, the status is ok.
+    assert_eq!(unsilenced_status, "warning");
+    assert_eq!(report["status"], "ok", "{all}");
+    let (_, text) = diagnose_text(&env, &[]);
+    assert!(
+        text.contains("SILENCED unknown_variable:AGENT_INTERAVL")
+            && text.contains("until 2099-12-31"),
+        "{text}"
+    );
+}
