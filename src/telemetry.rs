@@ -558,6 +558,48 @@ mod tests {
     use super::*;
     use tracing::Level;
 
+    #[derive(Clone, Default)]
+    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn text_lines_put_the_message_first_and_name_the_check_without_the_span_context() {
+        let buf = Buf::default();
+        let w = buf.clone();
+        let sub = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || w.clone())
+                .event_format(MessageFirst),
+        );
+        tracing::subscriber::with_default(sub, || {
+            let span = tracing::info_span!(
+                "check",
+                otel.name = "check pg_activity",
+                check = "pg_activity",
+                server.address = "127.0.0.1"
+            );
+            let _e = span.enter();
+            tracing::warn!(kind = "refused", error = %"connection refused (os error 111)", "Check failed.");
+        });
+        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let line = out.lines().next().unwrap();
+        let (_time, rest) = line.split_once(' ').unwrap();
+        assert_eq!(
+            rest.trim_start(),
+            "WARN Check failed. kind=refused error=\"connection refused (os error 111)\" check=pg_activity",
+            "{line}"
+        );
+    }
+
     #[test]
     fn rust_log_sets_levels_per_target_and_a_bad_value_falls_back_to_info() {
         let (t, bad) = log_filter(None);
