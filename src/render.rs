@@ -211,6 +211,13 @@ pub fn all_samples(snap: &Snapshot, now: SystemTime) -> Vec<Sample> {
             ));
         }
     }
+    let mut silenced = std::collections::BTreeMap::<&str, u32>::new();
+    for s in &snap.findings.silenced {
+        *silenced.entry(s.finding.code).or_default() += 1;
+    }
+    for (code, n) in silenced {
+        out.push(Sample::new(&catalog::FINDING_SILENCED, &[code], n as f64));
+    }
     out.push(Sample::new(
         &catalog::FINDING_TRANSITIONS,
         &["active"],

@@ -391,10 +391,14 @@ async fn findings_loop(
             tracing::debug!(checks = ?stale, "Findings held: stale check outcomes.");
             continue;
         }
-        let (view, transitions) = tracker
+        // Silenced findings never enter the tracker: no transition, no alert, no status.
+        let (counted, silenced) =
+            findings::silence::apply(findings::evaluate(&snap, &cx, now), &config.findings, now);
+        let (mut view, transitions) = tracker
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .update(findings::evaluate(&snap, &cx, now), now);
+            .update(counted, now);
+        view.silenced = silenced;
         for t in transitions {
             match t {
                 Transition::Activated(f) if f.severity == findings::Severity::Info => {

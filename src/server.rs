@@ -494,6 +494,7 @@ async fn findings(
         "ready": snap.ready(),
         "findings": active,
         "pending": snap.findings.pending,
+        "silenced": snap.findings.silenced,
         "evaluated_at": snap.findings.evaluated_at.and_then(epoch),
         "evaluated_at_rfc3339": snap.findings.evaluated_at.map(crate::status::rfc3339),
         "generated_at_rfc3339": crate::status::rfc3339(now),

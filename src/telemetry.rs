@@ -166,7 +166,7 @@ pub fn init(config: &Config) -> Telemetry {
     let (filter, bad_filter) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match config.agent.log_format {
-        LogFormat::Text => fmt.boxed(),
+        LogFormat::Text => fmt.event_format(MessageFirst).boxed(),
         LogFormat::Json => fmt
             .json()
             .flatten_event(true)
@@ -191,6 +191,83 @@ pub fn init(config: &Config) -> Telemetry {
         meter,
         otel,
         stats,
+    }
+}
+
+/// Text log lines for people: time, level, the message first, then the event's own fields, then
+/// which check the line is about (`check=` of the innermost span that has one). The span context
+/// (trace ids, OTel attributes: ~300 characters) is left to JSON lines, which stay complete.
+pub struct MessageFirst;
+
+#[derive(Default)]
+struct TextFields {
+    message: String,
+    rest: String,
+}
+
+impl tracing::field::Visit for TextFields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        use std::fmt::Write as _;
+        if field.name() == "message" {
+            self.message = value.to_owned();
+        } else if value.is_empty() || value.contains(char::is_whitespace) || value.contains('"') {
+            let _ = write!(self.rest, " {}={value:?}", field.name());
+        } else {
+            let _ = write!(self.rest, " {}={value}", field.name());
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        if field.name() == "message" {
+            self.message = format!("{value:?}");
+        } else {
+            // `%x` fields arrive here as Display wrapped in Debug: quote only what has spaces.
+            let v = format!("{value:?}");
+            if v.contains(char::is_whitespace) && !v.starts_with('"') {
+                let _ = write!(self.rest, " {}={v:?}", field.name());
+            } else {
+                let _ = write!(self.rest, " {}={v}", field.name());
+            }
+        }
+    }
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for MessageFirst
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let meta = event.metadata();
+        let mut f = TextFields::default();
+        event.record(&mut f);
+        let time = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+        write!(w, "{time} {:>5} {}{}", meta.level(), f.message, f.rest)?;
+        // The check the line is about, from the span's recorded fields (`check="pg_x"`).
+        let check = ctx.event_scope().and_then(|scope| {
+            scope.into_iter().find_map(|span| {
+                let ext = span.extensions();
+                let fields = ext.get::<tracing_subscriber::fmt::FormattedFields<N>>()?;
+                fields
+                    .fields
+                    .split_whitespace()
+                    .find_map(|t| t.strip_prefix("check="))
+                    .map(|c| c.trim_matches('"').to_owned())
+            })
+        });
+        if let Some(c) = check {
+            write!(w, " check={c}")?;
+        }
+        if !meta.target().starts_with("rose_agent") {
+            write!(w, " target={}", meta.target())?;
+        }
+        writeln!(w)
     }
 }
 
@@ -480,6 +557,48 @@ impl<E: PushMetricExporter> PushMetricExporter for CountingMetrics<E> {
 mod tests {
     use super::*;
     use tracing::Level;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn text_lines_put_the_message_first_and_name_the_check_without_the_span_context() {
+        let buf = Buf::default();
+        let w = buf.clone();
+        let sub = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || w.clone())
+                .event_format(MessageFirst),
+        );
+        tracing::subscriber::with_default(sub, || {
+            let span = tracing::info_span!(
+                "check",
+                otel.name = "check pg_activity",
+                check = "pg_activity",
+                server.address = "127.0.0.1"
+            );
+            let _e = span.enter();
+            tracing::warn!(kind = "refused", error = %"connection refused (os error 111)", "Check failed.");
+        });
+        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let line = out.lines().next().unwrap();
+        let (_time, rest) = line.split_once(' ').unwrap();
+        assert_eq!(
+            rest.trim_start(),
+            "WARN Check failed. kind=refused error=\"connection refused (os error 111)\" check=pg_activity",
+            "{line}"
+        );
+    }
 
     #[test]
     fn rust_log_sets_levels_per_target_and_a_bad_value_falls_back_to_info() {

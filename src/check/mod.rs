@@ -223,6 +223,9 @@ pub fn registry(config: &Config, pg: Option<Arc<PgTarget>>) -> Vec<Arc<dyn Check
         checks.extend(pg_checks(config, &pg));
         checks.push(Arc::new(pg_database_size::DatabaseSizeCheck::new(pg)));
     }
+    // `AGENT_DISABLED_CHECKS`: a disabled check does not run at all.
+    let disabled = &config.findings.disabled_checks;
+    checks.retain(|c| !disabled.iter().any(|d| d == c.id()));
     checks
 }
 

@@ -9,6 +9,7 @@ pub mod otel;
 pub mod probes;
 mod raw;
 pub mod search_path;
+pub mod silence;
 pub mod vars;
 
 use std::fmt;
@@ -77,6 +78,8 @@ pub struct Config {
     /// OTLP export; `None` when no `OTEL_EXPORTER_OTLP_*ENDPOINT` is set.
     pub otel: Option<otel::OtelConfig>,
     pub checks: ChecksConfig,
+    /// `[findings]`: disabled checks and codes, accepted findings (see `config::silence`).
+    pub findings: silence::FindingsConfig,
     /// `AGENT_*` variables set but not read (misspellings, mostly), at most
     /// [`vars::MAX_REPORTED`], and how many more there were.
     pub unknown_variables: (Vec<vars::UnknownVariable>, usize),
@@ -207,6 +210,7 @@ impl Config {
             }
         }
         raw.overlay_env(env, &mut problems);
+        silence::overlay_env(&mut raw.findings, env, &mut problems);
         let otel = otel::OtelConfig::from_env(env, &mut problems);
         let mut config = Config::from_raw(raw, problems)?;
         config.otel = otel;
@@ -573,6 +577,8 @@ impl Config {
             }
         };
 
+        let findings = silence::validate(raw.findings, &known_check, &mut problems);
+
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -615,6 +621,7 @@ impl Config {
             },
             otel: None,
             checks,
+            findings,
             unknown_variables: (Vec::new(), 0),
         })
     }
@@ -674,6 +681,7 @@ impl Config {
                 probes: Some(probes::to_raw(&self.app.probes)),
             },
             checks: self.checks.to_raw(),
+            findings: silence::to_raw(&self.findings),
         };
         let mut out = match self.database.dsn {
             Some(_) => format!(
@@ -688,6 +696,34 @@ impl Config {
         out.push_str(&toml::to_string(&raw).unwrap_or_else(|e| format!("# cannot render: {e}\n")));
         out
     }
+}
+
+/// Whether `id` names a check the agent can run (for `AGENT_DISABLED_CHECKS`).
+fn known_check(id: &str) -> bool {
+    use crate::check::*;
+    [
+        host::ID,
+        sqlite::ID,
+        checkpoint_migration::ID,
+        pg_connectivity::ID,
+        pg_connections::ID,
+        pg_connection_budget::ID,
+        pg_activity::ID,
+        pg_statements::ID,
+        pg_table_sizes::ID,
+        pg_schema::ID,
+        pg_replication::ID,
+        pg_database_stats::ID,
+        pg_checkpoints::ID,
+        pg_archiver::ID,
+        pg_privileges::ID,
+        pg_replica::ID,
+        pg_database_size::ID,
+    ]
+    .contains(&id)
+        || id
+            .strip_prefix(app_probe::ID_PREFIX)
+            .is_some_and(|n| !n.is_empty())
 }
 
 /// This machine's host name, for the default `instance` label.

@@ -70,6 +70,8 @@ pub struct RawConfig {
     pub app: RawApp,
     #[serde(default)]
     pub checks: RawChecks,
+    #[serde(default)]
+    pub findings: super::silence::RawFindings,
 }
 
 /// `[agent]`: how the agent itself runs.
@@ -276,6 +278,10 @@ pub const VARIABLES: &[&str] = &[
     "AGENT_LANGGRAPH_SCHEMA_NAME",
     "AGENT_SCHEMA_EXPECTATIONS",
     "AGENT_RAW_QUERY_TEXT",
+    // [findings] (config::silence)
+    "AGENT_DISABLED_CHECKS",
+    "AGENT_DISABLED_CODES",
+    "AGENT_SILENCE",
     // OpenTelemetry export (config::otel)
     "OTEL_SDK_DISABLED",
     "OTEL_EXPORTER_OTLP_ENDPOINT",

@@ -190,9 +190,11 @@ pub async fn diagnose(config: &Config, timeout: Duration) -> Report {
     let cx = findings::Context::from_config(config);
     let mut found = findings::evaluate(&store.current(), &cx, SystemTime::now());
     found.extend(extra);
+    let (mut found, silenced) =
+        findings::silence::apply(found, &config.findings, SystemTime::now());
     found.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.code.cmp(b.code)));
     let rungs = judge_rungs(merge_rungs(rungs), &found);
-    Report::new(target, found, rungs)
+    Report::new(target, found, rungs).with_silenced(silenced)
 }
 
 /// A rung's status is the worst of its own outcome and the severity of what it found: a rung
@@ -237,7 +239,9 @@ pub fn judge_rungs(mut rungs: Vec<Rung>, found: &[Finding]) -> Vec<Rung> {
 /// The rung a finding code belongs to (where its evidence comes from).
 pub fn rung_of_code(code: &str) -> &'static str {
     match code {
-        "bad_database_url" | "no_database_configured" | "unknown_variable" => "config",
+        "bad_database_url" | "no_database_configured" | "unknown_variable" | "silence_expired" => {
+            "config"
+        }
         "dns_failure" => "dns",
         "connection_refused" | "connect_timeout" => "tcp",
         "tls_error" => "tls",

@@ -54,6 +54,9 @@ pub struct Report {
     /// Sanitized `host:port/dbname` (empty without a DSN).
     pub target: String,
     pub findings: Vec<Finding>,
+    /// Findings silenced on purpose (`[findings]`): shown, not counted in the status.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub silenced: Vec<crate::findings::silence::SilencedFinding>,
     pub checks: Vec<Rung>,
 }
 
@@ -64,8 +67,18 @@ impl Report {
             status,
             target,
             findings,
+            silenced: Vec::new(),
             checks,
         }
+    }
+
+    /// Adds the findings silenced on purpose (they do not change the status).
+    pub fn with_silenced(
+        mut self,
+        silenced: Vec<crate::findings::silence::SilencedFinding>,
+    ) -> Report {
+        self.silenced = silenced;
+        self
     }
 
     /// The configuration could not be used: the state of the system is unknown.
@@ -141,6 +154,21 @@ impl Report {
                 let _ = writeln!(out, "  {}. {s}", i + 1);
             }
             let _ = writeln!(out, "  runbook: {}", f.runbook);
+        }
+        for s in &self.silenced {
+            let until = s
+                .until
+                .as_deref()
+                .map(|u| format!(" until {u}"))
+                .unwrap_or_default();
+            let key = s.finding.key();
+            let _ = writeln!(
+                out,
+                "\n{} {key}  {}\n  silenced{until}: {}",
+                paint("SILENCED", "90"),
+                s.finding.summary,
+                s.reason
+            );
         }
         let count = |s: Severity| self.findings.iter().filter(|f| f.severity == s).count();
         let _ = writeln!(

@@ -96,6 +96,11 @@ pub static CODES: &[CodeDef] = &[
         Warning,
         "an AGENT_* variable is set that the agent does not read (a misspelling of one it does)",
     ),
+    c(
+        "silence_expired",
+        Info,
+        "a configured silence ([findings] silence, AGENT_SILENCE) is past its until date: the finding counts again",
+    ),
     // Capacity and activity.
     c(
         "pool_budget_exceeded",

@@ -14,6 +14,7 @@ mod connect;
 pub mod connections;
 mod database;
 mod schema;
+pub mod silence;
 pub mod state;
 
 use std::time::SystemTime;

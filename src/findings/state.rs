@@ -15,6 +15,9 @@ use super::Finding;
 pub struct View {
     pub active: Vec<ActiveFinding>,
     pub pending: Vec<Finding>,
+    /// Findings silenced on purpose (`[findings]`): shown, never counted (set by the caller
+    /// after [`Tracker::update`], see `findings::silence`).
+    pub silenced: Vec<super::silence::SilencedFinding>,
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_time")]
     pub evaluated_at: Option<SystemTime>,
     /// Findings that became active since the agent started.

@@ -182,7 +182,9 @@ impl PgTarget {
         let target = dsn.target();
         if !dsn.ignored.is_empty() {
             // Names from the agent's own list only: never a value.
-            tracing::warn!(target_db = %target, parameters = %dsn.ignored.join(", "), "The DSN sets libpq parameters the agent's monitoring connection does not use; they are accepted and ignored (service files, GSSAPI, encrypted keys and load balancing are not supported; keepalives, timeouts and the application name are the agent's own).");
+            // Service files, GSSAPI, encrypted keys and load balancing are not supported; keepalives,
+            // timeouts and the application name are the agent's own.
+            tracing::warn!(target_db = %target, parameters = %dsn.ignored.join(", "), "The DSN sets libpq parameters the agent does not use; they are ignored.");
         }
         PgTarget {
             dsn,
@@ -322,7 +324,10 @@ impl PgTarget {
                     tracing::info!(target_db = %self.target, pid = previous.as_ref().map(|b| b.pid), "Terminated this agent's previous session, which outlived its connection.");
                 }
                 if !session.direct {
-                    tracing::warn!(target_db = %self.target, "Connected through a connection pooler (PostgreSQL does not see the agent's own socket; PgBouncer?): the limits are enforced per transaction, which holds in every pool mode, but no session settings are made, and this agent takes no session advisory lock (it follows a directly connected leader when there is one, else runs the database-wide checks itself). Point AGENT_DATABASE_URL at PostgreSQL itself for leader election.");
+                    // PostgreSQL does not see the agent's own socket: limits are set per transaction (holds in
+                    // every pool mode), no session settings, no session advisory lock (it follows a
+                    // directly connected leader when there is one, else runs the database-wide checks).
+                    tracing::warn!(target_db = %self.target, "Connected through a connection pooler (PgBouncer?): limits per transaction, no leader election from this agent; point AGENT_DATABASE_URL at PostgreSQL itself for leader election.");
                 }
                 Ok(conn)
             }
@@ -334,7 +339,16 @@ impl PgTarget {
                 // recovery would take two intervals instead of one.
                 slot.retry_at = Some(started + wait);
                 slot.last_error = Some(e.clone());
-                tracing::warn!(target_db = %self.target, kind = %e.kind, error = %e.message, retry_ms = (started + wait).saturating_duration_since(Instant::now()).as_millis() as u64, "Connection to PostgreSQL failed.");
+                let retry_ms = (started + wait)
+                    .saturating_duration_since(Instant::now())
+                    .as_millis() as u64;
+                // The first failure of an outage is a warning; each retry after it is debug (the
+                // metrics and findings carry every attempt), so an outage is not a WARN per retry.
+                if slot.failures == 1 {
+                    tracing::warn!(target_db = %self.target, kind = %e.kind, error = %e.message, retry_ms, "Connection to PostgreSQL failed.");
+                } else {
+                    tracing::debug!(target_db = %self.target, kind = %e.kind, error = %e.message, retry_ms, failures = slot.failures, "Connection to PostgreSQL still failing.");
+                }
                 Err(e)
             }
         }

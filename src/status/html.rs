@@ -249,6 +249,33 @@ pub fn render(s: &Summary) -> String {
         }
         o.push_str("</article>\n");
     }
+    if !s.silenced.is_empty() {
+        let _ = writeln!(
+            o,
+            "<h3 id=\"silenced-title\">Silenced on purpose <span class=\"count\">{} · not counted in the status or alerts</span></h3>\n<ul id=\"silenced\">",
+            s.silenced.len()
+        );
+        for f in &s.silenced {
+            let subject = f
+                .subject
+                .as_deref()
+                .map(|x| format!(" · {}", escape(x)))
+                .unwrap_or_default();
+            let until = f
+                .until
+                .as_deref()
+                .map(|u| format!(" until <time>{}</time>", escape(u)))
+                .unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "<li class=\"silenced\" data-code=\"{code}\" data-state=\"silenced\"><span class=\"tag pending\">SILENCED</span> <code>{code}</code>{subject}: {summary} <span class=\"state\">({reason}{until})</span></li>",
+                code = escape(&f.code),
+                summary = escape(&f.summary),
+                reason = escape(&f.reason),
+            );
+        }
+        o.push_str("</ul>\n");
+    }
     o.push_str("</section>\n");
 
     // Figures at a glance.

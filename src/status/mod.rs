@@ -136,6 +136,9 @@ pub struct Summary {
     pub stale_checks: Vec<String>,
     /// Active findings first, then pending, each by severity.
     pub findings: Vec<FindingItem>,
+    /// Findings silenced on purpose (`[findings]`): shown apart, never counted.
+    #[serde(default)]
+    pub silenced: Vec<SilencedItem>,
     pub figures: Vec<Group>,
     pub checks: Vec<CheckRow>,
 }
@@ -166,6 +169,18 @@ pub struct FindingItem {
     /// Active since (RFC 3339).
     pub since: Option<String>,
     pub since_seconds: Option<f64>,
+}
+
+/// A finding silenced on purpose, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SilencedItem {
+    pub code: String,
+    pub subject: Option<String>,
+    pub summary: String,
+    pub reason: String,
+    /// The silence's last day, when it has one.
+    pub until: Option<String>,
+    pub runbook_url: String,
 }
 
 /// A card of figures.
@@ -325,6 +340,18 @@ impl Summary {
             ready: snap.ready(),
             stale_checks: stale.iter().map(|s| (*s).to_owned()).collect(),
             findings,
+            silenced: view
+                .silenced
+                .iter()
+                .map(|s| SilencedItem {
+                    code: s.finding.code.into(),
+                    subject: s.finding.subject.clone(),
+                    summary: s.finding.summary.clone(),
+                    reason: s.reason.clone(),
+                    until: s.until.clone(),
+                    runbook_url: about.runbook_url(s.finding.code),
+                })
+                .collect(),
             figures: figures(snap, about),
             checks: checks(snap, now),
         }
@@ -407,6 +434,30 @@ impl Summary {
                 let _ = writeln!(out, "    {}. {s}", i + 1);
             }
             let _ = writeln!(out, "    runbook: {}", f.runbook_url);
+        }
+        if !self.silenced.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nSilenced on purpose (not counted): {}",
+                self.silenced.len()
+            );
+            for s in &self.silenced {
+                let until = s
+                    .until
+                    .as_deref()
+                    .map(|u| format!(" until {u}"))
+                    .unwrap_or_default();
+                let subject = s
+                    .subject
+                    .as_deref()
+                    .map(|x| format!(" ({x})"))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "  SILENCED {}{subject}  {}  [{}{until}]",
+                    s.code, s.summary, s.reason
+                );
+            }
         }
         for g in &self.figures {
             let _ = writeln!(out, "\n{}", g.title);

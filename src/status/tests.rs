@@ -123,6 +123,16 @@ fn the_summary_has_the_findings_status_and_orders_findings() {
             Severity::Critical,
             "PostgreSQL is down",
         )],
+        silenced: vec![crate::findings::silence::SilencedFinding {
+            finding: finding(
+                "statements_unavailable",
+                Severity::Warning,
+                "statistics were reset",
+            ),
+            silenced: true,
+            reason: "<accepted> for the load test".into(),
+            until: Some("2027-01-31".into()),
+        }],
         evaluated_at: Some(now - Duration::from_secs(2)),
         activated_total: 1,
         resolved_total: 0,
@@ -143,6 +153,13 @@ fn the_summary_has_the_findings_status_and_orders_findings() {
     assert_eq!(sum.findings[0].state, "active");
     assert_eq!(sum.findings[0].since_seconds, Some(90.0));
     assert_eq!(sum.findings[1].state, "pending");
+    // Silenced findings apart, not among the counted ones, with reason and end.
+    assert_eq!(sum.findings.len(), 2);
+    assert_eq!(sum.silenced.len(), 1);
+    assert_eq!(sum.silenced[0].until.as_deref(), Some("2027-01-31"));
+    let text = sum.to_text(false);
+    assert!(text.contains("SILENCED statements_unavailable"), "{text}");
+    assert!(text.contains("until 2027-01-31"), "{text}");
     // The runbook URL is the alert pusher's.
     assert_eq!(
         sum.findings[0].runbook_url,
@@ -158,6 +175,8 @@ fn the_summary_has_the_findings_status_and_orders_findings() {
     assert!(page.contains("data-status=\"critical\""));
     assert!(page.contains("✖ CRITICAL"));
     assert!(page.contains("&lt;b&gt;evidence&lt;/b&gt;"));
+    assert!(page.contains("id=\"silenced\""), "{page}");
+    assert!(page.contains("&lt;accepted&gt; for the load test until <time>2027-01-31</time>"));
     assert!(!page.contains("<b>evidence"));
     assert!(page.contains("<pre><code>SELECT 1;</code></pre>"));
     assert!(page.contains("href=\"https://runbooks.example/rose/missing_index.md\""));
