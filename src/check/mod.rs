@@ -221,7 +221,10 @@ pub fn registry(config: &Config, pg: Option<Arc<PgTarget>>) -> Vec<Arc<dyn Check
             config.checks.labels_top_n,
         )));
         checks.extend(pg_checks(config, &pg));
-        checks.push(Arc::new(pg_database_size::DatabaseSizeCheck::new(pg)));
+        checks.push(Arc::new(
+            pg_database_size::DatabaseSizeCheck::new(pg)
+                .with_limit(config.checks.storage_limit.clone()),
+        ));
     }
     checks
 }

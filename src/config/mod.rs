@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use checks::{
-    ChecksConfig, Expectations, ExpectedIndex, ExpectedTable, LangGraphSchema, PLANS, PlanLimit,
+    ChecksConfig, Expectations, ExpectedIndex, ExpectedTable, LangGraphSchema, PLAN_STORAGE, PLANS,
+    PlanLimit, StorageLimit, parse_size,
 };
 pub use probes::{JsonExpectation, ProbeConfig};
 pub use raw::{Env, Problem, ProcessEnv, RawConfig, VARIABLES};

@@ -200,6 +200,9 @@ pub struct RawChecks {
     pub plan: Option<String>,
     /// The plan's connection limit, overriding `plan` (env `AGENT_MAX_CONNECTIONS`).
     pub max_connections: Option<i64>,
+    /// The database's storage limit, overriding the plan's (env `AGENT_STORAGE_LIMIT`): a size
+    /// such as `1GB` (SI) or `10GiB` (IEC).
+    pub storage_limit: Option<String>,
     /// Which LangGraph schema to expect: `auto` (detect full or shallow), `full`, `shallow` or
     /// `off` (env `AGENT_LANGGRAPH_SCHEMA`; default `auto`).
     pub langgraph_schema: Option<String>,
@@ -272,6 +275,7 @@ pub const VARIABLES: &[&str] = &[
     "AGENT_STATEMENTS_TOP_N",
     "AGENT_PLAN",
     "AGENT_MAX_CONNECTIONS",
+    "AGENT_STORAGE_LIMIT",
     "AGENT_LANGGRAPH_SCHEMA",
     "AGENT_LANGGRAPH_SCHEMA_NAME",
     "AGENT_SCHEMA_EXPECTATIONS",
@@ -352,6 +356,7 @@ impl RawConfig {
             s("AGENT_SLOW_QUERY_THRESHOLD"),
         );
         set(&mut self.checks.plan, s("AGENT_PLAN"));
+        set(&mut self.checks.storage_limit, s("AGENT_STORAGE_LIMIT"));
         set(
             &mut self.checks.idle_in_transaction_threshold,
             s("AGENT_IDLE_IN_TRANSACTION_THRESHOLD"),

@@ -261,6 +261,7 @@ pub fn rung_of_code(code: &str) -> &'static str {
         "app_unreachable" | "app_unhealthy" | "app_degraded" | "app_slow" => "app",
         "migration_not_effective" | "migration_partial" => "migration",
         "sqlite_unreadable" => "sqlite",
+        "storage_near_limit" => "sizes",
         _ => "other",
     }
 }

@@ -221,6 +221,12 @@ pub static CODES: &[CodeDef] = &[
         Warning,
         "the SQLite checkpointer (the rollback path) cannot be read",
     ),
+    // Storage.
+    c(
+        "storage_near_limit",
+        Warning,
+        "the database is close to its plan's storage limit or will reach it soon at the observed growth (critical when nearly full)",
+    ),
 ];
 
 /// The catalog entry of a code.

@@ -15,6 +15,7 @@ pub mod connections;
 mod database;
 mod schema;
 pub mod state;
+mod storage;
 
 use std::time::SystemTime;
 
@@ -216,6 +217,7 @@ pub fn evaluate(snap: &Snapshot, cx: &Context, now: SystemTime) -> Vec<Finding> 
     activity::evaluate(snap, cx, &mut out);
     schema::evaluate(snap, cx, &mut out);
     app::evaluate(snap, cx, &mut out);
+    storage::evaluate(snap, cx, &mut out);
     out.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.code.cmp(b.code)));
     out
 }
