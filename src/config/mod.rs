@@ -138,6 +138,9 @@ pub struct AppConfig {
     pub probes: Vec<ProbeConfig>,
     /// How far back checkpoint growth is judged.
     pub growth_window: Duration,
+    /// After a PostgreSQL restart, the app must answer healthy within this
+    /// (`app_not_recovered`).
+    pub recovery_timeout: Duration,
 }
 
 /// Every problem found, each naming its key.
@@ -573,6 +576,22 @@ impl Config {
                 Duration::from_secs(600)
             }
         };
+        let recovery_timeout = match raw
+            .app
+            .recovery_timeout
+            .as_deref()
+            .map(humantime::parse_duration)
+        {
+            None => Duration::from_secs(60),
+            Some(Ok(d)) if !d.is_zero() => d,
+            Some(_) => {
+                problems.push(Problem {
+                    key: "AGENT_APP_RECOVERY_TIMEOUT".into(),
+                    message: "must be a positive duration such as 60s".into(),
+                });
+                Duration::from_secs(60)
+            }
+        };
 
         if !problems.is_empty() {
             return Err(ConfigError(problems));
@@ -613,6 +632,7 @@ impl Config {
                 base_url,
                 probes,
                 growth_window,
+                recovery_timeout,
             },
             otel: None,
             checks,
@@ -672,6 +692,7 @@ impl Config {
                 health_paths: None,
                 bearer_token_file: None,
                 growth_window: Some(h(self.app.growth_window)),
+                recovery_timeout: Some(h(self.app.recovery_timeout)),
                 probes: Some(probes::to_raw(&self.app.probes)),
             },
             checks: self.checks.to_raw(),

@@ -175,6 +175,9 @@ pub struct RawApp {
     /// How far back checkpoint growth is judged (env `AGENT_CHECKPOINT_GROWTH_WINDOW`;
     /// default `10m`).
     pub growth_window: Option<String>,
+    /// After a PostgreSQL restart the app must answer healthy within this (env
+    /// `AGENT_APP_RECOVERY_TIMEOUT`; default `60s`), else `app_not_recovered`.
+    pub recovery_timeout: Option<String>,
     /// `[[app.probes]]`: replaces the default health probe. See `config::probes`.
     pub probes: Option<Vec<super::probes::RawProbe>>,
 }
@@ -268,6 +271,7 @@ pub const VARIABLES: &[&str] = &[
     "AGENT_APP_HEALTH_PATHS",
     "AGENT_APP_BEARER_TOKEN_FILE",
     "AGENT_CHECKPOINT_GROWTH_WINDOW",
+    "AGENT_APP_RECOVERY_TIMEOUT",
     // [checks]
     "AGENT_SLOW_QUERY_THRESHOLD",
     "AGENT_IDLE_IN_TRANSACTION_THRESHOLD",
@@ -383,6 +387,10 @@ impl RawConfig {
         set(
             &mut self.app.growth_window,
             s("AGENT_CHECKPOINT_GROWTH_WINDOW"),
+        );
+        set(
+            &mut self.app.recovery_timeout,
+            s("AGENT_APP_RECOVERY_TIMEOUT"),
         );
         if let Some(v) = s("AGENT_RAW_QUERY_TEXT") {
             match v.trim().to_ascii_lowercase().as_str() {

@@ -221,6 +221,11 @@ pub static CODES: &[CodeDef] = &[
         Warning,
         "the SQLite checkpointer (the rollback path) cannot be read",
     ),
+    c(
+        "app_not_recovered",
+        Warning,
+        "the app did not answer healthy within the bound after PostgreSQL restarted (the guide's \"Test Failover\")",
+    ),
     // Storage.
     c(
         "storage_near_limit",

@@ -13,6 +13,7 @@ mod config;
 mod connect;
 pub mod connections;
 mod database;
+mod recovery;
 mod schema;
 pub mod state;
 mod storage;
@@ -218,6 +219,7 @@ pub fn evaluate(snap: &Snapshot, cx: &Context, now: SystemTime) -> Vec<Finding> 
     schema::evaluate(snap, cx, &mut out);
     app::evaluate(snap, cx, &mut out);
     storage::evaluate(snap, cx, &mut out);
+    recovery::evaluate(snap, cx, &mut out);
     out.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.code.cmp(b.code)));
     out
 }
