@@ -3,7 +3,8 @@
 //! The agent exports the limit and the time to full, raises `storage_near_limit` with its steps
 //! on `/findings` (warning from the days-to-full projection, critical when nearly full) and in
 //! `agent diagnose`, and the alert rule's own expression (predict_linear) selects the database
-//! in a real Prometheus scraping the agent.
+//! in a real Prometheus scraping the agent. The runbook's prune SQL (keep the newest checkpoints
+//! of every thread) runs on checkpoints the real `PostgresSaver` wrote, which reads them back.
 
 mod oncall_support;
 mod support;
@@ -185,4 +186,113 @@ fn a_database_growing_toward_a_small_limit_raises_storage_near_limit() {
             .contains("storage_near_limit"),
         "{rung}"
     );
+}
+
+/// Writes checkpoints as the app does (a new blob version per step, a pending write per
+/// checkpoint), or verifies what the saver reads back, as JSON.
+const SAVER_PY: &str = r#"
+import sys, json
+from langgraph.checkpoint.postgres import PostgresSaver
+from langgraph.checkpoint.base import empty_checkpoint
+dsn, mode = sys.argv[1], sys.argv[2]
+threads, steps = ["t0", "t1"], 30
+with PostgresSaver.from_conn_string(dsn) as s:
+    if mode == "write":
+        s.setup()
+        for t in threads:
+            cfg = {"configurable": {"thread_id": t, "checkpoint_ns": ""}}
+            ver = None
+            for i in range(steps):
+                ver = s.get_next_version(ver, None)
+                cp = empty_checkpoint()
+                cp["channel_values"] = {"messages": [f"{t} step {i}", "x" * 2000]}
+                cp["channel_versions"] = {"messages": ver}
+                cfg = s.put(cfg, cp, {"source": "loop", "step": i}, {"messages": ver})
+                s.put_writes(cfg, [("messages", [f"pending {i}"])], f"task-{i}")
+        print(json.dumps({"ok": True}))
+    else:
+        out = {}
+        for t in threads:
+            cfg = {"configurable": {"thread_id": t, "checkpoint_ns": ""}}
+            tuples = list(s.list(cfg))
+            latest = s.get_tuple(cfg)
+            oldest = tuples[-1]
+            out[t] = {
+                "count": len(tuples),
+                "latest": latest.checkpoint["channel_values"]["messages"][0],
+                "oldest": oldest.checkpoint["channel_values"].get("messages", [None])[0],
+                "oldest_step": oldest.metadata["step"],
+                "latest_writes": len(latest.pending_writes or []),
+            }
+        print(json.dumps(out))
+"#;
+
+fn saver(py: &std::path::Path, dsn: &str, mode: &str) -> serde_json::Value {
+    let out = std::process::Command::new("timeout")
+        .arg("120")
+        .arg(py)
+        .args(["-c", SAVER_PY, dsn, mode])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{mode}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The runbook's "keep the newest checkpoints of every thread" SQL, as written in
+/// docs/runbooks/storage_near_limit.md.
+fn runbook_prune_sql() -> String {
+    let md = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("docs/runbooks/storage_near_limit.md"),
+    )
+    .unwrap();
+    let mitigation = md.split("## Mitigation").nth(1).unwrap();
+    let block = mitigation.split("```sql").nth(1).unwrap();
+    block.split("```").next().unwrap().to_owned()
+}
+
+#[test]
+fn the_runbooks_prune_keeps_the_newest_checkpoints_and_the_saver_still_reads_them() {
+    let Some(py) = support::langgraph::python() else {
+        return;
+    };
+    let pg = PgCluster::start();
+    let dsn = support::langgraph::superuser_url(&pg);
+    saver(&py, &dsn, "write");
+    let count = |t: &str| pg.psql(&format!("SELECT count(*) FROM {t}"));
+    let before = (
+        count("checkpoints"),
+        count("checkpoint_blobs"),
+        count("checkpoint_writes"),
+    );
+    assert_eq!(
+        before,
+        ("60".into(), "60".into(), "60".into()),
+        "{before:?}"
+    );
+    pg.psql(&runbook_prune_sql());
+    let after = (
+        count("checkpoints"),
+        count("checkpoint_blobs"),
+        count("checkpoint_writes"),
+    );
+    // 20 per thread kept, with their blobs and writes; the rest gone.
+    assert_eq!(after, ("40".into(), "40".into(), "40".into()), "{after:?}");
+    let v = saver(&py, &dsn, "verify");
+    for t in ["t0", "t1"] {
+        let r = &v[t];
+        assert_eq!(r["count"], 20, "{v:#}");
+        assert_eq!(r["latest"], format!("{t} step 29"), "{v:#}");
+        assert_eq!(r["oldest_step"], 10, "{v:#}");
+        assert_eq!(
+            r["oldest"],
+            format!("{t} step 10"),
+            "the oldest kept still has its blob: {v:#}"
+        );
+        assert_eq!(r["latest_writes"], 1, "{v:#}");
+    }
 }
