@@ -250,6 +250,8 @@ fn the_three_dashboards_show_what_on_call_needs() {
                 "rose_pg_active_query_max_seconds",
                 "rose_pg_slow_queries",
                 "rose_pg_database_size_bytes",
+                "rose_pg_storage_limit_bytes",
+                "rose_pg_storage_full_seconds",
                 "rose_pg_schema_object_present",
                 "rose_pg_schema_migration_version",
                 "rose_pg_replica_lag_seconds",

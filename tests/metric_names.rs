@@ -26,6 +26,10 @@ const CONDITIONAL: &[(&str, &str)] = &[
     ),
     ("rose_app_probe_success", "only with app probes configured"),
     (
+        "rose_pg_storage_full_seconds",
+        "only with a storage limit and a growing database (tests/storage.rs)",
+    ),
+    (
         "rose_app_probe_duration_seconds",
         "only with app probes configured",
     ),
@@ -108,6 +112,7 @@ fn every_metric_in_rules_and_dashboards_exists() {
         ("AGENT_CONNECT_TIMEOUT", "400ms".into()),
         ("AGENT_STATEMENT_TIMEOUT", "400ms".into()),
         ("FEATURE_DATABASE_TYPE", "postgresql".into()),
+        ("AGENT_STORAGE_LIMIT", "10GB".into()),
     ]);
     // Ready = every check (the slow ones too) has completed once.
     wait_for(Duration::from_secs(30), || {

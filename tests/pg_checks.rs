@@ -697,8 +697,14 @@ fn statements_top_n_and_cycle_cost_flat_with_2000_extra_tables() {
         checks.ids().len()
     );
     assert_eq!(n0, n1, "statements per cycle grew with unrelated tables");
+    // app_recovery reads only the agent's memory (restarts and app verdicts), no statement.
+    let issuing = checks
+        .ids()
+        .iter()
+        .filter(|id| **id != "app_recovery")
+        .count();
     assert!(
-        n0 >= checks.ids().len() as u64 - 1,
+        n0 >= issuing as u64 - 1,
         "every database check issues a statement"
     );
 }

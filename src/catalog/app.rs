@@ -16,6 +16,8 @@ metrics! {
         "1 when the last probe answered but took longer than its latency threshold, else 0.";
     APP_PROBE_STATUS_CODE = "rose_app_probe_status_code", Gauge, "1", ["endpoint"],
         "HTTP status code of the last probe; 0 when no answer came.";
+    APP_RECOVERY = "rose_app_recovery_seconds", Gauge, "seconds", [],
+        "After the last PostgreSQL restart the agent saw: seconds from the server's new start until every app probe answered healthy (absent before a restart, and while the app has not recovered).";
     APP_HEALTHY = "rose_app_healthy", Gauge, "1", ["endpoint"],
         "1 when the last probe succeeded and every JSON expectation held (the app reports healthy), 0 when degraded or failing.";
     APP_REPORTED_STATUS = "rose_app_reported_status", Gauge, "1", ["endpoint", "status"],

@@ -70,6 +70,10 @@ metrics! {
     // --- sizes (checks `pg_database_size`, `pg_table_sizes`, slow cadence) ---
     PG_DATABASE_GROWTH = "rose_pg_database_growth_bytes_per_second", Gauge, "bytes_per_second", ["datname"],
         "Growth of the database size per second (averaged over up to the last hour), from the agent's own history of rose_pg_database_size_bytes (absent until two samples exist).";
+    PG_STORAGE_LIMIT = "rose_pg_storage_limit_bytes", Gauge, "bytes", ["datname"],
+        "Storage limit of the database's plan (AGENT_PLAN: starter 1 GB, pro 10 GB; or AGENT_STORAGE_LIMIT); absent when none is configured.";
+    PG_STORAGE_FULL = "rose_pg_storage_full_seconds", Gauge, "seconds", ["datname"],
+        "Estimated time until the database reaches its storage limit at the observed growth (rose_pg_database_growth_bytes_per_second); 0 when at or over it, absent without a limit or without growth.";
     PG_TABLE_SIZE = "rose_pg_table_size_bytes", Gauge, "bytes", ["table", "part"],
         "Size of a watched table (LangGraph's and the expectations file's): part is table (heap + TOAST) or indexes; sum by (table) is its total.";
     PG_TABLE_ROWS = "rose_pg_table_estimated_rows", Gauge, "1", ["table"],

@@ -539,9 +539,19 @@ pub struct AppProbe {
     cfg: ProbeConfig,
     client: Result<reqwest::Client, String>,
     state: Mutex<State>,
+    recovery: Option<std::sync::Arc<super::app_recovery::Watch>>,
 }
 
 impl AppProbe {
+    /// Reports each verdict to the app recovery watch (`app_recovery`).
+    pub fn with_recovery_watch(
+        mut self,
+        w: Option<std::sync::Arc<super::app_recovery::Watch>>,
+    ) -> AppProbe {
+        self.recovery = w;
+        self
+    }
+
     pub fn new(cfg: ProbeConfig) -> AppProbe {
         // reqwest with `rustls-no-provider` needs a process default; main installs ring, this
         // covers library users and tests. A second install is a harmless error.
@@ -577,6 +587,7 @@ impl AppProbe {
         let id: &'static str = Box::leak(format!("{ID_PREFIX}{}", cfg.name).into_boxed_str());
         AppProbe {
             id,
+            recovery: None,
             client,
             state: Mutex::new(State {
                 path: 0,
@@ -802,6 +813,9 @@ impl Check for AppProbe {
                     ),
                 }
                 st.was_healthy = Some(v.healthy);
+            }
+            if let Some(w) = &self.recovery {
+                w.probe(self.id, super::pg_util::unix_now(), v.healthy);
             }
             Ok(Observation::AppProbe(ProbeResult {
                 endpoint: self.cfg.name.clone(),

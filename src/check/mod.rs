@@ -6,6 +6,7 @@
 //! both work from that list.
 
 pub mod app_probe;
+pub mod app_recovery;
 pub mod checkpoint_migration;
 pub mod host;
 pub mod pg_activity;
@@ -109,6 +110,7 @@ pub enum Observation {
     Host(host::HostStats),
     Sqlite(sqlite::SqliteStore),
     CheckpointMigration(checkpoint_migration::MigrationFacts),
+    AppRecovery(app_recovery::Recovery),
 }
 
 impl Observation {
@@ -142,6 +144,7 @@ impl Observation {
             Observation::Host(o) => host::samples(o, out),
             Observation::Sqlite(o) => sqlite::samples(o, out),
             Observation::CheckpointMigration(o) => checkpoint_migration::samples(o, out),
+            Observation::AppRecovery(o) => app_recovery::samples(o, out),
         }
     }
 }
@@ -199,8 +202,19 @@ pub trait Check: Send + Sync + 'static {
 pub fn registry(config: &Config, pg: Option<Arc<PgTarget>>) -> Vec<Arc<dyn Check>> {
     let mut checks: Vec<Arc<dyn Check>> = vec![Arc::new(process::ProcessCheck::new())];
     checks.push(Arc::new(host::HostCheck::new(config)));
+    // Restarts seen by pg_connectivity and app health meet here (app_recovery).
+    let watch = (pg.is_some() && !config.app.probes.is_empty())
+        .then(|| Arc::new(app_recovery::Watch::default()));
     for probe in &config.app.probes {
-        checks.push(Arc::new(app_probe::AppProbe::new(probe.clone())));
+        checks.push(Arc::new(
+            app_probe::AppProbe::new(probe.clone()).with_recovery_watch(watch.clone()),
+        ));
+    }
+    if let Some(w) = &watch {
+        checks.push(Arc::new(app_recovery::RecoveryCheck::new(
+            w.clone(),
+            config.app.recovery_timeout,
+        )));
     }
     if let Some(path) = &config.app.sqlite_path {
         checks.push(Arc::new(sqlite::SqliteCheck::new(path.clone(), config)));
@@ -213,15 +227,18 @@ pub fn registry(config: &Config, pg: Option<Arc<PgTarget>>) -> Vec<Arc<dyn Check
     }
     if let Some(pg) = pg {
         let _ = config;
-        checks.push(Arc::new(pg_connectivity::ConnectivityCheck::new(
-            pg.clone(),
-        )));
+        checks.push(Arc::new(
+            pg_connectivity::ConnectivityCheck::new(pg.clone()).with_recovery_watch(watch),
+        ));
         checks.push(Arc::new(pg_connections::ConnectionsCheck::with_top_n(
             pg.clone(),
             config.checks.labels_top_n,
         )));
         checks.extend(pg_checks(config, &pg));
-        checks.push(Arc::new(pg_database_size::DatabaseSizeCheck::new(pg)));
+        checks.push(Arc::new(
+            pg_database_size::DatabaseSizeCheck::new(pg)
+                .with_limit(config.checks.storage_limit.clone()),
+        ));
     }
     // `AGENT_DISABLED_CHECKS`: a disabled check does not run at all.
     let disabled = &config.findings.disabled_checks;

@@ -59,6 +59,7 @@ impl Connectivity {
 pub struct ConnectivityCheck {
     pg: Arc<PgTarget>,
     memory: Mutex<Memory>,
+    recovery: Option<Arc<super::app_recovery::Watch>>,
 }
 
 impl ConnectivityCheck {
@@ -66,7 +67,14 @@ impl ConnectivityCheck {
         ConnectivityCheck {
             pg,
             memory: Mutex::new(Memory::default()),
+            recovery: None,
         }
+    }
+
+    /// Reports each restart to the app recovery watch (`app_recovery`).
+    pub fn with_recovery_watch(mut self, w: Option<Arc<super::app_recovery::Watch>>) -> Self {
+        self.recovery = w;
+        self
     }
 }
 
@@ -99,6 +107,9 @@ impl Check for ConnectivityCheck {
                 if restarted(m.start_time, start) {
                     m.restarts += 1;
                     m.previous = m.start_time;
+                    if let Some(w) = &self.recovery {
+                        w.restart_seen(start);
+                    }
                 }
                 if start > 0.0 {
                     m.start_time = Some(start);

@@ -1,5 +1,6 @@
 //! Check `pg_database_size`: the size of the monitored database (the guide's
-//! `pg_database_size('railway')`) and its growth per hour from the agent's own history. Slow
+//! `pg_database_size('railway')`), its growth per hour from the agent's own history, and against
+//! the plan's storage limit (AGENT_PLAN / AGENT_STORAGE_LIMIT) the time until it is full. Slow
 //! cadence: it walks the database's files.
 
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,7 @@ use serde::Serialize;
 use super::pg_util::{self, History};
 use super::{BoxFuture, Cadence, Check, Observation};
 use crate::catalog::{self, Sample};
+use crate::config::StorageLimit;
 use crate::error::{CheckError, ErrorKind};
 use crate::pg::PgTarget;
 
@@ -23,11 +25,31 @@ pub struct DatabaseSize {
     pub bytes: u64,
     /// From the agent's history; `None` until two samples a second apart exist.
     pub growth_bytes_per_second: Option<f64>,
+    /// The plan's storage limit, when one is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<StorageLimit>,
+    /// Seconds until `bytes` reaches the limit at the observed growth (0 when at or over it);
+    /// `None` without a limit or without growth.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full_seconds: Option<f64>,
+}
+
+/// Pure: seconds until `bytes` reaches `limit` growing at `growth` bytes per second; 0 when
+/// already there, `None` when not growing (or no growth known yet).
+pub fn full_seconds(bytes: u64, limit: u64, growth: Option<f64>) -> Option<f64> {
+    if bytes >= limit {
+        return Some(0.0);
+    }
+    match growth {
+        Some(g) if g.is_finite() && g > 0.0 => Some((limit - bytes) as f64 / g),
+        _ => None,
+    }
 }
 
 pub struct DatabaseSizeCheck {
     pg: Arc<PgTarget>,
     history: Mutex<History>,
+    limit: Option<StorageLimit>,
 }
 
 impl DatabaseSizeCheck {
@@ -35,7 +57,14 @@ impl DatabaseSizeCheck {
         DatabaseSizeCheck {
             pg,
             history: Mutex::new(History::default()),
+            limit: None,
         }
+    }
+
+    /// Measures the size against the plan's storage limit.
+    pub fn with_limit(mut self, limit: Option<StorageLimit>) -> Self {
+        self.limit = limit;
+        self
     }
 }
 
@@ -73,10 +102,16 @@ impl Check for DatabaseSizeCheck {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(pg_util::unix_now(), bytes as f64);
+            let full_seconds = self
+                .limit
+                .as_ref()
+                .and_then(|l| full_seconds(bytes, l.bytes, growth_bytes_per_second));
             Ok(Observation::PgDatabaseSize(DatabaseSize {
                 datname,
                 bytes,
                 growth_bytes_per_second,
+                limit: self.limit.clone(),
+                full_seconds,
             }))
         })
     }
@@ -95,5 +130,61 @@ pub fn samples(o: &DatabaseSize, out: &mut Vec<Sample>) {
             vec![o.datname.clone()],
             g,
         ));
+    }
+    if let Some(l) = &o.limit {
+        out.push(Sample::owned(
+            &catalog::PG_STORAGE_LIMIT,
+            vec![o.datname.clone()],
+            l.bytes as f64,
+        ));
+    }
+    if let Some(s) = o.full_seconds {
+        out.push(Sample::owned(
+            &catalog::PG_STORAGE_FULL,
+            vec![o.datname.clone()],
+            s,
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_to_full_from_growth() {
+        assert_eq!(full_seconds(600, 1000, Some(4.0)), Some(100.0));
+        assert_eq!(full_seconds(1000, 1000, None), Some(0.0));
+        assert_eq!(full_seconds(1200, 1000, Some(-3.0)), Some(0.0));
+        assert_eq!(full_seconds(600, 1000, None), None);
+        assert_eq!(full_seconds(600, 1000, Some(0.0)), None);
+        assert_eq!(full_seconds(600, 1000, Some(-1.0)), None);
+        assert_eq!(full_seconds(600, 1000, Some(f64::NAN)), None);
+    }
+
+    #[test]
+    fn limit_and_time_to_full_series_only_when_known() {
+        let mut o = DatabaseSize {
+            datname: "railway".into(),
+            bytes: 600,
+            growth_bytes_per_second: None,
+            limit: None,
+            full_seconds: None,
+        };
+        let names = |o: &DatabaseSize| {
+            let mut v = Vec::new();
+            samples(o, &mut v);
+            v.iter().map(|s| s.def.name).collect::<Vec<_>>()
+        };
+        assert_eq!(names(&o), ["rose_pg_database_size_bytes"]);
+        o.limit = Some(StorageLimit {
+            name: "custom".into(),
+            bytes: 1000,
+        });
+        assert!(names(&o).contains(&"rose_pg_storage_limit_bytes"));
+        assert!(!names(&o).contains(&"rose_pg_storage_full_seconds"));
+        o.growth_bytes_per_second = Some(4.0);
+        o.full_seconds = Some(100.0);
+        assert!(names(&o).contains(&"rose_pg_storage_full_seconds"));
     }
 }

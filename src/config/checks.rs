@@ -12,6 +12,14 @@ use super::raw::{Problem, RawChecks};
 /// The guide's Railway plans ("Cost Estimation"): name and connection limit.
 pub const PLANS: &[(&str, u32)] = &[("starter", 22), ("pro", 97)];
 
+/// The guide's Railway plans' storage ("Cost Estimation": Starter 1GB at $5/month, Pro 10GB at
+/// $10/month): name, limit in bytes, monthly price. The table writes "GB"; read as SI (10^9), the
+/// smaller reading, so the finding comes early rather than late.
+pub const PLAN_STORAGE: &[(&str, u64, &str)] = &[
+    ("starter", 1_000_000_000, "$5/month"),
+    ("pro", 10_000_000_000, "$10/month"),
+];
+
 /// Longest identifier PostgreSQL keeps (NAMEDATALEN - 1).
 pub const MAX_IDENTIFIER_BYTES: usize = 63;
 
@@ -35,6 +43,52 @@ pub struct PlanLimit {
     pub max_connections: u32,
 }
 
+/// The storage limit the database size is measured against (`storage_near_limit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StorageLimit {
+    /// `starter`, `pro`, or `custom` for AGENT_STORAGE_LIMIT.
+    pub name: String,
+    pub bytes: u64,
+}
+
+/// Pure: a size such as `1GB`, `10GiB`, `500 MB` or `1048576` (bytes) in bytes. SI prefixes
+/// (kB, MB, GB, TB: powers of 1000) and IEC ones (KiB, MiB, GiB, TiB: powers of 1024); the `B`
+/// may be left off (`10G` is 10 GB) and case does not matter.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() || num.chars().filter(|&c| c == '.').count() > 1 || num.ends_with('.') {
+        return Err("expected a number followed by a unit such as MB, GB, GiB".into());
+    }
+    let value: f64 = num
+        .parse()
+        .map_err(|_| "expected a number followed by a unit such as MB, GB, GiB".to_string())?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "ki" | "kib" => 1024.0,
+        "mi" | "mib" => 1024.0 * 1024.0,
+        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "ti" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "unknown unit '{other}' (use B, kB, MB, GB, TB or KiB, MiB, GiB, TiB)"
+            ));
+        }
+    };
+    let bytes = (value * mult).round();
+    if !(1.0..=1e18).contains(&bytes) {
+        return Err("must be between 1 byte and 1 EB".into());
+    }
+    Ok(bytes as u64)
+}
+
 /// `[checks]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChecksConfig {
@@ -43,6 +97,8 @@ pub struct ChecksConfig {
     pub labels_top_n: u32,
     pub statements_top_n: u32,
     pub plan: Option<PlanLimit>,
+    /// From the plan's storage or AGENT_STORAGE_LIMIT (which wins); `None`: no limit known.
+    pub storage_limit: Option<StorageLimit>,
     pub langgraph_schema: LangGraphSchema,
     /// The schema of LangGraph's tables when set (`AGENT_LANGGRAPH_SCHEMA_NAME`); else detected.
     pub langgraph_schema_name: Option<String>,
@@ -64,6 +120,7 @@ impl Default for ChecksConfig {
             labels_top_n: 5,
             statements_top_n: 10,
             plan: None,
+            storage_limit: None,
             langgraph_schema: LangGraphSchema::Auto,
             langgraph_schema_name: None,
             langgraph_search_path: Vec::new(),
@@ -254,6 +311,31 @@ pub fn validate(raw: &RawChecks, problems: &mut Vec<Problem>) -> ChecksConfig {
             format!("{n} is out of range (1 to 262143, PostgreSQL's limit)"),
         ),
     }
+    // The preset's storage stays when AGENT_MAX_CONNECTIONS overrides its connections.
+    let plan_name = raw.plan.as_deref().map(|s| s.trim().to_ascii_lowercase());
+    let mut storage_limit = plan_name.and_then(|name| {
+        PLAN_STORAGE
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(n, b, _)| StorageLimit {
+                name: (*n).to_owned(),
+                bytes: *b,
+            })
+    });
+    if let Some(v) = raw.storage_limit.as_deref() {
+        match parse_size(v) {
+            Ok(bytes) => {
+                storage_limit = Some(StorageLimit {
+                    name: "custom".into(),
+                    bytes,
+                })
+            }
+            Err(why) => p(
+                "AGENT_STORAGE_LIMIT",
+                format!("'{}' is not a size such as 1GB or 10GiB: {why}", v.trim()),
+            ),
+        }
+    }
     let langgraph_schema = match raw
         .langgraph_schema
         .as_deref()
@@ -316,6 +398,7 @@ pub fn validate(raw: &RawChecks, problems: &mut Vec<Problem>) -> ChecksConfig {
         labels_top_n,
         statements_top_n,
         plan,
+        storage_limit,
         langgraph_schema,
         langgraph_schema_name,
         langgraph_search_path: Vec::new(),
@@ -347,6 +430,11 @@ impl ChecksConfig {
                 .as_ref()
                 .filter(|p| p.name == "custom")
                 .map(|p| p.max_connections.into()),
+            storage_limit: self
+                .storage_limit
+                .as_ref()
+                .filter(|s| s.name == "custom")
+                .map(|s| s.bytes.to_string()),
             langgraph_schema: Some(format!("{:?}", self.langgraph_schema).to_ascii_lowercase()),
             langgraph_schema_name: self.langgraph_schema_name.clone(),
             expectations_file: self

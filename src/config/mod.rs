@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use checks::{
-    ChecksConfig, Expectations, ExpectedIndex, ExpectedTable, LangGraphSchema, PLANS, PlanLimit,
+    ChecksConfig, Expectations, ExpectedIndex, ExpectedTable, LangGraphSchema, PLAN_STORAGE, PLANS,
+    PlanLimit, StorageLimit, parse_size,
 };
 pub use probes::{JsonExpectation, ProbeConfig};
 pub use raw::{Env, Problem, ProcessEnv, RawConfig, VARIABLES};
@@ -140,6 +141,9 @@ pub struct AppConfig {
     pub probes: Vec<ProbeConfig>,
     /// How far back checkpoint growth is judged.
     pub growth_window: Duration,
+    /// After a PostgreSQL restart, the app must answer healthy within this
+    /// (`app_not_recovered`).
+    pub recovery_timeout: Duration,
 }
 
 /// Every problem found, each naming its key.
@@ -576,6 +580,22 @@ impl Config {
                 Duration::from_secs(600)
             }
         };
+        let recovery_timeout = match raw
+            .app
+            .recovery_timeout
+            .as_deref()
+            .map(humantime::parse_duration)
+        {
+            None => Duration::from_secs(60),
+            Some(Ok(d)) if !d.is_zero() => d,
+            Some(_) => {
+                problems.push(Problem {
+                    key: "AGENT_APP_RECOVERY_TIMEOUT".into(),
+                    message: "must be a positive duration such as 60s".into(),
+                });
+                Duration::from_secs(60)
+            }
+        };
 
         let findings = silence::validate(raw.findings, &known_check, &mut problems);
 
@@ -618,6 +638,7 @@ impl Config {
                 base_url,
                 probes,
                 growth_window,
+                recovery_timeout,
             },
             otel: None,
             checks,
@@ -678,6 +699,7 @@ impl Config {
                 health_paths: None,
                 bearer_token_file: None,
                 growth_window: Some(h(self.app.growth_window)),
+                recovery_timeout: Some(h(self.app.recovery_timeout)),
                 probes: Some(probes::to_raw(&self.app.probes)),
             },
             checks: self.checks.to_raw(),

@@ -177,6 +177,9 @@ pub struct RawApp {
     /// How far back checkpoint growth is judged (env `AGENT_CHECKPOINT_GROWTH_WINDOW`;
     /// default `10m`).
     pub growth_window: Option<String>,
+    /// After a PostgreSQL restart the app must answer healthy within this (env
+    /// `AGENT_APP_RECOVERY_TIMEOUT`; default `60s`), else `app_not_recovered`.
+    pub recovery_timeout: Option<String>,
     /// `[[app.probes]]`: replaces the default health probe. See `config::probes`.
     pub probes: Option<Vec<super::probes::RawProbe>>,
 }
@@ -202,6 +205,9 @@ pub struct RawChecks {
     pub plan: Option<String>,
     /// The plan's connection limit, overriding `plan` (env `AGENT_MAX_CONNECTIONS`).
     pub max_connections: Option<i64>,
+    /// The database's storage limit, overriding the plan's (env `AGENT_STORAGE_LIMIT`): a size
+    /// such as `1GB` (SI) or `10GiB` (IEC).
+    pub storage_limit: Option<String>,
     /// Which LangGraph schema to expect: `auto` (detect full or shallow), `full`, `shallow` or
     /// `off` (env `AGENT_LANGGRAPH_SCHEMA`; default `auto`).
     pub langgraph_schema: Option<String>,
@@ -267,6 +273,7 @@ pub const VARIABLES: &[&str] = &[
     "AGENT_APP_HEALTH_PATHS",
     "AGENT_APP_BEARER_TOKEN_FILE",
     "AGENT_CHECKPOINT_GROWTH_WINDOW",
+    "AGENT_APP_RECOVERY_TIMEOUT",
     // [checks]
     "AGENT_SLOW_QUERY_THRESHOLD",
     "AGENT_IDLE_IN_TRANSACTION_THRESHOLD",
@@ -274,6 +281,7 @@ pub const VARIABLES: &[&str] = &[
     "AGENT_STATEMENTS_TOP_N",
     "AGENT_PLAN",
     "AGENT_MAX_CONNECTIONS",
+    "AGENT_STORAGE_LIMIT",
     "AGENT_LANGGRAPH_SCHEMA",
     "AGENT_LANGGRAPH_SCHEMA_NAME",
     "AGENT_SCHEMA_EXPECTATIONS",
@@ -358,6 +366,7 @@ impl RawConfig {
             s("AGENT_SLOW_QUERY_THRESHOLD"),
         );
         set(&mut self.checks.plan, s("AGENT_PLAN"));
+        set(&mut self.checks.storage_limit, s("AGENT_STORAGE_LIMIT"));
         set(
             &mut self.checks.idle_in_transaction_threshold,
             s("AGENT_IDLE_IN_TRANSACTION_THRESHOLD"),
@@ -384,6 +393,10 @@ impl RawConfig {
         set(
             &mut self.app.growth_window,
             s("AGENT_CHECKPOINT_GROWTH_WINDOW"),
+        );
+        set(
+            &mut self.app.recovery_timeout,
+            s("AGENT_APP_RECOVERY_TIMEOUT"),
         );
         if let Some(v) = s("AGENT_RAW_QUERY_TEXT") {
             match v.trim().to_ascii_lowercase().as_str() {

@@ -304,6 +304,80 @@ fn plan_presets_and_the_override() {
 }
 
 #[test]
+fn storage_limit_from_the_plan_or_the_setting() {
+    let c = load(&[("AGENT_PLAN", "starter")], None).unwrap();
+    let s = c.checks.storage_limit.unwrap();
+    assert_eq!((s.name.as_str(), s.bytes), ("starter", 1_000_000_000));
+    // The connection override keeps the plan's storage.
+    let c = load(
+        &[("AGENT_PLAN", "pro"), ("AGENT_MAX_CONNECTIONS", "50")],
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.checks.storage_limit.unwrap().bytes, 10_000_000_000);
+    let c = load(
+        &[("AGENT_PLAN", "pro"), ("AGENT_STORAGE_LIMIT", "10GiB")],
+        None,
+    )
+    .unwrap();
+    let s = c.checks.storage_limit.clone().unwrap();
+    assert_eq!(
+        (s.name.as_str(), s.bytes),
+        ("custom", 10 * 1024 * 1024 * 1024)
+    );
+    assert!(
+        c.effective_toml()
+            .contains("storage_limit = \"10737418240\"")
+    );
+    assert_eq!(load(&[], None).unwrap().checks.storage_limit, None);
+    let e = load(&[("AGENT_STORAGE_LIMIT", "lots")], None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("AGENT_STORAGE_LIMIT") && e.contains("'lots'"),
+        "{e}"
+    );
+    let e = load(&[("AGENT_STORAGE_LIMIT", "5 parsecs")], None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("AGENT_STORAGE_LIMIT") && e.contains("unknown unit"),
+        "{e}"
+    );
+}
+
+#[test]
+fn sizes_in_si_and_iec_units() {
+    use super::parse_size;
+    for (s, want) in [
+        ("1GB", 1_000_000_000),
+        ("1 gb", 1_000_000_000),
+        ("10GiB", 10 * (1u64 << 30)),
+        ("1.5MB", 1_500_000),
+        ("512MiB", 512 << 20),
+        ("2T", 2_000_000_000_000),
+        ("4096", 4096),
+        ("64kB", 64_000),
+        ("1KiB", 1024),
+    ] {
+        assert_eq!(parse_size(s), Ok(want), "{s}");
+    }
+    for bad in [
+        "",
+        "GB",
+        "-1GB",
+        "1..5GB",
+        "1.GB",
+        "0",
+        "1 furlong",
+        "1e3GB",
+        "9999999EB",
+    ] {
+        assert!(parse_size(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
 fn every_bad_check_setting_is_reported_at_once() {
     let e = load(
         &[

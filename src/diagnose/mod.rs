@@ -262,9 +262,12 @@ pub fn rung_of_code(code: &str) -> &'static str {
         | "duplicate_index" => "schema",
         "migration_version_unreadable" => "schema",
         "replica_lag" | "standby_lost" => "replication",
-        "app_unreachable" | "app_unhealthy" | "app_degraded" | "app_slow" => "app",
+        "app_unreachable" | "app_unhealthy" | "app_degraded" | "app_slow" | "app_not_recovered" => {
+            "app"
+        }
         "migration_not_effective" | "migration_partial" => "migration",
         "sqlite_unreadable" => "sqlite",
+        "storage_near_limit" => "sizes",
         _ => "other",
     }
 }

@@ -226,6 +226,17 @@ pub static CODES: &[CodeDef] = &[
         Warning,
         "the SQLite checkpointer (the rollback path) cannot be read",
     ),
+    c(
+        "app_not_recovered",
+        Warning,
+        "the app did not answer healthy within the bound after PostgreSQL restarted (the guide's \"Test Failover\")",
+    ),
+    // Storage.
+    c(
+        "storage_near_limit",
+        Warning,
+        "the database is close to its plan's storage limit or will reach it soon at the observed growth (critical when nearly full)",
+    ),
 ];
 
 /// The catalog entry of a code.

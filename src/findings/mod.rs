@@ -13,9 +13,11 @@ mod config;
 mod connect;
 pub mod connections;
 mod database;
+mod recovery;
 mod schema;
 pub mod silence;
 pub mod state;
+mod storage;
 
 use std::time::SystemTime;
 
@@ -217,6 +219,8 @@ pub fn evaluate(snap: &Snapshot, cx: &Context, now: SystemTime) -> Vec<Finding> 
     activity::evaluate(snap, cx, &mut out);
     schema::evaluate(snap, cx, &mut out);
     app::evaluate(snap, cx, &mut out);
+    storage::evaluate(snap, cx, &mut out);
+    recovery::evaluate(snap, cx, &mut out);
     out.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.code.cmp(b.code)));
     out
 }
