@@ -78,6 +78,7 @@ pub const INSTANCE_CODES: &[&str] = &[
     "app_slow",
     "migration_not_effective",
     "migration_partial",
+    "migration_incomplete",
     "sqlite_unreadable",
 ];
 

@@ -42,4 +42,10 @@ metrics! {
         "1 for the backend FEATURE_DATABASE_TYPE selects, 0 for the other.";
     CHECKPOINT_MISPLACED = "rose_checkpoint_writes_on_unconfigured_backend", Gauge, "1", [],
         "1 when checkpoints grow only on the backend FEATURE_DATABASE_TYPE does not select (migration not effective, or rollback still writing to PostgreSQL), else 0.";
+    MIGRATION_THREADS = "rose_migration_threads", Gauge, "1", ["store"],
+        "Conversation threads per checkpoint store (sqlite, postgresql), counted by the migration comparison; at most 10000 read per store (more: the figures are lower bounds).";
+    MIGRATION_THREADS_MISSING = "rose_migration_threads_missing", Gauge, "1", [],
+        "Threads in SQLite that PostgreSQL does not have (not migrated).";
+    MIGRATION_THREADS_STALE = "rose_migration_threads_stale", Gauge, "1", [],
+        "Threads whose newest checkpoint in SQLite is newer than in PostgreSQL (written to SQLite after the switch).";
 }

@@ -19,6 +19,12 @@
 //! blocking pool). PostgreSQL side: one statement over `checkpoints`, `checkpoint_blobs`,
 //! `checkpoint_writes` (looked up by name in LangGraph's schema, see `pg_schema`), sizes, `reltuples` and `n_tup_ins +
 //! n_tup_upd`. A side that cannot be read carries its error; the other side still reports.
+//!
+//! Were the conversations migrated? In the same pass, each store's threads with their newest
+//! root checkpoint id (at most [`THREADS_CAP`] + 1 per store, in byte order of the thread id),
+//! compared by [`compare_threads`]: threads per store, threads only in SQLite (never migrated),
+//! threads whose newest SQLite checkpoint is newer than PostgreSQL's (written to SQLite after
+//! the switch). Only counts and a few masked ids leave `observe()`.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -204,6 +210,88 @@ pub struct MigrationFacts {
     /// writes SQLite (a partial migration); with `sqlite` one still writes PostgreSQL (a
     /// partial rollback).
     pub partial: bool,
+    /// Threads of both stores compared (`None` unless both were read with their threads).
+    pub threads: Option<ThreadComparison>,
+}
+
+/// Threads read per store per run. Above it, the comparison covers the threads up to the
+/// cap-th id in byte order (of the store that has more): counts are then lower bounds and
+/// `truncated` says so. 10 000 thread heads are about a megabyte, read in well under a second.
+pub const THREADS_CAP: usize = 10_000;
+/// Masked ids a finding may show per kind.
+pub const THREAD_EXAMPLES: usize = 3;
+
+/// Threads of the two stores compared: counts and masked ids only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct ThreadComparison {
+    pub sqlite_threads: u64,
+    pub postgresql_threads: u64,
+    /// In SQLite only.
+    pub missing: u64,
+    /// Newest checkpoint in SQLite newer than in PostgreSQL.
+    pub stale: u64,
+    /// A store had more than [`THREADS_CAP`] threads: the figures are lower bounds.
+    pub truncated: bool,
+    pub missing_examples: Vec<String>,
+    pub stale_examples: Vec<String>,
+}
+
+/// Pure: compares each store's (thread id, newest checkpoint id) pairs, sorted by thread id in
+/// byte order, at most `cap + 1` each. LangGraph's checkpoint ids are UUIDv6, ordered by time
+/// as text.
+pub fn compare_threads(
+    sqlite: &[(String, String)],
+    postgresql: &[(String, String)],
+    cap: usize,
+) -> ThreadComparison {
+    let cap = cap.max(1);
+    let last = |v: &[(String, String)]| (v.len() > cap).then(|| v[cap - 1].0.clone());
+    let bound = match (last(sqlite), last(postgresql)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let within = |id: &str| bound.as_deref().is_none_or(|b| id <= b);
+    let pg: std::collections::HashMap<&str, &str> = postgresql
+        .iter()
+        .take(cap)
+        .filter(|(t, _)| within(t))
+        .map(|(t, c)| (t.as_str(), c.as_str()))
+        .collect();
+    let mut out = ThreadComparison {
+        sqlite_threads: sqlite.len().min(cap) as u64,
+        postgresql_threads: postgresql.len().min(cap) as u64,
+        truncated: bound.is_some(),
+        ..ThreadComparison::default()
+    };
+    let mask = |id: &str| ThreadShape::of(id).mask(id);
+    for (t, c) in sqlite.iter().take(cap).filter(|(t, _)| within(t)) {
+        match pg.get(t.as_str()) {
+            None => {
+                out.missing += 1;
+                if out.missing_examples.len() < THREAD_EXAMPLES {
+                    out.missing_examples.push(mask(t));
+                }
+            }
+            Some(p) if c.as_str() > *p => {
+                out.stale += 1;
+                if out.stale_examples.len() < THREAD_EXAMPLES {
+                    out.stale_examples.push(mask(t));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    out
+}
+
+/// The PostgreSQL statement for the thread heads, in the schema `lg_schema` names.
+fn pg_threads_sql(schema: &str) -> String {
+    format!(
+        "SELECT thread_id, max(checkpoint_id COLLATE \"C\") FROM {}.checkpoints \
+         WHERE checkpoint_ns = '' GROUP BY thread_id ORDER BY thread_id COLLATE \"C\" LIMIT {}",
+        super::pg_util::ident(schema),
+        THREADS_CAP + 1
+    )
 }
 
 /// The shape of a thread id, which tells the interface that made it.
@@ -475,6 +563,7 @@ pub fn judge(
             && pg == Some(true)
             && sq == Some(false),
         partial: sq == Some(true) && pg == Some(true),
+        threads: None,
         pg_tables_missing,
         sqlite,
         postgresql,
@@ -493,12 +582,14 @@ pub fn judge_short_sample(m: &MigrationFacts) -> MigrationFacts {
             s
         })
     };
-    judge(
+    let mut out = judge(
         m.configured,
         Duration::from_secs_f64(m.window_seconds.max(0.0)),
         unknown_if_still(&m.sqlite),
         unknown_if_still(&m.postgresql),
-    )
+    );
+    out.threads = m.threads.clone();
+    out
 }
 
 /// Pure: how long `agent diagnose` watches the two stores for growth: the growth window, at
@@ -522,6 +613,8 @@ pub struct MigrationCheck {
     sqlite_path: Option<PathBuf>,
     pg: Option<Arc<PgTarget>>,
     pg_sql: String,
+    /// Finds LangGraph's schema name (for the thread heads).
+    pg_schema_sql: String,
     state: Mutex<State>,
     busy: Arc<AtomicBool>,
 }
@@ -537,6 +630,10 @@ impl MigrationCheck {
             pg_sql: pg_sql(&super::pg_schema::LangGraphPlace::from_config(
                 &config.checks,
             )),
+            pg_schema_sql: format!(
+                "WITH {} SELECT sch FROM lg LIMIT 1",
+                super::pg_schema::LangGraphPlace::from_config(&config.checks).cte()
+            ),
             state: Mutex::new(State {
                 sqlite: GrowthTracker::new(w),
                 postgresql: GrowthTracker::new(w),
@@ -545,7 +642,8 @@ impl MigrationCheck {
         }
     }
 
-    async fn read_sqlite(&self, path: PathBuf) -> SideFacts {
+    /// The side's facts and, apart (never in the facts), its thread heads.
+    async fn read_sqlite(&self, path: PathBuf) -> (SideFacts, Option<Vec<(String, String)>>) {
         let mut side = SideFacts {
             backend: Backend::Sqlite,
             readable: false,
@@ -560,23 +658,23 @@ impl MigrationCheck {
         };
         if self.busy.swap(true, Ordering::AcqRel) {
             side.error = Some("busy: the previous SQLite read is still running".into());
-            return side;
+            return (side, None);
         }
         let busy = self.busy.clone();
         let join = tokio::task::spawn_blocking(move || {
-            let c = super::sqlite::read_counts(&path);
+            let c = super::sqlite::read_counts_with_threads(&path, THREADS_CAP as u32);
             busy.store(false, Ordering::Release);
             c
         });
-        let c = match tokio::time::timeout(super::sqlite::READ_BUDGET * 4, join).await {
+        let mut c = match tokio::time::timeout(super::sqlite::READ_BUDGET * 4, join).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 side.error = Some(format!("other: {e}"));
-                return side;
+                return (side, None);
             }
             Err(_) => {
                 side.error = Some("timeout: the SQLite read did not finish".into());
-                return side;
+                return (side, None);
             }
         };
         if c.present {
@@ -584,7 +682,7 @@ impl MigrationCheck {
         }
         if let Some(e) = &c.error {
             side.error = Some(format!("{}: {}", e.kind.as_str(), e.message));
-            return side;
+            return (side, None);
         }
         side.readable = true;
         side.writes = c.writes();
@@ -596,10 +694,10 @@ impl MigrationCheck {
             .filter(|t| !c.tables_present.iter().any(|p| p == *t))
             .map(|t| (*t).to_owned())
             .collect();
-        side
+        (side, c.threads.take())
     }
 
-    async fn read_pg(&self, pg: &PgTarget) -> SideFacts {
+    async fn read_pg(&self, pg: &PgTarget) -> (SideFacts, Option<Vec<(String, String)>>) {
         let mut side = SideFacts {
             backend: Backend::Postgresql,
             readable: false,
@@ -612,15 +710,19 @@ impl MigrationCheck {
             growth: None,
             writers: None,
         };
-        let rows = match pg.conn().await {
-            Ok(conn) => pg.simple_query(&conn, &self.pg_sql).await,
-            Err(e) => Err(e),
+        let conn = match pg.conn().await {
+            Ok(c) => c,
+            Err(e) => {
+                side.error = Some(format!("{}: {}", e.kind, e.message));
+                return (side, None);
+            }
         };
+        let rows = pg.simple_query(&conn, &self.pg_sql).await;
         let rows = match rows {
             Ok(r) => r,
             Err(e) => {
                 side.error = Some(format!("{}: {}", e.kind, e.message));
-                return side;
+                return (side, None);
             }
         };
         let num = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<i64>().ok());
@@ -643,7 +745,36 @@ impl MigrationCheck {
         side.store_bytes = Some(bytes);
         side.rows_estimate = Some(rows_est);
         side.writes = Some(writes);
-        side
+        // Best effort: the thread heads, when `checkpoints` exists (else no thread is there).
+        let threads = if side.tables_present.iter().any(|t| t == "checkpoints") {
+            let sch = pg
+                .simple_query(&conn, &self.pg_schema_sql)
+                .await
+                .ok()
+                .and_then(|r| r.into_iter().next())
+                .and_then(|r| r.into_iter().next().flatten());
+            match sch {
+                Some(sch) => pg
+                    .simple_query(&conn, &pg_threads_sql(&sch))
+                    .await
+                    .ok()
+                    .map(|rows| {
+                        rows.into_iter()
+                            .map(|r| {
+                                let mut r = r.into_iter();
+                                (
+                                    r.next().flatten().unwrap_or_default(),
+                                    r.next().flatten().unwrap_or_default(),
+                                )
+                            })
+                            .collect()
+                    }),
+                None => None,
+            }
+        } else {
+            Some(vec![])
+        };
+        (side, threads)
     }
 }
 
@@ -658,7 +789,7 @@ impl Check for MigrationCheck {
         let pg = self
             .pg
             .as_ref()
-            .map(|p| super::pg_util::timeout(p, 1))
+            .map(|p| super::pg_util::timeout(p, 3))
             .unwrap_or_default();
         pg + super::sqlite::READ_BUDGET * 4 + Duration::from_millis(500)
     }
@@ -676,7 +807,20 @@ impl Check for MigrationCheck {
                     None => None,
                 }
             };
-            let (mut sq, mut pg) = tokio::join!(sq, pg);
+            let (sq, pg) = tokio::join!(sq, pg);
+            let (mut sq, sq_threads) = match sq {
+                Some((s, t)) => (Some(s), t),
+                None => (None, None),
+            };
+            let (mut pg, pg_threads) = match pg {
+                Some((s, t)) => (Some(s), t),
+                None => (None, None),
+            };
+            let threads = match (&sq_threads, &pg_threads) {
+                (Some(a), Some(b)) => Some(compare_threads(a, b, THREADS_CAP)),
+                _ => None,
+            };
+            drop((sq_threads, pg_threads));
             if sq.is_none() && pg.is_none() {
                 return Err(CheckError::new(
                     ErrorKind::Other,
@@ -701,12 +845,9 @@ impl Check for MigrationCheck {
                     }
                 }
             }
-            Ok(Observation::CheckpointMigration(judge(
-                self.configured,
-                self.window,
-                sq,
-                pg,
-            )))
+            let mut facts = judge(self.configured, self.window, sq, pg);
+            facts.threads = threads;
+            Ok(Observation::CheckpointMigration(facts))
         })
     }
 }
@@ -767,6 +908,24 @@ pub fn samples(o: &MigrationFacts, out: &mut Vec<Sample>) {
                 b(present),
             ));
         }
+    }
+    if let Some(t) = &o.threads {
+        for (store, n) in [
+            ("sqlite", t.sqlite_threads),
+            ("postgresql", t.postgresql_threads),
+        ] {
+            out.push(Sample::new(&catalog::MIGRATION_THREADS, &[store], n as f64));
+        }
+        out.push(Sample::new(
+            &catalog::MIGRATION_THREADS_MISSING,
+            &[],
+            t.missing as f64,
+        ));
+        out.push(Sample::new(
+            &catalog::MIGRATION_THREADS_STALE,
+            &[],
+            t.stale as f64,
+        ));
     }
     out.push(Sample::new(
         &catalog::CHECKPOINT_MISPLACED,
@@ -1043,5 +1202,57 @@ mod tests {
         assert!(!json.contains("4917612345600"), "{json}");
         assert!(json.contains(r#""shape":"phone""#), "{json}");
         assert_eq!(writer_hints(&[]).describe(), None);
+    }
+
+    fn heads(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(t, c)| ((*t).to_owned(), (*c).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn threads_missing_and_stale_are_counted_with_masked_examples() {
+        let sq = heads(&[
+            ("+4917600000001", "1ef-b"),
+            ("+4917600000002", "1ef-c"),
+            ("+4917600000003", "1ef-a"),
+            ("web-1", "1ef-a"),
+        ]);
+        let pg = heads(&[
+            ("+4917600000001", "1ef-b"),
+            ("+4917600000002", "1ef-a"),
+            ("only-pg", "1ef-a"),
+        ]);
+        let t = compare_threads(&sq, &pg, THREADS_CAP);
+        assert_eq!(
+            (t.sqlite_threads, t.postgresql_threads, t.missing, t.stale),
+            (4, 3, 2, 1)
+        );
+        assert!(!t.truncated);
+        assert_eq!(t.stale_examples, vec!["+49…02".to_owned()]);
+        assert_eq!(
+            t.missing_examples,
+            vec!["+49…03".to_owned(), "web-…".to_owned()]
+        );
+        // No example is a whole id.
+        for e in t.missing_examples.iter().chain(&t.stale_examples) {
+            assert!(!sq.iter().any(|(id, _)| id == e), "{e}");
+        }
+    }
+
+    #[test]
+    fn above_the_cap_only_the_common_range_is_compared() {
+        // cap 2: SQLite has a, b, c (more than 2), PostgreSQL a, b': c is beyond the range.
+        let sq = heads(&[("a", "2"), ("b", "1"), ("c", "1")]);
+        let pg = heads(&[("a", "1"), ("b", "1")]);
+        let t = compare_threads(&sq, &pg, 2);
+        assert!(t.truncated);
+        assert_eq!((t.sqlite_threads, t.missing, t.stale), (2, 0, 1));
+        // PostgreSQL past the cap: its range ends at "b", so SQLite's "c" is not called missing.
+        let sq = heads(&[("a", "1"), ("c", "1")]);
+        let pg = heads(&[("a", "1"), ("b", "1"), ("z", "1")]);
+        let t = compare_threads(&sq, &pg, 2);
+        assert!(t.truncated);
+        assert_eq!((t.missing, t.stale), (0, 0));
     }
 }

@@ -122,6 +122,12 @@ pub struct SqliteCounts {
     /// be a phone number.
     #[serde(skip)]
     pub recent: Vec<RecentCheckpoint>,
+    /// Each thread's newest checkpoint id (root namespace), in byte order of the thread id, at
+    /// most the cap asked for plus one (so `len() > cap` says "more"); `None` unless asked
+    /// ([`read_counts_with_threads`]) or when that best-effort read failed. Never serialized:
+    /// a thread id can be a phone number.
+    #[serde(skip)]
+    pub threads: Option<Vec<(String, String)>>,
 }
 
 /// How many of the newest checkpoints a read looks at (an index walk from the end of the
@@ -418,12 +424,19 @@ pub fn read_counts(path: &Path) -> SqliteCounts {
     read_store(path, false).0
 }
 
+/// [`read_counts`] plus every thread's newest checkpoint id, at most `cap + 1` threads
+/// (`checkpoint_migration`'s comparison with PostgreSQL; same open modes, same deadline).
+pub fn read_counts_with_threads(path: &Path, cap: u32) -> SqliteCounts {
+    read_store_opts(path, false, Some(cap)).0
+}
+
 /// One attempt in `mode`: counts, then `quick_check` when asked and possible.
 fn read_once(
     path: &Path,
     st: &FileState,
     mode: OpenMode,
     run_quick_check: bool,
+    threads_cap: Option<u32>,
 ) -> (SqliteCounts, QuickCheck) {
     let mut c = SqliteCounts {
         present: true,
@@ -520,6 +533,10 @@ fn read_once(
     if c.tables_present.iter().any(|t| t == "checkpoints") {
         // Best effort: a failure here leaves the hint empty, the counts stand.
         c.recent = recent_checkpoints(&conn).unwrap_or_default();
+        if let Some(cap) = threads_cap {
+            // Best effort as well: past the deadline it is `None`, the counts stand.
+            c.threads = thread_heads(&conn, cap).ok();
+        }
     }
     let qc = if !run_quick_check {
         QuickCheck::Skipped { reason: "not_due" }
@@ -553,6 +570,25 @@ fn recent_checkpoints(conn: &Connection) -> Result<Vec<RecentCheckpoint>, rusqli
         })
     })?
     .collect()
+}
+
+/// Each thread's newest root checkpoint id, first `cap + 1` threads in byte order (SQLite's
+/// BINARY collation, the same order as PostgreSQL's `COLLATE "C"`).
+fn thread_heads(conn: &Connection, cap: u32) -> Result<Vec<(String, String)>, rusqlite::Error> {
+    use rusqlite::types::ValueRef;
+    let text = |v: ValueRef<'_>| match v {
+        ValueRef::Text(b) | ValueRef::Blob(b) => String::from_utf8_lossy(b).into_owned(),
+        ValueRef::Integer(i) => i.to_string(),
+        _ => String::new(),
+    };
+    let limit = u64::from(cap) + 1;
+    // The primary key (thread_id, checkpoint_ns, checkpoint_id) serves the grouping and order.
+    let mut st = conn.prepare(&format!(
+        "SELECT thread_id, max(checkpoint_id) FROM checkpoints WHERE checkpoint_ns = '' \
+         GROUP BY thread_id ORDER BY thread_id LIMIT {limit}"
+    ))?;
+    st.query_map([], |r| Ok((text(r.get_ref(0)?), text(r.get_ref(1)?))))?
+        .collect()
 }
 
 /// Runs `PRAGMA quick_check(10)` under a deadline (blocking).
@@ -593,6 +629,14 @@ pub fn quick_check(conn: &mut Connection, budget: Duration) -> QuickCheck {
 /// files changed under an immutable read, a lock, a recovery) is tried again, up to
 /// [`READ_ATTEMPTS`] times, and is reported as `busy`, never as corruption.
 pub fn read_store(path: &Path, run_quick_check: bool) -> (SqliteCounts, QuickCheck) {
+    read_store_opts(path, run_quick_check, None)
+}
+
+fn read_store_opts(
+    path: &Path,
+    run_quick_check: bool,
+    threads_cap: Option<u32>,
+) -> (SqliteCounts, QuickCheck) {
     let unreadable = QuickCheck::Skipped {
         reason: "unreadable",
     };
@@ -623,7 +667,7 @@ pub fn read_store(path: &Path, run_quick_check: bool) -> (SqliteCounts, QuickChe
             return (c, unreadable);
         }
         let mode = choose_mode(&before);
-        let (mut counts, mut qc) = read_once(path, &before, mode, run_quick_check);
+        let (mut counts, mut qc) = read_once(path, &before, mode, run_quick_check, threads_cap);
         let after = FileState::read(path);
         let failed = counts.error.is_some();
         let stable = read_is_stable(mode, &before, &after, failed);

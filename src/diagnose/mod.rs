@@ -265,7 +265,7 @@ pub fn rung_of_code(code: &str) -> &'static str {
         "app_unreachable" | "app_unhealthy" | "app_degraded" | "app_slow" | "app_not_recovered" => {
             "app"
         }
-        "migration_not_effective" | "migration_partial" => "migration",
+        "migration_not_effective" | "migration_partial" | "migration_incomplete" => "migration",
         "sqlite_unreadable" => "sqlite",
         "storage_near_limit" => "sizes",
         _ => "other",

@@ -319,6 +319,11 @@ pub fn migration(m: &MigrationFacts, cx: &Context, out: &mut Vec<Finding>) {
     if m.partial {
         out.push(partial(m, cx));
     }
+    if let Some(t) = &m.threads
+        && m.configured == DatabaseType::Postgresql
+    {
+        out.extend(threads_incomplete(t));
+    }
     if m.rollback_not_effective && m.configured == DatabaseType::Sqlite {
         out.push(Finding::new(
             "migration_not_effective",
@@ -441,6 +446,65 @@ fn partial(m: &MigrationFacts, cx: &Context) -> Finding {
     } else {
         Severity::Warning
     })
+}
+
+/// Pure: `migration_incomplete` from the thread comparison (with PostgreSQL configured):
+/// threads only in SQLite (warning), or newer there than in PostgreSQL (critical: SQLite was
+/// written after the switch, and the app no longer sees those turns).
+pub fn threads_incomplete(t: &checkpoint_migration::ThreadComparison) -> Option<Finding> {
+    if t.missing == 0 && t.stale == 0 {
+        return None;
+    }
+    let at_least = if t.truncated { "at least " } else { "" };
+    let examples = |v: &[String]| {
+        if v.is_empty() {
+            String::new()
+        } else {
+            format!(" (e.g. {})", v.join(", "))
+        }
+    };
+    let mut evidence = format!(
+        "threads: SQLite {at_least}{}, PostgreSQL {at_least}{}; only in SQLite: {at_least}{}{}; newer in SQLite than in PostgreSQL: {at_least}{}{}",
+        t.sqlite_threads,
+        t.postgresql_threads,
+        t.missing,
+        examples(&t.missing_examples),
+        t.stale,
+        examples(&t.stale_examples),
+    );
+    if t.truncated {
+        evidence.push_str(&format!(
+            "; more than {} threads in a store: compared the first {} by thread id",
+            checkpoint_migration::THREADS_CAP,
+            checkpoint_migration::THREADS_CAP
+        ));
+    }
+    let mut steps = Vec::new();
+    if t.stale > 0 {
+        steps.push("SQLite was written after the switch: find the interface still building SqliteSaver (see migration_partial / migration_not_effective) and make it use the factory before copying anything".to_owned());
+    }
+    steps.extend([
+        "Copy the threads with LangGraph's own savers: docs/runbooks/migration_incomplete.md (scripts/migrate_threads.py reads with SqliteSaver list/get_tuple, writes with PostgresSaver put + put_writes; it skips threads already up to date)".to_owned(),
+        "Verify: `agent diagnose` reports rose_migration_threads_missing 0 and rose_migration_threads_stale 0".into(),
+        "Keep SHORT_TERM_MEMORY_DB_PATH (the rollback copy) until then: it holds the only copy of these conversations".into(),
+    ]);
+    Some(
+        Finding::new(
+            "migration_incomplete",
+            if t.stale > 0 {
+                format!("{} conversation thread(s) were written to SQLite after the switch to PostgreSQL", t.stale)
+            } else {
+                format!("{} conversation thread(s) in SQLite were not migrated to PostgreSQL", t.missing)
+            },
+            evidence,
+            steps,
+        )
+        .with_severity(if t.stale > 0 {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        }),
+    )
 }
 
 fn sqlite_unreadable(path: &str, why: &str, present: bool, cx: &Context) -> Finding {
@@ -746,6 +810,7 @@ mod tests {
             rollback_not_effective: false,
             pg_tables_missing: vec!["checkpoints".into()],
             partial: false,
+            threads: None,
         };
         let mut out = vec![];
         migration(&facts, &Context::default(), &mut out);
@@ -809,6 +874,7 @@ mod tests {
             rollback_not_effective: false,
             pg_tables_missing: vec![],
             partial: true,
+            threads: None,
         }
     }
 
@@ -885,5 +951,58 @@ mod tests {
         let mut out = vec![];
         migration(&facts, &Context::default(), &mut out);
         assert!(out.is_empty(), "{out:#?}");
+    }
+
+    #[test]
+    fn migration_incomplete_counts_missing_and_stale_threads() {
+        use checkpoint_migration::ThreadComparison;
+        let clean = ThreadComparison {
+            sqlite_threads: 4,
+            postgresql_threads: 4,
+            ..ThreadComparison::default()
+        };
+        assert!(threads_incomplete(&clean).is_none());
+        let missing = ThreadComparison {
+            sqlite_threads: 5,
+            postgresql_threads: 3,
+            missing: 2,
+            missing_examples: vec!["+49…78".into(), "+49…12".into()],
+            ..ThreadComparison::default()
+        };
+        let f = threads_incomplete(&missing).unwrap();
+        assert_eq!(
+            (f.code, f.severity),
+            ("migration_incomplete", Severity::Warning)
+        );
+        assert!(
+            f.evidence
+                .contains("only in SQLite: 2 (e.g. +49…78, +49…12)"),
+            "{}",
+            f.evidence
+        );
+        assert!(
+            f.steps
+                .iter()
+                .any(|s| s.contains("migration_incomplete.md"))
+        );
+        let stale = ThreadComparison {
+            stale: 1,
+            truncated: true,
+            ..missing
+        };
+        let f = threads_incomplete(&stale).unwrap();
+        assert_eq!(f.severity, Severity::Critical);
+        assert!(f.evidence.contains("at least"), "{}", f.evidence);
+        // Only with PostgreSQL configured: before the switch every thread is "missing".
+        let mut facts = partial_facts(DatabaseType::Sqlite);
+        facts.partial = false;
+        facts.threads = Some(stale.clone());
+        let mut out = vec![];
+        migration(&facts, &Context::default(), &mut out);
+        assert!(out.iter().all(|f| f.code != "migration_incomplete"));
+        facts.configured = DatabaseType::Postgresql;
+        let mut out = vec![];
+        migration(&facts, &Context::default(), &mut out);
+        assert!(out.iter().any(|f| f.code == "migration_incomplete"));
     }
 }

@@ -222,6 +222,11 @@ pub static CODES: &[CodeDef] = &[
         "checkpoints grow in both stores: an interface still writes the backend FEATURE_DATABASE_TYPE does not select (critical with several app instances)",
     ),
     c(
+        "migration_incomplete",
+        Warning,
+        "conversation threads in SQLite are missing from PostgreSQL or newer there (critical when SQLite was written after the switch)",
+    ),
+    c(
         "sqlite_unreadable",
         Warning,
         "the SQLite checkpointer (the rollback path) cannot be read",

@@ -24,9 +24,9 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
-fn python_ok(python: &Path) -> bool {
+fn python_ok(python: &Path, import: &str) -> bool {
     Command::new(python)
-        .args(["-c", "import langgraph.checkpoint.postgres, psycopg"])
+        .args(["-c", import])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -38,15 +38,33 @@ fn python_ok(python: &Path) -> bool {
 /// skip) when python3 is missing outside CI. Concurrent tests each build in their own
 /// directory and the first rename wins, so no test sees a half-built venv.
 pub fn python() -> Option<PathBuf> {
-    let dir = target_dir().join("langgraph-venv");
+    venv(
+        "langgraph-venv",
+        &[LANGGRAPH_PG, PSYCOPG],
+        "import langgraph.checkpoint.postgres, psycopg",
+    )
+}
+
+/// A venv with both savers (`scripts/migrate_threads.py` reads SQLite and writes PostgreSQL),
+/// the SQLite package pinned as in `langgraph_sqlite`.
+pub fn migration_python() -> Option<PathBuf> {
+    venv(
+        "langgraph-migrate-venv",
+        &[LANGGRAPH_PG, PSYCOPG, super::langgraph_sqlite::PACKAGE],
+        "import langgraph.checkpoint.postgres, langgraph.checkpoint.sqlite, psycopg",
+    )
+}
+
+fn venv(name: &str, packages: &[&str], import: &str) -> Option<PathBuf> {
+    let dir = target_dir().join(name);
     let py = dir.join("bin/python");
-    if python_ok(&py) {
+    if python_ok(&py, import) {
         return Some(py);
     }
     if !require_tool("python3") {
         return None;
     }
-    let tmp = target_dir().join(format!("langgraph-venv.tmp-{}", std::process::id()));
+    let tmp = target_dir().join(format!("{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let run = |cmd: &mut Command| {
         let out = cmd.output().unwrap();
@@ -69,16 +87,15 @@ pub fn python() -> Option<PathBuf> {
             "--disable-pip-version-check",
             "--timeout",
             "60",
-            LANGGRAPH_PG,
-            PSYCOPG,
-        ]));
+        ])
+        .args(packages));
     // A venv's scripts name its own path, so the rename is only a claim of the cache slot:
     // when another test got there first, drop ours and use theirs.
     if std::fs::rename(&tmp, &dir).is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     assert!(
-        python_ok(&py),
+        python_ok(&py, import),
         "the venv at {} does not import LangGraph",
         dir.display()
     );
