@@ -193,10 +193,15 @@ fn missing_and_stale_threads_are_counted_and_the_runbook_copies_them() {
     let (_, body) = agent.get("/metrics");
     assert!(seen.is_some(), "{body}");
     assert_no_thread_id("/metrics", &body);
+    // The finding on the running agent too (active or pending its hold time).
+    let found = wait_for(Duration::from_secs(30), || {
+        agent.get("/findings").1.contains("migration_incomplete")
+    });
     let (_, findings) = agent.get("/findings");
+    assert!(found.is_some(), "{findings}");
+    assert_no_thread_id("/findings", &findings);
     agent.terminate();
     assert_no_thread_id("the agent's log", &agent.output());
-    assert!(findings.contains("migration_incomplete"), "{findings}");
 
     // The runbook's procedure for everything: copies the two missing threads and the two
     // newer checkpoints, skips the rest.
