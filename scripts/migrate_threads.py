@@ -19,11 +19,16 @@ import sqlite3
 import sys
 from collections import defaultdict
 
-from langgraph.checkpoint.postgres import PostgresSaver
-from langgraph.checkpoint.sqlite import SqliteSaver
+USAGE = (
+    "usage: SHORT_TERM_MEMORY_DB_PATH=FILE DATABASE_URL=DSN "
+    "python scripts/migrate_threads.py [THREAD_ID ...]"
+)
 
 
 def main() -> int:
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
     path = os.environ["SHORT_TERM_MEMORY_DB_PATH"]
     dsn = os.environ["DATABASE_URL"]
     only = set(sys.argv[1:])
@@ -68,6 +73,11 @@ def main() -> int:
     print(f"threads={len(threads)} checkpoints_copied={copied} checkpoints_skipped={skipped} writes_copied={writes}")
     return 0
 
+
+if __name__ == "__main__" and sys.argv[1:2] in (["-h"], ["--help"]):
+    print(USAGE)
+    print(__doc__)
+    sys.exit(0)
 
 if __name__ == "__main__":
     sys.exit(main())
