@@ -95,9 +95,8 @@ fn a_runaway_thread_written_by_langgraph_raises_checkpoint_bloat_without_ids() {
     assert!(!findings.contains("checkpoint_bloat"), "{findings}");
 
     // The documented grant (scripts/create-monitoring-role.sql, read_checkpoints).
-    pg.psql(&format!(
-        "GRANT SELECT ON checkpoints, checkpoint_blobs TO {MONITOR_USER}"
-    ));
+    let (code, out) = langgraph::run_role_script(&pg, &[("read_checkpoints", "1")]);
+    assert_eq!(code, 0, "{out}");
     let raised = |body: &str| {
         serde_json::from_str::<serde_json::Value>(body)
             .ok()
