@@ -42,6 +42,38 @@ with PostgresSaver.from_conn_string(dsn) as saver:
 print("ok")
 "#;
 
+/// After the runbook's "keep the last K": the saver still reads the newest checkpoint (with its
+/// state); then `delete_thread` removes the thread; prints JSON.
+const VERIFY_PY: &str = r#"
+import json, sys
+from langgraph.checkpoint.postgres import PostgresSaver
+dsn, runaway = sys.argv[1], sys.argv[2]
+cfg = {"configurable": {"thread_id": runaway, "checkpoint_ns": ""}}
+with PostgresSaver.from_conn_string(dsn) as saver:
+    t = saver.get_tuple(cfg)
+    kept = len(list(saver.list(cfg)))
+    out = {"kept": kept, "step": t.metadata["step"], "documents": len(t.checkpoint["channel_values"].get("documents", ""))}
+    saver.delete_thread(runaway)
+    out["after_delete"] = len(list(saver.list(cfg)))
+print(json.dumps(out))
+"#;
+
+/// The runbook's "keep the last K checkpoints of a thread" SQL for `thread`, as written in
+/// docs/runbooks/checkpoint_bloat.md.
+fn runbook_keep_last_sql(thread: &str) -> String {
+    let md = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/runbooks/checkpoint_bloat.md"),
+    )
+    .unwrap();
+    let mitigation = md.split("## Mitigation").nth(1).unwrap();
+    let block = mitigation.split("```sql").nth(1).unwrap();
+    block
+        .split("```")
+        .next()
+        .unwrap()
+        .replace(":'id'", &format!("'{thread}'"))
+}
+
 fn metric(m: &Metrics, name: &str) -> Option<f64> {
     m.0.iter()
         .find(|(k, _)| k.as_str() == name)
@@ -148,6 +180,39 @@ fn a_runaway_thread_written_by_langgraph_raises_checkpoint_bloat_without_ids() {
     ] {
         assert!(!text.contains("+1555000"), "a thread id in {what}: {text}");
     }
+
+    // The runbook's steps work on what the saver wrote: keep the last 20 (the saver still
+    // resumes from the newest, with its state), then delete_thread; the finding clears.
+    pg.psql(&runbook_keep_last_sql(RUNAWAY));
+    let left = pg.psql(&format!(
+        "SELECT count(*) FROM checkpoints WHERE thread_id = '{RUNAWAY}'"
+    ));
+    assert_eq!(left, "20");
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(&py)
+        .args(["-c", VERIFY_PY, &url, RUNAWAY])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kept"], 20, "{v}");
+    assert_eq!(v["step"], 1104, "{v}");
+    assert_eq!(v["documents"], 12_000_000, "{v}");
+    assert_eq!(v["after_delete"], 0, "{v}");
+    let cleared = wait_for(Duration::from_secs(30), || {
+        !raised(&agent.get("/findings").1)
+            && metric(&agent.metrics(), "rose_checkpoint_threads") == Some(3.0)
+    });
+    assert!(
+        cleared.is_some(),
+        "checkpoint_bloat stays after pruning: {}",
+        agent.get("/findings").1
+    );
 }
 
 /// A million checkpoints (10,000 threads of 100) and 200,000 blobs, made with generate_series:
