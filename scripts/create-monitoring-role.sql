@@ -12,6 +12,11 @@
 --   app_role  the role the app (and its setup()) runs as: owns the version function below
 --             (default: the role running this script).
 --   schema    the schema of LangGraph's tables (default: public).
+--   read_checkpoints  set (-v read_checkpoints=1) to let the role read checkpoints and
+--             checkpoint_blobs, so check checkpoint_threads can measure checkpoints and bytes
+--             per thread (finding checkpoint_bloat). Off by default: these tables hold the
+--             users' conversations; without it the agent exports
+--             rose_checkpoint_threads_readable 0 and raises no finding.
 --
 -- pg_monitor: read pg_stat_activity of every session, pg_stat_statements, sizes, settings.
 -- CONNECTION LIMIT 5: one connection per agent (deploy/kubernetes runs 3 replicas, one agent
@@ -93,4 +98,16 @@ SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relname
                WHERE n.nspname = :'schema' AND c.relname = 'checkpoint_migrations') AS table_exists \gset
 \if :table_exists
 GRANT SELECT ON :"schema".checkpoint_migrations TO rose_monitor;
+\endif
+
+-- Per-thread checkpoint sizes (check checkpoint_threads), only when asked for: SELECT on the
+-- conversations. The agent sends back only counts, sizes and md5 prefixes of thread ids.
+\if :{?read_checkpoints}
+SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = :'schema' AND c.relname = 'checkpoints') AS checkpoints_exist \gset
+\if :checkpoints_exist
+GRANT SELECT ON :"schema".checkpoints, :"schema".checkpoint_blobs TO rose_monitor;
+\else
+\echo 'read_checkpoints: LangGraph tables not created yet; run this script again after the app setup()'
+\endif
 \endif

@@ -1,6 +1,6 @@
 //! Checkpoint store metrics: the SQLite checkpointer file (`rose_sqlite_*`, check
 //! `sqlite_checkpointer`) and where checkpoints grow on each side (`rose_checkpoint_*`, check
-//! `checkpoint_migration`).
+//! `checkpoint_migration`), and which threads make PostgreSQL grow (check `checkpoint_threads`).
 
 metrics! {
     list CHECKPOINT;
@@ -48,4 +48,20 @@ metrics! {
         "Threads in SQLite that PostgreSQL does not have (not migrated).";
     MIGRATION_THREADS_STALE = "rose_migration_threads_stale", Gauge, "1", [],
         "Threads whose newest checkpoint in SQLite is newer than in PostgreSQL (written to SQLite after the switch).";
+
+    // --- which conversations grow PostgreSQL (check `checkpoint_threads`, slow cadence) ---
+    CHECKPOINT_THREADS_READABLE = "rose_checkpoint_threads_readable", Gauge, "1", [],
+        "1 when the monitoring role may read LangGraph's checkpoints and checkpoint_blobs (per-thread sizes known), 0 when it may not (see scripts/create-monitoring-role.sql).";
+    CHECKPOINT_THREADS = "rose_checkpoint_threads", Gauge, "1", [],
+        "Threads (conversations) with at least one checkpoint in PostgreSQL.";
+    CHECKPOINT_THREAD_CHECKPOINTS = "rose_checkpoint_thread_checkpoints", Gauge, "1", ["quantile"],
+        "Checkpoints per thread at the quantile (0.5 median, 0.99) over all threads; LangGraph keeps one per step.";
+    CHECKPOINT_THREAD_MAX_CHECKPOINTS = "rose_checkpoint_thread_max_checkpoints", Gauge, "1", [],
+        "Checkpoints of the thread with the most (no thread id is exported).";
+    CHECKPOINT_THREAD_MAX_BYTES = "rose_checkpoint_thread_max_bytes", Gauge, "bytes", [],
+        "Stored bytes of the largest thread: its checkpoint rows (checkpoint + metadata) plus its blobs, as stored (compressed).";
+    CHECKPOINT_MAX_ROW_BYTES = "rose_checkpoint_max_row_bytes", Gauge, "bytes", [],
+        "Stored bytes of the largest single checkpoint row (checkpoint + metadata).";
+    CHECKPOINT_MAX_BLOB_BYTES = "rose_checkpoint_max_blob_bytes", Gauge, "bytes", [],
+        "Stored bytes of the largest single checkpoint_blobs value (absent without blobs).";
 }

@@ -8,6 +8,7 @@
 pub mod app_probe;
 pub mod app_recovery;
 pub mod checkpoint_migration;
+pub mod checkpoint_threads;
 pub mod host;
 pub mod pg_activity;
 pub mod pg_archiver;
@@ -71,6 +72,7 @@ pub const DATABASE_WIDE: &[&str] = &[
     "pg_archiver",
     "pg_connection_budget",
     "pg_connections",
+    "checkpoint_threads",
 ];
 
 /// A boxed, sendable future: what [`Check::observe`] returns so checks can be trait objects.
@@ -111,6 +113,7 @@ pub enum Observation {
     Sqlite(sqlite::SqliteStore),
     CheckpointMigration(checkpoint_migration::MigrationFacts),
     AppRecovery(app_recovery::Recovery),
+    CheckpointThreads(checkpoint_threads::CheckpointThreads),
 }
 
 impl Observation {
@@ -145,6 +148,7 @@ impl Observation {
             Observation::Sqlite(o) => sqlite::samples(o, out),
             Observation::CheckpointMigration(o) => checkpoint_migration::samples(o, out),
             Observation::AppRecovery(o) => app_recovery::samples(o, out),
+            Observation::CheckpointThreads(o) => checkpoint_threads::samples(o, out),
         }
     }
 }
@@ -296,6 +300,12 @@ fn pg_checks(config: &Config, pg: &Arc<PgTarget>) -> Vec<Arc<dyn Check>> {
         Arc::new(pg_archiver::check(pg.clone())),
         Arc::new(pg_privileges::check(pg.clone(), &place)),
     ];
+    if c.langgraph_schema != crate::config::LangGraphSchema::Off {
+        v.push(Arc::new(checkpoint_threads::ThreadsCheck::new(
+            pg.clone(),
+            &place,
+        )));
+    }
     if let Some(replica) = pg_replica::target(config) {
         v.push(Arc::new(pg_replica::check(replica)));
     }

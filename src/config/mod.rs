@@ -727,6 +727,7 @@ fn known_check(id: &str) -> bool {
         host::ID,
         sqlite::ID,
         checkpoint_migration::ID,
+        checkpoint_threads::ID,
         pg_connectivity::ID,
         pg_connections::ID,
         pg_connection_budget::ID,

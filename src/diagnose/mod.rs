@@ -267,7 +267,7 @@ pub fn rung_of_code(code: &str) -> &'static str {
         }
         "migration_not_effective" | "migration_partial" | "migration_incomplete" => "migration",
         "sqlite_unreadable" => "sqlite",
-        "storage_near_limit" => "sizes",
+        "storage_near_limit" | "checkpoint_bloat" => "sizes",
         _ => "other",
     }
 }
@@ -598,7 +598,7 @@ pub fn rung_name(check_id: &str) -> &'static str {
         pg_privileges::ID => "privileges",
         pg_statements::ID => "pg_stat_statements",
         pg_schema::ID => "schema",
-        pg_database_size::ID | pg_table_sizes::ID => "sizes",
+        pg_database_size::ID | pg_table_sizes::ID | checkpoint_threads::ID => "sizes",
         pg_activity::ID => "activity",
         pg_database_stats::ID | pg_checkpoints::ID | pg_archiver::ID => "database_health",
         pg_replica::ID | pg_replication::ID => "replication",

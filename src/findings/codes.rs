@@ -242,6 +242,11 @@ pub static CODES: &[CodeDef] = &[
         Warning,
         "the database is close to its plan's storage limit or will reach it soon at the observed growth (critical when nearly full)",
     ),
+    c(
+        "checkpoint_bloat",
+        Warning,
+        "a conversation keeps too many checkpoints or too large a state: LangGraph's tables grow with it",
+    ),
 ];
 
 /// The catalog entry of a code.

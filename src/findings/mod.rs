@@ -8,6 +8,7 @@
 
 mod activity;
 mod app;
+mod checkpoint_bloat;
 mod codes;
 mod config;
 mod connect;
@@ -221,6 +222,7 @@ pub fn evaluate(snap: &Snapshot, cx: &Context, now: SystemTime) -> Vec<Finding> 
     app::evaluate(snap, cx, &mut out);
     storage::evaluate(snap, cx, &mut out);
     recovery::evaluate(snap, cx, &mut out);
+    checkpoint_bloat::evaluate(snap, cx, &mut out);
     out.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.code.cmp(b.code)));
     out
 }
