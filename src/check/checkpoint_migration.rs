@@ -745,8 +745,11 @@ impl MigrationCheck {
         side.store_bytes = Some(bytes);
         side.rows_estimate = Some(rows_est);
         side.writes = Some(writes);
-        // Best effort: the thread heads, when `checkpoints` exists (else no thread is there).
-        let threads = if side.tables_present.iter().any(|t| t == "checkpoints") {
+        // Best effort: the thread heads, when `checkpoints` exists (else no thread is there) and
+        // there is a SQLite store to compare them with (else the statements would buy nothing).
+        let threads = if self.sqlite_path.is_none() {
+            None
+        } else if side.tables_present.iter().any(|t| t == "checkpoints") {
             let sch = pg
                 .simple_query(&conn, &self.pg_schema_sql)
                 .await
