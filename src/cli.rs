@@ -74,8 +74,9 @@ pub enum Command {
     Healthcheck(HealthcheckArgs),
 }
 
+/// Where and how `status` and `healthcheck` reach a running agent's endpoint.
 #[derive(Debug, clap::Args)]
-pub struct HealthcheckArgs {
+pub struct EndpointArgs {
     /// Address of the agent's endpoint (host:port); default: from AGENT_LISTEN.
     #[arg(long)]
     pub addr: Option<String>,
@@ -96,6 +97,12 @@ pub struct HealthcheckArgs {
         requires = "cert"
     )]
     pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HealthcheckArgs {
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
     /// Upper bound on connect + request + answer.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,
@@ -109,9 +116,8 @@ pub struct StatusArgs {
     /// No ANSI colours (they are off anyway when stdout is not a terminal).
     #[arg(long)]
     pub no_color: bool,
-    /// Address of the agent's endpoint (host:port); default: from AGENT_LISTEN.
-    #[arg(long)]
-    pub addr: Option<String>,
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
     /// A basic-auth user of the web config; its password comes from AGENT_STATUS_PASSWORD or
     /// --password-file (never the command line). Without it, the web config's bearer token is
     /// used when it has one.
@@ -120,23 +126,6 @@ pub struct StatusArgs {
     /// File holding the basic-auth password of --user.
     #[arg(long, value_name = "PATH")]
     pub password_file: Option<PathBuf>,
-    /// Client certificate (PEM) for an endpoint whose web config asks for one
-    /// (`client_auth_type: RequireAndVerifyClientCert`, mutual TLS); with --key.
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "AGENT_STATUS_CERT_FILE",
-        requires = "key"
-    )]
-    pub cert: Option<PathBuf>,
-    /// The private key (PEM) of --cert.
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "AGENT_STATUS_KEY_FILE",
-        requires = "cert"
-    )]
-    pub key: Option<PathBuf>,
     /// Upper bound on connect + request + answer.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,

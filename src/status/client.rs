@@ -532,12 +532,12 @@ pub fn status_command(
     };
     let creds = match Credentials::resolve(args.user.clone(), args.password_file.as_deref()) {
         Ok(c) => Credentials {
-            client_cert: args.cert.clone().zip(args.key.clone()),
+            client_cert: args.endpoint.cert.clone().zip(args.endpoint.key.clone()),
             ..c
         },
         Err(e) => return fail(e.to_string()),
     };
-    let ep = match endpoint_for(config, args.addr.as_deref(), &creds) {
+    let ep = match endpoint_for(config, args.endpoint.addr.as_deref(), &creds) {
         Ok(ep) => ep,
         Err(e) => return fail(e.to_string()),
     };
@@ -588,10 +588,10 @@ pub fn healthcheck_command(
     args: &crate::cli::HealthcheckArgs,
 ) -> u8 {
     let creds = Credentials {
-        client_cert: args.cert.clone().zip(args.key.clone()),
+        client_cert: args.endpoint.cert.clone().zip(args.endpoint.key.clone()),
         ..Credentials::default()
     };
-    let ep = match endpoint_for(config, args.addr.as_deref(), &creds) {
+    let ep = match endpoint_for(config, args.endpoint.addr.as_deref(), &creds) {
         Ok(ep) => ep,
         Err(e) => {
             eprintln!("agent: {e}");
