@@ -51,32 +51,9 @@ fn active_codes(agent: &Agent, auth: Option<&str>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A GET with an `Authorization` header, bounded by 5 s.
+/// A GET with an `Authorization` header, bounded by 5 s; `(0, "")` when it fails.
 fn get_with(port: u16, path: &str, authorization: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let attempt = || -> std::io::Result<(u16, String)> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.set_write_timeout(Some(Duration::from_secs(5)))?;
-        write!(
-            s,
-            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: {authorization}\r\n\r\n"
-        )?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf)?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let code = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Ok((code, body))
-    };
-    attempt().unwrap_or((0, String::new()))
+    http_get_headers(port, path, &[("Authorization", authorization)]).unwrap_or((0, String::new()))
 }
 
 fn wait_pg_up(agent: &Agent) {
