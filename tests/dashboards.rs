@@ -4,13 +4,13 @@
 //! gridPos inside the 24-column grid without overlaps, unique fixed uids; and the provisioning
 //! examples.
 //!
-//! Not validated against Grafana's published dashboard schema: no npm package ships one in a
-//! form a test can use offline. `@grafana/schema` 13.2.3 (checked with `npm pack`) holds only
-//! TypeScript types and JS defaults generated from Grafana's CUE (no `.cue`, no JSON Schema),
-//! and `@grafana/grafana-foundation-sdk` 0.0.21 only TypeScript builders. Revisit when either
-//! ships a JSON Schema for the dashboard kind.
+//! Grafana's published dashboard schema: no npm package ships it as JSON Schema or CUE
+//! (`@grafana/schema` holds TypeScript types only), but the foundation SDK on PyPI ships the
+//! models Grafana generates from its CUE kinds. `tests/grafana_schema.py` decodes every
+//! dashboard with them and fails on a key the schema does not know or a value of the wrong type.
 
 mod oncall_support;
+mod support;
 
 use std::collections::BTreeSet;
 
@@ -318,4 +318,63 @@ fn provisioning_examples_are_complete() {
             .as_str()
             .is_some_and(|p| p.starts_with('/'))
     );
+}
+
+/// Runs `tests/grafana_schema.py` with the foundation SDK on the given files.
+fn grafana_schema(files: &[std::path::PathBuf]) -> Option<std::process::Output> {
+    let python = support::langgraph::grafana_python()?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grafana_schema.py");
+    Some(
+        std::process::Command::new("timeout")
+            .arg("120")
+            .arg(python)
+            .arg(script)
+            .args(files)
+            .output()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn dashboards_match_grafanas_published_schema() {
+    let files = files("dashboards", ".json");
+    let Some(out) = grafana_schema(&files) else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.matches("panels checked").count(),
+        files.len(),
+        "{text}"
+    );
+}
+
+/// The schema check is not a rubber stamp: a misspelt key, a string where Grafana wants an
+/// enum value and a non-numeric grid width are each reported.
+#[test]
+fn the_schema_check_reports_unknown_keys_and_wrong_types() {
+    let (_, mut d) = dashboards().remove(0);
+    d["graphTooltip"] = "shared".into();
+    d["panels"][0]["gridPos"]["w"] = "wide".into();
+    d["panels"][1]["datasourse"] = serde_json::json!({});
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, serde_json::to_vec(&d).unwrap()).unwrap();
+    let Some(out) = grafana_schema(&[bad]) else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    for want in [
+        ".panels[1].datasourse: not in the schema",
+        ".graph_tooltip: 'shared' is not",
+        ".panels[0].grid_pos.w: 'wide' is not",
+    ] {
+        assert!(text.contains(want), "{want} missing from:\n{text}");
+    }
 }
