@@ -1,4 +1,7 @@
-//! `rose-standin`: a stand-in for the Rose app's health API, for the demo and the tests.
+//! `rose-standin`: a stand-in for the Rose app's health API, for the demo and the tests. A
+//! library the tests start in-process on loopback ports ([`Background::start`]) and the
+//! `rose-standin` binary the demo and the measuring scripts run (`src/main.rs`); both take the
+//! same command line ([`Args`]).
 //!
 //! It serves Rose's health body at `GET /api/health` and `GET /api/v1/health`:
 //!
@@ -15,8 +18,8 @@
 //!              [--down groq,qdrant] [--delay-ms 300] [--serve both|v1|legacy] [--version 1.0.0]
 //! ```
 //!
-//! On start it prints `listening on ADDR` (and `control on ADDR`) on stdout, so `--listen
-//! 127.0.0.1:0` works for tests. With `--tls-cert cert.pem --tls-key key.pem` the app port
+//! On start the binary prints `listening on ADDR` (and `control on ADDR`) on stdout, so
+//! `--listen 127.0.0.1:0` works for scripts; [`Background`] hands the bound addresses back. With `--tls-cert cert.pem --tls-key key.pem` the app port
 //! speaks HTTPS (rustls); the control port stays plain HTTP.
 //!
 //! # Modes
@@ -60,11 +63,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Parser;
 use serde::Serialize;
+use std::future::Future;
 use tokio::sync::watch;
 
+/// How the app port answers (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-enum Mode {
+pub enum Mode {
     Healthy,
     Degraded,
     Slow,
@@ -97,9 +102,10 @@ impl std::str::FromStr for Mode {
     }
 }
 
+/// Which health paths exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-enum Serve {
+pub enum Serve {
     Both,
     V1,
     Legacy,
@@ -118,36 +124,43 @@ impl std::str::FromStr for Serve {
 }
 
 /// Rose's stand-in health API (see the module docs for modes and the control API).
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "rose-standin", version, about)]
-struct Args {
+pub struct Args {
     /// Address of the app API.
     #[arg(long, default_value = "127.0.0.1:18080")]
-    listen: SocketAddr,
+    pub listen: SocketAddr,
     /// Extra address serving only the control API (reachable while the app port refuses).
     #[arg(long)]
-    control_listen: Option<SocketAddr>,
+    pub control_listen: Option<SocketAddr>,
     /// Initial mode: healthy, degraded, slow, 500, refusing, hanging.
     #[arg(long, default_value = "healthy")]
-    mode: Mode,
+    pub mode: Mode,
     /// Services reported disconnected, comma-separated.
     #[arg(long, value_delimiter = ',')]
-    down: Vec<String>,
+    pub down: Vec<String>,
     /// Delay of the slow mode in milliseconds.
     #[arg(long, default_value_t = 300)]
-    delay_ms: u64,
+    pub delay_ms: u64,
     /// Which health paths exist: both, v1, legacy.
     #[arg(long, default_value = "both")]
-    serve: Serve,
+    pub serve: Serve,
     /// The version the body reports.
     #[arg(long = "app-version", default_value = "1.0.0")]
-    app_version: String,
+    pub app_version: String,
     /// Serve the app port over TLS with this certificate chain (PEM).
     #[arg(long, requires = "tls_key")]
-    tls_cert: Option<std::path::PathBuf>,
+    pub tls_cert: Option<std::path::PathBuf>,
     /// The private key of `--tls-cert` (PEM).
     #[arg(long, requires = "tls_cert")]
-    tls_key: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+impl Args {
+    /// Parses a command line without the program name, e.g. `["--mode", "slow"]`.
+    pub fn from_cli<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Args, String> {
+        Args::try_parse_from(std::iter::once("rose-standin").chain(args)).map_err(|e| e.to_string())
+    }
 }
 
 /// A TCP listener that completes a TLS handshake before handing out a connection.
@@ -428,23 +441,26 @@ async fn app_port(
             Some(l) => listener = l,
             None => {
                 eprintln!("rose-standin: cannot listen on {addr} again");
-                std::process::exit(1);
+                return;
             }
         }
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
-    let args = Args::parse();
+/// The addresses a started stand-in listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// The app port (health API and control API).
+    pub app: SocketAddr,
+    /// The control-only port of `--control-listen`.
+    pub control: Option<SocketAddr>,
+}
+
+/// Binds the ports of `args` on the current tokio runtime and returns their addresses and the
+/// future that serves the app port (the control port is served by a spawned task).
+pub async fn bind(args: &Args) -> Result<(Bound, impl Future<Output = ()> + use<>), String> {
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(c), Some(k)) => match tls_acceptor(c, k) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                eprintln!("rose-standin: TLS: {e}");
-                std::process::exit(1);
-            }
-        },
+        (Some(c), Some(k)) => Some(tls_acceptor(c, k).map_err(|e| format!("TLS: {e}"))?),
         _ => None,
     };
     let mut down = args.down.clone();
@@ -463,58 +479,170 @@ async fn main() {
         tx,
         requests: Mutex::new(BTreeMap::new()),
     });
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("rose-standin: cannot listen on {}: {e}", args.listen);
-            std::process::exit(1);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr().unwrap_or(args.listen);
+    let mut control = None;
+    if let Some(c) = args.control_listen {
+        let l = tokio::net::TcpListener::bind(c)
+            .await
+            .map_err(|e| format!("cannot listen on {c}: {e}"))?;
+        control = Some(l.local_addr().unwrap_or(c));
+        let router = control_routes().with_state(app.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(l, router).await;
+        });
+    }
+    let initially_refusing = args.mode == Mode::Refusing;
+    let run = async move {
+        if initially_refusing {
+            // Bound once to learn the port, closed until the mode changes.
+            drop(listener);
+            let mut rx = app.tx.subscribe();
+            if rx.wait_for(|s| s.mode != Mode::Refusing).await.is_err() {
+                return;
+            }
+            let Ok(l) = tokio::net::TcpListener::bind(addr).await else {
+                eprintln!("rose-standin: cannot listen on {addr} again");
+                return;
+            };
+            app_port(l, addr, app, tls).await;
+        } else {
+            app_port(listener, addr, app, tls).await;
         }
     };
-    let addr = listener.local_addr().unwrap_or(args.listen);
-    if let Some(c) = args.control_listen {
-        match tokio::net::TcpListener::bind(c).await {
-            Ok(l) => {
-                println!("control on {}", l.local_addr().unwrap_or(c));
-                let router = control_routes().with_state(app.clone());
-                tokio::spawn(async move {
-                    let _ = axum::serve(l, router).await;
+    Ok((Bound { app: addr, control }, run))
+}
+
+/// A stand-in running in this process on a thread of its own (with its own runtime), for
+/// tests; it stops when dropped.
+pub struct Background {
+    /// The addresses it listens on.
+    pub bound: Bound,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Binds and serves as the binary would with these arguments; returns once both ports
+    /// listen (at most 10 s).
+    pub fn start(args: Args) -> Result<Background, String> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("rose-standin".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("runtime: {e}")));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match bind(&args).await {
+                        Ok((bound, run)) => {
+                            let _ = ready_tx.send(Ok(bound));
+                            tokio::select! {
+                                _ = run => {}
+                                _ = stopped => {}
+                            }
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
                 });
-            }
-            Err(e) => {
-                eprintln!("rose-standin: cannot listen on {c}: {e}");
-                std::process::exit(1);
-            }
-        }
-    }
-    println!("listening on {addr}");
-    let initially_refusing = args.mode == Mode::Refusing;
-    if initially_refusing {
-        // Bound once to learn the port, closed until the mode changes.
-        drop(listener);
-        let mut rx = app.tx.subscribe();
-        if rx.wait_for(|s| s.mode != Mode::Refusing).await.is_err() {
-            return;
-        }
-        let Ok(l) = tokio::net::TcpListener::bind(addr).await else {
-            eprintln!("rose-standin: cannot listen on {addr} again");
-            std::process::exit(1);
-        };
-        let run = app_port(l, addr, app, tls);
-        shutdown_on_signal(run).await;
-    } else {
-        shutdown_on_signal(app_port(listener, addr, app, tls)).await;
+                // Dropping the runtime ends the servers and any hanging request.
+            })
+            .map_err(|e| format!("thread: {e}"))?;
+        let bound = ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| "the stand-in did not start within 10 s".to_owned())??;
+        Ok(Background {
+            bound,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 }
 
-async fn shutdown_on_signal(run: impl std::future::Future<Output = ()>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        run.await;
-        return;
-    };
-    tokio::select! {
-        _ = run => {}
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let code = out
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (code, out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned())
+    }
+
+    #[test]
+    fn serves_in_process_switches_modes_and_stops_on_drop() {
+        let args =
+            Args::from_cli(["--listen", "127.0.0.1:0", "--control-listen", "127.0.0.1:0"]).unwrap();
+        let app = Background::start(args).unwrap();
+        let (port, control) = (app.bound.app, app.bound.control.unwrap());
+        let (code, body) = get(port, "/api/health");
+        assert_eq!(code, 200);
+        assert!(body.contains(r#""status":"healthy""#), "{body}");
+        assert_eq!(get(control, "/_standin/set?mode=degraded&down=groq").0, 200);
+        let (code, body) = get(port, "/api/v1/health");
+        assert_eq!(code, 200, "degraded still answers 200");
+        assert!(body.contains(r#""groq":"disconnected""#), "{body}");
+        assert_eq!(get(control, "/_standin/set?mode=500").0, 200);
+        assert_eq!(get(port, "/api/health").0, 500);
+        assert_eq!(get(control, "/_standin/set?mode=refusing").0, 200);
+        let refused = (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            std::net::TcpStream::connect_timeout(&port, Duration::from_millis(200)).is_err()
+        });
+        assert!(refused, "refusing mode closes the app port");
+        assert_eq!(get(control, "/_standin/set?mode=healthy").0, 200);
+        let back = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            std::net::TcpStream::connect_timeout(&port, Duration::from_millis(200)).is_ok()
+        });
+        assert!(back, "the app port reopens on the same address");
+        drop(app);
+        assert!(
+            std::net::TcpStream::connect_timeout(&control, Duration::from_millis(500)).is_err(),
+            "dropping the handle closes the ports"
+        );
+    }
+
+    #[test]
+    fn unknown_flags_and_modes_are_errors() {
+        assert!(Args::from_cli(["--mode", "sideways"]).is_err());
+        assert!(Args::from_cli(["--bogus"]).is_err());
+        assert_eq!(Args::from_cli(["--serve", "v1"]).unwrap().serve, Serve::V1);
     }
 }
