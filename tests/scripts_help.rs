@@ -1,4 +1,4 @@
-//! Every script under `scripts/` answers `--help` and `-h` with its usage instead of running:
+//! Every script under `scripts/` and `bench/` answers `--help` and `-h` with its usage instead of running:
 //! exit 0, a `usage:` first line, quickly, and without starting anything (the tools a script
 //! runs, cargo, apt-get, pg_ctl, curl and the like, are stubs here that record being called).
 
@@ -52,8 +52,9 @@ fn every_script_answers_help_without_running() {
         stubs.path().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut scripts: Vec<_> = std::fs::read_dir(root.join("scripts"))
-        .unwrap()
+    let mut scripts: Vec<_> = ["scripts", "bench"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(root.join(d)).unwrap())
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_file())
         .filter(|p| {
