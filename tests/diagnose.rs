@@ -507,7 +507,7 @@ fn the_monitoring_roles_failure_is_not_blamed_for_the_app() {
     assert!(ev.contains("Likely cause: qdrant"), "{ev}");
     assert!(!ev.contains("the database"), "{ev}");
 
-    e.extend(fast_env(String::new()).into_iter().skip(1));
+    e.extend(fast_timing());
     let agent = Agent::start(&e);
     wait_for(Duration::from_secs(15), || {
         agent.get("/findings").1.contains("app_degraded")

@@ -106,14 +106,12 @@ fn every_metric_in_rules_and_dashboards_exists() {
     assert!(used.contains_key("rose_pg_up"), "{used:?}");
 
     let pg = PgCluster::start();
-    let agent = Agent::start(&[
-        ("AGENT_DATABASE_URL", pg.monitor_url()),
-        ("AGENT_INTERVAL", "1s".into()),
-        ("AGENT_CONNECT_TIMEOUT", "400ms".into()),
-        ("AGENT_STATEMENT_TIMEOUT", "400ms".into()),
+    let mut env = fast_env(pg.monitor_url());
+    env.extend([
         ("FEATURE_DATABASE_TYPE", "postgresql".into()),
         ("AGENT_STORAGE_LIMIT", "10GB".into()),
     ]);
+    let agent = Agent::start(&env);
     // Ready = every check (the slow ones too) has completed once.
     wait_for(Duration::from_secs(30), || {
         agent.get("/readyz").0 == 200 && agent.metrics().get("rose_pg_up") == Some(1.0)

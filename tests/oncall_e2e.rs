@@ -470,14 +470,12 @@ fn postgres_down_pages_with_runbook_and_inhibits_symptoms_then_resolves() {
     let pg = PgCluster::start();
     // The app is up: the only fault is the database's.
     let app = Standin::start(&[]);
-    let agent = Agent::start(&[
+    let mut env = fast_env(pg.monitor_url());
+    env.extend([
         ("APP_BASE_URL", app.base_url()),
-        ("AGENT_DATABASE_URL", pg.monitor_url()),
-        ("AGENT_INTERVAL", "1s".into()),
-        ("AGENT_CONNECT_TIMEOUT", "400ms".into()),
-        ("AGENT_STATEMENT_TIMEOUT", "400ms".into()),
         ("FEATURE_DATABASE_TYPE", "postgresql".into()),
     ]);
+    let agent = Agent::start(&env);
     let hook = Webhook::start();
     let stack = Stack::start(
         dir.path(),
@@ -867,15 +865,12 @@ fn a_fleet_of_agents_pages_once_for_one_database() {
     let dir = tempfile::tempdir().unwrap();
     let pg = PgCluster::start();
     let app = Standin::start(&[]);
-    let env = [
+    let mut env = fast_env(pg.monitor_url());
+    env.extend([
         ("APP_BASE_URL", app.base_url()),
-        ("AGENT_DATABASE_URL", pg.monitor_url()),
-        ("AGENT_INTERVAL", "1s".into()),
-        ("AGENT_CONNECT_TIMEOUT", "400ms".into()),
-        ("AGENT_STATEMENT_TIMEOUT", "400ms".into()),
         ("FEATURE_DATABASE_TYPE", "postgresql".into()),
         ("AGENT_APP_INSTANCES", "3".into()),
-    ];
+    ]);
     let agents: Vec<Agent> = (0..3).map(|_| Agent::start(&env)).collect();
     let hook = Webhook::start();
     let ports: Vec<u16> = agents.iter().map(|a| a.port).collect();

@@ -818,15 +818,13 @@ fn the_agent_exports_the_guides_names_and_promtool_accepts_them() {
     });
     let _idle = pg.session("BEGIN; SELECT 1;");
     let _sleeper = pg.session("SELECT pg_sleep(120);");
-    let agent = Agent::start(&[
-        ("AGENT_DATABASE_URL", pg.monitor_url()),
-        ("AGENT_INTERVAL", "1s".into()),
+    let mut env = fast_env(pg.monitor_url());
+    env.extend([
         ("AGENT_SLOW_INTERVAL", "2s".into()),
-        ("AGENT_CONNECT_TIMEOUT", "400ms".into()),
-        ("AGENT_STATEMENT_TIMEOUT", "400ms".into()),
         ("AGENT_SLOW_QUERY_THRESHOLD", "500ms".into()),
         ("AGENT_PLAN", "starter".into()),
     ]);
+    let agent = Agent::start(&env);
     let ready = wait_for(Duration::from_secs(20), || {
         let m = agent.metrics();
         m.get("rose_pg_slow_queries").unwrap_or(0.0) >= 1.0
