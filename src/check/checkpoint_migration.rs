@@ -445,7 +445,7 @@ fn clean(s: &str, max: usize) -> Option<String> {
 }
 
 /// Pure: the summary of the newest checkpoints.
-pub fn writer_hints(recent: &[super::sqlite::RecentCheckpoint]) -> WriterHints {
+pub fn writer_hints(recent: &[crate::sqlite::RecentCheckpoint]) -> WriterHints {
     use std::collections::{BTreeMap, BTreeSet};
     let mut shapes: BTreeMap<ThreadShape, (usize, BTreeSet<&str>, String)> = BTreeMap::new();
     let mut interfaces: BTreeMap<String, usize> = BTreeMap::new();
@@ -662,11 +662,11 @@ impl MigrationCheck {
         }
         let busy = self.busy.clone();
         let join = tokio::task::spawn_blocking(move || {
-            let c = super::sqlite::read_counts_with_threads(&path, THREADS_CAP as u32);
+            let c = crate::sqlite::read_counts_with_threads(&path, THREADS_CAP as u32);
             busy.store(false, Ordering::Release);
             c
         });
-        let mut c = match tokio::time::timeout(super::sqlite::READ_BUDGET * 4, join).await {
+        let mut c = match tokio::time::timeout(crate::sqlite::READ_BUDGET * 4, join).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 side.error = Some(format!("other: {e}"));
@@ -689,7 +689,7 @@ impl MigrationCheck {
         side.rows_estimate = c.checkpoints_max_rowid;
         side.tables_present = c.tables_present.clone();
         side.writers = Some(Box::new(writer_hints(&c.recent)));
-        side.tables_missing = super::sqlite::TABLES
+        side.tables_missing = crate::sqlite::TABLES
             .iter()
             .filter(|t| !c.tables_present.iter().any(|p| p == *t))
             .map(|t| (*t).to_owned())
@@ -794,7 +794,7 @@ impl Check for MigrationCheck {
             .as_ref()
             .map(|p| super::pg_util::timeout(p, 3))
             .unwrap_or_default();
-        pg + super::sqlite::READ_BUDGET * 4 + Duration::from_millis(500)
+        pg + crate::sqlite::READ_BUDGET * 4 + Duration::from_millis(500)
     }
     fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
         Box::pin(async move {
@@ -1168,7 +1168,7 @@ mod tests {
 
     #[test]
     fn writer_hints_name_shapes_interfaces_and_never_a_whole_number() {
-        use crate::check::sqlite::RecentCheckpoint;
+        use crate::sqlite::RecentCheckpoint;
         let cp = |t: &str, m: &str| RecentCheckpoint {
             thread_id: t.into(),
             metadata: Some(m.into()),
