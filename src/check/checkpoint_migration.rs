@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{BoxFuture, Cadence, Check, Observation};
+use super::{BoxFuture, Cadence, Check, Observation, pg_util};
 use crate::catalog::{self, Sample};
 use crate::config::{Config, DatabaseType};
 use crate::error::{CheckError, ErrorKind};
@@ -45,17 +45,33 @@ pub const ID: &str = "checkpoint_migration";
 pub const PG_TABLES: [&str; 3] = ["checkpoints", "checkpoint_blobs", "checkpoint_writes"];
 
 /// The statement, over the tables in the schema `pg_schema` finds LangGraph's in (a catalog
-/// lookup by name: no USAGE on that schema needed).
+/// lookup by name: no USAGE on that schema needed): one JSON document, a [`PgTable`] per
+/// table, decoded by name.
 fn pg_sql(place: &super::pg_schema::LangGraphPlace) -> String {
     format!(
-        "WITH {} SELECT n.t, c.oid IS NOT NULL, coalesce(pg_total_relation_size(c.oid), 0), \
-         coalesce(c.reltuples, -1)::bigint, coalesce(s.n_tup_ins + s.n_tup_upd, 0) \
+        "WITH {} SELECT coalesce(json_agg(json_build_object(\
+         'table', n.t, 'exists', c.oid IS NOT NULL, \
+         'bytes', coalesce(pg_total_relation_size(c.oid), 0), \
+         'rows_estimate', coalesce(c.reltuples, -1)::bigint, \
+         'writes', coalesce(s.n_tup_ins + s.n_tup_upd, 0))), '[]') \
          FROM (VALUES ('checkpoints'), ('checkpoint_blobs'), ('checkpoint_writes')) AS n(t) CROSS JOIN lg \
          LEFT JOIN pg_namespace ns ON ns.nspname = lg.sch \
          LEFT JOIN pg_class c ON c.relnamespace = ns.oid AND c.relname = n.t AND c.relkind IN ('r', 'p') \
          LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid",
         place.cte()
     )
+}
+
+/// One LangGraph table as the PostgreSQL statement reports it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+struct PgTable {
+    table: String,
+    exists: bool,
+    bytes: i64,
+    /// `reltuples`: -1 before the first ANALYZE.
+    rows_estimate: i64,
+    /// Inserts + updates since the statistics were reset.
+    writes: i64,
 }
 
 /// One reading of a store.
@@ -717,29 +733,26 @@ impl MigrationCheck {
                 return (side, None);
             }
         };
-        let rows = pg.simple_query(&conn, &self.pg_sql).await;
-        let rows = match rows {
-            Ok(r) => r,
-            Err(e) => {
-                side.error = Some(format!("{}: {}", e.kind, e.message));
-                return (side, None);
-            }
-        };
-        let num = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<i64>().ok());
+        let tables: Vec<PgTable> =
+            match pg_util::json_query(pg, &conn, &self.pg_sql, "checkpoint tables").await {
+                Ok(t) => t,
+                Err(e) => {
+                    side.error = Some(format!("{}: {}", e.kind, e.message));
+                    return (side, None);
+                }
+            };
         let (mut bytes, mut rows_est, mut writes) = (0u64, 0u64, 0u64);
-        for r in &rows {
-            let name = r.first().cloned().flatten().unwrap_or_default();
-            let exists = r.get(1).cloned().flatten().as_deref() == Some("t");
-            if !exists {
-                side.tables_missing.push(name);
+        for t in tables {
+            if !t.exists {
+                side.tables_missing.push(t.table);
                 continue;
             }
-            side.tables_present.push(name.clone());
-            bytes += r.get(2).and_then(num).unwrap_or(0).max(0) as u64;
-            if name == "checkpoints" {
-                rows_est = r.get(3).and_then(num).unwrap_or(0).max(0) as u64;
+            bytes += t.bytes.max(0) as u64;
+            if t.table == "checkpoints" {
+                rows_est = t.rows_estimate.max(0) as u64;
             }
-            writes += r.get(4).and_then(num).unwrap_or(0).max(0) as u64;
+            writes += t.writes.max(0) as u64;
+            side.tables_present.push(t.table);
         }
         side.readable = true;
         side.store_bytes = Some(bytes);
