@@ -26,11 +26,10 @@
 //! threads whose newest SQLite checkpoint is newer than PostgreSQL's (written to SQLite after
 //! the switch). Only counts and a few masked ids leave `observe()`.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -74,95 +73,8 @@ struct PgTable {
     writes: i64,
 }
 
-/// One reading of a store.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Reading {
-    pub bytes: u64,
-    /// A counter that rises with every write (SQLite: sum of max rowids; PostgreSQL: inserts +
-    /// updates); `None` when unknown.
-    pub writes: Option<u64>,
-}
-
-/// Change between the oldest reading in the window and the newest.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Growth {
-    pub span_seconds: f64,
-    pub bytes_delta: i64,
-    pub writes_delta: Option<i64>,
-    /// The write counter went down (statistics reset, rows deleted): judged by size only.
-    pub counter_reset: bool,
-    /// The store grew: more writes, or (without a usable counter) more bytes.
-    pub growing: bool,
-}
-
-impl Growth {
-    pub fn bytes_per_second(&self) -> f64 {
-        if self.span_seconds > 0.0 {
-            self.bytes_delta as f64 / self.span_seconds
-        } else {
-            0.0
-        }
-    }
-}
-
-/// Pure: growth between two readings.
-pub fn growth(old: Reading, new: Reading, span: Duration) -> Growth {
-    let bytes_delta = new.bytes as i64 - old.bytes as i64;
-    let writes_delta = match (old.writes, new.writes) {
-        (Some(a), Some(b)) => Some(b as i64 - a as i64),
-        _ => None,
-    };
-    let counter_reset = writes_delta.is_some_and(|d| d < 0);
-    // More rows is growth; with a steady or reset counter, judge by size.
-    let growing = writes_delta.is_some_and(|d| d > 0) || bytes_delta > 0;
-    Growth {
-        span_seconds: span.as_secs_f64(),
-        bytes_delta,
-        writes_delta,
-        counter_reset,
-        growing,
-    }
-}
-
-/// Readings over a window; the baseline is the newest reading at least a window old (or the
-/// oldest one while the window fills).
-#[derive(Debug)]
-pub struct GrowthTracker {
-    window: Duration,
-    history: VecDeque<(Instant, Reading)>,
-}
-
-impl GrowthTracker {
-    pub fn new(window: Duration) -> GrowthTracker {
-        GrowthTracker {
-            window,
-            history: VecDeque::new(),
-        }
-    }
-
-    /// Adds a reading; returns the growth against the baseline (None for the first reading).
-    pub fn push(&mut self, now: Instant, r: Reading) -> Option<Growth> {
-        while self.history.len() >= 2
-            && now.saturating_duration_since(self.history[1].0) >= self.window
-        {
-            self.history.pop_front();
-        }
-        while self.history.len() >= 4096 {
-            self.history.pop_front();
-        }
-        let g = self
-            .history
-            .front()
-            .map(|(t, old)| growth(*old, r, now.saturating_duration_since(*t)));
-        self.history.push_back((now, r));
-        g
-    }
-
-    /// Forgets the history (the store became unreadable).
-    pub fn reset(&mut self) {
-        self.history.clear();
-    }
-}
+// Readings, growth and the store history are the checks' one growth history.
+pub use super::history::{Growth, Reading, StoreHistory, growth};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -619,8 +531,8 @@ pub fn diagnose_sample(window: Duration, timeout: Duration, both: bool) -> Optio
 pub const MIN_DIAGNOSE_SAMPLE: Duration = Duration::from_secs(1);
 
 struct State {
-    sqlite: GrowthTracker,
-    postgresql: GrowthTracker,
+    sqlite: StoreHistory,
+    postgresql: StoreHistory,
 }
 
 pub struct MigrationCheck {
@@ -651,8 +563,8 @@ impl MigrationCheck {
                 super::pg_schema::LangGraphPlace::from_config(&config.checks).cte()
             ),
             state: Mutex::new(State {
-                sqlite: GrowthTracker::new(w),
-                postgresql: GrowthTracker::new(w),
+                sqlite: StoreHistory::store(w),
+                postgresql: StoreHistory::store(w),
             }),
             busy: Arc::new(AtomicBool::new(false)),
         }
@@ -843,13 +755,13 @@ impl Check for MigrationCheck {
                     "neither SHORT_TERM_MEMORY_DB_PATH nor a PostgreSQL DSN is configured",
                 ));
             }
-            let now = Instant::now();
+            let now = super::history::monotonic_seconds();
             let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let st = &mut *guard;
             for (side, tracker) in [(&mut sq, &mut st.sqlite), (&mut pg, &mut st.postgresql)] {
                 if let Some(s) = side {
                     if s.readable {
-                        s.growth = tracker.push(
+                        s.growth = tracker.push_reading(
                             now,
                             Reading {
                                 bytes: s.store_bytes.unwrap_or(0),
@@ -973,40 +885,6 @@ mod tests {
             }),
             writers: None,
         }
-    }
-
-    #[test]
-    fn growth_prefers_the_write_counter() {
-        let r = |bytes, writes| Reading { bytes, writes };
-        let s = Duration::from_secs(10);
-        assert!(growth(r(100, Some(1)), r(100, Some(2)), s).growing);
-        assert!(!growth(r(100, Some(2)), r(100, Some(2)), s).growing);
-        // WAL growth with the same rowid still counts as growth (bytes).
-        assert!(growth(r(100, Some(2)), r(200, Some(2)), s).growing);
-        let g = growth(r(100, Some(9)), r(100, Some(2)), s);
-        assert!(g.counter_reset && !g.growing);
-        let g = growth(r(100, None), r(300, None), s);
-        assert!(g.growing);
-        assert_eq!(g.bytes_per_second(), 20.0);
-    }
-
-    #[test]
-    fn tracker_keeps_a_window_baseline() {
-        let mut t = GrowthTracker::new(Duration::from_secs(10));
-        let t0 = Instant::now();
-        let r = |w| Reading {
-            bytes: 0,
-            writes: Some(w),
-        };
-        assert_eq!(t.push(t0, r(0)), None);
-        let g = t.push(t0 + Duration::from_secs(5), r(1)).unwrap();
-        assert_eq!((g.span_seconds, g.writes_delta), (5.0, Some(1)));
-        let g = t.push(t0 + Duration::from_secs(12), r(1)).unwrap();
-        assert_eq!(g.span_seconds, 12.0, "baseline still the first reading");
-        let g = t.push(t0 + Duration::from_secs(16), r(1)).unwrap();
-        // The reading at 5 s is now at least a window old, so it became the baseline.
-        assert_eq!((g.span_seconds, g.writes_delta), (11.0, Some(0)));
-        assert!(!g.growing);
     }
 
     #[test]

@@ -39,12 +39,12 @@ pub struct SqliteStore {
     pub tables_missing: Vec<String>,
     pub quick_check: QuickCheck,
     /// Growth of file + WAL over the growth window (None until two readings).
-    pub growth: Option<super::checkpoint_migration::Growth>,
+    pub growth: Option<super::history::Growth>,
 }
 
 struct State {
     last_quick_check: Option<Instant>,
-    growth: super::checkpoint_migration::GrowthTracker,
+    growth: super::history::StoreHistory,
 }
 
 pub struct SqliteCheck {
@@ -59,7 +59,7 @@ impl SqliteCheck {
             path,
             state: Arc::new(Mutex::new(State {
                 last_quick_check: None,
-                growth: super::checkpoint_migration::GrowthTracker::new(config.app.growth_window),
+                growth: super::history::StoreHistory::store(config.app.growth_window),
             })),
             busy: Arc::new(AtomicBool::new(false)),
         }
@@ -102,9 +102,9 @@ impl Check for SqliteCheck {
                 st.last_quick_check = Some(Instant::now());
             }
             let growth = counts.present.then(|| {
-                st.growth.push(
-                    Instant::now(),
-                    super::checkpoint_migration::Reading {
+                st.growth.push_reading(
+                    super::history::monotonic_seconds(),
+                    super::history::Reading {
                         bytes: counts.store_bytes(),
                         writes: counts.writes(),
                     },
