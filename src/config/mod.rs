@@ -4,6 +4,7 @@
 //! at once. [`Config::effective_toml`] prints what the agent will use, secrets redacted.
 
 mod checks;
+pub mod duration;
 pub mod files;
 pub mod otel;
 pub mod probes;
@@ -248,17 +249,10 @@ impl Config {
             }
         };
         let mut dur = |key: &str, v: Option<&str>, default: Duration| -> Duration {
-            match v.map(humantime::parse_duration) {
-                None => default,
-                Some(Ok(d)) => d,
-                Some(Err(e)) => {
-                    p(
-                        key,
-                        format!(
-                            "'{}' is not a duration such as 15s or 1m30s ({e})",
-                            v.unwrap_or_default()
-                        ),
-                    );
+            match duration::parse(v, "15s or 1m30s", false) {
+                Ok(d) => d.unwrap_or(default),
+                Err(m) => {
+                    p(key, m);
                     default
                 }
             }
@@ -564,38 +558,22 @@ impl Config {
             },
             &mut problems,
         );
-        let growth_window = match raw
-            .app
-            .growth_window
-            .as_deref()
-            .map(humantime::parse_duration)
-        {
-            None => Duration::from_secs(600),
-            Some(Ok(d)) if !d.is_zero() => d,
-            Some(_) => {
-                problems.push(Problem {
-                    key: "AGENT_CHECKPOINT_GROWTH_WINDOW".into(),
-                    message: "must be a positive duration such as 10m".into(),
-                });
-                Duration::from_secs(600)
-            }
-        };
-        let recovery_timeout = match raw
-            .app
-            .recovery_timeout
-            .as_deref()
-            .map(humantime::parse_duration)
-        {
-            None => Duration::from_secs(60),
-            Some(Ok(d)) if !d.is_zero() => d,
-            Some(_) => {
-                problems.push(Problem {
-                    key: "AGENT_APP_RECOVERY_TIMEOUT".into(),
-                    message: "must be a positive duration such as 60s".into(),
-                });
-                Duration::from_secs(60)
-            }
-        };
+        let growth_window = duration::setting(
+            &mut problems,
+            "AGENT_CHECKPOINT_GROWTH_WINDOW",
+            raw.app.growth_window.as_deref(),
+            "10m",
+            true,
+            Duration::from_secs(600),
+        );
+        let recovery_timeout = duration::setting(
+            &mut problems,
+            "AGENT_APP_RECOVERY_TIMEOUT",
+            raw.app.recovery_timeout.as_deref(),
+            "60s",
+            true,
+            Duration::from_secs(60),
+        );
 
         let findings = silence::validate(raw.findings, &known_check, &mut problems);
 

@@ -251,25 +251,16 @@ pub fn validate(
     problems: &mut Vec<Problem>,
 ) -> Vec<ProbeConfig> {
     let mut p = |key: String, message: String| problems.push(Problem { key, message });
-    let parse_dur = |v: Option<&str>| v.map(humantime::parse_duration);
-    let mut env_interval = Duration::from_secs(15);
-    match parse_dur(d.interval) {
-        None => {}
-        Some(Ok(x)) => env_interval = x,
-        Some(Err(e)) => p(
-            "AGENT_APP_PROBE_INTERVAL".into(),
-            format!("not a duration such as 15s ({e})"),
-        ),
-    }
-    let mut env_timeout = None;
-    match parse_dur(d.timeout) {
-        None => {}
-        Some(Ok(x)) => env_timeout = Some(x),
-        Some(Err(e)) => p(
-            "AGENT_APP_PROBE_TIMEOUT".into(),
-            format!("not a duration such as 2s ({e})"),
-        ),
-    }
+    let env_interval = super::duration::parse(d.interval, "15s", false)
+        .unwrap_or_else(|m| {
+            p("AGENT_APP_PROBE_INTERVAL".into(), m);
+            None
+        })
+        .unwrap_or(Duration::from_secs(15));
+    let env_timeout = super::duration::parse(d.timeout, "2s", false).unwrap_or_else(|m| {
+        p("AGENT_APP_PROBE_TIMEOUT".into(), m);
+        None
+    });
 
     let entries: Vec<RawProbe> = match raw {
         Some(list) => list.to_vec(),
@@ -389,13 +380,12 @@ pub fn validate(
             ok = false;
         }
         let voice = paths.iter().any(|x| is_voice_path(x));
-        let mut dur = |field: &str, v: Option<&str>, default: Duration| match v
-            .map(humantime::parse_duration)
-        {
-            None => default,
-            Some(Ok(x)) => x,
-            Some(Err(e)) => {
-                p(key(field), format!("not a duration ({e})"));
+        let mut dur = |field: &str, v: Option<&str>, default: Duration| match super::duration::parse(
+            v, "2s", false,
+        ) {
+            Ok(x) => x.unwrap_or(default),
+            Err(m) => {
+                p(key(field), m);
                 ok = false;
                 default
             }
