@@ -399,6 +399,17 @@ fn http2_by_alpn_and_prior_knowledge_unless_the_web_config_says_false() {
             )
         });
         assert_eq!(get(&tls, &url).unwrap(), (200, want), "http2: {http2}");
+        // curl (nghttp2) negotiates the same by ALPN.
+        if require_tool("curl") {
+            let out = std::process::Command::new("curl")
+                .args(["-s", "--http2", "--cacert", &ca, "-o", "/dev/null"])
+                .args(["-w", "%{http_version}", "--max-time", "5", &url])
+                .output()
+                .unwrap();
+            let version = String::from_utf8_lossy(&out.stdout).into_owned();
+            let want = if http2 == "true" { "2" } else { "1.1" };
+            assert_eq!(version, want, "curl --http2 with http2: {http2}");
+        }
         child.stop();
     }
     // Plain TCP without a web config: HTTP/2 by prior knowledge (h2c) beside HTTP/1.1.
@@ -429,6 +440,14 @@ fn http2_by_alpn_and_prior_knowledge_unless_the_web_config_says_false() {
     wait_for(Duration::from_secs(15), || get(&h1, &url).is_ok()).expect("no HTTP");
     assert_eq!(get(&h1, &url).unwrap(), (200, reqwest::Version::HTTP_11));
     assert_eq!(get(&h2c, &url).unwrap(), (200, reqwest::Version::HTTP_2));
+    if require_tool("curl") {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--http2-prior-knowledge", "-o", "/dev/null"])
+            .args(["-w", "%{http_version}", "--max-time", "5", &url])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "2", "curl h2c");
+    }
     // The header timeout still bounds a connection that never says which protocol it speaks
     // and an HTTP/2 one that sends its preface and then nothing: both are closed.
     use std::io::{Read, Write};
