@@ -10,9 +10,15 @@
 //! client certificates, `hostaddr`, `target_session_attrs`, `connect_timeout`,
 //! `channel_binding`); the others are listed by name in [`Dsn::ignored`] for one warning.
 //!
+//! The values a driver reads (host and port lists, user, password, dbname, application_name,
+//! channel_binding) are read by `tokio_postgres::Config` itself: this file scans the string for
+//! the keys only the agent knows (libpq's `sslmode` semantics, `sslrootcert`, client
+//! certificates, `hostaddr`, `target_session_attrs`, the accepted-but-ignored keys), checks
+//! what it can point at by position, and hands the rest to the library, so the two cannot drift.
+//!
 //! The password lives only inside [`Dsn`]; its `Debug` prints the sanitized target, and
-//! [`redact`] scrubs any DSN-looking text (both forms) for the places where foreign text (a
-//! driver error, a config echo) could carry one.
+//! [`redact`] (in `dsn/redact.rs`) scrubs any DSN-looking text (both forms) for the places where
+//! foreign text (a driver error, a config echo) could carry one.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -20,6 +26,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
+
+mod redact;
+pub use redact::{redact, url_for_message};
 
 /// Default PostgreSQL port, as libpq.
 pub const DEFAULT_PORT: u16 = 5432;
@@ -530,15 +539,16 @@ fn parse_url(full: &str, rest: &str, asyncpg: bool) -> Result<Dsn, DsnError> {
                     return Err(DsnError::UnencodedInPassword(bad));
                 }
             }
+            decode(full, p)?;
         }
-        parts.dsn.user = decode(full, user)?;
-        parts.dsn.password = pass.map(|p| decode(full, p)).transpose()?;
+        decode(full, user)?;
     }
-    let (hostport, db) = match hostpart.find('/') {
-        Some(i) => (&hostpart[..i], Some(&hostpart[i + 1..])),
-        None => (hostpart, None),
+    let (hostport, path) = match hostpart.find('/') {
+        Some(i) => (&hostpart[..i], &hostpart[i..]),
+        None => (hostpart, ""),
     };
     // `a:1,b:2`: libpq's host list, each with its own port (an empty one is the default).
+    let (mut url_hosts, mut url_ports) = (Vec::new(), Vec::new());
     if !hostport.is_empty() {
         let (mut hosts, mut ports) = (Vec::new(), Vec::new());
         for entry in hostport.split(',') {
@@ -548,25 +558,76 @@ fn parse_url(full: &str, rest: &str, asyncpg: bool) -> Result<Dsn, DsnError> {
                 Some(p) => (p.to_owned(), position(full, p)),
                 None => (String::new(), position(full, entry)),
             });
+            url_hosts.push(h);
+            url_ports.push(p.unwrap_or(""));
         }
         parts.hosts = Some(hosts);
         if ports.iter().any(|(p, _)| !p.is_empty()) {
             parts.ports = Some(ports);
         }
     }
-    if let Some(db) = db.filter(|d| !d.is_empty()) {
-        parts.dsn.dbname = decode(full, db)?;
-    }
+    decode(full, path.strip_prefix('/').unwrap_or(path))?;
+    let mut kept = Kept::default();
+    let (mut query_hosts, mut query_ports) = (None, None);
     if let Some(q) = query {
         for pair in q.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let at = (position(full, k), position(full, v));
-            apply_param(&mut parts, &decode(full, k)?, &decode(full, v)?, at)?;
+            let key = decode(full, k)?;
+            if apply_param(&mut parts, &key, &decode(full, v)?, at)? {
+                match key.as_str() {
+                    "host" => query_hosts = Some(v),
+                    "port" => query_ports = Some(v),
+                    _ => kept.push(&key, format!("{k}={v}")),
+                }
+            }
         }
     }
-    finish(parts)
+    // libpq: a host or port list in the query replaces the URL's. tokio-postgres reads a
+    // query's `host` as one name and appends a query's ports to the URL's, so the lists the
+    // libpq way go to the library in the URL's own `host:port,...` form.
+    let merged;
+    let mut authority = hostport;
+    if query_hosts.is_some() || query_ports.is_some() {
+        let hosts: Vec<&str> = query_hosts.map_or(url_hosts, |h| h.split(',').collect());
+        let ports: Vec<&str> = query_ports.map_or(url_ports, |p| p.split(',').collect());
+        merged = (0..hosts.len().max(ports.len()))
+            .map(|i| {
+                let host = hosts.get(i).copied().unwrap_or("");
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    // A socket directory, or a stray '@' or '?', must not end the authority.
+                    host.replace('/', "%2F")
+                        .replace('@', "%40")
+                        .replace('?', "%3F")
+                };
+                let port = match ports.as_slice() {
+                    [one] => one,
+                    all => all.get(i).copied().unwrap_or(""),
+                };
+                if port.is_empty() {
+                    host
+                } else {
+                    format!("{host}:{port}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        authority = &merged;
+    }
+    let userinfo = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+    let query = if kept.0.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", kept.join("&"))
+    };
+    let library = format!("postgresql://{userinfo}{authority}{path}{query}");
+    finish(parts, &library)
 }
 
+/// Splits one entry of a URL's host list as tokio-postgres does (the first ':' starts the
+/// port; an IPv6 literal is bracketed), naming a bad entry by position.
 fn split_host_port<'a>(full: &str, hp: &'a str) -> Result<(&'a str, Option<&'a str>), DsnError> {
     if let Some(rest) = hp.strip_prefix('[') {
         let end = rest.find(']').ok_or(DsnError::Malformed {
@@ -575,9 +636,15 @@ fn split_host_port<'a>(full: &str, hp: &'a str) -> Result<(&'a str, Option<&'a s
         })?;
         let host = &rest[..end];
         let after = &rest[end + 1..];
+        if !after.is_empty() && !after.starts_with(':') {
+            return Err(DsnError::Malformed {
+                position: position(full, after),
+                why: "']' must be followed by ':port' or nothing",
+            });
+        }
         return Ok((host, after.strip_prefix(':').filter(|p| !p.is_empty())));
     }
-    Ok(match hp.rsplit_once(':') {
+    Ok(match hp.split_once(':') {
         Some((h, p)) => (h, Some(p)),
         None => (hp, None),
     })
@@ -589,6 +656,7 @@ fn parse_kv(full: &str, s: &str) -> Result<Dsn, DsnError> {
     let base = position(full, s) - 1;
     let pos = |i: usize| base + position_at(s, i);
     let mut parts = empty_parts(false);
+    let mut kept = Kept::default();
     let mut chars = s.char_indices().peekable();
     let skip_ws = |chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>| {
         while chars.peek().is_some_and(|(_, c)| c.is_whitespace()) {
@@ -650,18 +718,49 @@ fn parse_kv(full: &str, s: &str) -> Result<Dsn, DsnError> {
                 }
             }
         }
-        apply_param(&mut parts, &key, &value, (pos(key_at), pos(value_at)))?;
+        let end = chars.peek().map(|(i, _)| *i).unwrap_or(s.len());
+        if apply_param(&mut parts, &key, &value, (pos(key_at), pos(value_at)))? {
+            // The library's own text of the pair; an empty value quoted, as libpq reads
+            // `key=` (tokio-postgres refuses it unquoted).
+            let text = if value.is_empty() {
+                format!("{key}=''")
+            } else {
+                s[key_at..end].to_owned()
+            };
+            kept.push(&key, text);
+        }
     }
-    finish(parts)
+    finish(parts, &kept.join(" "))
 }
 
 // === shared ===
 
+/// The parameters handed to tokio-postgres, as their text in the input. A repeated key
+/// replaces the earlier one (libpq: the last wins; tokio-postgres would append to a host or
+/// port list).
+#[derive(Default)]
+struct Kept(Vec<(String, String)>);
+
+impl Kept {
+    fn push(&mut self, key: &str, text: String) {
+        self.0.retain(|(k, _)| k != key);
+        self.0.push((key.to_owned(), text));
+    }
+
+    fn join(&self, sep: &str) -> String {
+        self.0
+            .iter()
+            .map(|(_, t)| t.as_str())
+            .collect::<Vec<_>>()
+            .join(sep)
+    }
+}
+
 /// A comma-separated libpq list (hosts, ports, hostaddrs), each entry with the character
-/// position where it starts.
+/// position where it starts: checked here so that an error can point at it.
 type List = Vec<(String, usize)>;
 
-/// What a parse gathers before the lists are matched up into endpoints.
+/// What a scan gathers: the agent's own parameters, and the lists to check by position.
 struct Parts {
     dsn: Dsn,
     hosts: Option<List>,
@@ -709,10 +808,11 @@ fn split_list(value: &str, at: usize) -> List {
     out
 }
 
-/// Matches the host, hostaddr and port lists as libpq does: one port for every host or one
-/// per host (an empty entry is the default), one hostaddr per host; hostaddrs alone are the
-/// hosts.
-fn finish(parts: Parts) -> Result<Dsn, DsnError> {
+/// Checks the host, hostaddr and port lists as libpq does (one port for every host or one per
+/// host, an empty entry being the default; one hostaddr per host; hostaddrs alone are the
+/// hosts), then lets tokio-postgres read `library` (the parameters it shares with libpq) and
+/// takes the servers, user, password, dbname, application_name and channel_binding from it.
+fn finish(parts: Parts, library: &str) -> Result<Dsn, DsnError> {
     let Parts {
         mut dsn,
         hosts,
@@ -755,29 +855,32 @@ fn finish(parts: Parts) -> Result<Dsn, DsnError> {
             hosts: n,
         });
     }
-    let ports = ports
+    if let Some((_, at)) = ports
         .iter()
-        .map(|(p, at)| {
-            if p.is_empty() {
-                Ok(DEFAULT_PORT)
-            } else {
-                parse_port_value(p).ok_or(DsnError::Port(*at))
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+        .find(|(p, _)| !p.is_empty() && parse_port_value(p).is_none())
+    {
+        return Err(DsnError::Port(*at));
+    }
+    // The checks above leave nothing tokio-postgres refuses; if it does, say so without its
+    // text (its messages quote values).
+    let lib: tokio_postgres::Config = library.parse().map_err(|_| DsnError::Malformed {
+        position: 1,
+        why: "the PostgreSQL driver does not read it as a connection string",
+    })?;
+    let lib_ports = lib.get_ports();
     let mut endpoints = (0..n).map(|i| {
         let hostaddr = addrs.get(i).copied().flatten();
-        let host = match hosts.get(i).map(|(h, _)| h.as_str()) {
-            Some(h) if h.starts_with('/') => Host::Socket(h.into()),
-            Some(h) if !h.is_empty() => Host::Tcp(h.to_owned()),
+        let host = match lib.get_hosts().get(i) {
+            Some(tokio_postgres::config::Host::Unix(p)) => Host::Socket(p.clone()),
+            Some(tokio_postgres::config::Host::Tcp(h)) if !h.is_empty() => Host::Tcp(h.clone()),
             _ => match hostaddr {
                 Some(a) => Host::Tcp(a.to_string()),
                 None => Host::Socket(DEFAULT_SOCKET_DIR.into()),
             },
         };
-        let port = ports
+        let port = lib_ports
             .get(i)
-            .or(ports.first())
+            .or(lib_ports.first())
             .copied()
             .unwrap_or(DEFAULT_PORT);
         Endpoint {
@@ -792,13 +895,24 @@ fn finish(parts: Parts) -> Result<Dsn, DsnError> {
         dsn.hostaddr = first.hostaddr;
     }
     dsn.more_hosts = endpoints.collect();
-    if dsn.user.is_empty() {
+    dsn.user = match lib.get_user().filter(|u| !u.is_empty()) {
+        Some(u) => u.to_owned(),
         // libpq defaults the user to the OS user; the agent needs a name it can show.
-        dsn.user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".to_owned());
-    }
-    if dsn.dbname.is_empty() {
-        dsn.dbname = dsn.user.clone();
-    }
+        None => std::env::var("PGUSER").unwrap_or_else(|_| "postgres".to_owned()),
+    };
+    dsn.password = lib
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    dsn.dbname = match lib.get_dbname().filter(|d| !d.is_empty()) {
+        Some(d) => d.to_owned(),
+        None => dsn.user.clone(),
+    };
+    dsn.application_name = lib.get_application_name().map(str::to_owned);
+    dsn.channel_binding = match lib.get_channel_binding() {
+        tokio_postgres::config::ChannelBinding::Disable => ChannelBinding::Disable,
+        tokio_postgres::config::ChannelBinding::Require => ChannelBinding::Require,
+        _ => ChannelBinding::Prefer,
+    };
     Ok(dsn)
 }
 
@@ -813,13 +927,16 @@ fn parse_sslmode(value: &str) -> Option<SslMode> {
     })
 }
 
-/// Applies one parameter; `at` is the character position of its key and of its value.
+/// Applies one parameter; `at` is the character position of its key and of its value. True
+/// when tokio-postgres reads it (the parameters libpq and the library share), false when it
+/// is the agent's own (libpq's sslmode semantics, certificates, hostaddr, the session
+/// attributes tokio-postgres lacks, connect_timeout's libpq rounding, the ignored keys).
 fn apply_param(
     parts: &mut Parts,
     key: &str,
     value: &str,
     at: (usize, usize),
-) -> Result<(), DsnError> {
+) -> Result<bool, DsnError> {
     let bad = |key: &'static str, expected: &'static str| DsnError::BadValue {
         key,
         position: at.1,
@@ -828,16 +945,23 @@ fn apply_param(
     let dsn = &mut parts.dsn;
     match key {
         "host" => parts.hosts = Some(split_list(value, at.1)),
-        "hostaddr" => parts.hostaddrs = Some(split_list(value, at.1)),
         "port" => parts.ports = Some(split_list(value, at.1)),
-        "user" => dsn.user = value.to_owned(),
-        "password" => dsn.password = Some(value.to_owned()),
-        "dbname" => dsn.dbname = value.to_owned(),
+        "user" | "password" | "dbname" | "application_name" => {}
+        "channel_binding" => {
+            if !matches!(value, "disable" | "prefer" | "require") {
+                return Err(bad("channel_binding", "disable, prefer or require"));
+            }
+        }
+        "hostaddr" => {
+            parts.hostaddrs = Some(split_list(value, at.1));
+            return Ok(false);
+        }
         "sslmode" => {
             dsn.sslmode = parse_sslmode(value).ok_or(bad(
                 "sslmode",
                 "disable, allow, prefer, require, verify-ca or verify-full",
             ))?;
+            return Ok(false);
         }
         "ssl" if parts.asyncpg => {
             dsn.sslmode = match value {
@@ -848,11 +972,21 @@ fn apply_param(
                     "disable, allow, prefer, require, verify-ca or verify-full",
                 ))?,
             };
+            return Ok(false);
         }
         // PostgreSQL 16's `sslrootcert=system` is the system store, which is the default here.
-        "sslrootcert" => dsn.sslrootcert = (value != "system").then(|| value.into()),
-        "sslcert" => dsn.sslcert = (!value.is_empty()).then(|| value.into()),
-        "sslkey" => dsn.sslkey = (!value.is_empty()).then(|| value.into()),
+        "sslrootcert" => {
+            dsn.sslrootcert = (value != "system").then(|| value.into());
+            return Ok(false);
+        }
+        "sslcert" => {
+            dsn.sslcert = (!value.is_empty()).then(|| value.into());
+            return Ok(false);
+        }
+        "sslkey" => {
+            dsn.sslkey = (!value.is_empty()).then(|| value.into());
+            return Ok(false);
+        }
         "target_session_attrs" => {
             dsn.target_session_attrs = match value {
                 "any" => TargetSessionAttrs::Any,
@@ -867,15 +1001,8 @@ fn apply_param(
                         "any, read-write, read-only, primary, standby or prefer-standby",
                     ));
                 }
-            }
-        }
-        "channel_binding" => {
-            dsn.channel_binding = match value {
-                "disable" => ChannelBinding::Disable,
-                "prefer" => ChannelBinding::Prefer,
-                "require" => ChannelBinding::Require,
-                _ => return Err(bad("channel_binding", "disable, prefer or require")),
-            }
+            };
+            return Ok(false);
         }
         "connect_timeout" => {
             // libpq: zero or negative waits forever (here: the agent's bound), 1 means 2.
@@ -884,13 +1011,14 @@ fn apply_param(
                 .parse()
                 .map_err(|_| bad("connect_timeout", "a number of seconds"))?;
             dsn.connect_timeout = (secs > 0).then(|| Duration::from_secs(secs.max(2) as u64));
+            return Ok(false);
         }
-        "application_name" => dsn.application_name = Some(value.to_owned()),
         other => match IGNORED_PARAMS.iter().find(|k| **k == other) {
             Some(known) => {
                 if !dsn.ignored.contains(known) {
                     dsn.ignored.push(known);
                 }
+                return Ok(false);
             }
             None => {
                 return Err(DsnError::UnknownParam {
@@ -900,7 +1028,7 @@ fn apply_param(
             }
         },
     }
-    Ok(())
+    Ok(true)
 }
 
 fn parse_port_value(p: &str) -> Option<u16> {
@@ -920,90 +1048,6 @@ fn decode(full: &str, s: &str) -> Result<String, DsnError> {
         .decode_utf8()
         .map(|c| c.into_owned())
         .map_err(|_| DsnError::Encoding(position(full, s)))
-}
-
-/// A configured URL for an error message: shown (redacted) only when it cannot hold
-/// credentials, i.e. has no '@'; a URL without its scheme (`user:pw@host`) escapes
-/// [`redact`], so it is not shown at all.
-pub fn url_for_message(url: &str) -> String {
-    if url.contains('@') {
-        "the value (not shown: it may hold credentials)".to_owned()
-    } else {
-        format!("'{}'", redact(url))
-    }
-}
-
-/// Scrubs passwords from any text that may hold a DSN in either form: `scheme://user:PASS@`
-/// becomes `scheme://user:****@`, and `password=PASS` / `password='PASS'` becomes `password=****`.
-/// Used on foreign text (driver errors, echoed input) before it is logged or shown.
-pub fn redact(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    // URL form: everything between "://user:" and the last '@' before the next whitespace.
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
-            .unwrap_or(tail.len());
-        let token = &tail[..end];
-        match (token.rfind('@'), token.find(':')) {
-            (Some(at), Some(colon)) if colon < at => {
-                out.push_str(&token[..colon + 1]);
-                out.push_str("****");
-                out.push_str(&token[at..]);
-            }
-            _ => out.push_str(token),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    redact_kv(&out)
-}
-
-fn redact_kv(text: &str) -> String {
-    let lower = text.to_ascii_lowercase();
-    let mut out = String::with_capacity(text.len());
-    let mut pos = 0;
-    while let Some(off) = lower[pos..].find("password") {
-        let start = pos + off;
-        let mut j = start + "password".len();
-        let bytes = text.as_bytes();
-        while j < bytes.len() && bytes[j] == b' ' {
-            j += 1;
-        }
-        if j < bytes.len() && (bytes[j] == b'=' || bytes[j] == b':') {
-            j += 1;
-            while j < bytes.len() && bytes[j] == b' ' {
-                j += 1;
-            }
-            out.push_str(&text[pos..j]);
-            out.push_str("****");
-            let mut k = j;
-            if k < bytes.len() && (bytes[k] == b'\'' || bytes[k] == b'"') {
-                let q = bytes[k];
-                k += 1;
-                while k < bytes.len() && bytes[k] != q {
-                    k += if bytes[k] == b'\\' { 2 } else { 1 };
-                }
-                k = (k + 1).min(bytes.len());
-            } else {
-                while k < bytes.len()
-                    && !bytes[k].is_ascii_whitespace()
-                    && bytes[k] != b'&'
-                    && bytes[k] != b','
-                {
-                    k += 1;
-                }
-            }
-            pos = k;
-        } else {
-            out.push_str(&text[pos..j]);
-            pos = j;
-        }
-    }
-    out.push_str(&text[pos..]);
-    out
 }
 
 #[cfg(test)]
@@ -1081,17 +1125,6 @@ mod tests {
         assert!(!format!("{d:?}").contains("SECRETpw"));
         assert!(!d.redacted_url().contains("SECRETpw"));
         assert!(d.redacted_url().contains("rose:****@h:5432"));
-    }
-
-    #[test]
-    fn redact_scrubs_both_forms() {
-        let t = "failed postgresql://u:hunter2@h/db and host=h password=hunter3 user=u and password = 'x y'";
-        let r = redact(t);
-        assert!(
-            !r.contains("hunter2") && !r.contains("hunter3") && !r.contains("x y"),
-            "{r}"
-        );
-        assert!(r.contains("postgresql://u:****@h/db"), "{r}");
     }
 
     #[test]
@@ -1382,6 +1415,12 @@ mod tests {
             "host=a,b port=7,8 user=u password='x y' dbname=d",
             "host=/run/pg port=5999 user=u dbname=d",
             "host=h user=u dbname=d target_session_attrs=read-write connect_timeout=9",
+            "postgresql://u@%2Frun%2Fpg:5999/d",
+            "postgresql://u:@h:/d?application_name=a%20b&channel_binding=require",
+            "postgresql://u:pw@h,[::1]:6,i:7/d?channel_binding=disable",
+            "host=h user=u password='' dbname=d application_name='x y' channel_binding=disable",
+            "host=a,/run/pg,c port=1,,3 user=u dbname=d",
+            "user=u\tdbname = d  host=h password=a\\ b",
         ] {
             let ours = Dsn::parse(text).unwrap();
             let theirs: tokio_postgres::Config = text.parse().unwrap();
@@ -1420,6 +1459,44 @@ mod tests {
                 theirs.get_connect_timeout().copied(),
                 "{text}"
             );
+            assert_eq!(
+                ours.application_name.as_deref(),
+                theirs.get_application_name(),
+                "{text}"
+            );
+            assert_eq!(
+                format!("{:?}", ours.channel_binding),
+                format!("{:?}", theirs.get_channel_binding()),
+                "{text}"
+            );
         }
+    }
+
+    /// Where tokio-postgres reads a string otherwise than libpq, the agent keeps libpq's
+    /// reading (it promises to read `DATABASE_URL` as the app does): a query's host list is a
+    /// list, a query's ports replace the URL's, the last of a repeated key wins.
+    #[test]
+    fn keeps_libpq_semantics_where_the_library_differs() {
+        let d = Dsn::parse("postgresql:///db?host=a,b&port=7").unwrap();
+        assert_eq!(d.target(), "a:7,b:7/db");
+        let d = Dsn::parse("postgresql://x:1,y:2/db?host=a,%2Frun%2Fpg").unwrap();
+        assert_eq!(d.target(), "a:1,/run/pg:2/db");
+        let d = Dsn::parse("postgresql://a,[::1]/db?port=7,8").unwrap();
+        assert_eq!(d.target(), "a:7,[::1]:8/db");
+        let d = Dsn::parse("host=a host=b port=1 port=2 user=u user=v").unwrap();
+        assert_eq!((d.target().as_str(), d.user.as_str()), ("b:2/v", "v"));
+        // An empty value is libpq's "unset", which tokio-postgres refuses unquoted.
+        let d = Dsn::parse("host=h user=u password=").unwrap();
+        assert_eq!(Dsn::parse("host=h port=").unwrap().port, DEFAULT_PORT);
+        assert_eq!((d.port, d.password()), (DEFAULT_PORT, Some("")));
+        // libpq's own connect_timeout rounding and session attributes stay the agent's.
+        let d = Dsn::parse("host=h connect_timeout=1 target_session_attrs=standby").unwrap();
+        assert_eq!(d.connect_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(d.target_session_attrs, TargetSessionAttrs::Standby);
+        // A bracketed host with junk after it is named by position, as the library refuses it.
+        assert!(matches!(
+            Dsn::parse("postgresql://[::1]x/db"),
+            Err(DsnError::Malformed { position: 19, .. })
+        ));
     }
 }

@@ -24,6 +24,7 @@ pub mod run;
 pub mod scheduler;
 pub mod server;
 pub mod snapshot;
+pub mod sqlite;
 pub mod status;
 pub mod telemetry;
 pub mod web;

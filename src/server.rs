@@ -20,10 +20,16 @@
 //! is low ([`connection_cap`]), so the agent keeps descriptors for its own work. When the cap is
 //! reached a new connection evicts the oldest one that has no request in progress, so a flood
 //! of idle connections cannot lock out the orchestrator's probe or the scraper.
+//!
+//! HTTP/2 is served beside HTTP/1.1 unless the web config says `http2: false`: over TLS when
+//! the client picks `h2` by ALPN, on plain TCP by prior knowledge (h2c). The same bounds hold
+//! for it: a connection with no request in progress for the header timeout (since it opened,
+//! or since its last request ended) is closed, as hyper's HTTP/1 header timeout closes one;
+//! streams per connection and the header block are bounded like the HTTP/1 request buffer.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,7 +39,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use hyper::service::Service as _;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -70,6 +77,9 @@ const DRAIN: Duration = Duration::from_secs(2);
 /// A request header larger than this closes the connection (hyper's minimum is 8 KiB; a scrape
 /// sends well under 1 KiB). Bounds the memory a connection holds.
 const MAX_BUF_BYTES: usize = 16 * 1024;
+/// Concurrent HTTP/2 streams one connection may open (hyper's default is 200): a scraper and a
+/// person need one or two; this bounds the work one connection can queue.
+const MAX_H2_STREAMS: u32 = 16;
 /// After an accept error for lack of descriptors or memory, wait this long before the next one.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -171,6 +181,39 @@ struct Slot {
     /// When it was accepted: a connection younger than [`EVICT_MIN_AGE`] has not had the time
     /// to send its request (a loaded host), so it is not evicted.
     opened: std::time::Instant,
+    /// Milliseconds after `opened` when a request last started or ended.
+    last_active: AtomicU64,
+}
+
+impl Slot {
+    fn touch(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_active.store(ms, Ordering::Release);
+    }
+
+    /// Completes once the connection has had no request in progress for `timeout` since it
+    /// opened or since its last request ended.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let last =
+                self.opened + Duration::from_millis(self.last_active.load(Ordering::Acquire));
+            let due = last + timeout;
+            let now = std::time::Instant::now();
+            if self.busy.load(Ordering::Acquire) == 0 && now >= due {
+                return;
+            }
+            tokio::time::sleep(due.saturating_duration_since(now).max(timeout / 4)).await;
+        }
+    }
+}
+
+/// Which protocol a connection may speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+    /// Either, told apart by the first bytes (HTTP/2's connection preface).
+    Either,
 }
 
 /// Connections younger than this are not evicted to make room: a probe's or scraper's fresh
@@ -216,12 +259,14 @@ struct Busy(Arc<Slot>);
 impl Busy {
     fn enter(slot: &Arc<Slot>) -> Busy {
         slot.busy.fetch_add(1, Ordering::AcqRel);
+        slot.touch();
         Busy(slot.clone())
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
+        self.0.touch();
         self.0.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -309,6 +354,7 @@ pub async fn serve(
             busy: AtomicU32::new(0),
             evict: CancellationToken::new(),
             opened: std::time::Instant::now(),
+            last_active: AtomicU64::new(0),
         });
         conns.lock().insert(next_id, slot.clone());
         let task = Connection {
@@ -317,13 +363,14 @@ pub async fn serve(
             conns: conns.clone(),
             app: app.clone(),
             limits,
+            http1_only: web.http1_only,
             shutdown: cancel.clone(),
             _permit: permit,
         };
         let tls = tls.clone();
         tracker.spawn(async move {
             match tls {
-                None => task.serve(stream).await,
+                None => task.serve_plain(stream).await,
                 Some(acceptor) => task.serve_tls(stream, acceptor).await,
             }
         });
@@ -362,6 +409,7 @@ struct Connection {
     conns: Arc<Conns>,
     app: Router,
     limits: WebLimits,
+    http1_only: bool,
     shutdown: CancellationToken,
     _permit: OwnedSemaphorePermit,
 }
@@ -379,12 +427,28 @@ impl Connection {
             _ = shutdown.cancelled() => return self.done(),
         };
         match tls {
-            Ok(Ok(tls)) => self.serve(tls).await,
+            Ok(Ok(tls)) => {
+                // ALPN decides: `h2` is offered only when HTTP/2 is on.
+                let protocol = match tls.get_ref().1.alpn_protocol() {
+                    Some(b"h2") => Protocol::Http2,
+                    _ => Protocol::Http1,
+                };
+                self.serve(tls, protocol).await
+            }
             _ => self.done(),
         }
     }
 
-    async fn serve<IO>(self, io: IO)
+    async fn serve_plain(self, stream: TcpStream) {
+        let protocol = if self.http1_only {
+            Protocol::Http1
+        } else {
+            Protocol::Either
+        };
+        self.serve(stream, protocol).await
+    }
+
+    async fn serve<IO>(self, io: IO, protocol: Protocol)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -399,13 +463,34 @@ impl Connection {
                 r
             }
         });
-        let conn = hyper::server::conn::http1::Builder::new()
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.limits.header_timeout)
-            .max_buf_size(MAX_BUF_BYTES)
-            .serve_connection(TokioIo::new(io), handler);
+            .max_buf_size(MAX_BUF_BYTES);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_H2_STREAMS)
+            .max_header_list_size(MAX_BUF_BYTES as u32);
+        let builder = match protocol {
+            Protocol::Http1 => builder.http1_only(),
+            Protocol::Http2 => builder.http2_only(),
+            Protocol::Either => builder,
+        };
+        let conn = builder.serve_connection(TokioIo::new(io), handler);
         tokio::pin!(conn);
         let age = tokio::time::sleep(MAX_CONNECTION_AGE);
+        // hyper's HTTP/1 header timeout bounds an HTTP/1-only connection; one that may speak
+        // HTTP/2 (or has not yet said which) is bounded the same way here.
+        let idle = async {
+            if protocol == Protocol::Http1 {
+                std::future::pending::<()>().await
+            } else {
+                self.slot.idle_for(self.limits.header_timeout).await
+            }
+        };
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -416,6 +501,7 @@ impl Connection {
             _ = self.slot.evict.cancelled() => return self.done(),
             _ = self.shutdown.cancelled() => {}
             _ = age => {}
+            _ = idle => {}
         }
         conn.as_mut().graceful_shutdown();
         let _ = tokio::time::timeout(DRAIN, conn).await;

@@ -15,9 +15,10 @@
 //! `client_allowed_sans`, inline `cert`/`key`/`client_ca`, `min_version`/`max_version`,
 //! `cipher_suites`, `curve_preferences` and `prefer_server_cipher_suites`;
 //! `http_server_config` takes `headers` (added to every answer, the same five headers
-//! exporter-toolkit allows) and `http2`; `rate_limit` is a token bucket over the protected
-//! endpoints. What rustls cannot do (TLS 1.0
-//! and 1.1, CBC and RSA key-exchange suites, P-521, HTTP/2 on this endpoint) is named in one
+//! exporter-toolkit allows) and `http2` (default true, as there: HTTP/2 by ALPN over TLS and by
+//! prior knowledge on plain TCP; `false` serves HTTP/1.1 only); `rate_limit` is a token bucket
+//! over the protected endpoints. What rustls cannot do (TLS 1.0
+//! and 1.1, CBC and RSA key-exchange suites, P-521) is named in one
 //! warning at start ([`WebConfig::warnings`]) and the nearest safe setting is used instead:
 //! a valid exporter-toolkit file is never refused for it.
 //!
@@ -120,7 +121,7 @@ pub struct TlsServerConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpServerConfig {
-    /// exporter-toolkit's default is true; this endpoint speaks HTTP/1.1 (see the warning).
+    /// exporter-toolkit's default is true: HTTP/2 beside HTTP/1.1; false: HTTP/1.1 only.
     #[serde(default)]
     pub http2: Option<bool>,
     /// Response headers added to every answer.
@@ -137,6 +138,9 @@ pub struct WebConfig {
     pub headers: Arc<Vec<(HeaderName, HeaderValue)>>,
     /// `rate_limit`, over the protected endpoints (`/healthz` and `/readyz` stay open).
     pub rate_limit: Option<Arc<RateLimiter>>,
+    /// `http_server_config.http2: false`: HTTP/1.1 only (else HTTP/2 is served beside it, with
+    /// `h2` offered by ALPN when TLS is on).
+    pub http1_only: bool,
     /// What the file asks that cannot be honoured as written, and what is done instead; logged
     /// once when the endpoint starts.
     pub warnings: Vec<String>,
@@ -249,20 +253,23 @@ impl WebConfig {
             .map_err(|e| vec![format!("{origin}: {}", crate::dsn::redact(&e.to_string()))])?;
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
+        let http = file.http_server_config.unwrap_or_default();
+        let http1_only = http.http2 == Some(false);
         let tls = match &file.tls_server_config {
             None => None,
             Some(t) => match tls_config(t, &mut warnings) {
-                Ok(c) => Some(Arc::new(c)),
+                Ok(mut c) => {
+                    if !http1_only {
+                        c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                    }
+                    Some(Arc::new(c))
+                }
                 Err(e) => {
                     problems.push(e);
                     None
                 }
             },
         };
-        let http = file.http_server_config.unwrap_or_default();
-        if http.http2 == Some(true) {
-            warnings.push("http_server_config.http2: this endpoint serves HTTP/1.1 only (Prometheus scrapes it that way); http2 is ignored".into());
-        }
         let mut headers = Vec::new();
         for (name, value) in &http.headers {
             if value.trim().is_empty() {
@@ -313,6 +320,7 @@ impl WebConfig {
             auth,
             headers: Arc::new(headers),
             rate_limit,
+            http1_only,
             warnings,
         })
     }

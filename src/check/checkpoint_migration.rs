@@ -26,15 +26,14 @@
 //! threads whose newest SQLite checkpoint is newer than PostgreSQL's (written to SQLite after
 //! the switch). Only counts and a few masked ids leave `observe()`.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{BoxFuture, Cadence, Check, Observation};
+use super::{BoxFuture, Cadence, Check, Observation, pg_util};
 use crate::catalog::{self, Sample};
 use crate::config::{Config, DatabaseType};
 use crate::error::{CheckError, ErrorKind};
@@ -45,11 +44,15 @@ pub const ID: &str = "checkpoint_migration";
 pub const PG_TABLES: [&str; 3] = ["checkpoints", "checkpoint_blobs", "checkpoint_writes"];
 
 /// The statement, over the tables in the schema `pg_schema` finds LangGraph's in (a catalog
-/// lookup by name: no USAGE on that schema needed).
+/// lookup by name: no USAGE on that schema needed): one JSON document, a [`PgTable`] per
+/// table, decoded by name.
 fn pg_sql(place: &super::pg_schema::LangGraphPlace) -> String {
     format!(
-        "WITH {} SELECT n.t, c.oid IS NOT NULL, coalesce(pg_total_relation_size(c.oid), 0), \
-         coalesce(c.reltuples, -1)::bigint, coalesce(s.n_tup_ins + s.n_tup_upd, 0) \
+        "WITH {} SELECT coalesce(json_agg(json_build_object(\
+         'table', n.t, 'exists', c.oid IS NOT NULL, \
+         'bytes', coalesce(pg_total_relation_size(c.oid), 0), \
+         'rows_estimate', coalesce(c.reltuples, -1)::bigint, \
+         'writes', coalesce(s.n_tup_ins + s.n_tup_upd, 0))), '[]') \
          FROM (VALUES ('checkpoints'), ('checkpoint_blobs'), ('checkpoint_writes')) AS n(t) CROSS JOIN lg \
          LEFT JOIN pg_namespace ns ON ns.nspname = lg.sch \
          LEFT JOIN pg_class c ON c.relnamespace = ns.oid AND c.relname = n.t AND c.relkind IN ('r', 'p') \
@@ -58,95 +61,20 @@ fn pg_sql(place: &super::pg_schema::LangGraphPlace) -> String {
     )
 }
 
-/// One reading of a store.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Reading {
-    pub bytes: u64,
-    /// A counter that rises with every write (SQLite: sum of max rowids; PostgreSQL: inserts +
-    /// updates); `None` when unknown.
-    pub writes: Option<u64>,
+/// One LangGraph table as the PostgreSQL statement reports it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+struct PgTable {
+    table: String,
+    exists: bool,
+    bytes: i64,
+    /// `reltuples`: -1 before the first ANALYZE.
+    rows_estimate: i64,
+    /// Inserts + updates since the statistics were reset.
+    writes: i64,
 }
 
-/// Change between the oldest reading in the window and the newest.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Growth {
-    pub span_seconds: f64,
-    pub bytes_delta: i64,
-    pub writes_delta: Option<i64>,
-    /// The write counter went down (statistics reset, rows deleted): judged by size only.
-    pub counter_reset: bool,
-    /// The store grew: more writes, or (without a usable counter) more bytes.
-    pub growing: bool,
-}
-
-impl Growth {
-    pub fn bytes_per_second(&self) -> f64 {
-        if self.span_seconds > 0.0 {
-            self.bytes_delta as f64 / self.span_seconds
-        } else {
-            0.0
-        }
-    }
-}
-
-/// Pure: growth between two readings.
-pub fn growth(old: Reading, new: Reading, span: Duration) -> Growth {
-    let bytes_delta = new.bytes as i64 - old.bytes as i64;
-    let writes_delta = match (old.writes, new.writes) {
-        (Some(a), Some(b)) => Some(b as i64 - a as i64),
-        _ => None,
-    };
-    let counter_reset = writes_delta.is_some_and(|d| d < 0);
-    // More rows is growth; with a steady or reset counter, judge by size.
-    let growing = writes_delta.is_some_and(|d| d > 0) || bytes_delta > 0;
-    Growth {
-        span_seconds: span.as_secs_f64(),
-        bytes_delta,
-        writes_delta,
-        counter_reset,
-        growing,
-    }
-}
-
-/// Readings over a window; the baseline is the newest reading at least a window old (or the
-/// oldest one while the window fills).
-#[derive(Debug)]
-pub struct GrowthTracker {
-    window: Duration,
-    history: VecDeque<(Instant, Reading)>,
-}
-
-impl GrowthTracker {
-    pub fn new(window: Duration) -> GrowthTracker {
-        GrowthTracker {
-            window,
-            history: VecDeque::new(),
-        }
-    }
-
-    /// Adds a reading; returns the growth against the baseline (None for the first reading).
-    pub fn push(&mut self, now: Instant, r: Reading) -> Option<Growth> {
-        while self.history.len() >= 2
-            && now.saturating_duration_since(self.history[1].0) >= self.window
-        {
-            self.history.pop_front();
-        }
-        while self.history.len() >= 4096 {
-            self.history.pop_front();
-        }
-        let g = self
-            .history
-            .front()
-            .map(|(t, old)| growth(*old, r, now.saturating_duration_since(*t)));
-        self.history.push_back((now, r));
-        g
-    }
-
-    /// Forgets the history (the store became unreadable).
-    pub fn reset(&mut self) {
-        self.history.clear();
-    }
-}
+// Readings, growth and the store history are the checks' one growth history.
+pub use super::history::{Growth, Reading, StoreHistory, growth};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -445,7 +373,7 @@ fn clean(s: &str, max: usize) -> Option<String> {
 }
 
 /// Pure: the summary of the newest checkpoints.
-pub fn writer_hints(recent: &[super::sqlite::RecentCheckpoint]) -> WriterHints {
+pub fn writer_hints(recent: &[crate::sqlite::RecentCheckpoint]) -> WriterHints {
     use std::collections::{BTreeMap, BTreeSet};
     let mut shapes: BTreeMap<ThreadShape, (usize, BTreeSet<&str>, String)> = BTreeMap::new();
     let mut interfaces: BTreeMap<String, usize> = BTreeMap::new();
@@ -603,8 +531,8 @@ pub fn diagnose_sample(window: Duration, timeout: Duration, both: bool) -> Optio
 pub const MIN_DIAGNOSE_SAMPLE: Duration = Duration::from_secs(1);
 
 struct State {
-    sqlite: GrowthTracker,
-    postgresql: GrowthTracker,
+    sqlite: StoreHistory,
+    postgresql: StoreHistory,
 }
 
 pub struct MigrationCheck {
@@ -635,8 +563,8 @@ impl MigrationCheck {
                 super::pg_schema::LangGraphPlace::from_config(&config.checks).cte()
             ),
             state: Mutex::new(State {
-                sqlite: GrowthTracker::new(w),
-                postgresql: GrowthTracker::new(w),
+                sqlite: StoreHistory::store(w),
+                postgresql: StoreHistory::store(w),
             }),
             busy: Arc::new(AtomicBool::new(false)),
         }
@@ -662,11 +590,11 @@ impl MigrationCheck {
         }
         let busy = self.busy.clone();
         let join = tokio::task::spawn_blocking(move || {
-            let c = super::sqlite::read_counts_with_threads(&path, THREADS_CAP as u32);
+            let c = crate::sqlite::read_counts_with_threads(&path, THREADS_CAP as u32);
             busy.store(false, Ordering::Release);
             c
         });
-        let mut c = match tokio::time::timeout(super::sqlite::READ_BUDGET * 4, join).await {
+        let mut c = match tokio::time::timeout(crate::sqlite::READ_BUDGET * 4, join).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 side.error = Some(format!("other: {e}"));
@@ -689,7 +617,7 @@ impl MigrationCheck {
         side.rows_estimate = c.checkpoints_max_rowid;
         side.tables_present = c.tables_present.clone();
         side.writers = Some(Box::new(writer_hints(&c.recent)));
-        side.tables_missing = super::sqlite::TABLES
+        side.tables_missing = crate::sqlite::TABLES
             .iter()
             .filter(|t| !c.tables_present.iter().any(|p| p == *t))
             .map(|t| (*t).to_owned())
@@ -717,29 +645,26 @@ impl MigrationCheck {
                 return (side, None);
             }
         };
-        let rows = pg.simple_query(&conn, &self.pg_sql).await;
-        let rows = match rows {
-            Ok(r) => r,
-            Err(e) => {
-                side.error = Some(format!("{}: {}", e.kind, e.message));
-                return (side, None);
-            }
-        };
-        let num = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<i64>().ok());
+        let tables: Vec<PgTable> =
+            match pg_util::json_query(pg, &conn, &self.pg_sql, "checkpoint tables").await {
+                Ok(t) => t,
+                Err(e) => {
+                    side.error = Some(format!("{}: {}", e.kind, e.message));
+                    return (side, None);
+                }
+            };
         let (mut bytes, mut rows_est, mut writes) = (0u64, 0u64, 0u64);
-        for r in &rows {
-            let name = r.first().cloned().flatten().unwrap_or_default();
-            let exists = r.get(1).cloned().flatten().as_deref() == Some("t");
-            if !exists {
-                side.tables_missing.push(name);
+        for t in tables {
+            if !t.exists {
+                side.tables_missing.push(t.table);
                 continue;
             }
-            side.tables_present.push(name.clone());
-            bytes += r.get(2).and_then(num).unwrap_or(0).max(0) as u64;
-            if name == "checkpoints" {
-                rows_est = r.get(3).and_then(num).unwrap_or(0).max(0) as u64;
+            bytes += t.bytes.max(0) as u64;
+            if t.table == "checkpoints" {
+                rows_est = t.rows_estimate.max(0) as u64;
             }
-            writes += r.get(4).and_then(num).unwrap_or(0).max(0) as u64;
+            writes += t.writes.max(0) as u64;
+            side.tables_present.push(t.table);
         }
         side.readable = true;
         side.store_bytes = Some(bytes);
@@ -794,7 +719,7 @@ impl Check for MigrationCheck {
             .as_ref()
             .map(|p| super::pg_util::timeout(p, 3))
             .unwrap_or_default();
-        pg + super::sqlite::READ_BUDGET * 4 + Duration::from_millis(500)
+        pg + crate::sqlite::READ_BUDGET * 4 + Duration::from_millis(500)
     }
     fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
         Box::pin(async move {
@@ -830,13 +755,13 @@ impl Check for MigrationCheck {
                     "neither SHORT_TERM_MEMORY_DB_PATH nor a PostgreSQL DSN is configured",
                 ));
             }
-            let now = Instant::now();
+            let now = super::history::monotonic_seconds();
             let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let st = &mut *guard;
             for (side, tracker) in [(&mut sq, &mut st.sqlite), (&mut pg, &mut st.postgresql)] {
                 if let Some(s) = side {
                     if s.readable {
-                        s.growth = tracker.push(
+                        s.growth = tracker.push_reading(
                             now,
                             Reading {
                                 bytes: s.store_bytes.unwrap_or(0),
@@ -960,40 +885,6 @@ mod tests {
             }),
             writers: None,
         }
-    }
-
-    #[test]
-    fn growth_prefers_the_write_counter() {
-        let r = |bytes, writes| Reading { bytes, writes };
-        let s = Duration::from_secs(10);
-        assert!(growth(r(100, Some(1)), r(100, Some(2)), s).growing);
-        assert!(!growth(r(100, Some(2)), r(100, Some(2)), s).growing);
-        // WAL growth with the same rowid still counts as growth (bytes).
-        assert!(growth(r(100, Some(2)), r(200, Some(2)), s).growing);
-        let g = growth(r(100, Some(9)), r(100, Some(2)), s);
-        assert!(g.counter_reset && !g.growing);
-        let g = growth(r(100, None), r(300, None), s);
-        assert!(g.growing);
-        assert_eq!(g.bytes_per_second(), 20.0);
-    }
-
-    #[test]
-    fn tracker_keeps_a_window_baseline() {
-        let mut t = GrowthTracker::new(Duration::from_secs(10));
-        let t0 = Instant::now();
-        let r = |w| Reading {
-            bytes: 0,
-            writes: Some(w),
-        };
-        assert_eq!(t.push(t0, r(0)), None);
-        let g = t.push(t0 + Duration::from_secs(5), r(1)).unwrap();
-        assert_eq!((g.span_seconds, g.writes_delta), (5.0, Some(1)));
-        let g = t.push(t0 + Duration::from_secs(12), r(1)).unwrap();
-        assert_eq!(g.span_seconds, 12.0, "baseline still the first reading");
-        let g = t.push(t0 + Duration::from_secs(16), r(1)).unwrap();
-        // The reading at 5 s is now at least a window old, so it became the baseline.
-        assert_eq!((g.span_seconds, g.writes_delta), (11.0, Some(0)));
-        assert!(!g.growing);
     }
 
     #[test]
@@ -1168,7 +1059,7 @@ mod tests {
 
     #[test]
     fn writer_hints_name_shapes_interfaces_and_never_a_whole_number() {
-        use crate::check::sqlite::RecentCheckpoint;
+        use crate::sqlite::RecentCheckpoint;
         let cp = |t: &str, m: &str| RecentCheckpoint {
             thread_id: t.into(),
             metadata: Some(m.into()),

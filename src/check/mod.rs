@@ -9,6 +9,7 @@ pub mod app_probe;
 pub mod app_recovery;
 pub mod checkpoint_migration;
 pub mod checkpoint_threads;
+pub mod history;
 pub mod host;
 pub mod pg_activity;
 pub mod pg_archiver;

@@ -3,12 +3,12 @@
 //! literals for statements built from configuration, a per-connection cache of the server
 //! version for version-gated checks, and the size history behind growth rates.
 
-use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+use super::history;
 use crate::error::{CheckError, ErrorKind};
 use crate::pg::{Conn, PgTarget};
 
@@ -104,44 +104,30 @@ impl VersionCache {
     }
 }
 
-/// Size samples of one object over time, for a growth rate from the agent's own history.
-#[derive(Debug, Default)]
-pub struct History {
-    points: VecDeque<(f64, f64)>,
-}
+/// Size samples of one object over time, for a growth rate from the agent's own history: the
+/// checks' one [`super::history::History`] over the last hour, measured against the oldest
+/// point in it.
+#[derive(Debug)]
+pub struct History(history::History<f64>);
 
 /// How far back the history reaches: the rate is measured over at most this window.
 pub const HISTORY_WINDOW_SECONDS: f64 = 3600.0;
 
-/// Retained points are thinned to about one per `HISTORY_WINDOW_SECONDS / HISTORY_SPACING`
-/// seconds (14 s), so a short interval (a 10 ms soak) keeps ~2x this many points, not every
-/// sample of the hour (which grew the heap by 16 bytes a sample).
-pub const HISTORY_SPACING: usize = 256;
+impl Default for History {
+    fn default() -> Self {
+        History(history::History::new(
+            Duration::from_secs_f64(HISTORY_WINDOW_SECONDS),
+            history::Baseline::Recent,
+        ))
+    }
+}
 
 impl History {
     /// Records `value` at unix time `at` and returns the growth per second over the retained
     /// window, once two samples at least a second apart exist.
     pub fn push(&mut self, at: f64, value: f64) -> Option<f64> {
-        if self.points.back().is_some_and(|(t, _)| at < *t) {
-            self.points.clear(); // the clock went back: start over
-        }
-        // The newest point is replaced while it is closer than the spacing to the one before it:
-        // retained points two apart are at least a spacing apart, the latest is always kept.
-        let spacing = HISTORY_WINDOW_SECONDS / HISTORY_SPACING as f64;
-        let n = self.points.len();
-        if n >= 2 && at - self.points[n - 2].0 < spacing {
-            self.points.pop_back();
-        }
-        self.points.push_back((at, value));
-        while self
-            .points
-            .front()
-            .is_some_and(|(t, _)| at - t > HISTORY_WINDOW_SECONDS)
-            && self.points.len() > 2
-        {
-            self.points.pop_front();
-        }
-        growth_per_second(self.points.front().copied(), (at, value))
+        let first = self.0.push(at, value);
+        growth_per_second(first, (at, value))
     }
 }
 
@@ -221,9 +207,9 @@ mod tests {
             rate = h.push(at, at);
         }
         assert!(
-            h.points.len() <= 2 * HISTORY_SPACING + 2,
+            h.0.len() <= 2 * history::HISTORY_SPACING + 2,
             "{}",
-            h.points.len()
+            h.0.len()
         );
         assert!((rate.unwrap() - 1.0).abs() < 1e-9, "{rate:?}");
         // Past the window, the rate still covers about the last hour.
@@ -232,11 +218,11 @@ mod tests {
             rate = h.push(at, if at < 3000.0 { at } else { 3000.0 });
         }
         assert!(
-            h.points.len() <= 2 * HISTORY_SPACING + 2,
+            h.0.len() <= 2 * history::HISTORY_SPACING + 2,
             "{}",
-            h.points.len()
+            h.0.len()
         );
-        let (t0, _) = h.points.front().copied().unwrap();
+        let (t0, _) = h.0.first().unwrap();
         assert!(6000.0 - t0 <= HISTORY_WINDOW_SECONDS + 30.0, "{t0}");
         assert!(rate.unwrap() >= 0.0 && rate.unwrap() < 1.0);
     }

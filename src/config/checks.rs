@@ -231,41 +231,27 @@ pub fn validate(raw: &RawChecks, problems: &mut Vec<Problem>) -> ChecksConfig {
         })
     };
     let d = ChecksConfig::default();
-    let slow_query_threshold = match raw.slow_query_threshold.as_deref() {
-        None => d.slow_query_threshold,
-        Some(v) => match humantime::parse_duration(v) {
-            Ok(t) if !t.is_zero() => t,
-            Ok(_) => {
-                p(
-                    "AGENT_SLOW_QUERY_THRESHOLD",
-                    "must be greater than zero".into(),
-                );
-                d.slow_query_threshold
+    let mut dur = |key: &str, v: Option<&str>, example: &str, default: Duration| {
+        match super::duration::parse(v, example, true) {
+            Ok(t) => t.unwrap_or(default),
+            Err(m) => {
+                p(key, m);
+                default
             }
-            Err(e) => {
-                p(
-                    "AGENT_SLOW_QUERY_THRESHOLD",
-                    format!("'{v}' is not a duration such as 2s or 500ms ({e})"),
-                );
-                d.slow_query_threshold
-            }
-        },
-    };
-    let idle_in_transaction_threshold = match raw
-        .idle_in_transaction_threshold
-        .as_deref()
-        .map(humantime::parse_duration)
-    {
-        None => d.idle_in_transaction_threshold,
-        Some(Ok(t)) if !t.is_zero() => t,
-        Some(_) => {
-            p(
-                "AGENT_IDLE_IN_TRANSACTION_THRESHOLD",
-                "must be a positive duration such as 60s".into(),
-            );
-            d.idle_in_transaction_threshold
         }
     };
+    let slow_query_threshold = dur(
+        "AGENT_SLOW_QUERY_THRESHOLD",
+        raw.slow_query_threshold.as_deref(),
+        "2s or 500ms",
+        d.slow_query_threshold,
+    );
+    let idle_in_transaction_threshold = dur(
+        "AGENT_IDLE_IN_TRANSACTION_THRESHOLD",
+        raw.idle_in_transaction_threshold.as_deref(),
+        "60s",
+        d.idle_in_transaction_threshold,
+    );
     let mut top = |key: &str, v: Option<i64>, default: u32| match v {
         None => default,
         Some(n) if (1..=100).contains(&n) => n as u32,

@@ -4,6 +4,7 @@
 //! at once. [`Config::effective_toml`] prints what the agent will use, secrets redacted.
 
 mod checks;
+pub mod duration;
 pub mod files;
 pub mod otel;
 pub mod probes;
@@ -248,17 +249,10 @@ impl Config {
             }
         };
         let mut dur = |key: &str, v: Option<&str>, default: Duration| -> Duration {
-            match v.map(humantime::parse_duration) {
-                None => default,
-                Some(Ok(d)) => d,
-                Some(Err(e)) => {
-                    p(
-                        key,
-                        format!(
-                            "'{}' is not a duration such as 15s or 1m30s ({e})",
-                            v.unwrap_or_default()
-                        ),
-                    );
+            match duration::parse(v, "15s or 1m30s", false) {
+                Ok(d) => d.unwrap_or(default),
+                Err(m) => {
+                    p(key, m);
                     default
                 }
             }
@@ -305,40 +299,8 @@ impl Config {
             crate::server::DEFAULT_HEADER_TIMEOUT,
         );
 
-        let log_format = match raw
-            .agent
-            .log_format
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                p(
-                    "AGENT_LOG_FORMAT",
-                    format!("'{other}' is not one of: text, json"),
-                );
-                LogFormat::Text
-            }
-        };
-        let database_type = match raw
-            .app
-            .database_type
-            .as_deref()
-            .map(|s| s.trim().to_ascii_lowercase())
-            .as_deref()
-        {
-            None | Some("sqlite") => DatabaseType::Sqlite,
-            Some("postgresql") => DatabaseType::Postgresql,
-            Some(other) => {
-                p(
-                    "FEATURE_DATABASE_TYPE",
-                    format!("'{other}' is not one of: sqlite, postgresql (as the app accepts)"),
-                );
-                DatabaseType::Sqlite
-            }
-        };
+        let log_format = parse_log_format(raw.agent.log_format.as_deref(), &mut p);
+        let database_type = parse_database_type(raw.app.database_type.as_deref(), &mut p);
         let mut count = |key: &str, v: Option<i64>, default: u32, min: i64| -> u32 {
             match v {
                 None => default,
@@ -391,34 +353,12 @@ impl Config {
             .as_deref()
             .map(search_path::app_search_path)
             .unwrap_or_default();
-        // The monitoring DSN and where it came from.
-        let mut dsn_text: Option<(String, &'static str)> = None;
-        if let Some(u) = raw.database.url {
-            dsn_text = Some((u, "AGENT_DATABASE_URL"));
-        } else if let Some(f) = raw.database.url_file {
-            match files::read_to_string(Path::new(&f)) {
-                Ok(t) => dsn_text = Some((t.trim().to_owned(), "AGENT_DATABASE_URL_FILE")),
-                Err(e) => p("AGENT_DATABASE_URL_FILE", format!("cannot read {f}: {e}")),
-            }
-        } else if let Some(u) = raw.app.database_url {
-            dsn_text = Some((u, "DATABASE_URL"));
-        }
-        let dsn_source = dsn_text
-            .as_ref()
-            .map(|(_, k)| *k)
-            .unwrap_or("AGENT_DATABASE_URL");
-        let dsn = match dsn_text {
-            Some((t, key)) => match Dsn::parse(&t) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    p(key, format!("{e}"));
-                    None
-                }
-            },
-            // With FEATURE_DATABASE_TYPE=postgresql this is the finding no_database_configured:
-            // a crash loop would hide the app probes and the SQLite check too, and say less.
-            None => None,
-        };
+        let (dsn, dsn_source) = monitoring_dsn(
+            raw.database.url,
+            raw.database.url_file,
+            raw.app.database_url,
+            &mut p,
+        );
         // The DSN's own connect_timeout (libpq's), unless AGENT_CONNECT_TIMEOUT says otherwise.
         let connect_timeout = match (
             raw.database.connect_timeout.is_some(),
@@ -427,27 +367,13 @@ impl Config {
             (false, Some(t)) => t,
             _ => connect_timeout,
         };
-        let replica = match raw.database.replica_url {
-            Some(t) => match Dsn::parse(&t) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    p("DATABASE_READ_REPLICA_URL", format!("{e}"));
-                    None
-                }
-            },
-            None => None,
-        };
+        let replica = raw
+            .database
+            .replica_url
+            .and_then(|t| parse_dsn("DATABASE_READ_REPLICA_URL", &t, &mut p));
         let alertmanager_url = raw.agent.alertmanager_url.clone();
-        if let Some(u) = &alertmanager_url
-            && !(u.starts_with("http://") || u.starts_with("https://"))
-        {
-            p(
-                "AGENT_ALERTMANAGER_URL",
-                format!(
-                    "{} must start with http:// or https://",
-                    dsn::url_for_message(u)
-                ),
-            );
+        if let Some(u) = &alertmanager_url {
+            check_http_url("AGENT_ALERTMANAGER_URL", u, &mut p);
         }
         let instance = raw
             .agent
@@ -473,37 +399,9 @@ impl Config {
             .app
             .base_url
             .unwrap_or_else(|| "http://127.0.0.1:8080".into());
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            p(
-                "APP_BASE_URL",
-                format!(
-                    "{} must start with http:// or https://",
-                    dsn::url_for_message(&base_url)
-                ),
-            );
-        }
+        check_http_url("APP_BASE_URL", &base_url, &mut p);
 
-        if interval < MIN_INTERVAL {
-            p(
-                "AGENT_INTERVAL",
-                format!(
-                    "must be at least {}",
-                    humantime::format_duration(MIN_INTERVAL)
-                ),
-            );
-        }
-        if slow_interval < interval {
-            p(
-                "AGENT_SLOW_INTERVAL",
-                "must not be shorter than AGENT_INTERVAL".into(),
-            );
-        }
-        if connect_timeout.is_zero() {
-            p(
-                "AGENT_CONNECT_TIMEOUT",
-                "must be greater than zero: every wait is bounded".into(),
-            );
-        }
+        check_intervals(interval, slow_interval, connect_timeout, &mut p);
         if !(crate::server::MIN_HEADER_TIMEOUT..=crate::server::MAX_HEADER_TIMEOUT)
             .contains(&web_header_timeout)
         {
@@ -516,12 +414,6 @@ impl Config {
                 ),
             );
         }
-        if statement_timeout < Duration::from_millis(10) {
-            p(
-                "AGENT_STATEMENT_TIMEOUT",
-                "must be at least 10ms: 0 would disable the server-side bound".into(),
-            );
-        }
         let db = DatabaseConfig {
             dsn,
             dsn_source,
@@ -530,25 +422,7 @@ impl Config {
             statement_timeout,
             lock_timeout,
         };
-        // The fit rule: a query on an open connection (the statement timeout plus the client's
-        // margin) fits in one interval, so a database that stops answering is reported within
-        // one. The connect timeout may be longer than a short interval (a distant database
-        // needs several round trips to connect): a database that does not answer a new
-        // connection is then reported after AGENT_CONNECT_TIMEOUT, and the next tick waits.
-        // Sub-second intervals are for tests and soaks: there the smallest statement_timeout
-        // alone (10ms, plus the client's margin) exceeds the interval, so the rule would make
-        // MIN_INTERVAL unusable; a run that outlasts such an interval only delays the next tick
-        // (ticks are delayed, never burst).
-        if interval >= FIT_RULE_FROM && db.query_timeout() > interval {
-            p(
-                "AGENT_INTERVAL",
-                format!(
-                    "{} is shorter than AGENT_STATEMENT_TIMEOUT (+10% margin) = {}: a database that stops answering would not be reported within one interval; raise the interval or lower the timeout",
-                    humantime::format_duration(interval),
-                    humantime::format_duration(round_ms(db.query_timeout()))
-                ),
-            );
-        }
+        check_statement_timeout(interval, &db, &mut p);
 
         let mut checks = checks::validate(&raw.checks, &mut problems);
         checks.langgraph_search_path = app_search_path;
@@ -564,38 +438,22 @@ impl Config {
             },
             &mut problems,
         );
-        let growth_window = match raw
-            .app
-            .growth_window
-            .as_deref()
-            .map(humantime::parse_duration)
-        {
-            None => Duration::from_secs(600),
-            Some(Ok(d)) if !d.is_zero() => d,
-            Some(_) => {
-                problems.push(Problem {
-                    key: "AGENT_CHECKPOINT_GROWTH_WINDOW".into(),
-                    message: "must be a positive duration such as 10m".into(),
-                });
-                Duration::from_secs(600)
-            }
-        };
-        let recovery_timeout = match raw
-            .app
-            .recovery_timeout
-            .as_deref()
-            .map(humantime::parse_duration)
-        {
-            None => Duration::from_secs(60),
-            Some(Ok(d)) if !d.is_zero() => d,
-            Some(_) => {
-                problems.push(Problem {
-                    key: "AGENT_APP_RECOVERY_TIMEOUT".into(),
-                    message: "must be a positive duration such as 60s".into(),
-                });
-                Duration::from_secs(60)
-            }
-        };
+        let growth_window = duration::setting(
+            &mut problems,
+            "AGENT_CHECKPOINT_GROWTH_WINDOW",
+            raw.app.growth_window.as_deref(),
+            "10m",
+            true,
+            Duration::from_secs(600),
+        );
+        let recovery_timeout = duration::setting(
+            &mut problems,
+            "AGENT_APP_RECOVERY_TIMEOUT",
+            raw.app.recovery_timeout.as_deref(),
+            "60s",
+            true,
+            Duration::from_secs(60),
+        );
 
         let findings = silence::validate(raw.findings, &known_check, &mut problems);
 
@@ -769,6 +627,152 @@ fn line_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
             )
         }
         None => String::new(),
+    }
+}
+
+// === Sections of `Config::from_raw` (each records its problems through `p`) ===
+
+/// `AGENT_LOG_FORMAT`: text (default) or json.
+fn parse_log_format(v: Option<&str>, p: &mut impl FnMut(&str, String)) -> LogFormat {
+    match v.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            p(
+                "AGENT_LOG_FORMAT",
+                format!("'{other}' is not one of: text, json"),
+            );
+            LogFormat::Text
+        }
+    }
+}
+
+/// `FEATURE_DATABASE_TYPE`, as the app reads it: sqlite (default) or postgresql.
+fn parse_database_type(v: Option<&str>, p: &mut impl FnMut(&str, String)) -> DatabaseType {
+    match v.map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("sqlite") => DatabaseType::Sqlite,
+        Some("postgresql") => DatabaseType::Postgresql,
+        Some(other) => {
+            p(
+                "FEATURE_DATABASE_TYPE",
+                format!("'{other}' is not one of: sqlite, postgresql (as the app accepts)"),
+            );
+            DatabaseType::Sqlite
+        }
+    }
+}
+
+/// A DSN from `key`; a bad one is a problem under that key (the message never quotes it).
+fn parse_dsn(key: &str, text: &str, p: &mut impl FnMut(&str, String)) -> Option<Dsn> {
+    match Dsn::parse(text) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            p(key, format!("{e}"));
+            None
+        }
+    }
+}
+
+/// The monitoring DSN and the key it came from: `AGENT_DATABASE_URL`, else the file
+/// `AGENT_DATABASE_URL_FILE` names, else the app's `DATABASE_URL`. None at all is not a
+/// problem: with FEATURE_DATABASE_TYPE=postgresql it is the finding no_database_configured (a
+/// crash loop would hide the app probes and the SQLite check too, and say less).
+fn monitoring_dsn(
+    url: Option<String>,
+    url_file: Option<String>,
+    app_url: Option<String>,
+    p: &mut impl FnMut(&str, String),
+) -> (Option<Dsn>, &'static str) {
+    let mut dsn_text: Option<(String, &'static str)> = None;
+    if let Some(u) = url {
+        dsn_text = Some((u, "AGENT_DATABASE_URL"));
+    } else if let Some(f) = url_file {
+        match files::read_to_string(Path::new(&f)) {
+            Ok(t) => dsn_text = Some((t.trim().to_owned(), "AGENT_DATABASE_URL_FILE")),
+            Err(e) => p("AGENT_DATABASE_URL_FILE", format!("cannot read {f}: {e}")),
+        }
+    } else if let Some(u) = app_url {
+        dsn_text = Some((u, "DATABASE_URL"));
+    }
+    match dsn_text {
+        Some((t, key)) => (parse_dsn(key, &t, p), key),
+        None => (None, "AGENT_DATABASE_URL"),
+    }
+}
+
+/// An http(s) URL setting (shown redacted, or not at all when it may hold credentials).
+fn check_http_url(key: &str, u: &str, p: &mut impl FnMut(&str, String)) {
+    if !(u.starts_with("http://") || u.starts_with("https://")) {
+        p(
+            key,
+            format!(
+                "{} must start with http:// or https://",
+                dsn::url_for_message(u)
+            ),
+        );
+    }
+}
+
+/// The scheduling bounds: the interval's floor, the slow interval not shorter, a connect
+/// timeout (every wait is bounded).
+fn check_intervals(
+    interval: Duration,
+    slow_interval: Duration,
+    connect_timeout: Duration,
+    p: &mut impl FnMut(&str, String),
+) {
+    if interval < MIN_INTERVAL {
+        p(
+            "AGENT_INTERVAL",
+            format!(
+                "must be at least {}",
+                humantime::format_duration(MIN_INTERVAL)
+            ),
+        );
+    }
+    if slow_interval < interval {
+        p(
+            "AGENT_SLOW_INTERVAL",
+            "must not be shorter than AGENT_INTERVAL".into(),
+        );
+    }
+    if connect_timeout.is_zero() {
+        p(
+            "AGENT_CONNECT_TIMEOUT",
+            "must be greater than zero: every wait is bounded".into(),
+        );
+    }
+}
+
+/// The statement timeout's floor and the fit rule: a query on an open connection (the
+/// statement timeout plus the client's margin) fits in one interval, so a database that stops
+/// answering is reported within one. The connect timeout may be longer than a short interval
+/// (a distant database needs several round trips to connect): a database that does not answer
+/// a new connection is then reported after AGENT_CONNECT_TIMEOUT, and the next tick waits.
+/// Sub-second intervals are for tests and soaks: there the smallest statement_timeout alone
+/// (10ms, plus the client's margin) exceeds the interval, so the rule would make MIN_INTERVAL
+/// unusable; a run that outlasts such an interval only delays the next tick (ticks are
+/// delayed, never burst).
+fn check_statement_timeout(
+    interval: Duration,
+    db: &DatabaseConfig,
+    p: &mut impl FnMut(&str, String),
+) {
+    if db.statement_timeout < Duration::from_millis(10) {
+        p(
+            "AGENT_STATEMENT_TIMEOUT",
+            "must be at least 10ms: 0 would disable the server-side bound".into(),
+        );
+    }
+    if interval >= FIT_RULE_FROM && db.query_timeout() > interval {
+        p(
+            "AGENT_INTERVAL",
+            format!(
+                "{} is shorter than AGENT_STATEMENT_TIMEOUT (+10% margin) = {}: a database that stops answering would not be reported within one interval; raise the interval or lower the timeout",
+                humantime::format_duration(interval),
+                humantime::format_duration(round_ms(db.query_timeout()))
+            ),
+        );
     }
 }
 

@@ -251,27 +251,83 @@ pub fn validate(
     problems: &mut Vec<Problem>,
 ) -> Vec<ProbeConfig> {
     let mut p = |key: String, message: String| problems.push(Problem { key, message });
-    let parse_dur = |v: Option<&str>| v.map(humantime::parse_duration);
-    let mut env_interval = Duration::from_secs(15);
-    match parse_dur(d.interval) {
-        None => {}
-        Some(Ok(x)) => env_interval = x,
-        Some(Err(e)) => p(
-            "AGENT_APP_PROBE_INTERVAL".into(),
-            format!("not a duration such as 15s ({e})"),
-        ),
+    let env_interval = super::duration::parse(d.interval, "15s", false)
+        .unwrap_or_else(|m| {
+            p("AGENT_APP_PROBE_INTERVAL".into(), m);
+            None
+        })
+        .unwrap_or(Duration::from_secs(15));
+    let env_timeout = super::duration::parse(d.timeout, "2s", false).unwrap_or_else(|m| {
+        p("AGENT_APP_PROBE_TIMEOUT".into(), m);
+        None
+    });
+    let entries = entries(raw, d);
+    if entries.len() > MAX_PROBES {
+        p(
+            "app.probes".into(),
+            format!("{} probes configured; at most {MAX_PROBES}", entries.len()),
+        );
     }
-    let mut env_timeout = None;
-    match parse_dur(d.timeout) {
-        None => {}
-        Some(Ok(x)) => env_timeout = Some(x),
-        Some(Err(e)) => p(
-            "AGENT_APP_PROBE_TIMEOUT".into(),
-            format!("not a duration such as 2s ({e})"),
-        ),
+    let mut out: Vec<ProbeConfig> = Vec::new();
+    for (i, r) in entries.iter().enumerate().take(MAX_PROBES) {
+        let mut e = Entry {
+            i,
+            problems: &mut *problems,
+            ok: true,
+        };
+        let (origin, paths) = e.location(r, d);
+        let name = e.name(r, &paths, &out);
+        let (method, side_effects) = e.method(r, &paths);
+        let voice = paths.iter().any(|x| is_voice_path(x));
+        let (latency_threshold, interval, timeout) = e.timing(
+            r,
+            voice,
+            side_effects,
+            env_interval,
+            env_timeout,
+            paths.len(),
+        );
+        let expect = e.expectations(r, side_effects, &method, &paths[0]);
+        let expect_status = e.expect_status(r);
+        let headers = e.headers(r);
+        let (bearer_token_file, ca_file, body) = e.files(r);
+        let max_body_bytes = e.max_body_bytes(r);
+        if e.ok {
+            out.push(ProbeConfig {
+                name,
+                origin,
+                paths,
+                method,
+                expect_status,
+                latency_threshold,
+                timeout,
+                interval,
+                expect,
+                headers,
+                bearer_token_file,
+                ca_file,
+                body,
+                content_type: r.content_type.clone(),
+                report_services: r.report_services.unwrap_or(false),
+                side_effects,
+                max_body_bytes,
+            });
+        }
     }
+    if out.iter().filter(|o| o.report_services).count() > 1 {
+        problems.push(Problem {
+            key: "app.probes".into(),
+            message: "report_services may be set on one probe only (rose_app_service_up has no endpoint label)"
+                .into(),
+        });
+    }
+    out
+}
 
-    let entries: Vec<RawProbe> = match raw {
+/// The configured probes, or without a list the default health probe (over `health_paths`),
+/// or none when probes are disabled.
+fn entries(raw: Option<&[RawProbe]>, d: &ProbeDefaults<'_>) -> Vec<RawProbe> {
+    match raw {
         Some(list) => list.to_vec(),
         None if !d.enabled => Vec::new(),
         None => {
@@ -295,30 +351,46 @@ pub fn validate(
                 ..RawProbe::default()
             }]
         }
-    };
-    if entries.len() > MAX_PROBES {
-        p(
-            "app.probes".into(),
-            format!("{} probes configured; at most {MAX_PROBES}", entries.len()),
-        );
+    }
+}
+
+/// One probe entry being validated: its index (for the keys of its problems) and whether it
+/// is still valid. Each section below reads one part of the entry.
+struct Entry<'a> {
+    i: usize,
+    problems: &'a mut Vec<Problem>,
+    ok: bool,
+}
+
+impl Entry<'_> {
+    fn key(&self, field: &str) -> String {
+        format!("app.probes[{}].{field}", self.i)
     }
 
-    let mut out: Vec<ProbeConfig> = Vec::new();
-    for (i, r) in entries.iter().enumerate().take(MAX_PROBES) {
-        let key = |field: &str| format!("app.probes[{i}].{field}");
-        let mut ok = true;
+    /// Records a problem with `field`: the probe is not kept.
+    fn fail(&mut self, field: &str, message: String) {
+        let key = self.key(field);
+        self.fail_key(key, message);
+    }
+
+    fn fail_key(&mut self, key: String, message: String) {
+        self.problems.push(Problem { key, message });
+        self.ok = false;
+    }
+
+    /// `url`, or `path` under `APP_BASE_URL`, and the fallback paths: the origin and every
+    /// path, in order.
+    fn location(&mut self, r: &RawProbe, d: &ProbeDefaults<'_>) -> (String, Vec<String>) {
         let none = || (String::new(), String::new(), String::new());
         let (origin, prefix, first_path) = match (&r.url, &r.path) {
             (Some(_), Some(_)) => {
-                p(key("url"), "set url or path, not both".into());
-                ok = false;
+                self.fail("url", "set url or path, not both".into());
                 none()
             }
             (Some(u), None) => match split_url(u) {
                 Ok((origin, path)) => (origin, String::new(), path),
                 Err(e) => {
-                    p(key("url"), e);
-                    ok = false;
+                    self.fail("url", e);
                     none()
                 }
             },
@@ -327,8 +399,7 @@ pub fn validate(
                     let prefix = base_path.trim_end_matches('/').to_owned();
                     let path = path.as_deref().unwrap_or("/api/health");
                     if !path.starts_with('/') {
-                        p(key("path"), "must start with /".into());
-                        ok = false;
+                        self.fail("path", "must start with /".into());
                     }
                     let first = format!("{prefix}{path}");
                     (origin, prefix, first)
@@ -336,9 +407,9 @@ pub fn validate(
                 Err(e) => {
                     // A missing scheme is reported by the caller; anything else here.
                     if d.base_url.starts_with("http://") || d.base_url.starts_with("https://") {
-                        p("APP_BASE_URL".into(), e);
+                        self.fail_key("APP_BASE_URL".into(), e);
                     }
-                    ok = false;
+                    self.ok = false;
                     none()
                 }
             },
@@ -348,55 +419,72 @@ pub fn validate(
             if f.starts_with('/') {
                 paths.push(format!("{prefix}{f}"));
             } else {
-                p(key("fallback_paths"), format!("'{f}' must start with /"));
-                ok = false;
+                self.fail("fallback_paths", format!("'{f}' must start with /"));
             }
         }
+        (origin, paths)
+    }
+
+    /// The probe's name (a label value), unique among the probes kept so far.
+    fn name(&mut self, r: &RawProbe, paths: &[String], kept: &[ProbeConfig]) -> String {
         let name = match &r.name {
             Some(n) if valid_name(n) => n.clone(),
             Some(n) => {
-                p(
-                    key("name"),
+                self.fail(
+                    "name",
                     format!("'{n}' must be 1 to 40 of a-z, 0-9, _ (it is a label value)"),
                 );
-                ok = false;
                 String::new()
             }
             None => default_name(&paths[0]),
         };
-        if out.iter().any(|o| o.name == name) {
-            p(key("name"), format!("'{name}' is used by another probe"));
-            ok = false;
+        if kept.iter().any(|o| o.name == name) {
+            self.fail("name", format!("'{name}' is used by another probe"));
         }
+        name
+    }
+
+    /// The method, and whether the request can create data or cost money (then it needs
+    /// `allow_side_effects`).
+    fn method(&mut self, r: &RawProbe, paths: &[String]) -> (String, bool) {
         let method = r.method.as_deref().unwrap_or("GET").to_ascii_uppercase();
         if !matches!(
             method.as_str(),
             "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS"
         ) {
-            p(key("method"), format!("'{method}' is not an HTTP method"));
-            ok = false;
+            self.fail("method", format!("'{method}' is not an HTTP method"));
         }
         let side_effects = !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS")
             || paths.iter().any(|x| is_side_effect_path(x));
         if side_effects && r.allow_side_effects != Some(true) {
-            p(
-                key("allow_side_effects"),
+            self.fail(
+                "allow_side_effects",
                 format!(
                     "{method} {} can create data or cost money (voice calls paid Groq and ElevenLabs APIs; session/start creates sessions): set allow_side_effects = true to probe it anyway",
                     paths[0]
                 ),
             );
-            ok = false;
         }
-        let voice = paths.iter().any(|x| is_voice_path(x));
-        let mut dur = |field: &str, v: Option<&str>, default: Duration| match v
-            .map(humantime::parse_duration)
-        {
-            None => default,
-            Some(Ok(x)) => x,
-            Some(Err(e)) => {
-                p(key(field), format!("not a duration ({e})"));
-                ok = false;
+        (method, side_effects)
+    }
+
+    /// Latency threshold, interval and timeout, with the app's rate limit and the rule that
+    /// every path's timeout fits in one interval.
+    fn timing(
+        &mut self,
+        r: &RawProbe,
+        voice: bool,
+        side_effects: bool,
+        env_interval: Duration,
+        env_timeout: Option<Duration>,
+        n_paths: usize,
+    ) -> (Duration, Duration, Duration) {
+        let mut dur = |field: &str, v: Option<&str>, default: Duration| match super::duration::parse(
+            v, "2s", false,
+        ) {
+            Ok(x) => x.unwrap_or(default),
+            Err(m) => {
+                self.fail(field, m);
                 default
             }
         };
@@ -433,52 +521,55 @@ pub fn validate(
             HEALTH_RATE_LIMIT_PER_MINUTE
         });
         if rate == 0 {
-            p(key("rate_limit_per_minute"), "must be at least 1".into());
-            ok = false;
+            self.fail("rate_limit_per_minute", "must be at least 1".into());
         } else {
             let min = Duration::from_secs(60) / rate;
             if interval < min {
-                p(
-                    key("interval"),
+                self.fail(
+                    "interval",
                     format!(
                         "{} is faster than the app's limit of {rate} requests a minute allows (at least {}); raise the interval or set rate_limit_per_minute",
                         humantime::format_duration(interval),
                         humantime::format_duration(min)
                     ),
                 );
-                ok = false;
             }
         }
         if timeout.is_zero() {
-            p(
-                key("timeout"),
+            self.fail(
+                "timeout",
                 "must be greater than zero: every wait is bounded".into(),
             );
-            ok = false;
         }
-        if timeout * paths.len() as u32 >= interval {
-            p(
-                key("timeout"),
+        if timeout * n_paths as u32 >= interval {
+            self.fail(
+                "timeout",
                 format!(
                     "{} (x{} paths) does not fit in the interval {}",
                     humantime::format_duration(timeout),
-                    paths.len(),
+                    n_paths,
                     humantime::format_duration(interval)
                 ),
             );
-            ok = false;
         }
+        (latency_threshold, interval, timeout)
+    }
+
+    /// The JSON expectations; a plain GET of a health path expects Rose's healthy body.
+    fn expectations(
+        &mut self,
+        r: &RawProbe,
+        side_effects: bool,
+        method: &str,
+        first_path: &str,
+    ) -> Vec<JsonExpectation> {
         let mut expect = Vec::new();
         match &r.expect {
             Some(list) => {
                 for (j, e) in list.iter().enumerate() {
                     let field = e.field.trim().to_owned();
                     if field.is_empty() {
-                        p(
-                            key(&format!("expect[{j}].field")),
-                            "must not be empty".into(),
-                        );
-                        ok = false;
+                        self.fail(&format!("expect[{j}].field"), "must not be empty".into());
                         continue;
                     }
                     match (&e.equals, &e.all_equal) {
@@ -490,39 +581,40 @@ pub fn validate(
                             field,
                             value: v.clone(),
                         }),
-                        _ => {
-                            p(
-                                key(&format!("expect[{j}]")),
-                                "set exactly one of equals, all_equal".into(),
-                            );
-                            ok = false;
-                        }
+                        _ => self.fail(
+                            &format!("expect[{j}]"),
+                            "set exactly one of equals, all_equal".into(),
+                        ),
                     }
                 }
             }
-            None if !side_effects && method == "GET" && paths[0].contains("health") => {
+            None if !side_effects && method == "GET" && first_path.contains("health") => {
                 expect = health_expectations()
             }
             None => {}
         }
+        expect
+    }
+
+    fn expect_status(&mut self, r: &RawProbe) -> u16 {
         let expect_status = r.expect_status.unwrap_or(200);
         if !(100..=599).contains(&expect_status) {
-            p(
-                key("expect_status"),
-                "must be an HTTP status (100-599)".into(),
-            );
-            ok = false;
+            self.fail("expect_status", "must be an HTTP status (100-599)".into());
         }
+        expect_status
+    }
+
+    /// Request headers: a token name and a value without line breaks.
+    fn headers(&mut self, r: &RawProbe) -> Vec<Header> {
         let mut headers = Vec::new();
         for (n, v) in r.headers.iter().flatten() {
             let valid_name =
                 !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
             if !valid_name || v.bytes().any(|b| b == b'\r' || b == b'\n') {
-                p(
-                    key("headers"),
+                self.fail(
+                    "headers",
                     format!("header '{n}' has an invalid name or value"),
                 );
-                ok = false;
             } else {
                 headers.push(Header {
                     name: n.clone(),
@@ -530,79 +622,55 @@ pub fn validate(
                 });
             }
         }
+        headers
+    }
+
+    /// The files the probe reads: bearer token (checked now, read per request), CA roots and
+    /// the request body.
+    fn files(&mut self, r: &RawProbe) -> (Option<PathBuf>, Option<PathBuf>, Option<Vec<u8>>) {
         let bearer_token_file = r.bearer_token_file.as_ref().map(PathBuf::from);
         if let Some(f) = &bearer_token_file
             && let Err(e) = std::fs::metadata(f)
         {
-            p(
-                key("bearer_token_file"),
+            self.fail(
+                "bearer_token_file",
                 format!("cannot read {}: {e}", f.display()),
             );
-            ok = false;
         }
         let ca_file = r.ca_file.as_ref().map(PathBuf::from);
         if let Some(f) = &ca_file
             && let Err(e) = super::files::read(f)
         {
-            p(key("ca_file"), format!("cannot read {}: {e}", f.display()));
-            ok = false;
+            self.fail("ca_file", format!("cannot read {}: {e}", f.display()));
         }
         let body = match (&r.body, &r.body_file) {
             (Some(_), Some(_)) => {
-                p(key("body"), "set body or body_file, not both".into());
-                ok = false;
+                self.fail("body", "set body or body_file, not both".into());
                 None
             }
             (Some(b), None) => Some(b.clone().into_bytes()),
             (None, Some(f)) => match super::files::read(Path::new(f)) {
                 Ok(b) => Some(b),
                 Err(e) => {
-                    p(key("body_file"), format!("cannot read {f}: {e}"));
-                    ok = false;
+                    self.fail("body_file", format!("cannot read {f}: {e}"));
                     None
                 }
             },
             (None, None) => None,
         };
-        let max_body_bytes = match r.max_body_bytes {
+        (bearer_token_file, ca_file, body)
+    }
+
+    fn max_body_bytes(&mut self, r: &RawProbe) -> usize {
+        match r.max_body_bytes {
             None => DEFAULT_MAX_BODY_BYTES,
             Some(n) if (1..=16 * 1024 * 1024).contains(&n) => n as usize,
             Some(_) => {
-                p(key("max_body_bytes"), "must be 1 to 16777216".into());
-                ok = false;
+                self.fail("max_body_bytes", "must be 1 to 16777216".into());
                 DEFAULT_MAX_BODY_BYTES
             }
-        };
-        if ok {
-            out.push(ProbeConfig {
-                name,
-                origin,
-                paths,
-                method,
-                expect_status,
-                latency_threshold,
-                timeout,
-                interval,
-                expect,
-                headers,
-                bearer_token_file,
-                ca_file,
-                body,
-                content_type: r.content_type.clone(),
-                report_services: r.report_services.unwrap_or(false),
-                side_effects,
-                max_body_bytes,
-            });
         }
     }
-    if out.iter().filter(|o| o.report_services).count() > 1 {
-        p(
-            "app.probes".into(),
-            "report_services may be set on one probe only (rose_app_service_up has no endpoint label)"
-                .into(),
-        );
-    }
-    out
 }
 
 /// The validated probes in the file's shape, header values redacted (for `--print-config`).

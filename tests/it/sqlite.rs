@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rose_agent::check::sqlite::{QuickCheck, SqliteErrorKind, read_store};
+use rose_agent::sqlite::{QuickCheck, SqliteErrorKind, read_store};
 use rusqlite::Connection;
 use support::*;
 

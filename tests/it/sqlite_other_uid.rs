@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rose_agent::check::sqlite::{QuickCheck, SqliteErrorKind, read_store};
+use rose_agent::sqlite::{QuickCheck, SqliteErrorKind, read_store};
 
 use support::langgraph_sqlite::{
     APP_UID, HeldApp, agent_as_other_uid, app_cycles, app_dir, app_write, diagnose_as_other_uid,

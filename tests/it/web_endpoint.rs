@@ -1,7 +1,8 @@
 //! The agent's own endpoint with a web config file (exporter-toolkit style): HTTPS, basic auth
 //! with bcrypt hashes, a bearer token; `/healthz` and `/readyz` stay open; a bad file is a
 //! configuration error that names the key; a node_exporter `web-config.yml` with every
-//! exporter-toolkit key (mutual TLS, versions, suites, curves, headers) served unchanged.
+//! exporter-toolkit key (mutual TLS, versions, suites, curves, headers) served unchanged;
+//! HTTP/2 by ALPN and by prior knowledge unless `http2: false`, with the idle bound kept.
 
 use crate::support;
 
@@ -197,7 +198,7 @@ fn a_node_exporter_web_config_with_mutual_tls_is_served_unchanged() {
         return;
     };
     // node_exporter's web-config.yml as its users write it: every exporter-toolkit key, some
-    // values rustls cannot honour (a CBC suite, P-521, http2), none of which may refuse it.
+    // values rustls cannot honour (a CBC suite, P-521), none of which may refuse it.
     let web = dir.path().join("web-config.yml");
     std::fs::write(
         &web,
@@ -266,11 +267,11 @@ http_server_config:
             c.get(format!("{base}{path}"))
                 .send()
                 .await
-                .map(|r| (r.status().as_u16(), r.headers().clone()))
+                .map(|r| (r.status().as_u16(), r.headers().clone(), r.version()))
         })
     };
     wait_for(Duration::from_secs(15), || {
-        get(&with_cert, "/healthz").is_ok_and(|(s, _)| s == 200)
+        get(&with_cert, "/healthz").is_ok_and(|(s, _, _)| s == 200)
     })
     .unwrap_or_else(|| {
         panic!(
@@ -278,8 +279,10 @@ http_server_config:
             std::fs::read_to_string(&err).unwrap_or_default()
         )
     });
-    let (status, headers) = get(&with_cert, "/metrics").unwrap();
+    let (status, headers, version) = get(&with_cert, "/metrics").unwrap();
     assert_eq!(status, 200);
+    // `http2: true`, and the client offers h2 by ALPN: the answer came over HTTP/2.
+    assert_eq!(version, reqwest::Version::HTTP_2);
     assert_eq!(
         headers["strict-transport-security"],
         "max-age=31536000; includeSubDomains"
@@ -289,7 +292,7 @@ http_server_config:
     // on the probes.
     for path in ["/metrics", "/healthz"] {
         match get(&without, path) {
-            Ok((s, _)) => panic!("{path} answered {s} without a client certificate"),
+            Ok((s, _, _)) => panic!("{path} answered {s} without a client certificate"),
             Err(e) => assert!(!e.is_status(), "{e:?}"),
         }
     }
@@ -342,11 +345,136 @@ http_server_config:
         "{logs}"
     );
     assert_eq!(logs.matches("CurveP521").count(), 1, "{logs}");
+    // http2 is served, so it is no longer named as something that cannot be honoured.
     assert_eq!(
         logs.matches("http_server_config.http2").count(),
-        1,
+        0,
         "{logs}"
     );
+}
+
+#[test]
+fn http2_by_alpn_and_prior_knowledge_unless_the_web_config_says_false() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((ca, cert, key)) = make_certs(dir.path()) else {
+        return;
+    };
+    let pg = PgCluster::start_with(ClusterOpts {
+        schema: false,
+        ..Default::default()
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let get = |c: &reqwest::Client, url: &str| {
+        rt.block_on(async {
+            c.get(url)
+                .send()
+                .await
+                .map(|r| (r.status().as_u16(), r.version()))
+        })
+    };
+    // TLS: the client offers h2 and http/1.1 by ALPN; `http2` (default true) decides.
+    for (http2, want) in [
+        ("true", reqwest::Version::HTTP_2),
+        ("false", reqwest::Version::HTTP_11),
+    ] {
+        let web = dir.path().join(format!("web-{http2}.yml"));
+        std::fs::write(
+            &web,
+            format!(
+                "tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\nhttp_server_config:\n  http2: {http2}\n"
+            ),
+        )
+        .unwrap();
+        let logs = tempfile::tempdir().unwrap();
+        let (mut child, port, err) = start_with_web_config(&web, &pg, logs.path());
+        let tls = client(&ca);
+        let url = format!("https://127.0.0.1:{port}/metrics");
+        wait_for(Duration::from_secs(15), || get(&tls, &url).is_ok()).unwrap_or_else(|| {
+            panic!(
+                "no HTTPS: {}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            )
+        });
+        assert_eq!(get(&tls, &url).unwrap(), (200, want), "http2: {http2}");
+        // curl (nghttp2) negotiates the same by ALPN.
+        if require_tool("curl") {
+            let out = std::process::Command::new("curl")
+                .args(["-s", "--http2", "--cacert", &ca, "-o", "/dev/null"])
+                .args(["-w", "%{http_version}", "--max-time", "5", &url])
+                .output()
+                .unwrap();
+            let version = String::from_utf8_lossy(&out.stdout).into_owned();
+            let want = if http2 == "true" { "2" } else { "1.1" };
+            assert_eq!(version, want, "curl --http2 with http2: {http2}");
+        }
+        child.stop();
+    }
+    // Plain TCP without a web config: HTTP/2 by prior knowledge (h2c) beside HTTP/1.1.
+    let port = free_port();
+    let mut child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_agent"))
+            .arg("run")
+            .env_clear()
+            .env("AGENT_LISTEN", format!("127.0.0.1:{port}"))
+            .env("AGENT_DATABASE_URL", pg.monitor_url())
+            .env("AGENT_INTERVAL", "1s")
+            .env("AGENT_WEB_HEADER_TIMEOUT", "1s")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let h1 = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    wait_for(Duration::from_secs(15), || get(&h1, &url).is_ok()).expect("no HTTP");
+    assert_eq!(get(&h1, &url).unwrap(), (200, reqwest::Version::HTTP_11));
+    assert_eq!(get(&h2c, &url).unwrap(), (200, reqwest::Version::HTTP_2));
+    if require_tool("curl") {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--http2-prior-knowledge", "-o", "/dev/null"])
+            .args(["-w", "%{http_version}", "--max-time", "5", &url])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "2", "curl h2c");
+    }
+    // The header timeout still bounds a connection that never says which protocol it speaks
+    // and an HTTP/2 one that sends its preface and then nothing: both are closed.
+    use std::io::{Read, Write};
+    for hello in [
+        &b""[..],
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0",
+    ] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(hello).unwrap();
+        let start = std::time::Instant::now();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("still open after {:?}: {e}", start.elapsed()),
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "closed only after {:?}",
+            start.elapsed()
+        );
+    }
+    child.stop();
 }
 
 #[test]
