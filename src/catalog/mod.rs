@@ -116,6 +116,7 @@ mod app;
 mod checkpoint;
 mod findings;
 mod host;
+pub mod otel;
 mod pg;
 mod pg_checks;
 mod process;
@@ -175,8 +176,8 @@ pub fn markdown() -> String {
                     .join(", ")
             },
             d.help,
-            crate::telemetry::otel_name(d),
-            crate::telemetry::otel_unit(d)
+            otel::otel_name(d),
+            otel::otel_unit(d)
         ));
     }
     s.push_str(
