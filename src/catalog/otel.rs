@@ -1,5 +1,6 @@
-//! OTel naming of catalog metrics: the OTLP instrument name and UCUM unit of every
-//! [`MetricDef`] (vocabulary, so the catalog, docs/metrics.md and the OTLP exporter share it).
+//! OTel naming: the OTLP instrument name and UCUM unit of every catalog [`MetricDef`], and the
+//! [`CheckTarget`] a check's span attributes describe (vocabulary, so the catalog,
+//! docs/metrics.md, drivers, checks and the OTLP exporter share it).
 
 use super::MetricDef;
 
@@ -42,6 +43,26 @@ pub fn otel_unit(def: &MetricDef) -> &'static str {
         "bytes_per_second" => "By/s",
         _ => "1",
     }
+}
+
+/// What a check talks to, for span attributes (OpenTelemetry semantic conventions).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckTarget {
+    /// Nothing remote (the agent's own process, the host, a local file).
+    Local,
+    /// A PostgreSQL server: `db.system`, `db.namespace`, `server.address`, `server.port`.
+    Postgres {
+        namespace: String,
+        address: String,
+        port: u16,
+    },
+    /// An HTTP endpoint: `http.request.method`, `url.full`, `server.address`, `server.port`.
+    Http {
+        method: String,
+        url: String,
+        address: String,
+        port: u16,
+    },
 }
 
 #[cfg(test)]

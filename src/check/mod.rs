@@ -153,25 +153,8 @@ impl Observation {
     }
 }
 
-/// What a check talks to, for span attributes (OpenTelemetry semantic conventions).
-#[derive(Debug, Clone, PartialEq)]
-pub enum CheckTarget {
-    /// Nothing remote (the agent's own process, the host, a local file).
-    Local,
-    /// A PostgreSQL server: `db.system`, `db.namespace`, `server.address`, `server.port`.
-    Postgres {
-        namespace: String,
-        address: String,
-        port: u16,
-    },
-    /// An HTTP endpoint: `http.request.method`, `url.full`, `server.address`, `server.port`.
-    Http {
-        method: String,
-        url: String,
-        address: String,
-        port: u16,
-    },
-}
+/// What a check talks to, for span attributes (vocabulary: defined beside the OTel naming).
+pub use crate::catalog::otel::CheckTarget;
 
 /// One unit of observation.
 pub trait Check: Send + Sync + 'static {

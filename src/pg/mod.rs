@@ -226,12 +226,12 @@ impl PgTarget {
     }
 
     /// Span attributes of this server.
-    pub fn check_target(&self) -> crate::check::CheckTarget {
+    pub fn check_target(&self) -> crate::catalog::otel::CheckTarget {
         let address = match &self.dsn.host {
             Host::Tcp(h) => h.clone(),
             Host::Socket(p) => p.display().to_string(),
         };
-        crate::check::CheckTarget::Postgres {
+        crate::catalog::otel::CheckTarget::Postgres {
             namespace: self.dsn.dbname.clone(),
             address,
             port: self.dsn.port,
