@@ -18,6 +18,7 @@ pub mod dsn;
 pub mod error;
 pub mod exposition;
 pub mod findings;
+pub mod leader;
 pub mod pg;
 pub mod render;
 pub mod run;

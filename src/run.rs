@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::check;
 use crate::config::Config;
 use crate::findings::{self, state::Tracker, state::Transition};
-use crate::pg::leader::Leadership;
+use crate::leader::Leadership;
 use crate::pg::{Limits, PgTarget};
 use crate::scheduler;
 use crate::server;

@@ -14,7 +14,7 @@ use tracing::Instrument;
 use crate::catalog::Sample;
 use crate::check::{Cadence, Check, CheckTarget, Scope};
 use crate::error::{CheckError, ErrorKind};
-use crate::pg::leader::Leadership;
+use crate::leader::Leadership;
 use crate::snapshot::{Freshness, Outcome, Store};
 
 /// Runs one check once under its timeout and returns its outcome and samples.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use rose_agent::config::Config;
 use rose_agent::pg::PgTarget;
-use rose_agent::pg::leader::{DEFAULT_LOCK_KEY, Leadership};
+use rose_agent::leader::{DEFAULT_LOCK_KEY, Leadership};
 use support::net::{PgBouncer, Proxy};
 use support::*;
 

@@ -43,7 +43,7 @@ use crate::error::CheckError;
 use crate::pg::PgTarget;
 
 /// Whom a check describes, which decides where it runs in a fleet of agents sharing one
-/// database (see [`crate::pg::leader`]).
+/// database (see [`crate::leader`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     /// This agent, its app instance or host, or its own view of the database: runs on every

@@ -86,6 +86,10 @@ pub struct Config {
     pub unknown_variables: (Vec<vars::UnknownVariable>, usize),
 }
 
+/// `0x526F73652D616774`, the bytes of "Rose-agt": the advisory lock key the fleet elects its
+/// leader with, unless `AGENT_LEADER_LOCK_KEY` says otherwise.
+pub const DEFAULT_LOCK_KEY: i64 = 0x526F_7365_2D61_6774;
+
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub listen: SocketAddr,
@@ -104,7 +108,7 @@ pub struct AgentConfig {
     pub web_config_file: Option<PathBuf>,
     /// Timeouts and the connection cap of the agent's endpoint.
     pub web_limits: crate::server::WebLimits,
-    /// Database-wide checks run only on the fleet's leader (see `src/pg/leader.rs`).
+    /// Database-wide checks run only on the fleet's leader (see `src/leader.rs`).
     pub leader_election: bool,
     /// The advisory lock key of the election.
     pub leader_lock_key: i64,
@@ -624,7 +628,7 @@ impl Config {
                 leader_lock_key: raw
                     .agent
                     .leader_lock_key
-                    .unwrap_or(crate::pg::leader::DEFAULT_LOCK_KEY),
+                    .unwrap_or(DEFAULT_LOCK_KEY),
             },
             database: db,
             app: AppConfig {

@@ -30,7 +30,6 @@
 //! - Every query bounded on the client side too; a timed-out or broken connection is dropped, and
 //!   dropping it aborts the task that drives its socket.
 
-pub mod leader;
 pub mod sniff;
 pub mod tls;
 

@@ -40,9 +40,7 @@ use crate::catalog::{self, Sample};
 use crate::pg::PgTarget;
 use crate::snapshot::Store;
 
-/// `0x526F73652D616774`, the bytes of "Rose-agt": the advisory lock key the fleet elects its
-/// leader with, unless `AGENT_LEADER_LOCK_KEY` says otherwise.
-pub const DEFAULT_LOCK_KEY: i64 = 0x526F_7365_2D61_6774;
+pub use crate::config::DEFAULT_LOCK_KEY;
 
 /// Whether any session holds the election lock `key` in this database (for an agent behind a
 /// pooler, which must not take it). A bigint advisory lock shows in `pg_locks` as classid = high
