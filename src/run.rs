@@ -205,6 +205,8 @@ pub async fn run_with_reload(
     config_path: Option<std::path::PathBuf>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    // The endpoint's TLS, auth and rate limit, built from the web config file.
+    let web = crate::web::WebConfig::for_config(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let telemetry = crate::telemetry::init(&config);
     log_unknown_variables(&config);
     let listener = server::bind(config.agent.listen)
@@ -242,7 +244,8 @@ pub async fn run_with_reload(
     let server_cancel = cancel.clone();
     let server_store = store.clone();
     let server = {
-        let (web, limits) = (config.agent.web.clone(), config.agent.web_limits);
+        let limits = config.agent.web_limits;
+        let web = web.clone();
         tokio::spawn(async move {
             server::serve(listener, server_store, web, limits, server_cancel).await
         })
@@ -263,8 +266,8 @@ pub async fn run_with_reload(
             app_url = %about.app_url,
             pg_sslmode = %pg_tls.as_deref().unwrap_or("none"),
             listen = %local,
-            endpoint_tls = config.agent.web.tls.is_some(),
-            endpoint_auth = config.agent.web.auth.is_some(),
+            endpoint_tls = web.tls.is_some(),
+            endpoint_auth = web.auth.is_some(),
             interval = %humantime::format_duration(config.agent.interval),
             checks = generation.checks,
             "Agent started: status page at /, findings at /findings, metrics at /metrics."
@@ -303,6 +306,12 @@ pub async fn run_with_reload(
                 continue;
             }
         };
+        if let Err(e) = crate::web::WebConfig::for_config(&new) {
+            for p in &e.0 {
+                tracing::error!(key = %p.key, problem = %p.message, "Reload rejected; the running configuration stays.");
+            }
+            continue;
+        }
         if new.agent.listen != config.agent.listen
             || new.agent.web_config_file != config.agent.web_config_file
             || new.agent.web_limits != config.agent.web_limits

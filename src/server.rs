@@ -41,23 +41,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use crate::config::web::{
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, MAX_HEADER_TIMEOUT, MIN_HEADER_TIMEOUT, WebLimits,
+};
 use crate::render::Renderer;
 use crate::snapshot::Store;
 
 /// Content type of the Prometheus text format 0.0.4.
 pub const METRICS_CONTENT_TYPE: &str = crate::exposition::TEXT_CONTENT_TYPE;
 
-/// Default of `AGENT_WEB_HEADER_TIMEOUT`: a scraper sends its request at once; 5 s leaves room
-/// for a loaded client and closes a slow-header or idle connection quickly.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// Bounds of `AGENT_WEB_HEADER_TIMEOUT`.
-pub const MIN_HEADER_TIMEOUT: Duration = Duration::from_millis(100);
-pub const MAX_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
-/// Default of `AGENT_WEB_MAX_CONNECTIONS`: Prometheus, the orchestrator's probes and a human
-/// need a handful. Under a flood that keeps evicting, the allocator's high-water mark grows
-/// about 60 KiB per allowed connection (measured: 64 -> +4.4 MiB, 256 -> +13 MiB, release
-/// build), and glibc keeps it for reuse rather than returning it: the cap is what bounds it.
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 64;
 /// Descriptors kept for the agent's own work (the PostgreSQL connection and its reconnects,
 /// the SQLite files, app probes, alert pushes, OTLP, /proc reads, the runtime's own), or a
 /// quarter of the open-files limit when that is more: HTTP clients never get these.
@@ -72,23 +64,6 @@ const DRAIN: Duration = Duration::from_secs(2);
 const MAX_BUF_BYTES: usize = 16 * 1024;
 /// After an accept error for lack of descriptors or memory, wait this long before the next one.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
-/// Timeouts and the connection cap of the endpoint (`AGENT_WEB_HEADER_TIMEOUT`,
-/// `AGENT_WEB_MAX_CONNECTIONS`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WebLimits {
-    pub header_timeout: Duration,
-    pub max_connections: u32,
-}
-
-impl Default for WebLimits {
-    fn default() -> Self {
-        WebLimits {
-            header_timeout: DEFAULT_HEADER_TIMEOUT,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-        }
-    }
-}
 
 /// Pure: the connections the endpoint may hold under an open-files limit (`None`: unknown, no
 /// limit). The agent keeps `max(RESERVED_FDS, limit / 4)` descriptors for its own work.

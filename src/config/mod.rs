@@ -11,6 +11,7 @@ mod raw;
 pub mod search_path;
 pub mod silence;
 pub mod vars;
+pub mod web;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -103,11 +104,12 @@ pub struct AgentConfig {
     /// The agent's `instance` label for pushed alerts.
     pub instance: String,
     pub runbook_base_url: String,
-    /// TLS and authentication of the agent's endpoint.
-    pub web: crate::web::WebConfig,
+    /// TLS and authentication of the agent's endpoint: the web config file as written (parsed;
+    /// `crate::web` builds the live endpoint config from it).
+    pub web: Option<web::WebConfigFile>,
     pub web_config_file: Option<PathBuf>,
     /// Timeouts and the connection cap of the agent's endpoint.
-    pub web_limits: crate::server::WebLimits,
+    pub web_limits: web::WebLimits,
     /// Database-wide checks run only on the fleet's leader (see `src/leader.rs`).
     pub leader_election: bool,
     /// The advisory lock key of the election.
@@ -306,7 +308,7 @@ impl Config {
         let web_header_timeout = dur(
             "AGENT_WEB_HEADER_TIMEOUT",
             raw.agent.web_header_timeout.as_deref(),
-            crate::server::DEFAULT_HEADER_TIMEOUT,
+            web::DEFAULT_HEADER_TIMEOUT,
         );
 
         let log_format = match raw
@@ -384,7 +386,7 @@ impl Config {
         let web_max_connections = count(
             "AGENT_WEB_MAX_CONNECTIONS",
             raw.agent.web_max_connections,
-            crate::server::DEFAULT_MAX_CONNECTIONS,
+            web::DEFAULT_MAX_CONNECTIONS,
             1,
         );
 
@@ -460,13 +462,10 @@ impl Config {
             .unwrap_or_else(|| format!("{}:{}", hostname(), listen.port()));
         let web_config_file = raw.agent.web_config_file.clone().map(PathBuf::from);
         let web = match &web_config_file {
-            None => crate::web::WebConfig::default(),
-            Some(path) => crate::web::WebConfig::load(path).unwrap_or_else(|errs| {
-                for e in errs {
-                    p("AGENT_WEB_CONFIG_FILE", e);
-                }
-                crate::web::WebConfig::default()
-            }),
+            None => None,
+            Some(path) => web::load(path)
+                .map_err(|e| p("AGENT_WEB_CONFIG_FILE", e))
+                .ok(),
         };
         let runbook_base_url = raw
             .agent
@@ -508,15 +507,15 @@ impl Config {
                 "must be greater than zero: every wait is bounded".into(),
             );
         }
-        if !(crate::server::MIN_HEADER_TIMEOUT..=crate::server::MAX_HEADER_TIMEOUT)
+        if !(web::MIN_HEADER_TIMEOUT..=web::MAX_HEADER_TIMEOUT)
             .contains(&web_header_timeout)
         {
             p(
                 "AGENT_WEB_HEADER_TIMEOUT",
                 format!(
                     "must be from {} to {}: every wait is bounded, and a scraper needs time to send a request",
-                    humantime::format_duration(crate::server::MIN_HEADER_TIMEOUT),
-                    humantime::format_duration(crate::server::MAX_HEADER_TIMEOUT)
+                    humantime::format_duration(web::MIN_HEADER_TIMEOUT),
+                    humantime::format_duration(web::MAX_HEADER_TIMEOUT)
                 ),
             );
         }
@@ -620,7 +619,7 @@ impl Config {
                 runbook_base_url,
                 web,
                 web_config_file,
-                web_limits: crate::server::WebLimits {
+                web_limits: web::WebLimits {
                     header_timeout: web_header_timeout,
                     max_connections: web_max_connections,
                 },
