@@ -44,6 +44,7 @@ use tokio_util::task::TaskTracker;
 pub use crate::config::web::{
     DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, MAX_HEADER_TIMEOUT, MIN_HEADER_TIMEOUT, WebLimits,
 };
+use crate::files::nofile_limit;
 use crate::render::Renderer;
 use crate::snapshot::Store;
 
@@ -77,21 +78,6 @@ pub fn connection_cap(configured: u32, nofile: Option<u64>) -> usize {
             configured.min(room).max(1)
         }
     }
-}
-
-/// The soft open-files limit of this process, from `/proc/self/limits` (no `unsafe` needed).
-pub fn nofile_limit() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
-    parse_nofile(&text)
-}
-
-fn parse_nofile(limits: &str) -> Option<u64> {
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line["Max open files".len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 struct AppState {
@@ -600,13 +586,5 @@ mod tests {
         assert!(wants_pretty(&none, &uri("/findings?a=1&pretty=1")));
         assert!(!wants_pretty(&none, &uri("/findings?pretty=0")));
         assert!(!wants_pretty(&none, &uri("/findings")));
-    }
-
-    #[test]
-    fn reads_the_soft_open_files_limit() {
-        let text = "Limit                     Soft Limit           Hard Limit           Units     \nMax cpu time              unlimited            unlimited            seconds   \nMax open files            1024                 524288               files     \n";
-        assert_eq!(parse_nofile(text), Some(1024));
-        assert_eq!(parse_nofile("nothing"), None);
-        assert!(nofile_limit().is_some_and(|n| n > 0));
     }
 }

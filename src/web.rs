@@ -230,7 +230,7 @@ impl WebConfig {
         }
         let token = match &file.bearer_token_file {
             None => None,
-            Some(p) => match crate::config::files::read_to_string(p) {
+            Some(p) => match crate::files::read_to_string(p) {
                 Ok(t) if !t.trim().is_empty() => Some(t.trim().to_owned()),
                 Ok(_) => {
                     problems.push(format!("bearer_token_file {} is empty", p.display()));
@@ -678,7 +678,7 @@ fn pem_source(
         (Some(pem), None) => Ok((pem.as_bytes().to_vec(), format!("tls_server_config.{what}"))),
         (None, Some(p)) => {
             let from = format!("tls_server_config.{what}_file {}", p.display());
-            crate::config::files::read(p)
+            crate::files::read(p)
                 .map(|b| (b, from.clone()))
                 .map_err(|e| format!("{from}: {e}"))
         }

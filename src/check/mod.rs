@@ -300,6 +300,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_catalog_lists_every_disablable_check_id() {
+        let ids = [
+            host::ID,
+            sqlite::ID,
+            checkpoint_migration::ID,
+            checkpoint_threads::ID,
+            pg_connectivity::ID,
+            pg_connections::ID,
+            pg_connection_budget::ID,
+            pg_activity::ID,
+            pg_statements::ID,
+            pg_table_sizes::ID,
+            pg_schema::ID,
+            pg_replication::ID,
+            pg_database_stats::ID,
+            pg_checkpoints::ID,
+            pg_archiver::ID,
+            pg_privileges::ID,
+            pg_replica::ID,
+            pg_database_size::ID,
+        ];
+        assert_eq!(ids.as_slice(), crate::catalog::DISABLABLE_CHECK_IDS);
+        assert_eq!(app_probe::ID_PREFIX, crate::catalog::APP_PROBE_CHECK_PREFIX);
+    }
+
+    #[test]
     fn only_database_wide_checks_are_gated() {
         let config = crate::config::Config::load(
             None,

@@ -4,7 +4,6 @@
 //! at once. [`Config::effective_toml`] prints what the agent will use, secrets redacted.
 
 mod checks;
-pub mod files;
 pub mod otel;
 pub mod probes;
 mod raw;
@@ -185,7 +184,7 @@ impl Config {
     /// Reads the file (if any) and the environment, and validates.
     pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
-        let file = path.and_then(|p| match files::read_to_string(p) {
+        let file = path.and_then(|p| match crate::files::read_to_string(p) {
             Ok(text) => Some((text, p.display().to_string())),
             Err(e) => {
                 problems.push(Problem {
@@ -402,7 +401,7 @@ impl Config {
         if let Some(u) = raw.database.url {
             dsn_text = Some((u, "AGENT_DATABASE_URL"));
         } else if let Some(f) = raw.database.url_file {
-            match files::read_to_string(Path::new(&f)) {
+            match crate::files::read_to_string(Path::new(&f)) {
                 Ok(t) => dsn_text = Some((t.trim().to_owned(), "AGENT_DATABASE_URL_FILE")),
                 Err(e) => p("AGENT_DATABASE_URL_FILE", format!("cannot read {f}: {e}")),
             }
@@ -725,30 +724,9 @@ impl Config {
 
 /// Whether `id` names a check the agent can run (for `AGENT_DISABLED_CHECKS`).
 fn known_check(id: &str) -> bool {
-    use crate::check::*;
-    [
-        host::ID,
-        sqlite::ID,
-        checkpoint_migration::ID,
-        checkpoint_threads::ID,
-        pg_connectivity::ID,
-        pg_connections::ID,
-        pg_connection_budget::ID,
-        pg_activity::ID,
-        pg_statements::ID,
-        pg_table_sizes::ID,
-        pg_schema::ID,
-        pg_replication::ID,
-        pg_database_stats::ID,
-        pg_checkpoints::ID,
-        pg_archiver::ID,
-        pg_privileges::ID,
-        pg_replica::ID,
-        pg_database_size::ID,
-    ]
-    .contains(&id)
+    crate::catalog::DISABLABLE_CHECK_IDS.contains(&id)
         || id
-            .strip_prefix(app_probe::ID_PREFIX)
+            .strip_prefix(crate::catalog::APP_PROBE_CHECK_PREFIX)
             .is_some_and(|n| !n.is_empty())
 }
 

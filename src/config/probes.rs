@@ -542,7 +542,7 @@ pub fn validate(
         }
         let ca_file = r.ca_file.as_ref().map(PathBuf::from);
         if let Some(f) = &ca_file
-            && let Err(e) = super::files::read(f)
+            && let Err(e) = crate::files::read(f)
         {
             p(key("ca_file"), format!("cannot read {}: {e}", f.display()));
             ok = false;
@@ -554,7 +554,7 @@ pub fn validate(
                 None
             }
             (Some(b), None) => Some(b.clone().into_bytes()),
-            (None, Some(f)) => match super::files::read(Path::new(f)) {
+            (None, Some(f)) => match crate::files::read(Path::new(f)) {
                 Ok(b) => Some(b),
                 Err(e) => {
                     p(key("body_file"), format!("cannot read {f}: {e}"));

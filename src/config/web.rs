@@ -122,7 +122,7 @@ pub struct HttpServerConfig {
 
 /// Reads and parses the file (`cannot read ...` or the YAML error, redacted).
 pub fn load(path: &Path) -> Result<WebConfigFile, String> {
-    let text = crate::config::files::read_to_string(path)
+    let text = crate::files::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     parse(&text, &path.display().to_string())
 }
