@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::raw::Problem;
+use super::Problem;
 
 /// `[findings]` as written.
 #[derive(Debug, Default, Deserialize, Serialize)]

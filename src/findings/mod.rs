@@ -24,29 +24,10 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-pub use codes::{CODES, CodeDef, code_def, markdown_table};
+pub use codes::{CODES, CodeDef, Severity, code_def, markdown_table};
 
 use crate::config::Config;
 use crate::snapshot::Snapshot;
-
-/// How bad a finding is. Critical pages, warning tickets, info is not routed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
-}
 
 /// One thing that is wrong, with what to do.
 #[derive(Debug, Clone, PartialEq, Serialize)]
