@@ -166,6 +166,7 @@ impl Leadership {
         self: Arc<Self>,
         every: Duration,
         store: Store,
+        series: catalog::Series,
         database_checks: Vec<&'static str>,
         cancel: CancellationToken,
     ) {
@@ -193,14 +194,11 @@ impl Leadership {
                         "Following: another agent (or none, while PostgreSQL is unreachable) runs the database-wide checks."
                     );
                 }
-                store.publish_component(
-                    "leader",
-                    vec![Sample::new(
-                        &catalog::AGENT_LEADER,
-                        &[],
-                        if leads { 1.0 } else { 0.0 },
-                    )],
-                );
+                series.set(vec![Sample::new(
+                    &catalog::AGENT_LEADER,
+                    &[],
+                    if leads { 1.0 } else { 0.0 },
+                )]);
                 was = Some(leads);
             }
             if !leads {

@@ -21,6 +21,7 @@ pub mod files;
 pub mod findings;
 pub mod leader;
 pub mod pg;
+pub mod reading;
 pub mod render;
 pub mod run;
 pub mod scheduler;

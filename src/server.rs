@@ -42,11 +42,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use crate::config::web::{
-    DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, MAX_HEADER_TIMEOUT, MIN_HEADER_TIMEOUT, WebLimits,
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, MAX_HEADER_TIMEOUT, MIN_HEADER_TIMEOUT,
+    WebLimits,
 };
 use crate::files::nofile_limit;
+use crate::reading::Sources;
 use crate::render::Renderer;
-use crate::snapshot::Store;
 
 /// Content type of the Prometheus text format 0.0.4.
 pub const METRICS_CONTENT_TYPE: &str = crate::exposition::TEXT_CONTENT_TYPE;
@@ -81,17 +82,17 @@ pub fn connection_cap(configured: u32, nofile: Option<u64>) -> usize {
 }
 
 struct AppState {
-    store: Store,
+    sources: Sources,
     renderer: Renderer,
 }
 
 pub fn router(
-    store: Store,
+    sources: Sources,
     auth: Option<Arc<crate::web::Auth>>,
     rate_limit: Option<Arc<crate::web::RateLimiter>>,
 ) -> Router {
     let state = Arc::new(AppState {
-        store,
+        sources,
         renderer: Renderer::default(),
     });
     let mut protected = Router::new()
@@ -191,7 +192,7 @@ impl Drop for Busy {
 /// when the web config has TLS).
 pub async fn serve(
     listener: TcpListener,
-    store: Store,
+    sources: Sources,
     web: crate::web::WebConfig,
     limits: WebLimits,
     cancel: CancellationToken,
@@ -199,7 +200,7 @@ pub async fn serve(
     for w in &web.warnings {
         tracing::warn!(warning = %w, "AGENT_WEB_CONFIG_FILE asks for something this endpoint cannot honour as written; the nearest safe setting is used.");
     }
-    let mut app = router(store, web.auth.clone(), web.rate_limit.clone());
+    let mut app = router(sources, web.auth.clone(), web.rate_limit.clone());
     if !web.headers.is_empty() {
         app = app.layer(axum::middleware::from_fn_with_state(
             web.headers.clone(),
@@ -399,7 +400,7 @@ async fn metrics(
         header_str(header::ACCEPT),
         header_str(header::ACCEPT_ENCODING),
     );
-    let snap = st.store.current();
+    let snap = st.sources.read();
     let out = st
         .renderer
         .render_wire(&snap, std::time::SystemTime::now(), wire);
@@ -425,7 +426,7 @@ async fn findings(
     headers: axum::http::HeaderMap,
     uri: axum::http::Uri,
 ) -> impl IntoResponse {
-    let snap = st.store.current();
+    let snap = st.sources.read();
     let now = std::time::SystemTime::now();
     // The worst of active and pending findings; unknown before the first evaluation and over
     // outcomes that are no longer current (the status page says the same word).
@@ -510,7 +511,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
-    let snap = st.store.current();
+    let snap = st.sources.store.current();
     if snap.ready() {
         (StatusCode::OK, "ready\n".to_owned())
     } else {
@@ -529,7 +530,7 @@ async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
 
 /// The status page (HTML) for people.
 async fn index(State(st): State<Arc<AppState>>) -> impl IntoResponse {
-    let snap = st.store.current();
+    let snap = st.sources.read();
     let summary = crate::status::Summary::build(&snap, std::time::SystemTime::now());
     (
         [
@@ -549,7 +550,7 @@ async fn index(State(st): State<Arc<AppState>>) -> impl IntoResponse {
 
 /// The status page's summary as JSON (what `agent status` reads).
 async fn status_json(State(st): State<Arc<AppState>>) -> impl IntoResponse {
-    let snap = st.store.current();
+    let snap = st.sources.read();
     axum::Json(crate::status::Summary::build(
         &snap,
         std::time::SystemTime::now(),

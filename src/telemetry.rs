@@ -37,7 +37,7 @@ use crate::catalog::otel::{otel_name, otel_unit};
 use crate::catalog::{self, Kind, MetricDef, Sample, Value};
 use crate::config::otel::{OtelConfig, Protocol, SignalConfig};
 use crate::config::{Config, LogFormat};
-use crate::snapshot::Store;
+use crate::reading::Sources;
 
 /// Export counters shared with the SDK's export threads.
 #[derive(Debug, Default)]
@@ -289,14 +289,14 @@ pub fn log_filter(spec: Option<&str>) -> (Targets, Option<String>) {
 
 impl Telemetry {
     /// Exports the snapshot's metrics through observable instruments (no-op without OTLP metrics).
-    pub fn export_snapshot(&self, store: &Store) {
+    pub fn export_snapshot(&self, sources: &Sources) {
         let Some(provider) = &self.meter else { return };
         let meter = provider.meter("rose-agent");
         // One sample list per snapshot generation, shared by every instrument's callback (a
         // collection calls ~100 callbacks; each would otherwise rebuild the whole list).
         let shared: Arc<SampleCache> = Arc::default();
         for def in catalog::all() {
-            let (store, shared) = (store.clone(), shared.clone());
+            let (sources, shared) = (sources.clone(), shared.clone());
             let attrs = move |s: &Sample| -> Vec<KeyValue> {
                 s.def
                     .labels
@@ -306,8 +306,8 @@ impl Telemetry {
                     .collect()
             };
             let values =
-                move |store: &Store, def: &'static MetricDef| -> Vec<(f64, Vec<KeyValue>)> {
-                    let snap = store.current();
+                move |sources: &Sources, def: &'static MetricDef| -> Vec<(f64, Vec<KeyValue>)> {
+                    let snap = sources.read();
                     let now = std::time::SystemTime::now();
                     if std::ptr::eq(def, &catalog::AGENT_SNAPSHOT_AGE) {
                         // Changes every collection: never cached.
@@ -317,7 +317,7 @@ impl Telemetry {
                             .into_iter()
                             .collect();
                     }
-                    let key = (snap.generation, snap.stale_checks(now));
+                    let key = snap.cache_key(now);
                     let samples = {
                         let mut cache = shared.lock().unwrap_or_else(|p| p.into_inner());
                         match cache.as_ref() {
@@ -345,7 +345,7 @@ impl Telemetry {
                         .with_unit(otel_unit(def))
                         .with_description(def.help)
                         .with_callback(move |o| {
-                            for (v, a) in values(&store, def) {
+                            for (v, a) in values(&sources, def) {
                                 o.observe(v, &a);
                             }
                         })
@@ -359,7 +359,7 @@ impl Telemetry {
                         .with_unit(otel_unit(def))
                         .with_description(def.help)
                         .with_callback(move |o| {
-                            for (v, a) in values(&store, def) {
+                            for (v, a) in values(&sources, def) {
                                 o.observe(v, &a);
                             }
                         })

@@ -46,9 +46,7 @@ use base64::Engine as _;
 
 use crate::config::{ConfigError, Problem};
 
-pub use crate::config::web::{
-    HttpServerConfig, RateLimitConfig, TlsServerConfig, WebConfigFile,
-};
+pub use crate::config::web::{HttpServerConfig, RateLimitConfig, TlsServerConfig, WebConfigFile};
 
 /// Validated and loaded.
 #[derive(Debug, Clone, Default)]

@@ -37,6 +37,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("web", 6),
     ("telemetry", 6),
     ("status", 6),
+    ("reading", 6),
     // 7 runtime
     ("run", 7),
     ("scheduler", 7),
@@ -265,7 +266,12 @@ struct Use {
 
 /// Parses a use-tree at `i` (after a `::`): `a::b`, `{a, b::{c, d}}`, `*`; appends each leaf
 /// path (prefixed with `base`) to `out`; returns the index after the tree.
-fn use_tree(t: &[(Tok, usize)], mut i: usize, base: &[String], out: &mut Vec<Vec<String>>) -> usize {
+fn use_tree(
+    t: &[(Tok, usize)],
+    mut i: usize,
+    base: &[String],
+    out: &mut Vec<Vec<String>>,
+) -> usize {
     let mut path = base.to_vec();
     loop {
         match t.get(i).map(|x| &x.0) {
@@ -402,7 +408,11 @@ fn uses(module: &str, src: &str) -> (Vec<Use>, Vec<String>) {
                 let from = cur.join("::");
                 let line = t[i].1;
                 let mut j = i;
-                let mut base: Vec<String> = if k == "super" { cur.clone() } else { Vec::new() };
+                let mut base: Vec<String> = if k == "super" {
+                    cur.clone()
+                } else {
+                    Vec::new()
+                };
                 // Climb `super::super::...`.
                 while ident(j) == Some("super") && is(j + 1, Tok::Path) {
                     base.pop();
@@ -692,7 +702,10 @@ fn groups_super_climbs_and_macro_paths_are_read_and_comments_strings_and_tests_a
     ];
     assert_eq!(p.len(), want.len(), "{p:#?}");
     for (got, want) in p.iter().zip(want) {
-        assert!(got.starts_with(want), "{got}\n  does not start with\n{want}");
+        assert!(
+            got.starts_with(want),
+            "{got}\n  does not start with\n{want}"
+        );
     }
 }
 
@@ -704,11 +717,18 @@ fn a_module_without_a_floor_and_a_same_floor_cycle_are_reported() {
         ("src/render.rs", "use crate::alerting::A;\n"),
         ("src/alerting.rs", "use crate::render::R;\n"),
         // A parent and its child naming each other is no cycle.
-        ("src/check/mod.rs", "pub trait Check {}\nuse crate::check::host::H;\n"),
+        (
+            "src/check/mod.rs",
+            "pub trait Check {}\nuse crate::check::host::H;\n",
+        ),
         ("src/check/host.rs", "use super::Check;\n"),
     ]);
     assert_eq!(p.len(), 2, "{p:#?}");
-    assert!(p[0].starts_with("src/gadget.rs: module `gadget` has no floor"), "{}", p[0]);
+    assert!(
+        p[0].starts_with("src/gadget.rs: module `gadget` has no floor"),
+        "{}",
+        p[0]
+    );
     assert_eq!(
         p[1],
         "import cycle between modules of one floor: alerting <-> render"

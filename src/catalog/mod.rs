@@ -150,6 +150,9 @@ pub mod otel;
 mod pg;
 mod pg_checks;
 mod process;
+mod series;
+
+pub use series::Series;
 
 pub use agent::*;
 pub use app::*;

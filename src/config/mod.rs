@@ -506,9 +506,7 @@ impl Config {
                 "must be greater than zero: every wait is bounded".into(),
             );
         }
-        if !(web::MIN_HEADER_TIMEOUT..=web::MAX_HEADER_TIMEOUT)
-            .contains(&web_header_timeout)
-        {
+        if !(web::MIN_HEADER_TIMEOUT..=web::MAX_HEADER_TIMEOUT).contains(&web_header_timeout) {
             p(
                 "AGENT_WEB_HEADER_TIMEOUT",
                 format!(
@@ -623,10 +621,7 @@ impl Config {
                     max_connections: web_max_connections,
                 },
                 leader_election: raw.agent.leader_election.unwrap_or(true),
-                leader_lock_key: raw
-                    .agent
-                    .leader_lock_key
-                    .unwrap_or(DEFAULT_LOCK_KEY),
+                leader_lock_key: raw.agent.leader_lock_key.unwrap_or(DEFAULT_LOCK_KEY),
             },
             database: db,
             app: AppConfig {

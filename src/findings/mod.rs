@@ -224,13 +224,8 @@ pub(crate) mod testutil {
             started: SystemTime::UNIX_EPOCH,
             expected: vec![],
             checks: Default::default(),
-            pg_connects_ok: 0,
-            pg_connects_failed: 0,
-            findings: Default::default(),
-            components: Default::default(),
             deferred: Default::default(),
             retired: Default::default(),
-            about: Default::default(),
         };
         for (id, result) in entries {
             s.checks.insert(

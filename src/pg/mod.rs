@@ -169,6 +169,30 @@ pub struct PgTarget {
     addresses: Option<Vec<IpAddr>>,
 }
 
+/// Connection attempts of the agent's PostgreSQL targets (`rose_agent_pg_connects_total`),
+/// counted by the connect hook; kept across reloads. Cheap to share.
+#[derive(Debug, Default)]
+pub struct ConnectCounts {
+    ok: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+}
+
+impl ConnectCounts {
+    /// Counts one attempt.
+    pub fn record(&self, ok: bool) {
+        let c = if ok { &self.ok } else { &self.failed };
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// (succeeded, failed) so far.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.ok.load(std::sync::atomic::Ordering::Relaxed),
+            self.failed.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+}
+
 /// What the set-up statement found out.
 struct Session {
     direct: bool,

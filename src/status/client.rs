@@ -168,8 +168,7 @@ impl Endpoint {
                 path: path.display().to_string(),
                 message,
             };
-            let text =
-                crate::files::read_to_string(path).map_err(|e| err(e.to_string()))?;
+            let text = crate::files::read_to_string(path).map_err(|e| err(e.to_string()))?;
             let file: FileView = serde_norway::from_str(&text)
                 .map_err(|e| err(crate::dsn::redact(&e.to_string())))?;
             if let Some(tls) = file.tls_server_config {
@@ -392,8 +391,7 @@ fn client_identity(cert: &Path, key: &Path) -> Result<Identity, ClientError> {
     let bad = |what: &str, p: &Path, e: String| {
         ClientError::Credentials(format!("cannot use the client {what} {}: {e}", p.display()))
     };
-    let pem =
-        crate::files::read(cert).map_err(|e| bad("certificate", cert, e.to_string()))?;
+    let pem = crate::files::read(cert).map_err(|e| bad("certificate", cert, e.to_string()))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad("certificate", cert, e.to_string()))?;
