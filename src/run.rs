@@ -90,16 +90,9 @@ impl Generation {
         store.set_expected(ids);
         let mut tasks = JoinSet::new();
         if pg.is_some() {
-            let database_checks = checks
-                .iter()
-                .filter(|c| c.scope() == check::Scope::Database)
-                .map(|c| c.id())
-                .collect();
             tasks.spawn(leader.clone().run(
                 config.agent.interval,
-                store.clone(),
                 sources.leader.clone(),
-                database_checks,
                 cancel.clone(),
             ));
         }

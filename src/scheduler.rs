@@ -107,6 +107,39 @@ pub fn spawn_led(
         let span = tracing::info_span!("check_loop", check = check.id());
         tasks.spawn(run_loop(check, every, store, cancel, gate, epoch, start).instrument(span));
     }
+    if let Some(leader) = leader.filter(|l| l.enabled()) {
+        let database_checks: Vec<&'static str> = checks
+            .iter()
+            .filter(|c| c.scope() == Scope::Database)
+            .map(|c| c.id())
+            .collect();
+        tasks.spawn(withdraw_while_following(
+            leader.rounds(),
+            database_checks,
+            store.clone(),
+            cancel.clone(),
+        ));
+    }
+}
+
+/// After every election round that follows, withdraws the series of the database-wide checks
+/// (another agent of the fleet exports them; a lost connection also loses the lead).
+async fn withdraw_while_following(
+    mut rounds: tokio::sync::watch::Receiver<(u64, bool)>,
+    database_checks: Vec<&'static str>,
+    store: Store,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = rounds.changed() => if changed.is_err() { return },
+        }
+        let (_, leads) = *rounds.borrow_and_update();
+        if !leads {
+            store.defer(&database_checks);
+        }
+    }
 }
 
 /// The span of one check run, with the OpenTelemetry semantic-convention attributes of what
