@@ -3,9 +3,9 @@
 //! outcome), rendered as the HTML status page at `/` ([`html`]), as JSON at `/status`, and for
 //! a terminal by `agent status` ([`Summary::to_text`], fetched through [`client`]).
 //!
-//! Building the summary is pure: it reads a [`Snapshot`] and takes `now`, never the database, so
-//! the page costs what a scrape costs and is unit-tested with struct literals. Nothing secret
-//! reaches it: the target is sanitized, query text in findings is normalized (a finding's
+//! Building the summary is pure: it reads a [`Reading`] (the snapshot and the findings beside
+//! it) and takes `now`, never the database, so the page costs what a scrape costs and is
+//! unit-tested with struct literals. Nothing secret reaches it: the target is sanitized, query text in findings is normalized (a finding's
 //! `raw_query_text` is left out), check errors are scrubbed again with [`crate::dsn::redact`].
 
 pub mod client;
