@@ -85,9 +85,7 @@ impl Generation {
         );
         sources.set_about(crate::status::About::from_config(config));
         let checks = check::registry(config, pg.clone());
-        let ids: Vec<&'static str> = checks.iter().map(|c| c.id()).collect();
-        store.retain_checks(&ids);
-        store.set_expected(ids);
+        scheduler::adopt(store, &checks);
         let mut tasks = JoinSet::new();
         if pg.is_some() {
             tasks.spawn(leader.clone().run(

@@ -68,6 +68,14 @@ pub fn spawn_all(
     )
 }
 
+/// Makes `checks` the set the snapshot holds (a reload drops the state of removed checks, so
+/// they export nothing stale) and the set that must report before the agent is ready.
+pub fn adopt(store: &Store, checks: &[Arc<dyn Check>]) {
+    let ids: Vec<&'static str> = checks.iter().map(|c| c.id()).collect();
+    store.retain_checks(&ids);
+    store.set_expected(ids);
+}
+
 /// Spawns every check's loop into `tasks`; with `leader`, database-wide checks
 /// ([`Scope::Database`]) run only while this agent leads the fleet.
 ///
