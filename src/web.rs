@@ -1268,6 +1268,43 @@ rate_limit:
     }
 
     #[test]
+    fn the_configuration_parses_the_file_and_the_endpoint_builds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("web.yml");
+        let env = |p: &Path| {
+            std::collections::HashMap::from([
+                (
+                    "AGENT_DATABASE_URL".to_string(),
+                    "postgresql://u@127.0.0.1/db".to_string(),
+                ),
+                ("AGENT_WEB_CONFIG_FILE".to_string(), p.display().to_string()),
+            ])
+        };
+        // A file that is not the format: a problem of the configuration itself.
+        std::fs::write(&p, "basic_auth_user:\n  prom: x\n").unwrap();
+        let e = crate::config::Config::load(None, &env(&p)).unwrap_err();
+        assert_eq!(e.0[0].key, "AGENT_WEB_CONFIG_FILE", "{e}");
+        // A file the endpoint cannot build from: parsed as data, refused by `for_config` with
+        // the same key (main and a reload refuse it as a configuration error).
+        std::fs::write(&p, "basic_auth_users:\n  prom: plaintext-not-a-hash\n").unwrap();
+        let c = crate::config::Config::load(None, &env(&p)).unwrap();
+        assert!(c.agent.web.is_some());
+        let e = WebConfig::for_config(&c).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].key, "AGENT_WEB_CONFIG_FILE");
+        assert!(e.0[0].message.contains("bcrypt"), "{e}");
+        assert!(!e.to_string().contains("plaintext-not-a-hash"), "{e}");
+        // A good file builds the live auth.
+        std::fs::write(
+            &p,
+            "basic_auth_users:\n  prom: $2y$10$abcdefghijklmnopqrstuv\n",
+        )
+        .unwrap();
+        let c = crate::config::Config::load(None, &env(&p)).unwrap();
+        assert!(WebConfig::for_config(&c).unwrap().auth.is_some());
+    }
+
+    #[test]
     fn bad_files_name_every_problem() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("web.yml");

@@ -5,8 +5,9 @@
 //!
 //! Building the summary is pure: it reads a [`Reading`] (the snapshot and the findings beside
 //! it) and takes `now`, never the database, so the page costs what a scrape costs and is
-//! unit-tested with struct literals. Nothing secret reaches it: the target is sanitized, query text in findings is normalized (a finding's
-//! `raw_query_text` is left out), check errors are scrubbed again with [`crate::dsn::redact`].
+//! unit-tested with struct literals. Nothing secret reaches it: the target is sanitized, query
+//! text in findings is normalized (a finding's `raw_query_text` is left out), check errors are
+//! scrubbed again with [`crate::dsn::redact`].
 
 pub mod client;
 pub mod html;
