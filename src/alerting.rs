@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, Sample};
 use crate::findings::Finding;
-use crate::snapshot::Store;
+use crate::findings::state::Published;
 
 /// Intervals a resolved alert is re-sent while posts fail.
 pub const RESOLVED_RETRY_TICKS: u32 = 10;
@@ -127,7 +127,13 @@ pub fn alert_for(f: &Finding, cfg: &PushConfig, starts: SystemTime, ends: System
 }
 
 /// Pushes until `cancel` fires.
-pub async fn run(cfg: PushConfig, store: Store, cancel: CancellationToken) {
+/// Reads the findings channel; writes only its own series (`rose_agent_alertmanager_*`).
+pub async fn run(
+    cfg: PushConfig,
+    findings: Published,
+    series: catalog::Series,
+    cancel: CancellationToken,
+) {
     let client = match reqwest::Client::builder()
         .timeout(cfg.timeout)
         .connect_timeout(cfg.timeout)
@@ -152,10 +158,10 @@ pub async fn run(cfg: PushConfig, store: Store, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let snap = store.current();
+        let (_, view) = findings.current();
         let now = SystemTime::now();
         let mut current: HashMap<String, (Finding, SystemTime)> = HashMap::new();
-        for a in &snap.findings.active {
+        for a in &view.active {
             current.insert(a.finding.key(), (a.finding.clone(), a.since));
         }
         for (key, (f, since)) in firing.drain() {
@@ -192,14 +198,11 @@ pub async fn run(cfg: PushConfig, store: Store, cancel: CancellationToken) {
                 down_logged = true;
             }
         }
-        store.publish_component(
-            "alertmanager",
-            vec![
-                Sample::new(&catalog::AGENT_AM_POSTS, &["ok"], ok as f64),
-                Sample::new(&catalog::AGENT_AM_POSTS, &["error"], failed as f64),
-                Sample::new(&catalog::AGENT_AM_ALERTS, &[], firing.len() as f64),
-            ],
-        );
+        series.set(vec![
+            Sample::new(&catalog::AGENT_AM_POSTS, &["ok"], ok as f64),
+            Sample::new(&catalog::AGENT_AM_POSTS, &["error"], failed as f64),
+            Sample::new(&catalog::AGENT_AM_ALERTS, &[], firing.len() as f64),
+        ]);
     }
 }
 

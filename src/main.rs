@@ -13,7 +13,10 @@ use rose_agent::config::{Config, ProcessEnv};
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref(), &ProcessEnv);
+    // The web config file is checked with the rest: a file the endpoint cannot build from is a
+    // configuration error too.
+    let config = Config::load(cli.config.as_deref(), &ProcessEnv)
+        .and_then(|c| rose_agent::web::WebConfig::for_config(&c).map(|_| c));
     if config.is_err() {
         // A misspelled variable is often why the configuration is unusable: name it here too
         // (a valid configuration logs them at start, and diagnose reports them as findings).

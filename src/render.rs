@@ -1,7 +1,8 @@
 //! Renders a snapshot as Prometheus text exposition with the `prometheus` crate's encoder, or as
 //! OpenMetrics and gzipped when the scraper asks (formats in [`crate::exposition`]).
-//! Pure over the snapshot and the time of the scrape; the output is cached by snapshot generation
-//! and the set of stale checks (every format, plain and gzipped), so a scrape between two check runs costs a lock, a pass over the
+//! Pure over a [`Reading`] (the snapshot and the channels beside it) and the time of the scrape;
+//! the output is cached by snapshot generation, findings generation, self-series version and the
+//! set of stale checks (every format, plain and gzipped), so a scrape between two check runs costs a lock, a pass over the
 //! checks' ages and a clone of bytes. A check whose outcome is past its freshness bound exports
 //! its "unknown" series instead of its last samples (`rose_pg_up 0`, never a stale 1).
 
@@ -19,10 +20,10 @@ use axum::body::Bytes;
 use crate::exposition::{self, Format, GzipHead, Wire, encode_openmetrics};
 
 use crate::catalog::{self, Kind, MetricDef, Sample, Value};
-use crate::snapshot::Snapshot;
+use crate::reading::Reading;
 
-/// What a rendering depends on besides the clock: the snapshot generation and its stale checks.
-pub type CacheKey = (u64, Vec<&'static str>);
+/// What a rendering depends on besides the clock (see [`Reading::cache_key`]).
+pub use crate::reading::CacheKey;
 
 /// The renderings of one [`CacheKey`], each made on the first scrape that asks for it.
 #[derive(Default)]
@@ -49,13 +50,13 @@ pub struct Renderer {
 
 impl Renderer {
     /// The text exposition of `snap` as of now.
-    pub fn render(&self, snap: &Snapshot) -> Bytes {
+    pub fn render(&self, snap: &Reading) -> Bytes {
         self.render_at(snap, SystemTime::now())
     }
 
     /// The text exposition of `snap` as of `now`: the cached body for the same generation and
     /// stale set, followed by the snapshot's age (which changes every scrape).
-    pub fn render_at(&self, snap: &Snapshot, now: SystemTime) -> Bytes {
+    pub fn render_at(&self, snap: &Reading, now: SystemTime) -> Bytes {
         self.render_wire(
             snap,
             now,
@@ -70,8 +71,8 @@ impl Renderer {
     /// The exposition of `snap` as of `now` on `wire`: the cached body (or its cached gzip
     /// head) for the same generation and stale set, then the per-scrape tail (the snapshot's
     /// age; `# EOF` in OpenMetrics). Served uncompressed if compression fails.
-    pub fn render_wire(&self, snap: &Snapshot, now: SystemTime, wire: Wire) -> Rendered {
-        let key = (snap.generation, snap.stale_checks(now));
+    pub fn render_wire(&self, snap: &Reading, now: SystemTime, wire: Wire) -> Rendered {
+        let key = snap.cache_key(now);
         let mut tail = match snap.age(now) {
             None => Vec::new(),
             Some(age) => {
@@ -154,7 +155,7 @@ fn unit_of(name: &str) -> Option<&'static str> {
 
 /// All samples of a snapshot as of `now`: each check's own (its "unknown" series when its
 /// outcome is stale) plus the agent's self-metrics.
-pub fn all_samples(snap: &Snapshot, now: SystemTime) -> Vec<Sample> {
+pub fn all_samples(snap: &Reading, now: SystemTime) -> Vec<Sample> {
     let mut out = Vec::new();
     let secs = |t: std::time::SystemTime| {
         t.duration_since(UNIX_EPOCH)
@@ -184,12 +185,12 @@ pub fn all_samples(snap: &Snapshot, now: SystemTime) -> Vec<Sample> {
     out.push(Sample::new(
         &catalog::AGENT_PG_CONNECTS,
         &["ok"],
-        snap.pg_connects_ok as f64,
+        snap.pg_connects.0 as f64,
     ));
     out.push(Sample::new(
         &catalog::AGENT_PG_CONNECTS,
         &["error"],
-        snap.pg_connects_failed as f64,
+        snap.pg_connects.1 as f64,
     ));
     let mut seen = std::collections::HashSet::new();
     for a in &snap.findings.active {
@@ -228,7 +229,7 @@ pub fn all_samples(snap: &Snapshot, now: SystemTime) -> Vec<Sample> {
         &["resolved"],
         snap.findings.resolved_total as f64,
     ));
-    for samples in snap.components.values() {
+    for samples in &snap.components {
         out.extend(samples.iter().cloned());
     }
     for (id, st) in &snap.checks {
@@ -281,7 +282,7 @@ pub fn all_samples(snap: &Snapshot, now: SystemTime) -> Vec<Sample> {
 }
 
 /// Groups samples into metric families in catalog order.
-pub fn families(snap: &Snapshot, now: SystemTime) -> Vec<MetricFamily> {
+pub fn families(snap: &Reading, now: SystemTime) -> Vec<MetricFamily> {
     let mut grouped: BTreeMap<&'static str, Vec<Sample>> = BTreeMap::new();
     for s in all_samples(snap, now) {
         grouped.entry(s.def.name).or_default().push(s);
@@ -392,7 +393,7 @@ mod tests {
                 unknown: vec![Sample::new(&catalog::PG_UP, &[], 0.0)],
             },
         );
-        let snap = store.current();
+        let snap = Reading::of(store.current());
         let r = Renderer::default();
         let text = |now| String::from_utf8(r.render_at(&snap, now).to_vec()).unwrap();
         let fresh = text(at + Duration::from_secs(5));
@@ -414,6 +415,44 @@ mod tests {
         assert!(
             stale.contains("rose_agent_snapshot_age_seconds 10.998"),
             "{stale}"
+        );
+    }
+
+    #[test]
+    fn findings_and_self_series_published_beside_the_snapshot_are_rendered_at_once() {
+        use crate::findings::state::{ActiveFinding, View};
+        let sources = crate::reading::Sources::new(Store::new(vec![]));
+        let r = Renderer::default();
+        let now = SystemTime::now();
+        let text = || String::from_utf8(r.render_at(&sources.read(), now).to_vec()).unwrap();
+        let before = text();
+        assert!(!before.contains("rose_finding_active{"), "{before}");
+        assert!(
+            before.contains("rose_agent_pg_connection_attempts_total{result=\"ok\"} 0"),
+            "{before}"
+        );
+        // Same snapshot generation: the findings generation alone must miss the cache.
+        sources.findings.publish(View {
+            active: vec![ActiveFinding {
+                finding: crate::findings::Finding::new("missing_index", "s", "e", vec![]),
+                since: now,
+            }],
+            ..View::default()
+        });
+        let after = text();
+        assert!(
+            after.contains("rose_finding_active{code=\"missing_index\",severity=\"warning\"} 1"),
+            "{after}"
+        );
+        sources
+            .leader
+            .set(vec![Sample::new(&catalog::AGENT_LEADER, &[], 1.0)]);
+        sources.connects.record(true);
+        let again = text();
+        assert!(again.contains("\nrose_agent_leader 1\n"), "{again}");
+        assert!(
+            again.contains("rose_agent_pg_connection_attempts_total{result=\"ok\"} 1"),
+            "{again}"
         );
     }
 }

@@ -11,19 +11,20 @@ use tokio_util::sync::CancellationToken;
 use crate::check;
 use crate::config::Config;
 use crate::findings::{self, state::Tracker, state::Transition};
-use crate::pg::leader::Leadership;
-use crate::pg::{Limits, PgTarget};
+use crate::leader::Leadership;
+use crate::pg::{ConnectCounts, Limits, PgTarget};
+use crate::reading::Sources;
 use crate::scheduler;
 use crate::server;
-use crate::snapshot::Store;
 
-/// Builds the shared PostgreSQL target, if a DSN is configured.
-pub fn pg_target(config: &Config, store: Option<Store>) -> Option<Arc<PgTarget>> {
+/// Builds the shared PostgreSQL target, if a DSN is configured; its connection attempts are
+/// counted into `connects` when given.
+pub fn pg_target(config: &Config, connects: Option<Arc<ConnectCounts>>) -> Option<Arc<PgTarget>> {
     let dsn = config.database.dsn.clone()?;
     let limits = Limits::from_config(config);
     let mut target = PgTarget::new(dsn, limits);
-    if let Some(store) = store {
-        target = target.with_connect_hook(move |ok| store.count_connect(ok));
+    if let Some(counts) = connects {
+        target = target.with_connect_hook(move |ok| counts.record(ok));
     }
     Some(Arc::new(target))
 }
@@ -47,17 +48,18 @@ struct Generation {
 impl Generation {
     fn start(
         config: &Config,
-        store: &Store,
+        sources: &Sources,
         reuse: Option<(Option<Arc<PgTarget>>, Arc<Leadership>)>,
         tracker: Arc<std::sync::Mutex<Tracker>>,
         parent: &CancellationToken,
         epoch: std::time::Instant,
     ) -> Generation {
         let cancel = parent.child_token();
+        let store = &sources.store;
         let (pg, leader) = match reuse {
             Some(r) => r,
             None => {
-                let pg = pg_target(config, Some(store.clone()));
+                let pg = pg_target(config, Some(sources.connects.clone()));
                 match &pg {
                     Some(t) => {
                         tracing::info!(target_db = %t.target(), source = config.database.dsn_source, "Watching PostgreSQL.")
@@ -75,29 +77,20 @@ impl Generation {
         // The database's identity label, shared by the rules (joined on instance, job) and
         // pushed alerts: one database's outage is one page whichever agent or path saw it.
         let rose_target = config.database.dsn.as_ref().map(|d| d.target());
-        store.publish_component(
-            "target",
+        sources.target.set(
             rose_target
                 .iter()
                 .map(|t| crate::catalog::Sample::new(&crate::catalog::AGENT_TARGET_INFO, &[t], 1.0))
                 .collect(),
         );
-        store.publish_about(crate::status::About::from_config(config));
+        sources.set_about(crate::status::About::from_config(config));
         let checks = check::registry(config, pg.clone());
-        let ids: Vec<&'static str> = checks.iter().map(|c| c.id()).collect();
-        store.retain_checks(&ids);
-        store.set_expected(ids);
+        scheduler::adopt(store, &checks);
         let mut tasks = JoinSet::new();
         if pg.is_some() {
-            let database_checks = checks
-                .iter()
-                .filter(|c| c.scope() == check::Scope::Database)
-                .map(|c| c.id())
-                .collect();
             tasks.spawn(leader.clone().run(
                 config.agent.interval,
-                store.clone(),
-                database_checks,
+                sources.leader.clone(),
                 cancel.clone(),
             ));
         }
@@ -114,6 +107,7 @@ impl Generation {
         tasks.spawn(findings_loop(
             config.clone(),
             store.clone(),
+            sources.findings.clone(),
             tracker,
             cancel.clone(),
         ));
@@ -127,7 +121,12 @@ impl Generation {
                 timeout: config.agent.interval.min(std::time::Duration::from_secs(5)),
             };
             tracing::info!(url = %crate::dsn::redact(url), instance = %push.instance, "Pushing findings to Alertmanager.");
-            tasks.spawn(crate::alerting::run(push, store.clone(), cancel.clone()));
+            tasks.spawn(crate::alerting::run(
+                push,
+                sources.findings.clone(),
+                sources.alertmanager.clone(),
+                cancel.clone(),
+            ));
         }
         Generation {
             cancel,
@@ -205,6 +204,8 @@ pub async fn run_with_reload(
     config_path: Option<std::path::PathBuf>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    // The endpoint's TLS, auth and rate limit, built from the web config file.
+    let web = crate::web::WebConfig::for_config(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let telemetry = crate::telemetry::init(&config);
     log_unknown_variables(&config);
     let listener = server::bind(config.agent.listen)
@@ -212,13 +213,13 @@ pub async fn run_with_reload(
         .with_context(|| format!("cannot listen on {} (AGENT_LISTEN)", config.agent.listen))?;
     let local = listener.local_addr()?;
 
-    let store = Store::new(Vec::new());
-    telemetry.export_snapshot(&store);
+    let sources = Sources::new(crate::snapshot::Store::new(Vec::new()));
+    telemetry.export_snapshot(&sources);
     let mut tasks = JoinSet::new();
     if telemetry.exporting() {
-        let (stats, store, cancel, every) = (
+        let (stats, otlp, cancel, every) = (
             telemetry.stats.clone(),
-            store.clone(),
+            sources.otlp.clone(),
             cancel.clone(),
             config.agent.interval,
         );
@@ -227,7 +228,7 @@ pub async fn run_with_reload(
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
-                    _ = ticker.tick() => store.publish_component("otlp", stats.samples()),
+                    _ = ticker.tick() => otlp.set(stats.samples()),
                 }
             }
         });
@@ -238,13 +239,15 @@ pub async fn run_with_reload(
     )));
     // The schedule's phase: every generation's checks tick on `epoch + k * period`.
     let epoch = std::time::Instant::now();
-    let mut generation = Generation::start(&config, &store, None, tracker.clone(), &cancel, epoch);
+    let mut generation =
+        Generation::start(&config, &sources, None, tracker.clone(), &cancel, epoch);
     let server_cancel = cancel.clone();
-    let server_store = store.clone();
+    let server_sources = sources.clone();
     let server = {
-        let (web, limits) = (config.agent.web.clone(), config.agent.web_limits);
+        let limits = config.agent.web_limits;
+        let web = web.clone();
         tokio::spawn(async move {
-            server::serve(listener, server_store, web, limits, server_cancel).await
+            server::serve(listener, server_sources, web, limits, server_cancel).await
         })
     };
     {
@@ -263,8 +266,8 @@ pub async fn run_with_reload(
             app_url = %about.app_url,
             pg_sslmode = %pg_tls.as_deref().unwrap_or("none"),
             listen = %local,
-            endpoint_tls = config.agent.web.tls.is_some(),
-            endpoint_auth = config.agent.web.auth.is_some(),
+            endpoint_tls = web.tls.is_some(),
+            endpoint_auth = web.auth.is_some(),
             interval = %humantime::format_duration(config.agent.interval),
             checks = generation.checks,
             "Agent started: status page at /, findings at /findings, metrics at /metrics."
@@ -303,6 +306,12 @@ pub async fn run_with_reload(
                 continue;
             }
         };
+        if let Err(e) = crate::web::WebConfig::for_config(&new) {
+            for p in &e.0 {
+                tracing::error!(key = %p.key, problem = %p.message, "Reload rejected; the running configuration stays.");
+            }
+            continue;
+        }
         if new.agent.listen != config.agent.listen
             || new.agent.web_config_file != config.agent.web_config_file
             || new.agent.web_limits != config.agent.web_limits
@@ -312,7 +321,7 @@ pub async fn run_with_reload(
         let keep = same_database(&config, &new);
         let (pg, leader) = generation.stop(config.agent.shutdown_grace).await;
         let reuse = keep.then_some((pg, leader));
-        generation = Generation::start(&new, &store, reuse, tracker.clone(), &cancel, epoch);
+        generation = Generation::start(&new, &sources, reuse, tracker.clone(), &cancel, epoch);
         tracing::info!(interval = %humantime::format_duration(new.agent.interval), slow_interval = %humantime::format_duration(new.agent.slow_interval), checks = generation.checks, kept_connection = keep, "Configuration reloaded.");
         config = new;
     }
@@ -367,7 +376,8 @@ async fn debounce(hup: &mut tokio::signal::unix::Signal, cancel: &CancellationTo
 /// Evaluates findings once per interval over the latest snapshot and logs each transition.
 async fn findings_loop(
     config: Config,
-    store: Store,
+    store: crate::snapshot::Store,
+    published: findings::state::Published,
     tracker: Arc<std::sync::Mutex<Tracker>>,
     cancel: CancellationToken,
 ) {
@@ -412,7 +422,7 @@ async fn findings_loop(
                 }
             }
         }
-        store.publish_findings(view);
+        published.publish(view);
     }
 }
 

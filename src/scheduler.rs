@@ -14,7 +14,7 @@ use tracing::Instrument;
 use crate::catalog::Sample;
 use crate::check::{Cadence, Check, CheckTarget, Scope};
 use crate::error::{CheckError, ErrorKind};
-use crate::pg::leader::Leadership;
+use crate::leader::Leadership;
 use crate::snapshot::{Freshness, Outcome, Store};
 
 /// Runs one check once under its timeout and returns its outcome and samples.
@@ -68,6 +68,14 @@ pub fn spawn_all(
     )
 }
 
+/// Makes `checks` the set the snapshot holds (a reload drops the state of removed checks, so
+/// they export nothing stale) and the set that must report before the agent is ready.
+pub fn adopt(store: &Store, checks: &[Arc<dyn Check>]) {
+    let ids: Vec<&'static str> = checks.iter().map(|c| c.id()).collect();
+    store.retain_checks(&ids);
+    store.set_expected(ids);
+}
+
 /// Spawns every check's loop into `tasks`; with `leader`, database-wide checks
 /// ([`Scope::Database`]) run only while this agent leads the fleet.
 ///
@@ -106,6 +114,39 @@ pub fn spawn_led(
         let (check, store, cancel) = (check.clone(), store.clone(), cancel.clone());
         let span = tracing::info_span!("check_loop", check = check.id());
         tasks.spawn(run_loop(check, every, store, cancel, gate, epoch, start).instrument(span));
+    }
+    if let Some(leader) = leader.filter(|l| l.enabled()) {
+        let database_checks: Vec<&'static str> = checks
+            .iter()
+            .filter(|c| c.scope() == Scope::Database)
+            .map(|c| c.id())
+            .collect();
+        tasks.spawn(withdraw_while_following(
+            leader.rounds(),
+            database_checks,
+            store.clone(),
+            cancel.clone(),
+        ));
+    }
+}
+
+/// After every election round that follows, withdraws the series of the database-wide checks
+/// (another agent of the fleet exports them; a lost connection also loses the lead).
+async fn withdraw_while_following(
+    mut rounds: tokio::sync::watch::Receiver<(u64, bool)>,
+    database_checks: Vec<&'static str>,
+    store: Store,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = rounds.changed() => if changed.is_err() { return },
+        }
+        let (_, leads) = *rounds.borrow_and_update();
+        if !leads {
+            store.defer(&database_checks);
+        }
     }
 }
 

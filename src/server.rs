@@ -48,23 +48,17 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use crate::config::web::{
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, MAX_HEADER_TIMEOUT, MIN_HEADER_TIMEOUT,
+    WebLimits,
+};
+use crate::files::nofile_limit;
+use crate::reading::Sources;
 use crate::render::Renderer;
-use crate::snapshot::Store;
 
 /// Content type of the Prometheus text format 0.0.4.
 pub const METRICS_CONTENT_TYPE: &str = crate::exposition::TEXT_CONTENT_TYPE;
 
-/// Default of `AGENT_WEB_HEADER_TIMEOUT`: a scraper sends its request at once; 5 s leaves room
-/// for a loaded client and closes a slow-header or idle connection quickly.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// Bounds of `AGENT_WEB_HEADER_TIMEOUT`.
-pub const MIN_HEADER_TIMEOUT: Duration = Duration::from_millis(100);
-pub const MAX_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
-/// Default of `AGENT_WEB_MAX_CONNECTIONS`: Prometheus, the orchestrator's probes and a human
-/// need a handful. Under a flood that keeps evicting, the allocator's high-water mark grows
-/// about 60 KiB per allowed connection (measured: 64 -> +4.4 MiB, 256 -> +13 MiB, release
-/// build), and glibc keeps it for reuse rather than returning it: the cap is what bounds it.
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 64;
 /// Descriptors kept for the agent's own work (the PostgreSQL connection and its reconnects,
 /// the SQLite files, app probes, alert pushes, OTLP, /proc reads, the runtime's own), or a
 /// quarter of the open-files limit when that is more: HTTP clients never get these.
@@ -83,23 +77,6 @@ const MAX_H2_STREAMS: u32 = 16;
 /// After an accept error for lack of descriptors or memory, wait this long before the next one.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Timeouts and the connection cap of the endpoint (`AGENT_WEB_HEADER_TIMEOUT`,
-/// `AGENT_WEB_MAX_CONNECTIONS`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WebLimits {
-    pub header_timeout: Duration,
-    pub max_connections: u32,
-}
-
-impl Default for WebLimits {
-    fn default() -> Self {
-        WebLimits {
-            header_timeout: DEFAULT_HEADER_TIMEOUT,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-        }
-    }
-}
-
 /// Pure: the connections the endpoint may hold under an open-files limit (`None`: unknown, no
 /// limit). The agent keeps `max(RESERVED_FDS, limit / 4)` descriptors for its own work.
 pub fn connection_cap(configured: u32, nofile: Option<u64>) -> usize {
@@ -114,33 +91,18 @@ pub fn connection_cap(configured: u32, nofile: Option<u64>) -> usize {
     }
 }
 
-/// The soft open-files limit of this process, from `/proc/self/limits` (no `unsafe` needed).
-pub fn nofile_limit() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
-    parse_nofile(&text)
-}
-
-fn parse_nofile(limits: &str) -> Option<u64> {
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line["Max open files".len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 struct AppState {
-    store: Store,
+    sources: Sources,
     renderer: Renderer,
 }
 
 pub fn router(
-    store: Store,
+    sources: Sources,
     auth: Option<Arc<crate::web::Auth>>,
     rate_limit: Option<Arc<crate::web::RateLimiter>>,
 ) -> Router {
     let state = Arc::new(AppState {
-        store,
+        sources,
         renderer: Renderer::default(),
     });
     let mut protected = Router::new()
@@ -275,7 +237,7 @@ impl Drop for Busy {
 /// when the web config has TLS).
 pub async fn serve(
     listener: TcpListener,
-    store: Store,
+    sources: Sources,
     web: crate::web::WebConfig,
     limits: WebLimits,
     cancel: CancellationToken,
@@ -283,7 +245,7 @@ pub async fn serve(
     for w in &web.warnings {
         tracing::warn!(warning = %w, "AGENT_WEB_CONFIG_FILE asks for something this endpoint cannot honour as written; the nearest safe setting is used.");
     }
-    let mut app = router(store, web.auth.clone(), web.rate_limit.clone());
+    let mut app = router(sources, web.auth.clone(), web.rate_limit.clone());
     if !web.headers.is_empty() {
         app = app.layer(axum::middleware::from_fn_with_state(
             web.headers.clone(),
@@ -524,7 +486,7 @@ async fn metrics(
         header_str(header::ACCEPT),
         header_str(header::ACCEPT_ENCODING),
     );
-    let snap = st.store.current();
+    let snap = st.sources.read();
     let out = st
         .renderer
         .render_wire(&snap, std::time::SystemTime::now(), wire);
@@ -550,7 +512,7 @@ async fn findings(
     headers: axum::http::HeaderMap,
     uri: axum::http::Uri,
 ) -> impl IntoResponse {
-    let snap = st.store.current();
+    let snap = st.sources.read();
     let now = std::time::SystemTime::now();
     // The worst of active and pending findings; unknown before the first evaluation and over
     // outcomes that are no longer current (the status page says the same word).
@@ -635,7 +597,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
-    let snap = st.store.current();
+    let snap = st.sources.store.current();
     if snap.ready() {
         (StatusCode::OK, "ready\n".to_owned())
     } else {
@@ -654,7 +616,7 @@ async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
 
 /// The status page (HTML) for people.
 async fn index(State(st): State<Arc<AppState>>) -> impl IntoResponse {
-    let snap = st.store.current();
+    let snap = st.sources.read();
     let summary = crate::status::Summary::build(&snap, std::time::SystemTime::now());
     (
         [
@@ -674,7 +636,7 @@ async fn index(State(st): State<Arc<AppState>>) -> impl IntoResponse {
 
 /// The status page's summary as JSON (what `agent status` reads).
 async fn status_json(State(st): State<Arc<AppState>>) -> impl IntoResponse {
-    let snap = st.store.current();
+    let snap = st.sources.read();
     axum::Json(crate::status::Summary::build(
         &snap,
         std::time::SystemTime::now(),
@@ -711,13 +673,5 @@ mod tests {
         assert!(wants_pretty(&none, &uri("/findings?a=1&pretty=1")));
         assert!(!wants_pretty(&none, &uri("/findings?pretty=0")));
         assert!(!wants_pretty(&none, &uri("/findings")));
-    }
-
-    #[test]
-    fn reads_the_soft_open_files_limit() {
-        let text = "Limit                     Soft Limit           Hard Limit           Units     \nMax cpu time              unlimited            unlimited            seconds   \nMax open files            1024                 524288               files     \n";
-        assert_eq!(parse_nofile(text), Some(1024));
-        assert_eq!(parse_nofile("nothing"), None);
-        assert!(nofile_limit().is_some_and(|n| n > 0));
     }
 }

@@ -1,6 +1,8 @@
-//! The snapshot: the last outcome of every check, published through a `watch` channel. Checks
-//! write it on their own schedule; `/metrics`, `/readyz` and everything else only read it, so a
-//! scrape never waits on the database.
+//! The snapshot: the last outcome of every check, published through a `watch` channel, and
+//! nothing else (findings, the self series and the status page's facts have channels of their
+//! own, see `crate::reading`). Only the runtime's scheduling writes it (check runs, the
+//! election's deferrals, a reload's check set); `/metrics`, `/readyz` and everything else only
+//! read it, so a scrape never waits on the database.
 //!
 //! A failed run replaces the check's samples with none: a failed check exports no stale values.
 //! Every outcome carries a freshness bound (the check's period plus its timeout and some slack):
@@ -82,23 +84,12 @@ pub struct Snapshot {
     /// Checks that must report once before the agent is ready.
     pub expected: Vec<&'static str>,
     pub checks: BTreeMap<&'static str, Arc<CheckState>>,
-    /// Counters kept outside any one check.
-    pub pg_connects_ok: u64,
-    pub pg_connects_failed: u64,
-    /// Findings as of the last evaluation cycle.
-    pub findings: Arc<crate::findings::state::View>,
-    /// Samples published by components that are not checks (the alert pusher, exporters), by
-    /// component name.
-    pub components: BTreeMap<&'static str, Arc<Vec<Sample>>>,
     /// Database-wide checks this agent skips because another agent of the fleet leads: they
     /// export nothing here and do not hold readiness back (until they run here again).
     pub deferred: BTreeSet<&'static str>,
     /// The last good observation of checks withdrawn by [`Store::defer`] (a lost connection
     /// also loses the lead): facts that explain a later failure (see [`Snapshot::last_good`]).
     pub retired: BTreeMap<&'static str, Arc<Observation>>,
-    /// What the status page says about the agent (version, target, runbook base), published
-    /// with each configuration.
-    pub about: Arc<crate::status::About>,
 }
 
 impl Snapshot {
@@ -167,13 +158,8 @@ impl Store {
             started: SystemTime::now(),
             expected,
             checks: BTreeMap::new(),
-            pg_connects_ok: 0,
-            pg_connects_failed: 0,
-            findings: Default::default(),
-            components: BTreeMap::new(),
             deferred: BTreeSet::new(),
             retired: BTreeMap::new(),
-            about: Default::default(),
         };
         Store {
             tx: Arc::new(watch::channel(Arc::new(snap)).0),
@@ -294,50 +280,6 @@ impl Store {
             }
             snap.generation += 1;
             true
-        });
-    }
-
-    /// Publishes the findings of an evaluation cycle.
-    pub fn publish_findings(&self, view: crate::findings::state::View) {
-        self.tx.send_modify(|snap| {
-            let snap = Arc::make_mut(snap);
-            snap.findings = Arc::new(view);
-            snap.generation += 1;
-        });
-    }
-
-    /// Replaces what the status page says about the agent (see [`crate::status::About`]).
-    pub fn publish_about(&self, about: crate::status::About) {
-        self.tx.send_if_modified(|snap| {
-            if *snap.about == about {
-                return false;
-            }
-            let snap = Arc::make_mut(snap);
-            snap.about = Arc::new(about);
-            snap.generation += 1;
-            true
-        });
-    }
-
-    /// Replaces the samples a component exports.
-    pub fn publish_component(&self, name: &'static str, samples: Vec<Sample>) {
-        self.tx.send_modify(|snap| {
-            let snap = Arc::make_mut(snap);
-            snap.components.insert(name, Arc::new(samples));
-            snap.generation += 1;
-        });
-    }
-
-    /// Counts a connection attempt.
-    pub fn count_connect(&self, ok: bool) {
-        self.tx.send_modify(|snap| {
-            let snap = Arc::make_mut(snap);
-            if ok {
-                snap.pg_connects_ok += 1;
-            } else {
-                snap.pg_connects_failed += 1;
-            }
-            snap.generation += 1;
         });
     }
 }

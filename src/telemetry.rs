@@ -7,7 +7,7 @@
 //!   tracer provider always exists, so trace ids are real even without an exporter.
 //! - Metrics over OTLP: every catalog metric becomes an observable instrument whose callback
 //!   reads the snapshot, so OTLP and `/metrics` never disagree. Names follow OTel conventions
-//!   ([`otel_name`], [`otel_unit`]; the mapping is in docs/metrics.md).
+//!   (`catalog::otel`; the mapping is in docs/metrics.md).
 //! - A collector that is down, slow or refusing never blocks anything: the SDK exports from its
 //!   own threads with bounded queues and timeouts; failed exports are counted in
 //!   `rose_agent_otlp_dropped_total{signal}` and warned about once per outage.
@@ -33,10 +33,11 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+use crate::catalog::otel::{otel_name, otel_unit};
 use crate::catalog::{self, Kind, MetricDef, Sample, Value};
 use crate::config::otel::{OtelConfig, Protocol, SignalConfig};
 use crate::config::{Config, LogFormat};
-use crate::snapshot::Store;
+use crate::reading::Sources;
 
 /// Export counters shared with the SDK's export threads.
 #[derive(Debug, Default)]
@@ -288,14 +289,14 @@ pub fn log_filter(spec: Option<&str>) -> (Targets, Option<String>) {
 
 impl Telemetry {
     /// Exports the snapshot's metrics through observable instruments (no-op without OTLP metrics).
-    pub fn export_snapshot(&self, store: &Store) {
+    pub fn export_snapshot(&self, sources: &Sources) {
         let Some(provider) = &self.meter else { return };
         let meter = provider.meter("rose-agent");
         // One sample list per snapshot generation, shared by every instrument's callback (a
         // collection calls ~100 callbacks; each would otherwise rebuild the whole list).
         let shared: Arc<SampleCache> = Arc::default();
         for def in catalog::all() {
-            let (store, shared) = (store.clone(), shared.clone());
+            let (sources, shared) = (sources.clone(), shared.clone());
             let attrs = move |s: &Sample| -> Vec<KeyValue> {
                 s.def
                     .labels
@@ -305,8 +306,8 @@ impl Telemetry {
                     .collect()
             };
             let values =
-                move |store: &Store, def: &'static MetricDef| -> Vec<(f64, Vec<KeyValue>)> {
-                    let snap = store.current();
+                move |sources: &Sources, def: &'static MetricDef| -> Vec<(f64, Vec<KeyValue>)> {
+                    let snap = sources.read();
                     let now = std::time::SystemTime::now();
                     if std::ptr::eq(def, &catalog::AGENT_SNAPSHOT_AGE) {
                         // Changes every collection: never cached.
@@ -316,7 +317,7 @@ impl Telemetry {
                             .into_iter()
                             .collect();
                     }
-                    let key = (snap.generation, snap.stale_checks(now));
+                    let key = snap.cache_key(now);
                     let samples = {
                         let mut cache = shared.lock().unwrap_or_else(|p| p.into_inner());
                         match cache.as_ref() {
@@ -344,7 +345,7 @@ impl Telemetry {
                         .with_unit(otel_unit(def))
                         .with_description(def.help)
                         .with_callback(move |o| {
-                            for (v, a) in values(&store, def) {
+                            for (v, a) in values(&sources, def) {
                                 o.observe(v, &a);
                             }
                         })
@@ -358,7 +359,7 @@ impl Telemetry {
                         .with_unit(otel_unit(def))
                         .with_description(def.help)
                         .with_callback(move |o| {
-                            for (v, a) in values(&store, def) {
+                            for (v, a) in values(&sources, def) {
                                 o.observe(v, &a);
                             }
                         })
@@ -389,47 +390,6 @@ impl Telemetry {
         {
             eprintln!("agent: telemetry flush did not finish within the grace period");
         }
-    }
-}
-
-/// `rose_pg_roundtrip_seconds` -> `rose.pg.roundtrip`: namespace dots after `rose` and the
-/// subsystem, no unit suffix (the unit is metadata), no `_total` (the type says it). When two
-/// metrics would share a name that way (`replica_lag` in seconds and in bytes) both keep their
-/// unit suffix.
-pub fn otel_name(def: &MetricDef) -> String {
-    let stem = |d: &MetricDef| -> String {
-        let mut n = d.name.strip_suffix("_total").unwrap_or(d.name);
-        for suffix in ["_seconds", "_bytes"] {
-            if let Some(stripped) = n.strip_suffix(suffix) {
-                n = stripped;
-            }
-        }
-        n.to_owned()
-    };
-    let mine = stem(def);
-    let clash = catalog::all().any(|d| d.name != def.name && stem(d) == mine);
-    let base = if clash {
-        def.name
-            .strip_suffix("_total")
-            .unwrap_or(def.name)
-            .to_owned()
-    } else {
-        mine
-    };
-    let mut parts = base.splitn(3, '_');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(a), Some(b), Some(rest)) => format!("{a}.{b}.{rest}"),
-        _ => base.replace('_', "."),
-    }
-}
-
-/// UCUM unit of a metric.
-pub fn otel_unit(def: &MetricDef) -> &'static str {
-    match def.unit {
-        "seconds" => "s",
-        "bytes" => "By",
-        "bytes_per_second" => "By/s",
-        _ => "1",
     }
 }
 
@@ -617,29 +577,5 @@ mod tests {
         assert!(bad.is_some(), "an unknown level is reported");
         assert!(t.would_enable("rose_agent", &Level::INFO));
         assert!(!t.would_enable("rose_agent", &Level::DEBUG));
-    }
-
-    #[test]
-    fn names_map_to_otel_conventions() {
-        assert_eq!(otel_name(&catalog::PG_ROUNDTRIP), "rose.pg.roundtrip");
-        assert_eq!(otel_unit(&catalog::PG_ROUNDTRIP), "s");
-        assert_eq!(otel_name(&catalog::PG_UP), "rose.pg.up");
-        assert_eq!(
-            otel_name(&catalog::AGENT_CHECK_RUNS),
-            "rose.agent.check_runs"
-        );
-        assert_eq!(
-            otel_name(&catalog::PG_DATABASE_SIZE),
-            "rose.pg.database_size"
-        );
-        assert_eq!(otel_unit(&catalog::PG_DATABASE_SIZE), "By");
-        let mut seen = std::collections::HashSet::new();
-        for d in catalog::all() {
-            assert!(
-                seen.insert(otel_name(d)),
-                "two metrics map to {}",
-                otel_name(d)
-            );
-        }
     }
 }

@@ -35,7 +35,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,90 +44,10 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use serde::Deserialize;
 
-/// The file, as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebConfigFile {
-    #[serde(default)]
-    pub tls_server_config: Option<TlsServerConfig>,
-    #[serde(default)]
-    pub basic_auth_users: BTreeMap<String, String>,
-    #[serde(default)]
-    pub bearer_token_file: Option<PathBuf>,
-    #[serde(default)]
-    pub http_server_config: Option<HttpServerConfig>,
-    #[serde(default)]
-    pub rate_limit: Option<RateLimitConfig>,
-}
+use crate::config::{ConfigError, Problem};
 
-/// exporter-toolkit's `rate_limit`: a token bucket over the protected endpoints.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitConfig {
-    /// Time between two requests (Go duration, e.g. `100ms`); 0 disables the limit.
-    #[serde(default)]
-    pub interval: Option<String>,
-    /// Requests allowed in a burst.
-    #[serde(default)]
-    pub burst: Option<u32>,
-}
-
-/// exporter-toolkit's `tls_server_config` (Go `crypto/tls` names).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsServerConfig {
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    /// The certificate inline (PEM), instead of `cert_file`.
-    #[serde(default)]
-    pub cert: Option<String>,
-    /// The key inline (PEM), instead of `key_file`.
-    #[serde(default)]
-    pub key: Option<String>,
-    /// The client CA inline (PEM), instead of `client_ca_file`.
-    #[serde(default)]
-    pub client_ca: Option<String>,
-    /// A client certificate must carry one of these SANs exactly (DNS, IP or URI).
-    #[serde(default)]
-    pub client_allowed_sans: Vec<String>,
-    /// `NoClientCert` (default), `RequestClientCert`, `RequireAnyClientCert`,
-    /// `VerifyClientCertIfGiven`, `RequireAndVerifyClientCert`.
-    #[serde(default)]
-    pub client_auth_type: Option<String>,
-    /// PEM roots that client certificates must chain to.
-    #[serde(default)]
-    pub client_ca_file: Option<PathBuf>,
-    /// `TLS10`..`TLS13`; rustls serves TLS 1.2 and 1.3.
-    #[serde(default)]
-    pub min_version: Option<String>,
-    #[serde(default)]
-    pub max_version: Option<String>,
-    /// Go names, e.g. `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256` (TLS 1.2 only, as in Go).
-    #[serde(default)]
-    pub cipher_suites: Vec<String>,
-    /// `CurveP256`, `CurveP384`, `CurveP521`, `X25519`, in order of preference.
-    #[serde(default)]
-    pub curve_preferences: Vec<String>,
-    /// Default true, as in exporter-toolkit.
-    #[serde(default)]
-    pub prefer_server_cipher_suites: Option<bool>,
-}
-
-/// exporter-toolkit's `http_server_config`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpServerConfig {
-    /// exporter-toolkit's default is true: HTTP/2 beside HTTP/1.1; false: HTTP/1.1 only.
-    #[serde(default)]
-    pub http2: Option<bool>,
-    /// Response headers added to every answer.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-}
+pub use crate::config::web::{HttpServerConfig, RateLimitConfig, TlsServerConfig, WebConfigFile};
 
 /// Validated and loaded.
 #[derive(Debug, Clone, Default)]
@@ -242,15 +162,35 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl WebConfig {
     /// Reads and validates the file; every problem is reported.
     pub fn load(path: &Path) -> Result<WebConfig, Vec<String>> {
-        let text = crate::config::files::read_to_string(path)
-            .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
-        WebConfig::from_yaml(&text, &path.display().to_string())
+        WebConfig::build(crate::config::web::load(path).map_err(|e| vec![e])?)
     }
 
     /// Validates the file's text (`origin` names it in messages); files it refers to are read.
     pub fn from_yaml(text: &str, origin: &str) -> Result<WebConfig, Vec<String>> {
-        let file: WebConfigFile = serde_norway::from_str(text)
-            .map_err(|e| vec![format!("{origin}: {}", crate::dsn::redact(&e.to_string()))])?;
+        WebConfig::build(crate::config::web::parse(text, origin).map_err(|e| vec![e])?)
+    }
+
+    /// The endpoint's protection for a validated configuration (none without
+    /// `AGENT_WEB_CONFIG_FILE`): what the file says, built into the live TLS config, auth cache
+    /// and rate limiter. Problems are configuration problems of `AGENT_WEB_CONFIG_FILE`.
+    pub fn for_config(config: &crate::config::Config) -> Result<WebConfig, ConfigError> {
+        match &config.agent.web {
+            None => Ok(WebConfig::default()),
+            Some(file) => WebConfig::build(file.clone()).map_err(|errs| {
+                ConfigError(
+                    errs.into_iter()
+                        .map(|message| Problem {
+                            key: "AGENT_WEB_CONFIG_FILE".into(),
+                            message,
+                        })
+                        .collect(),
+                )
+            }),
+        }
+    }
+
+    /// Builds the parsed file; files it refers to are read.
+    pub fn build(file: WebConfigFile) -> Result<WebConfig, Vec<String>> {
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
         let http = file.http_server_config.unwrap_or_default();
@@ -295,7 +235,7 @@ impl WebConfig {
         }
         let token = match &file.bearer_token_file {
             None => None,
-            Some(p) => match crate::config::files::read_to_string(p) {
+            Some(p) => match crate::files::read_to_string(p) {
                 Ok(t) if !t.trim().is_empty() => Some(t.trim().to_owned()),
                 Ok(_) => {
                     problems.push(format!("bearer_token_file {} is empty", p.display()));
@@ -744,7 +684,7 @@ fn pem_source(
         (Some(pem), None) => Ok((pem.as_bytes().to_vec(), format!("tls_server_config.{what}"))),
         (None, Some(p)) => {
             let from = format!("tls_server_config.{what}_file {}", p.display());
-            crate::config::files::read(p)
+            crate::files::read(p)
                 .map(|b| (b, from.clone()))
                 .map_err(|e| format!("{from}: {e}"))
         }
@@ -1333,6 +1273,43 @@ rate_limit:
                 .unwrap_err()
                 .contains("/nonexistent.key")
         );
+    }
+
+    #[test]
+    fn the_configuration_parses_the_file_and_the_endpoint_builds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("web.yml");
+        let env = |p: &Path| {
+            std::collections::HashMap::from([
+                (
+                    "AGENT_DATABASE_URL".to_string(),
+                    "postgresql://u@127.0.0.1/db".to_string(),
+                ),
+                ("AGENT_WEB_CONFIG_FILE".to_string(), p.display().to_string()),
+            ])
+        };
+        // A file that is not the format: a problem of the configuration itself.
+        std::fs::write(&p, "basic_auth_user:\n  prom: x\n").unwrap();
+        let e = crate::config::Config::load(None, &env(&p)).unwrap_err();
+        assert_eq!(e.0[0].key, "AGENT_WEB_CONFIG_FILE", "{e}");
+        // A file the endpoint cannot build from: parsed as data, refused by `for_config` with
+        // the same key (main and a reload refuse it as a configuration error).
+        std::fs::write(&p, "basic_auth_users:\n  prom: plaintext-not-a-hash\n").unwrap();
+        let c = crate::config::Config::load(None, &env(&p)).unwrap();
+        assert!(c.agent.web.is_some());
+        let e = WebConfig::for_config(&c).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].key, "AGENT_WEB_CONFIG_FILE");
+        assert!(e.0[0].message.contains("bcrypt"), "{e}");
+        assert!(!e.to_string().contains("plaintext-not-a-hash"), "{e}");
+        // A good file builds the live auth.
+        std::fs::write(
+            &p,
+            "basic_auth_users:\n  prom: $2y$10$abcdefghijklmnopqrstuv\n",
+        )
+        .unwrap();
+        let c = crate::config::Config::load(None, &env(&p)).unwrap();
+        assert!(WebConfig::for_config(&c).unwrap().auth.is_some());
     }
 
     #[test]

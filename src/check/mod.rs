@@ -44,7 +44,7 @@ use crate::error::CheckError;
 use crate::pg::PgTarget;
 
 /// Whom a check describes, which decides where it runs in a fleet of agents sharing one
-/// database (see [`crate::pg::leader`]).
+/// database (see [`crate::leader`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     /// This agent, its app instance or host, or its own view of the database: runs on every
@@ -154,25 +154,8 @@ impl Observation {
     }
 }
 
-/// What a check talks to, for span attributes (OpenTelemetry semantic conventions).
-#[derive(Debug, Clone, PartialEq)]
-pub enum CheckTarget {
-    /// Nothing remote (the agent's own process, the host, a local file).
-    Local,
-    /// A PostgreSQL server: `db.system`, `db.namespace`, `server.address`, `server.port`.
-    Postgres {
-        namespace: String,
-        address: String,
-        port: u16,
-    },
-    /// An HTTP endpoint: `http.request.method`, `url.full`, `server.address`, `server.port`.
-    Http {
-        method: String,
-        url: String,
-        address: String,
-        port: u16,
-    },
-}
+/// What a check talks to, for span attributes (vocabulary: defined beside the OTel naming).
+pub use crate::catalog::otel::CheckTarget;
 
 /// One unit of observation.
 pub trait Check: Send + Sync + 'static {
@@ -316,6 +299,32 @@ fn pg_checks(config: &Config, pg: &Arc<PgTarget>) -> Vec<Arc<dyn Check>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_catalog_lists_every_disablable_check_id() {
+        let ids = [
+            host::ID,
+            sqlite::ID,
+            checkpoint_migration::ID,
+            checkpoint_threads::ID,
+            pg_connectivity::ID,
+            pg_connections::ID,
+            pg_connection_budget::ID,
+            pg_activity::ID,
+            pg_statements::ID,
+            pg_table_sizes::ID,
+            pg_schema::ID,
+            pg_replication::ID,
+            pg_database_stats::ID,
+            pg_checkpoints::ID,
+            pg_archiver::ID,
+            pg_privileges::ID,
+            pg_replica::ID,
+            pg_database_size::ID,
+        ];
+        assert_eq!(ids.as_slice(), crate::catalog::DISABLABLE_CHECK_IDS);
+        assert_eq!(app_probe::ID_PREFIX, crate::catalog::APP_PROBE_CHECK_PREFIX);
+    }
 
     #[test]
     fn only_database_wide_checks_are_gated() {

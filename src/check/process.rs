@@ -12,7 +12,7 @@ use super::{BoxFuture, Check, Observation};
 use crate::catalog::{self, Sample};
 use crate::error::{CheckError, ErrorKind};
 
-pub const ID: &str = "agent_process";
+pub const ID: &str = crate::catalog::AGENT_PROCESS_CHECK;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProcessStats {
@@ -62,7 +62,7 @@ impl ProcessCheck {
             rss_bytes: p.memory(),
             cpu_seconds: p.accumulated_cpu_time() as f64 / 1000.0,
             open_fds,
-            max_fds: crate::server::nofile_limit(),
+            max_fds: crate::files::nofile_limit(),
             start_time_seconds: Some(p.start_time() as f64).filter(|t| *t > 0.0),
         })
     }

@@ -356,7 +356,7 @@ pub fn validate(raw: &RawChecks, problems: &mut Vec<Problem>) -> ChecksConfig {
     let expectations_file = raw.expectations_file.as_ref().map(PathBuf::from);
     let expectations = match &expectations_file {
         None => Expectations::default(),
-        Some(path) => match super::files::read_to_string(path) {
+        Some(path) => match crate::files::read_to_string(path) {
             Ok(text) => match Expectations::parse(&text) {
                 Ok(e) => e,
                 Err(errs) => {

@@ -5,13 +5,13 @@
 
 mod checks;
 pub mod duration;
-pub mod files;
 pub mod otel;
 pub mod probes;
 mod raw;
 pub mod search_path;
 pub mod silence;
 pub mod vars;
+pub mod web;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -87,6 +87,10 @@ pub struct Config {
     pub unknown_variables: (Vec<vars::UnknownVariable>, usize),
 }
 
+/// `0x526F73652D616774`, the bytes of "Rose-agt": the advisory lock key the fleet elects its
+/// leader with, unless `AGENT_LEADER_LOCK_KEY` says otherwise.
+pub const DEFAULT_LOCK_KEY: i64 = 0x526F_7365_2D61_6774;
+
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub listen: SocketAddr,
@@ -100,12 +104,13 @@ pub struct AgentConfig {
     /// The agent's `instance` label for pushed alerts.
     pub instance: String,
     pub runbook_base_url: String,
-    /// TLS and authentication of the agent's endpoint.
-    pub web: crate::web::WebConfig,
+    /// TLS and authentication of the agent's endpoint: the web config file as written (parsed;
+    /// `crate::web` builds the live endpoint config from it).
+    pub web: Option<web::WebConfigFile>,
     pub web_config_file: Option<PathBuf>,
     /// Timeouts and the connection cap of the agent's endpoint.
-    pub web_limits: crate::server::WebLimits,
-    /// Database-wide checks run only on the fleet's leader (see `src/pg/leader.rs`).
+    pub web_limits: web::WebLimits,
+    /// Database-wide checks run only on the fleet's leader (see `src/leader.rs`).
     pub leader_election: bool,
     /// The advisory lock key of the election.
     pub leader_lock_key: i64,
@@ -180,7 +185,7 @@ impl Config {
     /// Reads the file (if any) and the environment, and validates.
     pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
-        let file = path.and_then(|p| match files::read_to_string(p) {
+        let file = path.and_then(|p| match crate::files::read_to_string(p) {
             Ok(text) => Some((text, p.display().to_string())),
             Err(e) => {
                 problems.push(Problem {
@@ -296,7 +301,7 @@ impl Config {
         let web_header_timeout = dur(
             "AGENT_WEB_HEADER_TIMEOUT",
             raw.agent.web_header_timeout.as_deref(),
-            crate::server::DEFAULT_HEADER_TIMEOUT,
+            web::DEFAULT_HEADER_TIMEOUT,
         );
 
         let log_format = parse_log_format(raw.agent.log_format.as_deref(), &mut p);
@@ -342,7 +347,7 @@ impl Config {
         let web_max_connections = count(
             "AGENT_WEB_MAX_CONNECTIONS",
             raw.agent.web_max_connections,
-            crate::server::DEFAULT_MAX_CONNECTIONS,
+            web::DEFAULT_MAX_CONNECTIONS,
             1,
         );
 
@@ -382,13 +387,10 @@ impl Config {
             .unwrap_or_else(|| format!("{}:{}", hostname(), listen.port()));
         let web_config_file = raw.agent.web_config_file.clone().map(PathBuf::from);
         let web = match &web_config_file {
-            None => crate::web::WebConfig::default(),
-            Some(path) => crate::web::WebConfig::load(path).unwrap_or_else(|errs| {
-                for e in errs {
-                    p("AGENT_WEB_CONFIG_FILE", e);
-                }
-                crate::web::WebConfig::default()
-            }),
+            None => None,
+            Some(path) => web::load(path)
+                .map_err(|e| p("AGENT_WEB_CONFIG_FILE", e))
+                .ok(),
         };
         let runbook_base_url = raw
             .agent
@@ -402,15 +404,13 @@ impl Config {
         check_http_url("APP_BASE_URL", &base_url, &mut p);
 
         check_intervals(interval, slow_interval, connect_timeout, &mut p);
-        if !(crate::server::MIN_HEADER_TIMEOUT..=crate::server::MAX_HEADER_TIMEOUT)
-            .contains(&web_header_timeout)
-        {
+        if !(web::MIN_HEADER_TIMEOUT..=web::MAX_HEADER_TIMEOUT).contains(&web_header_timeout) {
             p(
                 "AGENT_WEB_HEADER_TIMEOUT",
                 format!(
                     "must be from {} to {}: every wait is bounded, and a scraper needs time to send a request",
-                    humantime::format_duration(crate::server::MIN_HEADER_TIMEOUT),
-                    humantime::format_duration(crate::server::MAX_HEADER_TIMEOUT)
+                    humantime::format_duration(web::MIN_HEADER_TIMEOUT),
+                    humantime::format_duration(web::MAX_HEADER_TIMEOUT)
                 ),
             );
         }
@@ -474,15 +474,12 @@ impl Config {
                 runbook_base_url,
                 web,
                 web_config_file,
-                web_limits: crate::server::WebLimits {
+                web_limits: web::WebLimits {
                     header_timeout: web_header_timeout,
                     max_connections: web_max_connections,
                 },
                 leader_election: raw.agent.leader_election.unwrap_or(true),
-                leader_lock_key: raw
-                    .agent
-                    .leader_lock_key
-                    .unwrap_or(crate::pg::leader::DEFAULT_LOCK_KEY),
+                leader_lock_key: raw.agent.leader_lock_key.unwrap_or(DEFAULT_LOCK_KEY),
             },
             database: db,
             app: AppConfig {
@@ -580,30 +577,9 @@ impl Config {
 
 /// Whether `id` names a check the agent can run (for `AGENT_DISABLED_CHECKS`).
 fn known_check(id: &str) -> bool {
-    use crate::check::*;
-    [
-        host::ID,
-        sqlite::ID,
-        checkpoint_migration::ID,
-        checkpoint_threads::ID,
-        pg_connectivity::ID,
-        pg_connections::ID,
-        pg_connection_budget::ID,
-        pg_activity::ID,
-        pg_statements::ID,
-        pg_table_sizes::ID,
-        pg_schema::ID,
-        pg_replication::ID,
-        pg_database_stats::ID,
-        pg_checkpoints::ID,
-        pg_archiver::ID,
-        pg_privileges::ID,
-        pg_replica::ID,
-        pg_database_size::ID,
-    ]
-    .contains(&id)
+    crate::catalog::DISABLABLE_CHECK_IDS.contains(&id)
         || id
-            .strip_prefix(app_probe::ID_PREFIX)
+            .strip_prefix(crate::catalog::APP_PROBE_CHECK_PREFIX)
             .is_some_and(|n| !n.is_empty())
 }
 
@@ -687,7 +663,7 @@ fn monitoring_dsn(
     if let Some(u) = url {
         dsn_text = Some((u, "AGENT_DATABASE_URL"));
     } else if let Some(f) = url_file {
-        match files::read_to_string(Path::new(&f)) {
+        match crate::files::read_to_string(Path::new(&f)) {
             Ok(t) => dsn_text = Some((t.trim().to_owned(), "AGENT_DATABASE_URL_FILE")),
             Err(e) => p("AGENT_DATABASE_URL_FILE", format!("cannot read {f}: {e}")),
         }

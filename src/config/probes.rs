@@ -639,7 +639,7 @@ impl Entry<'_> {
         }
         let ca_file = r.ca_file.as_ref().map(PathBuf::from);
         if let Some(f) = &ca_file
-            && let Err(e) = super::files::read(f)
+            && let Err(e) = crate::files::read(f)
         {
             self.fail("ca_file", format!("cannot read {}: {e}", f.display()));
         }
@@ -649,7 +649,7 @@ impl Entry<'_> {
                 None
             }
             (Some(b), None) => Some(b.clone().into_bytes()),
-            (None, Some(f)) => match super::files::read(Path::new(f)) {
+            (None, Some(f)) => match crate::files::read(Path::new(f)) {
                 Ok(b) => Some(b),
                 Err(e) => {
                     self.fail("body_file", format!("cannot read {f}: {e}"));

@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::raw::Problem;
+use super::Problem;
 
 /// `[findings]` as written.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -169,7 +169,7 @@ pub fn validate(
 ) -> FindingsConfig {
     let mut out = FindingsConfig::default();
     for id in raw.disabled_checks.unwrap_or_default() {
-        if id == crate::check::process::ID {
+        if id == crate::catalog::AGENT_PROCESS_CHECK {
             problems.push(Problem {
                 key: "AGENT_DISABLED_CHECKS".into(),
                 message: format!("'{id}' is the agent's own check and cannot be disabled"),
@@ -185,7 +185,7 @@ pub fn validate(
             out.disabled_checks.push(id);
         }
     }
-    let known_code = |c: &str| crate::findings::code_def(c).is_some();
+    let known_code = |c: &str| crate::findings::codes::code_def(c).is_some();
     for code in raw.disabled_codes.unwrap_or_default() {
         if !known_code(&code) {
             problems.push(Problem {

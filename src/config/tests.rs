@@ -431,7 +431,7 @@ fn expectations_file_is_parsed_and_checked() {
 #[test]
 fn endpoint_limits_are_read_and_bounded() {
     let c = load(&[("DATABASE_URL", "postgresql://u:p@h/db")], None).unwrap();
-    assert_eq!(c.agent.web_limits, crate::server::WebLimits::default());
+    assert_eq!(c.agent.web_limits, super::web::WebLimits::default());
     let c = load(
         &[
             ("DATABASE_URL", "postgresql://u:p@h/db"),

@@ -1,7 +1,26 @@
 //! The catalog of finding codes. Codes are stable API: alert rules, runbooks
 //! (`docs/runbooks/<code>.md`) and `agent diagnose --format json` consumers key on them.
 
-use super::Severity;
+use serde::Serialize;
+
+/// How bad a finding is. Critical pages, warning tickets, info is not routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
 
 /// One finding code.
 #[derive(Debug)]

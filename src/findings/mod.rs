@@ -9,7 +9,7 @@
 mod activity;
 mod app;
 mod checkpoint_bloat;
-mod codes;
+pub mod codes;
 mod config;
 mod connect;
 pub mod connections;
@@ -24,29 +24,10 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-pub use codes::{CODES, CodeDef, code_def, markdown_table};
+pub use codes::{CODES, CodeDef, Severity, code_def, markdown_table};
 
 use crate::config::Config;
 use crate::snapshot::Snapshot;
-
-/// How bad a finding is. Critical pages, warning tickets, info is not routed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
-}
 
 /// One thing that is wrong, with what to do.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -243,13 +224,8 @@ pub(crate) mod testutil {
             started: SystemTime::UNIX_EPOCH,
             expected: vec![],
             checks: Default::default(),
-            pg_connects_ok: 0,
-            pg_connects_failed: 0,
-            findings: Default::default(),
-            components: Default::default(),
             deferred: Default::default(),
             retired: Default::default(),
-            about: Default::default(),
         };
         for (id, result) in entries {
             s.checks.insert(

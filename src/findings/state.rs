@@ -26,6 +26,41 @@ pub struct View {
     pub resolved_total: u64,
 }
 
+/// The findings channel: the findings loop publishes each evaluation cycle's [`View`] here (its
+/// only writer); `/findings`, `rose_finding_*`, the status page and alert pushes read it. The
+/// generation grows with every publish, so renderers can cache by it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Published {
+    tx: std::sync::Arc<tokio::sync::watch::Sender<(u64, std::sync::Arc<View>)>>,
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Published {
+            tx: std::sync::Arc::new(tokio::sync::watch::channel((0, Default::default())).0),
+        }
+    }
+}
+
+impl Published {
+    /// Publishes an evaluation cycle's view.
+    pub fn publish(&self, view: View) {
+        self.tx.send_modify(|(generation, v)| {
+            *generation += 1;
+            *v = std::sync::Arc::new(view);
+        });
+    }
+
+    /// The generation and the view of the last cycle (empty before the first).
+    pub fn current(&self) -> (u64, std::sync::Arc<View>) {
+        self.tx.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<(u64, std::sync::Arc<View>)> {
+        self.tx.subscribe()
+    }
+}
+
 /// The overall status of a view, as `/findings` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Status {

@@ -30,7 +30,6 @@
 //! - Every query bounded on the client side too; a timed-out or broken connection is dropped, and
 //!   dropping it aborts the task that drives its socket.
 
-pub mod leader;
 pub mod sniff;
 pub mod tls;
 
@@ -170,6 +169,30 @@ pub struct PgTarget {
     addresses: Option<Vec<IpAddr>>,
 }
 
+/// Connection attempts of the agent's PostgreSQL targets (`rose_agent_pg_connects_total`),
+/// counted by the connect hook; kept across reloads. Cheap to share.
+#[derive(Debug, Default)]
+pub struct ConnectCounts {
+    ok: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+}
+
+impl ConnectCounts {
+    /// Counts one attempt.
+    pub fn record(&self, ok: bool) {
+        let c = if ok { &self.ok } else { &self.failed };
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// (succeeded, failed) so far.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.ok.load(std::sync::atomic::Ordering::Relaxed),
+            self.failed.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+}
+
 /// What the set-up statement found out.
 struct Session {
     direct: bool,
@@ -226,12 +249,12 @@ impl PgTarget {
     }
 
     /// Span attributes of this server.
-    pub fn check_target(&self) -> crate::check::CheckTarget {
+    pub fn check_target(&self) -> crate::catalog::otel::CheckTarget {
         let address = match &self.dsn.host {
             Host::Tcp(h) => h.clone(),
             Host::Socket(p) => p.display().to_string(),
         };
-        crate::check::CheckTarget::Postgres {
+        crate::catalog::otel::CheckTarget::Postgres {
             namespace: self.dsn.dbname.clone(),
             address,
             port: self.dsn.port,

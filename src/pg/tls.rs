@@ -87,7 +87,7 @@ fn client_cert(
         }
     };
     let read = |what: &str, path: &std::path::Path| {
-        crate::config::files::read(path).map_err(|e| {
+        crate::files::read(path).map_err(|e| {
             CheckError::new(
                 ErrorKind::Tls,
                 format!("cannot read {what} {}: {e}", path.display()),
@@ -122,7 +122,7 @@ fn roots(dsn: &Dsn) -> Result<RootCertStore, CheckError> {
     let mut store = RootCertStore::empty();
     match &dsn.sslrootcert {
         Some(path) => {
-            let pem = crate::config::files::read(path).map_err(|e| {
+            let pem = crate::files::read(path).map_err(|e| {
                 CheckError::new(
                     ErrorKind::Tls,
                     format!("cannot read sslrootcert {}: {e}", path.display()),

@@ -78,7 +78,7 @@ impl Credentials {
     ) -> Result<Credentials, ClientError> {
         let password = match password_file {
             Some(p) => Some(
-                crate::config::files::read_to_string(p)
+                crate::files::read_to_string(p)
                     .map_err(|e| {
                         ClientError::Credentials(format!(
                             "cannot read the password file {}: {e}",
@@ -168,14 +168,13 @@ impl Endpoint {
                 path: path.display().to_string(),
                 message,
             };
-            let text =
-                crate::config::files::read_to_string(path).map_err(|e| err(e.to_string()))?;
+            let text = crate::files::read_to_string(path).map_err(|e| err(e.to_string()))?;
             let file: FileView = serde_norway::from_str(&text)
                 .map_err(|e| err(crate::dsn::redact(&e.to_string())))?;
             if let Some(tls) = file.tls_server_config {
                 let pem = match (&tls.cert, &tls.cert_file) {
                     (Some(pem), _) => pem.as_bytes().to_vec(),
-                    (None, Some(f)) => crate::config::files::read(f)
+                    (None, Some(f)) => crate::files::read(f)
                         .map_err(|e| err(format!("cert_file {}: {e}", f.display())))?,
                     (None, None) => return Err(err("tls_server_config has no cert_file".into())),
                 };
@@ -186,7 +185,7 @@ impl Endpoint {
                 ep.tls = Some(Arc::new(pinned_config(&pem, client).map_err(err)?));
             }
             if let Some(p) = file.bearer_token_file {
-                let t = crate::config::files::read_to_string(&p)
+                let t = crate::files::read_to_string(&p)
                     .map_err(|e| err(format!("bearer_token_file {}: {e}", p.display())))?;
                 token = Some(t.trim().to_owned()).filter(|t| !t.is_empty());
             }
@@ -392,15 +391,14 @@ fn client_identity(cert: &Path, key: &Path) -> Result<Identity, ClientError> {
     let bad = |what: &str, p: &Path, e: String| {
         ClientError::Credentials(format!("cannot use the client {what} {}: {e}", p.display()))
     };
-    let pem =
-        crate::config::files::read(cert).map_err(|e| bad("certificate", cert, e.to_string()))?;
+    let pem = crate::files::read(cert).map_err(|e| bad("certificate", cert, e.to_string()))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad("certificate", cert, e.to_string()))?;
     if certs.is_empty() {
         return Err(bad("certificate", cert, "no certificate".into()));
     }
-    let pem = crate::config::files::read(key).map_err(|e| bad("key", key, e.to_string()))?;
+    let pem = crate::files::read(key).map_err(|e| bad("key", key, e.to_string()))?;
     let key_der = rustls::pki_types::PrivateKeyDer::from_pem_slice(&pem)
         .map_err(|e| bad("key", key, e.to_string()))?;
     Ok((certs, key_der))

@@ -3,73 +3,26 @@
 //! outcome), rendered as the HTML status page at `/` ([`html`]), as JSON at `/status`, and for
 //! a terminal by `agent status` ([`Summary::to_text`], fetched through [`client`]).
 //!
-//! Building the summary is pure: it reads a [`Snapshot`] and takes `now`, never the database, so
-//! the page costs what a scrape costs and is unit-tested with struct literals. Nothing secret
-//! reaches it: the target is sanitized, query text in findings is normalized (a finding's
-//! `raw_query_text` is left out), check errors are scrubbed again with [`crate::dsn::redact`].
+//! Building the summary is pure: it reads a [`Reading`] (the snapshot and the findings beside
+//! it) and takes `now`, never the database, so the page costs what a scrape costs and is
+//! unit-tested with struct literals. Nothing secret reaches it: the target is sanitized, query
+//! text in findings is normalized (a finding's `raw_query_text` is left out), check errors are
+//! scrubbed again with [`crate::dsn::redact`].
 
 pub mod client;
 pub mod html;
 
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::check::Observation;
 use crate::findings::Severity;
+use crate::reading::Reading;
 use crate::snapshot::Snapshot;
 
-/// What the page says about the agent itself, published with each configuration (see
-/// [`crate::snapshot::Store::publish_about`]).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct About {
-    pub version: String,
-    pub instance: String,
-    /// Sanitized `host:port/dbname`; `None` without PostgreSQL.
-    pub target: Option<String>,
-    /// `FEATURE_DATABASE_TYPE` as the agent understood it.
-    pub database_type: String,
-    /// The app's base URL the probes use (no credentials).
-    pub app_url: String,
-    /// Where `docs/runbooks/` is published (`AGENT_RUNBOOK_BASE_URL`).
-    pub runbook_base: String,
-    /// `AGENT_INTERVAL`: findings are evaluated this often.
-    pub interval: Duration,
-    /// Connections in use over usable slots above which the connections figure warns (the
-    /// same ratio as `connections_near_limit`).
-    pub connections_warn_ratio: f64,
-}
-
-impl About {
-    pub fn from_config(config: &crate::config::Config) -> About {
-        About {
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            instance: config.agent.instance.clone(),
-            target: config.database.dsn.as_ref().map(|d| d.target()),
-            database_type: format!("{:?}", config.app.database_type).to_lowercase(),
-            app_url: if config.app.base_url.contains('@') {
-                "(not shown: the URL holds credentials)".into()
-            } else {
-                crate::dsn::redact(&config.app.base_url)
-            },
-            runbook_base: config.agent.runbook_base_url.clone(),
-            interval: config.agent.interval,
-            connections_warn_ratio: crate::findings::Context::from_config(config)
-                .connections_warn_ratio,
-        }
-    }
-
-    /// The runbook of a finding code, the same URL pushed alerts carry.
-    pub fn runbook_url(&self, code: &str) -> String {
-        let base = if self.runbook_base.is_empty() {
-            crate::config::DEFAULT_RUNBOOK_BASE
-        } else {
-            &self.runbook_base
-        };
-        format!("{}/{code}.md", base.trim_end_matches('/'))
-    }
-}
+pub use crate::reading::About;
 
 /// How a figure or a check reads: colour on the page and in a terminal, always with its word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -104,7 +57,7 @@ impl Level {
 /// The overall status, the same word `/findings` reports: the worst of the active and pending
 /// findings, `unknown` before the first evaluation and while any check outcome is stale.
 pub fn overall(
-    snap: &Snapshot,
+    snap: &Reading,
     now: SystemTime,
 ) -> (crate::findings::state::Status, Vec<&'static str>) {
     let stale = snap.stale_checks(now);
@@ -283,7 +236,7 @@ fn truncate(s: &str, max: usize) -> String {
 
 impl Summary {
     /// Pure: the summary of a snapshot at `now`.
-    pub fn build(snap: &Snapshot, now: SystemTime) -> Summary {
+    pub fn build(snap: &Reading, now: SystemTime) -> Summary {
         let about = &*snap.about;
         let (status, stale) = overall(snap, now);
         let view = &snap.findings;

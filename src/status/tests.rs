@@ -103,7 +103,7 @@ fn finding(code: &'static str, sev: Severity, summary: &str) -> Finding {
 
 #[test]
 fn the_summary_has_the_findings_status_and_orders_findings() {
-    let mut s = snap(vec![]);
+    let mut s = Reading::of(Arc::new(snap(vec![])));
     s.about = Arc::new(about());
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
     // Before any evaluation: unknown, with a reason.
@@ -208,6 +208,7 @@ fn stale_outcomes_make_the_status_unknown() {
         max_age: Some(Duration::from_secs(10)),
         unknown: vec![],
     };
+    let mut s = Reading::of(Arc::new(s));
     s.findings = Arc::new(View {
         evaluated_at: Some(SystemTime::UNIX_EPOCH),
         ..View::default()

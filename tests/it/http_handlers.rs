@@ -10,21 +10,22 @@ use axum::http::{Request, StatusCode, header};
 use rose_agent::exposition::{OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 use rose_agent::findings::Finding;
 use rose_agent::findings::state::Tracker;
+use rose_agent::reading::Sources;
 use rose_agent::snapshot::Store;
 use tower::ServiceExt as _;
 
-/// A store whose findings evaluation made `code` active (one cycle confirms it).
-fn store_with_finding(code: &'static str) -> Store {
-    let store = Store::new(vec![]);
+/// Sources whose findings evaluation made `code` active (one cycle confirms it).
+fn store_with_finding(code: &'static str) -> Sources {
+    let sources = Sources::new(Store::new(vec![]));
     let f = Finding::new(code, "summary", "evidence", vec!["a step".into()]);
     let (view, _) = Tracker::new(1, 1).update(vec![f], SystemTime::now());
-    store.publish_findings(view);
-    store
+    sources.findings.publish(view);
+    sources
 }
 
 /// One request through the router; the status, headers and the whole body.
 fn call(
-    store: &Store,
+    store: &Sources,
     path: &str,
     headers: &[(header::HeaderName, &str)],
 ) -> (StatusCode, header::HeaderMap, Vec<u8>) {
@@ -105,13 +106,13 @@ fn metrics_negotiates_text_openmetrics_and_gzip() {
 
 #[test]
 fn healthz_always_and_readyz_once_every_expected_check_ran() {
-    let store = Store::new(vec!["pg_connectivity"]);
+    let store = Sources::new(Store::new(vec!["pg_connectivity"]));
     let (status, _, body) = call(&store, "/healthz", &[]);
     assert_eq!((status, text(&body).as_str()), (StatusCode::OK, "ok\n"));
     let (status, _, body) = call(&store, "/readyz", &[]);
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(text(&body).contains("pg_connectivity"), "{}", text(&body));
-    let (status, _, _) = call(&Store::new(vec![]), "/readyz", &[]);
+    let (status, _, _) = call(&Sources::new(Store::new(vec![])), "/readyz", &[]);
     assert_eq!(status, StatusCode::OK);
     let (status, _, _) = call(&store, "/no-such-path", &[]);
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -119,7 +120,7 @@ fn healthz_always_and_readyz_once_every_expected_check_ran() {
 
 #[test]
 fn findings_reports_the_snapshot_findings_and_status() {
-    let (status, h, body) = call(&Store::new(vec![]), "/findings", &[]);
+    let (status, h, body) = call(&Sources::new(Store::new(vec![])), "/findings", &[]);
     assert_eq!(status, StatusCode::OK);
     assert!(
         h[header::CONTENT_TYPE]

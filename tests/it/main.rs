@@ -25,6 +25,7 @@ mod exposition;
 mod faults;
 mod first_hour;
 mod fleet;
+mod floors;
 mod hostile_input;
 mod http_handlers;
 mod langgraph_schema;

@@ -63,7 +63,7 @@ fn watch_until(
     };
     let result = rt.block_on(async {
         let store = Store::new(vec![]);
-        let pg = rose_agent::run::pg_target(&config, Some(store.clone()));
+        let pg = rose_agent::run::pg_target(&config, None);
         let checks = rose_agent::check::registry(&config, pg);
         let cancel = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
@@ -83,8 +83,10 @@ fn watch_until(
                 snap.observation("checkpoint_migration")
             {
                 if f(m) {
-                    let samples =
-                        rose_agent::render::all_samples(&snap, std::time::SystemTime::now());
+                    let samples = rose_agent::render::all_samples(
+                        &rose_agent::reading::Reading::of(snap.clone()),
+                        std::time::SystemTime::now(),
+                    );
                     cancel.cancel();
                     return Ok((m.clone(), samples));
                 }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rose_agent::config::Config;
+use rose_agent::leader::{DEFAULT_LOCK_KEY, Leadership};
 use rose_agent::pg::PgTarget;
-use rose_agent::pg::leader::{DEFAULT_LOCK_KEY, Leadership};
 use support::net::{PgBouncer, Proxy};
 use support::*;
 

@@ -13,6 +13,7 @@ use rose_agent::alerting::{PushConfig, alert_for};
 use rose_agent::diagnose::{Report, Rung, RungStatus};
 use rose_agent::findings::state::Tracker;
 use rose_agent::findings::{CODES, Finding, Severity, status_of};
+use rose_agent::reading::Sources;
 use rose_agent::snapshot::Store;
 
 /// The Nagios exit code of a status word.
@@ -40,7 +41,7 @@ fn every_code_tells_the_same_status_and_severity_on_every_surface() {
         .enable_all()
         .build()
         .unwrap();
-    let store = Store::new(vec![]);
+    let sources = Sources::new(Store::new(vec![]));
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
@@ -48,7 +49,7 @@ fn every_code_tells_the_same_status_and_severity_on_every_surface() {
     let cancel = tokio_util::sync::CancellationToken::new();
     rt.spawn(rose_agent::server::serve(
         listener,
-        store.clone(),
+        sources.clone(),
         Default::default(),
         Default::default(),
         cancel.clone(),
@@ -85,7 +86,7 @@ fn every_code_tells_the_same_status_and_severity_on_every_surface() {
                 view.status().status
             ));
         }
-        store.publish_findings(view);
+        sources.findings.publish(view);
 
         // /findings from the running endpoint.
         let (http, body) = support::http_get(port, "/findings").unwrap();
@@ -102,7 +103,7 @@ fn every_code_tells_the_same_status_and_severity_on_every_surface() {
         }
 
         // /metrics: exactly one active series for the code, with the same severity.
-        let text = String::from_utf8(renderer.render(&store.current()).to_vec()).unwrap();
+        let text = String::from_utf8(renderer.render(&sources.read()).to_vec()).unwrap();
         let series: Vec<&str> = text
             .lines()
             .filter(|l| {

@@ -25,7 +25,7 @@ pub(super) fn client(cfg: &ProbeConfig) -> Result<reqwest::Client, String> {
         b = b.tls_certs_only(Vec::<reqwest::Certificate>::new());
     }
     if let Some(f) = &cfg.ca_file {
-        match crate::config::files::read(f)
+        match crate::files::read(f)
             .map_err(|e| e.to_string())
             .and_then(|pem| reqwest::Certificate::from_pem(&pem).map_err(|e| e.to_string()))
         {
@@ -50,7 +50,7 @@ pub(super) async fn exchange(cfg: &ProbeConfig, client: &reqwest::Client, path: 
         req = req.header(h.name.as_str(), h.value.as_str());
     }
     if let Some(f) = &cfg.bearer_token_file {
-        let token = match crate::config::files::read_to_string(f) {
+        let token = match crate::files::read_to_string(f) {
             Ok(t) if !t.trim().is_empty() && t.len() < 16 * 1024 => t,
             Ok(_) => {
                 return failed(

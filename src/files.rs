@@ -1,7 +1,7 @@
 //! Bounded reads of the files configuration points at: the config file, secrets (`*_FILE`,
 //! token files), certificates and keys, request bodies, expectations. A path that names
 //! `/dev/zero`, `/dev/urandom` or a multi-gigabyte file is a clear error, never a process that
-//! reads until it runs out of memory.
+//! reads until it runs out of memory. Also the process's open-files limit ([`nofile_limit`]).
 
 use std::io::{self, Read};
 use std::path::Path;
@@ -35,6 +35,21 @@ fn read_at_most(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The soft open-files limit of this process, from `/proc/self/limits` (no `unsafe` needed).
+pub fn nofile_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_nofile(&text)
+}
+
+fn parse_nofile(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +72,13 @@ mod tests {
                 .to_string()
                 .contains("not UTF-8")
         );
+    }
+
+    #[test]
+    fn reads_the_soft_open_files_limit() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \nMax cpu time              unlimited            unlimited            seconds   \nMax open files            1024                 524288               files     \n";
+        assert_eq!(parse_nofile(text), Some(1024));
+        assert_eq!(parse_nofile("nothing"), None);
+        assert!(nofile_limit().is_some_and(|n| n > 0));
     }
 }

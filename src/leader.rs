@@ -38,11 +38,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, Sample};
 use crate::pg::PgTarget;
-use crate::snapshot::Store;
 
-/// `0x526F73652D616774`, the bytes of "Rose-agt": the advisory lock key the fleet elects its
-/// leader with, unless `AGENT_LEADER_LOCK_KEY` says otherwise.
-pub const DEFAULT_LOCK_KEY: i64 = 0x526F_7365_2D61_6774;
+pub use crate::config::DEFAULT_LOCK_KEY;
 
 /// Whether any session holds the election lock `key` in this database (for an agent behind a
 /// pooler, which must not take it). A bigint advisory lock shows in `pg_locks` as classid = high
@@ -67,6 +64,9 @@ pub struct Leadership {
     held: Mutex<Option<u64>>,
     /// (a round has completed, the held generation), for check loops waiting to lead.
     tx: watch::Sender<(bool, Option<u64>)>,
+    /// (rounds run by [`Leadership::run`], whether the last one leads): the scheduler
+    /// withdraws the database-wide checks' series after each round that follows.
+    rounds: watch::Sender<(u64, bool)>,
 }
 
 impl Leadership {
@@ -78,6 +78,7 @@ impl Leadership {
             key,
             held: Mutex::new(None),
             tx: watch::channel((false, None)).0,
+            rounds: watch::channel((0, true)).0,
         })
     }
 
@@ -102,6 +103,11 @@ impl Leadership {
     /// lost.
     pub fn subscribe(&self) -> watch::Receiver<(bool, Option<u64>)> {
         self.tx.subscribe()
+    }
+
+    /// Changes after every round of [`Leadership::run`]: (rounds so far, whether it leads).
+    pub fn rounds(&self) -> watch::Receiver<(u64, bool)> {
+        self.rounds.subscribe()
     }
 
     /// True once the first election round has completed (or when there is no election).
@@ -162,13 +168,13 @@ impl Leadership {
         self.is_leader()
     }
 
-    /// Runs an election round every `every`, publishes `rose_agent_leader`, and withdraws the
-    /// series of the database-wide checks (`database_checks`) while following.
+    /// Runs an election round every `every`, publishes `rose_agent_leader` (its own series) and
+    /// each round's result ([`Leadership::rounds`]: the scheduler withdraws the series of the
+    /// database-wide checks after each round that follows).
     pub async fn run(
         self: Arc<Self>,
         every: Duration,
-        store: Store,
-        database_checks: Vec<&'static str>,
+        series: catalog::Series,
         cancel: CancellationToken,
     ) {
         let mut ticker = tokio::time::interval(every);
@@ -195,19 +201,14 @@ impl Leadership {
                         "Following: another agent (or none, while PostgreSQL is unreachable) runs the database-wide checks."
                     );
                 }
-                store.publish_component(
-                    "leader",
-                    vec![Sample::new(
-                        &catalog::AGENT_LEADER,
-                        &[],
-                        if leads { 1.0 } else { 0.0 },
-                    )],
-                );
+                series.set(vec![Sample::new(
+                    &catalog::AGENT_LEADER,
+                    &[],
+                    if leads { 1.0 } else { 0.0 },
+                )]);
                 was = Some(leads);
             }
-            if !leads {
-                store.defer(&database_checks);
-            }
+            self.rounds.send_modify(|r| *r = (r.0 + 1, leads));
         }
     }
 }
