@@ -815,7 +815,7 @@ impl Check for AppProbe {
                 st.was_healthy = Some(v.healthy);
             }
             if let Some(w) = &self.recovery {
-                w.probe(self.id, super::pg_util::unix_now(), v.healthy);
+                w.probe(self.id, super::pg::util::unix_now(), v.healthy);
             }
             Ok(Observation::AppProbe(ProbeResult {
                 endpoint: self.cfg.name.clone(),

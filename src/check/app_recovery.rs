@@ -118,7 +118,7 @@ impl Check for RecoveryCheck {
             Ok(Observation::AppRecovery(judge(
                 restart_at,
                 recovered_at,
-                super::pg_util::unix_now(),
+                super::pg::util::unix_now(),
                 self.bound,
             )))
         })

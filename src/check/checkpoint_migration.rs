@@ -46,7 +46,7 @@ pub const PG_TABLES: [&str; 3] = ["checkpoints", "checkpoint_blobs", "checkpoint
 
 /// The statement, over the tables in the schema `pg_schema` finds LangGraph's in (a catalog
 /// lookup by name: no USAGE on that schema needed).
-fn pg_sql(place: &super::pg_schema::LangGraphPlace) -> String {
+fn pg_sql(place: &super::pg::schema::LangGraphPlace) -> String {
     format!(
         "WITH {} SELECT n.t, c.oid IS NOT NULL, coalesce(pg_total_relation_size(c.oid), 0), \
          coalesce(c.reltuples, -1)::bigint, coalesce(s.n_tup_ins + s.n_tup_upd, 0) \
@@ -289,7 +289,7 @@ fn pg_threads_sql(schema: &str) -> String {
     format!(
         "SELECT thread_id, max(checkpoint_id COLLATE \"C\") FROM {}.checkpoints \
          WHERE checkpoint_ns = '' GROUP BY thread_id ORDER BY thread_id COLLATE \"C\" LIMIT {}",
-        super::pg_util::ident(schema),
+        super::pg::util::ident(schema),
         THREADS_CAP + 1
     )
 }
@@ -627,12 +627,12 @@ impl MigrationCheck {
             window: w,
             sqlite_path: config.app.sqlite_path.clone(),
             pg,
-            pg_sql: pg_sql(&super::pg_schema::LangGraphPlace::from_config(
+            pg_sql: pg_sql(&super::pg::schema::LangGraphPlace::from_config(
                 &config.checks,
             )),
             pg_schema_sql: format!(
                 "WITH {} SELECT sch FROM lg LIMIT 1",
-                super::pg_schema::LangGraphPlace::from_config(&config.checks).cte()
+                super::pg::schema::LangGraphPlace::from_config(&config.checks).cte()
             ),
             state: Mutex::new(State {
                 sqlite: GrowthTracker::new(w),
@@ -792,7 +792,7 @@ impl Check for MigrationCheck {
         let pg = self
             .pg
             .as_ref()
-            .map(|p| super::pg_util::timeout(p, 3))
+            .map(|p| super::pg::util::timeout(p, 3))
             .unwrap_or_default();
         pg + super::sqlite::READ_BUDGET * 4 + Duration::from_millis(500)
     }

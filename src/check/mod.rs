@@ -8,24 +8,8 @@
 pub mod app_probe;
 pub mod app_recovery;
 pub mod checkpoint_migration;
-pub mod checkpoint_threads;
 pub mod host;
-pub mod pg_activity;
-pub mod pg_archiver;
-pub mod pg_checkpoints;
-pub mod pg_connection_budget;
-pub mod pg_connections;
-pub mod pg_connectivity;
-pub mod pg_database_size;
-pub mod pg_database_stats;
-pub mod pg_json;
-pub mod pg_privileges;
-pub mod pg_replica;
-pub mod pg_replication;
-pub mod pg_schema;
-pub mod pg_statements;
-pub mod pg_table_sizes;
-pub mod pg_util;
+pub mod pg;
 pub mod process;
 pub mod query_text;
 pub mod sqlite;
@@ -93,27 +77,27 @@ pub enum Cadence {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "check", rename_all = "snake_case")]
 pub enum Observation {
-    PgConnectivity(pg_connectivity::Connectivity),
-    PgConnections(pg_connections::Connections),
-    PgDatabaseSize(pg_database_size::DatabaseSize),
+    PgConnectivity(pg::connectivity::Connectivity),
+    PgConnections(pg::connections::Connections),
+    PgDatabaseSize(pg::database_size::DatabaseSize),
     Process(process::ProcessStats),
-    PgConnectionBudget(pg_connection_budget::Budget),
-    PgActivity(pg_activity::Activity),
-    PgStatements(pg_statements::Statements),
-    PgTableSizes(pg_table_sizes::TableSizes),
-    PgSchema(pg_schema::SchemaReport),
-    PgReplica(pg_replica::Replica),
-    PgReplication(pg_replication::Replication),
-    PgDatabaseStats(pg_database_stats::DatabaseStats),
-    PgCheckpoints(pg_checkpoints::Checkpoints),
-    PgArchiver(pg_archiver::Archiver),
-    PgPrivileges(pg_privileges::Privileges),
+    PgConnectionBudget(pg::connection_budget::Budget),
+    PgActivity(pg::activity::Activity),
+    PgStatements(pg::statements::Statements),
+    PgTableSizes(pg::table_sizes::TableSizes),
+    PgSchema(pg::schema::SchemaReport),
+    PgReplica(pg::replica::Replica),
+    PgReplication(pg::replication::Replication),
+    PgDatabaseStats(pg::database_stats::DatabaseStats),
+    PgCheckpoints(pg::checkpoints::Checkpoints),
+    PgArchiver(pg::archiver::Archiver),
+    PgPrivileges(pg::privileges::Privileges),
     AppProbe(app_probe::ProbeResult),
     Host(host::HostStats),
     Sqlite(sqlite::SqliteStore),
     CheckpointMigration(checkpoint_migration::MigrationFacts),
     AppRecovery(app_recovery::Recovery),
-    CheckpointThreads(checkpoint_threads::CheckpointThreads),
+    CheckpointThreads(pg::checkpoint_threads::CheckpointThreads),
 }
 
 impl Observation {
@@ -128,27 +112,27 @@ impl Observation {
     /// Pure: the series this observation exports.
     pub fn samples(&self, out: &mut Vec<Sample>) {
         match self {
-            Observation::PgConnectivity(o) => pg_connectivity::samples(o, out),
-            Observation::PgConnections(o) => pg_connections::samples(o, out),
-            Observation::PgDatabaseSize(o) => pg_database_size::samples(o, out),
+            Observation::PgConnectivity(o) => pg::connectivity::samples(o, out),
+            Observation::PgConnections(o) => pg::connections::samples(o, out),
+            Observation::PgDatabaseSize(o) => pg::database_size::samples(o, out),
             Observation::Process(o) => process::samples(o, out),
-            Observation::PgConnectionBudget(o) => pg_connection_budget::samples(o, out),
-            Observation::PgActivity(o) => pg_activity::samples(o, out),
-            Observation::PgStatements(o) => pg_statements::samples(o, out),
-            Observation::PgTableSizes(o) => pg_table_sizes::samples(o, out),
-            Observation::PgSchema(o) => pg_schema::samples(o, out),
-            Observation::PgReplica(o) => pg_replica::samples(o, out),
-            Observation::PgReplication(o) => pg_replication::samples(o, out),
-            Observation::PgDatabaseStats(o) => pg_database_stats::samples(o, out),
-            Observation::PgCheckpoints(o) => pg_checkpoints::samples(o, out),
-            Observation::PgArchiver(o) => pg_archiver::samples(o, out),
-            Observation::PgPrivileges(o) => pg_privileges::samples(o, out),
+            Observation::PgConnectionBudget(o) => pg::connection_budget::samples(o, out),
+            Observation::PgActivity(o) => pg::activity::samples(o, out),
+            Observation::PgStatements(o) => pg::statements::samples(o, out),
+            Observation::PgTableSizes(o) => pg::table_sizes::samples(o, out),
+            Observation::PgSchema(o) => pg::schema::samples(o, out),
+            Observation::PgReplica(o) => pg::replica::samples(o, out),
+            Observation::PgReplication(o) => pg::replication::samples(o, out),
+            Observation::PgDatabaseStats(o) => pg::database_stats::samples(o, out),
+            Observation::PgCheckpoints(o) => pg::checkpoints::samples(o, out),
+            Observation::PgArchiver(o) => pg::archiver::samples(o, out),
+            Observation::PgPrivileges(o) => pg::privileges::samples(o, out),
             Observation::AppProbe(o) => app_probe::samples(o, out),
             Observation::Host(o) => host::samples(o, out),
             Observation::Sqlite(o) => sqlite::samples(o, out),
             Observation::CheckpointMigration(o) => checkpoint_migration::samples(o, out),
             Observation::AppRecovery(o) => app_recovery::samples(o, out),
-            Observation::CheckpointThreads(o) => checkpoint_threads::samples(o, out),
+            Observation::CheckpointThreads(o) => pg::checkpoint_threads::samples(o, out),
         }
     }
 }
@@ -232,15 +216,15 @@ pub fn registry(config: &Config, pg: Option<Arc<PgTarget>>) -> Vec<Arc<dyn Check
     if let Some(pg) = pg {
         let _ = config;
         checks.push(Arc::new(
-            pg_connectivity::ConnectivityCheck::new(pg.clone()).with_recovery_watch(watch),
+            pg::connectivity::ConnectivityCheck::new(pg.clone()).with_recovery_watch(watch),
         ));
-        checks.push(Arc::new(pg_connections::ConnectionsCheck::with_top_n(
+        checks.push(Arc::new(pg::connections::ConnectionsCheck::with_top_n(
             pg.clone(),
             config.checks.labels_top_n,
         )));
         checks.extend(pg_checks(config, &pg));
         checks.push(Arc::new(
-            pg_database_size::DatabaseSizeCheck::new(pg)
+            pg::database_size::DatabaseSizeCheck::new(pg)
                 .with_limit(config.checks.storage_limit.clone()),
         ));
     }
@@ -260,11 +244,11 @@ fn pg_checks(config: &Config, pg: &Arc<PgTarget>) -> Vec<Arc<dyn Check>> {
         .as_ref()
         .map(|d| d.user.clone())
         .unwrap_or_default();
-    let place = pg_schema::LangGraphPlace::from_config(c);
+    let place = pg::schema::LangGraphPlace::from_config(c);
     let mut v: Vec<Arc<dyn Check>> = vec![
-        Arc::new(pg_connection_budget::BudgetCheck::new(
+        Arc::new(pg::connection_budget::BudgetCheck::new(
             pg.clone(),
-            pg_connection_budget::AppPools {
+            pg::connection_budget::AppPools {
                 pool_size: config.app.pool_size,
                 max_overflow: config.app.max_overflow,
                 instances: config.app.instances,
@@ -272,42 +256,42 @@ fn pg_checks(config: &Config, pg: &Arc<PgTarget>) -> Vec<Arc<dyn Check>> {
                 plan: c.plan.clone(),
             },
         )),
-        Arc::new(pg_activity::ActivityCheck::new(
+        Arc::new(pg::activity::ActivityCheck::new(
             pg.clone(),
             c.slow_query_threshold,
             c.raw_query_text,
         )),
-        Arc::new(pg_statements::StatementsCheck::new(
+        Arc::new(pg::statements::StatementsCheck::new(
             pg.clone(),
             c.statements_top_n,
         )),
-        Arc::new(pg_table_sizes::TableSizesCheck::new(
+        Arc::new(pg::table_sizes::TableSizesCheck::new(
             pg.clone(),
             c.langgraph_schema,
             &place,
             &c.expectations,
         )),
-        Arc::new(pg_schema::SchemaCheck::new(
+        Arc::new(pg::schema::SchemaCheck::new(
             pg.clone(),
             c.langgraph_schema,
             &place,
             &c.expectations,
             &user,
         )),
-        Arc::new(pg_replication::check(pg.clone())),
-        Arc::new(pg_database_stats::check(pg.clone())),
-        Arc::new(pg_checkpoints::CheckpointsCheck::new(pg.clone())),
-        Arc::new(pg_archiver::check(pg.clone())),
-        Arc::new(pg_privileges::check(pg.clone(), &place)),
+        Arc::new(pg::replication::check(pg.clone())),
+        Arc::new(pg::database_stats::check(pg.clone())),
+        Arc::new(pg::checkpoints::CheckpointsCheck::new(pg.clone())),
+        Arc::new(pg::archiver::check(pg.clone())),
+        Arc::new(pg::privileges::check(pg.clone(), &place)),
     ];
     if c.langgraph_schema != crate::config::LangGraphSchema::Off {
-        v.push(Arc::new(checkpoint_threads::ThreadsCheck::new(
+        v.push(Arc::new(pg::checkpoint_threads::ThreadsCheck::new(
             pg.clone(),
             &place,
         )));
     }
-    if let Some(replica) = pg_replica::target(config) {
-        v.push(Arc::new(pg_replica::check(replica)));
+    if let Some(replica) = pg::replica::target(config) {
+        v.push(Arc::new(pg::replica::check(replica)));
     }
     v
 }

@@ -16,7 +16,7 @@ use tokio::time::Instant as TokioInstant;
 
 pub use report::{Report, Rung, RungStatus};
 
-use crate::check::{self, Check, pg_connectivity};
+use crate::check::{self, Check, pg};
 use crate::config::{Config, ConfigError};
 use crate::dsn::Host;
 use crate::error::{CheckError, ErrorKind};
@@ -290,7 +290,7 @@ async fn ladder(
     let step = config.database.connect_timeout;
     let fail = |store: &Store, err: CheckError, took: Duration| {
         store.publish(
-            pg_connectivity::ID,
+            pg::connectivity::ID,
             Outcome {
                 at: SystemTime::now(),
                 duration: took,
@@ -594,14 +594,14 @@ async fn bounded<F: std::future::Future>(
 pub fn rung_name(check_id: &str) -> &'static str {
     use crate::check::*;
     match check_id {
-        pg_connectivity::ID | pg_connections::ID | pg_connection_budget::ID => "connections",
-        pg_privileges::ID => "privileges",
-        pg_statements::ID => "pg_stat_statements",
-        pg_schema::ID => "schema",
-        pg_database_size::ID | pg_table_sizes::ID | checkpoint_threads::ID => "sizes",
-        pg_activity::ID => "activity",
-        pg_database_stats::ID | pg_checkpoints::ID | pg_archiver::ID => "database_health",
-        pg_replica::ID | pg_replication::ID => "replication",
+        pg::connectivity::ID | pg::connections::ID | pg::connection_budget::ID => "connections",
+        pg::privileges::ID => "privileges",
+        pg::statements::ID => "pg_stat_statements",
+        pg::schema::ID => "schema",
+        pg::database_size::ID | pg::table_sizes::ID | pg::checkpoint_threads::ID => "sizes",
+        pg::activity::ID => "activity",
+        pg::database_stats::ID | pg::checkpoints::ID | pg::archiver::ID => "database_health",
+        pg::replica::ID | pg::replication::ID => "replication",
         sqlite::ID => "sqlite",
         checkpoint_migration::ID => "migration",
         host::ID | process::ID => "host",

@@ -7,11 +7,11 @@
 
 use super::{Context, Finding};
 use crate::check::Observation;
-use crate::check::pg_activity::{self, Activity, Session};
+use crate::check::pg::activity::{self, Activity, Session};
 use crate::snapshot::Snapshot;
 
 pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
-    if let Some(Observation::PgActivity(a)) = snap.observation(pg_activity::ID) {
+    if let Some(Observation::PgActivity(a)) = snap.observation(activity::ID) {
         judge(a, cx, out);
     }
 }

@@ -8,13 +8,13 @@
 use super::{Context, Finding, Severity};
 use crate::check::app_probe::{ID_PREFIX, ProbeFailure, ProbeResult};
 use crate::check::checkpoint_migration::{self, MigrationFacts};
-use crate::check::{Observation, pg_connectivity, pg_replica, pg_replication, sqlite};
+use crate::check::{Observation, pg, sqlite};
 use crate::config::DatabaseType;
 use crate::error::ErrorKind;
 use crate::snapshot::Snapshot;
 
 pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
-    let db_error = snap.error(pg_connectivity::ID).map(|e| e.kind);
+    let db_error = snap.error(pg::connectivity::ID).map(|e| e.kind);
     for (id, st) in &snap.checks {
         if id.starts_with(ID_PREFIX)
             && let Ok(Observation::AppProbe(p)) = &st.last.result
@@ -534,7 +534,7 @@ fn replica(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
             "Send reads that must be fresh to the primary until it catches up".into(),
         ]
     };
-    match snap.checks.get(pg_replica::ID).map(|s| &s.last.result) {
+    match snap.checks.get(pg::replica::ID).map(|s| &s.last.result) {
         Some(Ok(Observation::PgReplica(r))) if r.lag_seconds.unwrap_or(0.0) > cx.replica_lag_seconds => out.push(Finding::new(
             "replica_lag",
             format!("The read replica {} is {:.0} s behind", r.target, r.lag_seconds.unwrap_or(0.0)),
@@ -561,7 +561,7 @@ fn replica(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
         )),
         _ => {}
     }
-    if let Some(Observation::PgReplication(r)) = snap.observation(pg_replication::ID) {
+    if let Some(Observation::PgReplication(r)) = snap.observation(pg::replication::ID) {
         for l in &r.lost {
             out.push(
                 Finding::new(
@@ -582,7 +582,7 @@ fn replica(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
                         "Check the standby is running and can reach the primary (its server log: `could not connect to the primary server`, `requested WAL segment has already been removed`)".into(),
                         "Check replication slots on the primary: `SELECT slot_name, active, pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)) FROM pg_replication_slots;` (an inactive slot keeps WAL and fills the disk)".into(),
                         "Until it is back, a failover has no target (and reads sent to DATABASE_READ_REPLICA_URL fail)".into(),
-                        format!("If it was removed on purpose, drop its slot; the agent forgets it {} h after it was last seen or when restarted", pg_replication::STANDBY_MEMORY.as_secs() / 3600),
+                        format!("If it was removed on purpose, drop its slot; the agent forgets it {} h after it was last seen or when restarted", pg::replication::STANDBY_MEMORY.as_secs() / 3600),
                     ],
                 )
                 .with_subject(l.name.clone()),

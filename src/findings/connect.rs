@@ -3,7 +3,7 @@
 //! issue, with its steps made concrete; privilege errors of any PostgreSQL check are reported too.
 
 use super::{Context, Finding, Severity, connections};
-use crate::check::{Observation, pg_connections, pg_connectivity};
+use crate::check::{Observation, pg};
 use crate::error::ErrorKind;
 use crate::snapshot::Snapshot;
 
@@ -11,12 +11,12 @@ pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
     // The agent's own lack of descriptors or memory says nothing about the database: no
     // verdict (the failed check and its `kind="local_resources"` error count show it).
     if let Some(e) = snap
-        .error(pg_connectivity::ID)
+        .error(pg::connectivity::ID)
         .filter(|e| e.kind != ErrorKind::LocalResources)
     {
         // SQLSTATE 53300 is the same for the server's and the role's limit: the last good
         // observation of who held what tells them apart.
-        let last = match snap.last_good(pg_connections::ID) {
+        let last = match snap.last_good(pg::connections::ID) {
             Some(Observation::PgConnections(c)) => Some(c),
             _ => None,
         };
@@ -40,7 +40,7 @@ pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
         })
         .map(|(id, _)| *id)
         .collect();
-    if !denied.is_empty() && snap.error(pg_connectivity::ID).is_none() {
+    if !denied.is_empty() && snap.error(pg::connectivity::ID).is_none() {
         out.push(privilege_missing(&denied.join(", "), cx));
     }
 }
@@ -51,7 +51,7 @@ pub fn for_connect_error(
     kind: ErrorKind,
     message: &str,
     cx: &Context,
-    last: Option<&pg_connections::Connections>,
+    last: Option<&pg::connections::Connections>,
 ) -> Finding {
     let t = &cx.target;
     let src = cx.dsn_source;
@@ -217,7 +217,10 @@ mod tests {
             (ErrorKind::HbaRejected, "hba_rejected"),
             (ErrorKind::PrivilegeMissing, "privilege_missing"),
         ] {
-            let s = snap(vec![(pg_connectivity::ID, Err(CheckError::new(kind, "x")))]);
+            let s = snap(vec![(
+                pg::connectivity::ID,
+                Err(CheckError::new(kind, "x")),
+            )]);
             let mut out = vec![];
             evaluate(&s, &cx, &mut out);
             assert_eq!(out.len(), 1, "{kind:?}");
@@ -230,7 +233,7 @@ mod tests {
     #[test]
     fn the_agents_own_exhaustion_is_no_database_verdict() {
         let s = snap(vec![(
-            pg_connectivity::ID,
+            pg::connectivity::ID,
             Err(CheckError::new(
                 ErrorKind::LocalResources,
                 "h:5432/rose: Too many open files (os error 24)",

@@ -10,7 +10,7 @@
 //!   named, with a target number for each knob.
 
 use super::{Context, Finding, Severity};
-use crate::check::pg_connections::{ClientGroup, Connections};
+use crate::check::pg::connections::{ClientGroup, Connections};
 
 /// Connections kept free on the monitoring role for `agent diagnose` or the new pod of a
 /// rolling update.

@@ -4,14 +4,14 @@
 
 use super::{Context, Finding};
 use crate::check::Observation;
-use crate::check::pg_schema::{self, ObjectKind, ObjectProblem, SchemaReport};
+use crate::check::pg::schema::{self, ObjectKind, ObjectProblem, SchemaReport};
 use crate::snapshot::Snapshot;
 
 /// LangGraph's own step: `setup()` creates and migrates everything, idempotently.
 const SETUP: &str = "Run the checkpointer's setup() once against DATABASE_URL (e.g. `python -c \"from langgraph.checkpoint.postgres import PostgresSaver; import os; cm = PostgresSaver.from_conn_string(os.environ['DATABASE_URL']); s = cm.__enter__(); s.setup()\"`): the app's checkpointer factory never calls it";
 
 pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
-    if let Some(Observation::PgSchema(r)) = snap.observation(pg_schema::ID) {
+    if let Some(Observation::PgSchema(r)) = snap.observation(schema::ID) {
         judge(r, cx, out);
     }
 }
@@ -126,7 +126,7 @@ pub fn judge(r: &SchemaReport, cx: &Context, out: &mut Vec<Finding>) {
                     "Then check `agent diagnose` shows the schema rung without this finding".into(),
                 ],
             )
-            .with_subject(pg_schema::table_label(&lg.schema, pg_schema::MIGRATIONS_TABLE)),
+            .with_subject(schema::table_label(&lg.schema, schema::MIGRATIONS_TABLE)),
         );
     }
     if !mismatch.is_empty() {
@@ -225,7 +225,7 @@ fn create_index_step(name: &str, table: &str, columns: Option<&Vec<String>>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::pg_schema::{
+    use crate::check::pg::schema::{
         DuplicateIndexes, LangGraphState, Migrations, ObjectStatus, Variant,
     };
     use crate::config::LangGraphSchema;
@@ -406,7 +406,7 @@ mod tests {
         );
         let lg = r.langgraph.as_mut().unwrap();
         lg.schema_source = "configured".into();
-        lg.candidates = vec![pg_schema::Candidate {
+        lg.candidates = vec![schema::Candidate {
             schema: "rose".into(),
             tables: 4,
         }];

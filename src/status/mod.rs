@@ -589,7 +589,7 @@ fn last_outcome<'a>(
         None => snap.retired.get(id).map(|o| {
             // Withdrawn because another agent leads, or because this one lost its connection
             // (and the lead with it): say which, never blame the fleet for a dead database.
-            let why = match snap.error(crate::check::pg_connectivity::ID) {
+            let why = match snap.error(crate::check::pg::connectivity::ID) {
                 Some(_) => "not measured now: PostgreSQL cannot be reached",
                 None => "not measured now: another agent of the fleet runs this check",
             };

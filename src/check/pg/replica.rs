@@ -5,13 +5,13 @@
 //! Lag in seconds is 0 when everything received has been replayed, else the age of the last
 //! replayed transaction: an idle primary does not make a caught-up replica look late.
 
-use super::pg_json::JsonCheck;
+use super::json::JsonCheck;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::Observation;
 use crate::catalog::{self, Sample};
+use crate::check::Observation;
 use crate::config::Config;
 use crate::pg::{Limits, PgTarget};
 

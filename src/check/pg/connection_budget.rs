@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BoxFuture, Check, Observation, pg_util};
+use super::util;
 use crate::catalog::{self, Sample};
+use crate::check::{BoxFuture, Check, Observation};
 use crate::config::PlanLimit;
 use crate::error::CheckError;
 use crate::pg::PgTarget;
@@ -153,12 +154,12 @@ impl Check for BudgetCheck {
         ID
     }
     fn timeout(&self) -> Duration {
-        pg_util::timeout(&self.pg, 1)
+        util::timeout(&self.pg, 1)
     }
     fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
         Box::pin(async move {
             let conn = self.pg.conn().await?;
-            let raw: Raw = pg_util::json_query(&self.pg, &conn, SQL, "budget").await?;
+            let raw: Raw = util::json_query(&self.pg, &conn, SQL, "budget").await?;
             Ok(Observation::PgConnectionBudget(compute(&self.app, &raw)))
         })
     }

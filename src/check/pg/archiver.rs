@@ -2,13 +2,13 @@
 //! is on, files archived, failed attempts and when the last success and failure happened. One
 //! statement on the one-row `pg_stat_archiver`.
 
-use super::pg_json::JsonCheck;
+use super::json::JsonCheck;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::Observation;
 use crate::catalog::{self, Sample};
+use crate::check::Observation;
 use crate::pg::PgTarget;
 
 pub const ID: &str = "pg_archiver";

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::pg_schema::{LangGraphPlace, table_label, want_ctes};
-use super::pg_util::{self, Histories};
-use super::{BoxFuture, Cadence, Check, Observation};
+use super::schema::{LangGraphPlace, table_label, want_ctes};
+use super::util::{self, Histories};
 use crate::catalog::{self, Sample};
+use crate::check::{BoxFuture, Cadence, Check, Observation};
 use crate::config::{Expectations, LangGraphSchema};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
@@ -106,14 +106,14 @@ impl Check for TableSizesCheck {
         Cadence::Slow
     }
     fn timeout(&self) -> Duration {
-        pg_util::timeout(&self.pg, 1)
+        util::timeout(&self.pg, 1)
     }
     fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
         Box::pin(async move {
             let conn = self.pg.conn().await?;
             let raw: Vec<RawSize> =
-                pg_util::json_query(&self.pg, &conn, &self.sql, "table sizes").await?;
-            let now = pg_util::unix_now();
+                util::json_query(&self.pg, &conn, &self.sql, "table sizes").await?;
+            let now = util::unix_now();
             let mut tables = from_raw(raw);
             for t in &mut tables {
                 t.growth_bytes_per_second = self.history.push(&t.table, now, t.total_bytes as f64);
@@ -157,7 +157,7 @@ mod tests {
 
     #[test]
     fn unknown_row_estimates_are_absent() {
-        let raw: Vec<RawSize> = pg_util::decode(
+        let raw: Vec<RawSize> = util::decode(
             r#"[{"schema": "public", "table": "checkpoints", "total_bytes": 81920,
                  "table_bytes": 16384, "index_bytes": 65536, "estimated_rows": -1},
                 {"schema": "app", "table": "orders", "total_bytes": null,
