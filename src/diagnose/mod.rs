@@ -20,7 +20,7 @@ use crate::check::{self, Check, pg};
 use crate::config::{Config, ConfigError};
 use crate::dsn::Host;
 use crate::error::{CheckError, ErrorKind};
-use crate::findings::{self, Finding};
+use crate::findings::{self, Code, Finding};
 use crate::pg::PgTarget;
 use crate::scheduler;
 use crate::snapshot::{Outcome, Store};
@@ -39,7 +39,7 @@ pub fn config_report(err: &ConfigError) -> Report {
     for p in err.0.iter().filter(|p| DSN_KEYS.contains(&p.key.as_str())) {
         findings.push(
             Finding::new(
-                "bad_database_url",
+                Code::BadDatabaseUrl,
                 format!("{} cannot be used", p.key),
                 format!("{}: {}", p.key, p.message),
                 vec![
@@ -236,40 +236,9 @@ pub fn judge_rungs(mut rungs: Vec<Rung>, found: &[Finding]) -> Vec<Rung> {
     rungs
 }
 
-/// The rung a finding code belongs to (where its evidence comes from).
+/// The rung a finding code belongs to (where its evidence comes from), from the code list.
 pub fn rung_of_code(code: &str) -> &'static str {
-    match code {
-        "bad_database_url" | "no_database_configured" | "unknown_variable" | "silence_expired" => {
-            "config"
-        }
-        "dns_failure" => "dns",
-        "connection_refused" | "connect_timeout" => "tcp",
-        "tls_error" => "tls",
-        "auth_failed" | "hba_rejected" => "auth",
-        "database_missing" => "database",
-        "privilege_missing" => "privileges",
-        "too_many_connections"
-        | "pool_budget_exceeded"
-        | "connections_near_limit"
-        | "region_latency"
-        | "database_restarted"
-        | "connected_to_standby"
-        | "role_connection_limit"
-        | "app_connections_over_model" => "connections",
-        "statements_unavailable" => "pg_stat_statements",
-        "slow_queries" | "idle_in_transaction" | "lock_contention" => "activity",
-        "schema_mismatch" | "missing_table" | "missing_index" | "invalid_index"
-        | "duplicate_index" => "schema",
-        "migration_version_unreadable" => "schema",
-        "replica_lag" | "standby_lost" => "replication",
-        "app_unreachable" | "app_unhealthy" | "app_degraded" | "app_slow" | "app_not_recovered" => {
-            "app"
-        }
-        "migration_not_effective" | "migration_partial" | "migration_incomplete" => "migration",
-        "sqlite_unreadable" => "sqlite",
-        "storage_near_limit" | "checkpoint_bloat" => "sizes",
-        _ => "other",
-    }
+    findings::code_def(code).map_or("other", |d| d.rung.as_str())
 }
 
 /// DNS, TCP, then TLS + auth + database through the agent's own connector. Returns true when a
@@ -502,7 +471,7 @@ async fn ladder(
                     Some(format!("{user} lacks pg_monitor")),
                 ));
                 extra.push(Finding::new(
-                    "privilege_missing",
+                    Code::PrivilegeMissing,
                     format!("The monitoring role {user} is not a member of pg_monitor"),
                     format!("{}: pg_has_role({user}, 'pg_monitor') is false: other sessions' queries and some statistics are hidden", pg.target()),
                     vec![
@@ -714,14 +683,14 @@ mod tests {
             Rung::new("schema", RungStatus::Ok, Duration::ZERO, None),
             Rung::new("pg_stat_statements", RungStatus::Ok, Duration::ZERO, None),
         ];
-        let f = |code: &'static str| Finding::new(code, "s", "e", vec![]);
+        let f = |code: Code| Finding::new(code, "s", "e", vec![]);
         let out = judge_rungs(
             rungs,
             &[
-                f("app_unreachable"),
-                f("missing_table"),
-                f("missing_table"),
-                f("statements_unavailable"),
+                f(Code::AppUnreachable),
+                f(Code::MissingTable),
+                f(Code::MissingTable),
+                f(Code::StatementsUnavailable),
             ],
         );
         let status = |n: &str| out.iter().find(|r| r.name == n).unwrap().status;

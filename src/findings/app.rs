@@ -5,7 +5,7 @@
 //! and the read replica. When the app and the database both fail, the app findings say which
 //! side is the likely cause.
 
-use super::{Context, Finding, Severity};
+use super::{Code, Context, Finding, Severity};
 use crate::check::app_probe::{ID_PREFIX, ProbeFailure, ProbeResult};
 use crate::check::checkpoint_migration::{self, MigrationFacts};
 use crate::check::{Observation, pg, sqlite};
@@ -146,7 +146,7 @@ pub fn probe(p: &ProbeResult, db_error: Option<ErrorKind>, cx: &Context, out: &m
         ) => {
             out.push(
                 Finding::new(
-                    "app_unreachable",
+                    Code::AppUnreachable,
                     format!("The app's {ep} endpoint does not answer"),
                     format!("{url}: {:?} after {:.2} s (timeout {:.1} s).{cause}", p.failure.unwrap_or(ProbeFailure::Other), p.duration_seconds, p.timeout_seconds),
                     vec![
@@ -167,7 +167,7 @@ pub fn probe(p: &ProbeResult, db_error: Option<ErrorKind>, cx: &Context, out: &m
         ) => {
             out.push(
                 Finding::new(
-                    "app_unhealthy",
+                    Code::AppUnhealthy,
                     format!("The app's {ep} endpoint answers with an error"),
                     format!(
                         "{url}: status {} (expected {}){}.{cause}",
@@ -188,7 +188,7 @@ pub fn probe(p: &ProbeResult, db_error: Option<ErrorKind>, cx: &Context, out: &m
         Some(ProbeFailure::Token) => {
             out.push(
                 Finding::new(
-                    "app_unhealthy",
+                    Code::AppUnhealthy,
                     format!("The {ep} probe cannot read its bearer token file"),
                     format!("{url}: the token file is unreadable"),
                     vec!["Check bearer_token_file / AGENT_APP_BEARER_TOKEN_FILE exists and is readable by the agent".into()],
@@ -230,7 +230,7 @@ pub fn probe(p: &ProbeResult, db_error: Option<ErrorKind>, cx: &Context, out: &m
         steps.push("The app reports degraded with HTTP 200: load balancers do not notice; this probe reads the body".into());
         out.push(
             Finding::new(
-                "app_degraded",
+                Code::AppDegraded,
                 format!(
                     "The app reports {status}{}",
                     if down.is_empty() {
@@ -251,7 +251,7 @@ pub fn probe(p: &ProbeResult, db_error: Option<ErrorKind>, cx: &Context, out: &m
     if p.slow {
         out.push(
             Finding::new(
-                "app_slow",
+                Code::AppSlow,
                 format!("The app's {ep} endpoint takes {:.0} ms", p.duration_seconds * 1000.0),
                 format!("{url}: {:.0} ms > {:.0} ms threshold (the guide: < 100 ms health, < 2 s voice)", p.duration_seconds * 1000.0, p.threshold_seconds * 1000.0),
                 vec![
@@ -291,7 +291,7 @@ pub fn migration(m: &MigrationFacts, cx: &Context, out: &mut Vec<Finding>) {
         };
         out.push(
             Finding::new(
-                "migration_not_effective",
+                Code::MigrationNotEffective,
                 "Checkpoints still go to SQLite although FEATURE_DATABASE_TYPE=postgresql",
                 format!(
                     "over {:.0} s: SQLite {}, PostgreSQL {}{}",
@@ -326,7 +326,7 @@ pub fn migration(m: &MigrationFacts, cx: &Context, out: &mut Vec<Finding>) {
     }
     if m.rollback_not_effective && m.configured == DatabaseType::Sqlite {
         out.push(Finding::new(
-            "migration_not_effective",
+            Code::MigrationNotEffective,
             "Checkpoints still go to PostgreSQL although FEATURE_DATABASE_TYPE=sqlite (rollback)",
             format!("over {:.0} s PostgreSQL's checkpoint tables grew and SQLite did not", m.window_seconds),
             vec![
@@ -441,7 +441,7 @@ fn partial(m: &MigrationFacts, cx: &Context) -> Finding {
             ],
         )
     };
-    Finding::new("migration_partial", summary, evidence, steps).with_severity(if multi {
+    Finding::new(Code::MigrationPartial, summary, evidence, steps).with_severity(if multi {
         Severity::Critical
     } else {
         Severity::Warning
@@ -490,7 +490,7 @@ pub fn threads_incomplete(t: &checkpoint_migration::ThreadComparison) -> Option<
     ]);
     Some(
         Finding::new(
-            "migration_incomplete",
+            Code::MigrationIncomplete,
             if t.stale > 0 {
                 format!("{} conversation thread(s) were written to SQLite after the switch to PostgreSQL", t.stale)
             } else {
@@ -510,7 +510,7 @@ pub fn threads_incomplete(t: &checkpoint_migration::ThreadComparison) -> Option<
 fn sqlite_unreadable(path: &str, why: &str, present: bool, cx: &Context) -> Finding {
     let rollback = cx.database_type == DatabaseType::Postgresql;
     Finding::new(
-        "sqlite_unreadable",
+        Code::SqliteUnreadable,
         if present { format!("The SQLite checkpointer {path} cannot be read") } else { format!("The SQLite checkpointer {path} does not exist") },
         format!("{path}: {why}"),
         vec![
@@ -536,7 +536,7 @@ fn replica(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
     };
     match snap.checks.get(pg::replica::ID).map(|s| &s.last.result) {
         Some(Ok(Observation::PgReplica(r))) if r.lag_seconds.unwrap_or(0.0) > cx.replica_lag_seconds => out.push(Finding::new(
-            "replica_lag",
+            Code::ReplicaLag,
             format!("The read replica {} is {:.0} s behind", r.target, r.lag_seconds.unwrap_or(0.0)),
             format!(
                 "replay lag {:.0} s > {:.0} s threshold, {:.0} bytes received but not replayed{}",
@@ -548,13 +548,13 @@ fn replica(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
             steps(),
         )),
         Some(Ok(Observation::PgReplica(r))) if !r.in_recovery => out.push(Finding::new(
-            "replica_lag",
+            Code::ReplicaLag,
             format!("DATABASE_READ_REPLICA_URL ({}) is not a replica", r.target),
             "the server is not in recovery: reads and writes would go to a primary".to_owned(),
             vec!["Check DATABASE_READ_REPLICA_URL points at the standby, not the primary (after a failover the roles swap)".into()],
         )),
         Some(Err(e)) => out.push(Finding::new(
-            "replica_lag",
+            Code::ReplicaLag,
             "The read replica cannot be reached",
             e.message.clone(),
             vec!["Check DATABASE_READ_REPLICA_URL and that the replica is running".into(), "Route reads to the primary meanwhile".into()],
@@ -565,7 +565,7 @@ fn replica(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
         for l in &r.lost {
             out.push(
                 Finding::new(
-                    "standby_lost",
+                    Code::StandbyLost,
                     format!(
                         "Standby {} no longer streams from the primary",
                         l.name
@@ -592,7 +592,7 @@ fn replica(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
             if s.replay_lag_seconds.unwrap_or(0.0) > cx.replica_lag_seconds {
                 out.push(
                     Finding::new(
-                        "replica_lag",
+                        Code::ReplicaLag,
                         format!(
                             "Standby {} lags {:.0} s behind the primary",
                             s.label,

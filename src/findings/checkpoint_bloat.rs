@@ -3,7 +3,7 @@
 //! `checkpoint_threads`. Threads are named only by a hash prefix; an unreadable table is the
 //! check's capability, never a finding.
 
-use super::{Context, Finding};
+use super::{Code, Context, Finding};
 use crate::check::{Observation, pg};
 use crate::snapshot::Snapshot;
 
@@ -78,7 +78,7 @@ fn judge(o: &pg::checkpoint_threads::CheckpointThreads, cx: &Context, out: &mut 
     }
     let q = |t: &str| format!("{}.{t}", crate::check::pg::util::ident(&o.schema));
     out.push(Finding::new(
-        "checkpoint_bloat",
+        Code::CheckpointBloat,
         format!(
             "runaway conversation in LangGraph's checkpoints at {}: {}",
             cx.target,

@@ -2,7 +2,7 @@
 //! kind (from SQLSTATE or the I/O error, never message text) into the guide's troubleshooting
 //! issue, with its steps made concrete; privilege errors of any PostgreSQL check are reported too.
 
-use super::{Context, Finding, Severity, connections};
+use super::{Code, Context, Finding, Severity, connections};
 use crate::check::{Observation, pg};
 use crate::error::ErrorKind;
 use crate::snapshot::Snapshot;
@@ -62,7 +62,7 @@ pub fn for_connect_error(
     };
     match kind {
         ErrorKind::Refused | ErrorKind::Unreachable | ErrorKind::ConnectionClosed | ErrorKind::Io => Finding::new(
-            "connection_refused",
+            Code::ConnectionRefused,
             format!("PostgreSQL at {t} refuses connections"),
             ev,
             vec![
@@ -73,7 +73,7 @@ pub fn for_connect_error(
             ],
         ),
         ErrorKind::AuthFailed => Finding::new(
-            "auth_failed",
+            Code::AuthFailed,
             format!("Password authentication failed at {t}"),
             ev,
             vec![
@@ -93,7 +93,7 @@ pub fn for_connect_error(
             );
             match last {
                 Some(c) => Finding::new(
-                    "too_many_connections",
+                    Code::TooManyConnections,
                     format!("PostgreSQL at {t} has no connection slots left"),
                     format!(
                         "{ev}; at the last good check {} of {} usable slots were in use, held by: {}; {model}",
@@ -104,7 +104,7 @@ pub fn for_connect_error(
                     connections::sizing_steps(c, c.slots(), cx.instances, cx),
                 ),
                 None => Finding::new(
-                    "too_many_connections",
+                    Code::TooManyConnections,
                     format!("PostgreSQL at {t} has no connection slots left"),
                     format!("{ev}; the agent has not seen who holds the connections yet; {model}"),
                     vec![
@@ -117,7 +117,7 @@ pub fn for_connect_error(
             }
         }
         ErrorKind::Dns => Finding::new(
-            "dns_failure",
+            Code::DnsFailure,
             format!("The database host of {t} does not resolve"),
             ev,
             vec![
@@ -127,7 +127,7 @@ pub fn for_connect_error(
             ],
         ),
         ErrorKind::ConnectTimeout | ErrorKind::QueryTimeout => Finding::new(
-            "connect_timeout",
+            Code::ConnectTimeout,
             format!("PostgreSQL at {t} does not answer in time"),
             ev,
             vec![
@@ -138,7 +138,7 @@ pub fn for_connect_error(
             ],
         ),
         ErrorKind::Tls => Finding::new(
-            "tls_error",
+            Code::TlsError,
             format!("TLS to PostgreSQL at {t} fails"),
             ev,
             vec![
@@ -148,7 +148,7 @@ pub fn for_connect_error(
             ],
         ),
         ErrorKind::DatabaseMissing => Finding::new(
-            "database_missing",
+            Code::DatabaseMissing,
             format!("The database of {t} does not exist"),
             ev,
             vec![
@@ -157,7 +157,7 @@ pub fn for_connect_error(
             ],
         ),
         ErrorKind::HbaRejected => Finding::new(
-            "hba_rejected",
+            Code::HbaRejected,
             format!("PostgreSQL at {t} rejects this client (pg_hba.conf)"),
             ev,
             vec![
@@ -167,7 +167,7 @@ pub fn for_connect_error(
         ),
         ErrorKind::PrivilegeMissing => privilege_missing("pg_connectivity", cx),
         ErrorKind::StartingUp | ErrorKind::ShuttingDown => Finding::new(
-            "database_restarted",
+            Code::DatabaseRestarted,
             format!("PostgreSQL at {t} is starting up or shutting down"),
             ev,
             vec![
@@ -177,7 +177,7 @@ pub fn for_connect_error(
         )
         .with_severity(Severity::Warning),
         _ => Finding::new(
-            "connection_refused",
+            Code::ConnectionRefused,
             format!("Cannot connect to PostgreSQL at {t}"),
             ev,
             vec![format!("Verify {src} is correct"), "Check the database is running".into()],
@@ -187,7 +187,7 @@ pub fn for_connect_error(
 
 fn privilege_missing(checks: &str, cx: &Context) -> Finding {
     Finding::new(
-        "privilege_missing",
+        Code::PrivilegeMissing,
         "The monitoring role cannot read some statistics",
         format!("{}: permission denied in check(s) {checks}", cx.target),
         vec![

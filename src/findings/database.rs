@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{Context, Finding, Severity, connections};
+use super::{Code, Context, Finding, Severity, connections};
 use crate::check::{Observation, pg};
 use crate::snapshot::Snapshot;
 
@@ -36,7 +36,7 @@ pub(super) fn evaluate(snap: &Snapshot, cx: &Context, now: SystemTime, out: &mut
             pg::statements::Availability::Available => "",
         };
         out.push(Finding::new(
-            "statements_unavailable",
+            Code::StatementsUnavailable,
             format!("pg_stat_statements cannot be read at {}", cx.target),
             format!("{why}: slow queries are seen live (pg_stat_activity) but have no per-statement history"),
             vec![
@@ -78,7 +78,7 @@ fn connections(
         let full = used >= slots;
         out.push(
             Finding::new(
-                "connections_near_limit",
+                Code::ConnectionsNearLimit,
                 format!("{used} of {slots} usable connection slots in use at {t}"),
                 format!(
                     "{used} client connections vs {slots} usable slots (max_connections {} - superuser_reserved_connections {}); threshold {:.0}%",
@@ -145,7 +145,7 @@ fn pool_budget(
         _ => String::new(),
     };
     out.push(Finding::new(
-        "pool_budget_exceeded",
+        Code::PoolBudgetExceeded,
         format!("Worst-case pool demand {demand} exceeds {slots} connection slots"),
         format!(
             "pool demand {demand} = {instances} instance(s) x (DATABASE_POOL_SIZE {} + DATABASE_MAX_OVERFLOW {}{}) + 1 agent > {slots} usable slots at {t}{seen}",
@@ -169,7 +169,7 @@ fn connectivity(
 ) {
     if c.roundtrip_seconds > cx.region_latency_seconds {
         out.push(Finding::new(
-            "region_latency",
+            Code::RegionLatency,
             format!("Round trip to {} takes {:.0} ms", cx.target, c.roundtrip_seconds * 1000.0),
             format!(
                 "round trip {:.1} ms > {:.0} ms threshold",
@@ -185,7 +185,7 @@ fn connectivity(
     if c.in_recovery {
         let src = cx.dsn_source;
         out.push(Finding::new(
-            "connected_to_standby",
+            Code::ConnectedToStandby,
             format!("PostgreSQL at {} is a standby (in recovery): the app cannot write there", cx.target),
             format!(
                 "pg_is_in_recovery() is true on the server {src} points at; LangGraph checkpoint writes fail with SQLSTATE 25006 (read-only transaction)"
@@ -210,7 +210,7 @@ fn connectivity(
         && (0.0..cx.restart_window_seconds).contains(&age)
     {
         out.push(Finding::new(
-            "database_restarted",
+            Code::DatabaseRestarted,
             format!("PostgreSQL at {} restarted {:.0} s ago", cx.target, age),
             format!(
                 "pg_postmaster_start_time moved while the agent watched ({} restart(s) seen); the server started {:.0} s ago (window {:.0} s)",

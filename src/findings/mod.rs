@@ -24,34 +24,15 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-pub use codes::{CODES, CodeDef, code_def, markdown_table};
+pub use codes::{CODES, Code, CodeDef, Rung, Severity, code_def, markdown_table};
 
 use crate::config::Config;
 use crate::snapshot::Snapshot;
 
-/// How bad a finding is. Critical pages, warning tickets, info is not routed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
-}
-
 /// One thing that is wrong, with what to do.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Finding {
-    /// Stable snake_case code from [`CODES`].
+    /// Stable snake_case code: always a [`Code`]'s `as_str()` (set by [`Finding::new`]).
     pub code: &'static str,
     pub severity: Severity,
     /// One line.
@@ -76,19 +57,18 @@ pub struct Finding {
 impl Finding {
     /// A finding of a catalog code with its default severity.
     pub fn new(
-        code: &'static str,
+        code: Code,
         summary: impl Into<String>,
         evidence: impl Into<String>,
         steps: Vec<String>,
     ) -> Finding {
-        let def = code_def(code);
         Finding {
-            code,
-            severity: def.map_or(Severity::Warning, |d| d.severity),
+            code: code.as_str(),
+            severity: code.severity(),
             summary: summary.into(),
             evidence: crate::dsn::redact(&evidence.into()),
             steps,
-            runbook: format!("docs/runbooks/{code}.md"),
+            runbook: code.runbook(),
             subject: None,
             raw_query_text: None,
         }

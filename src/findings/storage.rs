@@ -2,7 +2,7 @@
 //! AGENT_STORAGE_LIMIT) and the time until full at the observed growth, with the guide's "Cost
 //! Estimation" plans as the way out.
 
-use super::{Context, Finding, Severity};
+use super::{Code, Context, Finding, Severity};
 use crate::check::{Observation, pg};
 use crate::config::PLAN_STORAGE;
 use crate::snapshot::Snapshot;
@@ -107,7 +107,7 @@ fn storage(s: &pg::database_size::DatabaseSize, cx: &Context, out: &mut Vec<Find
     };
     out.push(
         Finding::new(
-            "storage_near_limit",
+            Code::StorageNearLimit,
             summary,
             format!(
                 "pg_database_size {} of {} ({} bytes, from {plan}){growth}; thresholds {:.0}% used or full within {} (critical from {:.0}%)",
