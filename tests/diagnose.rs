@@ -66,8 +66,8 @@ fn healthy_database_exits_0_and_walks_the_ladder() {
     // Every rung of the ladder up to the app's (the rungs come from the code, not a copy);
     // SQLite and migration are not configured here.
     use rose_agent::findings::Rung;
-    let app = Rung::ALL.iter().position(|r| *r == Rung::App).unwrap();
-    for rung in Rung::ALL[..=app].iter().map(|r| r.as_str()) {
+    let app_rung = Rung::ALL.iter().position(|r| *r == Rung::App).unwrap();
+    for rung in Rung::ALL[..=app_rung].iter().map(|r| r.as_str()) {
         assert!(names.contains(&rung), "{rung} missing from {names:?}");
     }
     assert!(
