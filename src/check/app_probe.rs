@@ -841,6 +841,18 @@ impl Check for AppProbe {
     }
 }
 
+/// The registry entry (the check list in `check/mod.rs`): One per configured app probe.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    b.config
+        .app
+        .probes
+        .iter()
+        .flat_map(|p| {
+            crate::check::one(AppProbe::new(p.clone()).with_recovery_watch(b.watch.clone()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -132,6 +132,16 @@ pub fn samples(o: &Recovery, out: &mut Vec<Sample>) {
     }
 }
 
+/// The registry entry (the check list in `check/mod.rs`): With both PostgreSQL and app probes (the shared watch).
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    b.watch
+        .iter()
+        .flat_map(|w| {
+            crate::check::one(RecoveryCheck::new(w.clone(), b.config.app.recovery_timeout))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

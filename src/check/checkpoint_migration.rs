@@ -937,6 +937,14 @@ pub fn samples(o: &MigrationFacts, out: &mut Vec<Sample>) {
     ));
 }
 
+/// The registry entry (the check list in `check/mod.rs`): With either store: SQLite or PostgreSQL.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    if b.config.app.sqlite_path.is_none() && b.pg.is_none() {
+        return Vec::new();
+    }
+    crate::check::one(MigrationCheck::new(b.config, b.pg.cloned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

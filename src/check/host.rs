@@ -214,6 +214,11 @@ pub fn samples(o: &HostStats, out: &mut Vec<Sample>) {
     }
 }
 
+/// The registry entry (the check list in `check/mod.rs`): Always: the host or container the agent runs in.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    crate::check::one(HostCheck::new(b.config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

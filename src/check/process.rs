@@ -106,6 +106,11 @@ pub fn samples(o: &ProcessStats, out: &mut Vec<Sample>) {
     }
 }
 
+/// The registry entry (the check list in `check/mod.rs`): Always: the agent's own process.
+pub fn build(_b: &crate::check::Build) -> crate::check::Built {
+    crate::check::one(ProcessCheck::new())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

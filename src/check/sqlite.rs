@@ -863,6 +863,16 @@ pub fn samples(o: &SqliteStore, out: &mut Vec<Sample>) {
     }
 }
 
+/// The registry entry (the check list in `check/mod.rs`): With a SQLite checkpointer path.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    b.config
+        .app
+        .sqlite_path
+        .iter()
+        .flat_map(|p| crate::check::one(SqliteCheck::new(p.clone(), b.config)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@
 mod activity;
 mod app;
 mod checkpoint_bloat;
-mod codes;
+pub mod codes;
 mod config;
 mod connect;
 pub mod connections;

@@ -260,6 +260,9 @@ impl Check for ActivityCheck {
     fn id(&self) -> &'static str {
         ID
     }
+    fn target(&self) -> crate::check::CheckTarget {
+        self.pg.check_target()
+    }
     fn timeout(&self) -> Duration {
         util::timeout(&self.pg, 1)
     }
@@ -322,6 +325,12 @@ pub fn samples(o: &Activity, out: &mut Vec<Sample>) {
     );
     g(&catalog::PG_BLOCKED, f64::from(o.blocked_sessions), out);
     g(&catalog::PG_BLOCKERS, f64::from(o.blocking_sessions), out);
+}
+
+/// The registry entry (the check list in `check/mod.rs`): On the primary.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    let c = &b.config.checks;
+    b.with_pg(|pg| ActivityCheck::new(pg, c.slow_query_threshold, c.raw_query_text))
 }
 
 #[cfg(test)]

@@ -241,6 +241,15 @@ pub fn samples(o: &CheckpointThreads, out: &mut Vec<Sample>) {
     }
 }
 
+/// The registry entry (the check list in `check/mod.rs`): On the primary, unless the LangGraph schema checks are off.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    if b.config.checks.langgraph_schema == crate::config::LangGraphSchema::Off {
+        return Vec::new();
+    }
+    let place = b.langgraph_place();
+    b.with_pg(|pg| ThreadsCheck::new(pg, &place))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,6 +69,9 @@ impl Check for CheckpointsCheck {
     fn id(&self) -> &'static str {
         ID
     }
+    fn target(&self) -> crate::check::CheckTarget {
+        self.pg.check_target()
+    }
     fn timeout(&self) -> Duration {
         util::timeout(&self.pg, 2)
     }
@@ -110,6 +113,11 @@ pub fn samples(o: &Checkpoints, out: &mut Vec<Sample>) {
         &[],
         o.buffers_written as f64,
     ));
+}
+
+/// The registry entry (the check list in `check/mod.rs`): On the primary.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    b.with_pg(CheckpointsCheck::new)
 }
 
 #[cfg(test)]

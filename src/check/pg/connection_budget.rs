@@ -153,6 +153,9 @@ impl Check for BudgetCheck {
     fn id(&self) -> &'static str {
         ID
     }
+    fn target(&self) -> crate::check::CheckTarget {
+        self.pg.check_target()
+    }
     fn timeout(&self) -> Duration {
         util::timeout(&self.pg, 1)
     }
@@ -192,6 +195,23 @@ pub fn samples(o: &Budget, out: &mut Vec<Sample>) {
         &[],
         f64::from(o.instances),
     ));
+}
+
+/// The registry entry (the check list in `check/mod.rs`): On the primary, with the app's pools as configured.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    let c = b.config;
+    b.with_pg(|pg| {
+        BudgetCheck::new(
+            pg,
+            AppPools {
+                pool_size: c.app.pool_size,
+                max_overflow: c.app.max_overflow,
+                instances: c.app.instances,
+                checkpointer_pool_max_size: c.app.checkpointer_pool_max_size.unwrap_or(0),
+                plan: c.checks.plan.clone(),
+            },
+        )
+    })
 }
 
 #[cfg(test)]

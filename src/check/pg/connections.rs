@@ -282,6 +282,11 @@ pub fn samples(o: &Connections, out: &mut Vec<Sample>) {
     }
 }
 
+/// The registry entry (the check list in `check/mod.rs`): On the primary.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    b.with_pg(|pg| ConnectionsCheck::with_top_n(pg, b.config.checks.labels_top_n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -180,6 +180,11 @@ pub fn samples(o: &Connectivity, out: &mut Vec<Sample>) {
     ));
 }
 
+/// The registry entry (the check list in `check/mod.rs`): On the primary.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    b.with_pg(|pg| ConnectivityCheck::new(pg).with_recovery_watch(b.watch.clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

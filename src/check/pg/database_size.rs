@@ -147,6 +147,11 @@ pub fn samples(o: &DatabaseSize, out: &mut Vec<Sample>) {
     }
 }
 
+/// The registry entry (the check list in `check/mod.rs`): On the primary, with the plan's storage limit.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    b.with_pg(|pg| DatabaseSizeCheck::new(pg).with_limit(b.config.checks.storage_limit.clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,6 +59,9 @@ impl<R: DeserializeOwned + 'static> Check for JsonCheck<R> {
     fn id(&self) -> &'static str {
         self.id
     }
+    fn target(&self) -> crate::check::CheckTarget {
+        self.pg.check_target()
+    }
     fn timeout(&self) -> Duration {
         util::timeout(&self.pg, 1)
     }

@@ -10,6 +10,8 @@ pub mod connections;
 pub mod connectivity;
 pub mod database_size;
 pub mod database_stats;
+#[cfg(test)]
+pub mod example;
 pub mod json;
 pub mod privileges;
 pub mod replica;

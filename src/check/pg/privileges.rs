@@ -160,6 +160,12 @@ pub fn samples(o: &Privileges, out: &mut Vec<Sample>) {
     }
 }
 
+/// The registry entry (the check list in `check/mod.rs`): On the primary.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    let place = b.langgraph_place();
+    b.with_pg(|pg| check(pg, &place))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

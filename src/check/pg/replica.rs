@@ -116,6 +116,14 @@ pub fn samples(o: &Replica, out: &mut Vec<Sample>) {
     }
 }
 
+/// The registry entry (the check list in `check/mod.rs`): On the read replica's own target, when one is configured beside the primary.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    match (b.pg, target(b.config)) {
+        (Some(_), Some(replica)) => crate::check::one(check(replica)),
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -202,6 +202,11 @@ pub fn samples(o: &Replication, out: &mut Vec<Sample>) {
     }
 }
 
+/// The registry entry (the check list in `check/mod.rs`): On the primary.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    b.with_pg(check)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

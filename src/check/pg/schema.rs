@@ -746,6 +746,9 @@ impl Check for SchemaCheck {
     fn id(&self) -> &'static str {
         ID
     }
+    fn target(&self) -> crate::check::CheckTarget {
+        self.pg.check_target()
+    }
     fn timeout(&self) -> Duration {
         util::timeout(&self.pg, 2)
     }
@@ -852,6 +855,20 @@ pub fn samples(o: &SchemaReport, out: &mut Vec<Sample>) {
             ));
         }
     }
+}
+
+/// The registry entry (the check list in `check/mod.rs`): On the primary; the DSN's user is the role whose privileges it reads.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    let c = &b.config.checks;
+    let user = b
+        .config
+        .database
+        .dsn
+        .as_ref()
+        .map(|d| d.user.clone())
+        .unwrap_or_default();
+    let place = b.langgraph_place();
+    b.with_pg(|pg| SchemaCheck::new(pg, c.langgraph_schema, &place, &c.expectations, &user))
 }
 
 #[cfg(test)]

@@ -168,6 +168,9 @@ impl Check for StatementsCheck {
     fn cadence(&self) -> Cadence {
         Cadence::Slow
     }
+    fn target(&self) -> crate::check::CheckTarget {
+        self.pg.check_target()
+    }
     fn timeout(&self) -> Duration {
         util::timeout(&self.pg, 2)
     }
@@ -252,6 +255,11 @@ pub fn samples(o: &Statements, out: &mut Vec<Sample>) {
         ));
         out.push(Sample::owned(&catalog::PG_STATEMENT_ROWS, l, t.rows));
     }
+}
+
+/// The registry entry (the check list in `check/mod.rs`): On the primary.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    b.with_pg(|pg| StatementsCheck::new(pg, b.config.checks.statements_top_n))
 }
 
 #[cfg(test)]

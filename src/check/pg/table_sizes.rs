@@ -105,6 +105,9 @@ impl Check for TableSizesCheck {
     fn cadence(&self) -> Cadence {
         Cadence::Slow
     }
+    fn target(&self) -> crate::check::CheckTarget {
+        self.pg.check_target()
+    }
     fn timeout(&self) -> Duration {
         util::timeout(&self.pg, 1)
     }
@@ -149,6 +152,13 @@ pub fn samples(o: &TableSizes, out: &mut Vec<Sample>) {
             ));
         }
     }
+}
+
+/// The registry entry (the check list in `check/mod.rs`): On the primary.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    let c = &b.config.checks;
+    let place = b.langgraph_place();
+    b.with_pg(|pg| TableSizesCheck::new(pg, c.langgraph_schema, &place, &c.expectations))
 }
 
 #[cfg(test)]
