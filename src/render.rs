@@ -22,7 +22,7 @@ use crate::catalog::{self, Kind, MetricDef, Sample, Value};
 use crate::snapshot::Snapshot;
 
 /// What a rendering depends on besides the clock: the snapshot generation and its stale checks.
-pub type CacheKey = (u64, Vec<&'static str>);
+pub type CacheKey = (u64, Vec<std::sync::Arc<str>>);
 
 /// The renderings of one [`CacheKey`], each made on the first scrape that asks for it.
 #[derive(Default)]
@@ -371,7 +371,7 @@ mod tests {
 
     #[test]
     fn a_stale_check_serves_its_unknown_series_and_the_age_is_current() {
-        let store = Store::new(vec!["pg_connectivity"]);
+        let store = Store::new(vec!["pg_connectivity".into()]);
         let at = SystemTime::now();
         store.publish_fresh(
             "pg_connectivity",

@@ -84,7 +84,7 @@ impl Generation {
         );
         store.publish_about(crate::status::About::from_config(config));
         let checks = check::registry(config, pg.clone());
-        let ids: Vec<&'static str> = checks.iter().map(|c| c.id()).collect();
+        let ids: Vec<Arc<str>> = checks.iter().map(|c| Arc::from(c.id())).collect();
         store.retain_checks(&ids);
         store.set_expected(ids);
         let mut tasks = JoinSet::new();
@@ -92,7 +92,7 @@ impl Generation {
             let database_checks = checks
                 .iter()
                 .filter(|c| c.scope() == check::Scope::Database)
-                .map(|c| c.id())
+                .map(|c| Arc::from(c.id()))
                 .collect();
             tasks.spawn(leader.clone().run(
                 config.agent.interval,

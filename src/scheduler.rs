@@ -216,7 +216,7 @@ async fn run_loop(
             rx.borrow_and_update();
             loop {
                 if leader.decided() {
-                    store.defer(&[check.id()]);
+                    store.defer(&[check.id().into()]);
                 }
                 tokio::select! {
                     _ = cancel.cancelled() => return,

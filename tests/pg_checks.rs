@@ -51,7 +51,7 @@ impl Checks {
         Checks { rt, checks }
     }
 
-    fn ids(&self) -> Vec<&'static str> {
+    fn ids(&self) -> Vec<&str> {
         self.checks.iter().map(|c| c.id()).collect()
     }
 
@@ -95,7 +95,7 @@ impl Checks {
     }
 
     /// One cycle: every check once, in registry order; returns the wall time.
-    fn cycle(&self) -> (Duration, Vec<(&'static str, bool)>) {
+    fn cycle(&self) -> (Duration, Vec<(&str, bool)>) {
         let (took, results) = self.timed_cycle();
         (
             took,
@@ -104,7 +104,7 @@ impl Checks {
     }
 
     /// One cycle with each check's own duration.
-    fn timed_cycle(&self) -> (Duration, Vec<(&'static str, bool, Duration)>) {
+    fn timed_cycle(&self) -> (Duration, Vec<(&str, bool, Duration)>) {
         let t = Instant::now();
         let mut results = Vec::new();
         for c in &self.checks {

@@ -535,7 +535,8 @@ struct State {
 
 /// One configured probe.
 pub struct AppProbe {
-    id: &'static str,
+    /// `app_probe_<name>`: owned, so a reload that rebuilds the probes frees the old ids.
+    id: String,
     cfg: ProbeConfig,
     client: Result<reqwest::Client, String>,
     state: Mutex<State>,
@@ -583,8 +584,7 @@ impl AppProbe {
                 .build()
                 .map_err(|e| crate::error::full_chain(&e.without_url())),
         };
-        // Check ids are `&'static str`; probes are built once per process from a bounded list.
-        let id: &'static str = Box::leak(format!("{ID_PREFIX}{}", cfg.name).into_boxed_str());
+        let id = format!("{ID_PREFIX}{}", cfg.name);
         AppProbe {
             id,
             recovery: None,
@@ -743,8 +743,8 @@ impl AppProbe {
 }
 
 impl Check for AppProbe {
-    fn id(&self) -> &'static str {
-        self.id
+    fn id(&self) -> &str {
+        &self.id
     }
     fn target(&self) -> super::CheckTarget {
         let origin = &self.cfg.origin;
@@ -815,7 +815,7 @@ impl Check for AppProbe {
                 st.was_healthy = Some(v.healthy);
             }
             if let Some(w) = &self.recovery {
-                w.probe(self.id, super::pg::util::unix_now(), v.healthy);
+                w.probe(&self.id, super::pg::util::unix_now(), v.healthy);
             }
             Ok(Observation::AppProbe(ProbeResult {
                 endpoint: self.cfg.name.clone(),

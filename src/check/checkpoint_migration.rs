@@ -782,7 +782,7 @@ impl MigrationCheck {
 }
 
 impl Check for MigrationCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn cadence(&self) -> Cadence {

@@ -134,7 +134,7 @@ fn read(sys: &Mutex<Option<System>>, watch: &Path) -> Result<HostStats, CheckErr
 }
 
 impl Check for HostCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn timeout(&self) -> Duration {

@@ -214,7 +214,7 @@ pub enum CheckTarget {
 /// One unit of observation.
 pub trait Check: Send + Sync + 'static {
     /// Stable snake_case id: the `check` label value.
-    fn id(&self) -> &'static str;
+    fn id(&self) -> &str;
     fn cadence(&self) -> Cadence {
         Cadence::Fast
     }
@@ -282,7 +282,7 @@ struct Registered {
 }
 
 impl Check for Registered {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         self.inner.id()
     }
     fn cadence(&self) -> Cadence {

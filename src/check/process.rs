@@ -75,7 +75,7 @@ impl Default for ProcessCheck {
 }
 
 impl Check for ProcessCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn timeout(&self) -> Duration {

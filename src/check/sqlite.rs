@@ -720,7 +720,7 @@ impl SqliteCheck {
 }
 
 impl Check for SqliteCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn cadence(&self) -> Cadence {

@@ -19,7 +19,7 @@ use crate::snapshot::Outcome;
 pub(super) type Ran = (Arc<dyn Check>, Outcome, Vec<Sample>);
 
 /// Splits the registry into the checks that need the PostgreSQL ladder and the rest.
-pub(super) fn partition(all: Vec<Arc<dyn Check>>) -> (Vec<Arc<dyn Check>>, Vec<Arc<dyn Check>>) {
+pub(super) fn partition(all: check::Built) -> (check::Built, check::Built) {
     all.into_iter().partition(|c| {
         c.kind()
             .is_some_and(|k| k.contract().target == TargetKind::Postgres)
@@ -90,7 +90,7 @@ pub(super) async fn run_checks(checks: Vec<Arc<dyn Check>>, deadline: TokioInsta
             out.push(r);
         }
     }
-    out.sort_by_key(|(c, _, _)| c.id());
+    out.sort_by(|(a, _, _), (b, _, _)| a.id().cmp(b.id()));
     out
 }
 

@@ -38,7 +38,7 @@ pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
                 .err()
                 .is_some_and(|e| e.kind == ErrorKind::PrivilegeMissing)
         })
-        .map(|(id, _)| *id)
+        .map(|(id, _)| &**id)
         .collect();
     if !denied.is_empty() && snap.error(pg::connectivity::ID).is_none() {
         out.push(privilege_missing(&denied.join(", "), cx));

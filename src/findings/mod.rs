@@ -233,7 +233,7 @@ pub(crate) mod testutil {
         };
         for (id, result) in entries {
             s.checks.insert(
-                id,
+                id.into(),
                 Arc::new(CheckState {
                     last: Outcome {
                         at: SystemTime::UNIX_EPOCH,

@@ -168,7 +168,7 @@ impl Leadership {
         self: Arc<Self>,
         every: Duration,
         store: Store,
-        database_checks: Vec<&'static str>,
+        database_checks: Vec<std::sync::Arc<str>>,
         cancel: CancellationToken,
     ) {
         let mut ticker = tokio::time::interval(every);

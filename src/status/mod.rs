@@ -106,7 +106,7 @@ impl Level {
 pub fn overall(
     snap: &Snapshot,
     now: SystemTime,
-) -> (crate::findings::state::Status, Vec<&'static str>) {
+) -> (crate::findings::state::Status, Vec<std::sync::Arc<str>>) {
     let stale = snap.stale_checks(now);
     let mut status = snap.findings.status();
     if !stale.is_empty() {
@@ -338,7 +338,7 @@ impl Summary {
             generated_at: rfc3339(now),
             refresh_seconds: refresh,
             ready: snap.ready(),
-            stale_checks: stale.iter().map(|s| (*s).to_owned()).collect(),
+            stale_checks: stale.iter().map(|s| s.to_string()).collect(),
             findings,
             silenced: view
                 .silenced
@@ -518,7 +518,7 @@ impl CheckRow {
 fn headline(
     snap: &Snapshot,
     status: &crate::findings::state::Status,
-    stale: &[&'static str],
+    stale: &[std::sync::Arc<str>],
     view: &crate::findings::state::View,
 ) -> String {
     if !stale.is_empty() {
@@ -531,8 +531,8 @@ fn headline(
         let missing: Vec<&str> = snap
             .expected
             .iter()
-            .copied()
-            .filter(|id| !snap.checks.contains_key(id) && !snap.deferred.contains(id))
+            .filter(|id| !snap.checks.contains_key(*id) && !snap.deferred.contains(*id))
+            .map(|id| &**id)
             .collect();
         return if missing.is_empty() {
             "Waiting for the first evaluation of findings.".into()
@@ -1063,7 +1063,7 @@ fn checks(snap: &Snapshot, now: SystemTime) -> Vec<CheckRow> {
                 ),
             };
             CheckRow {
-                id: (*id).to_owned(),
+                id: id.to_string(),
                 level,
                 outcome,
                 error,
@@ -1077,7 +1077,7 @@ fn checks(snap: &Snapshot, now: SystemTime) -> Vec<CheckRow> {
     for id in &snap.deferred {
         if !snap.checks.contains_key(id) {
             rows.push(CheckRow {
-                id: (*id).to_owned(),
+                id: id.to_string(),
                 level: Level::Unknown,
                 outcome: "paused (leader only)".into(),
                 error: None,

@@ -257,7 +257,7 @@ impl ActivityCheck {
 }
 
 impl Check for ActivityCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn target(&self) -> crate::check::CheckTarget {

@@ -146,7 +146,7 @@ impl ThreadsCheck {
 }
 
 impl Check for ThreadsCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn cadence(&self) -> Cadence {

@@ -66,7 +66,7 @@ impl CheckpointsCheck {
 }
 
 impl Check for CheckpointsCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn target(&self) -> crate::check::CheckTarget {

@@ -150,7 +150,7 @@ impl BudgetCheck {
 }
 
 impl Check for BudgetCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn target(&self) -> crate::check::CheckTarget {

@@ -145,7 +145,7 @@ impl ConnectionsCheck {
 }
 
 impl Check for ConnectionsCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn timeout(&self) -> Duration {

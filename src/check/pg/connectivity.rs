@@ -82,7 +82,7 @@ impl ConnectivityCheck {
 }
 
 impl Check for ConnectivityCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn timeout(&self) -> Duration {

@@ -69,7 +69,7 @@ impl DatabaseSizeCheck {
 }
 
 impl Check for DatabaseSizeCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn cadence(&self) -> Cadence {

@@ -56,7 +56,7 @@ impl<R> JsonCheck<R> {
 }
 
 impl<R: DeserializeOwned + 'static> Check for JsonCheck<R> {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         self.id
     }
     fn target(&self) -> crate::check::CheckTarget {

@@ -148,7 +148,7 @@ pub fn check(pg: Arc<PgTarget>) -> ReplicationCheck {
 }
 
 impl Check for ReplicationCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn timeout(&self) -> Duration {

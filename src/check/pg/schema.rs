@@ -743,7 +743,7 @@ pub fn migrations_access(
 }
 
 impl Check for SchemaCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn target(&self) -> crate::check::CheckTarget {

@@ -162,7 +162,7 @@ impl StatementsCheck {
 }
 
 impl Check for StatementsCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn cadence(&self) -> Cadence {

@@ -99,7 +99,7 @@ impl TableSizesCheck {
 }
 
 impl Check for TableSizesCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn cadence(&self) -> Cadence {
