@@ -36,6 +36,63 @@ pub(super) struct Ladder<'a> {
 /// Why a rung stopped the walk: it has already been recorded.
 struct Stopped;
 
+/// What failed on the way to a session before the agent's connector takes over (its own errors
+/// are classified by `CheckError::from_pg`). Messages name the target and the step, so the
+/// report says where the ladder broke; [`StepError::kind`] is the bounded classification the
+/// finding rules read.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error("{target}: cannot resolve '{host}': {source}")]
+    Resolve {
+        target: String,
+        host: String,
+        source: std::io::Error,
+    },
+    #[error("{target}: resolving '{host}' timed out")]
+    ResolveTimeout { target: String, host: String },
+    #[error("{target}: '{host}' resolved to no address")]
+    NoAddress { target: String, host: String },
+    #[error("{target}: TCP connect to {ip}:{port} failed: {source}")]
+    Connect {
+        target: String,
+        ip: IpAddr,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error("{target}: TCP connect to {ip}:{port} timed out")]
+    ConnectTimeout {
+        target: String,
+        ip: IpAddr,
+        port: u16,
+    },
+    #[error("{target}: no session within the timeout")]
+    SessionTimeout { target: String },
+}
+
+impl StepError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            StepError::Resolve { .. }
+            | StepError::ResolveTimeout { .. }
+            | StepError::NoAddress { .. } => ErrorKind::Dns,
+            StepError::Connect { source, .. } => match source.kind() {
+                std::io::ErrorKind::ConnectionRefused => ErrorKind::Refused,
+                std::io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
+                _ => ErrorKind::Unreachable,
+            },
+            StepError::ConnectTimeout { .. } | StepError::SessionTimeout { .. } => {
+                ErrorKind::ConnectTimeout
+            }
+        }
+    }
+}
+
+impl From<StepError> for CheckError {
+    fn from(e: StepError) -> CheckError {
+        CheckError::new(e.kind(), e.to_string())
+    }
+}
+
 impl Ladder<'_> {
     /// Walks DNS -> TCP -> TLS/auth/database -> privileges. Returns true when a session is open.
     pub async fn walk(&mut self, host: &Host, port: u16, tls: bool) -> bool {
@@ -94,23 +151,23 @@ impl Ladder<'_> {
         )
         .await
         .map(|r| r.map(|mut addrs| addrs.next().map(|a| a.ip())));
-        let target = self.pg.target();
-        let msg = match res {
+        let (target, host) = (self.pg.target().to_owned(), name.clone());
+        let err = match res {
             Some(Ok(Some(ip))) => {
                 self.push(Step::Dns, RungStatus::Ok, t.elapsed(), Some(ip.to_string()));
                 return Ok(Some(ip));
             }
-            Some(Err(e)) => format!("{target}: cannot resolve '{name}': {e}"),
-            None => format!("{target}: resolving '{name}' timed out"),
-            Some(Ok(None)) => format!("{target}: '{name}' resolved to no address"),
+            Some(Err(source)) => StepError::Resolve {
+                target,
+                host,
+                source,
+            },
+            None => StepError::ResolveTimeout { target, host },
+            Some(Ok(None)) => StepError::NoAddress { target, host },
         };
-        self.push(
-            Step::Dns,
-            RungStatus::Critical,
-            t.elapsed(),
-            Some(msg.clone()),
-        );
-        self.fail(CheckError::new(ErrorKind::Dns, msg), t.elapsed());
+        let detail = Some(err.to_string());
+        self.push(Step::Dns, RungStatus::Critical, t.elapsed(), detail);
+        self.fail(err.into(), t.elapsed());
         self.skip(&[Step::Tcp, Step::Tls, Step::Auth, Step::Database]);
         Err(Stopped)
     }
@@ -125,36 +182,24 @@ impl Ladder<'_> {
             tokio::net::TcpStream::connect((ip, port)),
         )
         .await;
-        let target = self.pg.target();
-        let (kind, msg) = match res {
+        let target = self.pg.target().to_owned();
+        let err = match res {
             Some(Ok(_)) => {
                 let detail = Some(format!("{ip}:{port}"));
                 self.push(Step::Tcp, RungStatus::Ok, t.elapsed(), detail);
                 return Ok(());
             }
-            Some(Err(e)) => {
-                let kind = match e.kind() {
-                    std::io::ErrorKind::ConnectionRefused => ErrorKind::Refused,
-                    std::io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
-                    _ => ErrorKind::Unreachable,
-                };
-                (
-                    kind,
-                    format!("{target}: TCP connect to {ip}:{port} failed: {e}"),
-                )
-            }
-            None => (
-                ErrorKind::ConnectTimeout,
-                format!("{target}: TCP connect to {ip}:{port} timed out"),
-            ),
+            Some(Err(source)) => StepError::Connect {
+                target,
+                ip,
+                port,
+                source,
+            },
+            None => StepError::ConnectTimeout { target, ip, port },
         };
-        self.push(
-            Step::Tcp,
-            RungStatus::Critical,
-            t.elapsed(),
-            Some(msg.clone()),
-        );
-        self.fail(CheckError::new(kind, msg), t.elapsed());
+        let detail = Some(err.to_string());
+        self.push(Step::Tcp, RungStatus::Critical, t.elapsed(), detail);
+        self.fail(err.into(), t.elapsed());
         self.skip(&[Step::Tls, Step::Auth, Step::Database]);
         Err(Stopped)
     }
@@ -171,10 +216,10 @@ impl Ladder<'_> {
         )
         .await
         .unwrap_or_else(|| {
-            Err(CheckError::new(
-                ErrorKind::ConnectTimeout,
-                format!("{}: no session within the timeout", self.pg.target()),
-            ))
+            Err(StepError::SessionTimeout {
+                target: self.pg.target().to_owned(),
+            }
+            .into())
         });
         let took = t.elapsed();
         let e = match conn {
@@ -280,4 +325,33 @@ pub(super) async fn bounded<F: std::future::Future>(
         .ok();
     span.record("outcome", if r.is_some() { "done" } else { "timeout" });
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_errors_name_the_step_and_classify_it() {
+        let refused = StepError::Connect {
+            target: "db:5432/rose".into(),
+            ip: [127, 0, 0, 1].into(),
+            port: 5432,
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        let e = CheckError::from(refused);
+        assert_eq!(e.kind, ErrorKind::Refused);
+        assert!(
+            e.message
+                .starts_with("db:5432/rose: TCP connect to 127.0.0.1:5432 failed: "),
+            "{}",
+            e.message
+        );
+        let dns = StepError::NoAddress {
+            target: "db:5432/rose".into(),
+            host: "db".into(),
+        };
+        assert_eq!(dns.kind(), ErrorKind::Dns);
+        assert_eq!(dns.to_string(), "db:5432/rose: 'db' resolved to no address");
+    }
 }
