@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use rose_agent::check::pg::util::decode;
 use rose_agent::check::pg;
+use rose_agent::check::pg::util::decode;
 use rose_agent::config::Expectations;
 
 fuzz_target!(|data: &[u8]| {
