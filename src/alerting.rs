@@ -234,6 +234,7 @@ async fn post(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::findings::Code;
 
     fn cfg(rose_target: Option<&str>) -> PushConfig {
         PushConfig {
@@ -249,8 +250,13 @@ mod tests {
     #[test]
     fn alert_shape() {
         let cfg = cfg(Some("db.internal:5432/rose"));
-        let f = Finding::new("missing_index", "s", "e", vec!["one".into(), "two".into()])
-            .with_subject("checkpoints_thread_id_idx");
+        let f = Finding::new(
+            Code::MissingIndex,
+            "s",
+            "e",
+            vec!["one".into(), "two".into()],
+        )
+        .with_subject("checkpoints_thread_id_idx");
         let a = alert_for(
             &f,
             &cfg,
@@ -288,11 +294,11 @@ mod tests {
         let a = cfg(Some("db:5432/rose"));
         let mut b = a.clone();
         b.instance = "other-pod:9188".into();
-        let refused = Finding::new("connection_refused", "s", "e", vec![]);
+        let refused = Finding::new(Code::ConnectionRefused, "s", "e", vec![]);
         let la = alert_for(&refused, &a, at, at).labels;
         assert_eq!(la, alert_for(&refused, &b, at, at).labels);
         assert!(!la.contains_key("instance"), "{la:?}");
-        let app = Finding::new("app_unreachable", "s", "e", vec![]);
+        let app = Finding::new(Code::AppUnreachable, "s", "e", vec![]);
         assert_eq!(alert_for(&app, &a, at, at).labels["instance"], "host:9188");
         assert_ne!(
             alert_for(&app, &a, at, at).labels,

@@ -7,127 +7,67 @@ use std::fmt;
 
 use serde::Serialize;
 
-/// What went wrong, from a fixed set. `as_str` is the metric label value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorKind {
-    Dns,
-    Refused,
-    ConnectTimeout,
-    Unreachable,
-    Tls,
-    AuthFailed,
-    HbaRejected,
-    DatabaseMissing,
-    TooManyConnections,
-    StartingUp,
-    ShuttingDown,
-    PrivilegeMissing,
-    UndefinedTable,
-    UndefinedColumn,
-    QueryTimeout,
-    Canceled,
-    ConnectionClosed,
-    Http,
-    Io,
+/// Declares [`ErrorKind`] from one list: variant, label value (`as_str`, also its serialized
+/// form) and description, so the three never drift apart.
+macro_rules! error_kinds {
+    ($($(#[$doc:meta])* $variant:ident = $label:literal: $describe:literal,)+) => {
+        /// What went wrong, from a fixed set. `as_str` is the metric label value.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum ErrorKind {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl ErrorKind {
+            pub const ALL: &'static [ErrorKind] = &[$(ErrorKind::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorKind::$variant => $label,)+
+                }
+            }
+
+            pub fn describe(self) -> &'static str {
+                match self {
+                    $(ErrorKind::$variant => $describe,)+
+                }
+            }
+        }
+    };
+}
+
+error_kinds! {
+    Dns = "dns": "the host name did not resolve",
+    Refused = "refused": "nothing accepted the TCP connection (server down or wrong port)",
+    ConnectTimeout = "connect_timeout": "connection set-up did not finish within the connect timeout",
+    Unreachable = "unreachable": "no route to the host or network",
+    Tls = "tls": "the TLS handshake failed or the server does not offer TLS",
+    AuthFailed = "auth_failed": "password authentication failed (SQLSTATE 28P01)",
+    HbaRejected = "hba_rejected": "the server's pg_hba.conf rejects this client (SQLSTATE 28000)",
+    DatabaseMissing = "database_missing": "the database does not exist (SQLSTATE 3D000)",
+    TooManyConnections = "too_many_connections": "no connection slots left (SQLSTATE 53300)",
+    StartingUp = "starting_up": "the server is starting up or in recovery (SQLSTATE 57P03)",
+    ShuttingDown = "shutting_down": "the server is shutting down (SQLSTATE 57P01/57P02)",
+    PrivilegeMissing = "privilege_missing": "the monitoring role lacks a privilege (SQLSTATE 42501)",
+    UndefinedTable = "undefined_table": "a relation the check reads does not exist (SQLSTATE 42P01)",
+    UndefinedColumn = "undefined_column": "a column the check reads does not exist (SQLSTATE 42703)",
+    QueryTimeout = "query_timeout": "a query outlived statement_timeout or the client-side bound (SQLSTATE 57014)",
+    Canceled = "canceled": "the run was canceled by shutdown",
+    ConnectionClosed = "connection_closed": "the server closed the connection",
+    Http = "http": "an HTTP probe got an unexpected answer",
+    Io = "io": "another I/O error",
     /// The agent itself ran out of descriptors or memory: says nothing about the peer.
-    LocalResources,
-    Protocol,
-    Other,
+    LocalResources = "local_resources": "the agent ran out of file descriptors or memory (EMFILE, ENFILE, ENOMEM): nothing was learned about the peer",
+    Protocol = "protocol": "the peer answered something unexpected",
+    Other = "other": "anything else",
+}
+
+impl Serialize for ErrorKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 impl ErrorKind {
-    pub const ALL: &'static [ErrorKind] = &[
-        ErrorKind::Dns,
-        ErrorKind::Refused,
-        ErrorKind::ConnectTimeout,
-        ErrorKind::Unreachable,
-        ErrorKind::Tls,
-        ErrorKind::AuthFailed,
-        ErrorKind::HbaRejected,
-        ErrorKind::DatabaseMissing,
-        ErrorKind::TooManyConnections,
-        ErrorKind::StartingUp,
-        ErrorKind::ShuttingDown,
-        ErrorKind::PrivilegeMissing,
-        ErrorKind::UndefinedTable,
-        ErrorKind::UndefinedColumn,
-        ErrorKind::QueryTimeout,
-        ErrorKind::Canceled,
-        ErrorKind::ConnectionClosed,
-        ErrorKind::Http,
-        ErrorKind::Io,
-        ErrorKind::LocalResources,
-        ErrorKind::Protocol,
-        ErrorKind::Other,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Dns => "dns",
-            ErrorKind::Refused => "refused",
-            ErrorKind::ConnectTimeout => "connect_timeout",
-            ErrorKind::Unreachable => "unreachable",
-            ErrorKind::Tls => "tls",
-            ErrorKind::AuthFailed => "auth_failed",
-            ErrorKind::HbaRejected => "hba_rejected",
-            ErrorKind::DatabaseMissing => "database_missing",
-            ErrorKind::TooManyConnections => "too_many_connections",
-            ErrorKind::StartingUp => "starting_up",
-            ErrorKind::ShuttingDown => "shutting_down",
-            ErrorKind::PrivilegeMissing => "privilege_missing",
-            ErrorKind::UndefinedTable => "undefined_table",
-            ErrorKind::UndefinedColumn => "undefined_column",
-            ErrorKind::QueryTimeout => "query_timeout",
-            ErrorKind::Canceled => "canceled",
-            ErrorKind::ConnectionClosed => "connection_closed",
-            ErrorKind::Http => "http",
-            ErrorKind::Io => "io",
-            ErrorKind::LocalResources => "local_resources",
-            ErrorKind::Protocol => "protocol",
-            ErrorKind::Other => "other",
-        }
-    }
-
-    pub fn describe(self) -> &'static str {
-        match self {
-            ErrorKind::Dns => "the host name did not resolve",
-            ErrorKind::Refused => "nothing accepted the TCP connection (server down or wrong port)",
-            ErrorKind::ConnectTimeout => {
-                "connection set-up did not finish within the connect timeout"
-            }
-            ErrorKind::Unreachable => "no route to the host or network",
-            ErrorKind::Tls => "the TLS handshake failed or the server does not offer TLS",
-            ErrorKind::AuthFailed => "password authentication failed (SQLSTATE 28P01)",
-            ErrorKind::HbaRejected => {
-                "the server's pg_hba.conf rejects this client (SQLSTATE 28000)"
-            }
-            ErrorKind::DatabaseMissing => "the database does not exist (SQLSTATE 3D000)",
-            ErrorKind::TooManyConnections => "no connection slots left (SQLSTATE 53300)",
-            ErrorKind::StartingUp => "the server is starting up or in recovery (SQLSTATE 57P03)",
-            ErrorKind::ShuttingDown => "the server is shutting down (SQLSTATE 57P01/57P02)",
-            ErrorKind::PrivilegeMissing => "the monitoring role lacks a privilege (SQLSTATE 42501)",
-            ErrorKind::UndefinedTable => {
-                "a relation the check reads does not exist (SQLSTATE 42P01)"
-            }
-            ErrorKind::UndefinedColumn => {
-                "a column the check reads does not exist (SQLSTATE 42703)"
-            }
-            ErrorKind::QueryTimeout => {
-                "a query outlived statement_timeout or the client-side bound (SQLSTATE 57014)"
-            }
-            ErrorKind::Canceled => "the run was canceled by shutdown",
-            ErrorKind::ConnectionClosed => "the server closed the connection",
-            ErrorKind::Http => "an HTTP probe got an unexpected answer",
-            ErrorKind::Io => "another I/O error",
-            ErrorKind::LocalResources => {
-                "the agent ran out of file descriptors or memory (EMFILE, ENFILE, ENOMEM): nothing was learned about the peer"
-            }
-            ErrorKind::Protocol => "the peer answered something unexpected",
-            ErrorKind::Other => "anything else",
-        }
-    }
-
     /// Kinds after which the agent backs off before connecting again.
     pub fn is_connect_failure(self) -> bool {
         !matches!(

@@ -100,7 +100,7 @@ pub struct Reading {
 
 /// What a rendering depends on besides the clock: the snapshot generation, the findings
 /// generation, the self series' version and the stale checks.
-pub type CacheKey = (u64, u64, u64, Vec<&'static str>);
+pub type CacheKey = (u64, u64, u64, Vec<Arc<str>>);
 
 impl Reading {
     /// A snapshot with nothing beside it (no findings yet, no self series): one-shot runs and

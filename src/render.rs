@@ -372,7 +372,7 @@ mod tests {
 
     #[test]
     fn a_stale_check_serves_its_unknown_series_and_the_age_is_current() {
-        let store = Store::new(vec!["pg_connectivity"]);
+        let store = Store::new(vec!["pg_connectivity".into()]);
         let at = SystemTime::now();
         store.publish_fresh(
             "pg_connectivity",
@@ -434,7 +434,12 @@ mod tests {
         // Same snapshot generation: the findings generation alone must miss the cache.
         sources.findings.publish(View {
             active: vec![ActiveFinding {
-                finding: crate::findings::Finding::new("missing_index", "s", "e", vec![]),
+                finding: crate::findings::Finding::new(
+                    crate::findings::Code::MissingIndex,
+                    "s",
+                    "e",
+                    vec![],
+                ),
                 since: now,
             }],
             ..View::default()

@@ -71,7 +71,7 @@ pub fn spawn_all(
 /// Makes `checks` the set the snapshot holds (a reload drops the state of removed checks, so
 /// they export nothing stale) and the set that must report before the agent is ready.
 pub fn adopt(store: &Store, checks: &[Arc<dyn Check>]) {
-    let ids: Vec<&'static str> = checks.iter().map(|c| c.id()).collect();
+    let ids: Vec<Arc<str>> = checks.iter().map(|c| Arc::from(c.id())).collect();
     store.retain_checks(&ids);
     store.set_expected(ids);
 }
@@ -116,10 +116,10 @@ pub fn spawn_led(
         tasks.spawn(run_loop(check, every, store, cancel, gate, epoch, start).instrument(span));
     }
     if let Some(leader) = leader.filter(|l| l.enabled()) {
-        let database_checks: Vec<&'static str> = checks
+        let database_checks: Vec<Arc<str>> = checks
             .iter()
             .filter(|c| c.scope() == Scope::Database)
-            .map(|c| c.id())
+            .map(|c| Arc::from(c.id()))
             .collect();
         tasks.spawn(withdraw_while_following(
             leader.rounds(),
@@ -134,7 +134,7 @@ pub fn spawn_led(
 /// (another agent of the fleet exports them; a lost connection also loses the lead).
 async fn withdraw_while_following(
     mut rounds: tokio::sync::watch::Receiver<(u64, bool)>,
-    database_checks: Vec<&'static str>,
+    database_checks: Vec<Arc<str>>,
     store: Store,
     cancel: CancellationToken,
 ) {
@@ -257,7 +257,7 @@ async fn run_loop(
             rx.borrow_and_update();
             loop {
                 if leader.decided() {
-                    store.defer(&[check.id()]);
+                    store.defer(&[check.id().into()]);
                 }
                 tokio::select! {
                     _ = cancel.cancelled() => return,

@@ -537,7 +537,7 @@ async fn findings(
     let body = serde_json::json!({
         "status": status.status,
         "status_pending": status.pending,
-        "stale_checks": stale,
+        "stale_checks": stale.iter().map(|s| &**s).collect::<Vec<&str>>(),
         "snapshot_age_seconds": snap.age(now).map(|d| d.as_secs_f64()),
         "ready": snap.ready(),
         "findings": active,
@@ -604,8 +604,8 @@ async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
         let missing: Vec<&str> = snap
             .expected
             .iter()
-            .copied()
-            .filter(|id| !snap.checks.contains_key(id))
+            .filter(|id| !snap.checks.contains_key(*id))
+            .map(|id| &**id)
             .collect();
         (
             StatusCode::SERVICE_UNAVAILABLE,

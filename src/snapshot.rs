@@ -82,14 +82,14 @@ pub struct Snapshot {
     pub generation: u64,
     pub started: SystemTime,
     /// Checks that must report once before the agent is ready.
-    pub expected: Vec<&'static str>,
-    pub checks: BTreeMap<&'static str, Arc<CheckState>>,
+    pub expected: Vec<Arc<str>>,
+    pub checks: BTreeMap<Arc<str>, Arc<CheckState>>,
     /// Database-wide checks this agent skips because another agent of the fleet leads: they
     /// export nothing here and do not hold readiness back (until they run here again).
-    pub deferred: BTreeSet<&'static str>,
+    pub deferred: BTreeSet<Arc<str>>,
     /// The last good observation of checks withdrawn by [`Store::defer`] (a lost connection
     /// also loses the lead): facts that explain a later failure (see [`Snapshot::last_good`]).
-    pub retired: BTreeMap<&'static str, Arc<Observation>>,
+    pub retired: BTreeMap<Arc<str>, Arc<Observation>>,
 }
 
 impl Snapshot {
@@ -108,11 +108,11 @@ impl Snapshot {
     }
 
     /// The checks whose last outcome is stale at `now`, in id order.
-    pub fn stale_checks(&self, now: SystemTime) -> Vec<&'static str> {
+    pub fn stale_checks(&self, now: SystemTime) -> Vec<Arc<str>> {
         self.checks
             .iter()
             .filter(|(_, s)| s.is_stale(now))
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id.clone())
             .collect()
     }
 
@@ -152,7 +152,7 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(expected: Vec<&'static str>) -> Store {
+    pub fn new(expected: Vec<Arc<str>>) -> Store {
         let snap = Snapshot {
             generation: 0,
             started: SystemTime::now(),
@@ -167,20 +167,20 @@ impl Store {
     }
 
     /// Sets the checks that must report before the agent is ready.
-    pub fn with_expected(self, expected: Vec<&'static str>) -> Store {
+    pub fn with_expected(self, expected: Vec<Arc<str>>) -> Store {
         self.tx
             .send_modify(|snap| Arc::make_mut(snap).expected = expected);
         self
     }
 
     /// Replaces the checks that must report before the agent is ready (after a reload).
-    pub fn set_expected(&self, expected: Vec<&'static str>) {
+    pub fn set_expected(&self, expected: Vec<Arc<str>>) {
         self.tx
             .send_modify(|snap| Arc::make_mut(snap).expected = expected);
     }
 
     /// Drops the state of checks a reload removed, so they export nothing stale.
-    pub fn retain_checks(&self, ids: &[&'static str]) {
+    pub fn retain_checks(&self, ids: &[Arc<str>]) {
         self.tx.send_if_modified(|snap| {
             if snap.checks.keys().all(|k| ids.contains(k)) {
                 return false;
@@ -205,14 +205,14 @@ impl Store {
 
     /// Records one run of a check with the samples it exports; the outcome never goes stale
     /// (one-shot runs). The scheduler uses [`Store::publish_fresh`].
-    pub fn publish(&self, id: &'static str, outcome: Outcome, samples: Vec<Sample>) {
+    pub fn publish(&self, id: &str, outcome: Outcome, samples: Vec<Sample>) {
         self.publish_fresh(id, outcome, samples, Freshness::default())
     }
 
     /// Records one run of a check with the samples it exports and how long they are current.
     pub fn publish_fresh(
         &self,
-        id: &'static str,
+        id: &str,
         outcome: Outcome,
         samples: Vec<Sample>,
         freshness: Freshness,
@@ -248,7 +248,12 @@ impl Store {
                 errors,
                 freshness,
             };
-            snap.checks.insert(id, Arc::new(state));
+            // The id's first run allocates its key; later runs reuse it.
+            let key = match snap.checks.get_key_value(id) {
+                Some((k, _)) => k.clone(),
+                None => Arc::from(id),
+            };
+            snap.checks.insert(key, Arc::new(state));
             snap.deferred.remove(id);
             snap.retired.remove(id);
             snap.generation += 1;
@@ -257,7 +262,7 @@ impl Store {
 
     /// Withdraws checks another agent of the fleet runs: their state and series go, and they
     /// stop counting for readiness until they publish again. A no-op when already withdrawn.
-    pub fn defer(&self, ids: &[&'static str]) {
+    pub fn defer(&self, ids: &[Arc<str>]) {
         self.tx.send_if_modified(|snap| {
             if ids
                 .iter()
@@ -273,10 +278,10 @@ impl Store {
                         Err(_) => st.last_good.clone(),
                     };
                     if let Some(o) = good {
-                        snap.retired.insert(id, o);
+                        snap.retired.insert(id.clone(), o);
                     }
                 }
-                snap.deferred.insert(id);
+                snap.deferred.insert(id.clone());
             }
             snap.generation += 1;
             true
@@ -298,16 +303,16 @@ mod tests {
 
     #[test]
     fn deferred_checks_do_not_hold_readiness_and_export_nothing() {
-        let store = Store::new(vec!["pg_connectivity", "pg_activity"]);
+        let store = Store::new(vec!["pg_connectivity".into(), "pg_activity".into()]);
         store.publish("pg_connectivity", failed(), vec![]);
         assert!(!store.current().ready());
         store.publish("pg_activity", failed(), vec![]);
-        store.defer(&["pg_activity"]);
+        store.defer(&["pg_activity".into()]);
         let snap = store.current();
         assert!(snap.ready());
         assert!(!snap.checks.contains_key("pg_activity"));
         // Deferring again changes nothing (no new generation for scrapes to re-render).
-        store.defer(&["pg_activity"]);
+        store.defer(&["pg_activity".into()]);
         assert_eq!(store.current().generation, snap.generation);
         // Running again (as leader) takes it out of the deferred set.
         store.publish("pg_activity", failed(), vec![]);
@@ -316,7 +321,7 @@ mod tests {
 
     #[test]
     fn an_outcome_past_its_bound_is_stale() {
-        let store = Store::new(vec!["pg_connectivity", "host"]);
+        let store = Store::new(vec!["pg_connectivity".into(), "host".into()]);
         let at = SystemTime::now();
         let bound = Freshness::bound(Duration::from_secs(15), Duration::from_secs(5));
         assert_eq!(bound, Duration::from_millis(27_500));
@@ -339,7 +344,7 @@ mod tests {
         assert!(snap.stale_checks(at + bound).is_empty());
         assert_eq!(
             snap.stale_checks(at + bound + Duration::from_millis(1)),
-            vec!["pg_connectivity"]
+            vec![std::sync::Arc::<str>::from("pg_connectivity")]
         );
         // One-shot outcomes (diagnose) never go stale.
         assert!(!snap.checks["host"].is_stale(at + Duration::from_secs(86_400)));

@@ -29,7 +29,7 @@ struct WatchState {
     /// When every app probe first answered healthy at or after `restart_at`.
     recovered_at: Option<f64>,
     /// The latest health of each probe.
-    probes: BTreeMap<&'static str, bool>,
+    probes: BTreeMap<String, bool>,
 }
 
 impl Watch {
@@ -45,9 +45,14 @@ impl Watch {
     }
 
     /// An app probe's verdict at unix time `at`.
-    pub fn probe(&self, id: &'static str, at: f64, healthy: bool) {
+    pub fn probe(&self, id: &str, at: f64, healthy: bool) {
         let mut s = self.lock();
-        s.probes.insert(id, healthy);
+        match s.probes.get_mut(id) {
+            Some(h) => *h = healthy,
+            None => {
+                s.probes.insert(id.to_owned(), healthy);
+            }
+        }
         if let Some(r) = s.restart_at
             && s.recovered_at.is_none()
             && at >= r
@@ -103,7 +108,7 @@ impl RecoveryCheck {
 }
 
 impl Check for RecoveryCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn timeout(&self) -> Duration {
@@ -118,7 +123,7 @@ impl Check for RecoveryCheck {
             Ok(Observation::AppRecovery(judge(
                 restart_at,
                 recovered_at,
-                super::pg_util::unix_now(),
+                super::pg::util::unix_now(),
                 self.bound,
             )))
         })
@@ -130,6 +135,16 @@ pub fn samples(o: &Recovery, out: &mut Vec<Sample>) {
     if let Some(s) = o.recovery_seconds {
         out.push(Sample::new(&catalog::APP_RECOVERY, &[], s));
     }
+}
+
+/// The registry entry (the check list in `check/mod.rs`): With both PostgreSQL and app probes (the shared watch).
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    b.watch
+        .iter()
+        .flat_map(|w| {
+            crate::check::one(RecoveryCheck::new(w.clone(), b.config.app.recovery_timeout))
+        })
+        .collect()
 }
 
 #[cfg(test)]

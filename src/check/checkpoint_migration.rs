@@ -33,7 +33,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{BoxFuture, Cadence, Check, Observation, pg_util};
+use super::pg::util as pg_util;
+use super::{BoxFuture, Cadence, Check, Observation};
 use crate::catalog::{self, Sample};
 use crate::config::{Config, DatabaseType};
 use crate::error::{CheckError, ErrorKind};
@@ -46,7 +47,7 @@ pub const PG_TABLES: [&str; 3] = ["checkpoints", "checkpoint_blobs", "checkpoint
 /// The statement, over the tables in the schema `pg_schema` finds LangGraph's in (a catalog
 /// lookup by name: no USAGE on that schema needed): one JSON document, a [`PgTable`] per
 /// table, decoded by name.
-fn pg_sql(place: &super::pg_schema::LangGraphPlace) -> String {
+fn pg_sql(place: &super::pg::schema::LangGraphPlace) -> String {
     format!(
         "WITH {} SELECT coalesce(json_agg(json_build_object(\
          'table', n.t, 'exists', c.oid IS NOT NULL, \
@@ -217,7 +218,7 @@ fn pg_threads_sql(schema: &str) -> String {
     format!(
         "SELECT thread_id, max(checkpoint_id COLLATE \"C\") FROM {}.checkpoints \
          WHERE checkpoint_ns = '' GROUP BY thread_id ORDER BY thread_id COLLATE \"C\" LIMIT {}",
-        super::pg_util::ident(schema),
+        super::pg::util::ident(schema),
         THREADS_CAP + 1
     )
 }
@@ -555,12 +556,12 @@ impl MigrationCheck {
             window: w,
             sqlite_path: config.app.sqlite_path.clone(),
             pg,
-            pg_sql: pg_sql(&super::pg_schema::LangGraphPlace::from_config(
+            pg_sql: pg_sql(&super::pg::schema::LangGraphPlace::from_config(
                 &config.checks,
             )),
             pg_schema_sql: format!(
                 "WITH {} SELECT sch FROM lg LIMIT 1",
-                super::pg_schema::LangGraphPlace::from_config(&config.checks).cte()
+                super::pg::schema::LangGraphPlace::from_config(&config.checks).cte()
             ),
             state: Mutex::new(State {
                 sqlite: StoreHistory::store(w),
@@ -707,7 +708,7 @@ impl MigrationCheck {
 }
 
 impl Check for MigrationCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn cadence(&self) -> Cadence {
@@ -717,7 +718,7 @@ impl Check for MigrationCheck {
         let pg = self
             .pg
             .as_ref()
-            .map(|p| super::pg_util::timeout(p, 3))
+            .map(|p| super::pg::util::timeout(p, 3))
             .unwrap_or_default();
         pg + crate::sqlite::READ_BUDGET * 4 + Duration::from_millis(500)
     }
@@ -860,6 +861,14 @@ pub fn samples(o: &MigrationFacts, out: &mut Vec<Sample>) {
         &[],
         b(o.migration_not_effective || o.rollback_not_effective),
     ));
+}
+
+/// The registry entry (the check list in `check/mod.rs`): With either store: SQLite or PostgreSQL.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    if b.config.app.sqlite_path.is_none() && b.pg.is_none() {
+        return Vec::new();
+    }
+    crate::check::one(MigrationCheck::new(b.config, b.pg.cloned()))
 }
 
 #[cfg(test)]

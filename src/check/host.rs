@@ -134,7 +134,7 @@ fn read(sys: &Mutex<Option<System>>, watch: &Path) -> Result<HostStats, CheckErr
 }
 
 impl Check for HostCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn timeout(&self) -> Duration {
@@ -212,6 +212,11 @@ pub fn samples(o: &HostStats, out: &mut Vec<Sample>) {
             v.used_ratio(),
         ));
     }
+}
+
+/// The registry entry (the check list in `check/mod.rs`): Always: the host or container the agent runs in.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    crate::check::one(HostCheck::new(b.config))
 }
 
 #[cfg(test)]

@@ -2,31 +2,20 @@
 //! [`Observation`]; pure functions in each check's module turn an observation into samples (and,
 //! later, findings), so judgement is testable with struct literals and no database.
 //!
-//! [`registry`] builds the list of checks from the configuration; the scheduler and `diagnose`
-//! both work from that list.
+//! The check contract lives in one list, [`checks!`] below: one line per check declares its
+//! [`Observation`] variant and output type, its module, its [`Scope`], its `agent diagnose`
+//! [`Rung`] and what it talks to ([`TargetKind`]). The list generates the observation enum, its
+//! `samples` dispatch, [`Kind`] and the registry entries (each module's `build`);
+//! [`registry`] builds the checks from the configuration and stamps each with its contract. The
+//! scheduler and `diagnose` both work from that list. docs/architecture.md#adding-a-check walks
+//! through adding one.
 
 pub mod app_probe;
 pub mod app_recovery;
 pub mod checkpoint_migration;
-pub mod checkpoint_threads;
 pub mod history;
 pub mod host;
-pub mod pg_activity;
-pub mod pg_archiver;
-pub mod pg_checkpoints;
-pub mod pg_connection_budget;
-pub mod pg_connections;
-pub mod pg_connectivity;
-pub mod pg_database_size;
-pub mod pg_database_stats;
-pub mod pg_json;
-pub mod pg_privileges;
-pub mod pg_replica;
-pub mod pg_replication;
-pub mod pg_schema;
-pub mod pg_statements;
-pub mod pg_table_sizes;
-pub mod pg_util;
+pub mod pg;
 pub mod process;
 pub mod query_text;
 pub mod sqlite;
@@ -41,6 +30,7 @@ use serde::Serialize;
 use crate::catalog::Sample;
 use crate::config::Config;
 use crate::error::CheckError;
+use crate::findings::codes::Rung;
 use crate::pg::PgTarget;
 
 /// Whom a check describes, which decides where it runs in a fleet of agents sharing one
@@ -55,26 +45,128 @@ pub enum Scope {
     Database,
 }
 
-/// The database-wide checks: the same answer whichever agent asks. Everything else is
-/// instance-local: `pg_connectivity` (this agent's own reachability and round trip),
-/// `pg_privileges` (this agent's role), `pg_replica` (its own connection to the replica, which
-/// must keep reporting while the primary, where the lock lives, is down),
-/// `checkpoint_migration` (this instance's SQLite file beside the PostgreSQL tables), app
-/// probes, host, SQLite and process.
-pub const DATABASE_WIDE: &[&str] = &[
-    "pg_activity",
-    "pg_statements",
-    "pg_table_sizes",
-    "pg_database_size",
-    "pg_schema",
-    "pg_replication",
-    "pg_database_stats",
-    "pg_checkpoints",
-    "pg_archiver",
-    "pg_connection_budget",
-    "pg_connections",
-    "checkpoint_threads",
-];
+/// What kind of peer a check talks to, as declared in the list; [`Check::target`] gives the
+/// details (a test holds every check to its declaration, so every PostgreSQL check reports the
+/// `db.*` span attributes docs/otel.md promises).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    Local,
+    Postgres,
+    Http,
+}
+
+/// What the list declares about one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Contract {
+    pub scope: Scope,
+    pub rung: Rung,
+    pub target: TargetKind,
+}
+
+/// Declares every check, one line each:
+///
+/// `Variant(OutputType) in module::path, Scope, Rung, TargetKind;`
+///
+/// `module::path` (under `check::`) holds `OutputType`, `pub fn samples(&OutputType, &mut
+/// Vec<Sample>)` (pure) and `pub fn build(&Build) -> Built` (the registry entry: zero, one or
+/// several checks from the configuration). The line generates the [`Observation`] variant, its
+/// `samples` dispatch, the [`Kind`] with its [`Contract`], `From<OutputType> for Observation`
+/// and the entry in [`registry`] (in list order).
+macro_rules! checks {
+    ($($(#[$attr:meta])* $variant:ident($output:ident) in $($module:ident)::+, $scope:ident, $rung:ident, $target:ident;)+) => {
+        /// What one successful run saw. One variant per check; serialized into `/findings` and
+        /// reports.
+        #[derive(Debug, Clone, PartialEq, Serialize)]
+        #[serde(tag = "check", rename_all = "snake_case")]
+        pub enum Observation {
+            $($(#[$attr])* $variant($($module)::+::$output),)+
+        }
+
+        /// One line of the check list.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Kind {
+            $($(#[$attr])* $variant,)+
+        }
+
+        impl Kind {
+            /// Every check kind, in list (and registry) order.
+            pub const ALL: &'static [Kind] = &[$($(#[$attr])* Kind::$variant,)+];
+
+            /// What the list declares for this kind.
+            pub const fn contract(self) -> Contract {
+                match self {
+                    $($(#[$attr])* Kind::$variant => Contract {
+                        scope: Scope::$scope,
+                        rung: Rung::$rung,
+                        target: TargetKind::$target,
+                    },)+
+                }
+            }
+
+            /// The module's registry entry.
+            fn build(self, b: &Build) -> Built {
+                match self {
+                    $($(#[$attr])* Kind::$variant => $($module)::+::build(b),)+
+                }
+            }
+        }
+
+        impl Observation {
+            /// Pure: the series this observation exports.
+            pub fn samples(&self, out: &mut Vec<Sample>) {
+                match self {
+                    $($(#[$attr])* Observation::$variant(o) => $($module)::+::samples(o, out),)+
+                }
+            }
+
+            /// The list line this observation belongs to.
+            pub fn kind(&self) -> Kind {
+                match self {
+                    $($(#[$attr])* Observation::$variant(_) => Kind::$variant,)+
+                }
+            }
+        }
+
+        $($(#[$attr])*
+        impl From<$($module)::+::$output> for Observation {
+            fn from(o: $($module)::+::$output) -> Observation {
+                Observation::$variant(o)
+            }
+        })+
+    };
+}
+
+checks! {
+    // variant(output)                      module                   scope     rung            target
+    Process(ProcessStats)                   in process,              Instance, Host,           Local;
+    Host(HostStats)                         in host,                 Instance, Host,           Local;
+    AppProbe(ProbeResult)                   in app_probe,            Instance, App,            Http;
+    AppRecovery(Recovery)                   in app_recovery,         Instance, App,            Local;
+    Sqlite(SqliteStore)                     in sqlite,               Instance, Sqlite,         Local;
+    CheckpointMigration(MigrationFacts)     in checkpoint_migration, Instance, Migration,      Local;
+    // This agent's own reachability and round trip.
+    PgConnectivity(Connectivity)            in pg::connectivity,     Instance, Connections,    Postgres;
+    PgConnections(Connections)              in pg::connections,      Database, Connections,    Postgres;
+    PgConnectionBudget(Budget)              in pg::connection_budget, Database, Connections,   Postgres;
+    PgActivity(Activity)                    in pg::activity,         Database, Activity,       Postgres;
+    PgStatements(Statements)                in pg::statements,       Database, PgStatStatements, Postgres;
+    PgTableSizes(TableSizes)                in pg::table_sizes,      Database, Sizes,          Postgres;
+    PgSchema(SchemaReport)                  in pg::schema,           Database, Schema,         Postgres;
+    PgReplication(Replication)              in pg::replication,      Database, Replication,    Postgres;
+    PgDatabaseStats(DatabaseStats)          in pg::database_stats,   Database, DatabaseHealth, Postgres;
+    PgCheckpoints(Checkpoints)              in pg::checkpoints,      Database, DatabaseHealth, Postgres;
+    PgArchiver(Archiver)                    in pg::archiver,         Database, DatabaseHealth, Postgres;
+    // This agent's role.
+    PgPrivileges(Privileges)                in pg::privileges,       Instance, Privileges,     Postgres;
+    CheckpointThreads(CheckpointThreads)    in pg::checkpoint_threads, Database, Sizes,        Postgres;
+    // Its own connection to the replica, which must keep reporting while the primary (where the
+    // leader lock lives) is down.
+    PgReplica(Replica)                      in pg::replica,          Instance, Replication,    Postgres;
+    PgDatabaseSize(DatabaseSize)            in pg::database_size,    Database, Sizes,          Postgres;
+    // The walkthrough of docs/architecture.md#adding-a-check, registered like any other.
+    #[cfg(test)]
+    PgExample(Example)                      in pg::example,          Database, DatabaseHealth, Postgres;
+}
 
 /// A boxed, sendable future: what [`Check::observe`] returns so checks can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -90,66 +182,12 @@ pub enum Cadence {
     Every(Duration),
 }
 
-/// What one successful run saw. One variant per check; serialized into `/findings` and reports.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "check", rename_all = "snake_case")]
-pub enum Observation {
-    PgConnectivity(pg_connectivity::Connectivity),
-    PgConnections(pg_connections::Connections),
-    PgDatabaseSize(pg_database_size::DatabaseSize),
-    Process(process::ProcessStats),
-    PgConnectionBudget(pg_connection_budget::Budget),
-    PgActivity(pg_activity::Activity),
-    PgStatements(pg_statements::Statements),
-    PgTableSizes(pg_table_sizes::TableSizes),
-    PgSchema(pg_schema::SchemaReport),
-    PgReplica(pg_replica::Replica),
-    PgReplication(pg_replication::Replication),
-    PgDatabaseStats(pg_database_stats::DatabaseStats),
-    PgCheckpoints(pg_checkpoints::Checkpoints),
-    PgArchiver(pg_archiver::Archiver),
-    PgPrivileges(pg_privileges::Privileges),
-    AppProbe(app_probe::ProbeResult),
-    Host(host::HostStats),
-    Sqlite(sqlite::SqliteStore),
-    CheckpointMigration(checkpoint_migration::MigrationFacts),
-    AppRecovery(app_recovery::Recovery),
-    CheckpointThreads(checkpoint_threads::CheckpointThreads),
-}
-
 impl Observation {
     /// The HTTP status an app probe saw, for span attributes.
     pub fn http_status(&self) -> Option<u16> {
         match self {
             Observation::AppProbe(p) => p.status_code,
             _ => None,
-        }
-    }
-
-    /// Pure: the series this observation exports.
-    pub fn samples(&self, out: &mut Vec<Sample>) {
-        match self {
-            Observation::PgConnectivity(o) => pg_connectivity::samples(o, out),
-            Observation::PgConnections(o) => pg_connections::samples(o, out),
-            Observation::PgDatabaseSize(o) => pg_database_size::samples(o, out),
-            Observation::Process(o) => process::samples(o, out),
-            Observation::PgConnectionBudget(o) => pg_connection_budget::samples(o, out),
-            Observation::PgActivity(o) => pg_activity::samples(o, out),
-            Observation::PgStatements(o) => pg_statements::samples(o, out),
-            Observation::PgTableSizes(o) => pg_table_sizes::samples(o, out),
-            Observation::PgSchema(o) => pg_schema::samples(o, out),
-            Observation::PgReplica(o) => pg_replica::samples(o, out),
-            Observation::PgReplication(o) => pg_replication::samples(o, out),
-            Observation::PgDatabaseStats(o) => pg_database_stats::samples(o, out),
-            Observation::PgCheckpoints(o) => pg_checkpoints::samples(o, out),
-            Observation::PgArchiver(o) => pg_archiver::samples(o, out),
-            Observation::PgPrivileges(o) => pg_privileges::samples(o, out),
-            Observation::AppProbe(o) => app_probe::samples(o, out),
-            Observation::Host(o) => host::samples(o, out),
-            Observation::Sqlite(o) => sqlite::samples(o, out),
-            Observation::CheckpointMigration(o) => checkpoint_migration::samples(o, out),
-            Observation::AppRecovery(o) => app_recovery::samples(o, out),
-            Observation::CheckpointThreads(o) => checkpoint_threads::samples(o, out),
         }
     }
 }
@@ -160,17 +198,22 @@ pub use crate::catalog::otel::CheckTarget;
 /// One unit of observation.
 pub trait Check: Send + Sync + 'static {
     /// Stable snake_case id: the `check` label value.
-    fn id(&self) -> &'static str;
+    fn id(&self) -> &str;
     fn cadence(&self) -> Cadence {
         Cadence::Fast
     }
-    /// Whether the check runs on every agent or only on the fleet's leader.
+    /// The check's line in the list; set by [`registry`], which wraps every check it builds.
+    /// A check never implements this.
+    fn kind(&self) -> Option<Kind> {
+        None
+    }
+    /// Whether the check runs on every agent or only on the fleet's leader (from the list).
     fn scope(&self) -> Scope {
-        if DATABASE_WIDE.contains(&self.id()) {
-            Scope::Database
-        } else {
-            Scope::Instance
-        }
+        self.kind().map_or(Scope::Instance, |k| k.contract().scope)
+    }
+    /// The `agent diagnose` rung the check's outcome lands on (from the list).
+    fn rung(&self) -> Option<Rung> {
+        self.kind().map(|k| k.contract().rung)
     }
     /// Upper bound on one run; the scheduler cuts the run off there.
     fn timeout(&self) -> Duration;
@@ -185,48 +228,81 @@ pub trait Check: Send + Sync + 'static {
     fn failure_samples(&self, _err: &CheckError, _out: &mut Vec<Sample>) {}
 }
 
-/// Builds every enabled check from the configuration. PostgreSQL checks share one target, so
-/// the agent holds at most one backend.
+/// What a module's `build` gets: the configuration and the shared targets.
+pub struct Build<'a> {
+    pub config: &'a Config,
+    /// The primary's target, when a DSN is configured; PostgreSQL checks share it, so the
+    /// agent holds at most one backend.
+    pub pg: Option<&'a Arc<PgTarget>>,
+    /// Restarts seen by `pg_connectivity` and app health meet here (`app_recovery`); present
+    /// with both PostgreSQL and app probes.
+    pub watch: Option<Arc<app_recovery::Watch>>,
+}
+
+/// What a module's `build` returns: zero, one or several checks.
+pub type Built = Vec<Arc<dyn Check>>;
+
+impl Build<'_> {
+    /// One check on the primary, when there is one.
+    pub fn with_pg<C: Check>(&self, f: impl FnOnce(Arc<PgTarget>) -> C) -> Built {
+        self.pg.map(|pg| one(f(pg.clone()))).unwrap_or_default()
+    }
+
+    /// Where LangGraph's tables live, as configured.
+    pub fn langgraph_place(&self) -> pg::schema::LangGraphPlace {
+        pg::schema::LangGraphPlace::from_config(&self.config.checks)
+    }
+}
+
+/// One check, boxed for the registry.
+pub fn one(c: impl Check) -> Built {
+    vec![Arc::new(c)]
+}
+
+/// A check stamped with its list line by [`registry`].
+struct Registered {
+    kind: Kind,
+    inner: Arc<dyn Check>,
+}
+
+impl Check for Registered {
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+    fn cadence(&self) -> Cadence {
+        self.inner.cadence()
+    }
+    fn kind(&self) -> Option<Kind> {
+        Some(self.kind)
+    }
+    fn timeout(&self) -> Duration {
+        self.inner.timeout()
+    }
+    fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
+        self.inner.observe()
+    }
+    fn target(&self) -> CheckTarget {
+        self.inner.target()
+    }
+    fn failure_samples(&self, err: &CheckError, out: &mut Vec<Sample>) {
+        self.inner.failure_samples(err, out)
+    }
+}
+
+/// Builds every enabled check from the configuration, in list order, each stamped with its
+/// contract.
 pub fn registry(config: &Config, pg: Option<Arc<PgTarget>>) -> Vec<Arc<dyn Check>> {
-    let mut checks: Vec<Arc<dyn Check>> = vec![Arc::new(process::ProcessCheck::new())];
-    checks.push(Arc::new(host::HostCheck::new(config)));
-    // Restarts seen by pg_connectivity and app health meet here (app_recovery).
-    let watch = (pg.is_some() && !config.app.probes.is_empty())
-        .then(|| Arc::new(app_recovery::Watch::default()));
-    for probe in &config.app.probes {
-        checks.push(Arc::new(
-            app_probe::AppProbe::new(probe.clone()).with_recovery_watch(watch.clone()),
-        ));
-    }
-    if let Some(w) = &watch {
-        checks.push(Arc::new(app_recovery::RecoveryCheck::new(
-            w.clone(),
-            config.app.recovery_timeout,
-        )));
-    }
-    if let Some(path) = &config.app.sqlite_path {
-        checks.push(Arc::new(sqlite::SqliteCheck::new(path.clone(), config)));
-    }
-    if config.app.sqlite_path.is_some() || pg.is_some() {
-        checks.push(Arc::new(checkpoint_migration::MigrationCheck::new(
-            config,
-            pg.clone(),
-        )));
-    }
-    if let Some(pg) = pg {
-        let _ = config;
-        checks.push(Arc::new(
-            pg_connectivity::ConnectivityCheck::new(pg.clone()).with_recovery_watch(watch),
-        ));
-        checks.push(Arc::new(pg_connections::ConnectionsCheck::with_top_n(
-            pg.clone(),
-            config.checks.labels_top_n,
-        )));
-        checks.extend(pg_checks(config, &pg));
-        checks.push(Arc::new(
-            pg_database_size::DatabaseSizeCheck::new(pg)
-                .with_limit(config.checks.storage_limit.clone()),
-        ));
+    let b = Build {
+        config,
+        pg: pg.as_ref(),
+        watch: (pg.is_some() && !config.app.probes.is_empty())
+            .then(|| Arc::new(app_recovery::Watch::default())),
+    };
+    let mut checks: Vec<Arc<dyn Check>> = Vec::new();
+    for &kind in Kind::ALL {
+        for inner in kind.build(&b) {
+            checks.push(Arc::new(Registered { kind, inner }));
+        }
     }
     // `AGENT_DISABLED_CHECKS`: a disabled check does not run at all.
     let disabled = &config.findings.disabled_checks;
@@ -234,71 +310,50 @@ pub fn registry(config: &Config, pg: Option<Arc<PgTarget>>) -> Vec<Arc<dyn Check
     checks
 }
 
-/// The guide's PostgreSQL checks (issue 3), each with its own statement(s), on the shared
-/// primary target; plus the read replica's, on its own target, when one is configured.
-fn pg_checks(config: &Config, pg: &Arc<PgTarget>) -> Vec<Arc<dyn Check>> {
-    let c = &config.checks;
-    let user = config
-        .database
-        .dsn
-        .as_ref()
-        .map(|d| d.user.clone())
-        .unwrap_or_default();
-    let place = pg_schema::LangGraphPlace::from_config(c);
-    let mut v: Vec<Arc<dyn Check>> = vec![
-        Arc::new(pg_connection_budget::BudgetCheck::new(
-            pg.clone(),
-            pg_connection_budget::AppPools {
-                pool_size: config.app.pool_size,
-                max_overflow: config.app.max_overflow,
-                instances: config.app.instances,
-                checkpointer_pool_max_size: config.app.checkpointer_pool_max_size.unwrap_or(0),
-                plan: c.plan.clone(),
-            },
-        )),
-        Arc::new(pg_activity::ActivityCheck::new(
-            pg.clone(),
-            c.slow_query_threshold,
-            c.raw_query_text,
-        )),
-        Arc::new(pg_statements::StatementsCheck::new(
-            pg.clone(),
-            c.statements_top_n,
-        )),
-        Arc::new(pg_table_sizes::TableSizesCheck::new(
-            pg.clone(),
-            c.langgraph_schema,
-            &place,
-            &c.expectations,
-        )),
-        Arc::new(pg_schema::SchemaCheck::new(
-            pg.clone(),
-            c.langgraph_schema,
-            &place,
-            &c.expectations,
-            &user,
-        )),
-        Arc::new(pg_replication::check(pg.clone())),
-        Arc::new(pg_database_stats::check(pg.clone())),
-        Arc::new(pg_checkpoints::CheckpointsCheck::new(pg.clone())),
-        Arc::new(pg_archiver::check(pg.clone())),
-        Arc::new(pg_privileges::check(pg.clone(), &place)),
-    ];
-    if c.langgraph_schema != crate::config::LangGraphSchema::Off {
-        v.push(Arc::new(checkpoint_threads::ThreadsCheck::new(
-            pg.clone(),
-            &place,
-        )));
-    }
-    if let Some(replica) = pg_replica::target(config) {
-        v.push(Arc::new(pg_replica::check(replica)));
-    }
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A configuration that enables every check: both databases, SQLite, an app probe.
+    fn everything() -> Config {
+        let env: std::collections::HashMap<&str, &str> = [
+            ("DATABASE_URL", "postgresql://u:p@127.0.0.1:1/db"),
+            (
+                "DATABASE_READ_REPLICA_URL",
+                "postgresql://u:p@127.0.0.1:2/db",
+            ),
+            ("SHORT_TERM_MEMORY_DB_PATH", "/nonexistent/ck.db"),
+            ("APP_BASE_URL", "http://127.0.0.1:3/"),
+        ]
+        .into();
+        Config::load(None, &env).unwrap()
+    }
+
+    #[test]
+    fn every_check_keeps_its_declared_contract() {
+        let config = everything();
+        let checks = registry(&config, crate::run::pg_target(&config, None));
+        // Every list line is built by a configuration that enables everything.
+        for kind in Kind::ALL {
+            assert!(
+                checks.iter().any(|c| c.kind() == Some(*kind)),
+                "{kind:?} is not built"
+            );
+        }
+        for c in &checks {
+            let contract = c.kind().expect("stamped by the registry").contract();
+            assert_eq!(c.scope(), contract.scope, "{}", c.id());
+            assert_eq!(c.rung(), Some(contract.rung), "{}", c.id());
+            // What the check talks to is what the list says: every PostgreSQL check reports
+            // the `db.*` span attributes (docs/otel.md).
+            let target = match c.target() {
+                CheckTarget::Local => TargetKind::Local,
+                CheckTarget::Postgres { .. } => TargetKind::Postgres,
+                CheckTarget::Http { .. } => TargetKind::Http,
+            };
+            assert_eq!(target, contract.target, "{}", c.id());
+        }
+    }
 
     #[test]
     fn the_catalog_lists_every_disablable_check_id() {
@@ -306,21 +361,21 @@ mod tests {
             host::ID,
             sqlite::ID,
             checkpoint_migration::ID,
-            checkpoint_threads::ID,
-            pg_connectivity::ID,
-            pg_connections::ID,
-            pg_connection_budget::ID,
-            pg_activity::ID,
-            pg_statements::ID,
-            pg_table_sizes::ID,
-            pg_schema::ID,
-            pg_replication::ID,
-            pg_database_stats::ID,
-            pg_checkpoints::ID,
-            pg_archiver::ID,
-            pg_privileges::ID,
-            pg_replica::ID,
-            pg_database_size::ID,
+            pg::checkpoint_threads::ID,
+            pg::connectivity::ID,
+            pg::connections::ID,
+            pg::connection_budget::ID,
+            pg::activity::ID,
+            pg::statements::ID,
+            pg::table_sizes::ID,
+            pg::schema::ID,
+            pg::replication::ID,
+            pg::database_stats::ID,
+            pg::checkpoints::ID,
+            pg::archiver::ID,
+            pg::privileges::ID,
+            pg::replica::ID,
+            pg::database_size::ID,
         ];
         assert_eq!(ids.as_slice(), crate::catalog::DISABLABLE_CHECK_IDS);
         assert_eq!(app_probe::ID_PREFIX, crate::catalog::APP_PROBE_CHECK_PREFIX);
@@ -328,26 +383,41 @@ mod tests {
 
     #[test]
     fn only_database_wide_checks_are_gated() {
-        let config = crate::config::Config::load(
-            None,
-            &std::collections::HashMap::from([(
-                "AGENT_DATABASE_URL".to_string(),
-                "postgresql://u:p@127.0.0.1:1/db".to_string(),
-            )]),
-        )
-        .unwrap();
-        let pg = crate::run::pg_target(&config, None);
-        let checks = registry(&config, pg);
+        let config = everything();
+        let checks = registry(&config, crate::run::pg_target(&config, None));
         let database: Vec<_> = checks
             .iter()
             .filter(|c| c.scope() == Scope::Database)
             .map(|c| c.id())
             .collect();
-        // Every listed id names a real check, and instance-local ones stay local.
-        for id in DATABASE_WIDE {
-            assert!(database.contains(id), "{id} is not a registered check");
+        // The same set as before the contract moved into the list (no behaviour change).
+        for id in [
+            "pg_activity",
+            "pg_statements",
+            "pg_table_sizes",
+            "pg_database_size",
+            "pg_schema",
+            "pg_replication",
+            "pg_database_stats",
+            "pg_checkpoints",
+            "pg_archiver",
+            "pg_connection_budget",
+            "pg_connections",
+            "checkpoint_threads",
+        ] {
+            assert!(database.contains(&id), "{id} is not database-wide");
         }
-        for local in ["pg_connectivity", "pg_privileges", "agent_process"] {
+        for local in [
+            "pg_connectivity",
+            "pg_privileges",
+            "pg_replica",
+            "checkpoint_migration",
+            "agent_process",
+            "host_resources",
+            "sqlite_checkpointer",
+            "app_recovery",
+        ] {
+            assert!(checks.iter().any(|c| c.id() == local), "{local} missing");
             assert!(!database.contains(&local), "{local}");
         }
     }

@@ -75,7 +75,7 @@ impl Default for ProcessCheck {
 }
 
 impl Check for ProcessCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn timeout(&self) -> Duration {
@@ -104,6 +104,11 @@ pub fn samples(o: &ProcessStats, out: &mut Vec<Sample>) {
     if let Some(t) = o.start_time_seconds {
         out.push(Sample::new(&catalog::PROCESS_START_TIME, &[], t));
     }
+}
+
+/// The registry entry (the check list in `check/mod.rs`): Always: the agent's own process.
+pub fn build(_b: &crate::check::Build) -> crate::check::Built {
+    crate::check::one(ProcessCheck::new())
 }
 
 #[cfg(test)]

@@ -67,7 +67,7 @@ impl SqliteCheck {
 }
 
 impl Check for SqliteCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn cadence(&self) -> Cadence {
@@ -208,6 +208,16 @@ pub fn samples(o: &SqliteStore, out: &mut Vec<Sample>) {
             g.bytes_per_second(),
         ));
     }
+}
+
+/// The registry entry (the check list in `check/mod.rs`): With a SQLite checkpointer path.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    b.config
+        .app
+        .sqlite_path
+        .iter()
+        .flat_map(|p| crate::check::one(SqliteCheck::new(p.clone(), b.config)))
+        .collect()
 }
 
 #[cfg(test)]

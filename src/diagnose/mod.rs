@@ -6,24 +6,21 @@
 //! Everything is bounded by one deadline (`--timeout`, default 10 s). The report is built from
 //! the same pure finding rules as `agent run`, without the pending cycles.
 
+mod checks;
+mod connect;
 pub mod report;
 
-use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant as TokioInstant;
 
 pub use report::{Report, Rung, RungStatus};
 
-use crate::check::{self, Check, pg_connectivity};
+use crate::check;
 use crate::config::{Config, ConfigError};
-use crate::dsn::Host;
-use crate::error::{CheckError, ErrorKind};
-use crate::findings::{self, Finding};
-use crate::pg::PgTarget;
-use crate::scheduler;
-use crate::snapshot::{Outcome, Store};
+use crate::findings::codes::Rung as Step;
+use crate::findings::{self, Code, Finding};
+use crate::snapshot::Store;
 
 /// Keys whose problems mean the DSN itself is unusable.
 const DSN_KEYS: &[&str] = &[
@@ -39,7 +36,7 @@ pub fn config_report(err: &ConfigError) -> Report {
     for p in err.0.iter().filter(|p| DSN_KEYS.contains(&p.key.as_str())) {
         findings.push(
             Finding::new(
-                "bad_database_url",
+                Code::BadDatabaseUrl,
                 format!("{} cannot be used", p.key),
                 format!("{}: {}", p.key, p.message),
                 vec![
@@ -86,104 +83,59 @@ pub async fn diagnose(config: &Config, timeout: Duration) -> Report {
     let mut db_config = config.clone();
     db_config.database.connect_timeout = config.database.connect_timeout.min(timeout / 3);
     let pg = crate::run::pg_target(&db_config, None);
-    let all = check::registry(config, pg.clone());
-    let (pg_checks, other_checks): (Vec<_>, Vec<_>) =
-        all.into_iter().partition(|c| c.id().starts_with("pg_"));
+    let (pg_checks, other_checks) = checks::partition(check::registry(config, pg.clone()));
+    // The rungs the PostgreSQL checks would fill, skipped when the connection fails.
+    let mut pg_rungs: Vec<Step> = pg_checks.iter().filter_map(|c| c.rung()).collect();
+    pg_rungs.push(Step::Privileges);
+    pg_rungs.sort();
+    pg_rungs.dedup();
 
-    // Independent rungs start now and run beside the database ladder. Growth needs two
-    // readings: with both stores configured, `checkpoint_migration` reads again after a sample
-    // (the growth window, at most half the budget), judged as a short sample.
+    // Independent rungs start now and run beside the database ladder.
     let sample = check::checkpoint_migration::diagnose_sample(
         config.app.growth_window,
         timeout,
         config.app.sqlite_path.is_some() && pg.is_some(),
     );
-    let independent = async {
-        let started = TokioInstant::now();
-        let mut out = run_checks(other_checks, deadline).await;
-        let again = out
-            .iter()
-            .position(|(c, _, _)| c.id() == check::checkpoint_migration::ID);
-        if let (Some(wait), Some(i)) = (sample, again) {
-            let c = out[i].0.clone();
-            // The second reading is two quick statements; leave it a margin of the budget.
-            let margin = (timeout / 5).max(Duration::from_millis(500));
-            let until = (started + wait).min(deadline.checked_sub(margin).unwrap_or(started));
-            tokio::time::sleep_until(until).await;
-            if let Some(mut second) = run_checks(vec![c], deadline).await.pop() {
-                if let Ok(check::Observation::CheckpointMigration(m)) = &second.1.result {
-                    second.1.result = Ok(check::Observation::CheckpointMigration(
-                        check::checkpoint_migration::judge_short_sample(m),
-                    ));
-                }
-                out[i] = second;
-            }
-        }
-        out
-    };
+    let independent = checks::independent(other_checks, sample, timeout, deadline);
     let ladder = async {
-        let mut rungs = Vec::new();
-        let mut extra = Vec::new();
-        match (&pg, &db_config.database.dsn) {
-            (Some(pg), Some(dsn)) => {
-                let ok = ladder(
-                    pg,
-                    &dsn.host,
-                    dsn.port,
-                    dsn.sslmode != crate::dsn::SslMode::Disable,
-                    &db_config,
-                    deadline,
-                    &store,
-                    &mut rungs,
-                    &mut extra,
-                )
-                .await;
-                if ok {
-                    for (c, outcome, samples) in run_checks(pg_checks, deadline).await {
-                        rungs.push(rung_for(c.id(), &outcome));
-                        store.publish(c.id(), outcome, samples);
-                    }
-                } else {
-                    for name in [
-                        "privileges",
-                        "connections",
-                        "pg_stat_statements",
-                        "schema",
-                        "sizes",
-                        "activity",
-                        "database_health",
-                        "replication",
-                    ] {
-                        rungs.push(Rung::new(
-                            name,
-                            RungStatus::Skipped,
-                            Duration::ZERO,
-                            Some("the connection failed".into()),
-                        ));
-                    }
-                }
+        let (Some(pg), Some(dsn)) = (&pg, &db_config.database.dsn) else {
+            return (vec![no_database(config)], Vec::new());
+        };
+        let mut ladder = connect::Ladder {
+            pg,
+            deadline,
+            step: db_config.database.connect_timeout,
+            query_timeout: db_config.database.query_timeout(),
+            store: &store,
+            rungs: Vec::new(),
+            extra: Vec::new(),
+        };
+        let tls = dsn.sslmode != crate::dsn::SslMode::Disable;
+        let connected = ladder.walk(&dsn.host, dsn.port, tls).await;
+        let mut rungs = std::mem::take(&mut ladder.rungs);
+        if connected {
+            for (c, outcome, samples) in checks::run_checks(pg_checks, deadline).await {
+                rungs.push(checks::rung_for(c.as_ref(), &outcome));
+                store.publish(c.id(), outcome, samples);
             }
-            _ => rungs.push(Rung::new(
-                "database",
-                RungStatus::Skipped,
-                Duration::ZERO,
-                Some(format!(
-                    "no DSN configured (none of {} is set; FEATURE_DATABASE_TYPE={})",
-                    crate::config::DSN_VARIABLES.join(", "),
-                    match config.app.database_type {
-                        crate::config::DatabaseType::Sqlite => "sqlite",
-                        crate::config::DatabaseType::Postgresql => "postgresql",
-                    }
-                )),
-            )),
+        } else {
+            // The rungs behind the connection did not run.
+            for step in pg_rungs {
+                rungs.push(Rung::new(
+                    step.as_str(),
+                    RungStatus::Skipped,
+                    Duration::ZERO,
+                    Some("the connection failed".into()),
+                ));
+            }
         }
-        (rungs, extra)
+        (rungs, ladder.extra)
     };
     let (independent, (ladder_rungs, extra)) = tokio::join!(independent, ladder);
     rungs.extend(ladder_rungs);
     for (c, outcome, samples) in independent {
         if c.id() != check::process::ID {
-            rungs.push(rung_for(c.id(), &outcome));
+            rungs.push(checks::rung_for(c.as_ref(), &outcome));
         }
         store.publish(c.id(), outcome, samples);
     }
@@ -201,7 +153,7 @@ pub async fn diagnose(config: &Config, timeout: Duration) -> Report {
 /// whose check ran but found a critical problem is critical, never "ok".
 pub fn judge_rungs(mut rungs: Vec<Rung>, found: &[Finding]) -> Vec<Rung> {
     for f in found {
-        let name = rung_of_code(f.code);
+        let name = findings::code_def(f.code).map_or("other", |d| d.rung.as_str());
         let status = match f.severity {
             findings::Severity::Critical => RungStatus::Critical,
             findings::Severity::Warning => RungStatus::Warning,
@@ -227,398 +179,33 @@ pub fn judge_rungs(mut rungs: Vec<Rung>, found: &[Finding]) -> Vec<Rung> {
             )),
         }
     }
-    rungs.sort_by_key(|r| {
-        RUNG_ORDER
-            .iter()
-            .position(|n| *n == r.name)
-            .unwrap_or(RUNG_ORDER.len())
-    });
+    rungs.sort_by_key(|r| ladder_position(r.name));
     rungs
 }
 
-/// The rung a finding code belongs to (where its evidence comes from).
-pub fn rung_of_code(code: &str) -> &'static str {
-    match code {
-        "bad_database_url" | "no_database_configured" | "unknown_variable" | "silence_expired" => {
-            "config"
-        }
-        "dns_failure" => "dns",
-        "connection_refused" | "connect_timeout" => "tcp",
-        "tls_error" => "tls",
-        "auth_failed" | "hba_rejected" => "auth",
-        "database_missing" => "database",
-        "privilege_missing" => "privileges",
-        "too_many_connections"
-        | "pool_budget_exceeded"
-        | "connections_near_limit"
-        | "region_latency"
-        | "database_restarted"
-        | "connected_to_standby"
-        | "role_connection_limit"
-        | "app_connections_over_model" => "connections",
-        "statements_unavailable" => "pg_stat_statements",
-        "slow_queries" | "idle_in_transaction" | "lock_contention" => "activity",
-        "schema_mismatch" | "missing_table" | "missing_index" | "invalid_index"
-        | "duplicate_index" => "schema",
-        "migration_version_unreadable" => "schema",
-        "replica_lag" | "standby_lost" => "replication",
-        "app_unreachable" | "app_unhealthy" | "app_degraded" | "app_slow" | "app_not_recovered" => {
-            "app"
-        }
-        "migration_not_effective" | "migration_partial" | "migration_incomplete" => "migration",
-        "sqlite_unreadable" => "sqlite",
-        "storage_near_limit" | "checkpoint_bloat" => "sizes",
-        _ => "other",
-    }
-}
-
-/// DNS, TCP, then TLS + auth + database through the agent's own connector. Returns true when a
-/// session is open. A failure is published as the connectivity check's outcome so the same
-/// finding rules as `agent run` classify it.
-#[allow(clippy::too_many_arguments)]
-async fn ladder(
-    pg: &Arc<PgTarget>,
-    host: &Host,
-    port: u16,
-    tls: bool,
-    config: &Config,
-    deadline: TokioInstant,
-    store: &Store,
-    rungs: &mut Vec<Rung>,
-    extra: &mut Vec<Finding>,
-) -> bool {
-    let step = config.database.connect_timeout;
-    let fail = |store: &Store, err: CheckError, took: Duration| {
-        store.publish(
-            pg_connectivity::ID,
-            Outcome {
-                at: SystemTime::now(),
-                duration: took,
-                result: Err(err),
-            },
-            vec![],
-        );
-    };
-    let skip = |rungs: &mut Vec<Rung>, names: &[&'static str]| {
-        for n in names {
-            rungs.push(Rung::new(n, RungStatus::Skipped, Duration::ZERO, None));
-        }
-    };
-    // DNS.
-    let ip: Option<IpAddr> = match host {
-        Host::Socket(_) => {
-            rungs.push(Rung::new(
-                "dns",
-                RungStatus::Ok,
-                Duration::ZERO,
-                Some("unix socket".into()),
-            ));
-            None
-        }
-        Host::Tcp(name) => {
-            let t = Instant::now();
-            let res = bounded(
-                "dns",
-                deadline,
-                step,
-                tokio::net::lookup_host((name.as_str(), port)),
-            )
-            .await
-            .map(|r| r.map(|mut addrs| addrs.next().map(|a| a.ip())));
-            match res {
-                Some(Ok(Some(ip))) => {
-                    rungs.push(Rung::new(
-                        "dns",
-                        RungStatus::Ok,
-                        t.elapsed(),
-                        Some(ip.to_string()),
-                    ));
-                    Some(ip)
-                }
-                other => {
-                    let msg = match other {
-                        Some(Err(e)) => format!("{}: cannot resolve '{name}': {e}", pg.target()),
-                        None => format!("{}: resolving '{name}' timed out", pg.target()),
-                        _ => format!("{}: '{name}' resolved to no address", pg.target()),
-                    };
-                    rungs.push(Rung::new(
-                        "dns",
-                        RungStatus::Critical,
-                        t.elapsed(),
-                        Some(msg.clone()),
-                    ));
-                    fail(store, CheckError::new(ErrorKind::Dns, msg), t.elapsed());
-                    skip(rungs, &["tcp", "tls", "auth", "database"]);
-                    return false;
-                }
+/// The report's rung when no DSN is configured.
+fn no_database(config: &Config) -> Rung {
+    Rung::new(
+        Step::Database.as_str(),
+        RungStatus::Skipped,
+        Duration::ZERO,
+        Some(format!(
+            "no DSN configured (none of {} is set; FEATURE_DATABASE_TYPE={})",
+            crate::config::DSN_VARIABLES.join(", "),
+            match config.app.database_type {
+                crate::config::DatabaseType::Sqlite => "sqlite",
+                crate::config::DatabaseType::Postgresql => "postgresql",
             }
-        }
-    };
-    // TCP.
-    if let Some(ip) = ip {
-        let t = Instant::now();
-        match bounded(
-            "tcp",
-            deadline,
-            step,
-            tokio::net::TcpStream::connect((ip, port)),
-        )
-        .await
-        {
-            Some(Ok(_)) => rungs.push(Rung::new(
-                "tcp",
-                RungStatus::Ok,
-                t.elapsed(),
-                Some(format!("{ip}:{port}")),
-            )),
-            other => {
-                let (kind, msg) = match other {
-                    Some(Err(e)) => {
-                        let kind = match e.kind() {
-                            std::io::ErrorKind::ConnectionRefused => ErrorKind::Refused,
-                            std::io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
-                            _ => ErrorKind::Unreachable,
-                        };
-                        (
-                            kind,
-                            format!("{}: TCP connect to {ip}:{port} failed: {e}", pg.target()),
-                        )
-                    }
-                    _ => (
-                        ErrorKind::ConnectTimeout,
-                        format!("{}: TCP connect to {ip}:{port} timed out", pg.target()),
-                    ),
-                };
-                rungs.push(Rung::new(
-                    "tcp",
-                    RungStatus::Critical,
-                    t.elapsed(),
-                    Some(msg.clone()),
-                ));
-                fail(store, CheckError::new(kind, msg), t.elapsed());
-                skip(rungs, &["tls", "auth", "database"]);
-                return false;
-            }
-        }
-    }
-    // TLS + authentication + database, in one connection attempt.
-    let t = Instant::now();
-    let conn = match bounded(
-        "connect",
-        deadline,
-        step + Duration::from_millis(100),
-        pg.conn(),
+        )),
     )
-    .await
-    {
-        Some(r) => r,
-        None => Err(CheckError::new(
-            ErrorKind::ConnectTimeout,
-            format!("{}: no session within the timeout", pg.target()),
-        )),
-    };
-    let took = t.elapsed();
-    let conn = match conn {
-        Ok(c) => {
-            let tls_note = if tls {
-                "negotiated per sslmode"
-            } else {
-                "disabled by sslmode"
-            };
-            rungs.push(Rung::new(
-                "tls",
-                RungStatus::Ok,
-                took,
-                Some(tls_note.into()),
-            ));
-            rungs.push(Rung::new("auth", RungStatus::Ok, Duration::ZERO, None));
-            rungs.push(Rung::new(
-                "database",
-                RungStatus::Ok,
-                Duration::ZERO,
-                Some(pg.dbname().to_owned()),
-            ));
-            c
-        }
-        Err(e) => {
-            let failed = match e.kind {
-                ErrorKind::Tls => "tls",
-                ErrorKind::AuthFailed | ErrorKind::HbaRejected => "auth",
-                ErrorKind::ConnectTimeout if tls => "tls",
-                ErrorKind::ConnectTimeout => "auth",
-                _ => "database",
-            };
-            let order = ["tls", "auth", "database"];
-            let pos = order.iter().position(|n| *n == failed).unwrap_or(2);
-            for (i, n) in order.iter().enumerate() {
-                let status = match i.cmp(&pos) {
-                    std::cmp::Ordering::Less => RungStatus::Ok,
-                    std::cmp::Ordering::Equal => RungStatus::Critical,
-                    std::cmp::Ordering::Greater => RungStatus::Skipped,
-                };
-                let detail = (i == pos).then(|| e.message.clone());
-                rungs.push(Rung::new(
-                    n,
-                    status,
-                    if i == pos { took } else { Duration::ZERO },
-                    detail,
-                ));
-            }
-            fail(store, e, took);
-            return false;
-        }
-    };
-    // Privileges: pg_monitor membership.
-    let t = Instant::now();
-    let sql = "SELECT pg_has_role(current_user, 'pg_monitor', 'USAGE'), current_user";
-    match bounded(
-        "privileges",
-        deadline,
-        config.database.query_timeout(),
-        pg.simple_query(&conn, sql),
-    )
-    .await
-    {
-        Some(Ok(rows)) => {
-            let row = rows.first();
-            let has = row
-                .and_then(|r| r.first().cloned().flatten())
-                .is_some_and(|v| v == "t");
-            let user = row
-                .and_then(|r| r.get(1).cloned().flatten())
-                .unwrap_or_default();
-            if has {
-                rungs.push(Rung::new(
-                    "privileges",
-                    RungStatus::Ok,
-                    t.elapsed(),
-                    Some(format!("{user} has pg_monitor")),
-                ));
-            } else {
-                rungs.push(Rung::new(
-                    "privileges",
-                    RungStatus::Warning,
-                    t.elapsed(),
-                    Some(format!("{user} lacks pg_monitor")),
-                ));
-                extra.push(Finding::new(
-                    "privilege_missing",
-                    format!("The monitoring role {user} is not a member of pg_monitor"),
-                    format!("{}: pg_has_role({user}, 'pg_monitor') is false: other sessions' queries and some statistics are hidden", pg.target()),
-                    vec![
-                        format!("GRANT pg_monitor TO {user};"),
-                        "Or create the least-privilege role with scripts/create-monitoring-role.sql and use it in AGENT_DATABASE_URL".into(),
-                    ],
-                ));
-            }
-        }
-        Some(Err(e)) => rungs.push(Rung::new(
-            "privileges",
-            RungStatus::Critical,
-            t.elapsed(),
-            Some(e.message),
-        )),
-        None => rungs.push(Rung::new(
-            "privileges",
-            RungStatus::Critical,
-            t.elapsed(),
-            Some("timed out".into()),
-        )),
-    }
-    true
 }
 
-/// Runs checks once, concurrently, each under its own timeout and the global deadline.
-async fn run_checks(
-    checks: Vec<Arc<dyn Check>>,
-    deadline: TokioInstant,
-) -> Vec<(Arc<dyn Check>, Outcome, Vec<crate::catalog::Sample>)> {
-    let mut set = tokio::task::JoinSet::new();
-    for c in checks {
-        set.spawn(async move {
-            use tracing::Instrument;
-            let span = scheduler::check_span(c.as_ref());
-            let run = scheduler::run_once(c.as_ref()).instrument(span.clone());
-            let (outcome, samples) = match tokio::time::timeout_at(deadline, run).await {
-                Ok(r) => r,
-                Err(_) => (
-                    Outcome {
-                        at: SystemTime::now(),
-                        duration: Duration::ZERO,
-                        result: Err(CheckError::new(
-                            ErrorKind::QueryTimeout,
-                            format!("check {} cut off by --timeout", c.id()),
-                        )),
-                    },
-                    vec![],
-                ),
-            };
-            scheduler::record_outcome(&span, &outcome);
-            (c, outcome, samples)
-        });
-    }
-    let mut out = Vec::new();
-    while let Some(r) = set.join_next().await {
-        if let Ok(r) = r {
-            out.push(r);
-        }
-    }
-    out.sort_by_key(|(c, _, _)| c.id());
-    out
-}
-
-/// Awaits `fut` for at most `step`, and never past `deadline`.
-async fn bounded<F: std::future::Future>(
-    rung: &'static str,
-    deadline: TokioInstant,
-    step: Duration,
-    fut: F,
-) -> Option<F::Output> {
-    use tracing::Instrument;
-    let span = tracing::info_span!(
-        "diagnose rung",
-        otel.name = format!("diagnose {rung}"),
-        rung,
-        outcome = tracing::field::Empty
-    );
-    let until = deadline.min(TokioInstant::now() + step);
-    let r = tokio::time::timeout_at(until, fut)
-        .instrument(span.clone())
-        .await
-        .ok();
-    span.record("outcome", if r.is_some() { "done" } else { "timeout" });
-    r
-}
-
-/// Which rung a check belongs to: named for what it checks.
-pub fn rung_name(check_id: &str) -> &'static str {
-    use crate::check::*;
-    match check_id {
-        pg_connectivity::ID | pg_connections::ID | pg_connection_budget::ID => "connections",
-        pg_privileges::ID => "privileges",
-        pg_statements::ID => "pg_stat_statements",
-        pg_schema::ID => "schema",
-        pg_database_size::ID | pg_table_sizes::ID | checkpoint_threads::ID => "sizes",
-        pg_activity::ID => "activity",
-        pg_database_stats::ID | pg_checkpoints::ID | pg_archiver::ID => "database_health",
-        pg_replica::ID | pg_replication::ID => "replication",
-        sqlite::ID => "sqlite",
-        checkpoint_migration::ID => "migration",
-        host::ID | process::ID => "host",
-        id if id.starts_with("app") => "app",
-        _ => "other",
-    }
-}
-
-fn rung_for(check_id: &'static str, outcome: &Outcome) -> Rung {
-    let (status, detail) = match &outcome.result {
-        Ok(_) => (RungStatus::Ok, Some(check_id.to_owned())),
-        Err(e) => (
-            RungStatus::Critical,
-            Some(format!("{check_id}: {}", e.message)),
-        ),
-    };
-    Rung::new(rung_name(check_id), status, outcome.duration, detail)
+/// Where a rung sorts: ladder order ([`Step::ALL`]), anything unknown last.
+fn ladder_position(name: &str) -> usize {
+    Step::ALL
+        .iter()
+        .position(|s| s.as_str() == name)
+        .unwrap_or(Step::ALL.len())
 }
 
 /// Merges rungs of the same name (several checks per rung) in ladder order: worst status,
@@ -640,52 +227,16 @@ fn merge_rungs(rungs: Vec<Rung>) -> Vec<Rung> {
             None => merged.push(r),
         }
     }
-    merged.sort_by_key(|r| {
-        RUNG_ORDER
-            .iter()
-            .position(|n| *n == r.name)
-            .unwrap_or(RUNG_ORDER.len())
-    });
+    merged.sort_by_key(|r| ladder_position(r.name));
     merged
 }
-
-/// The rungs in ladder order (docs/diagnose.md).
-pub const RUNG_ORDER: &[&str] = &[
-    "config",
-    "dns",
-    "tcp",
-    "tls",
-    "auth",
-    "database",
-    "privileges",
-    "connections",
-    "pg_stat_statements",
-    "schema",
-    "sizes",
-    "activity",
-    "database_health",
-    "replication",
-    "app",
-    "sqlite",
-    "migration",
-    "host",
-    "other",
-];
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn every_finding_code_and_check_has_a_named_rung() {
-        for d in findings::CODES {
-            let r = rung_of_code(d.code);
-            assert!(
-                r != "other" && RUNG_ORDER.contains(&r),
-                "{} has no rung",
-                d.code
-            );
-        }
+    fn every_check_lands_on_its_declared_rung() {
         let env: std::collections::HashMap<&str, &str> = [
             ("DATABASE_URL", "postgresql://u:p@127.0.0.1:1/db"),
             (
@@ -693,12 +244,35 @@ mod tests {
                 "postgresql://u:p@127.0.0.1:2/db",
             ),
             ("SHORT_TERM_MEMORY_DB_PATH", "/nonexistent/ck.db"),
+            ("APP_BASE_URL", "http://127.0.0.1:3/"),
         ]
         .into();
         let config = Config::load(None, &env).unwrap();
         let pg = crate::run::pg_target(&config, None);
-        for c in check::registry(&config, pg) {
-            assert_ne!(rung_name(c.id()), "other", "{} has no rung", c.id());
+        let outcome = crate::snapshot::Outcome {
+            at: SystemTime::UNIX_EPOCH,
+            duration: Duration::ZERO,
+            result: Err(crate::error::CheckError::new(
+                crate::error::ErrorKind::Other,
+                "x",
+            )),
+        };
+        let (pg_checks, others) = checks::partition(check::registry(&config, pg));
+        for c in pg_checks.iter().chain(&others) {
+            let rung = checks::rung_for(c.as_ref(), &outcome);
+            let declared = c.kind().unwrap().contract().rung;
+            assert_eq!(rung.name, declared.as_str(), "{}", c.id());
+        }
+        // Every check that talks to PostgreSQL waits for the connection ladder.
+        for id in ["pg_connectivity", "pg_replica", "checkpoint_threads"] {
+            assert!(pg_checks.iter().any(|c| c.id() == id), "{id}");
+        }
+        for id in [
+            "checkpoint_migration",
+            "sqlite_checkpointer",
+            "host_resources",
+        ] {
+            assert!(others.iter().any(|c| c.id() == id), "{id}");
         }
     }
 
@@ -714,14 +288,14 @@ mod tests {
             Rung::new("schema", RungStatus::Ok, Duration::ZERO, None),
             Rung::new("pg_stat_statements", RungStatus::Ok, Duration::ZERO, None),
         ];
-        let f = |code: &'static str| Finding::new(code, "s", "e", vec![]);
+        let f = |code: Code| Finding::new(code, "s", "e", vec![]);
         let out = judge_rungs(
             rungs,
             &[
-                f("app_unreachable"),
-                f("missing_table"),
-                f("missing_table"),
-                f("statements_unavailable"),
+                f(Code::AppUnreachable),
+                f(Code::MissingTable),
+                f(Code::MissingTable),
+                f(Code::StatementsUnavailable),
             ],
         );
         let status = |n: &str| out.iter().find(|r| r.name == n).unwrap().status;

@@ -186,10 +186,11 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::findings::Code;
 
     #[test]
     fn status_and_exit_codes() {
-        let f = |sev| Finding::new("slow_queries", "s", "e", vec![]).with_severity(sev);
+        let f = |sev| Finding::new(Code::SlowQueries, "s", "e", vec![]).with_severity(sev);
         assert_eq!(Report::new("t".into(), vec![], vec![]).exit_code(), 0);
         assert_eq!(
             Report::new("t".into(), vec![f(Severity::Info)], vec![]).exit_code(),
@@ -220,7 +221,7 @@ mod tests {
     fn json_shape_is_stable() {
         let r = Report::new(
             "h:5432/db".into(),
-            vec![Finding::new("auth_failed", "s", "e", vec!["a".into()])],
+            vec![Finding::new(Code::AuthFailed, "s", "e", vec!["a".into()])],
             vec![Rung::new(
                 "dns",
                 RungStatus::Ok,

@@ -5,13 +5,13 @@
 //! Raw SQL (literals included) never enters the evidence, which is logged and pushed: with
 //! `raw_query_text` on it goes to the finding's own `raw_query_text` field only.
 
-use super::{Context, Finding};
+use super::{Code, Context, Finding};
 use crate::check::Observation;
-use crate::check::pg_activity::{self, Activity, Session};
+use crate::check::pg::activity::{self, Activity, Session};
 use crate::snapshot::Snapshot;
 
 pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
-    if let Some(Observation::PgActivity(a)) = snap.observation(pg_activity::ID) {
+    if let Some(Observation::PgActivity(a)) = snap.observation(activity::ID) {
         judge(a, cx, out);
     }
 }
@@ -26,7 +26,7 @@ pub fn judge(a: &Activity, cx: &Context, out: &mut Vec<Finding>) {
             |s| s.query_seconds,
         );
         out.push(Finding::new(
-            "slow_queries",
+            Code::SlowQueries,
             format!("{} quer{} running longer than {:.0} s at {t}", a.slow_queries, if a.slow_queries == 1 { "y" } else { "ies" }, a.threshold_seconds),
             format!(
                 "{} active quer{} over the {:.1} s threshold; longest {:.1} s{}",
@@ -61,7 +61,7 @@ pub fn judge(a: &Activity, cx: &Context, out: &mut Vec<Finding>) {
             |s| s.state_seconds,
         );
         out.push(Finding::new(
-            "idle_in_transaction",
+            Code::IdleInTransaction,
             format!(
                 "{} session(s) idle in a transaction at {t}, the oldest for {:.0} s",
                 a.idle_in_transaction_sessions, a.idle_in_transaction_max_seconds
@@ -100,7 +100,7 @@ pub fn judge(a: &Activity, cx: &Context, out: &mut Vec<Finding>) {
             String::new()
         };
         out.push(Finding::new(
-            "lock_contention",
+            Code::LockContention,
             format!("{} session(s) blocked on locks at {t}", a.blocked_sessions),
             format!("{} blocked session(s), blocked by pid(s) {blockers}{more}{}", a.blocked_sessions, describe(&blocked)),
             vec![

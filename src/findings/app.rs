@@ -5,16 +5,16 @@
 //! and the read replica. When the app and the database both fail, the app findings say which
 //! side is the likely cause.
 
-use super::{Context, Finding, Severity};
+use super::{Code, Context, Finding, Severity};
 use crate::check::app_probe::{ID_PREFIX, ProbeFailure, ProbeResult};
 use crate::check::checkpoint_migration::{self, MigrationFacts};
-use crate::check::{Observation, pg_connectivity, pg_replica, pg_replication, sqlite};
+use crate::check::{Observation, pg, sqlite};
 use crate::config::DatabaseType;
 use crate::error::ErrorKind;
 use crate::snapshot::Snapshot;
 
 pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
-    let db_error = snap.error(pg_connectivity::ID).map(|e| e.kind);
+    let db_error = snap.error(pg::connectivity::ID).map(|e| e.kind);
     for (id, st) in &snap.checks {
         if id.starts_with(ID_PREFIX)
             && let Ok(Observation::AppProbe(p)) = &st.last.result
@@ -146,7 +146,7 @@ pub fn probe(p: &ProbeResult, db_error: Option<ErrorKind>, cx: &Context, out: &m
         ) => {
             out.push(
                 Finding::new(
-                    "app_unreachable",
+                    Code::AppUnreachable,
                     format!("The app's {ep} endpoint does not answer"),
                     format!("{url}: {:?} after {:.2} s (timeout {:.1} s).{cause}", p.failure.unwrap_or(ProbeFailure::Other), p.duration_seconds, p.timeout_seconds),
                     vec![
@@ -167,7 +167,7 @@ pub fn probe(p: &ProbeResult, db_error: Option<ErrorKind>, cx: &Context, out: &m
         ) => {
             out.push(
                 Finding::new(
-                    "app_unhealthy",
+                    Code::AppUnhealthy,
                     format!("The app's {ep} endpoint answers with an error"),
                     format!(
                         "{url}: status {} (expected {}){}.{cause}",
@@ -188,7 +188,7 @@ pub fn probe(p: &ProbeResult, db_error: Option<ErrorKind>, cx: &Context, out: &m
         Some(ProbeFailure::Token) => {
             out.push(
                 Finding::new(
-                    "app_unhealthy",
+                    Code::AppUnhealthy,
                     format!("The {ep} probe cannot read its bearer token file"),
                     format!("{url}: the token file is unreadable"),
                     vec!["Check bearer_token_file / AGENT_APP_BEARER_TOKEN_FILE exists and is readable by the agent".into()],
@@ -230,7 +230,7 @@ pub fn probe(p: &ProbeResult, db_error: Option<ErrorKind>, cx: &Context, out: &m
         steps.push("The app reports degraded with HTTP 200: load balancers do not notice; this probe reads the body".into());
         out.push(
             Finding::new(
-                "app_degraded",
+                Code::AppDegraded,
                 format!(
                     "The app reports {status}{}",
                     if down.is_empty() {
@@ -251,7 +251,7 @@ pub fn probe(p: &ProbeResult, db_error: Option<ErrorKind>, cx: &Context, out: &m
     if p.slow {
         out.push(
             Finding::new(
-                "app_slow",
+                Code::AppSlow,
                 format!("The app's {ep} endpoint takes {:.0} ms", p.duration_seconds * 1000.0),
                 format!("{url}: {:.0} ms > {:.0} ms threshold (the guide: < 100 ms health, < 2 s voice)", p.duration_seconds * 1000.0, p.threshold_seconds * 1000.0),
                 vec![
@@ -291,7 +291,7 @@ pub fn migration(m: &MigrationFacts, cx: &Context, out: &mut Vec<Finding>) {
         };
         out.push(
             Finding::new(
-                "migration_not_effective",
+                Code::MigrationNotEffective,
                 "Checkpoints still go to SQLite although FEATURE_DATABASE_TYPE=postgresql",
                 format!(
                     "over {:.0} s: SQLite {}, PostgreSQL {}{}",
@@ -326,7 +326,7 @@ pub fn migration(m: &MigrationFacts, cx: &Context, out: &mut Vec<Finding>) {
     }
     if m.rollback_not_effective && m.configured == DatabaseType::Sqlite {
         out.push(Finding::new(
-            "migration_not_effective",
+            Code::MigrationNotEffective,
             "Checkpoints still go to PostgreSQL although FEATURE_DATABASE_TYPE=sqlite (rollback)",
             format!("over {:.0} s PostgreSQL's checkpoint tables grew and SQLite did not", m.window_seconds),
             vec![
@@ -441,7 +441,7 @@ fn partial(m: &MigrationFacts, cx: &Context) -> Finding {
             ],
         )
     };
-    Finding::new("migration_partial", summary, evidence, steps).with_severity(if multi {
+    Finding::new(Code::MigrationPartial, summary, evidence, steps).with_severity(if multi {
         Severity::Critical
     } else {
         Severity::Warning
@@ -490,7 +490,7 @@ pub fn threads_incomplete(t: &checkpoint_migration::ThreadComparison) -> Option<
     ]);
     Some(
         Finding::new(
-            "migration_incomplete",
+            Code::MigrationIncomplete,
             if t.stale > 0 {
                 format!("{} conversation thread(s) were written to SQLite after the switch to PostgreSQL", t.stale)
             } else {
@@ -510,7 +510,7 @@ pub fn threads_incomplete(t: &checkpoint_migration::ThreadComparison) -> Option<
 fn sqlite_unreadable(path: &str, why: &str, present: bool, cx: &Context) -> Finding {
     let rollback = cx.database_type == DatabaseType::Postgresql;
     Finding::new(
-        "sqlite_unreadable",
+        Code::SqliteUnreadable,
         if present { format!("The SQLite checkpointer {path} cannot be read") } else { format!("The SQLite checkpointer {path} does not exist") },
         format!("{path}: {why}"),
         vec![
@@ -534,9 +534,9 @@ fn replica(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
             "Send reads that must be fresh to the primary until it catches up".into(),
         ]
     };
-    match snap.checks.get(pg_replica::ID).map(|s| &s.last.result) {
+    match snap.checks.get(pg::replica::ID).map(|s| &s.last.result) {
         Some(Ok(Observation::PgReplica(r))) if r.lag_seconds.unwrap_or(0.0) > cx.replica_lag_seconds => out.push(Finding::new(
-            "replica_lag",
+            Code::ReplicaLag,
             format!("The read replica {} is {:.0} s behind", r.target, r.lag_seconds.unwrap_or(0.0)),
             format!(
                 "replay lag {:.0} s > {:.0} s threshold, {:.0} bytes received but not replayed{}",
@@ -548,24 +548,24 @@ fn replica(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
             steps(),
         )),
         Some(Ok(Observation::PgReplica(r))) if !r.in_recovery => out.push(Finding::new(
-            "replica_lag",
+            Code::ReplicaLag,
             format!("DATABASE_READ_REPLICA_URL ({}) is not a replica", r.target),
             "the server is not in recovery: reads and writes would go to a primary".to_owned(),
             vec!["Check DATABASE_READ_REPLICA_URL points at the standby, not the primary (after a failover the roles swap)".into()],
         )),
         Some(Err(e)) => out.push(Finding::new(
-            "replica_lag",
+            Code::ReplicaLag,
             "The read replica cannot be reached",
             e.message.clone(),
             vec!["Check DATABASE_READ_REPLICA_URL and that the replica is running".into(), "Route reads to the primary meanwhile".into()],
         )),
         _ => {}
     }
-    if let Some(Observation::PgReplication(r)) = snap.observation(pg_replication::ID) {
+    if let Some(Observation::PgReplication(r)) = snap.observation(pg::replication::ID) {
         for l in &r.lost {
             out.push(
                 Finding::new(
-                    "standby_lost",
+                    Code::StandbyLost,
                     format!(
                         "Standby {} no longer streams from the primary",
                         l.name
@@ -582,7 +582,7 @@ fn replica(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
                         "Check the standby is running and can reach the primary (its server log: `could not connect to the primary server`, `requested WAL segment has already been removed`)".into(),
                         "Check replication slots on the primary: `SELECT slot_name, active, pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)) FROM pg_replication_slots;` (an inactive slot keeps WAL and fills the disk)".into(),
                         "Until it is back, a failover has no target (and reads sent to DATABASE_READ_REPLICA_URL fail)".into(),
-                        format!("If it was removed on purpose, drop its slot; the agent forgets it {} h after it was last seen or when restarted", pg_replication::STANDBY_MEMORY.as_secs() / 3600),
+                        format!("If it was removed on purpose, drop its slot; the agent forgets it {} h after it was last seen or when restarted", pg::replication::STANDBY_MEMORY.as_secs() / 3600),
                     ],
                 )
                 .with_subject(l.name.clone()),
@@ -592,7 +592,7 @@ fn replica(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
             if s.replay_lag_seconds.unwrap_or(0.0) > cx.replica_lag_seconds {
                 out.push(
                     Finding::new(
-                        "replica_lag",
+                        Code::ReplicaLag,
                         format!(
                             "Standby {} lags {:.0} s behind the primary",
                             s.label,

@@ -3,8 +3,8 @@
 //! `checkpoint_threads`. Threads are named only by a hash prefix; an unreadable table is the
 //! check's capability, never a finding.
 
-use super::{Context, Finding};
-use crate::check::{Observation, checkpoint_threads};
+use super::{Code, Context, Finding};
+use crate::check::{Observation, pg};
 use crate::snapshot::Snapshot;
 
 /// Checkpoints in one thread above which it is a runaway: LangGraph writes one per step, and
@@ -18,7 +18,7 @@ pub const MAX_THREAD_BYTES: f64 = 50_000_000.0;
 pub const MAX_ROW_BYTES: u64 = 10_000_000;
 
 pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
-    if let Some(Observation::CheckpointThreads(o)) = snap.observation(checkpoint_threads::ID) {
+    if let Some(Observation::CheckpointThreads(o)) = snap.observation(pg::checkpoint_threads::ID) {
         judge(o, cx, out);
     }
 }
@@ -27,7 +27,7 @@ fn mb(b: f64) -> String {
     format!("{:.1} MB", b / 1e6)
 }
 
-fn judge(o: &checkpoint_threads::CheckpointThreads, cx: &Context, out: &mut Vec<Finding>) {
+fn judge(o: &pg::checkpoint_threads::CheckpointThreads, cx: &Context, out: &mut Vec<Finding>) {
     let Some(s) = &o.stats else { return };
     let many = s
         .max_checkpoints
@@ -76,9 +76,9 @@ fn judge(o: &checkpoint_threads::CheckpointThreads, cx: &Context, out: &mut Vec<
             mb(MAX_ROW_BYTES as f64)
         ));
     }
-    let q = |t: &str| format!("{}.{t}", crate::check::pg_util::ident(&o.schema));
+    let q = |t: &str| format!("{}.{t}", crate::check::pg::util::ident(&o.schema));
     out.push(Finding::new(
-        "checkpoint_bloat",
+        Code::CheckpointBloat,
         format!(
             "runaway conversation in LangGraph's checkpoints at {}: {}",
             cx.target,
@@ -121,7 +121,7 @@ fn judge(o: &checkpoint_threads::CheckpointThreads, cx: &Context, out: &mut Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::checkpoint_threads::{CheckpointThreads, ThreadStats, TopThread};
+    use crate::check::pg::checkpoint_threads::{CheckpointThreads, ThreadStats, TopThread};
 
     fn stats(max_n: u64, max_bytes: f64, max_row: u64) -> CheckpointThreads {
         CheckpointThreads {

@@ -4,7 +4,7 @@
 //! variable that is set, not read, and close to one that is: a misspelling whose setting keeps
 //! its default). Names only: a value is never shown (a misspelled DSN variable holds a password).
 
-use super::{Context, Finding};
+use super::{Code, Context, Finding};
 use crate::config::{DSN_VARIABLES, DatabaseType};
 
 pub fn evaluate(cx: &Context, out: &mut Vec<Finding>) {
@@ -39,7 +39,7 @@ pub fn evaluate(cx: &Context, out: &mut Vec<Finding>) {
             "Restart the agent and verify: agent diagnose walks the dns, tcp, auth rungs, and rose_pg_up appears in /metrics".to_owned(),
         ]);
         out.push(Finding::new(
-            "no_database_configured",
+            Code::NoDatabaseConfigured,
             "The app runs on PostgreSQL but the agent has no DSN: the database is not monitored",
             evidence,
             steps,
@@ -48,7 +48,7 @@ pub fn evaluate(cx: &Context, out: &mut Vec<Finding>) {
     for u in typos {
         out.push(
             Finding::new(
-                "unknown_variable",
+                Code::UnknownVariable,
                 format!(
                     "{} is set but the agent does not read it: did you mean {}?",
                     u.name, u.closest

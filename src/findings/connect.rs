@@ -2,8 +2,8 @@
 //! kind (from SQLSTATE or the I/O error, never message text) into the guide's troubleshooting
 //! issue, with its steps made concrete; privilege errors of any PostgreSQL check are reported too.
 
-use super::{Context, Finding, Severity, connections};
-use crate::check::{Observation, pg_connections, pg_connectivity};
+use super::{Code, Context, Finding, Severity, connections};
+use crate::check::{Observation, pg};
 use crate::error::ErrorKind;
 use crate::snapshot::Snapshot;
 
@@ -11,12 +11,12 @@ pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
     // The agent's own lack of descriptors or memory says nothing about the database: no
     // verdict (the failed check and its `kind="local_resources"` error count show it).
     if let Some(e) = snap
-        .error(pg_connectivity::ID)
+        .error(pg::connectivity::ID)
         .filter(|e| e.kind != ErrorKind::LocalResources)
     {
         // SQLSTATE 53300 is the same for the server's and the role's limit: the last good
         // observation of who held what tells them apart.
-        let last = match snap.last_good(pg_connections::ID) {
+        let last = match snap.last_good(pg::connections::ID) {
             Some(Observation::PgConnections(c)) => Some(c),
             _ => None,
         };
@@ -38,9 +38,9 @@ pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
                 .err()
                 .is_some_and(|e| e.kind == ErrorKind::PrivilegeMissing)
         })
-        .map(|(id, _)| *id)
+        .map(|(id, _)| &**id)
         .collect();
-    if !denied.is_empty() && snap.error(pg_connectivity::ID).is_none() {
+    if !denied.is_empty() && snap.error(pg::connectivity::ID).is_none() {
         out.push(privilege_missing(&denied.join(", "), cx));
     }
 }
@@ -51,7 +51,7 @@ pub fn for_connect_error(
     kind: ErrorKind,
     message: &str,
     cx: &Context,
-    last: Option<&pg_connections::Connections>,
+    last: Option<&pg::connections::Connections>,
 ) -> Finding {
     let t = &cx.target;
     let src = cx.dsn_source;
@@ -62,7 +62,7 @@ pub fn for_connect_error(
     };
     match kind {
         ErrorKind::Refused | ErrorKind::Unreachable | ErrorKind::ConnectionClosed | ErrorKind::Io => Finding::new(
-            "connection_refused",
+            Code::ConnectionRefused,
             format!("PostgreSQL at {t} refuses connections"),
             ev,
             vec![
@@ -73,7 +73,7 @@ pub fn for_connect_error(
             ],
         ),
         ErrorKind::AuthFailed => Finding::new(
-            "auth_failed",
+            Code::AuthFailed,
             format!("Password authentication failed at {t}"),
             ev,
             vec![
@@ -93,7 +93,7 @@ pub fn for_connect_error(
             );
             match last {
                 Some(c) => Finding::new(
-                    "too_many_connections",
+                    Code::TooManyConnections,
                     format!("PostgreSQL at {t} has no connection slots left"),
                     format!(
                         "{ev}; at the last good check {} of {} usable slots were in use, held by: {}; {model}",
@@ -104,7 +104,7 @@ pub fn for_connect_error(
                     connections::sizing_steps(c, c.slots(), cx.instances, cx),
                 ),
                 None => Finding::new(
-                    "too_many_connections",
+                    Code::TooManyConnections,
                     format!("PostgreSQL at {t} has no connection slots left"),
                     format!("{ev}; the agent has not seen who holds the connections yet; {model}"),
                     vec![
@@ -117,7 +117,7 @@ pub fn for_connect_error(
             }
         }
         ErrorKind::Dns => Finding::new(
-            "dns_failure",
+            Code::DnsFailure,
             format!("The database host of {t} does not resolve"),
             ev,
             vec![
@@ -127,7 +127,7 @@ pub fn for_connect_error(
             ],
         ),
         ErrorKind::ConnectTimeout | ErrorKind::QueryTimeout => Finding::new(
-            "connect_timeout",
+            Code::ConnectTimeout,
             format!("PostgreSQL at {t} does not answer in time"),
             ev,
             vec![
@@ -138,7 +138,7 @@ pub fn for_connect_error(
             ],
         ),
         ErrorKind::Tls => Finding::new(
-            "tls_error",
+            Code::TlsError,
             format!("TLS to PostgreSQL at {t} fails"),
             ev,
             vec![
@@ -148,7 +148,7 @@ pub fn for_connect_error(
             ],
         ),
         ErrorKind::DatabaseMissing => Finding::new(
-            "database_missing",
+            Code::DatabaseMissing,
             format!("The database of {t} does not exist"),
             ev,
             vec![
@@ -157,7 +157,7 @@ pub fn for_connect_error(
             ],
         ),
         ErrorKind::HbaRejected => Finding::new(
-            "hba_rejected",
+            Code::HbaRejected,
             format!("PostgreSQL at {t} rejects this client (pg_hba.conf)"),
             ev,
             vec![
@@ -167,7 +167,7 @@ pub fn for_connect_error(
         ),
         ErrorKind::PrivilegeMissing => privilege_missing("pg_connectivity", cx),
         ErrorKind::StartingUp | ErrorKind::ShuttingDown => Finding::new(
-            "database_restarted",
+            Code::DatabaseRestarted,
             format!("PostgreSQL at {t} is starting up or shutting down"),
             ev,
             vec![
@@ -177,7 +177,7 @@ pub fn for_connect_error(
         )
         .with_severity(Severity::Warning),
         _ => Finding::new(
-            "connection_refused",
+            Code::ConnectionRefused,
             format!("Cannot connect to PostgreSQL at {t}"),
             ev,
             vec![format!("Verify {src} is correct"), "Check the database is running".into()],
@@ -187,7 +187,7 @@ pub fn for_connect_error(
 
 fn privilege_missing(checks: &str, cx: &Context) -> Finding {
     Finding::new(
-        "privilege_missing",
+        Code::PrivilegeMissing,
         "The monitoring role cannot read some statistics",
         format!("{}: permission denied in check(s) {checks}", cx.target),
         vec![
@@ -217,7 +217,10 @@ mod tests {
             (ErrorKind::HbaRejected, "hba_rejected"),
             (ErrorKind::PrivilegeMissing, "privilege_missing"),
         ] {
-            let s = snap(vec![(pg_connectivity::ID, Err(CheckError::new(kind, "x")))]);
+            let s = snap(vec![(
+                pg::connectivity::ID,
+                Err(CheckError::new(kind, "x")),
+            )]);
             let mut out = vec![];
             evaluate(&s, &cx, &mut out);
             assert_eq!(out.len(), 1, "{kind:?}");
@@ -230,7 +233,7 @@ mod tests {
     #[test]
     fn the_agents_own_exhaustion_is_no_database_verdict() {
         let s = snap(vec![(
-            pg_connectivity::ID,
+            pg::connectivity::ID,
             Err(CheckError::new(
                 ErrorKind::LocalResources,
                 "h:5432/rose: Too many open files (os error 24)",

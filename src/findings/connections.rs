@@ -9,8 +9,8 @@
 //!   (instances x (pool + overflow + checkpointer pool)) a pool the model does not count is
 //!   named, with a target number for each knob.
 
-use super::{Context, Finding, Severity};
-use crate::check::pg_connections::{ClientGroup, Connections};
+use super::{Code, Context, Finding, Severity};
+use crate::check::pg::connections::{ClientGroup, Connections};
 
 /// Connections kept free on the monitoring role for `agent diagnose` or the new pod of a
 /// rolling update.
@@ -74,7 +74,7 @@ fn role_steps(c: &Connections, limit: u32) -> Vec<String> {
 pub fn role_limit_refused(c: &Connections, cx: &Context, message: &str) -> Finding {
     let limit = c.role_connection_limit.unwrap_or(0);
     Finding::new(
-        "role_connection_limit",
+        Code::RoleConnectionLimit,
         format!(
             "The monitoring role {} is at its CONNECTION LIMIT {limit}: the agent cannot connect to {}",
             c.role, cx.target
@@ -100,7 +100,7 @@ pub fn role_limit_tight(c: &Connections, cx: &Context, out: &mut Vec<Finding>) {
         return;
     }
     out.push(Finding::new(
-        "role_connection_limit",
+        Code::RoleConnectionLimit,
         format!(
             "The monitoring role {} has no connection to spare under its CONNECTION LIMIT {limit}",
             c.role
@@ -250,7 +250,7 @@ pub fn app_over_model(
         None => "sessions other than the agents'".to_owned(),
     };
     out.push(Finding::new(
-        "app_connections_over_model",
+        Code::AppConnectionsOverModel,
         format!("The app holds {app} connections, more than its modelled worst case {model}"),
         format!(
             "{app} connection(s) of {who} > {instances} instance(s) x (DATABASE_POOL_SIZE {} + DATABASE_MAX_OVERFLOW {} + checkpointer pool {}) = {model} at {}; holders: {}",

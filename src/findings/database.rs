@@ -3,40 +3,40 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{Context, Finding, Severity, connections};
-use crate::check::{Observation, pg_connections, pg_connectivity, pg_statements};
+use super::{Code, Context, Finding, Severity, connections};
+use crate::check::{Observation, pg};
 use crate::snapshot::Snapshot;
 
 pub(super) fn evaluate(snap: &Snapshot, cx: &Context, now: SystemTime, out: &mut Vec<Finding>) {
     // The budget check's view (plan limits, the instances the database sees) wins over the
     // configuration-only arithmetic when it is there.
-    let budget = match snap.observation(crate::check::pg_connection_budget::ID) {
+    let budget = match snap.observation(crate::check::pg::connection_budget::ID) {
         Some(Observation::PgConnectionBudget(b)) => Some(b),
         _ => None,
     };
-    if let Some(Observation::PgConnections(c)) = snap.observation(pg_connections::ID) {
+    if let Some(Observation::PgConnections(c)) = snap.observation(pg::connections::ID) {
         connections(c, budget, cx, out);
     } else if let Some(b) = budget {
         pool_budget(b.demand, b.slots, b.instances_used, budget, cx, out);
     }
-    if let Some(Observation::PgConnectivity(c)) = snap.observation(pg_connectivity::ID) {
+    if let Some(Observation::PgConnectivity(c)) = snap.observation(pg::connectivity::ID) {
         connectivity(c, cx, now, out);
     }
-    if let Some(Observation::PgStatements(s)) = snap.observation(pg_statements::ID)
-        && s.availability != pg_statements::Availability::Available
+    if let Some(Observation::PgStatements(s)) = snap.observation(pg::statements::ID)
+        && s.availability != pg::statements::Availability::Available
     {
         let why = match s.availability {
-            pg_statements::Availability::NotInstalled => {
+            pg::statements::Availability::NotInstalled => {
                 "the extension is not installed in this database"
             }
-            pg_statements::Availability::NotLoaded => {
+            pg::statements::Availability::NotLoaded => {
                 "the extension is not in shared_preload_libraries"
             }
-            pg_statements::Availability::PermissionDenied => "the monitoring role may not read it",
-            pg_statements::Availability::Available => "",
+            pg::statements::Availability::PermissionDenied => "the monitoring role may not read it",
+            pg::statements::Availability::Available => "",
         };
         out.push(Finding::new(
-            "statements_unavailable",
+            Code::StatementsUnavailable,
             format!("pg_stat_statements cannot be read at {}", cx.target),
             format!("{why}: slow queries are seen live (pg_stat_activity) but have no per-statement history"),
             vec![
@@ -49,7 +49,7 @@ pub(super) fn evaluate(snap: &Snapshot, cx: &Context, now: SystemTime, out: &mut
 
 /// Usable slots for ordinary roles: `max_connections - superuser_reserved_connections -
 /// reserved_connections` (16+).
-pub fn usable_slots(c: &pg_connections::Connections) -> u32 {
+pub fn usable_slots(c: &pg::connections::Connections) -> u32 {
     c.slots()
 }
 
@@ -66,8 +66,8 @@ pub fn suggested_pool(slots: u32, instances: u32) -> (u32, u32) {
 }
 
 fn connections(
-    c: &pg_connections::Connections,
-    budget: Option<&crate::check::pg_connection_budget::Budget>,
+    c: &pg::connections::Connections,
+    budget: Option<&crate::check::pg::connection_budget::Budget>,
     cx: &Context,
     out: &mut Vec<Finding>,
 ) {
@@ -78,7 +78,7 @@ fn connections(
         let full = used >= slots;
         out.push(
             Finding::new(
-                "connections_near_limit",
+                Code::ConnectionsNearLimit,
                 format!("{used} of {slots} usable connection slots in use at {t}"),
                 format!(
                     "{used} client connections vs {slots} usable slots (max_connections {} - superuser_reserved_connections {}); threshold {:.0}%",
@@ -109,7 +109,7 @@ fn pool_budget(
     demand: u32,
     slots: u32,
     instances: u32,
-    budget: Option<&crate::check::pg_connection_budget::Budget>,
+    budget: Option<&crate::check::pg::connection_budget::Budget>,
     cx: &Context,
     out: &mut Vec<Finding>,
 ) {
@@ -145,7 +145,7 @@ fn pool_budget(
         _ => String::new(),
     };
     out.push(Finding::new(
-        "pool_budget_exceeded",
+        Code::PoolBudgetExceeded,
         format!("Worst-case pool demand {demand} exceeds {slots} connection slots"),
         format!(
             "pool demand {demand} = {instances} instance(s) x (DATABASE_POOL_SIZE {} + DATABASE_MAX_OVERFLOW {}{}) + 1 agent > {slots} usable slots at {t}{seen}",
@@ -162,14 +162,14 @@ fn pool_budget(
 }
 
 fn connectivity(
-    c: &pg_connectivity::Connectivity,
+    c: &pg::connectivity::Connectivity,
     cx: &Context,
     now: SystemTime,
     out: &mut Vec<Finding>,
 ) {
     if c.roundtrip_seconds > cx.region_latency_seconds {
         out.push(Finding::new(
-            "region_latency",
+            Code::RegionLatency,
             format!("Round trip to {} takes {:.0} ms", cx.target, c.roundtrip_seconds * 1000.0),
             format!(
                 "round trip {:.1} ms > {:.0} ms threshold",
@@ -185,7 +185,7 @@ fn connectivity(
     if c.in_recovery {
         let src = cx.dsn_source;
         out.push(Finding::new(
-            "connected_to_standby",
+            Code::ConnectedToStandby,
             format!("PostgreSQL at {} is a standby (in recovery): the app cannot write there", cx.target),
             format!(
                 "pg_is_in_recovery() is true on the server {src} points at; LangGraph checkpoint writes fail with SQLSTATE 25006 (read-only transaction)"
@@ -210,7 +210,7 @@ fn connectivity(
         && (0.0..cx.restart_window_seconds).contains(&age)
     {
         out.push(Finding::new(
-            "database_restarted",
+            Code::DatabaseRestarted,
             format!("PostgreSQL at {} restarted {:.0} s ago", cx.target, age),
             format!(
                 "pg_postmaster_start_time moved while the agent watched ({} restart(s) seen); the server started {:.0} s ago (window {:.0} s)",
@@ -237,7 +237,7 @@ mod tests {
         let mut by_state = BTreeMap::new();
         by_state.insert("active".to_owned(), active);
         by_state.insert("idle".to_owned(), idle);
-        Observation::PgConnections(pg_connections::Connections {
+        Observation::PgConnections(pg::connections::Connections {
             max_connections: max,
             superuser_reserved: reserved,
             by_state,
@@ -294,7 +294,7 @@ mod tests {
             assert_eq!(
                 codes(
                     conns(max, reserved, active, idle),
-                    pg_connections::ID,
+                    pg::connections::ID,
                     &cx,
                     now
                 ),
@@ -313,7 +313,7 @@ mod tests {
         };
         let mut out = vec![];
         evaluate(
-            &snap(vec![(pg_connections::ID, Ok(conns(22, 0, 1, 0)))]),
+            &snap(vec![(pg::connections::ID, Ok(conns(22, 0, 1, 0)))]),
             &cx,
             SystemTime::now(),
             &mut out,
@@ -331,7 +331,7 @@ mod tests {
     fn region_latency_and_restart() {
         let start = 1_700_000_000.0;
         let seen = |rtt: f64, previous: Option<f64>| {
-            Observation::PgConnectivity(pg_connectivity::Connectivity {
+            Observation::PgConnectivity(pg::connectivity::Connectivity {
                 target: "t".into(),
                 roundtrip_seconds: rtt,
                 connect_seconds: 0.01,
@@ -348,28 +348,28 @@ mod tests {
         let long_after = UNIX_EPOCH + Duration::from_secs_f64(start + 86_400.0);
         let just_after = UNIX_EPOCH + Duration::from_secs_f64(start + 60.0);
         assert_eq!(
-            codes(obs(0.001), pg_connectivity::ID, &cx, long_after),
+            codes(obs(0.001), pg::connectivity::ID, &cx, long_after),
             vec![]
         );
         assert_eq!(
-            codes(obs(0.080), pg_connectivity::ID, &cx, long_after),
+            codes(obs(0.080), pg::connectivity::ID, &cx, long_after),
             vec![("region_latency", Severity::Warning)]
         );
         assert_eq!(
-            codes(obs(0.001), pg_connectivity::ID, &cx, just_after),
+            codes(obs(0.001), pg::connectivity::ID, &cx, just_after),
             vec![("database_restarted", Severity::Warning)]
         );
         // A cluster that is merely young (the agent never saw another start time) did not
         // restart as far as anyone knows (issue 13 item 3).
         assert_eq!(
-            codes(seen(0.001, None), pg_connectivity::ID, &cx, just_after),
+            codes(seen(0.001, None), pg::connectivity::ID, &cx, just_after),
             vec![]
         );
     }
 
     #[test]
     fn a_standby_behind_the_primary_dsn_is_critical() {
-        let o = Observation::PgConnectivity(pg_connectivity::Connectivity {
+        let o = Observation::PgConnectivity(pg::connectivity::Connectivity {
             target: "db:5432/rose".into(),
             roundtrip_seconds: 0.001,
             connect_seconds: 0.01,
@@ -382,7 +382,7 @@ mod tests {
         });
         let mut out = vec![];
         evaluate(
-            &snap(vec![(pg_connectivity::ID, Ok(o))]),
+            &snap(vec![(pg::connectivity::ID, Ok(o))]),
             &Context::default(),
             SystemTime::now(),
             &mut out,

@@ -24,7 +24,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-pub use codes::{CODES, CodeDef, Severity, code_def, markdown_table};
+pub use codes::{CODES, Code, CodeDef, Rung, Severity, code_def, markdown_table};
 
 use crate::config::Config;
 use crate::snapshot::Snapshot;
@@ -32,7 +32,7 @@ use crate::snapshot::Snapshot;
 /// One thing that is wrong, with what to do.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Finding {
-    /// Stable snake_case code from [`CODES`].
+    /// Stable snake_case code: always a [`Code`]'s `as_str()` (set by [`Finding::new`]).
     pub code: &'static str,
     pub severity: Severity,
     /// One line.
@@ -57,19 +57,18 @@ pub struct Finding {
 impl Finding {
     /// A finding of a catalog code with its default severity.
     pub fn new(
-        code: &'static str,
+        code: Code,
         summary: impl Into<String>,
         evidence: impl Into<String>,
         steps: Vec<String>,
     ) -> Finding {
-        let def = code_def(code);
         Finding {
-            code,
-            severity: def.map_or(Severity::Warning, |d| d.severity),
+            code: code.as_str(),
+            severity: code.severity(),
             summary: summary.into(),
             evidence: crate::dsn::redact(&evidence.into()),
             steps,
-            runbook: format!("docs/runbooks/{code}.md"),
+            runbook: code.runbook(),
             subject: None,
             raw_query_text: None,
         }
@@ -229,7 +228,7 @@ pub(crate) mod testutil {
         };
         for (id, result) in entries {
             s.checks.insert(
-                id,
+                id.into(),
                 Arc::new(CheckState {
                     last: Outcome {
                         at: SystemTime::UNIX_EPOCH,

@@ -1,7 +1,7 @@
 //! Rule `app_not_recovered`: PostgreSQL restarted and the app has not answered healthy within
 //! the bound (the guide's Next Steps, "Test Failover": the app must survive a database restart).
 
-use super::{Context, Finding};
+use super::{Code, Context, Finding};
 use crate::check::{Observation, app_recovery};
 use crate::snapshot::Snapshot;
 
@@ -19,7 +19,7 @@ fn not_recovered(r: &app_recovery::Recovery, cx: &Context, out: &mut Vec<Finding
         return;
     }
     out.push(Finding::new(
-        "app_not_recovered",
+        Code::AppNotRecovered,
         format!(
             "the app has not answered healthy for {waiting:.0} s since PostgreSQL at {} restarted",
             cx.target

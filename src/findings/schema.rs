@@ -2,16 +2,16 @@
 //! migration version, and the indexes a declarative expectations file lists. Steps carry the
 //! exact SQL to run (`CREATE INDEX CONCURRENTLY`, `DROP INDEX CONCURRENTLY`).
 
-use super::{Context, Finding};
+use super::{Code, Context, Finding};
 use crate::check::Observation;
-use crate::check::pg_schema::{self, ObjectKind, ObjectProblem, SchemaReport};
+use crate::check::pg::schema::{self, ObjectKind, ObjectProblem, SchemaReport};
 use crate::snapshot::Snapshot;
 
 /// LangGraph's own step: `setup()` creates and migrates everything, idempotently.
 const SETUP: &str = "Run the checkpointer's setup() once against DATABASE_URL (e.g. `python -c \"from langgraph.checkpoint.postgres import PostgresSaver; import os; cm = PostgresSaver.from_conn_string(os.environ['DATABASE_URL']); s = cm.__enter__(); s.setup()\"`): the app's checkpointer factory never calls it";
 
 pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
-    if let Some(Observation::PgSchema(r)) = snap.observation(pg_schema::ID) {
+    if let Some(Observation::PgSchema(r)) = snap.observation(schema::ID) {
         judge(r, cx, out);
     }
 }
@@ -26,7 +26,7 @@ pub fn judge(r: &SchemaReport, cx: &Context, out: &mut Vec<Finding>) {
             (_, None) | (ObjectKind::Column | ObjectKind::Index, Some(ObjectProblem::TableMissing)) => {}
             (ObjectKind::Table, Some(_)) => out.push(
                 Finding::new(
-                    "missing_table",
+                    Code::MissingTable,
                     format!("Table {} is missing at {t}", o.name),
                     format!("expected table {} does not exist{where_}", o.name),
                     elsewhere
@@ -44,7 +44,7 @@ pub fn judge(r: &SchemaReport, cx: &Context, out: &mut Vec<Finding>) {
             (ObjectKind::Column, Some(_)) => mismatch.push(format!("column {} is missing", o.name)),
             (ObjectKind::Index, Some(ObjectProblem::Missing)) => out.push(
                 Finding::new(
-                    "missing_index",
+                    Code::MissingIndex,
                     format!("Index {} is missing at {t}", o.name),
                     format!("expected index {} on {} does not exist", o.name, o.table),
                     vec![
@@ -57,7 +57,7 @@ pub fn judge(r: &SchemaReport, cx: &Context, out: &mut Vec<Finding>) {
             (ObjectKind::Index, Some(ObjectProblem::Invalid { definition })) => out.push(invalid(&o.name, definition, t)),
             (ObjectKind::Index, Some(ObjectProblem::WrongColumns { expected, actual, definition })) => out.push(
                 Finding::new(
-                    "missing_index",
+                    Code::MissingIndex,
                     format!("Index {} at {t} covers other columns than expected", o.name),
                     format!("{} has ({}) instead of ({}): {definition}", o.name, actual.join(", "), expected.join(", ")),
                     vec![
@@ -84,7 +84,7 @@ pub fn judge(r: &SchemaReport, cx: &Context, out: &mut Vec<Finding>) {
         let drop: Vec<&String> = d.indexes.iter().filter(|n| *n != keep).collect();
         out.push(
             Finding::new(
-                "duplicate_index",
+                Code::DuplicateIndex,
                 format!("{} indexes on {}({}) are duplicates", d.indexes.len(), d.table, d.columns.join(", ")),
                 format!("{} cover the same columns; each costs writes and space", d.indexes.join(", ")),
                 drop.iter()
@@ -114,7 +114,7 @@ pub fn judge(r: &SchemaReport, cx: &Context, out: &mut Vec<Finding>) {
     {
         out.push(
             Finding::new(
-                "migration_version_unreadable",
+                Code::MigrationVersionUnreadable,
                 format!("The LangGraph migration version at {t} cannot be read"),
                 format!(
                     "{}; without it a schema behind the library (RoseLangGraphSchemaMismatch) cannot be detected",
@@ -126,12 +126,12 @@ pub fn judge(r: &SchemaReport, cx: &Context, out: &mut Vec<Finding>) {
                     "Then check `agent diagnose` shows the schema rung without this finding".into(),
                 ],
             )
-            .with_subject(pg_schema::table_label(&lg.schema, pg_schema::MIGRATIONS_TABLE)),
+            .with_subject(schema::table_label(&lg.schema, schema::MIGRATIONS_TABLE)),
         );
     }
     if !mismatch.is_empty() {
         out.push(Finding::new(
-            "schema_mismatch",
+            Code::SchemaMismatch,
             format!("The LangGraph schema at {t} is behind the library"),
             mismatch.join("; "),
             vec![
@@ -192,7 +192,7 @@ fn invalid(name: &str, definition: &str, t: &str) -> Finding {
             1,
         );
     Finding::new(
-        "invalid_index",
+        Code::InvalidIndex,
         format!("Index {name} at {t} is INVALID"),
         format!("{name} has indisvalid = false (an interrupted CREATE INDEX CONCURRENTLY): queries do not use it, writes still maintain it"),
         vec![
@@ -225,7 +225,7 @@ fn create_index_step(name: &str, table: &str, columns: Option<&Vec<String>>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::pg_schema::{
+    use crate::check::pg::schema::{
         DuplicateIndexes, LangGraphState, Migrations, ObjectStatus, Variant,
     };
     use crate::config::LangGraphSchema;
@@ -406,7 +406,7 @@ mod tests {
         );
         let lg = r.langgraph.as_mut().unwrap();
         lg.schema_source = "configured".into();
-        lg.candidates = vec![pg_schema::Candidate {
+        lg.candidates = vec![schema::Candidate {
             schema: "rose".into(),
             tables: 4,
         }];

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::Finding;
+use super::{Code, Finding};
 use crate::config::silence::FindingsConfig;
 
 /// A finding silenced on purpose, and why.
@@ -64,7 +64,7 @@ pub fn apply(
         let until = s.until.as_deref().unwrap_or_default();
         counted.push(
             Finding::new(
-                "silence_expired",
+                Code::SilenceExpired,
                 format!("the silence of {what} ended on {until}; it counts again"),
                 format!("silence of {what} until {until}, reason: {}", s.reason),
                 vec![
@@ -86,7 +86,7 @@ mod tests {
     use super::*;
     use crate::config::silence::Silence;
 
-    fn f(code: &'static str, subject: Option<&str>) -> Finding {
+    fn f(code: Code, subject: Option<&str>) -> Finding {
         let f = Finding::new(code, "s", "e", vec![]);
         match subject {
             Some(s) => f.with_subject(s),
@@ -115,10 +115,10 @@ mod tests {
         };
         let (counted, silenced) = apply(
             vec![
-                f("duplicate_index", Some("a,b")),
-                f("duplicate_index", Some("c,d")),
-                f("statements_unavailable", None),
-                f("slow_queries", None),
+                f(Code::DuplicateIndex, Some("a,b")),
+                f(Code::DuplicateIndex, Some("c,d")),
+                f(Code::StatementsUnavailable, None),
+                f(Code::SlowQueries, None),
             ],
             &cfg,
             now,
@@ -142,7 +142,7 @@ mod tests {
             silences: vec![silence("missing_index", None, Some(now))],
             ..FindingsConfig::default()
         };
-        let (counted, silenced) = apply(vec![f("missing_index", Some("x"))], &cfg, now);
+        let (counted, silenced) = apply(vec![f(Code::MissingIndex, Some("x"))], &cfg, now);
         assert!(silenced.is_empty());
         let codes: Vec<_> = counted.iter().map(|f| f.code).collect();
         assert_eq!(codes, ["missing_index", "silence_expired"]);

@@ -229,8 +229,9 @@ mod opt_time {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::findings::Code;
 
-    fn f(code: &'static str) -> Finding {
+    fn f(code: Code) -> Finding {
         Finding::new(code, "s", "e", vec![])
     }
 
@@ -239,7 +240,7 @@ mod tests {
         let mut t = Tracker::new(2, 2);
         assert_eq!(View::default().status().status, "unknown");
         let now = SystemTime::now();
-        let mut crit = f("connection_refused");
+        let mut crit = f(Code::ConnectionRefused);
         crit.severity = super::super::Severity::Critical;
         let (v, _) = t.update(vec![crit.clone()], now);
         assert_eq!(
@@ -271,9 +272,9 @@ mod tests {
     fn pending_then_active_then_resolved() {
         let mut t = Tracker::new(2, 2);
         let now = SystemTime::now();
-        let (v, tr) = t.update(vec![f("slow_queries")], now);
+        let (v, tr) = t.update(vec![f(Code::SlowQueries)], now);
         assert_eq!((v.active.len(), v.pending.len(), tr.len()), (0, 1, 0));
-        let (v, tr) = t.update(vec![f("slow_queries")], now);
+        let (v, tr) = t.update(vec![f(Code::SlowQueries)], now);
         assert_eq!((v.active.len(), v.pending.len()), (1, 0));
         assert!(matches!(&tr[..], [Transition::Activated(x)] if x.code == "slow_queries"));
         let (v, tr) = t.update(vec![], now);
@@ -293,7 +294,7 @@ mod tests {
         let now = SystemTime::now();
         for i in 0..10 {
             let found = if i % 2 == 0 {
-                vec![f("lock_contention")]
+                vec![f(Code::LockContention)]
             } else {
                 vec![]
             };
@@ -305,8 +306,8 @@ mod tests {
     #[test]
     fn subjects_are_tracked_separately() {
         let mut t = Tracker::new(1, 1);
-        let a = f("missing_index").with_subject("a");
-        let b = f("missing_index").with_subject("b");
+        let a = f(Code::MissingIndex).with_subject("a");
+        let b = f(Code::MissingIndex).with_subject("b");
         let (v, tr) = t.update(vec![a.clone(), b], SystemTime::now());
         assert_eq!((v.active.len(), tr.len()), (2, 2));
         let (v, tr) = t.update(vec![a], SystemTime::now());

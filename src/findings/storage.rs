@@ -2,8 +2,8 @@
 //! AGENT_STORAGE_LIMIT) and the time until full at the observed growth, with the guide's "Cost
 //! Estimation" plans as the way out.
 
-use super::{Context, Finding, Severity};
-use crate::check::{Observation, pg_database_size};
+use super::{Code, Context, Finding, Severity};
+use crate::check::{Observation, pg};
 use crate::config::PLAN_STORAGE;
 use crate::snapshot::Snapshot;
 
@@ -17,7 +17,7 @@ pub const CRITICAL_RATIO: f64 = 0.95;
 pub const WARN_FULL_SECONDS: f64 = 14.0 * 86_400.0;
 
 pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
-    if let Some(Observation::PgDatabaseSize(s)) = snap.observation(pg_database_size::ID) {
+    if let Some(Observation::PgDatabaseSize(s)) = snap.observation(pg::database_size::ID) {
         storage(s, cx, out);
     }
 }
@@ -60,7 +60,7 @@ fn upgrade_step(limit: u64) -> String {
     }
 }
 
-fn storage(s: &pg_database_size::DatabaseSize, cx: &Context, out: &mut Vec<Finding>) {
+fn storage(s: &pg::database_size::DatabaseSize, cx: &Context, out: &mut Vec<Finding>) {
     let Some(limit) = &s.limit else { return };
     if limit.bytes == 0 {
         return;
@@ -107,7 +107,7 @@ fn storage(s: &pg_database_size::DatabaseSize, cx: &Context, out: &mut Vec<Findi
     };
     out.push(
         Finding::new(
-            "storage_near_limit",
+            Code::StorageNearLimit,
             summary,
             format!(
                 "pg_database_size {} of {} ({} bytes, from {plan}){growth}; thresholds {:.0}% used or full within {} (critical from {:.0}%)",
@@ -142,11 +142,11 @@ mod tests {
         });
         let full_seconds = limit
             .as_ref()
-            .and_then(|l| pg_database_size::full_seconds(bytes, l.bytes, growth));
+            .and_then(|l| pg::database_size::full_seconds(bytes, l.bytes, growth));
         let s = snap(vec![(
-            pg_database_size::ID,
+            pg::database_size::ID,
             Ok(Observation::PgDatabaseSize(
-                pg_database_size::DatabaseSize {
+                pg::database_size::DatabaseSize {
                     datname: "railway".into(),
                     bytes,
                     growth_bytes_per_second: growth,

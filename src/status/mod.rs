@@ -59,7 +59,7 @@ impl Level {
 pub fn overall(
     snap: &Reading,
     now: SystemTime,
-) -> (crate::findings::state::Status, Vec<&'static str>) {
+) -> (crate::findings::state::Status, Vec<std::sync::Arc<str>>) {
     let stale = snap.stale_checks(now);
     let mut status = snap.findings.status();
     if !stale.is_empty() {
@@ -291,7 +291,7 @@ impl Summary {
             generated_at: rfc3339(now),
             refresh_seconds: refresh,
             ready: snap.ready(),
-            stale_checks: stale.iter().map(|s| (*s).to_owned()).collect(),
+            stale_checks: stale.iter().map(|s| s.to_string()).collect(),
             findings,
             silenced: view
                 .silenced
@@ -471,7 +471,7 @@ impl CheckRow {
 fn headline(
     snap: &Snapshot,
     status: &crate::findings::state::Status,
-    stale: &[&'static str],
+    stale: &[std::sync::Arc<str>],
     view: &crate::findings::state::View,
 ) -> String {
     if !stale.is_empty() {
@@ -484,8 +484,8 @@ fn headline(
         let missing: Vec<&str> = snap
             .expected
             .iter()
-            .copied()
-            .filter(|id| !snap.checks.contains_key(id) && !snap.deferred.contains(id))
+            .filter(|id| !snap.checks.contains_key(*id) && !snap.deferred.contains(*id))
+            .map(|id| &**id)
             .collect();
         return if missing.is_empty() {
             "Waiting for the first evaluation of findings.".into()
@@ -542,7 +542,7 @@ fn last_outcome<'a>(
         None => snap.retired.get(id).map(|o| {
             // Withdrawn because another agent leads, or because this one lost its connection
             // (and the lead with it): say which, never blame the fleet for a dead database.
-            let why = match snap.error(crate::check::pg_connectivity::ID) {
+            let why = match snap.error(crate::check::pg::connectivity::ID) {
                 Some(_) => "not measured now: PostgreSQL cannot be reached",
                 None => "not measured now: another agent of the fleet runs this check",
             };
@@ -1016,7 +1016,7 @@ fn checks(snap: &Snapshot, now: SystemTime) -> Vec<CheckRow> {
                 ),
             };
             CheckRow {
-                id: (*id).to_owned(),
+                id: id.to_string(),
                 level,
                 outcome,
                 error,
@@ -1030,7 +1030,7 @@ fn checks(snap: &Snapshot, now: SystemTime) -> Vec<CheckRow> {
     for id in &snap.deferred {
         if !snap.checks.contains_key(id) {
             rows.push(CheckRow {
-                id: (*id).to_owned(),
+                id: id.to_string(),
                 level: Level::Unknown,
                 outcome: "paused (leader only)".into(),
                 error: None,

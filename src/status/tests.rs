@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::findings::Finding;
 use crate::findings::state::{ActiveFinding, View};
 use crate::findings::testutil::snap;
+use crate::findings::{Code, Finding};
 
 #[test]
 fn commands_are_split_from_prose() {
@@ -91,7 +91,7 @@ fn about() -> About {
     }
 }
 
-fn finding(code: &'static str, sev: Severity, summary: &str) -> Finding {
+fn finding(code: Code, sev: Severity, summary: &str) -> Finding {
     Finding::new(
         code,
         summary,
@@ -115,17 +115,17 @@ fn the_summary_has_the_findings_status_and_orders_findings() {
     let since = now - Duration::from_secs(90);
     s.findings = Arc::new(View {
         active: vec![ActiveFinding {
-            finding: finding("missing_index", Severity::Warning, "an index is missing"),
+            finding: finding(Code::MissingIndex, Severity::Warning, "an index is missing"),
             since,
         }],
         pending: vec![finding(
-            "postgres_unreachable",
+            Code::ConnectionRefused,
             Severity::Critical,
             "PostgreSQL is down",
         )],
         silenced: vec![crate::findings::silence::SilencedFinding {
             finding: finding(
-                "statements_unavailable",
+                Code::StatementsUnavailable,
                 Severity::Warning,
                 "statistics were reset",
             ),

@@ -236,7 +236,7 @@ fn the_per_thread_statement_is_bounded_on_a_million_checkpoints() {
     pg.psql("VACUUM ANALYZE checkpoints");
     pg.psql("VACUUM ANALYZE checkpoint_blobs");
     eprintln!("filled in {:?}", t0.elapsed());
-    let sql = rose_agent::check::checkpoint_threads::stats_sql("public", true);
+    let sql = rose_agent::check::pg::checkpoint_threads::stats_sql("public", true);
     let mut times = Vec::new();
     let mut doc = String::new();
     for _ in 0..3 {

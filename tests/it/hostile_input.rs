@@ -102,9 +102,9 @@ proptest! {
     /// error, never a panic.
     #[test]
     fn check_documents_never_panic(json in ".{0,120}", n in 0usize..8) {
-        use rose_agent::check::{pg_connections, pg_util};
-        if let Ok(raw) = pg_util::decode::<pg_connections::Raw>(&json, "connections") {
-            let _ = pg_connections::from_raw(raw, n);
+        use rose_agent::check::{pg};
+        if let Ok(raw) = pg::util::decode::<pg::connections::Raw>(&json, "connections") {
+            let _ = pg::connections::from_raw(raw, n);
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use rose_agent::exposition::{OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
+use rose_agent::findings::Code;
 use rose_agent::findings::Finding;
 use rose_agent::findings::state::Tracker;
 use rose_agent::reading::Sources;
@@ -15,7 +16,7 @@ use rose_agent::snapshot::Store;
 use tower::ServiceExt as _;
 
 /// Sources whose findings evaluation made `code` active (one cycle confirms it).
-fn store_with_finding(code: &'static str) -> Sources {
+fn store_with_finding(code: Code) -> Sources {
     let sources = Sources::new(Store::new(vec![]));
     let f = Finding::new(code, "summary", "evidence", vec!["a step".into()]);
     let (view, _) = Tracker::new(1, 1).update(vec![f], SystemTime::now());
@@ -54,7 +55,7 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn metrics_negotiates_text_openmetrics_and_gzip() {
-    let store = store_with_finding("connection_refused");
+    let store = store_with_finding(Code::ConnectionRefused);
     let series = r#"rose_finding_active{code="connection_refused",severity="critical"} 1"#;
 
     // No Accept: the text format.
@@ -106,7 +107,7 @@ fn metrics_negotiates_text_openmetrics_and_gzip() {
 
 #[test]
 fn healthz_always_and_readyz_once_every_expected_check_ran() {
-    let store = Sources::new(Store::new(vec!["pg_connectivity"]));
+    let store = Sources::new(Store::new(vec!["pg_connectivity".into()]));
     let (status, _, body) = call(&store, "/healthz", &[]);
     assert_eq!((status, text(&body).as_str()), (StatusCode::OK, "ok\n"));
     let (status, _, body) = call(&store, "/readyz", &[]);
@@ -132,7 +133,7 @@ fn findings_reports_the_snapshot_findings_and_status() {
     assert_eq!(v["status"], "unknown", "nothing evaluated yet: {v}");
     assert_eq!(v["findings"], serde_json::json!([]));
 
-    let store = store_with_finding("connection_refused");
+    let store = store_with_finding(Code::ConnectionRefused);
     let (_, _, body) = call(&store, "/findings", &[]);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["status"], "critical", "{v}");

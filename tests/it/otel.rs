@@ -280,7 +280,7 @@ fn exports_spans_and_metrics(transport: Transport) {
         let r = shared.lock().unwrap();
         let span = r.spans.iter().any(|(n, a)| {
             n == "check pg_connectivity" && a.iter().any(|(k, v)| k == "outcome" && v == "ok")
-        });
+        }) && r.spans.iter().any(|(n, _)| n == "check pg_activity");
         let up = r
             .points
             .iter()
@@ -306,6 +306,14 @@ fn exports_spans_and_metrics(transport: Transport) {
     assert_eq!(get("server.address"), Some("127.0.0.1"));
     assert_eq!(get("server.port"), Some(pg.port.to_string().as_str()));
     assert_eq!(get("check"), Some("pg_connectivity"));
+    // Every PostgreSQL check's span names what it talks to (docs/otel.md), not only
+    // connectivity's: the check list holds each to its declared target.
+    for (n, a) in r.spans.iter().filter(|(n, _)| n.starts_with("check pg_")) {
+        assert!(
+            a.iter().any(|(k, v)| k == "db.system" && v == "postgresql"),
+            "{n}: {a:?}"
+        );
+    }
     // Labels become attributes; units follow UCUM.
     assert!(
         r.points.iter().any(|(n, _, a)| n == "rose.pg.connections"

@@ -51,7 +51,7 @@ impl Checks {
         Checks { rt, checks }
     }
 
-    fn ids(&self) -> Vec<&'static str> {
+    fn ids(&self) -> Vec<&str> {
         self.checks.iter().map(|c| c.id()).collect()
     }
 
@@ -95,7 +95,7 @@ impl Checks {
     }
 
     /// One cycle: every check once, in registry order; returns the wall time.
-    fn cycle(&self) -> (Duration, Vec<(&'static str, bool)>) {
+    fn cycle(&self) -> (Duration, Vec<(&str, bool)>) {
         let (took, results) = self.timed_cycle();
         (
             took,
@@ -104,7 +104,7 @@ impl Checks {
     }
 
     /// One cycle with each check's own duration.
-    fn timed_cycle(&self) -> (Duration, Vec<(&'static str, bool, Duration)>) {
+    fn timed_cycle(&self) -> (Duration, Vec<(&str, bool, Duration)>) {
         let t = Instant::now();
         let mut results = Vec::new();
         for c in &self.checks {
@@ -288,7 +288,7 @@ fn schema_drift_is_reported_object_by_object() {
         .unwrap();
     assert_eq!(
         idx.problem,
-        Some(rose_agent::check::pg_schema::ObjectProblem::Missing)
+        Some(rose_agent::check::pg::schema::ObjectProblem::Missing)
     );
     assert_eq!(idx.table, "checkpoints");
 
@@ -315,7 +315,7 @@ fn schema_drift_is_reported_object_by_object() {
             .find(|x| x.name == "checkpoint_writes_thread_id_idx")
             .unwrap()
             .problem,
-        Some(rose_agent::check::pg_schema::ObjectProblem::Invalid { .. })
+        Some(rose_agent::check::pg::schema::ObjectProblem::Invalid { .. })
     ));
 
     // Migrations behind (v 0..7 only) and the task_path column missing.
@@ -648,7 +648,7 @@ fn statements_top_n_and_cycle_cost_flat_with_2000_extra_tables() {
     let st = obs!(o, PgStatements);
     assert_eq!(
         st.availability,
-        rose_agent::check::pg_statements::Availability::Available
+        rose_agent::check::pg::statements::Availability::Available
     );
     assert!(st.all_users_visible);
     assert!(st.tracked >= 5, "{st:#?}");
@@ -717,7 +717,7 @@ fn statements_absent_or_not_loaded_is_a_capability_not_an_error() {
     let st = obs!(o, PgStatements);
     assert_eq!(
         st.availability,
-        rose_agent::check::pg_statements::Availability::NotInstalled
+        rose_agent::check::pg::statements::Availability::NotInstalled
     );
     assert!(st.fix.unwrap().contains("CREATE EXTENSION"));
     assert_eq!(value(&s, "rose_pg_statements_available", &[]), Some(0.0));
@@ -732,7 +732,7 @@ fn statements_absent_or_not_loaded_is_a_capability_not_an_error() {
     let st = obs!(o, PgStatements);
     assert_eq!(
         st.availability,
-        rose_agent::check::pg_statements::Availability::NotLoaded
+        rose_agent::check::pg::statements::Availability::NotLoaded
     );
     assert!(st.fix.unwrap().contains("shared_preload_libraries"));
 }

@@ -67,7 +67,7 @@ fn every_code_tells_the_same_status_and_severity_on_every_surface() {
     let mut problems = Vec::new();
     for def in CODES {
         let code = def.code;
-        let f = Finding::new(code, "summary", "evidence", vec!["a step".into()]);
+        let f = Finding::new(def.id, "summary", "evidence", vec!["a step".into()]);
         let severity = f.severity.as_str();
         if f.severity != def.severity {
             problems.push(format!(
@@ -116,7 +116,7 @@ fn every_code_tells_the_same_status_and_severity_on_every_surface() {
         }
 
         // agent diagnose: status, exit code, the text form, and the rung it lands on.
-        let rung = rose_agent::diagnose::rung_of_code(code);
+        let rung = def.rung.as_str();
         let rungs = rose_agent::diagnose::judge_rungs(
             vec![Rung::new(rung, RungStatus::Ok, Duration::ZERO, None)],
             std::slice::from_ref(&f),

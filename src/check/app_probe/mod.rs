@@ -153,7 +153,8 @@ struct State {
 
 /// One configured probe.
 pub struct AppProbe {
-    id: &'static str,
+    /// `app_probe_<name>`: owned, so a reload that rebuilds the probes frees the old ids.
+    id: String,
     cfg: ProbeConfig,
     client: Result<reqwest::Client, String>,
     state: Mutex<State>,
@@ -172,8 +173,7 @@ impl AppProbe {
 
     pub fn new(cfg: ProbeConfig) -> AppProbe {
         let client = http::client(&cfg);
-        // Check ids are `&'static str`; probes are built once per process from a bounded list.
-        let id: &'static str = Box::leak(format!("{ID_PREFIX}{}", cfg.name).into_boxed_str());
+        let id = format!("{ID_PREFIX}{}", cfg.name);
         AppProbe {
             id,
             recovery: None,
@@ -230,8 +230,8 @@ impl AppProbe {
 }
 
 impl Check for AppProbe {
-    fn id(&self) -> &'static str {
-        self.id
+    fn id(&self) -> &str {
+        &self.id
     }
     fn target(&self) -> super::CheckTarget {
         let origin = &self.cfg.origin;
@@ -302,7 +302,7 @@ impl Check for AppProbe {
                 st.was_healthy = Some(v.healthy);
             }
             if let Some(w) = &self.recovery {
-                w.probe(self.id, super::pg_util::unix_now(), v.healthy);
+                w.probe(&self.id, crate::check::pg::util::unix_now(), v.healthy);
             }
             Ok(Observation::AppProbe(ProbeResult {
                 endpoint: self.cfg.name.clone(),
@@ -326,6 +326,18 @@ impl Check for AppProbe {
             }))
         })
     }
+}
+
+/// The registry entry (the check list in `check/mod.rs`): One per configured app probe.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    b.config
+        .app
+        .probes
+        .iter()
+        .flat_map(|p| {
+            crate::check::one(AppProbe::new(p.clone()).with_recovery_watch(b.watch.clone()))
+        })
+        .collect()
 }
 
 #[cfg(test)]

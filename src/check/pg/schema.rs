@@ -23,8 +23,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BoxFuture, Check, Observation, pg_util};
+use super::util;
 use crate::catalog::{self, Sample};
+use crate::check::{BoxFuture, Check, Observation};
 use crate::config::{ChecksConfig, Expectations, ExpectedIndex, ExpectedTable, LangGraphSchema};
 use crate::error::{CheckError, ErrorKind};
 use crate::pg::PgTarget;
@@ -55,8 +56,8 @@ pub fn version_function_usable_sql() -> String {
         "(SELECT bool_or(has_schema_privilege(n.oid, 'USAGE') AND has_function_privilege(p.oid, 'EXECUTE')) \
          FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
          WHERE n.nspname = {} AND p.proname = {} AND p.proargtypes = '25'::oidvector)",
-        pg_util::lit(VERSION_FUNCTION_SCHEMA),
-        pg_util::lit(VERSION_FUNCTION)
+        util::lit(VERSION_FUNCTION_SCHEMA),
+        util::lit(VERSION_FUNCTION)
     )
 }
 /// Latest migration of PostgresSaver (langgraph-checkpoint-postgres 2.0.13 .. 3.1.x).
@@ -90,20 +91,20 @@ impl LangGraphPlace {
         if let Some(n) = &self.name {
             return format!(
                 "lg(sch, src) AS (SELECT {}::text, 'configured'::text)",
-                pg_util::lit(n)
+                util::lit(n)
             );
         }
         let prefer = format!(
             "ARRAY[{}]::text[]",
             self.search_path
                 .iter()
-                .map(|s| pg_util::lit(s))
+                .map(|s| util::lit(s))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
         let names = LANGGRAPH_TABLES
             .iter()
-            .map(|t| pg_util::lit(t))
+            .map(|t| util::lit(t))
             .collect::<Vec<_>>()
             .join(", ");
         format!(
@@ -118,7 +119,7 @@ impl LangGraphPlace {
              UNION ALL (SELECT p, 'search_path', 2 FROM unnest({prefer}) WITH ORDINALITY u(p, i) \
              WHERE EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = p) ORDER BY i LIMIT 1) \
              UNION ALL SELECT {public}, 'default', 3) x ORDER BY r LIMIT 1)",
-            public = pg_util::lit(LANGGRAPH_SCHEMA),
+            public = util::lit(LANGGRAPH_SCHEMA),
         )
     }
 }
@@ -198,7 +199,7 @@ pub fn watched_tables(e: &Expectations) -> Vec<(String, String)> {
 pub fn want_ctes(place: Option<&LangGraphPlace>, file: &Expectations) -> String {
     let values: Vec<String> = watched_tables(file)
         .iter()
-        .map(|(s, t)| format!("({}, {})", pg_util::lit(s), pg_util::lit(t)))
+        .map(|(s, t)| format!("({}, {})", util::lit(s), util::lit(t)))
         .collect();
     let values = if values.is_empty() {
         "(NULL::text, NULL::text)".to_owned()
@@ -212,7 +213,7 @@ pub fn want_ctes(place: Option<&LangGraphPlace>, file: &Expectations) -> String 
             p.cte(),
             LANGGRAPH_TABLES
                 .iter()
-                .map(|t| pg_util::lit(t))
+                .map(|t| util::lit(t))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -244,7 +245,7 @@ fn catalog_sql(place: Option<&LangGraphPlace>, file: &Expectations) -> String {
              AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' GROUP BY n.nspname) s)) FROM lg)",
             names = LANGGRAPH_TABLES
                 .iter()
-                .map(|t| pg_util::lit(t))
+                .map(|t| util::lit(t))
                 .collect::<Vec<_>>()
                 .join(", "),
             function = version_function_usable_sql(),
@@ -278,14 +279,14 @@ fn migrations_sql(schema: &str, via: Access) -> String {
         Access::Function => format!(
             "SELECT json_build_object('max_version', max_version, 'rows', coalesce(row_count, 0))::text \
              FROM (SELECT 1) one LEFT JOIN {}.{}({}) ON true",
-            pg_util::ident(VERSION_FUNCTION_SCHEMA),
-            pg_util::ident(VERSION_FUNCTION),
-            pg_util::lit(schema)
+            util::ident(VERSION_FUNCTION_SCHEMA),
+            util::ident(VERSION_FUNCTION),
+            util::lit(schema)
         ),
         Access::Direct => format!(
             "SELECT json_build_object('max_version', max(v), 'rows', count(*))::text FROM {}.{}",
-            pg_util::ident(schema),
-            pg_util::ident(MIGRATIONS_TABLE)
+            util::ident(schema),
+            util::ident(MIGRATIONS_TABLE)
         ),
     }
 }
@@ -302,18 +303,18 @@ pub enum Access {
 /// The statements that let `user` read the migration version in `schema` (USAGE on the schema
 /// only when it is missing).
 pub fn migrations_grant(schema: &str, user: &str, usage_missing: bool) -> String {
-    let role = pg_util::ident(user);
+    let role = util::ident(user);
     let mut g = String::new();
     if usage_missing {
         g.push_str(&format!(
             "GRANT USAGE ON SCHEMA {} TO {role}; ",
-            pg_util::ident(schema)
+            util::ident(schema)
         ));
     }
     g.push_str(&format!(
         "GRANT SELECT ON {}.{} TO {role};",
-        pg_util::ident(schema),
-        pg_util::ident(MIGRATIONS_TABLE)
+        util::ident(schema),
+        util::ident(MIGRATIONS_TABLE)
     ));
     g
 }
@@ -742,17 +743,20 @@ pub fn migrations_access(
 }
 
 impl Check for SchemaCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
+    fn target(&self) -> crate::check::CheckTarget {
+        self.pg.check_target()
+    }
     fn timeout(&self) -> Duration {
-        pg_util::timeout(&self.pg, 2)
+        util::timeout(&self.pg, 2)
     }
     fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
         Box::pin(async move {
             let conn = self.pg.conn().await?;
             let raw: RawCatalog =
-                pg_util::json_query(&self.pg, &conn, &self.catalog_sql, "schema catalog").await?;
+                util::json_query(&self.pg, &conn, &self.catalog_sql, "schema catalog").await?;
             let schema = raw
                 .langgraph
                 .as_ref()
@@ -767,7 +771,7 @@ impl Check for SchemaCheck {
                 let detected = detect_variant(&raw, &lg.schema);
                 let (migrations, note, grant) = match migrations_access(&raw, lg, &self.user) {
                     Err((note, grant)) => (None, Some(note), grant),
-                    Ok(via) => match pg_util::json_query::<Migrations>(
+                    Ok(via) => match util::json_query::<Migrations>(
                         &self.pg,
                         &conn,
                         &migrations_sql(&lg.schema, via),
@@ -851,6 +855,20 @@ pub fn samples(o: &SchemaReport, out: &mut Vec<Sample>) {
             ));
         }
     }
+}
+
+/// The registry entry (the check list in `check/mod.rs`): On the primary; the DSN's user is the role whose privileges it reads.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    let c = &b.config.checks;
+    let user = b
+        .config
+        .database
+        .dsn
+        .as_ref()
+        .map(|d| d.user.clone())
+        .unwrap_or_default();
+    let place = b.langgraph_place();
+    b.with_pg(|pg| SchemaCheck::new(pg, c.langgraph_schema, &place, &c.expectations, &user))
 }
 
 #[cfg(test)]

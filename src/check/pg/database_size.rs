@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::pg_util::{self, History};
-use super::{BoxFuture, Cadence, Check, Observation};
+use super::util::{self, History};
 use crate::catalog::{self, Sample};
+use crate::check::{BoxFuture, Cadence, Check, Observation};
 use crate::config::StorageLimit;
 use crate::error::{CheckError, ErrorKind};
 use crate::pg::PgTarget;
@@ -69,16 +69,16 @@ impl DatabaseSizeCheck {
 }
 
 impl Check for DatabaseSizeCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn cadence(&self) -> Cadence {
         Cadence::Slow
     }
     fn timeout(&self) -> Duration {
-        super::pg_util::timeout(&self.pg, 1)
+        super::util::timeout(&self.pg, 1)
     }
-    fn target(&self) -> super::CheckTarget {
+    fn target(&self) -> crate::check::CheckTarget {
         self.pg.check_target()
     }
     fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
@@ -95,13 +95,13 @@ impl Check for DatabaseSizeCheck {
                 .flatten()
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| {
-                    CheckError::new(ErrorKind::Protocol, "pg_database_size returned no number")
+                    CheckError::new(ErrorKind::Protocol, "database_size returned no number")
                 })?;
             let growth_bytes_per_second = self
                 .history
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push(pg_util::unix_now(), bytes as f64);
+                .push(util::unix_now(), bytes as f64);
             let full_seconds = self
                 .limit
                 .as_ref()
@@ -145,6 +145,11 @@ pub fn samples(o: &DatabaseSize, out: &mut Vec<Sample>) {
             s,
         ));
     }
+}
+
+/// The registry entry (the check list in `check/mod.rs`): On the primary, with the plan's storage limit.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    b.with_pg(|pg| DatabaseSizeCheck::new(pg).with_limit(b.config.checks.storage_limit.clone()))
 }
 
 #[cfg(test)]

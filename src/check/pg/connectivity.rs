@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{BoxFuture, Check, Observation};
 use crate::catalog::{self, Sample};
+use crate::check::{BoxFuture, Check, Observation};
 use crate::error::{CheckError, ErrorKind};
 use crate::pg::PgTarget;
 
@@ -59,7 +59,7 @@ impl Connectivity {
 pub struct ConnectivityCheck {
     pg: Arc<PgTarget>,
     memory: Mutex<Memory>,
-    recovery: Option<Arc<super::app_recovery::Watch>>,
+    recovery: Option<Arc<crate::check::app_recovery::Watch>>,
 }
 
 impl ConnectivityCheck {
@@ -72,14 +72,17 @@ impl ConnectivityCheck {
     }
 
     /// Reports each restart to the app recovery watch (`app_recovery`).
-    pub fn with_recovery_watch(mut self, w: Option<Arc<super::app_recovery::Watch>>) -> Self {
+    pub fn with_recovery_watch(
+        mut self,
+        w: Option<Arc<crate::check::app_recovery::Watch>>,
+    ) -> Self {
         self.recovery = w;
         self
     }
 }
 
 impl Check for ConnectivityCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn timeout(&self) -> Duration {
@@ -88,7 +91,7 @@ impl Check for ConnectivityCheck {
             + crate::pg::query_deadline(l, l.connect_timeout)
             + Duration::from_millis(100)
     }
-    fn target(&self) -> super::CheckTarget {
+    fn target(&self) -> crate::check::CheckTarget {
         self.pg.check_target()
     }
     fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
@@ -175,6 +178,11 @@ pub fn samples(o: &Connectivity, out: &mut Vec<Sample>) {
         &[],
         o.restarts_observed as f64,
     ));
+}
+
+/// The registry entry (the check list in `check/mod.rs`): On the primary.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    b.with_pg(|pg| ConnectivityCheck::new(pg).with_recovery_watch(b.watch.clone()))
 }
 
 #[cfg(test)]

@@ -4,13 +4,13 @@
 //! since wraparound stops the whole cluster). One statement: one `pg_stat_database` row and the
 //! few rows of `pg_database`.
 
-use super::pg_json::JsonCheck;
+use super::json::JsonCheck;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::Observation;
 use crate::catalog::{self, Sample};
+use crate::check::Observation;
 use crate::pg::PgTarget;
 
 pub const ID: &str = "pg_database_stats";
@@ -115,13 +115,18 @@ pub fn samples(o: &DatabaseStats, out: &mut Vec<Sample>) {
     ));
 }
 
+/// The registry entry (the check list in `check/mod.rs`): On the primary.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    b.with_pg(check)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn ratios_and_empty_counters() {
-        let mut s: DatabaseStats = super::super::pg_util::decode(
+        let mut s: DatabaseStats = super::super::util::decode(
             r#"{"datname": "rose", "blks_hit": 990, "blks_read": 10, "xact_commit": 90, "xact_rollback": 10,
                 "deadlocks": 2, "temp_bytes": 0, "temp_files": 0, "stats_reset": null,
                 "xid_age": 1000, "xid_age_max": 1073741824, "autovacuum_freeze_max_age": 200000000}"#,

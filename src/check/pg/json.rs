@@ -10,8 +10,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
 
-use super::{Check, Observation, pg_util};
+use super::util;
 use crate::catalog::Sample;
+use crate::check::{Check, Observation};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
@@ -55,16 +56,19 @@ impl<R> JsonCheck<R> {
 }
 
 impl<R: DeserializeOwned + 'static> Check for JsonCheck<R> {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         self.id
     }
+    fn target(&self) -> crate::check::CheckTarget {
+        self.pg.check_target()
+    }
     fn timeout(&self) -> Duration {
-        pg_util::timeout(&self.pg, 1)
+        util::timeout(&self.pg, 1)
     }
     fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
         Box::pin(async move {
             let conn = self.pg.conn().await?;
-            let raw: R = pg_util::json_query(&self.pg, &conn, &self.sql, self.what).await?;
+            let raw: R = util::json_query(&self.pg, &conn, &self.sql, self.what).await?;
             Ok((self.convert)(&self.pg, raw))
         })
     }

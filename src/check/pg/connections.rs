@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::pg_util::{self, label_text};
-use super::{BoxFuture, Check, Observation};
+use super::util::{self, label_text};
 use crate::catalog::{self, Sample};
+use crate::check::{BoxFuture, Check, Observation};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
@@ -145,19 +145,19 @@ impl ConnectionsCheck {
 }
 
 impl Check for ConnectionsCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn timeout(&self) -> Duration {
-        pg_util::timeout(&self.pg, 1)
+        util::timeout(&self.pg, 1)
     }
-    fn target(&self) -> super::CheckTarget {
+    fn target(&self) -> crate::check::CheckTarget {
         self.pg.check_target()
     }
     fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
         Box::pin(async move {
             let conn = self.pg.conn().await?;
-            let raw: Raw = pg_util::json_query(&self.pg, &conn, SQL, "connections").await?;
+            let raw: Raw = util::json_query(&self.pg, &conn, SQL, "connections").await?;
             Ok(Observation::PgConnections(from_raw(raw, self.top_n)))
         })
     }
@@ -282,6 +282,11 @@ pub fn samples(o: &Connections, out: &mut Vec<Sample>) {
     }
 }
 
+/// The registry entry (the check list in `check/mod.rs`): On the primary.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    b.with_pg(|pg| ConnectionsCheck::with_top_n(pg, b.config.checks.labels_top_n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,7 +380,7 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
-        assert!(pg_util::decode::<Raw>("not json", "x").is_err());
-        assert!(pg_util::decode::<Raw>(r#"{"max_connections": "x"}"#, "x").is_err());
+        assert!(util::decode::<Raw>("not json", "x").is_err());
+        assert!(util::decode::<Raw>(r#"{"max_connections": "x"}"#, "x").is_err());
     }
 }

@@ -3,17 +3,18 @@
 //! query text, missing statements, an unreadable `checkpoint_migrations`). One statement of
 //! privilege functions.
 
-use super::pg_json::JsonCheck;
+use super::json::JsonCheck;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::pg_schema::{
+use super::schema::{
     LANGGRAPH_SCHEMA, LangGraphPlace, MIGRATIONS_TABLE, migrations_grant,
     version_function_usable_sql,
 };
-use super::{Observation, pg_util};
+use super::util;
 use crate::catalog::{self, Sample};
+use crate::check::Observation;
 use crate::pg::PgTarget;
 
 pub const ID: &str = "pg_privileges";
@@ -34,7 +35,7 @@ fn sql(place: &LangGraphPlace) -> String {
          'pg_stat_statements', EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'))::text",
         place.cte(),
         version_function_usable_sql(),
-        pg_util::lit(MIGRATIONS_TABLE)
+        util::lit(MIGRATIONS_TABLE)
     )
 }
 
@@ -85,7 +86,7 @@ impl Privileges {
 
 /// Pure: capabilities from the privilege functions' answers.
 pub fn from_raw(r: Raw) -> Privileges {
-    let role = pg_util::ident(&r.user);
+    let role = util::ident(&r.user);
     let mut caps = Vec::new();
     let mut cap = |name: &str, granted: bool, impact: &str, fix: String| {
         caps.push(Capability {
@@ -157,6 +158,12 @@ pub fn samples(o: &Privileges, out: &mut Vec<Sample>) {
             if c.granted { 1.0 } else { 0.0 },
         ));
     }
+}
+
+/// The registry entry (the check list in `check/mod.rs`): On the primary.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    let place = b.langgraph_place();
+    b.with_pg(|pg| check(pg, &place))
 }
 
 #[cfg(test)]

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::pg_schema::{LangGraphPlace, table_label, want_ctes};
-use super::pg_util::{self, Histories};
-use super::{BoxFuture, Cadence, Check, Observation};
+use super::schema::{LangGraphPlace, table_label, want_ctes};
+use super::util::{self, Histories};
 use crate::catalog::{self, Sample};
+use crate::check::{BoxFuture, Cadence, Check, Observation};
 use crate::config::{Expectations, LangGraphSchema};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
@@ -99,21 +99,24 @@ impl TableSizesCheck {
 }
 
 impl Check for TableSizesCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn cadence(&self) -> Cadence {
         Cadence::Slow
     }
+    fn target(&self) -> crate::check::CheckTarget {
+        self.pg.check_target()
+    }
     fn timeout(&self) -> Duration {
-        pg_util::timeout(&self.pg, 1)
+        util::timeout(&self.pg, 1)
     }
     fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
         Box::pin(async move {
             let conn = self.pg.conn().await?;
             let raw: Vec<RawSize> =
-                pg_util::json_query(&self.pg, &conn, &self.sql, "table sizes").await?;
-            let now = pg_util::unix_now();
+                util::json_query(&self.pg, &conn, &self.sql, "table sizes").await?;
+            let now = util::unix_now();
             let mut tables = from_raw(raw);
             for t in &mut tables {
                 t.growth_bytes_per_second = self.history.push(&t.table, now, t.total_bytes as f64);
@@ -151,13 +154,20 @@ pub fn samples(o: &TableSizes, out: &mut Vec<Sample>) {
     }
 }
 
+/// The registry entry (the check list in `check/mod.rs`): On the primary.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    let c = &b.config.checks;
+    let place = b.langgraph_place();
+    b.with_pg(|pg| TableSizesCheck::new(pg, c.langgraph_schema, &place, &c.expectations))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn unknown_row_estimates_are_absent() {
-        let raw: Vec<RawSize> = pg_util::decode(
+        let raw: Vec<RawSize> = util::decode(
             r#"[{"schema": "public", "table": "checkpoints", "total_bytes": 81920,
                  "table_bytes": 16384, "index_bytes": 65536, "estimated_rows": -1},
                 {"schema": "app", "table": "orders", "total_bytes": null,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use super::history;
+use crate::check::history;
 use crate::error::{CheckError, ErrorKind};
 use crate::pg::{Conn, PgTarget};
 

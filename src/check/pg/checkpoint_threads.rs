@@ -21,10 +21,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::pg_schema::LangGraphPlace;
-use super::pg_util;
-use super::{BoxFuture, Cadence, Check, Observation};
+use super::schema::LangGraphPlace;
+use super::util;
 use crate::catalog::{self, Sample};
+use crate::check::{BoxFuture, Cadence, Check, Observation};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
@@ -54,7 +54,7 @@ fn probe_sql(place: &LangGraphPlace) -> String {
 
 /// The aggregate over `schema`'s tables (`blobs`: whether `checkpoint_blobs` exists).
 pub fn stats_sql(schema: &str, blobs: bool) -> String {
-    let s = pg_util::ident(schema);
+    let s = util::ident(schema);
     let b = if blobs {
         format!(
             "SELECT thread_id, sum(coalesce(pg_column_size(blob), 0))::float8 AS bytes, \
@@ -146,23 +146,23 @@ impl ThreadsCheck {
 }
 
 impl Check for ThreadsCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn cadence(&self) -> Cadence {
         Cadence::Slow
     }
     fn timeout(&self) -> Duration {
-        pg_util::timeout(&self.pg, 2)
+        util::timeout(&self.pg, 2)
     }
-    fn target(&self) -> super::CheckTarget {
+    fn target(&self) -> crate::check::CheckTarget {
         self.pg.check_target()
     }
     fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
         Box::pin(async move {
             let conn = self.pg.conn().await?;
             let p: Probe =
-                pg_util::json_query(&self.pg, &conn, &self.probe, "checkpoint threads").await?;
+                util::json_query(&self.pg, &conn, &self.probe, "checkpoint threads").await?;
             let schema = p.schema.unwrap_or_else(|| "public".into());
             let unreadable = |schema| {
                 Ok(Observation::CheckpointThreads(CheckpointThreads {
@@ -182,8 +182,7 @@ impl Check for ThreadsCheck {
                 return unreadable(schema);
             }
             let sql = stats_sql(&schema, p.blobs);
-            match pg_util::json_query::<ThreadStats>(&self.pg, &conn, &sql, "checkpoint threads")
-                .await
+            match util::json_query::<ThreadStats>(&self.pg, &conn, &sql, "checkpoint threads").await
             {
                 Ok(stats) => Ok(Observation::CheckpointThreads(CheckpointThreads {
                     schema,
@@ -242,13 +241,22 @@ pub fn samples(o: &CheckpointThreads, out: &mut Vec<Sample>) {
     }
 }
 
+/// The registry entry (the check list in `check/mod.rs`): On the primary, unless the LangGraph schema checks are off.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    if b.config.checks.langgraph_schema == crate::config::LangGraphSchema::Off {
+        return Vec::new();
+    }
+    let place = b.langgraph_place();
+    b.with_pg(|pg| ThreadsCheck::new(pg, &place))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn decodes_the_statement_and_exports_no_ids() {
-        let s: ThreadStats = pg_util::decode(
+        let s: ThreadStats = util::decode(
             r#"{"threads": 4, "median": 3, "p99": 1500, "max_checkpoints": 1500,
                 "max_thread_bytes": 60000000.0, "max_row_bytes": 12000000, "max_blob_bytes": null,
                 "top": [{"id": "0123456789ab", "checkpoints": 1500, "bytes": 6e7, "max_row_bytes": 12000000}]}"#,

@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::pg_util::{self, VersionCache};
-use super::{BoxFuture, Check, Observation, query_text};
+use super::util::{self, VersionCache};
 use crate::catalog::{self, Sample};
+use crate::check::{BoxFuture, Check, Observation, query_text};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
@@ -257,18 +257,21 @@ impl ActivityCheck {
 }
 
 impl Check for ActivityCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
+    fn target(&self) -> crate::check::CheckTarget {
+        self.pg.check_target()
+    }
     fn timeout(&self) -> Duration {
-        pg_util::timeout(&self.pg, 1)
+        util::timeout(&self.pg, 1)
     }
     fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
         Box::pin(async move {
             let conn = self.pg.conn().await?;
             let v = self.version.get(&self.pg, &conn).await?;
             let sql = sql_for(v, self.threshold);
-            let raw: Raw = pg_util::json_query(&self.pg, &conn, &sql, "activity")
+            let raw: Raw = util::json_query(&self.pg, &conn, &sql, "activity")
                 .await
                 .map_err(withhold_decode_detail)?;
             Ok(Observation::PgActivity(summarize(
@@ -322,6 +325,12 @@ pub fn samples(o: &Activity, out: &mut Vec<Sample>) {
     );
     g(&catalog::PG_BLOCKED, f64::from(o.blocked_sessions), out);
     g(&catalog::PG_BLOCKERS, f64::from(o.blocking_sessions), out);
+}
+
+/// The registry entry (the check list in `check/mod.rs`): On the primary.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    let c = &b.config.checks;
+    b.with_pg(|pg| ActivityCheck::new(pg, c.slow_query_threshold, c.raw_query_text))
 }
 
 #[cfg(test)]
@@ -439,7 +448,7 @@ mod tests {
     #[test]
     fn a_decoding_error_never_quotes_the_document() {
         let doc = r#"{"non_idle": "ALTER ROLE x PASSWORD 'hunter2'"}"#;
-        let e = pg_util::decode::<Raw>(doc, "activity").unwrap_err();
+        let e = util::decode::<Raw>(doc, "activity").unwrap_err();
         assert!(
             e.message.contains("hunter2"),
             "serde quotes it: {}",
@@ -458,7 +467,7 @@ mod tests {
             "state": null, "wait_event_type": null, "wait_event": null, "query_seconds": null,
             "transaction_seconds": null, "state_seconds": null, "blocked_by": [],
             "raw_query": null, "query_id": null}]}"#;
-        let r: Raw = pg_util::decode(doc, "x").unwrap();
+        let r: Raw = util::decode(doc, "x").unwrap();
         let a = summarize(r, Duration::from_secs(2), false);
         assert_eq!(a.slow_queries, 0);
         assert_eq!(a.sessions[0].query, None);

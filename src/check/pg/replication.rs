@@ -8,16 +8,16 @@
 //! is a lost failover target, and its slot may be holding WAL back. A standby removed on purpose
 //! is forgotten [`STANDBY_MEMORY`] after it was last seen, or when the agent restarts.
 
-use super::pg_json::JsonCheck;
+use super::json::JsonCheck;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::pg_util::label_text;
-use super::{BoxFuture, Check, Observation};
+use super::util::label_text;
 use crate::catalog::{self, Sample};
+use crate::check::{BoxFuture, Check, Observation};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
@@ -148,13 +148,13 @@ pub fn check(pg: Arc<PgTarget>) -> ReplicationCheck {
 }
 
 impl Check for ReplicationCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn timeout(&self) -> Duration {
         self.inner.timeout()
     }
-    fn target(&self) -> super::CheckTarget {
+    fn target(&self) -> crate::check::CheckTarget {
         self.inner.pg.check_target()
     }
     fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
@@ -202,13 +202,18 @@ pub fn samples(o: &Replication, out: &mut Vec<Sample>) {
     }
 }
 
+/// The registry entry (the check list in `check/mod.rs`): On the primary.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    b.with_pg(check)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn repeated_names_get_unique_labels_and_idle_caught_up_is_zero_lag() {
-        let r: Replication = super::super::pg_util::decode(
+        let r: Replication = super::super::util::decode(
             r#"{"in_recovery": false, "standbys": [
                 {"name": "walreceiver", "client_addr": "127.0.0.1", "state": "streaming", "sync_state": "async",
                  "lag_bytes": 0, "replay_lag_seconds": null, "write_lag_seconds": null, "flush_lag_seconds": null},

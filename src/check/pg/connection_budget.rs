@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BoxFuture, Check, Observation, pg_util};
+use super::util;
 use crate::catalog::{self, Sample};
+use crate::check::{BoxFuture, Check, Observation};
 use crate::config::PlanLimit;
 use crate::error::CheckError;
 use crate::pg::PgTarget;
@@ -149,16 +150,19 @@ impl BudgetCheck {
 }
 
 impl Check for BudgetCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
+    fn target(&self) -> crate::check::CheckTarget {
+        self.pg.check_target()
+    }
     fn timeout(&self) -> Duration {
-        pg_util::timeout(&self.pg, 1)
+        util::timeout(&self.pg, 1)
     }
     fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
         Box::pin(async move {
             let conn = self.pg.conn().await?;
-            let raw: Raw = pg_util::json_query(&self.pg, &conn, SQL, "budget").await?;
+            let raw: Raw = util::json_query(&self.pg, &conn, SQL, "budget").await?;
             Ok(Observation::PgConnectionBudget(compute(&self.app, &raw)))
         })
     }
@@ -191,6 +195,23 @@ pub fn samples(o: &Budget, out: &mut Vec<Sample>) {
         &[],
         f64::from(o.instances),
     ));
+}
+
+/// The registry entry (the check list in `check/mod.rs`): On the primary, with the app's pools as configured.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    let c = b.config;
+    b.with_pg(|pg| {
+        BudgetCheck::new(
+            pg,
+            AppPools {
+                pool_size: c.app.pool_size,
+                max_overflow: c.app.max_overflow,
+                instances: c.app.instances,
+                checkpointer_pool_max_size: c.app.checkpointer_pool_max_size.unwrap_or(0),
+                plan: c.checks.plan.clone(),
+            },
+        )
+    })
 }
 
 #[cfg(test)]

@@ -2,13 +2,13 @@
 //! is on, files archived, failed attempts and when the last success and failure happened. One
 //! statement on the one-row `pg_stat_archiver`.
 
-use super::pg_json::JsonCheck;
+use super::json::JsonCheck;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::Observation;
 use crate::catalog::{self, Sample};
+use crate::check::Observation;
 use crate::pg::PgTarget;
 
 pub const ID: &str = "pg_archiver";
@@ -72,6 +72,11 @@ pub fn samples(o: &Archiver, out: &mut Vec<Sample>) {
     if let Some(t) = o.last_archived_time {
         out.push(Sample::new(&catalog::PG_ARCHIVE_LAST_SUCCESS, &[], t));
     }
+}
+
+/// The registry entry (the check list in `check/mod.rs`): On the primary.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    b.with_pg(check)
 }
 
 #[cfg(test)]

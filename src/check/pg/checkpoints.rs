@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::pg_util::{self, VersionCache};
-use super::{BoxFuture, Check, Observation};
+use super::util::{self, VersionCache};
 use crate::catalog::{self, Sample};
+use crate::check::{BoxFuture, Check, Observation};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
@@ -66,18 +66,21 @@ impl CheckpointsCheck {
 }
 
 impl Check for CheckpointsCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
+    fn target(&self) -> crate::check::CheckTarget {
+        self.pg.check_target()
+    }
     fn timeout(&self) -> Duration {
-        pg_util::timeout(&self.pg, 2)
+        util::timeout(&self.pg, 2)
     }
     fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
         Box::pin(async move {
             let conn = self.pg.conn().await?;
             let v = self.version.get(&self.pg, &conn).await?;
             let c: Checkpoints =
-                pg_util::json_query(&self.pg, &conn, sql_for(v), "checkpoints").await?;
+                util::json_query(&self.pg, &conn, sql_for(v), "checkpoints").await?;
             Ok(Observation::PgCheckpoints(c))
         })
     }
@@ -112,6 +115,11 @@ pub fn samples(o: &Checkpoints, out: &mut Vec<Sample>) {
     ));
 }
 
+/// The registry entry (the check list in `check/mod.rs`): On the primary.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    b.with_pg(CheckpointsCheck::new)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,7 +129,7 @@ mod tests {
         assert!(sql_for(160_004).contains("pg_stat_bgwriter"));
         assert!(sql_for(170_000).contains("pg_stat_checkpointer"));
         assert!(sql_for(180_001).contains("pg_stat_checkpointer"));
-        let c: Checkpoints = pg_util::decode(
+        let c: Checkpoints = util::decode(
             r#"{"timed": 3, "requested": 1, "write_ms": 1500, "sync_ms": 20.5, "buffers_written": 9, "source": "pg_stat_bgwriter"}"#,
             "x",
         )

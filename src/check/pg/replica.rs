@@ -5,13 +5,13 @@
 //! Lag in seconds is 0 when everything received has been replayed, else the age of the last
 //! replayed transaction: an idle primary does not make a caught-up replica look late.
 
-use super::pg_json::JsonCheck;
+use super::json::JsonCheck;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::Observation;
 use crate::catalog::{self, Sample};
+use crate::check::Observation;
 use crate::config::Config;
 use crate::pg::{Limits, PgTarget};
 
@@ -113,6 +113,14 @@ pub fn samples(o: &Replica, out: &mut Vec<Sample>) {
             &[],
             b(o.replay_paused),
         ));
+    }
+}
+
+/// The registry entry (the check list in `check/mod.rs`): On the read replica's own target, when one is configured beside the primary.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    match (b.pg, target(b.config)) {
+        (Some(_), Some(replica)) => crate::check::one(check(replica)),
+        _ => Vec::new(),
     }
 }
 

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BoxFuture, Cadence, Check, Observation, pg_util};
+use super::util;
 use crate::catalog::{self, Sample};
+use crate::check::{BoxFuture, Cadence, Check, Observation};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
@@ -38,7 +39,7 @@ fn stats_sql(schema: &str, top_n: u32) -> String {
          'top', (SELECT coalesce(json_agg(json_build_object('queryid', s.queryid::text, 'calls', s.calls, \
          'total_ms', s.total_ms, 'rows', s.rows) ORDER BY s.total_ms DESC, s.queryid), '[]') \
          FROM s JOIN t USING (queryid)))::text",
-        pg_util::ident(schema)
+        util::ident(schema)
     )
 }
 
@@ -161,20 +162,23 @@ impl StatementsCheck {
 }
 
 impl Check for StatementsCheck {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         ID
     }
     fn cadence(&self) -> Cadence {
         Cadence::Slow
     }
+    fn target(&self) -> crate::check::CheckTarget {
+        self.pg.check_target()
+    }
     fn timeout(&self) -> Duration {
-        pg_util::timeout(&self.pg, 2)
+        util::timeout(&self.pg, 2)
     }
     fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
         Box::pin(async move {
             let conn = self.pg.conn().await?;
             let d: Detect =
-                pg_util::json_query(&self.pg, &conn, DETECT_SQL, "pg_stat_statements detection")
+                util::json_query(&self.pg, &conn, DETECT_SQL, "pg_stat_statements detection")
                     .await?;
             let Some(schema) = d.schema else {
                 return Ok(Observation::PgStatements(Statements::unavailable(
@@ -184,7 +188,7 @@ impl Check for StatementsCheck {
                 )));
             };
             let sql = stats_sql(&schema, self.top_n);
-            match pg_util::json_query::<RawStats>(&self.pg, &conn, &sql, "pg_stat_statements").await {
+            match util::json_query::<RawStats>(&self.pg, &conn, &sql, "pg_stat_statements").await {
                 Ok(raw) => Ok(Observation::PgStatements(from_raw(schema, d.read_all_stats, raw))),
                 Err(e) if e.sqlstate.as_deref() == Some("55000") => {
                     Ok(Observation::PgStatements(Statements::unavailable(
@@ -199,8 +203,8 @@ impl Check for StatementsCheck {
                         Some(schema.clone()),
                         format!(
                             "GRANT EXECUTE ON FUNCTION {}.pg_stat_statements(boolean) TO {};",
-                            pg_util::ident(&schema),
-                            pg_util::ident(&d.user)
+                            util::ident(&schema),
+                            util::ident(&d.user)
                         ),
                     )))
                 }
@@ -253,13 +257,18 @@ pub fn samples(o: &Statements, out: &mut Vec<Sample>) {
     }
 }
 
+/// The registry entry (the check list in `check/mod.rs`): On the primary.
+pub fn build(b: &crate::check::Build) -> crate::check::Built {
+    b.with_pg(|pg| StatementsCheck::new(pg, b.config.checks.statements_top_n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn numbers_become_seconds_and_one_series_set_per_top_statement() {
-        let raw: RawStats = pg_util::decode(
+        let raw: RawStats = util::decode(
             r#"{"tracked": 40, "calls": 1000, "total_ms": 2500,
                 "top": [{"queryid": "-42", "calls": 10, "total_ms": 2000, "rows": 10},
                         {"queryid": "7", "calls": 0, "total_ms": 0, "rows": 0}]}"#,

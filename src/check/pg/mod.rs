@@ -1,0 +1,22 @@
+//! The PostgreSQL checks, one module per check, and the helpers they share ([`util`]: bounded
+//! JSON statements, version caches, growth history; [`json`]: the one-statement check shape).
+
+pub mod activity;
+pub mod archiver;
+pub mod checkpoint_threads;
+pub mod checkpoints;
+pub mod connection_budget;
+pub mod connections;
+pub mod connectivity;
+pub mod database_size;
+pub mod database_stats;
+#[cfg(test)]
+pub mod example;
+pub mod json;
+pub mod privileges;
+pub mod replica;
+pub mod replication;
+pub mod schema;
+pub mod statements;
+pub mod table_sizes;
+pub mod util;
