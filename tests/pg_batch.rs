@@ -140,7 +140,7 @@ fn a_cycle_of_every_postgresql_check_costs_the_server_two_statements() {
         panic!("pg_connectivity")
     };
     assert!(conn.server_version_num >= 130_000, "{conn:?}");
-    assert!(conn.roundtrip_seconds > 0.0 && conn.roundtrip_seconds < 2.0);
+    assert!(conn.roundtrip_seconds >= 0.0 && conn.roundtrip_seconds < 0.5, "{conn:?}");
     let (_, _, samples) = runs
         .iter()
         .find(|(i, _, _)| *i == "pg_connectivity")

@@ -7,7 +7,7 @@ metrics! {
     PG_UP = "rose_pg_up", Gauge, "1", [],
         "1 when the last connectivity check reached PostgreSQL and ran a query, else 0.";
     PG_ROUNDTRIP = "rose_pg_roundtrip_seconds", Gauge, "seconds", [],
-        "Round trip of the cycle's combined statement that carried the last connectivity query, on an open connection (the network plus every PostgreSQL check's part, a few milliseconds).";
+        "Network round trip of the last connectivity query on an open connection: the round trip of the cycle's combined statement that carried it, less the server's own time on that statement.";
     PG_CONNECT = "rose_pg_connect_seconds", Gauge, "seconds", [],
         "Duration of the last successful connection set-up (DNS, TCP, TLS, authentication).";
     PG_VERSION_NUM = "rose_pg_server_version_num", Gauge, "1", [],

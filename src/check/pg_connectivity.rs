@@ -111,7 +111,7 @@ impl Check for ConnectivityCheck {
         Box::pin(async move {
             let conn = self.pg.conn().await?;
             // The cycle's combined statement carries this one: the round trip is that
-            // statement's (the network plus every part of the cycle, a few milliseconds).
+            // statement's less the server's time on it, as a trivial statement alone would see.
             let (raw, roundtrip): (Raw, _) =
                 super::pg_util::json_query_timed(&self.pg, &conn, SQL, "connectivity").await?;
             let start = raw.start.unwrap_or(0.0);

@@ -48,8 +48,9 @@ pub fn gather_window(limits: &Limits) -> Duration {
 }
 
 /// The longest gather window: the checks of a tick ask within a few milliseconds on an idle
-/// machine; 25 ms leaves room for a loaded one and is nothing against a 15 s interval.
-pub const MAX_GATHER: Duration = Duration::from_millis(25);
+/// machine; 50 ms leaves room for a loaded one (at 25 ms, a 2-core machine under pgbench split
+/// one round in five) and is nothing against a 15 s interval.
+pub const MAX_GATHER: Duration = Duration::from_millis(50);
 
 /// Rounds a part that failed alone runs alone before it is tried in the batch again (with a
 /// 15 s interval, about two minutes).
@@ -92,7 +93,9 @@ pub fn fallback_reason(err: &CheckError) -> Option<Reason> {
 }
 
 /// Pure: the combined statement of `parts` (each a statement whose first row's first column is
-/// a JSON document as text).
+/// a JSON document as text). The last element is the server's own time on the statement, in
+/// seconds, from the message's arrival (`statement_timestamp()`) to after the last part
+/// (arguments are evaluated in order): the round trip less that is the network's.
 pub fn combined_sql(parts: &[String]) -> String {
     let cols = parts
         .iter()
@@ -102,29 +105,43 @@ pub fn combined_sql(parts: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ");
-    format!("SELECT json_build_array({cols})::text")
+    format!(
+        "SELECT json_build_array({cols}, \
+         extract(epoch FROM clock_timestamp() - statement_timestamp())::float8::text)::text"
+    )
 }
 
-/// Pure: the documents of a combined answer, one per part (`None` where a part had no row).
-pub fn split_answer(text: Option<&str>, parts: usize) -> Result<Vec<Option<String>>, CheckError> {
+/// Pure: the documents of a combined answer, one per part (`None` where a part had no row),
+/// and the server's time on the statement.
+pub fn split_answer(
+    text: Option<&str>,
+    parts: usize,
+) -> Result<(Vec<Option<String>>, Duration), CheckError> {
     let bad = || {
         CheckError::new(
             ErrorKind::Protocol,
             format!("batch: the answer is not an array of {parts} documents"),
         )
     };
-    let docs: Vec<Option<String>> =
+    let mut docs: Vec<Option<String>> =
         serde_json::from_str(text.ok_or_else(bad)?).map_err(|_| bad())?;
-    if docs.len() != parts {
+    if docs.len() != parts + 1 {
         return Err(bad());
     }
-    Ok(docs)
+    let server = docs
+        .pop()
+        .flatten()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(Duration::ZERO, |s| Duration::from_secs_f64(s.min(3600.0)));
+    Ok((docs, server))
 }
 
 /// What a round answered.
 #[derive(Clone)]
 enum Answer {
-    /// One document per part, and how long the statement took (send to answer).
+    /// One document per part, and the statement's round trip (send to answer) less the
+    /// server's own time on it.
     Parts(Arc<Vec<Option<String>>>, Duration),
     /// The combined statement failed; `Some(reason)`: each part runs alone.
     Failed(CheckError, Option<Reason>),
@@ -157,7 +174,8 @@ pub struct Batcher {
 }
 
 /// One part's answer: its document (`None`: no row) and the round trip of the statement that
-/// carried it.
+/// carried it: of a combined statement, less the server's time on it (the network's share, as a
+/// trivial statement alone would see it).
 pub struct PartAnswer {
     pub doc: Option<String>,
     pub roundtrip: Duration,
@@ -279,7 +297,7 @@ async fn run_round(
     match result {
         Ok(rows) if single => Answer::Parts(Arc::new(vec![first(&rows)]), elapsed),
         Ok(rows) => match split_answer(first(&rows).as_deref(), parts.len()) {
-            Ok(docs) => Answer::Parts(Arc::new(docs), elapsed),
+            Ok((docs, server)) => Answer::Parts(Arc::new(docs), elapsed.saturating_sub(server)),
             Err(e) => Answer::Failed(e, Some(Reason::Decode)),
         },
         // A single part's error is its own: no fallback (it ran alone already).
@@ -374,19 +392,26 @@ mod tests {
         assert_eq!(
             sql,
             "SELECT json_build_array((SELECT q.j::text FROM (SELECT '1'::text) AS q(j) LIMIT 1), \
-             (SELECT q.j::text FROM (SELECT x FROM t) AS q(j) LIMIT 1))::text"
+             (SELECT q.j::text FROM (SELECT x FROM t) AS q(j) LIMIT 1), \
+             extract(epoch FROM clock_timestamp() - statement_timestamp())::float8::text)::text"
         );
     }
 
     #[test]
     fn the_answer_splits_into_one_document_per_part() {
-        let docs = split_answer(Some(r#"["{\"a\":1}", null]"#), 2).unwrap();
+        let (docs, server) = split_answer(Some(r#"["{\"a\":1}", null, "0.004"]"#), 2).unwrap();
         assert_eq!(docs, vec![Some(r#"{"a":1}"#.to_owned()), None]);
-        assert!(split_answer(Some(r#"["{}"]"#), 2).is_err());
+        assert_eq!(server, Duration::from_millis(4));
+        // A server time that does not parse is no time, not an error.
+        assert_eq!(
+            split_answer(Some(r#"["{}", "-1"]"#), 1).unwrap().1,
+            Duration::ZERO
+        );
+        assert!(split_answer(Some(r#"["{}", "0"]"#), 2).is_err());
         assert!(split_answer(Some("not json"), 1).is_err());
         assert!(split_answer(None, 1).is_err());
         // A decoding error never quotes the answer (it may hold other sessions' SQL).
-        let e = split_answer(Some(r#"[1, "secret"]"#), 2).unwrap_err();
+        let e = split_answer(Some(r#"[1, "secret", "0"]"#), 2).unwrap_err();
         assert!(!e.message.contains("secret"), "{}", e.message);
     }
 
@@ -421,5 +446,7 @@ mod tests {
         assert_eq!(gather_window(&l), MAX_GATHER);
         l.statement_timeout = Duration::from_millis(100);
         assert_eq!(gather_window(&l), Duration::from_millis(5));
+        l.statement_timeout = Duration::from_secs(1);
+        assert_eq!(gather_window(&l), MAX_GATHER);
     }
 }
