@@ -290,6 +290,17 @@ def sql_window(pg, targets, seconds):
     return {t.name: calls[t.role] * 60.0 / seconds for t in targets}, k
 
 
+def backend_cpu(pid, fields):
+    """CPU seconds of a (single-threaded) backend: /proc/PID/schedstat's time on CPU, in
+    nanoseconds, where the kernel has it; else utime+stime from /proc/PID/stat, in clock ticks
+    (10 ms: too coarse for a few milliseconds a minute)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return (int(fields[11]) + int(fields[12])) / CLK
+
+
 def role_backends(postmaster, roles):
     """{pid: (role, utime+stime seconds)} of the postmaster's children whose process title names
     one of `roles` (`postgres: ROLE DB HOST(PORT) ...`): the role's backends, read from /proc."""
@@ -306,7 +317,7 @@ def role_backends(postmaster, roles):
         except OSError:
             continue
         if len(title) >= 2 and title[0] == "postgres:" and title[1] in roles:
-            out[int(d)] = (title[1], (int(f[11]) + int(f[12])) / CLK)
+            out[int(d)] = (title[1], backend_cpu(d, f))
     return out
 
 
@@ -328,7 +339,7 @@ def connections_logged(log_path, offset, roles):
 def cost_window(pg, targets, seconds, log_path):
     """Database cost per minute of each role over a fixed window, both targets scraped every 15 s
     (the agent also runs its own checks on its interval): pg_stat_statements calls and execution
-    time, CPU of the role's backends (utime+stime from /proc, sampled every 0.25 s: a backend
+    time, CPU of the role's backends (time on CPU from /proc, sampled every 0.25 s: a backend
     that lives less than that is missed, the connections count shows whether any did),
     connections opened (log_connections lines)."""
     roles = [t.role for t in targets]
@@ -502,7 +513,7 @@ def scenario_table(name, r):
 def cost_table(results, window):
     rows = [("statements (pg_stat_statements calls of the role)", "statements", lambda v: f"{v:.1f}"),
             ("execution time of those statements (ms)", "exec_ms", lambda v: f"{v:.2f}"),
-            ("CPU of the role's backends, /proc utime+stime (ms)", "cpu_ms", lambda v: f"{v:.0f}"),
+            ("CPU of the role's backends, /proc schedstat (ms)", "cpu_ms", lambda v: f"{v:.1f}"),
             ("connections opened", "connections", lambda v: "n/a" if v is None else f"{v:.1f}")]
     out = [f"### Database cost per minute ({window} s window per scenario, both at a 15 s cadence)", "",
            "| scenario | per minute | agent | peer | agent / peer (goal <= 0.25) |", "|---|---|---:|---:|---:|"]
