@@ -140,7 +140,10 @@ fn a_cycle_of_every_postgresql_check_costs_the_server_two_statements() {
         panic!("pg_connectivity")
     };
     assert!(conn.server_version_num >= 130_000, "{conn:?}");
-    assert!(conn.roundtrip_seconds >= 0.0 && conn.roundtrip_seconds < 0.5, "{conn:?}");
+    assert!(
+        conn.roundtrip_seconds >= 0.0 && conn.roundtrip_seconds < 0.5,
+        "{conn:?}"
+    );
     let (_, _, samples) = runs
         .iter()
         .find(|(i, _, _)| *i == "pg_connectivity")
@@ -187,8 +190,10 @@ fn a_privilege_revoked_mid_run_stays_in_its_own_check() {
     assert_eq!(failed(&runs).len(), 1, "{:?}", failed(&runs));
     assert_eq!(c.fallbacks("error"), after_first);
     let n = monitor_statements(&pg);
+    // The round, the two alone, the second round; one more if a loaded machine splits a round.
+    // Failing the round again would be it plus every check alone: 15 or more.
     assert!(
-        n <= 5,
+        n <= 6,
         "{n} statements: the failing parts did not run apart"
     );
     // Granted again: back to every check.
