@@ -55,6 +55,20 @@ pub fn migration_python() -> Option<PathBuf> {
     )
 }
 
+/// Grafana's dashboard schema as a package ships it: the foundation SDK's models, generated
+/// from Grafana's CUE kinds (`tests/grafana_schema.py` decodes each dashboard with them). The
+/// pin is the 11.6 line's newest build; the SDK's epoch prefix orders its builds.
+pub const GRAFANA_SDK: &str = "grafana-foundation-sdk==1769699379!11.6.0";
+
+/// A venv with Grafana's foundation SDK (dashboard schema models), cached like [`python`].
+pub fn grafana_python() -> Option<PathBuf> {
+    venv(
+        "grafana-sdk-venv",
+        &[GRAFANA_SDK],
+        "import grafana_foundation_sdk.models.dashboard",
+    )
+}
+
 fn venv(name: &str, packages: &[&str], import: &str) -> Option<PathBuf> {
     let dir = target_dir().join(name);
     let py = dir.join("bin/python");
@@ -96,7 +110,7 @@ fn venv(name: &str, packages: &[&str], import: &str) -> Option<PathBuf> {
     }
     assert!(
         python_ok(&py, import),
-        "the venv at {} does not import LangGraph",
+        "the venv at {} does not import what it was built for ({import})",
         dir.display()
     );
     Some(py)

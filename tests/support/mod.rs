@@ -1100,53 +1100,23 @@ pub fn make_client_cert_with_san(
     Some((pem, key))
 }
 
-/// The stand-in app as a child process.
+/// The stand-in app (crate `rose-standin`), in this process on loopback ports of its own; it
+/// stops when dropped. `args` is its command line (`--mode slow`, `--serve v1`, ...).
 pub struct Standin {
-    pub child: Child,
     pub port: u16,
     pub control: u16,
+    _app: rose_standin::Background,
 }
 
 impl Standin {
     pub fn start(args: &[&str]) -> Standin {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rose-standin"))
-            .args(["--listen", "127.0.0.1:0", "--control-listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let (mut port, mut control) = (0, 0);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while (port == 0 || control == 0) && Instant::now() < deadline {
-            let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) else {
-                continue;
-            };
-            let p = || line.rsplit(':').next().unwrap().parse::<u16>().unwrap();
-            if line.starts_with("listening on") {
-                port = p();
-            } else if line.starts_with("control on") {
-                control = p();
-            }
-        }
-        assert!(port != 0 && control != 0, "stand-in did not start");
+        let cli = ["--listen", "127.0.0.1:0", "--control-listen", "127.0.0.1:0"];
+        let args = rose_standin::Args::from_cli(cli.iter().chain(args).copied()).unwrap();
+        let app = rose_standin::Background::start(args).expect("stand-in did not start");
         Standin {
-            child,
-            port,
-            control,
+            port: app.bound.app.port(),
+            control: app.bound.control.expect("control port").port(),
+            _app: app,
         }
     }
 
@@ -1161,17 +1131,17 @@ impl Standin {
     }
 }
 
-impl Drop for Standin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Environment for an agent that notices a fault within about a second.
 pub fn fast_env(url: String) -> Vec<(&'static str, String)> {
+    let mut env = vec![("AGENT_DATABASE_URL", url)];
+    env.extend(fast_timing());
+    env
+}
+
+/// The timing half of [`fast_env`] (1 s cycles, 400 ms connect and statement timeouts), for an
+/// agent given its database another way.
+pub fn fast_timing() -> Vec<(&'static str, String)> {
     vec![
-        ("AGENT_DATABASE_URL", url),
         ("AGENT_INTERVAL", "1s".into()),
         ("AGENT_CONNECT_TIMEOUT", "400ms".into()),
         ("AGENT_STATEMENT_TIMEOUT", "400ms".into()),
