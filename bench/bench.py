@@ -105,6 +105,19 @@ class Pg:
             got[name] = int(n)
         return got
 
+    def cost(self, roles):
+        """pg_stat_statements calls and execution time (ms) by role name."""
+        names = ",".join(f"'{r}'" for r in roles)
+        rows = self.psql(
+            "SELECT r.rolname, coalesce(sum(s.calls), 0), coalesce(sum(s.total_exec_time), 0) "
+            "FROM pg_roles r LEFT JOIN pg_stat_statements s "
+            f"ON s.userid = r.oid WHERE r.rolname IN ({names}) GROUP BY 1")
+        got = {r: (0, 0.0) for r in roles}
+        for line in rows.splitlines():
+            name, n, ms = line.split("|")
+            got[name] = (int(n), float(ms))
+        return got
+
     def backends(self, roles):
         names = ",".join(f"'{r}'" for r in roles)
         rows = self.psql(
@@ -277,7 +290,103 @@ def sql_window(pg, targets, seconds):
     return {t.name: calls[t.role] * 60.0 / seconds for t in targets}, k
 
 
+def backend_cpu(pid, fields):
+    """CPU seconds of a (single-threaded) backend: /proc/PID/schedstat's time on CPU, in
+    nanoseconds, where the kernel has it; else utime+stime from /proc/PID/stat, in clock ticks
+    (10 ms: too coarse for a few milliseconds a minute)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def role_backends(postmaster, roles):
+    """{pid: (role, utime+stime seconds)} of the postmaster's children whose process title names
+    one of `roles` (`postgres: ROLE DB HOST(PORT) ...`): the role's backends, read from /proc."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        f = stat_fields(d)
+        if f is None or int(f[1]) != postmaster:
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as c:
+                title = c.read().replace(b"\0", b" ").decode(errors="replace").split()
+        except OSError:
+            continue
+        if len(title) >= 2 and title[0] == "postgres:" and title[1] in roles:
+            out[int(d)] = (title[1], backend_cpu(d, f))
+    return out
+
+
+def connections_logged(log_path, offset, roles):
+    """Connections authorized per role in the server log from byte `offset` (log_connections)."""
+    got = {r: 0 for r in roles}
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return got
+    for m in re.finditer(r"connection authorized: user=(\S+)", text):
+        if m.group(1) in got:
+            got[m.group(1)] += 1
+    return got
+
+
+def cost_window(pg, targets, seconds, log_path):
+    """Database cost per minute of each role over a fixed window, both targets scraped every 15 s
+    (the agent also runs its own checks on its interval): pg_stat_statements calls and execution
+    time, CPU of the role's backends (time on CPU from /proc, sampled every 0.25 s: a backend
+    that lives less than that is missed, the connections count shows whether any did),
+    connections opened (log_connections lines)."""
+    roles = [t.role for t in targets]
+    pg.reset_statements()
+    offset = os.path.getsize(log_path) if log_path and os.path.exists(log_path) else 0
+    base = {pid: cpu for pid, (_, cpu) in role_backends(pg.postmaster, roles).items()}
+    last = {}
+    role_of = {}
+    start = time.monotonic()
+    k = 0
+    while True:
+        now = time.monotonic()
+        if now >= start + seconds:
+            break
+        if now >= start + k * PROM_SCRAPE_EVERY:
+            for t in targets:
+                try:
+                    t.get()
+                except (OSError, RuntimeError, http.client.HTTPException) as e:
+                    log(f"{t.name}: scrape failed: {e}")
+            k += 1
+        for pid, (role, cpu) in role_backends(pg.postmaster, roles).items():
+            last[pid] = cpu
+            role_of[pid] = role
+        time.sleep(0.25)
+    cost = pg.cost(roles)
+    conns = connections_logged(log_path, offset, roles) if log_path else {r: None for r in roles}
+    per = 60.0 / seconds
+    out = {}
+    for t in targets:
+        cpu = sum(c - base.get(pid, 0.0) for pid, c in last.items() if role_of[pid] == t.role)
+        out[t.name] = {
+            "statements": cost[t.role][0] * per,
+            "exec_ms": cost[t.role][1] * per,
+            "cpu_ms": cpu * 1000 * per,
+            "connections": None if conns[t.role] is None else conns[t.role] * per,
+        }
+    return out
+
+
 def scenario(pg, targets, a):
+    if a.cost_only:
+        return {"cost_only": True}
+    return scenario_full(pg, targets, a)
+
+
+def scenario_full(pg, targets, a):
     res = {t.name: {} for t in targets}
     roles = [t.role for t in targets]
     peak = {t.name: 0 for t in targets}
@@ -322,6 +431,12 @@ def scenario(pg, targets, a):
         for m in re.finditer(r'rose_agent_check_duration_seconds\{check="(pg_\w+)"\} (\S+)', body)}
     res["window_scrapes"] = scrapes
     return res
+
+
+def measure_cost(pg, targets, a):
+    settle(pg, [t.role for t in targets])
+    log(f"  database cost: {a.cost_window} s window, the peer scraped every {PROM_SCRAPE_EVERY:.0f} s")
+    return cost_window(pg, targets, a.cost_window, a.pg_log)
 
 
 def make_tables(pg, n):
@@ -395,7 +510,41 @@ def scenario_table(name, r):
     return out
 
 
+def cost_table(results, window):
+    rows = [("statements (pg_stat_statements calls of the role)", "statements", lambda v: f"{v:.1f}"),
+            ("execution time of those statements (ms)", "exec_ms", lambda v: f"{v:.2f}"),
+            ("CPU of the role's backends, /proc schedstat (ms)", "cpu_ms", lambda v: f"{v:.1f}"),
+            ("connections opened", "connections", lambda v: "n/a" if v is None else f"{v:.1f}")]
+    out = [f"### Database cost per minute ({window} s window per scenario, both at a 15 s cadence)", "",
+           "| scenario | per minute | agent | peer | agent / peer (goal <= 0.25) |", "|---|---|---:|---:|---:|"]
+    for name, r in results.items():
+        A, P = r["cost"]["agent"], r["cost"]["peer"]
+        for label, key, fmt in rows:
+            av, pv = A[key], P[key]
+            ratio = "n/a" if av is None or not pv else f"{av / pv:.2f}"
+            out.append(f"| {name} | {label} | {fmt(av)} | {fmt(pv)} | {ratio} |")
+    return out + [""]
+
+
+def cost_goals(results):
+    checks = []
+    for key, label in (("statements", "statements per minute"), ("cpu_ms", "backends' CPU per minute"),
+                       ("exec_ms", "execution time per minute")):
+        worst = max((r["cost"]["agent"][key] / max(r["cost"]["peer"][key], 1e-9), s) for s, r in results.items())
+        checks.append((f"agent's {label} at most 1/4 of the peer's", worst[0] <= 0.25,
+                       f"worst agent/peer {worst[0]:.2f} ({worst[1]})"))
+    return checks
+
+
 def goals(results):
+    if all(r.get("cost_only") for r in results.values()):
+        out = ["### Goals", "", "| goal | | evidence |", "|---|---|---|"]
+        out += [f"| {g} | {'met' if ok else '**not met**'} | {ev} |" for g, ok, ev in cost_goals(results)]
+        return out + [""]
+    return goals_full(results)
+
+
+def goals_full(results):
     order = list(results)
     checks = []
     p99_ratios, tput_ratios = [], []
@@ -432,6 +581,7 @@ def goals(results):
                        f"SQL/min {b['sql_per_min']:.0f} -> {t['sql_per_min']:.0f}; peer: scrape p50 "
                        f"{pct(pb['seq']['lat'], 50):.1f} -> {pct(pt['seq']['lat'], 50):.1f} ms, PostgreSQL CPU/1k scrapes "
                        f"{pb['seq']['cpu_pg_per_1k']:.2f} -> {pt['seq']['cpu_pg_per_1k']:.2f} s"))
+    checks += cost_goals(results)
     out = ["### Goals", "", "| goal | | evidence |", "|---|---|---|"]
     out += [f"| {g} | {'met' if ok else '**not met**'} | {ev} |" for g, ok, ev in checks]
     return out + [""]
@@ -445,6 +595,9 @@ def main():
     ap.add_argument("--scrapes", type=int, default=2000)
     ap.add_argument("--wrk-seconds", type=int, default=10)
     ap.add_argument("--window", type=int, default=60)
+    ap.add_argument("--cost-window", type=int, default=120)
+    ap.add_argument("--cost-only", action="store_true")
+    ap.add_argument("--pg-log", default="")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -464,15 +617,18 @@ def main():
     results = {}
     log("scenario: baseline")
     results["baseline"] = scenario(pg, targets, a)
+    results["baseline"]["cost"] = measure_cost(pg, targets, a)
     make_tables(pg, 2000)
     log("scenario: 2,000 extra tables")
     results["2,000 extra tables"] = scenario(pg, targets, a)
+    results["2,000 extra tables"]["cost"] = measure_cost(pg, targets, a)
     drop_tables(pg)
     log("pgbench -i -s 5")
     subprocess.run([f"{pg.bin.rstrip('/')}/pgbench", "-i", "-q", "-s", "5", "-h", pg.host, "-p", str(pg.port),
                     "-U", "postgres", pg.db], check=True, capture_output=True, timeout=600)
     # Bounded twice: -T covers the scenario with margin, and it is killed when the scenario ends.
-    budget = 2 * (2 * a.scrapes * 0.05 + 4 * (a.wrk_seconds + 5) + a.window) + 60
+    budget = (0 if a.cost_only else 2 * (2 * a.scrapes * 0.05 + 4 * (a.wrk_seconds + 5) + a.window)) \
+        + a.cost_window + 120
     bench = subprocess.Popen(
         [f"{pg.bin.rstrip('/')}/pgbench", "-n", "-c", "4", "-j", "2", "-T", str(int(budget)),
          "-h", pg.host, "-p", str(pg.port), "-U", "postgres", pg.db],
@@ -481,6 +637,7 @@ def main():
         time.sleep(3)
         log("scenario: pgbench -c 4 running")
         results["pgbench -c 4 running"] = scenario(pg, targets, a)
+        results["pgbench -c 4 running"]["cost"] = measure_cost(pg, targets, a)
     finally:
         if bench.poll() is None:
             os.killpg(bench.pid, signal.SIGTERM)
@@ -495,11 +652,15 @@ def main():
     load = open("/proc/loadavg").read().split()[:3]
     out = [f"## Results ({started})", "",
            f"Machine: {os.cpu_count()} CPUs (nproc), {mem_mb} MB memory, load average at the end {' '.join(load)}. "
-           f"{a.scrapes} sequential scrapes per target, wrk {a.wrk_seconds} s per run, "
-           f"SQL/minute over a {a.window} s window. Agent interval {os.environ.get('BENCH_AGENT_INTERVAL', '15s')}.",
+           + ("Database cost only (BENCH_COST_ONLY). " if a.cost_only else
+              f"{a.scrapes} sequential scrapes per target, wrk {a.wrk_seconds} s per run, "
+              f"SQL/minute over a {a.window} s window. ")
+           + f"Agent interval {os.environ.get('BENCH_AGENT_INTERVAL', '15s')}.",
            ""]
     for name, r in results.items():
-        out += scenario_table(name, r)
+        if not r.get("cost_only"):
+            out += scenario_table(name, r)
+    out += cost_table(results, a.cost_window)
     out += goals(results)
     text = "\n".join(out)
     print(text)

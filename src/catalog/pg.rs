@@ -7,7 +7,7 @@ metrics! {
     PG_UP = "rose_pg_up", Gauge, "1", [],
         "1 when the last connectivity check reached PostgreSQL and ran a query, else 0.";
     PG_ROUNDTRIP = "rose_pg_roundtrip_seconds", Gauge, "seconds", [],
-        "Duration of the last connectivity query on an open connection (network round trip plus a trivial query).";
+        "Network round trip of the last connectivity query on an open connection: the round trip of the cycle's combined statement that carried it, less the server's own time on that statement.";
     PG_CONNECT = "rose_pg_connect_seconds", Gauge, "seconds", [],
         "Duration of the last successful connection set-up (DNS, TCP, TLS, authentication).";
     PG_VERSION_NUM = "rose_pg_server_version_num", Gauge, "1", [],
@@ -18,6 +18,8 @@ metrics! {
         "Unix time the PostgreSQL server started (pg_postmaster_start_time); a change is a restart.";
     PG_IN_RECOVERY = "rose_pg_in_recovery", Gauge, "1", [],
         "1 when the server is a standby in recovery, 0 on a primary.";
+    PG_BATCH_FALLBACKS = "rose_pg_batch_fallbacks_total", Counter, "1", ["reason"],
+        "Cycles whose one combined statement failed (reason: error, timeout, decode), so each PostgreSQL check ran its own statement instead; a part that failed alone then runs alone for a few cycles.";
 
     // --- PostgreSQL: connections (check `pg_connections`) ---
     PG_CONNECTIONS = "rose_pg_connections", Gauge, "1", ["state"],

@@ -341,6 +341,7 @@ mod tests {
                 in_recovery: false,
                 restarts_observed: u64::from(previous.is_some()),
                 previous_start_time_seconds: previous,
+                batch_fallbacks: vec![],
             })
         };
         let obs = |rtt: f64| seen(rtt, Some(start - 3600.0));
@@ -379,6 +380,7 @@ mod tests {
             in_recovery: true,
             restarts_observed: 0,
             previous_start_time_seconds: None,
+            batch_fallbacks: vec![],
         });
         let mut out = vec![];
         evaluate(

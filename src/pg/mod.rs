@@ -30,6 +30,7 @@
 //! - Every query bounded on the client side too; a timed-out or broken connection is dropped, and
 //!   dropping it aborts the task that drives its socket.
 
+pub mod batch;
 pub mod sniff;
 pub mod tls;
 
@@ -167,6 +168,8 @@ pub struct PgTarget {
     on_connect: Option<ConnectHook>,
     /// Addresses to use instead of resolving the host name (tests of multi-address names).
     addresses: Option<Vec<IpAddr>>,
+    /// Gathers the JSON statements of one cycle into one ([`batch`]).
+    batch: batch::Batcher,
 }
 
 /// Connection attempts of the agent's PostgreSQL targets (`rose_agent_pg_connects_total`),
@@ -225,6 +228,7 @@ impl PgTarget {
             connecting: tokio::sync::Mutex::new(()),
             on_connect: None,
             addresses: None,
+            batch: batch::Batcher::default(),
         }
     }
 
@@ -397,35 +401,42 @@ impl PgTarget {
         conn: &Conn,
         sql: &str,
     ) -> Result<Vec<Vec<Option<String>>>, CheckError> {
-        let guarded_sql;
-        let sql = if conn.direct {
-            sql
-        } else {
-            guarded_sql = guarded(&self.limits, sql);
-            guarded_sql.as_str()
-        };
-        let deadline = query_deadline(&self.limits, conn.connect_duration);
-        match tokio::time::timeout(deadline, conn.client.simple_query(sql)).await {
-            Err(_) => {
-                self.invalidate(conn.generation);
-                Err(CheckError::new(
-                    ErrorKind::QueryTimeout,
-                    format!(
-                        "{}: no answer within {} ms; connection dropped",
-                        self.target,
-                        deadline.as_millis()
-                    ),
-                ))
-            }
-            Ok(Err(e)) => {
-                let err = CheckError::from_pg(&e, &self.target);
-                if conn.client.is_closed() || err.kind == ErrorKind::ConnectionClosed {
+        exec(conn, &self.limits, &self.target, sql)
+            .await
+            .inspect_err(|e| {
+                if needs_invalidate(conn, e) {
                     self.invalidate(conn.generation);
                 }
-                Err(err)
-            }
-            Ok(Ok(msgs)) => Ok(rows(msgs)),
-        }
+            })
+    }
+
+    /// [`Self::simple_query`] under other limits for this one statement: the `SET LOCAL`s of
+    /// [`guarded`] carry them on a direct session too.
+    pub(crate) async fn simple_query_under(
+        &self,
+        conn: &Conn,
+        limits: &Limits,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, CheckError> {
+        let wrapped;
+        let sql = if conn.direct {
+            wrapped = guarded(limits, sql);
+            wrapped.as_str()
+        } else {
+            sql
+        };
+        exec(conn, limits, &self.target, sql)
+            .await
+            .inspect_err(|e| {
+                if needs_invalidate(conn, e) {
+                    self.invalidate(conn.generation);
+                }
+            })
+    }
+
+    /// The cycle batcher of this target ([`batch`]).
+    pub fn batch(&self) -> &batch::Batcher {
+        &self.batch
     }
 
     /// The generation of the open connection, if one is open (no connection attempt).
@@ -726,6 +737,43 @@ async fn session_attrs_match(
                 .unwrap_or_default()
         ),
     ))
+}
+
+/// [`PgTarget::simple_query`] without the target: a timed-out or broken connection is for the
+/// caller to drop ([`needs_invalidate`]).
+async fn exec(
+    conn: &Conn,
+    limits: &Limits,
+    target: &str,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, CheckError> {
+    let guarded_sql;
+    let sql = if conn.direct {
+        sql
+    } else {
+        guarded_sql = guarded(limits, sql);
+        guarded_sql.as_str()
+    };
+    let deadline = query_deadline(limits, conn.connect_duration);
+    match tokio::time::timeout(deadline, conn.client.simple_query(sql)).await {
+        Err(_) => Err(CheckError::new(
+            ErrorKind::QueryTimeout,
+            format!(
+                "{target}: no answer within {} ms; connection dropped",
+                deadline.as_millis()
+            ),
+        )),
+        Ok(Err(e)) => Err(CheckError::from_pg(&e, target)),
+        Ok(Ok(msgs)) => Ok(rows(msgs)),
+    }
+}
+
+/// Whether an error of [`exec`] means the connection must be dropped: no answer within the
+/// client-side bound, or a broken socket.
+fn needs_invalidate(conn: &Conn, err: &CheckError) -> bool {
+    (err.kind == ErrorKind::QueryTimeout && err.sqlstate.is_none())
+        || conn.client.is_closed()
+        || err.kind == ErrorKind::ConnectionClosed
 }
 
 /// The rows of a simple-protocol answer, as text.

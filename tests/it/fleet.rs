@@ -22,17 +22,17 @@ fn env(url: String) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Statements of the database-wide checks: everything the monitoring role ran except the
-/// instance-local checks' statements (connectivity, privileges, migration facts) and the
-/// election's own `pg_try_advisory_lock`.
+/// Statements that carry a database-wide check: the checks of a cycle share one statement
+/// (`pg::batch`), instance-local and database-wide parts together, so a statement counts when it
+/// reads what only database-wide checks read (`pg_stat_archiver`, `pg_stat_replication`,
+/// `pg_database_size`); a follower's statements (connectivity, privileges, migration facts,
+/// the election's `pg_try_advisory_lock`) never do.
 fn database_wide_calls(pg: &PgCluster) -> f64 {
     pg.psql(&format!(
         "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid \
          WHERE r.rolname = '{MONITOR_USER}' \
-           AND s.query NOT LIKE '%pg_try_advisory_lock%' \
-           AND s.query NOT LIKE '%pg_postmaster_start_time%' \
-           AND s.query NOT LIKE '%rolsuper%' \
-           AND s.query NOT LIKE '%SELECT n.t, c.oid IS NOT NULL%'"
+           AND (s.query LIKE '%pg_stat_archiver%' OR s.query LIKE '%pg_stat_replication%' \
+                OR s.query LIKE '%pg_database_size(%')"
     ))
     .trim()
     .parse()
@@ -95,7 +95,8 @@ fn a_fleet_costs_the_database_one_agent_and_leadership_moves_within_one_interval
     assert!(exports_database_wide(&a));
     let single = per_cycle(&pg, &[&a], Duration::from_secs(6));
     eprintln!("one agent: {single:.2} database-wide statements per cycle");
-    assert!(single >= 5.0, "{single}");
+    // One statement a cycle, two when a loaded machine splits a round.
+    assert!((0.8..=2.5).contains(&single), "{single}");
 
     let b = Agent::start(&env(pg.monitor_url()));
     let c = Agent::start(&env(pg.monitor_url()));
@@ -125,8 +126,9 @@ fn a_fleet_costs_the_database_one_agent_and_leadership_moves_within_one_interval
     }
     let fleet = per_cycle(&pg, &all, Duration::from_secs(6));
     eprintln!("three agents: {fleet:.2} database-wide statements per cycle");
+    // A follower that ran database-wide parts would make it about three times one agent's.
     assert!(
-        (fleet - single).abs() <= single * 0.10,
+        (fleet - single).abs() <= (single * 0.10).max(0.5),
         "fleet {fleet:.2} vs single {single:.2} per cycle"
     );
     assert_eq!(pg.agent_backends(), 3, "one backend per agent");

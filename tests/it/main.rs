@@ -35,6 +35,7 @@ mod migration_threads;
 mod no_dsn;
 mod oncall_e2e;
 mod otel;
+mod pg_batch;
 mod pg_checks;
 mod pg_dsn_forms;
 mod pg_session;

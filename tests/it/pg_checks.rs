@@ -703,8 +703,10 @@ fn statements_top_n_and_cycle_cost_flat_with_2000_extra_tables() {
         .iter()
         .filter(|id| **id != "app_recovery")
         .count();
+    // Run one after another, each check is its own round (pg::batch); pg_schema reads the
+    // migration version in the same round as its catalog once it knows where: one fewer.
     assert!(
-        n0 >= issuing as u64 - 1,
+        n0 >= issuing as u64 - 2,
         "every database check issues a statement"
     );
 }

@@ -1,11 +1,12 @@
 //! Check `pg_connectivity`: can the agent reach PostgreSQL and run a query, how long does a
-//! round trip take, and which server is it (version, start time, recovery). One simple-protocol
-//! statement per run; on failure `rose_pg_up` is 0, never a stale 1. A change of
-//! `pg_postmaster_start_time` between runs is a restart, counted in
+//! round trip take, and which server is it (version, start time, recovery). One JSON part of
+//! the cycle's combined statement ([`crate::pg::batch`]), whose round trip it reports, and the
+//! batch's fallbacks (`rose_pg_batch_fallbacks_total`); on failure `rose_pg_up` is 0, never a
+//! stale 1. A change of `pg_postmaster_start_time` between runs is a restart, counted in
 //! `rose_pg_restarts_observed_total`.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -16,8 +17,19 @@ use crate::pg::PgTarget;
 
 pub const ID: &str = "pg_connectivity";
 
-const SQL: &str = "SELECT current_setting('server_version_num'), current_setting('server_version'), \
-     extract(epoch FROM pg_postmaster_start_time()), pg_is_in_recovery()";
+const SQL: &str = "SELECT json_build_object('version_num', current_setting('server_version_num'), \
+     'version', current_setting('server_version'), \
+     'start', extract(epoch FROM pg_postmaster_start_time())::float8, \
+     'in_recovery', pg_is_in_recovery())::text";
+
+/// The statement's document.
+#[derive(Debug, serde::Deserialize)]
+struct Raw {
+    version_num: String,
+    version: String,
+    start: Option<f64>,
+    in_recovery: bool,
+}
 
 /// What a successful run saw.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -34,6 +46,10 @@ pub struct Connectivity {
     pub restarts_observed: u64,
     /// The start time before the last restart seen, if any.
     pub previous_start_time_seconds: Option<f64>,
+    /// This agent's cycle batches that fell back to per-check statements, by reason
+    /// ([`crate::pg::batch`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub batch_fallbacks: Vec<(String, u64)>,
 }
 
 /// Pure: whether the server restarted between two observed start times.
@@ -97,14 +113,11 @@ impl Check for ConnectivityCheck {
     fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
         Box::pin(async move {
             let conn = self.pg.conn().await?;
-            let started = Instant::now();
-            let rows = self.pg.simple_query(&conn, SQL).await?;
-            let roundtrip = started.elapsed();
-            let row = rows.first().ok_or_else(|| {
-                CheckError::new(ErrorKind::Protocol, "connectivity query returned no row")
-            })?;
-            let text = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-            let start: f64 = text(2).parse().unwrap_or(0.0);
+            // The cycle's combined statement carries this one: the round trip is that
+            // statement's less the server's time on it, as a trivial statement alone would see.
+            let (raw, roundtrip): (Raw, _) =
+                super::util::json_query_timed(&self.pg, &conn, SQL, "connectivity").await?;
+            let start = raw.start.unwrap_or(0.0);
             let (restarts_observed, previous_start_time_seconds) = {
                 let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
                 if restarted(m.start_time, start) {
@@ -123,16 +136,24 @@ impl Check for ConnectivityCheck {
                 target: self.pg.target().to_owned(),
                 roundtrip_seconds: roundtrip.as_secs_f64(),
                 connect_seconds: conn.connect_duration.as_secs_f64(),
-                server_version_num: text(0).parse().unwrap_or(0),
-                server_version: text(1)
+                server_version_num: raw.version_num.parse().unwrap_or(0),
+                server_version: raw
+                    .version
                     .split_whitespace()
                     .next()
                     .unwrap_or_default()
                     .to_owned(),
                 postmaster_start_time_seconds: start,
-                in_recovery: text(3) == "t",
+                in_recovery: raw.in_recovery,
                 restarts_observed,
                 previous_start_time_seconds,
+                batch_fallbacks: self
+                    .pg
+                    .batch()
+                    .fallbacks()
+                    .into_iter()
+                    .map(|(r, n)| (r.as_str().to_owned(), n))
+                    .collect(),
             }))
         })
     }
@@ -168,6 +189,13 @@ pub fn samples(o: &Connectivity, out: &mut Vec<Sample>) {
         &[],
         o.postmaster_start_time_seconds,
     ));
+    for (reason, n) in &o.batch_fallbacks {
+        out.push(Sample::owned(
+            &catalog::PG_BATCH_FALLBACKS,
+            vec![reason.clone()],
+            *n as f64,
+        ));
+    }
     out.push(Sample::new(
         &catalog::PG_IN_RECOVERY,
         &[],
@@ -201,6 +229,7 @@ mod tests {
             in_recovery: false,
             restarts_observed: 0,
             previous_start_time_seconds: None,
+            batch_fallbacks: vec![],
         };
         let mut out = Vec::new();
         samples(&o, &mut out);

@@ -12,12 +12,20 @@ use super::util::{self, History};
 use crate::catalog::{self, Sample};
 use crate::check::{BoxFuture, Cadence, Check, Observation};
 use crate::config::StorageLimit;
-use crate::error::{CheckError, ErrorKind};
+use crate::error::CheckError;
 use crate::pg::PgTarget;
 
 pub const ID: &str = "pg_database_size";
 
-const SQL: &str = "SELECT current_database(), pg_database_size(current_database())";
+const SQL: &str = "SELECT json_build_object('datname', current_database(), \
+     'bytes', pg_database_size(current_database()))::text";
+
+/// The statement's document.
+#[derive(Debug, serde::Deserialize)]
+struct Raw {
+    datname: String,
+    bytes: u64,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DatabaseSize {
@@ -84,19 +92,8 @@ impl Check for DatabaseSizeCheck {
     fn observe(&self) -> BoxFuture<'_, Result<Observation, CheckError>> {
         Box::pin(async move {
             let conn = self.pg.conn().await?;
-            let rows = self.pg.simple_query(&conn, SQL).await?;
-            let row = rows.first().ok_or_else(|| {
-                CheckError::new(ErrorKind::Protocol, "size query returned no row")
-            })?;
-            let datname = row.first().cloned().flatten().unwrap_or_default();
-            let bytes: u64 = row
-                .get(1)
-                .cloned()
-                .flatten()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| {
-                    CheckError::new(ErrorKind::Protocol, "database_size returned no number")
-                })?;
+            let Raw { datname, bytes } =
+                util::json_query(&self.pg, &conn, SQL, "database size").await?;
             let growth_bytes_per_second = self
                 .history
                 .lock()

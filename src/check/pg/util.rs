@@ -23,19 +23,31 @@ pub fn timeout(pg: &PgTarget, statements: u32) -> Duration {
         + Duration::from_millis(100)
 }
 
-/// Runs `sql`, whose first row's first column is a JSON document, and decodes it.
+/// Runs `sql`, whose first row's first column is a JSON document, and decodes it. The
+/// statement runs in this cycle's combined statement ([`crate::pg::batch`]): one round trip
+/// for all the checks of a cycle.
 pub async fn json_query<T: DeserializeOwned>(
     pg: &PgTarget,
     conn: &Conn,
     sql: &str,
     what: &str,
 ) -> Result<T, CheckError> {
-    let rows = pg.simple_query(conn, sql).await?;
-    let text = rows
-        .first()
-        .and_then(|r| r.first().cloned().flatten())
+    json_query_timed(pg, conn, sql, what).await.map(|(t, _)| t)
+}
+
+/// [`json_query`], with the round trip of the statement that carried it (the cycle's combined
+/// statement, from send to answer).
+pub async fn json_query_timed<T: DeserializeOwned>(
+    pg: &PgTarget,
+    conn: &Conn,
+    sql: &str,
+    what: &str,
+) -> Result<(T, Duration), CheckError> {
+    let a = pg.json_part(conn, sql, what).await?;
+    let text = a
+        .doc
         .ok_or_else(|| CheckError::new(ErrorKind::Protocol, format!("{what}: no row")))?;
-    decode(&text, what)
+    Ok((decode(&text, what)?, a.roundtrip))
 }
 
 /// Decodes a JSON document from the server.
