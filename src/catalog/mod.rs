@@ -111,39 +111,10 @@ macro_rules! metrics {
     };
 }
 
-/// The check id of the agent's own process check (`check` label value): vocabulary, since the
-/// configuration refuses to disable it.
-pub const AGENT_PROCESS_CHECK: &str = "agent_process";
-
-/// The check ids `AGENT_DISABLED_CHECKS` may name (`check` label values; app probes are
-/// `app_probe_<name>`, [`APP_PROBE_CHECK_PREFIX`]). Vocabulary so the configuration can validate
-/// them; a test in `check` keeps the list equal to the checks' own `ID`s.
-pub const DISABLABLE_CHECK_IDS: &[&str] = &[
-    "host_resources",
-    "sqlite_checkpointer",
-    "checkpoint_migration",
-    "checkpoint_threads",
-    "pg_connectivity",
-    "pg_connections",
-    "pg_connection_budget",
-    "pg_activity",
-    "pg_statements",
-    "pg_table_sizes",
-    "pg_schema",
-    "pg_replication",
-    "pg_database_stats",
-    "pg_checkpoints",
-    "pg_archiver",
-    "pg_privileges",
-    "pg_replica",
-    "pg_database_size",
-];
-/// The id prefix of app probe checks (`app_probe_<name>`).
-pub const APP_PROBE_CHECK_PREFIX: &str = "app_probe_";
-
 mod agent;
 mod app;
 mod checkpoint;
+pub mod checks;
 mod findings;
 mod host;
 pub mod otel;

@@ -14,7 +14,7 @@ use super::{BoxFuture, Check, Observation};
 use crate::catalog::{self, Sample};
 use crate::error::CheckError;
 
-pub const ID: &str = "app_recovery";
+pub const ID: &str = crate::catalog::checks::APP_RECOVERY;
 
 /// Restarts and app health, written by `pg_connectivity` and the app probes.
 #[derive(Debug, Default)]

@@ -40,7 +40,7 @@ use crate::config::{Config, DatabaseType};
 use crate::error::{CheckError, ErrorKind};
 use crate::pg::PgTarget;
 
-pub const ID: &str = "checkpoint_migration";
+pub const ID: &str = crate::catalog::checks::CHECKPOINT_MIGRATION;
 /// LangGraph's PostgreSQL checkpointer tables.
 pub const PG_TABLES: [&str; 3] = ["checkpoints", "checkpoint_blobs", "checkpoint_writes"];
 

@@ -18,7 +18,7 @@ use crate::catalog::{self, Sample};
 use crate::config::Config;
 use crate::error::{CheckError, ErrorKind};
 
-pub const ID: &str = "host_resources";
+pub const ID: &str = crate::catalog::checks::HOST_RESOURCES;
 
 /// The volume holding a watched path.
 #[derive(Debug, Clone, PartialEq, Serialize)]

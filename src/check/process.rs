@@ -12,7 +12,7 @@ use super::{BoxFuture, Check, Observation};
 use crate::catalog::{self, Sample};
 use crate::error::{CheckError, ErrorKind};
 
-pub const ID: &str = crate::catalog::AGENT_PROCESS_CHECK;
+pub const ID: &str = crate::catalog::checks::AGENT_PROCESS;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProcessStats {

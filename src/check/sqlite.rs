@@ -26,7 +26,7 @@ pub use crate::sqlite::{
     QuickCheck, RecentCheckpoint, SqliteCounts, SqliteErrorKind, SqliteFailure,
 };
 
-pub const ID: &str = "sqlite_checkpointer";
+pub const ID: &str = crate::catalog::checks::SQLITE_CHECKPOINTER;
 /// `quick_check` reads the whole file: run it at most this often.
 pub const QUICK_CHECK_EVERY: Duration = Duration::from_secs(600);
 

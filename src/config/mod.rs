@@ -455,7 +455,11 @@ impl Config {
             Duration::from_secs(60),
         );
 
-        let findings = silence::validate(raw.findings, &known_check, &mut problems);
+        let findings = silence::validate(
+            raw.findings,
+            &crate::catalog::checks::disablable,
+            &mut problems,
+        );
 
         if !problems.is_empty() {
             return Err(ConfigError(problems));
@@ -573,14 +577,6 @@ impl Config {
         out.push_str(&toml::to_string(&raw).unwrap_or_else(|e| format!("# cannot render: {e}\n")));
         out
     }
-}
-
-/// Whether `id` names a check the agent can run (for `AGENT_DISABLED_CHECKS`).
-fn known_check(id: &str) -> bool {
-    crate::catalog::DISABLABLE_CHECK_IDS.contains(&id)
-        || id
-            .strip_prefix(crate::catalog::APP_PROBE_CHECK_PREFIX)
-            .is_some_and(|n| !n.is_empty())
 }
 
 /// This machine's host name, for the default `instance` label.

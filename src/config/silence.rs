@@ -169,7 +169,7 @@ pub fn validate(
 ) -> FindingsConfig {
     let mut out = FindingsConfig::default();
     for id in raw.disabled_checks.unwrap_or_default() {
-        if id == crate::catalog::AGENT_PROCESS_CHECK {
+        if id == crate::catalog::checks::AGENT_PROCESS {
             problems.push(Problem {
                 key: "AGENT_DISABLED_CHECKS".into(),
                 message: format!("'{id}' is the agent's own check and cannot be disabled"),

@@ -37,7 +37,7 @@ use crate::config::ProbeConfig;
 use crate::error::{CheckError, ErrorKind};
 
 /// Prefix of every probe's check id.
-pub const ID_PREFIX: &str = "app_probe_";
+pub const ID_PREFIX: &str = crate::catalog::checks::APP_PROBE_PREFIX;
 /// Histogram bounds in seconds; 0.1 and 2 are the guide's health and voice thresholds.
 pub const DURATION_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,

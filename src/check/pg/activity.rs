@@ -28,7 +28,7 @@ use crate::check::{BoxFuture, Check, Observation, query_text};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_activity";
+pub const ID: &str = crate::catalog::checks::PG_ACTIVITY;
 
 /// Longest query text kept per session (characters), normalized or raw.
 pub const QUERY_TEXT_CHARS: usize = 256;

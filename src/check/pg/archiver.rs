@@ -11,7 +11,7 @@ use crate::catalog::{self, Sample};
 use crate::check::Observation;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_archiver";
+pub const ID: &str = crate::catalog::checks::PG_ARCHIVER;
 
 const SQL: &str = "SELECT json_build_object('archive_mode', current_setting('archive_mode'), \
      'archived', archived_count, 'failed', failed_count, 'last_archived_wal', last_archived_wal, \

@@ -28,7 +28,7 @@ use crate::check::{BoxFuture, Cadence, Check, Observation};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "checkpoint_threads";
+pub const ID: &str = crate::catalog::checks::CHECKPOINT_THREADS;
 
 /// How many of the largest threads (by bytes and by checkpoints) the statement names, hashed.
 pub const TOP: usize = 3;

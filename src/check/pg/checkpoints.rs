@@ -14,7 +14,7 @@ use crate::check::{BoxFuture, Check, Observation};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_checkpoints";
+pub const ID: &str = crate::catalog::checks::PG_CHECKPOINTS;
 
 /// PostgreSQL 17 moved checkpoint statistics out of `pg_stat_bgwriter` (whose
 /// `checkpoints_timed`, `checkpoints_req`, `checkpoint_write_time`, `checkpoint_sync_time` and

@@ -18,7 +18,7 @@ use crate::config::PlanLimit;
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_connection_budget";
+pub const ID: &str = crate::catalog::checks::PG_CONNECTION_BUDGET;
 
 const SQL: &str = "SELECT json_build_object(\
      'max_connections', current_setting('max_connections')::int, \

@@ -18,7 +18,7 @@ use crate::check::{BoxFuture, Check, Observation};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_connections";
+pub const ID: &str = crate::catalog::checks::PG_CONNECTIONS;
 
 /// `reserved_connections` is read with `missing_ok`: NULL before PostgreSQL 16 (feature
 /// detection, no version gate needed).

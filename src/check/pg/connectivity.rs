@@ -15,7 +15,7 @@ use crate::check::{BoxFuture, Check, Observation};
 use crate::error::{CheckError, ErrorKind};
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_connectivity";
+pub const ID: &str = crate::catalog::checks::PG_CONNECTIVITY;
 
 const SQL: &str = "SELECT json_build_object('version_num', current_setting('server_version_num'), \
      'version', current_setting('server_version'), \

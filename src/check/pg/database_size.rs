@@ -15,7 +15,7 @@ use crate::config::StorageLimit;
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_database_size";
+pub const ID: &str = crate::catalog::checks::PG_DATABASE_SIZE;
 
 const SQL: &str = "SELECT json_build_object('datname', current_database(), \
      'bytes', pg_database_size(current_database()))::text";

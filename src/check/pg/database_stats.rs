@@ -13,7 +13,7 @@ use crate::catalog::{self, Sample};
 use crate::check::Observation;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_database_stats";
+pub const ID: &str = crate::catalog::checks::PG_DATABASE_STATS;
 
 /// XIDs available before wraparound protection stops the cluster (2^31).
 pub const XID_WRAPAROUND_LIMIT: f64 = 2_147_483_648.0;

@@ -17,7 +17,7 @@ use crate::catalog::{self, Sample};
 use crate::check::Observation;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_privileges";
+pub const ID: &str = crate::catalog::checks::PG_PRIVILEGES;
 
 fn sql(place: &LangGraphPlace) -> String {
     format!(

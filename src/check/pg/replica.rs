@@ -15,7 +15,7 @@ use crate::check::Observation;
 use crate::config::Config;
 use crate::pg::{Limits, PgTarget};
 
-pub const ID: &str = "pg_replica";
+pub const ID: &str = crate::catalog::checks::PG_REPLICA;
 
 const SQL: &str = "SELECT json_build_object(\
      'in_recovery', pg_is_in_recovery(), \

@@ -21,7 +21,7 @@ use crate::check::{BoxFuture, Check, Observation};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_replication";
+pub const ID: &str = crate::catalog::checks::PG_REPLICATION;
 
 /// Most standbys given their own series.
 pub const MAX_STANDBYS: usize = 16;

@@ -30,7 +30,7 @@ use crate::config::{ChecksConfig, Expectations, ExpectedIndex, ExpectedTable, La
 use crate::error::{CheckError, ErrorKind};
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_schema";
+pub const ID: &str = crate::catalog::checks::PG_SCHEMA;
 
 /// LangGraph's savers create their tables unqualified, in the first schema of the app's
 /// `search_path`: `public` unless the app sets another (see [`LangGraphPlace`]).

@@ -18,7 +18,7 @@ use crate::check::{BoxFuture, Cadence, Check, Observation};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_statements";
+pub const ID: &str = crate::catalog::checks::PG_STATEMENTS;
 
 const DETECT_SQL: &str = "SELECT json_build_object(\
      'schema', (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_stat_statements'), \

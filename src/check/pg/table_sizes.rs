@@ -17,7 +17,7 @@ use crate::config::{Expectations, LangGraphSchema};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_table_sizes";
+pub const ID: &str = crate::catalog::checks::PG_TABLE_SIZES;
 
 fn sql(place: Option<&LangGraphPlace>, file: &Expectations) -> String {
     format!(
