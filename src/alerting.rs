@@ -29,7 +29,7 @@ use crate::findings::Finding;
 use crate::findings::state::Published;
 
 /// Intervals a resolved alert is re-sent while posts fail.
-pub const RESOLVED_RETRY_TICKS: u32 = 10;
+pub(crate) const RESOLVED_RETRY_TICKS: u32 = 10;
 /// Attempts per tick.
 const ATTEMPTS: u32 = 3;
 
@@ -61,13 +61,13 @@ pub struct Alert {
 }
 
 /// The alert name of every pushed finding: the rule that forwards findings has it too.
-pub const ALERTNAME: &str = "RoseFinding";
+pub(crate) const ALERTNAME: &str = "RoseFinding";
 
 /// Codes about this agent's own instance (its configuration, its host's round trip, its app
 /// instance, its SQLite file): their pushed alerts carry `instance`. Every other code is about
 /// the database and is identified by `rose_target` alone, so a fleet pushes it once and it keeps
 /// its identity when leadership moves. Without a `rose_target` every alert carries `instance`.
-pub const INSTANCE_CODES: &[&str] = &[
+pub(crate) const INSTANCE_CODES: &[&str] = &[
     "bad_database_url",
     "no_database_configured",
     "unknown_variable",
@@ -83,7 +83,7 @@ pub const INSTANCE_CODES: &[&str] = &[
 ];
 
 /// Pure: whether the pushed alert for `code` carries `instance`.
-pub fn instance_scoped(code: &str, cfg: &PushConfig) -> bool {
+pub(crate) fn instance_scoped(code: &str, cfg: &PushConfig) -> bool {
     cfg.rose_target.is_none() || INSTANCE_CODES.contains(&code)
 }
 

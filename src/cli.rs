@@ -23,7 +23,7 @@ pub struct Cli {
 }
 
 /// What `--help` adds: the variables a first run needs and the endpoints.
-pub const FIRST_RUN: &str = "\
+pub(crate) const FIRST_RUN: &str = "\
 A first run needs:
   AGENT_DATABASE_URL      DSN of the monitoring role (or AGENT_DATABASE_URL_FILE; without
                           either, the app's DATABASE_URL), e.g.

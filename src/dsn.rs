@@ -28,12 +28,13 @@ use std::time::Duration;
 use percent_encoding::percent_decode_str;
 
 mod redact;
-pub use redact::{redact, url_for_message};
+pub use redact::redact;
+pub(crate) use redact::url_for_message;
 
 /// Default PostgreSQL port, as libpq.
-pub const DEFAULT_PORT: u16 = 5432;
+pub(crate) const DEFAULT_PORT: u16 = 5432;
 /// Unix socket directory Debian's libpq uses when a DSN names no host.
-pub const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
+pub(crate) const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
 
 /// How TLS is negotiated, following libpq's `sslmode` semantics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -472,7 +473,7 @@ impl Dsn {
     }
 
     /// The same server with other credentials/database kept: used for the replica.
-    pub fn with_application_name(mut self, name: &str) -> Dsn {
+    pub(crate) fn with_application_name(mut self, name: &str) -> Dsn {
         self.application_name = Some(name.to_owned());
         self
     }
@@ -480,7 +481,7 @@ impl Dsn {
 
 impl Endpoint {
     /// `host:port` (`[v6]:port`, `/socket/dir:port`).
-    pub fn host_port(&self) -> String {
+    pub(crate) fn host_port(&self) -> String {
         match &self.host {
             Host::Tcp(h) if h.contains(':') => format!("[{h}]:{}", self.port),
             Host::Tcp(h) => format!("{h}:{}", self.port),

@@ -44,7 +44,7 @@ pub use crate::config::DEFAULT_LOCK_KEY;
 /// Whether any session holds the election lock `key` in this database (for an agent behind a
 /// pooler, which must not take it). A bigint advisory lock shows in `pg_locks` as classid = high
 /// 32 bits, objid = low 32 bits, objsubid = 1.
-pub fn held_by_anyone_sql(key: i64) -> String {
+pub(crate) fn held_by_anyone_sql(key: i64) -> String {
     let k = key as u64;
     format!(
         "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
@@ -101,7 +101,7 @@ impl Leadership {
 
     /// Changes after the first round and whenever the lock is taken (on a new connection) or
     /// lost.
-    pub fn subscribe(&self) -> watch::Receiver<(bool, Option<u64>)> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<(bool, Option<u64>)> {
         self.tx.subscribe()
     }
 
@@ -111,7 +111,7 @@ impl Leadership {
     }
 
     /// True once the first election round has completed (or when there is no election).
-    pub fn decided(&self) -> bool {
+    pub(crate) fn decided(&self) -> bool {
         !self.enabled || self.tx.borrow().0
     }
 

@@ -50,7 +50,7 @@ impl Sources {
     }
 
     /// Replaces what the status page says about the agent.
-    pub fn set_about(&self, about: About) {
+    pub(crate) fn set_about(&self, about: About) {
         let mut g = self.about.lock().unwrap_or_else(|p| p.into_inner());
         if **g != about {
             *g = Arc::new(about);
@@ -100,7 +100,7 @@ pub struct Reading {
 
 /// What a rendering depends on besides the clock: the snapshot generation, the findings
 /// generation, the self series' version and the stale checks.
-pub type CacheKey = (u64, u64, u64, Vec<Arc<str>>);
+pub(crate) type CacheKey = (u64, u64, u64, Vec<Arc<str>>);
 
 impl Reading {
     /// A snapshot with nothing beside it (no findings yet, no self series): one-shot runs and
@@ -118,7 +118,7 @@ impl Reading {
     }
 
     /// The cache key of a rendering at `now`.
-    pub fn cache_key(&self, now: SystemTime) -> CacheKey {
+    pub(crate) fn cache_key(&self, now: SystemTime) -> CacheKey {
         (
             self.snap.generation,
             self.findings_generation,

@@ -350,9 +350,9 @@ pub async fn run_with_reload(
 }
 
 /// A reload waits until SIGHUPs have been quiet this long...
-pub const RELOAD_QUIET: std::time::Duration = std::time::Duration::from_millis(300);
+pub(crate) const RELOAD_QUIET: std::time::Duration = std::time::Duration::from_millis(300);
 /// ...but never longer than this after the first one.
-pub const RELOAD_MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
+pub(crate) const RELOAD_MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Waits until SIGHUPs have been quiet for [`RELOAD_QUIET`] (at most [`RELOAD_MAX_DELAY`]);
 /// returns how many arrived, the first included.

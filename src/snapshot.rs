@@ -68,7 +68,7 @@ impl Freshness {
 
 impl CheckState {
     /// True when the last outcome is older than its freshness bound at `now`.
-    pub fn is_stale(&self, now: SystemTime) -> bool {
+    pub(crate) fn is_stale(&self, now: SystemTime) -> bool {
         self.freshness
             .max_age
             .is_some_and(|max| now.duration_since(self.last.at).is_ok_and(|age| age > max))
@@ -108,7 +108,7 @@ impl Snapshot {
     }
 
     /// The checks whose last outcome is stale at `now`, in id order.
-    pub fn stale_checks(&self, now: SystemTime) -> Vec<Arc<str>> {
+    pub(crate) fn stale_checks(&self, now: SystemTime) -> Vec<Arc<str>> {
         self.checks
             .iter()
             .filter(|(_, s)| s.is_stale(now))
@@ -127,7 +127,7 @@ impl Snapshot {
 
     /// The observation of the check's last successful run, whether or not its last run
     /// succeeded (see [`CheckState::last_good`]).
-    pub fn last_good(&self, id: &str) -> Option<&Observation> {
+    pub(crate) fn last_good(&self, id: &str) -> Option<&Observation> {
         match self.checks.get(id) {
             Some(st) => match &st.last.result {
                 Ok(o) => Some(o),
@@ -167,20 +167,20 @@ impl Store {
     }
 
     /// Sets the checks that must report before the agent is ready.
-    pub fn with_expected(self, expected: Vec<Arc<str>>) -> Store {
+    pub(crate) fn with_expected(self, expected: Vec<Arc<str>>) -> Store {
         self.tx
             .send_modify(|snap| Arc::make_mut(snap).expected = expected);
         self
     }
 
     /// Replaces the checks that must report before the agent is ready (after a reload).
-    pub fn set_expected(&self, expected: Vec<Arc<str>>) {
+    pub(crate) fn set_expected(&self, expected: Vec<Arc<str>>) {
         self.tx
             .send_modify(|snap| Arc::make_mut(snap).expected = expected);
     }
 
     /// Drops the state of checks a reload removed, so they export nothing stale.
-    pub fn retain_checks(&self, ids: &[Arc<str>]) {
+    pub(crate) fn retain_checks(&self, ids: &[Arc<str>]) {
         self.tx.send_if_modified(|snap| {
             if snap.checks.keys().all(|k| ids.contains(k)) {
                 return false;
@@ -194,7 +194,7 @@ impl Store {
         });
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.tx.subscribe()
     }
 
@@ -210,7 +210,7 @@ impl Store {
     }
 
     /// Records one run of a check with the samples it exports and how long they are current.
-    pub fn publish_fresh(
+    pub(crate) fn publish_fresh(
         &self,
         id: &str,
         outcome: Outcome,
@@ -262,7 +262,7 @@ impl Store {
 
     /// Withdraws checks another agent of the fleet runs: their state and series go, and they
     /// stop counting for readiness until they publish again. A no-op when already withdrawn.
-    pub fn defer(&self, ids: &[Arc<str>]) {
+    pub(crate) fn defer(&self, ids: &[Arc<str>]) {
         self.tx.send_if_modified(|snap| {
             if ids
                 .iter()

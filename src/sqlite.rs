@@ -21,13 +21,13 @@ use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
 /// LangGraph's SqliteSaver tables.
-pub const TABLES: [&str; 2] = ["checkpoints", "writes"];
+pub(crate) const TABLES: [&str; 2] = ["checkpoints", "writes"];
 /// Budget of one `quick_check`; cut off there (reported as timed out, not as a problem).
-pub const QUICK_CHECK_BUDGET: Duration = Duration::from_secs(2);
+pub(crate) const QUICK_CHECK_BUDGET: Duration = Duration::from_secs(2);
 /// Budget of the cheap statements (tables, pragmas, max rowid).
-pub const READ_BUDGET: Duration = Duration::from_millis(500);
+pub(crate) const READ_BUDGET: Duration = Duration::from_millis(500);
 /// How long a statement waits for a lock before giving up (the agent yields, never waits long).
-pub const BUSY_TIMEOUT: Duration = Duration::from_millis(100);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Why the file could not be read, from a fixed set (the `kind` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -119,10 +119,10 @@ pub struct SqliteCounts {
 
 /// How many of the newest checkpoints a read looks at (an index walk from the end of the
 /// rowid b-tree: as cheap as `max(rowid)`).
-pub const RECENT_ROWS: u32 = 20;
+pub(crate) const RECENT_ROWS: u32 = 20;
 /// Bytes of a checkpoint's `metadata` read (LangGraph's JSON; a longer one is cut and then
 /// not parsed).
-pub const RECENT_METADATA_BYTES: u32 = 2048;
+pub(crate) const RECENT_METADATA_BYTES: u32 = 2048;
 
 /// One of the newest checkpoints: its thread id (cut at 128 characters) and the start of its
 /// metadata (LangGraph writes JSON).
@@ -136,7 +136,7 @@ impl SqliteCounts {
     pub fn readable(&self) -> bool {
         self.present && self.error.is_none()
     }
-    pub fn store_bytes(&self) -> u64 {
+    pub(crate) fn store_bytes(&self) -> u64 {
         self.file_bytes + self.wal_bytes
     }
     /// Rows written as the file counts them: the sum of the tables' highest rowids.
@@ -231,7 +231,7 @@ pub enum OpenMode {
 
 /// Identity and change stamp of one file (what a read must leave as it found).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Stamp {
+pub(crate) struct Stamp {
     pub ino: u64,
     pub len: u64,
     pub mtime_ns: i128,
@@ -252,7 +252,7 @@ impl Stamp {
 
 /// The state of the database and the files beside it, as seen before and after a read.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct FileState {
+pub(crate) struct FileState {
     pub db: Option<Stamp>,
     /// Header bytes 18 and 19 are 2: the file is in WAL mode.
     pub wal_mode: bool,
@@ -291,7 +291,7 @@ impl FileState {
 }
 
 /// Pure: how to open a file in this state.
-pub fn choose_mode(st: &FileState) -> OpenMode {
+pub(crate) fn choose_mode(st: &FileState) -> OpenMode {
     if st.wal_mode && st.wal.is_some() && st.shm {
         OpenMode::SharedWal
     } else if st.wal_mode || st.change_counter.is_none() {
@@ -307,7 +307,12 @@ pub fn choose_mode(st: &FileState) -> OpenMode {
 /// Pure: whether a read in `mode` may be kept, given the state before and after it.
 /// An immutable read saw a consistent file only if nothing changed; the other modes are
 /// made consistent by SQLite's locks, so only an error that came with a change is discarded.
-pub fn read_is_stable(mode: OpenMode, before: &FileState, after: &FileState, failed: bool) -> bool {
+pub(crate) fn read_is_stable(
+    mode: OpenMode,
+    before: &FileState,
+    after: &FileState,
+    failed: bool,
+) -> bool {
     match mode {
         OpenMode::Immutable => before == after,
         _ => !failed || before == after,
@@ -392,16 +397,16 @@ fn pragma_u64(conn: &Connection, name: &str) -> Option<u64> {
 }
 
 /// How many times a read is tried when the app changed the file under it or held a lock.
-pub const READ_ATTEMPTS: u32 = 3;
+pub(crate) const READ_ATTEMPTS: u32 = 3;
 
 /// Reads sizes and counters (blocking; bounded by [`READ_BUDGET`] per statement batch).
-pub fn read_counts(path: &Path) -> SqliteCounts {
+pub(crate) fn read_counts(path: &Path) -> SqliteCounts {
     read_store(path, false).0
 }
 
 /// [`read_counts`] plus every thread's newest checkpoint id, at most `cap + 1` threads
 /// (`checkpoint_migration`'s comparison with PostgreSQL; same open modes, same deadline).
-pub fn read_counts_with_threads(path: &Path, cap: u32) -> SqliteCounts {
+pub(crate) fn read_counts_with_threads(path: &Path, cap: u32) -> SqliteCounts {
     read_store_opts(path, false, Some(cap)).0
 }
 

@@ -47,7 +47,9 @@ use base64::Engine as _;
 
 use crate::config::{ConfigError, Problem};
 
-pub use crate::config::web::{HttpServerConfig, RateLimitConfig, TlsServerConfig, WebConfigFile};
+pub(crate) use crate::config::web::{
+    HttpServerConfig, RateLimitConfig, TlsServerConfig, WebConfigFile,
+};
 
 /// Validated and loaded.
 #[derive(Debug, Clone, Default)]
@@ -88,15 +90,15 @@ pub struct Auth {
 
 const VERIFIED_CACHE: usize = 64;
 /// bcrypt verifications at once: one keeps at least one of the two cores free for the runtime.
-pub const MAX_CONCURRENT_VERIFICATIONS: usize = 1;
+pub(crate) const MAX_CONCURRENT_VERIFICATIONS: usize = 1;
 /// How long a request may wait for a verification slot before it gets 429 (a wait on the
 /// runtime, not a blocked worker).
 const VERIFY_QUEUE_WAIT: Duration = Duration::from_secs(1);
 /// After a failed verification the next one waits three times as long as it took, and at least
 /// this: wrong passwords then use at most a quarter of one core.
-pub const MIN_FAILURE_PENALTY: Duration = Duration::from_millis(250);
+pub(crate) const MIN_FAILURE_PENALTY: Duration = Duration::from_millis(250);
 /// How long a wrong credential is refused without hashing it again.
-pub const FAILED_TTL: Duration = Duration::from_secs(60);
+pub(crate) const FAILED_TTL: Duration = Duration::from_secs(60);
 /// Wrong credentials remembered at most (a hash each).
 const FAILED_CACHE: usize = 1024;
 
@@ -294,7 +296,7 @@ fn response_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue),
 }
 
 /// Middleware: sets the configured response headers on every answer.
-pub async fn add_headers(
+pub(crate) async fn add_headers(
     State(headers): State<Arc<Vec<(HeaderName, HeaderValue)>>>,
     req: Request,
     next: Next,
@@ -337,7 +339,7 @@ impl RateLimiter {
     }
 
     /// Takes a token if one is there.
-    pub fn allow_at(&self, now: Instant) -> bool {
+    pub(crate) fn allow_at(&self, now: Instant) -> bool {
         let mut b = lock(&self.bucket);
         let earned = now.saturating_duration_since(b.1).as_secs_f64() / self.interval.as_secs_f64();
         b.0 = (b.0 + earned).min(self.burst);
@@ -374,7 +376,7 @@ const TLS_VERSIONS: &[&str] = &["TLS10", "TLS11", "TLS12", "TLS13"];
 
 /// What `client_auth_type` asks of a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
+pub(crate) enum ClientAuth {
     NoClientCert,
     /// Asks for a certificate, takes any (or none) without checking its chain.
     RequestClientCert,
@@ -407,7 +409,7 @@ impl ClientAuth {
 /// Pure: the protocol versions rustls serves within `min_version`..=`max_version` (Go names;
 /// exporter-toolkit's default floor is TLS 1.2). Versions rustls lacks are warned about; a
 /// range holding none of TLS 1.2/1.3 gets TLS 1.2 with a warning.
-pub fn tls_versions(
+pub(crate) fn tls_versions(
     min: Option<&str>,
     max: Option<&str>,
     warnings: &mut Vec<String>,
@@ -502,7 +504,7 @@ pub fn cipher_suites(
 
 /// Pure: the provider's key-exchange groups ordered by `curve_preferences` (Go names); names
 /// rustls lacks are warned about; when none is left the provider's groups stay.
-pub fn kx_groups(
+pub(crate) fn kx_groups(
     provider: &[&'static dyn rustls::crypto::SupportedKxGroup],
     names: &[String],
     warnings: &mut Vec<String>,
@@ -696,7 +698,10 @@ fn pem_source(
 
 /// Pure: whether a client certificate carries one of `allowed` exactly as a DNS, IP or URI
 /// SAN (Go's exact match; e-mail SANs are not read, so such an entry never matches).
-pub fn has_allowed_san(cert: &rustls::pki_types::CertificateDer<'_>, allowed: &[String]) -> bool {
+pub(crate) fn has_allowed_san(
+    cert: &rustls::pki_types::CertificateDer<'_>,
+    allowed: &[String],
+) -> bool {
     let Ok(ee) = webpki::EndEntityCert::try_from(cert) else {
         return false;
     };
@@ -934,7 +939,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Middleware: 401 with a `WWW-Authenticate` challenge unless the request is authorized; 429
 /// while failed attempts hold verification off.
-pub async fn require_auth(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
+pub(crate) async fn require_auth(
+    State(auth): State<Arc<Auth>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)

@@ -113,7 +113,7 @@ macro_rules! metrics {
 
 /// The check id of the agent's own process check (`check` label value): vocabulary, since the
 /// configuration refuses to disable it.
-pub const AGENT_PROCESS_CHECK: &str = "agent_process";
+pub(crate) const AGENT_PROCESS_CHECK: &str = "agent_process";
 
 /// The check ids `AGENT_DISABLED_CHECKS` may name (`check` label values; app probes are
 /// `app_probe_<name>`, [`APP_PROBE_CHECK_PREFIX`]). Vocabulary so the configuration can validate
@@ -139,7 +139,7 @@ pub const DISABLABLE_CHECK_IDS: &[&str] = &[
     "pg_database_size",
 ];
 /// The id prefix of app probe checks (`app_probe_<name>`).
-pub const APP_PROBE_CHECK_PREFIX: &str = "app_probe_";
+pub(crate) const APP_PROBE_CHECK_PREFIX: &str = "app_probe_";
 
 mod agent;
 mod app;

@@ -14,11 +14,11 @@ use super::{BoxFuture, Check, Observation};
 use crate::catalog::{self, Sample};
 use crate::error::CheckError;
 
-pub const ID: &str = "app_recovery";
+pub(crate) const ID: &str = "app_recovery";
 
 /// Restarts and app health, written by `pg_connectivity` and the app probes.
 #[derive(Debug, Default)]
-pub struct Watch {
+pub(crate) struct Watch {
     inner: Mutex<WatchState>,
 }
 
@@ -38,7 +38,7 @@ impl Watch {
     }
 
     /// `pg_connectivity` saw the server restart; it came back up at `start_time`.
-    pub fn restart_seen(&self, start_time: f64) {
+    pub(crate) fn restart_seen(&self, start_time: f64) {
         let mut s = self.lock();
         s.restart_at = Some(start_time);
         s.recovered_at = None;
@@ -96,7 +96,7 @@ pub fn judge(
     }
 }
 
-pub struct RecoveryCheck {
+pub(crate) struct RecoveryCheck {
     watch: Arc<Watch>,
     bound: Duration,
 }
@@ -138,7 +138,7 @@ pub fn samples(o: &Recovery, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): With both PostgreSQL and app probes (the shared watch).
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     b.watch
         .iter()
         .flat_map(|w| {

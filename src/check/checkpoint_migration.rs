@@ -40,9 +40,9 @@ use crate::config::{Config, DatabaseType};
 use crate::error::{CheckError, ErrorKind};
 use crate::pg::PgTarget;
 
-pub const ID: &str = "checkpoint_migration";
+pub(crate) const ID: &str = "checkpoint_migration";
 /// LangGraph's PostgreSQL checkpointer tables.
-pub const PG_TABLES: [&str; 3] = ["checkpoints", "checkpoint_blobs", "checkpoint_writes"];
+pub(crate) const PG_TABLES: [&str; 3] = ["checkpoints", "checkpoint_blobs", "checkpoint_writes"];
 
 /// The statement, over the tables in the schema `pg_schema` finds LangGraph's in (a catalog
 /// lookup by name: no USAGE on that schema needed): one JSON document, a [`PgTable`] per
@@ -75,7 +75,8 @@ struct PgTable {
 }
 
 // Readings, growth and the store history are the checks' one growth history.
-pub use super::history::{Growth, Reading, StoreHistory, growth};
+pub(crate) use super::history::StoreHistory;
+pub use super::history::{Growth, Reading, growth};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -146,9 +147,9 @@ pub struct MigrationFacts {
 /// Threads read per store per run. Above it, the comparison covers the threads up to the
 /// cap-th id in byte order (of the store that has more): counts are then lower bounds and
 /// `truncated` says so. 10 000 thread heads are about a megabyte, read in well under a second.
-pub const THREADS_CAP: usize = 10_000;
+pub(crate) const THREADS_CAP: usize = 10_000;
 /// Masked ids a finding may show per kind.
-pub const THREAD_EXAMPLES: usize = 3;
+pub(crate) const THREAD_EXAMPLES: usize = 3;
 
 /// Threads of the two stores compared: counts and masked ids only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
@@ -168,7 +169,7 @@ pub struct ThreadComparison {
 /// Pure: compares each store's (thread id, newest checkpoint id) pairs, sorted by thread id in
 /// byte order, at most `cap + 1` each. LangGraph's checkpoint ids are UUIDv6, ordered by time
 /// as text.
-pub fn compare_threads(
+pub(crate) fn compare_threads(
     sqlite: &[(String, String)],
     postgresql: &[(String, String)],
     cap: usize,
@@ -292,7 +293,7 @@ impl ThreadShape {
     }
 
     /// A masked example: enough to recognise the interface, never a whole phone number or id.
-    pub fn mask(&self, id: &str) -> String {
+    pub(crate) fn mask(&self, id: &str) -> String {
         let head = |n: usize| id.chars().take(n).collect::<String>();
         let tail = |n: usize| {
             let v: Vec<char> = id.chars().collect();
@@ -324,7 +325,7 @@ pub struct ShapeCount {
 }
 
 /// Metadata keys an app may use to name the interface that wrote a checkpoint.
-pub const INTERFACE_KEYS: &[&str] = &[
+pub(crate) const INTERFACE_KEYS: &[&str] = &[
     "interface",
     "channel",
     "platform",
@@ -374,7 +375,7 @@ fn clean(s: &str, max: usize) -> Option<String> {
 }
 
 /// Pure: the summary of the newest checkpoints.
-pub fn writer_hints(recent: &[crate::sqlite::RecentCheckpoint]) -> WriterHints {
+pub(crate) fn writer_hints(recent: &[crate::sqlite::RecentCheckpoint]) -> WriterHints {
     use std::collections::{BTreeMap, BTreeSet};
     let mut shapes: BTreeMap<ThreadShape, (usize, BTreeSet<&str>, String)> = BTreeMap::new();
     let mut interfaces: BTreeMap<String, usize> = BTreeMap::new();
@@ -502,7 +503,7 @@ pub fn judge(
 /// Pure: the verdict over a sample shorter than the growth window (`agent diagnose`): growth
 /// seen in it is proof, its absence is not (a quiet minute of a store that grows), so a side
 /// that did not grow counts as unknown. Only `partial` (both grew) can then be concluded.
-pub fn judge_short_sample(m: &MigrationFacts) -> MigrationFacts {
+pub(crate) fn judge_short_sample(m: &MigrationFacts) -> MigrationFacts {
     let unknown_if_still = |s: &Option<SideFacts>| {
         s.clone().map(|mut s| {
             if s.growth.is_some_and(|g| !g.growing) {
@@ -524,19 +525,19 @@ pub fn judge_short_sample(m: &MigrationFacts) -> MigrationFacts {
 /// Pure: how long `agent diagnose` watches the two stores for growth: the growth window, at
 /// most half its `--timeout`; none unless both stores are configured (every verdict compares
 /// them) or when under [`MIN_DIAGNOSE_SAMPLE`].
-pub fn diagnose_sample(window: Duration, timeout: Duration, both: bool) -> Option<Duration> {
+pub(crate) fn diagnose_sample(window: Duration, timeout: Duration, both: bool) -> Option<Duration> {
     Some(window.min(timeout / 2)).filter(|d| both && *d >= MIN_DIAGNOSE_SAMPLE)
 }
 
 /// Shorter than this, a store that grows by a write every few seconds looks still.
-pub const MIN_DIAGNOSE_SAMPLE: Duration = Duration::from_secs(1);
+pub(crate) const MIN_DIAGNOSE_SAMPLE: Duration = Duration::from_secs(1);
 
 struct State {
     sqlite: StoreHistory,
     postgresql: StoreHistory,
 }
 
-pub struct MigrationCheck {
+pub(crate) struct MigrationCheck {
     configured: DatabaseType,
     window: Duration,
     sqlite_path: Option<PathBuf>,
@@ -864,7 +865,7 @@ pub fn samples(o: &MigrationFacts, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): With either store: SQLite or PostgreSQL.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     if b.config.app.sqlite_path.is_none() && b.pg.is_none() {
         return Vec::new();
     }

@@ -13,13 +13,13 @@ use serde::Serialize;
 /// Retained points are thinned to about one per `window / HISTORY_SPACING` (14 s for an hour),
 /// so a short interval (a 10 ms soak) keeps ~2x this many points, not every sample of the
 /// window (which grew the heap by 16 bytes a sample).
-pub const HISTORY_SPACING: usize = 256;
+pub(crate) const HISTORY_SPACING: usize = 256;
 /// A hard bound on retained points, whatever the window and the clock do.
-pub const MAX_POINTS: usize = 4096;
+pub(crate) const MAX_POINTS: usize = 4096;
 
 /// Which retained point a new one is measured against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Baseline {
+pub(crate) enum Baseline {
     /// The oldest point inside the window (two points are always kept): a rate over the recent
     /// past, so after a gap only what the window holds counts.
     Recent,
@@ -30,7 +30,7 @@ pub enum Baseline {
 
 /// Points `(seconds, value)` of one object.
 #[derive(Debug, Clone)]
-pub struct History<T> {
+pub(crate) struct History<T> {
     window: f64,
     baseline: Baseline,
     points: VecDeque<(f64, T)>,
@@ -106,7 +106,7 @@ impl<T: Copy> History<T> {
 
 /// Seconds on a monotonic clock (since the first call): for histories that must not see the
 /// wall clock jump.
-pub fn monotonic_seconds() -> f64 {
+pub(crate) fn monotonic_seconds() -> f64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_secs_f64()
 }
@@ -133,7 +133,7 @@ pub struct Growth {
 }
 
 impl Growth {
-    pub fn bytes_per_second(&self) -> f64 {
+    pub(crate) fn bytes_per_second(&self) -> f64 {
         if self.span_seconds > 0.0 {
             self.bytes_delta as f64 / self.span_seconds
         } else {
@@ -162,7 +162,7 @@ pub fn growth(old: Reading, new: Reading, span: Duration) -> Growth {
 }
 
 /// A store's readings over its growth window (baseline: a whole window back).
-pub type StoreHistory = History<Reading>;
+pub(crate) type StoreHistory = History<Reading>;
 
 impl History<Reading> {
     /// A store's history over `window`: growth is measured a whole window back.
@@ -172,7 +172,7 @@ impl History<Reading> {
 
     /// Adds a reading at `at` (monotonic seconds); the growth against the baseline (`None` for
     /// the first reading).
-    pub fn push_reading(&mut self, at: f64, r: Reading) -> Option<Growth> {
+    pub(crate) fn push_reading(&mut self, at: f64, r: Reading) -> Option<Growth> {
         self.push(at, r)
             .map(|(t0, old)| growth(old, r, Duration::from_secs_f64((at - t0).max(0.0))))
     }

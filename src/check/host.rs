@@ -18,7 +18,7 @@ use crate::catalog::{self, Sample};
 use crate::config::Config;
 use crate::error::{CheckError, ErrorKind};
 
-pub const ID: &str = "host_resources";
+pub(crate) const ID: &str = "host_resources";
 
 /// The volume holding a watched path.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -31,7 +31,7 @@ pub struct Volume {
 }
 
 impl Volume {
-    pub fn used_ratio(&self) -> f64 {
+    pub(crate) fn used_ratio(&self) -> f64 {
         if self.total_bytes == 0 {
             0.0
         } else {
@@ -53,7 +53,7 @@ pub struct HostStats {
     pub volume: Option<Volume>,
 }
 
-pub struct HostCheck {
+pub(crate) struct HostCheck {
     sys: Arc<Mutex<Option<System>>>,
     watch: PathBuf,
     busy: Arc<AtomicBool>,
@@ -89,7 +89,10 @@ fn existing_ancestor(p: &Path) -> Option<PathBuf> {
 }
 
 /// Pure: the mount point with the longest prefix match for `path`.
-pub fn best_mount<'a>(path: &Path, mounts: impl Iterator<Item = &'a Path>) -> Option<&'a Path> {
+pub(crate) fn best_mount<'a>(
+    path: &Path,
+    mounts: impl Iterator<Item = &'a Path>,
+) -> Option<&'a Path> {
     mounts
         .filter(|m| path.starts_with(m))
         .max_by_key(|m| m.as_os_str().len())
@@ -215,7 +218,7 @@ pub fn samples(o: &HostStats, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): Always: the host or container the agent runs in.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     crate::check::one(HostCheck::new(b.config))
 }
 

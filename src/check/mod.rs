@@ -17,7 +17,7 @@ pub mod history;
 pub mod host;
 pub mod pg;
 pub mod process;
-pub mod query_text;
+pub(crate) mod query_text;
 pub mod sqlite;
 
 use std::future::Future;
@@ -169,7 +169,7 @@ checks! {
 }
 
 /// A boxed, sendable future: what [`Check::observe`] returns so checks can be trait objects.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// How often a check runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,7 +184,7 @@ pub enum Cadence {
 
 impl Observation {
     /// The HTTP status an app probe saw, for span attributes.
-    pub fn http_status(&self) -> Option<u16> {
+    pub(crate) fn http_status(&self) -> Option<u16> {
         match self {
             Observation::AppProbe(p) => p.status_code,
             _ => None,
@@ -193,7 +193,7 @@ impl Observation {
 }
 
 /// What a check talks to, for span attributes (vocabulary: defined beside the OTel naming).
-pub use crate::catalog::otel::CheckTarget;
+pub(crate) use crate::catalog::otel::CheckTarget;
 
 /// One unit of observation.
 pub trait Check: Send + Sync + 'static {
@@ -229,7 +229,7 @@ pub trait Check: Send + Sync + 'static {
 }
 
 /// What a module's `build` gets: the configuration and the shared targets.
-pub struct Build<'a> {
+pub(crate) struct Build<'a> {
     pub config: &'a Config,
     /// The primary's target, when a DSN is configured; PostgreSQL checks share it, so the
     /// agent holds at most one backend.
@@ -240,16 +240,16 @@ pub struct Build<'a> {
 }
 
 /// What a module's `build` returns: zero, one or several checks.
-pub type Built = Vec<Arc<dyn Check>>;
+pub(crate) type Built = Vec<Arc<dyn Check>>;
 
 impl Build<'_> {
     /// One check on the primary, when there is one.
-    pub fn with_pg<C: Check>(&self, f: impl FnOnce(Arc<PgTarget>) -> C) -> Built {
+    pub(crate) fn with_pg<C: Check>(&self, f: impl FnOnce(Arc<PgTarget>) -> C) -> Built {
         self.pg.map(|pg| one(f(pg.clone()))).unwrap_or_default()
     }
 
     /// Where LangGraph's tables live, as configured.
-    pub fn langgraph_place(&self) -> pg::schema::LangGraphPlace {
+    pub(crate) fn langgraph_place(&self) -> pg::schema::LangGraphPlace {
         pg::schema::LangGraphPlace::from_config(&self.config.checks)
     }
 }

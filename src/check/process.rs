@@ -12,7 +12,7 @@ use super::{BoxFuture, Check, Observation};
 use crate::catalog::{self, Sample};
 use crate::error::{CheckError, ErrorKind};
 
-pub const ID: &str = crate::catalog::AGENT_PROCESS_CHECK;
+pub(crate) const ID: &str = crate::catalog::AGENT_PROCESS_CHECK;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProcessStats {
@@ -25,7 +25,7 @@ pub struct ProcessStats {
     pub start_time_seconds: Option<f64>,
 }
 
-pub struct ProcessCheck {
+pub(crate) struct ProcessCheck {
     sys: Mutex<Option<System>>,
     pid: Option<Pid>,
 }
@@ -107,7 +107,7 @@ pub fn samples(o: &ProcessStats, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): Always: the agent's own process.
-pub fn build(_b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(_b: &crate::check::Build) -> crate::check::Built {
     crate::check::one(ProcessCheck::new())
 }
 

@@ -22,13 +22,12 @@ use crate::config::Config;
 use crate::error::{CheckError, ErrorKind};
 // The driver's types this check's observation carries, under the check's name too.
 use crate::sqlite::{QUICK_CHECK_BUDGET, READ_BUDGET, TABLES, read_store};
-pub use crate::sqlite::{
-    QuickCheck, RecentCheckpoint, SqliteCounts, SqliteErrorKind, SqliteFailure,
-};
+pub use crate::sqlite::{QuickCheck, SqliteErrorKind};
+pub(crate) use crate::sqlite::{RecentCheckpoint, SqliteCounts, SqliteFailure};
 
-pub const ID: &str = "sqlite_checkpointer";
+pub(crate) const ID: &str = "sqlite_checkpointer";
 /// `quick_check` reads the whole file: run it at most this often.
-pub const QUICK_CHECK_EVERY: Duration = Duration::from_secs(600);
+pub(crate) const QUICK_CHECK_EVERY: Duration = Duration::from_secs(600);
 
 /// What a run saw.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -47,7 +46,7 @@ struct State {
     growth: super::history::StoreHistory,
 }
 
-pub struct SqliteCheck {
+pub(crate) struct SqliteCheck {
     path: PathBuf,
     state: Arc<Mutex<State>>,
     busy: Arc<AtomicBool>,
@@ -211,7 +210,7 @@ pub fn samples(o: &SqliteStore, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): With a SQLite checkpointer path.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     b.config
         .app
         .sqlite_path

@@ -10,18 +10,18 @@ use serde::{Deserialize, Serialize};
 use super::raw::{Problem, RawChecks};
 
 /// The guide's Railway plans ("Cost Estimation"): name and connection limit.
-pub const PLANS: &[(&str, u32)] = &[("starter", 22), ("pro", 97)];
+pub(crate) const PLANS: &[(&str, u32)] = &[("starter", 22), ("pro", 97)];
 
 /// The guide's Railway plans' storage ("Cost Estimation": Starter 1GB at $5/month, Pro 10GB at
 /// $10/month): name, limit in bytes, monthly price. The table writes "GB"; read as SI (10^9), the
 /// smaller reading, so the finding comes early rather than late.
-pub const PLAN_STORAGE: &[(&str, u64, &str)] = &[
+pub(crate) const PLAN_STORAGE: &[(&str, u64, &str)] = &[
     ("starter", 1_000_000_000, "$5/month"),
     ("pro", 10_000_000_000, "$10/month"),
 ];
 
 /// Longest identifier PostgreSQL keeps (NAMEDATALEN - 1).
-pub const MAX_IDENTIFIER_BYTES: usize = 63;
+pub(crate) const MAX_IDENTIFIER_BYTES: usize = 63;
 
 /// Which LangGraph checkpointer schema the `pg_schema` check expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -54,7 +54,7 @@ pub struct StorageLimit {
 /// Pure: a size such as `1GB`, `10GiB`, `500 MB` or `1048576` (bytes) in bytes. SI prefixes
 /// (kB, MB, GB, TB: powers of 1000) and IEC ones (KiB, MiB, GiB, TiB: powers of 1024); the `B`
 /// may be left off (`10G` is 10 GB) and case does not matter.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -179,7 +179,7 @@ fn public() -> String {
 }
 
 /// Why an identifier cannot be used, if it cannot.
-pub fn identifier_problem(s: &str) -> Option<String> {
+pub(crate) fn identifier_problem(s: &str) -> Option<String> {
     if s.is_empty() {
         Some("an empty name".into())
     } else if s.len() > MAX_IDENTIFIER_BYTES {
@@ -223,7 +223,7 @@ impl Expectations {
 }
 
 /// Validates `[checks]`, adding every problem found.
-pub fn validate(raw: &RawChecks, problems: &mut Vec<Problem>) -> ChecksConfig {
+pub(crate) fn validate(raw: &RawChecks, problems: &mut Vec<Problem>) -> ChecksConfig {
     let mut p = |key: &str, message: String| {
         problems.push(Problem {
             key: key.into(),
@@ -396,7 +396,7 @@ pub fn validate(raw: &RawChecks, problems: &mut Vec<Problem>) -> ChecksConfig {
 
 impl ChecksConfig {
     /// Back to the file's shape, for `--print-config`.
-    pub fn to_raw(&self) -> RawChecks {
+    pub(crate) fn to_raw(&self) -> RawChecks {
         RawChecks {
             slow_query_threshold: Some(
                 humantime::format_duration(self.slow_query_threshold).to_string(),

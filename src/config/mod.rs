@@ -18,38 +18,41 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use checks::{
-    ChecksConfig, Expectations, ExpectedIndex, ExpectedTable, LangGraphSchema, PLAN_STORAGE, PLANS,
-    PlanLimit, StorageLimit, parse_size,
+pub use checks::Expectations;
+pub(crate) use checks::{
+    ChecksConfig, ExpectedIndex, ExpectedTable, LangGraphSchema, PLAN_STORAGE, PLANS, PlanLimit,
+    StorageLimit, parse_size,
 };
-pub use probes::{JsonExpectation, ProbeConfig};
-pub use raw::{Env, Problem, ProcessEnv, RawConfig, VARIABLES};
+pub(crate) use probes::JsonExpectation;
+pub use probes::ProbeConfig;
+pub(crate) use raw::{Env, Problem, VARIABLES};
+pub use raw::{ProcessEnv, RawConfig};
 
 use crate::dsn::{self, Dsn};
 
 /// Shortest interval accepted: short intervals are for tests and soaks, not production.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Where the runbooks are published by default (the same default as the alert rules).
 pub const DEFAULT_RUNBOOK_BASE: &str =
     "https://github.com/rose-agent/rose-agent/blob/main/docs/runbooks";
 /// Intervals from which the timeouts must fit in one interval (see the fit rule in `from_raw`).
-pub const FIT_RULE_FROM: Duration = Duration::from_secs(1);
+pub(crate) const FIT_RULE_FROM: Duration = Duration::from_secs(1);
 /// Default connect timeout from [`FIT_RULE_FROM`] on, whatever the interval: a TCP + TLS +
 /// SCRAM set-up plus the session statement takes about five round trips, 2 s to a database
 /// 400 ms away, and a short interval must not make a distant database look down. (Only the
 /// sub-second test and soak intervals derive a shorter one.)
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A derived duration rounded to the millisecond (a third of 2 s is 666 ms, not
 /// `666ms 666us 666ns`), never zero.
-pub fn round_ms(d: Duration) -> Duration {
+pub(crate) fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(((d.as_micros() + 500) / 1000).max(1) as u64)
 }
 
 /// The variables a monitoring DSN is read from, in order of precedence (and the file's
 /// `[database] url`, `url_file`, `[app] database_url`), for messages that say what to set.
-pub const DSN_VARIABLES: [&str; 3] = [
+pub(crate) const DSN_VARIABLES: [&str; 3] = [
     "AGENT_DATABASE_URL",
     "AGENT_DATABASE_URL_FILE",
     "DATABASE_URL",

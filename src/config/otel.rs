@@ -38,7 +38,7 @@ pub struct OtelConfig {
 
 impl OtelConfig {
     /// Reads the variables; `None` when export is off. Problems name their variable.
-    pub fn from_env(env: &dyn Env, problems: &mut Vec<Problem>) -> Option<OtelConfig> {
+    pub(crate) fn from_env(env: &dyn Env, problems: &mut Vec<Problem>) -> Option<OtelConfig> {
         if env
             .get("OTEL_SDK_DISABLED")
             .is_some_and(|v| v.eq_ignore_ascii_case("true"))

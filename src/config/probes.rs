@@ -19,13 +19,13 @@ use serde::{Deserialize, Serialize};
 use super::Problem;
 
 /// At most this many probes: each is a check with its own label value.
-pub const MAX_PROBES: usize = 16;
+pub(crate) const MAX_PROBES: usize = 16;
 /// Default cap on a response body the agent reads.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 /// The app's health rate limit (slowapi, per client IP).
-pub const HEALTH_RATE_LIMIT_PER_MINUTE: u32 = 60;
+pub(crate) const HEALTH_RATE_LIMIT_PER_MINUTE: u32 = 60;
 /// The app's default `RATE_LIMIT_PER_MINUTE` for voice.
-pub const VOICE_RATE_LIMIT_PER_MINUTE: u32 = 10;
+pub(crate) const VOICE_RATE_LIMIT_PER_MINUTE: u32 = 10;
 
 /// One `[[app.probes]]` entry as written.
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -155,7 +155,7 @@ impl ProbeConfig {
 }
 
 /// The default health probe's expectations: reported healthy, every service connected.
-pub fn health_expectations() -> Vec<JsonExpectation> {
+pub(crate) fn health_expectations() -> Vec<JsonExpectation> {
     vec![
         JsonExpectation::Equals {
             field: "status".into(),
@@ -169,7 +169,7 @@ pub fn health_expectations() -> Vec<JsonExpectation> {
 }
 
 /// Environment-level settings of the default probe (and defaults of every probe).
-pub struct ProbeDefaults<'a> {
+pub(crate) struct ProbeDefaults<'a> {
     pub enabled: bool,
     pub base_url: &'a str,
     pub interval: Option<&'a str>,
@@ -245,7 +245,7 @@ fn valid_name(n: &str) -> bool {
 
 /// Validates the probe list. Problems are pushed with their key; the returned list holds the
 /// probes that validated.
-pub fn validate(
+pub(crate) fn validate(
     raw: Option<&[RawProbe]>,
     d: &ProbeDefaults<'_>,
     problems: &mut Vec<Problem>,
@@ -674,7 +674,7 @@ impl Entry<'_> {
 }
 
 /// The validated probes in the file's shape, header values redacted (for `--print-config`).
-pub fn to_raw(probes: &[ProbeConfig]) -> Vec<RawProbe> {
+pub(crate) fn to_raw(probes: &[ProbeConfig]) -> Vec<RawProbe> {
     let h = |d: Duration| Some(humantime::format_duration(d).to_string());
     probes
         .iter()

@@ -234,7 +234,7 @@ pub struct Problem {
 /// the OpenTelemetry ones by `config::otel`. Unknown `AGENT_*` variables are judged against this
 /// list (`config::vars`); a test records what the reader asks for and fails when the two differ,
 /// so a variable added to the reader must be added here.
-pub const VARIABLES: &[&str] = &[
+pub(crate) const VARIABLES: &[&str] = &[
     // [agent]
     "AGENT_LISTEN",
     "AGENT_INTERVAL",
@@ -310,7 +310,7 @@ pub const VARIABLES: &[&str] = &[
 impl RawConfig {
     /// Overrides file values with environment variables. Integer variables that do not parse
     /// are reported and left unset, so validation can go on and report the rest.
-    pub fn overlay_env(&mut self, env: &dyn Env, problems: &mut Vec<Problem>) {
+    pub(crate) fn overlay_env(&mut self, env: &dyn Env, problems: &mut Vec<Problem>) {
         let s = |k: &str| env.get(k);
         set(&mut self.agent.listen, s("AGENT_LISTEN"));
         set(&mut self.agent.interval, s("AGENT_INTERVAL"));

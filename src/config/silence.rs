@@ -65,7 +65,7 @@ pub struct Silence {
 
 impl Silence {
     /// Whether the silence covers a finding of this code and subject.
-    pub fn covers(&self, code: &str, subject: Option<&str>) -> bool {
+    pub(crate) fn covers(&self, code: &str, subject: Option<&str>) -> bool {
         self.code == code && (self.subject.is_none() || self.subject.as_deref() == subject)
     }
 
@@ -84,7 +84,7 @@ pub struct FindingsConfig {
 }
 
 /// The validated section in the file's shape, for `--print-config`.
-pub fn to_raw(c: &FindingsConfig) -> RawFindings {
+pub(crate) fn to_raw(c: &FindingsConfig) -> RawFindings {
     RawFindings {
         disabled_checks: Some(c.disabled_checks.clone()),
         disabled_codes: Some(c.disabled_codes.clone()),
@@ -103,7 +103,7 @@ pub fn to_raw(c: &FindingsConfig) -> RawFindings {
 }
 
 /// Parses an `until`: a date (the silence holds through that UTC day) or an RFC 3339 time.
-pub fn parse_until(s: &str) -> Option<SystemTime> {
+pub(crate) fn parse_until(s: &str) -> Option<SystemTime> {
     let s = s.trim();
     if s.len() == 10 {
         humantime::parse_rfc3339(&format!("{s}T00:00:00Z"))
@@ -117,7 +117,11 @@ pub fn parse_until(s: &str) -> Option<SystemTime> {
 }
 
 /// Adds the environment's entries to the file's.
-pub fn overlay_env(raw: &mut RawFindings, env: &dyn super::Env, problems: &mut Vec<Problem>) {
+pub(crate) fn overlay_env(
+    raw: &mut RawFindings,
+    env: &dyn super::Env,
+    problems: &mut Vec<Problem>,
+) {
     let list = |v: String| -> Vec<String> {
         v.split(',')
             .map(|s| s.trim().to_owned())
@@ -162,7 +166,7 @@ pub fn overlay_env(raw: &mut RawFindings, env: &dyn super::Env, problems: &mut V
 }
 
 /// Validates `[findings]`: every check id and code must exist, every `until` must parse.
-pub fn validate(
+pub(crate) fn validate(
     raw: RawFindings,
     known_check: &dyn Fn(&str) -> bool,
     problems: &mut Vec<Problem>,

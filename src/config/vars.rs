@@ -39,11 +39,11 @@ pub fn known() -> &'static [&'static str] {
 
 /// The prefix of the agent's own variables (matched without regard to case: a lower-case
 /// `agent_interval` is not read either).
-pub const PREFIX: &str = "AGENT_";
+pub(crate) const PREFIX: &str = "AGENT_";
 
 /// At most this many unknown names are judged and reported (a hostile environment may hold
 /// thousands); the rest are counted.
-pub const MAX_REPORTED: usize = 20;
+pub(crate) const MAX_REPORTED: usize = 20;
 
 /// Longest name shown; longer names are cut (the distance is computed on the cut name).
 const MAX_NAME_CHARS: usize = 64;
@@ -63,7 +63,7 @@ pub struct UnknownVariable {
 impl UnknownVariable {
     /// Close enough to a name the agent reads to be a misspelling of it: at most two edits, or
     /// one per eight characters of longer names.
-    pub fn likely_typo(&self) -> bool {
+    pub(crate) fn likely_typo(&self) -> bool {
         self.distance <= (self.closest.len() / 8).max(2)
     }
 
@@ -135,7 +135,7 @@ fn shown(name: &str) -> String {
 
 /// Optimal-string-alignment distance: Levenshtein plus adjacent transpositions, so
 /// `AGENT_INTERAVL` is one edit from `AGENT_INTERVAL`.
-pub fn distance(a: &str, b: &str) -> usize {
+pub(crate) fn distance(a: &str, b: &str) -> usize {
     let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
     let w = b.len() + 1;
     let mut d = vec![0usize; (a.len() + 1) * w];

@@ -11,15 +11,15 @@ use serde::Deserialize;
 
 /// Default of `AGENT_WEB_HEADER_TIMEOUT`: a scraper sends its request at once; 5 s leaves room
 /// for a loaded client and closes a slow-header or idle connection quickly.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bounds of `AGENT_WEB_HEADER_TIMEOUT`.
-pub const MIN_HEADER_TIMEOUT: Duration = Duration::from_millis(100);
-pub const MAX_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const MIN_HEADER_TIMEOUT: Duration = Duration::from_millis(100);
+pub(crate) const MAX_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default of `AGENT_WEB_MAX_CONNECTIONS`: Prometheus, the orchestrator's probes and a human
 /// need a handful. Under a flood that keeps evicting, the allocator's high-water mark grows
 /// about 60 KiB per allowed connection (measured: 64 -> +4.4 MiB, 256 -> +13 MiB, release
 /// build), and glibc keeps it for reuse rather than returning it: the cap is what bounds it.
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 64;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: u32 = 64;
 /// Timeouts and the connection cap of the endpoint (`AGENT_WEB_HEADER_TIMEOUT`,
 /// `AGENT_WEB_MAX_CONNECTIONS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -95,7 +95,7 @@ impl From<StepError> for CheckError {
 
 impl Ladder<'_> {
     /// Walks DNS -> TCP -> TLS/auth/database -> privileges. Returns true when a session is open.
-    pub async fn walk(&mut self, host: &Host, port: u16, tls: bool) -> bool {
+    pub(crate) async fn walk(&mut self, host: &Host, port: u16, tls: bool) -> bool {
         let walked = async {
             let ip = self.dns(host, port).await?;
             if let Some(ip) = ip {

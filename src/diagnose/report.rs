@@ -73,7 +73,7 @@ impl Report {
     }
 
     /// Adds the findings silenced on purpose (they do not change the status).
-    pub fn with_silenced(
+    pub(crate) fn with_silenced(
         mut self,
         silenced: Vec<crate::findings::silence::SilencedFinding>,
     ) -> Report {
@@ -82,7 +82,7 @@ impl Report {
     }
 
     /// The configuration could not be used: the state of the system is unknown.
-    pub fn force_unknown(mut self) -> Report {
+    pub(crate) fn force_unknown(mut self) -> Report {
         self.status = "unknown";
         self
     }

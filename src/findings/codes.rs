@@ -231,7 +231,7 @@ codes! {
 }
 
 /// The catalog entry of a code.
-pub fn code_def(code: &str) -> Option<&'static CodeDef> {
+pub(crate) fn code_def(code: &str) -> Option<&'static CodeDef> {
     CODES.iter().find(|d| d.code == code)
 }
 

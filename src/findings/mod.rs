@@ -24,7 +24,8 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-pub use codes::{CODES, Code, CodeDef, Rung, Severity, code_def, markdown_table};
+pub use codes::{CODES, Code, Rung, Severity, markdown_table};
+pub(crate) use codes::{CodeDef, code_def};
 
 use crate::config::Config;
 use crate::snapshot::Snapshot;
@@ -74,18 +75,18 @@ impl Finding {
         }
     }
 
-    pub fn with_severity(mut self, s: Severity) -> Finding {
+    pub(crate) fn with_severity(mut self, s: Severity) -> Finding {
         self.severity = s;
         self
     }
 
     /// Attaches other sessions' raw SQL (see [`Finding::raw_query_text`]); empty is none.
-    pub fn with_raw_query_text(mut self, text: String) -> Finding {
+    pub(crate) fn with_raw_query_text(mut self, text: String) -> Finding {
         self.raw_query_text = (!text.is_empty()).then(|| crate::dsn::redact(&text));
         self
     }
 
-    pub fn with_subject(mut self, s: impl Into<String>) -> Finding {
+    pub(crate) fn with_subject(mut self, s: impl Into<String>) -> Finding {
         self.subject = Some(s.into());
         self
     }

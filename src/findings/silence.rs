@@ -25,7 +25,7 @@ pub struct SilencedFinding {
 }
 
 /// Pure: `(counted, silenced)`. Expired silences add a `silence_expired` finding to `counted`.
-pub fn apply(
+pub(crate) fn apply(
     found: Vec<Finding>,
     cfg: &FindingsConfig,
     now: SystemTime,

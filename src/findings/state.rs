@@ -56,7 +56,7 @@ impl Published {
         self.tx.borrow().clone()
     }
 
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<(u64, std::sync::Arc<View>)> {
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<(u64, std::sync::Arc<View>)> {
         self.tx.subscribe()
     }
 }
@@ -203,7 +203,7 @@ impl Tracker {
 mod time {
     use std::time::{SystemTime, UNIX_EPOCH};
 
-    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(
             t.duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
@@ -215,7 +215,7 @@ mod time {
 mod opt_time {
     use std::time::SystemTime;
 
-    pub fn serialize<S: serde::Serializer>(
+    pub(crate) fn serialize<S: serde::Serializer>(
         t: &Option<SystemTime>,
         s: S,
     ) -> Result<S::Ok, S::Error> {

@@ -31,7 +31,7 @@
 //!   dropping it aborts the task that drives its socket.
 
 pub mod batch;
-pub mod sniff;
+pub(crate) mod sniff;
 pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
@@ -50,22 +50,22 @@ use crate::error::{CheckError, ErrorKind};
 /// measured as this connection's set-up time (several round trips: TCP, TLS, authentication),
 /// at most the connect timeout. A distant database (400 ms round trip) is not "down" because
 /// its answers travel; a near one keeps a bound of about the statement timeout.
-pub fn query_deadline(limits: &Limits, connect_duration: Duration) -> Duration {
+pub(crate) fn query_deadline(limits: &Limits, connect_duration: Duration) -> Duration {
     limits.query_timeout + connect_duration.min(limits.connect_timeout)
 }
 
 /// The `application_name` every agent session carries (other checks filter on it, e.g.
 /// `pg_connection_budget`, so it stays the same for every agent of a fleet).
-pub const APPLICATION_NAME: &str = "rose-agent";
+pub(crate) const APPLICATION_NAME: &str = "rose-agent";
 
 /// `idle_session_timeout` and `client_connection_check_interval` exist from PostgreSQL 14;
 /// older servers get only the TCP keepalive settings.
-pub const LIVENESS_SETTINGS_FROM: u32 = 140_000;
+pub(crate) const LIVENESS_SETTINGS_FROM: u32 = 140_000;
 
 /// How soon the server must let go of a session the agent abandoned (a network blip, a killed
 /// agent): four intervals, at least 10 s (short test intervals must not make the server drop a
 /// healthy session that is merely between two cycles), at most 5 min.
-pub fn liveness_for(interval: Duration) -> Duration {
+pub(crate) fn liveness_for(interval: Duration) -> Duration {
     (interval * 4).clamp(Duration::from_secs(10), Duration::from_secs(300))
 }
 
@@ -100,7 +100,7 @@ impl Limits {
     /// The server-side liveness settings of a direct session, as `(name, value)`; the last two
     /// only from [`LIVENESS_SETTINGS_FROM`]. Keepalives: first probe after half the bound, then
     /// four probes an eighth apart, so a peer that vanished is found within the bound.
-    pub fn liveness_settings(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn liveness_settings(&self) -> Vec<(&'static str, String)> {
         let secs = |d: Duration| d.as_secs().max(1).to_string();
         let ms = |d: Duration| d.as_millis().max(1).to_string();
         let l = self.liveness;
@@ -242,7 +242,10 @@ impl PgTarget {
     }
 
     /// Calls `hook(ok)` after every connection attempt (for the attempts counter).
-    pub fn with_connect_hook(mut self, hook: impl Fn(bool) + Send + Sync + 'static) -> PgTarget {
+    pub(crate) fn with_connect_hook(
+        mut self,
+        hook: impl Fn(bool) + Send + Sync + 'static,
+    ) -> PgTarget {
         self.on_connect = Some(Box::new(hook));
         self
     }
@@ -253,7 +256,7 @@ impl PgTarget {
     }
 
     /// Span attributes of this server.
-    pub fn check_target(&self) -> crate::catalog::otel::CheckTarget {
+    pub(crate) fn check_target(&self) -> crate::catalog::otel::CheckTarget {
         let address = match &self.dsn.host {
             Host::Tcp(h) => h.clone(),
             Host::Socket(p) => p.display().to_string(),
@@ -795,7 +798,7 @@ fn rows(msgs: Vec<SimpleQueryMessage>) -> Vec<Vec<Option<String>>> {
 /// alone, an error rolls everything back (nothing is left open, the pipelined next query is
 /// unaffected), and a pooler in transaction mode hands the whole message to one server
 /// connection. `statement_timeout` applies to each statement of the message separately.
-pub fn guarded(limits: &Limits, sql: &str) -> String {
+pub(crate) fn guarded(limits: &Limits, sql: &str) -> String {
     let ms = |d: Duration| d.as_millis().max(1);
     format!(
         "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}; {sql}",

@@ -16,7 +16,7 @@ use tokio_postgres::tls::{ChannelBinding, TlsConnect, TlsStream};
 
 /// Where the announced pid lands; `i64::MIN` until seen.
 #[derive(Clone)]
-pub struct Announced(Arc<AtomicI64>);
+pub(crate) struct Announced(Arc<AtomicI64>);
 
 impl Default for Announced {
     fn default() -> Announced {
@@ -120,7 +120,7 @@ impl Parser {
 }
 
 /// A stream whose startup answer is parsed for the announced pid.
-pub struct Sniffer<S> {
+pub(crate) struct Sniffer<S> {
     inner: S,
     parser: Mutex<Parser>,
 }
@@ -191,7 +191,7 @@ impl<S: TlsStream + Unpin> TlsStream for Sniffer<S> {
 }
 
 /// A TLS connector whose stream is parsed above the encryption.
-pub struct SniffTls<T> {
+pub(crate) struct SniffTls<T> {
     pub inner: T,
     pub out: Announced,
 }

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use super::{Level, Segment, Summary, human_duration, split_commands};
 
 /// Escapes text for HTML element content and double- or single-quoted attribute values.
-pub fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + s.len() / 8);
     for c in s.chars() {
         match c {

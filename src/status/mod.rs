@@ -10,7 +10,7 @@
 //! scrubbed again with [`crate::dsn::redact`].
 
 pub mod client;
-pub mod html;
+pub(crate) mod html;
 
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -71,7 +71,7 @@ pub fn overall(
 
 /// Everything the page shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// `ok`, `warning`, `critical` or `unknown` (as `/findings`).
     pub status: String,
     /// True when the status comes from pending findings only.
@@ -98,7 +98,7 @@ pub struct Summary {
 
 /// Who is speaking and about what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AgentLine {
+pub(crate) struct AgentLine {
     pub version: String,
     pub instance: String,
     pub target: Option<String>,
@@ -109,7 +109,7 @@ pub struct AgentLine {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FindingItem {
+pub(crate) struct FindingItem {
     /// `active` or `pending` (still confirming, not alerted yet).
     pub state: String,
     pub severity: String,
@@ -126,7 +126,7 @@ pub struct FindingItem {
 
 /// A finding silenced on purpose, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SilencedItem {
+pub(crate) struct SilencedItem {
     pub code: String,
     pub subject: Option<String>,
     pub summary: String,
@@ -153,7 +153,7 @@ pub struct Figure {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckRow {
+pub(crate) struct CheckRow {
     pub id: String,
     pub level: Level,
     /// `ok`, `failed (<kind>)`, `stale`, `deferred`.
@@ -166,7 +166,7 @@ pub struct CheckRow {
 }
 
 /// RFC 3339 in UTC, to the second.
-pub fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     if t < UNIX_EPOCH {
         return "1970-01-01T00:00:00Z".into();
     }
@@ -174,7 +174,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 /// `850 ms`, `3.2 s`, `4m 10s`, `2h 5m`, `3d 4h`.
-pub fn human_duration(seconds: f64) -> String {
+pub(crate) fn human_duration(seconds: f64) -> String {
     if !seconds.is_finite() || seconds < 0.0 {
         return "-".into();
     }
@@ -194,7 +194,7 @@ pub fn human_duration(seconds: f64) -> String {
 }
 
 /// `512 B`, `1.5 KiB`, `12.0 MiB`, `3.25 GiB`.
-pub fn human_bytes(bytes: f64) -> String {
+pub(crate) fn human_bytes(bytes: f64) -> String {
     if !bytes.is_finite() {
         return "-".into();
     }
@@ -1048,7 +1048,7 @@ fn checks(snap: &Snapshot, now: SystemTime) -> Vec<CheckRow> {
 
 /// One piece of a finding's step: prose, or a command to copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Segment<'a> {
+pub(crate) enum Segment<'a> {
     Text(&'a str),
     Command(&'a str),
 }
@@ -1076,7 +1076,7 @@ const SQL_STARTS: &[&str] = &[
 /// statement (an upper-case keyword) running to its `;` (with a trailing `-- comment`), or to
 /// the end of the step when it follows a colon or opens the step. Keywords inside prose
 /// ("an interrupted CREATE INDEX CONCURRENTLY") stay prose.
-pub fn split_commands(step: &str) -> Vec<Segment<'_>> {
+pub(crate) fn split_commands(step: &str) -> Vec<Segment<'_>> {
     let mut out = Vec::new();
     let mut rest = step;
     let mut text_start = 0usize; // offset in `rest` where pending prose began

@@ -26,7 +26,7 @@ impl DurationHistogram {
     }
 
     /// Adds one observation; negative or non-finite values count as 0.
-    pub fn observe(&mut self, v: f64) {
+    pub(crate) fn observe(&mut self, v: f64) {
         let v = if v.is_finite() && v > 0.0 { v } else { 0.0 };
         if let Some(i) = self.bounds.iter().position(|b| v <= *b) {
             self.counts[i] += 1;

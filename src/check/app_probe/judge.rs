@@ -87,7 +87,7 @@ impl HealthBody {
     }
 
     /// `healthy`, `degraded` or `other` (bounded label value).
-    pub fn status_class(&self) -> Option<&'static str> {
+    pub(crate) fn status_class(&self) -> Option<&'static str> {
         self.status.as_deref().map(|s| match s {
             "healthy" => "healthy",
             "degraded" => "degraded",
@@ -119,7 +119,7 @@ fn compact(v: &serde_json::Value) -> String {
 }
 
 /// Looks up a dotted path (`services.qdrant`, `items.0`).
-pub fn lookup<'a>(v: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+pub(crate) fn lookup<'a>(v: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
     path.split('.').try_fold(v, |cur, seg| match cur {
         serde_json::Value::Object(m) => m.get(seg),
         serde_json::Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
@@ -170,7 +170,7 @@ fn label_safe(s: &str, max: usize) -> Option<String> {
 }
 
 /// Reads Rose's health facts (status, version, services) from any JSON body.
-pub fn health_body(v: &serde_json::Value) -> HealthBody {
+pub(crate) fn health_body(v: &serde_json::Value) -> HealthBody {
     let mut b = HealthBody {
         status: v
             .get("status")

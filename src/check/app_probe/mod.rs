@@ -19,10 +19,10 @@ mod histogram;
 mod http;
 mod judge;
 
-pub use histogram::DurationHistogram;
-pub use judge::{
-    Exchange, ExpectationResult, HealthBody, MAX_SERVICES, ProbeFailure, ServiceState, Verdict,
-    evaluate, health_body, judge, lookup,
+pub(crate) use histogram::DurationHistogram;
+pub use judge::{Exchange, MAX_SERVICES, Verdict, evaluate, judge};
+pub(crate) use judge::{
+    ExpectationResult, HealthBody, ProbeFailure, ServiceState, health_body, lookup,
 };
 
 use std::collections::BTreeMap;
@@ -37,9 +37,9 @@ use crate::config::ProbeConfig;
 use crate::error::{CheckError, ErrorKind};
 
 /// Prefix of every probe's check id.
-pub const ID_PREFIX: &str = "app_probe_";
+pub(crate) const ID_PREFIX: &str = "app_probe_";
 /// Histogram bounds in seconds; 0.1 and 2 are the guide's health and voice thresholds.
-pub const DURATION_BUCKETS: &[f64] = &[
+pub(crate) const DURATION_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,
 ];
 
@@ -152,7 +152,7 @@ struct State {
 }
 
 /// One configured probe.
-pub struct AppProbe {
+pub(crate) struct AppProbe {
     /// `app_probe_<name>`: owned, so a reload that rebuilds the probes frees the old ids.
     id: String,
     cfg: ProbeConfig,
@@ -163,7 +163,7 @@ pub struct AppProbe {
 
 impl AppProbe {
     /// Reports each verdict to the app recovery watch (`app_recovery`).
-    pub fn with_recovery_watch(
+    pub(crate) fn with_recovery_watch(
         mut self,
         w: Option<std::sync::Arc<super::app_recovery::Watch>>,
     ) -> AppProbe {
@@ -329,7 +329,7 @@ impl Check for AppProbe {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): One per configured app probe.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     b.config
         .app
         .probes

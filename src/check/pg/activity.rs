@@ -28,25 +28,25 @@ use crate::check::{BoxFuture, Check, Observation, query_text};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_activity";
+pub(crate) const ID: &str = "pg_activity";
 
 /// Longest query text kept per session (characters), normalized or raw.
-pub const QUERY_TEXT_CHARS: usize = 256;
+pub(crate) const QUERY_TEXT_CHARS: usize = 256;
 /// Longest query text read per session (characters): literals cut at the end are hidden, so
 /// reading more than is shown keeps the tail of long statements readable.
-pub const QUERY_TEXT_READ_CHARS: usize = 1024;
+pub(crate) const QUERY_TEXT_READ_CHARS: usize = 1024;
 /// Most sessions detailed per run.
-pub const MAX_SESSIONS: usize = 100;
+pub(crate) const MAX_SESSIONS: usize = 100;
 /// Most sessions detailed per kind (slow, idle in transaction, blocked, blocking).
-pub const PER_CATEGORY: usize = MAX_SESSIONS / 4;
+pub(crate) const PER_CATEGORY: usize = MAX_SESSIONS / 4;
 /// Most blocking pids listed (all are counted).
-pub const MAX_BLOCKER_PIDS: usize = 20;
+pub(crate) const MAX_BLOCKER_PIDS: usize = 20;
 /// `pg_stat_activity.query_id` exists from PostgreSQL 14 (filled when `compute_query_id` is on,
 /// or `auto` with pg_stat_statements loaded).
-pub const QUERY_ID_SINCE: u32 = 140_000;
+pub(crate) const QUERY_ID_SINCE: u32 = 140_000;
 
 /// The statement for a server version and slow-query threshold.
-pub fn sql_for(server_version_num: u32, threshold: Duration) -> String {
+pub(crate) fn sql_for(server_version_num: u32, threshold: Duration) -> String {
     let t = threshold.as_secs_f64();
     let query_id = if server_version_num >= QUERY_ID_SINCE {
         "query_id::text"
@@ -122,10 +122,10 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         self.state.as_deref() == Some("active")
     }
-    pub fn is_idle_in_transaction(&self) -> bool {
+    pub(crate) fn is_idle_in_transaction(&self) -> bool {
         self.state
             .as_deref()
             .is_some_and(|s| s.starts_with("idle in transaction"))
@@ -237,7 +237,7 @@ pub fn summarize(raw: Raw, threshold: Duration, raw_text: bool) -> Activity {
     }
 }
 
-pub struct ActivityCheck {
+pub(crate) struct ActivityCheck {
     pg: Arc<PgTarget>,
     threshold: Duration,
     raw_text: bool,
@@ -285,7 +285,7 @@ impl Check for ActivityCheck {
 
 /// A decoding error may quote the document, which holds other sessions' raw SQL: keep the
 /// position, drop the quote (the error is logged and exported as span status).
-pub fn withhold_decode_detail(e: CheckError) -> CheckError {
+pub(crate) fn withhold_decode_detail(e: CheckError) -> CheckError {
     if e.kind != crate::error::ErrorKind::Protocol || e.sqlstate.is_some() {
         return e;
     }
@@ -328,7 +328,7 @@ pub fn samples(o: &Activity, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     let c = &b.config.checks;
     b.with_pg(|pg| ActivityCheck::new(pg, c.slow_query_threshold, c.raw_query_text))
 }

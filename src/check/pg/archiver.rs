@@ -11,7 +11,7 @@ use crate::catalog::{self, Sample};
 use crate::check::Observation;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_archiver";
+pub(crate) const ID: &str = "pg_archiver";
 
 const SQL: &str = "SELECT json_build_object('archive_mode', current_setting('archive_mode'), \
      'archived', archived_count, 'failed', failed_count, 'last_archived_wal', last_archived_wal, \
@@ -47,7 +47,7 @@ impl Archiver {
 }
 
 /// The check: one statement, the document as is.
-pub fn check(pg: Arc<PgTarget>) -> JsonCheck<Archiver> {
+pub(crate) fn check(pg: Arc<PgTarget>) -> JsonCheck<Archiver> {
     JsonCheck::new(ID, pg, SQL, "pg_stat_archiver", |_, a| {
         Observation::PgArchiver(a)
     })
@@ -75,7 +75,7 @@ pub fn samples(o: &Archiver, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     b.with_pg(check)
 }
 

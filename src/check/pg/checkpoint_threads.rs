@@ -28,10 +28,10 @@ use crate::check::{BoxFuture, Cadence, Check, Observation};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "checkpoint_threads";
+pub(crate) const ID: &str = "checkpoint_threads";
 
 /// How many of the largest threads (by bytes and by checkpoints) the statement names, hashed.
-pub const TOP: usize = 3;
+pub(crate) const TOP: usize = 3;
 
 fn probe_sql(place: &LangGraphPlace) -> String {
     let oid = |t: &str| {
@@ -131,7 +131,7 @@ pub struct CheckpointThreads {
     pub stats: Option<ThreadStats>,
 }
 
-pub struct ThreadsCheck {
+pub(crate) struct ThreadsCheck {
     pg: Arc<PgTarget>,
     probe: String,
 }
@@ -242,7 +242,7 @@ pub fn samples(o: &CheckpointThreads, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary, unless the LangGraph schema checks are off.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     if b.config.checks.langgraph_schema == crate::config::LangGraphSchema::Off {
         return Vec::new();
     }

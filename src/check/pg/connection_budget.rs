@@ -18,7 +18,7 @@ use crate::config::PlanLimit;
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_connection_budget";
+pub(crate) const ID: &str = "pg_connection_budget";
 
 const SQL: &str = "SELECT json_build_object(\
      'max_connections', current_setting('max_connections')::int, \
@@ -30,7 +30,7 @@ const SQL: &str = "SELECT json_build_object(\
         AND application_name IS DISTINCT FROM 'rose-agent' AND pid <> pg_backend_pid()))::text";
 
 /// Connections the agent itself holds on the primary.
-pub const AGENT_CONNECTIONS: u32 = 1;
+pub(crate) const AGENT_CONNECTIONS: u32 = 1;
 
 /// The app's side of the budget, from configuration.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -138,7 +138,7 @@ pub fn compute(app: &AppPools, raw: &Raw) -> Budget {
     }
 }
 
-pub struct BudgetCheck {
+pub(crate) struct BudgetCheck {
     pg: Arc<PgTarget>,
     app: AppPools,
 }
@@ -198,7 +198,7 @@ pub fn samples(o: &Budget, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary, with the app's pools as configured.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     let c = b.config;
     b.with_pg(|pg| {
         BudgetCheck::new(

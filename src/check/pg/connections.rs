@@ -18,7 +18,7 @@ use crate::check::{BoxFuture, Check, Observation};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_connections";
+pub(crate) const ID: &str = "pg_connections";
 
 /// `reserved_connections` is read with `missing_ok`: NULL before PostgreSQL 16 (feature
 /// detection, no version gate needed).
@@ -41,7 +41,7 @@ const SQL: &str = "WITH a AS (SELECT state, application_name, usename, wait_even
      'waiting_on_locks', (SELECT count(*) FROM a WHERE wait_event_type = 'Lock'))::text";
 
 /// States always exported, as label values.
-pub const BASE_STATES: [&str; 4] = [
+pub(crate) const BASE_STATES: [&str; 4] = [
     "active",
     "idle",
     "idle_in_transaction",
@@ -49,7 +49,7 @@ pub const BASE_STATES: [&str; 4] = [
 ];
 
 /// The label value for everything past the top N.
-pub const OTHER: &str = "other";
+pub(crate) const OTHER: &str = "other";
 
 /// What one run saw: client backends only (no background workers, no WAL senders).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -78,7 +78,7 @@ pub struct Connections {
 }
 
 /// Client groups kept in the observation.
-pub const MAX_CLIENT_GROUPS: usize = 10;
+pub(crate) const MAX_CLIENT_GROUPS: usize = 10;
 
 /// Sessions of one (application_name, role, client address).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,7 +91,7 @@ pub struct ClientGroup {
 
 impl ClientGroup {
     /// True for the agents' own sessions.
-    pub fn is_agent(&self) -> bool {
+    pub(crate) fn is_agent(&self) -> bool {
         self.application.starts_with(crate::pg::APPLICATION_NAME)
     }
 }
@@ -109,13 +109,13 @@ impl Connections {
     }
 
     /// Client backends over [`Connections::slots`]; `None` with no slots at all.
-    pub fn utilization(&self) -> Option<f64> {
+    pub(crate) fn utilization(&self) -> Option<f64> {
         (self.slots() > 0).then(|| f64::from(self.total()) / f64::from(self.slots()))
     }
 }
 
 /// Maps a `pg_stat_activity.state` to a bounded label value.
-pub fn state_label(state: &str) -> &'static str {
+pub(crate) fn state_label(state: &str) -> &'static str {
     match state {
         "active" => "active",
         "idle" => "idle",
@@ -127,7 +127,7 @@ pub fn state_label(state: &str) -> &'static str {
     }
 }
 
-pub struct ConnectionsCheck {
+pub(crate) struct ConnectionsCheck {
     pg: Arc<PgTarget>,
     top_n: usize,
 }
@@ -136,7 +136,7 @@ impl ConnectionsCheck {
     pub fn new(pg: Arc<PgTarget>) -> Self {
         Self::with_top_n(pg, 5)
     }
-    pub fn with_top_n(pg: Arc<PgTarget>, top_n: u32) -> Self {
+    pub(crate) fn with_top_n(pg: Arc<PgTarget>, top_n: u32) -> Self {
         ConnectionsCheck {
             pg,
             top_n: top_n as usize,
@@ -212,7 +212,11 @@ pub fn from_raw(raw: Raw, top_n: usize) -> Connections {
 
 /// Pure: keeps the `n` largest counts (ties broken by name) under label-safe names and sums the
 /// rest as `other`. Names that collide after sanitizing are added together.
-pub fn top_n_other(counts: BTreeMap<String, u32>, n: usize, empty: &str) -> BTreeMap<String, u32> {
+pub(crate) fn top_n_other(
+    counts: BTreeMap<String, u32>,
+    n: usize,
+    empty: &str,
+) -> BTreeMap<String, u32> {
     let mut v: Vec<(String, u32)> = counts.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let mut out = BTreeMap::new();
@@ -283,7 +287,7 @@ pub fn samples(o: &Connections, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     b.with_pg(|pg| ConnectionsCheck::with_top_n(pg, b.config.checks.labels_top_n))
 }
 

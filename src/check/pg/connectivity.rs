@@ -15,7 +15,7 @@ use crate::check::{BoxFuture, Check, Observation};
 use crate::error::{CheckError, ErrorKind};
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_connectivity";
+pub(crate) const ID: &str = "pg_connectivity";
 
 const SQL: &str = "SELECT json_build_object('version_num', current_setting('server_version_num'), \
      'version', current_setting('server_version'), \
@@ -72,7 +72,7 @@ impl Connectivity {
     }
 }
 
-pub struct ConnectivityCheck {
+pub(crate) struct ConnectivityCheck {
     pg: Arc<PgTarget>,
     memory: Mutex<Memory>,
     recovery: Option<Arc<crate::check::app_recovery::Watch>>,
@@ -88,7 +88,7 @@ impl ConnectivityCheck {
     }
 
     /// Reports each restart to the app recovery watch (`app_recovery`).
-    pub fn with_recovery_watch(
+    pub(crate) fn with_recovery_watch(
         mut self,
         w: Option<Arc<crate::check::app_recovery::Watch>>,
     ) -> Self {
@@ -209,7 +209,7 @@ pub fn samples(o: &Connectivity, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     b.with_pg(|pg| ConnectivityCheck::new(pg).with_recovery_watch(b.watch.clone()))
 }
 

@@ -15,7 +15,7 @@ use crate::config::StorageLimit;
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_database_size";
+pub(crate) const ID: &str = "pg_database_size";
 
 const SQL: &str = "SELECT json_build_object('datname', current_database(), \
      'bytes', pg_database_size(current_database()))::text";
@@ -44,7 +44,7 @@ pub struct DatabaseSize {
 
 /// Pure: seconds until `bytes` reaches `limit` growing at `growth` bytes per second; 0 when
 /// already there, `None` when not growing (or no growth known yet).
-pub fn full_seconds(bytes: u64, limit: u64, growth: Option<f64>) -> Option<f64> {
+pub(crate) fn full_seconds(bytes: u64, limit: u64, growth: Option<f64>) -> Option<f64> {
     if bytes >= limit {
         return Some(0.0);
     }
@@ -54,7 +54,7 @@ pub fn full_seconds(bytes: u64, limit: u64, growth: Option<f64>) -> Option<f64> 
     }
 }
 
-pub struct DatabaseSizeCheck {
+pub(crate) struct DatabaseSizeCheck {
     pg: Arc<PgTarget>,
     history: Mutex<History>,
     limit: Option<StorageLimit>,
@@ -70,7 +70,7 @@ impl DatabaseSizeCheck {
     }
 
     /// Measures the size against the plan's storage limit.
-    pub fn with_limit(mut self, limit: Option<StorageLimit>) -> Self {
+    pub(crate) fn with_limit(mut self, limit: Option<StorageLimit>) -> Self {
         self.limit = limit;
         self
     }
@@ -145,7 +145,7 @@ pub fn samples(o: &DatabaseSize, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary, with the plan's storage limit.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     b.with_pg(|pg| DatabaseSizeCheck::new(pg).with_limit(b.config.checks.storage_limit.clone()))
 }
 

@@ -13,10 +13,10 @@ use crate::catalog::{self, Sample};
 use crate::check::Observation;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_database_stats";
+pub(crate) const ID: &str = "pg_database_stats";
 
 /// XIDs available before wraparound protection stops the cluster (2^31).
-pub const XID_WRAPAROUND_LIMIT: f64 = 2_147_483_648.0;
+pub(crate) const XID_WRAPAROUND_LIMIT: f64 = 2_147_483_648.0;
 
 const SQL: &str = "SELECT json_build_object(\
      'datname', d.datname, 'blks_hit', d.blks_hit, 'blks_read', d.blks_read, \
@@ -50,22 +50,22 @@ pub struct DatabaseStats {
 
 impl DatabaseStats {
     /// blks_hit / (blks_hit + blks_read); `None` before any block was needed.
-    pub fn cache_hit_ratio(&self) -> Option<f64> {
+    pub(crate) fn cache_hit_ratio(&self) -> Option<f64> {
         let total = self.blks_hit + self.blks_read;
         (total > 0).then(|| self.blks_hit as f64 / total as f64)
     }
     /// Rollbacks over all transactions.
-    pub fn rollback_ratio(&self) -> Option<f64> {
+    pub(crate) fn rollback_ratio(&self) -> Option<f64> {
         let total = self.xact_commit + self.xact_rollback;
         (total > 0).then(|| self.xact_rollback as f64 / total as f64)
     }
-    pub fn wraparound_ratio(&self) -> f64 {
+    pub(crate) fn wraparound_ratio(&self) -> f64 {
         self.xid_age_max as f64 / XID_WRAPAROUND_LIMIT
     }
 }
 
 /// The check: one statement, the document as is.
-pub fn check(pg: Arc<PgTarget>) -> JsonCheck<DatabaseStats> {
+pub(crate) fn check(pg: Arc<PgTarget>) -> JsonCheck<DatabaseStats> {
     JsonCheck::new(ID, pg, SQL, "pg_stat_database", |_, s| {
         Observation::PgDatabaseStats(s)
     })
@@ -116,7 +116,7 @@ pub fn samples(o: &DatabaseStats, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     b.with_pg(check)
 }
 

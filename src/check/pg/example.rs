@@ -15,14 +15,14 @@ use crate::check::{Build, Built};
 use crate::findings::{Code, Finding};
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_example";
+pub(crate) const ID: &str = "pg_example";
 
 /// The one statement: backends connected to this database, as a JSON document.
 const SQL: &str = "SELECT json_build_object('backends', numbackends)::text \
      FROM pg_stat_database WHERE datname = current_database()";
 
 /// The metric (a real check adds it to `src/catalog/pg_checks.rs`).
-pub static PG_EXAMPLE_BACKENDS: MetricDef = MetricDef {
+pub(crate) static PG_EXAMPLE_BACKENDS: MetricDef = MetricDef {
     name: "rose_pg_example_backends",
     kind: Kind::Gauge,
     unit: "1",
@@ -37,12 +37,12 @@ pub struct Example {
 }
 
 /// The check: one statement, the document as is.
-pub fn check(pg: Arc<PgTarget>) -> JsonCheck<Example> {
+pub(crate) fn check(pg: Arc<PgTarget>) -> JsonCheck<Example> {
     JsonCheck::new(ID, pg, SQL, "pg_stat_database", |_, e: Example| e.into())
 }
 
 /// The registry entry: on the primary.
-pub fn build(b: &Build) -> Built {
+pub(crate) fn build(b: &Build) -> Built {
     b.with_pg(check)
 }
 

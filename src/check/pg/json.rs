@@ -17,7 +17,7 @@ use crate::error::CheckError;
 use crate::pg::PgTarget;
 
 /// One JSON statement on `pg`, decoded as `R` and converted by `convert`.
-pub struct JsonCheck<R> {
+pub(crate) struct JsonCheck<R> {
     pub id: &'static str,
     pub pg: Arc<PgTarget>,
     pub sql: String,
@@ -49,7 +49,7 @@ impl<R> JsonCheck<R> {
     }
 
     /// Sets the series a failed run exports.
-    pub fn on_failure(mut self, f: fn(&mut Vec<Sample>)) -> Self {
+    pub(crate) fn on_failure(mut self, f: fn(&mut Vec<Sample>)) -> Self {
         self.on_failure = Some(f);
         self
     }

@@ -17,7 +17,7 @@ use crate::catalog::{self, Sample};
 use crate::check::Observation;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_privileges";
+pub(crate) const ID: &str = "pg_privileges";
 
 fn sql(place: &LangGraphPlace) -> String {
     format!(
@@ -143,7 +143,7 @@ pub fn from_raw(r: Raw) -> Privileges {
 }
 
 /// The check: one statement (built for the server's roles and tables), judged by [`from_raw`].
-pub fn check(pg: Arc<PgTarget>, place: &LangGraphPlace) -> JsonCheck<Raw> {
+pub(crate) fn check(pg: Arc<PgTarget>, place: &LangGraphPlace) -> JsonCheck<Raw> {
     JsonCheck::new(ID, pg, sql(place), "privileges", |_, r| {
         Observation::PgPrivileges(from_raw(r))
     })
@@ -161,7 +161,7 @@ pub fn samples(o: &Privileges, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     let place = b.langgraph_place();
     b.with_pg(|pg| check(pg, &place))
 }

@@ -15,7 +15,7 @@ use crate::check::Observation;
 use crate::config::Config;
 use crate::pg::{Limits, PgTarget};
 
-pub const ID: &str = "pg_replica";
+pub(crate) const ID: &str = "pg_replica";
 
 const SQL: &str = "SELECT json_build_object(\
      'in_recovery', pg_is_in_recovery(), \
@@ -85,7 +85,7 @@ pub fn target(config: &Config) -> Option<Arc<PgTarget>> {
 }
 
 /// The check, on the replica's own target; a failed run says `rose_pg_replica_up 0`.
-pub fn check(replica: Arc<PgTarget>) -> JsonCheck<Raw> {
+pub(crate) fn check(replica: Arc<PgTarget>) -> JsonCheck<Raw> {
     JsonCheck::new(ID, replica, SQL, "replica", |pg, r| {
         Observation::PgReplica(from_raw(pg.target(), r))
     })
@@ -117,7 +117,7 @@ pub fn samples(o: &Replica, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the read replica's own target, when one is configured beside the primary.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     match (b.pg, target(b.config)) {
         (Some(_), Some(replica)) => crate::check::one(check(replica)),
         _ => Vec::new(),

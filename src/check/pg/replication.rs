@@ -21,10 +21,10 @@ use crate::check::{BoxFuture, Check, Observation};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_replication";
+pub(crate) const ID: &str = "pg_replication";
 
 /// Most standbys given their own series.
-pub const MAX_STANDBYS: usize = 16;
+pub(crate) const MAX_STANDBYS: usize = 16;
 
 const SQL: &str = "SELECT json_build_object(\
      'in_recovery', pg_is_in_recovery(), \
@@ -76,7 +76,7 @@ pub struct LostStandby {
 }
 
 /// How long a missing standby is reported after it was last seen.
-pub const STANDBY_MEMORY: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const STANDBY_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
 /// Standbys seen, by (name, client address): most seen at once and when that many were last seen.
 #[derive(Debug, Default)]
@@ -86,7 +86,7 @@ pub struct Memory {
 
 impl Memory {
     /// Pure over `now`: records `r`'s standbys and fills in the ones missing.
-    pub fn remember(&mut self, mut r: Replication, now: Instant) -> Replication {
+    pub(crate) fn remember(&mut self, mut r: Replication, now: Instant) -> Replication {
         let mut current: BTreeMap<(String, Option<String>), u32> = BTreeMap::new();
         for s in &r.standbys {
             let name = s.name.clone().unwrap_or_else(|| "unnamed".into());
@@ -133,12 +133,12 @@ pub fn label(mut r: Replication) -> Replication {
 }
 
 /// The check: one statement, standbys labelled, missing ones remembered.
-pub struct ReplicationCheck {
+pub(crate) struct ReplicationCheck {
     inner: JsonCheck<Replication>,
     memory: Mutex<Memory>,
 }
 
-pub fn check(pg: Arc<PgTarget>) -> ReplicationCheck {
+pub(crate) fn check(pg: Arc<PgTarget>) -> ReplicationCheck {
     ReplicationCheck {
         inner: JsonCheck::new(ID, pg, SQL, "replication", |_, r| {
             Observation::PgReplication(label(r))
@@ -203,7 +203,7 @@ pub fn samples(o: &Replication, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     b.with_pg(check)
 }
 

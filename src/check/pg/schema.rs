@@ -30,28 +30,28 @@ use crate::config::{ChecksConfig, Expectations, ExpectedIndex, ExpectedTable, La
 use crate::error::{CheckError, ErrorKind};
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_schema";
+pub(crate) const ID: &str = "pg_schema";
 
 /// LangGraph's savers create their tables unqualified, in the first schema of the app's
 /// `search_path`: `public` unless the app sets another (see [`LangGraphPlace`]).
-pub const LANGGRAPH_SCHEMA: &str = "public";
+pub(crate) const LANGGRAPH_SCHEMA: &str = "public";
 /// LangGraph's four tables (the catalog lookup that finds their schema is keyed by these).
-pub const LANGGRAPH_TABLES: [&str; 4] = [
+pub(crate) const LANGGRAPH_TABLES: [&str; 4] = [
     MIGRATIONS_TABLE,
     "checkpoints",
     "checkpoint_blobs",
     "checkpoint_writes",
 ];
-pub const MIGRATIONS_TABLE: &str = "checkpoint_migrations";
+pub(crate) const MIGRATIONS_TABLE: &str = "checkpoint_migrations";
 /// The SECURITY DEFINER function `scripts/create-monitoring-role.sql` creates, owned by the app
 /// role: max(v) and count(*) of `<schema>.checkpoint_migrations`, for a table created after the
 /// monitoring role, without SELECT on the app's other tables.
-pub const VERSION_FUNCTION_SCHEMA: &str = "rose_agent";
-pub const VERSION_FUNCTION: &str = "langgraph_migrations";
+pub(crate) const VERSION_FUNCTION_SCHEMA: &str = "rose_agent";
+pub(crate) const VERSION_FUNCTION: &str = "langgraph_migrations";
 
 /// SQL: true when the current role may call the version function (USAGE on its schema and
 /// EXECUTE), NULL when it does not exist.
-pub fn version_function_usable_sql() -> String {
+pub(crate) fn version_function_usable_sql() -> String {
     format!(
         "(SELECT bool_or(has_schema_privilege(n.oid, 'USAGE') AND has_function_privilege(p.oid, 'EXECUTE')) \
          FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
@@ -61,9 +61,9 @@ pub fn version_function_usable_sql() -> String {
     )
 }
 /// Latest migration of PostgresSaver (langgraph-checkpoint-postgres 2.0.13 .. 3.1.x).
-pub const LATEST_FULL: i64 = 9;
+pub(crate) const LATEST_FULL: i64 = 9;
 /// Latest migration of ShallowPostgresSaver.
-pub const LATEST_SHALLOW: i64 = 7;
+pub(crate) const LATEST_SHALLOW: i64 = 7;
 
 /// Where LangGraph's tables are looked for: a configured schema, or detection preferring the
 /// app's `search_path`.
@@ -87,7 +87,7 @@ impl LangGraphPlace {
     /// (`configured`, `detected`, `search_path`, `default`). Detection is a `pg_class` index
     /// lookup by the four names, so it never grows with other tables, and like the rest of
     /// the catalog it needs no privilege on the schemas it looks at.
-    pub fn cte(&self) -> String {
+    pub(crate) fn cte(&self) -> String {
         if let Some(n) = &self.name {
             return format!(
                 "lg(sch, src) AS (SELECT {}::text, 'configured'::text)",
@@ -125,12 +125,12 @@ impl LangGraphPlace {
 }
 
 /// LangGraph's expected objects in `public`, as an expectations list.
-pub fn langgraph_expectations() -> Expectations {
+pub(crate) fn langgraph_expectations() -> Expectations {
     langgraph_expectations_in(LANGGRAPH_SCHEMA)
 }
 
 /// LangGraph's expected objects in `schema`.
-pub fn langgraph_expectations_in(schema: &str) -> Expectations {
+pub(crate) fn langgraph_expectations_in(schema: &str) -> Expectations {
     let t = |name: &str, columns: &[&str]| ExpectedTable {
         name: name.into(),
         schema: schema.into(),
@@ -158,7 +158,7 @@ pub fn langgraph_expectations_in(schema: &str) -> Expectations {
 }
 
 /// LangGraph's (unless off, in `schema`) and the file's expectations together.
-pub fn watched_in(mode: LangGraphSchema, schema: &str, file: &Expectations) -> Expectations {
+pub(crate) fn watched_in(mode: LangGraphSchema, schema: &str, file: &Expectations) -> Expectations {
     let mut e = if mode == LangGraphSchema::Off {
         Expectations::default()
     } else {
@@ -175,7 +175,7 @@ pub fn watched(mode: LangGraphSchema, file: &Expectations) -> Expectations {
 }
 
 /// Every `(schema, table)` watched, once, in order: expected tables and index tables.
-pub fn watched_tables(e: &Expectations) -> Vec<(String, String)> {
+pub(crate) fn watched_tables(e: &Expectations) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     let all = e
         .tables
@@ -196,7 +196,7 @@ pub fn watched_tables(e: &Expectations) -> Vec<(String, String)> {
 
 /// The CTEs `[lg(sch, src),] want(sch, tbl)`: the file's tables, and LangGraph's four in the
 /// schema `lg` finds (when `place` is given, i.e. LangGraph is expected).
-pub fn want_ctes(place: Option<&LangGraphPlace>, file: &Expectations) -> String {
+pub(crate) fn want_ctes(place: Option<&LangGraphPlace>, file: &Expectations) -> String {
     let values: Vec<String> = watched_tables(file)
         .iter()
         .map(|(s, t)| format!("({}, {})", util::lit(s), util::lit(t)))
@@ -221,7 +221,7 @@ pub fn want_ctes(place: Option<&LangGraphPlace>, file: &Expectations) -> String 
 }
 
 /// The table label for a name: bare in `public`, else `schema.table`.
-pub fn table_label(schema: &str, table: &str) -> String {
+pub(crate) fn table_label(schema: &str, table: &str) -> String {
     if schema == "public" {
         table.to_owned()
     } else {
@@ -293,7 +293,7 @@ fn migrations_sql(schema: &str, via: Access) -> String {
 
 /// How the migration version is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// SELECT on the table (and USAGE on its schema).
     Direct,
     /// Through the version function of `scripts/create-monitoring-role.sql`.
@@ -665,14 +665,14 @@ pub fn detect_variant(raw: &RawCatalog, schema: &str) -> Variant {
 }
 
 /// Pure: the expected latest migration for a configuration and a detected variant.
-pub fn expected_version(mode: LangGraphSchema, detected: Variant) -> i64 {
+pub(crate) fn expected_version(mode: LangGraphSchema, detected: Variant) -> i64 {
     match (mode, detected) {
         (LangGraphSchema::Shallow, _) | (LangGraphSchema::Auto, Variant::Shallow) => LATEST_SHALLOW,
         _ => LATEST_FULL,
     }
 }
 
-pub struct SchemaCheck {
+pub(crate) struct SchemaCheck {
     pg: Arc<PgTarget>,
     mode: LangGraphSchema,
     file: Expectations,
@@ -706,7 +706,7 @@ impl SchemaCheck {
 
 /// Pure: how to read `checkpoint_migrations` given the catalog (`Ok`), or why it cannot be
 /// read and, for a privilege, the grant (`Err((note, grant))`).
-pub fn migrations_access(
+pub(crate) fn migrations_access(
     raw: &RawCatalog,
     lg: &RawLangGraph,
     user: &str,
@@ -894,7 +894,7 @@ pub fn samples(o: &SchemaReport, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary; the DSN's user is the role whose privileges it reads.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     let c = &b.config.checks;
     let user = b
         .config

@@ -18,7 +18,7 @@ use crate::check::{BoxFuture, Cadence, Check, Observation};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_statements";
+pub(crate) const ID: &str = "pg_statements";
 
 const DETECT_SQL: &str = "SELECT json_build_object(\
      'schema', (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_stat_statements'), \
@@ -150,7 +150,7 @@ pub fn from_raw(schema: String, all_users_visible: bool, raw: RawStats) -> State
     }
 }
 
-pub struct StatementsCheck {
+pub(crate) struct StatementsCheck {
     pg: Arc<PgTarget>,
     top_n: u32,
 }
@@ -258,7 +258,7 @@ pub fn samples(o: &Statements, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     b.with_pg(|pg| StatementsCheck::new(pg, b.config.checks.statements_top_n))
 }
 

@@ -17,7 +17,7 @@ use crate::config::{Expectations, LangGraphSchema};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_table_sizes";
+pub(crate) const ID: &str = "pg_table_sizes";
 
 fn sql(place: Option<&LangGraphPlace>, file: &Expectations) -> String {
     format!(
@@ -77,7 +77,7 @@ pub fn from_raw(raw: Vec<RawSize>) -> Vec<TableSize> {
         .collect()
 }
 
-pub struct TableSizesCheck {
+pub(crate) struct TableSizesCheck {
     pg: Arc<PgTarget>,
     sql: String,
     history: Histories,
@@ -155,7 +155,7 @@ pub fn samples(o: &TableSizes, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     let c = &b.config.checks;
     let place = b.langgraph_place();
     b.with_pg(|pg| TableSizesCheck::new(pg, c.langgraph_schema, &place, &c.expectations))
