@@ -128,7 +128,7 @@ pub fn alert_for(f: &Finding, cfg: &PushConfig, starts: SystemTime, ends: System
 
 /// Pushes until `cancel` fires.
 /// Reads the findings channel; writes only its own series (`rose_agent_alertmanager_*`).
-pub async fn run(
+pub(crate) async fn run(
     cfg: PushConfig,
     findings: Published,
     series: catalog::Series,

@@ -373,12 +373,12 @@ impl Dsn {
     }
 
     /// The password, for the connector only.
-    pub fn password(&self) -> Option<&str> {
+    pub(crate) fn password(&self) -> Option<&str> {
         self.password.as_deref()
     }
 
     /// Every server, in the order they are tried.
-    pub fn endpoints(&self) -> Vec<Endpoint> {
+    pub(crate) fn endpoints(&self) -> Vec<Endpoint> {
         let mut all = vec![Endpoint {
             host: self.host.clone(),
             port: self.port,

@@ -97,7 +97,7 @@ pub struct CheckError {
 }
 
 impl CheckError {
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> CheckError {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> CheckError {
         CheckError {
             kind,
             sqlstate: None,

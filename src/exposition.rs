@@ -20,7 +20,7 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 
 /// An exposition format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// Prometheus text format 0.0.4 (the fallback).
     Text,
     /// OpenMetrics 1.0.0.
@@ -220,7 +220,7 @@ pub(crate) fn encode_openmetrics(
 }
 
 /// The end of every OpenMetrics exposition.
-pub const EOF: &[u8] = b"# EOF\n";
+pub(crate) const EOF: &[u8] = b"# EOF\n";
 
 /// Deflate calls per stream at most: bounds the loop whatever the library answers.
 const MAX_DEFLATE_ROUNDS: usize = 10_000;
@@ -278,7 +278,7 @@ pub(crate) struct GzipHead {
 
 impl GzipHead {
     /// Compresses `body` (once per snapshot); `None` if the compressor fails.
-    pub fn new(body: &[u8]) -> Option<GzipHead> {
+    pub(crate) fn new(body: &[u8]) -> Option<GzipHead> {
         let mut bytes = GZIP_HEADER.to_vec();
         bytes.extend_from_slice(&deflate_open(body)?);
         let mut crc = crc32fast::Hasher::new();
@@ -292,7 +292,7 @@ impl GzipHead {
 
     /// The whole gzip member of the body followed by `tail`. The tail (a few hundred bytes) goes
     /// in stored deflate blocks, the last one final: no compressor is set up per scrape.
-    pub fn finish(&self, tail: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn finish(&self, tail: &[u8]) -> Option<Vec<u8>> {
         let end = stored_blocks(tail);
         let mut crc = self.crc.clone();
         crc.update(tail);

@@ -11,12 +11,12 @@ use std::path::Path;
 pub(crate) const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Reads at most [`MAX_FILE_BYTES`]; a longer file is an error saying so.
-pub fn read(path: &Path) -> io::Result<Vec<u8>> {
+pub(crate) fn read(path: &Path) -> io::Result<Vec<u8>> {
     read_at_most(path, MAX_FILE_BYTES)
 }
 
 /// [`read`], as UTF-8.
-pub fn read_to_string(path: &Path) -> io::Result<String> {
+pub(crate) fn read_to_string(path: &Path) -> io::Result<String> {
     String::from_utf8(read(path)?)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "the file is not UTF-8 text"))
 }

@@ -83,7 +83,7 @@ impl Leadership {
     }
 
     /// Whether elections happen at all.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.enabled
     }
 
@@ -106,7 +106,7 @@ impl Leadership {
     }
 
     /// Changes after every round of [`Leadership::run`]: (rounds so far, whether it leads).
-    pub fn rounds(&self) -> watch::Receiver<(u64, bool)> {
+    pub(crate) fn rounds(&self) -> watch::Receiver<(u64, bool)> {
         self.rounds.subscribe()
     }
 
@@ -171,7 +171,7 @@ impl Leadership {
     /// Runs an election round every `every`, publishes `rose_agent_leader` (its own series) and
     /// each round's result ([`Leadership::rounds`]: the scheduler withdraws the series of the
     /// database-wide checks after each round that follows).
-    pub async fn run(
+    pub(crate) async fn run(
         self: Arc<Self>,
         every: Duration,
         series: catalog::Series,

@@ -158,7 +158,7 @@ pub struct About {
 }
 
 impl About {
-    pub fn from_config(config: &crate::config::Config) -> About {
+    pub(crate) fn from_config(config: &crate::config::Config) -> About {
         About {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             instance: config.agent.instance.clone(),
@@ -177,7 +177,7 @@ impl About {
     }
 
     /// The runbook of a finding code, the same URL pushed alerts carry.
-    pub fn runbook_url(&self, code: &str) -> String {
+    pub(crate) fn runbook_url(&self, code: &str) -> String {
         let base = if self.runbook_base.is_empty() {
             crate::config::DEFAULT_RUNBOOK_BASE
         } else {

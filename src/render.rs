@@ -282,7 +282,7 @@ pub fn all_samples(snap: &Reading, now: SystemTime) -> Vec<Sample> {
 }
 
 /// Groups samples into metric families in catalog order.
-pub fn families(snap: &Reading, now: SystemTime) -> Vec<MetricFamily> {
+pub(crate) fn families(snap: &Reading, now: SystemTime) -> Vec<MetricFamily> {
     let mut grouped: BTreeMap<&'static str, Vec<Sample>> = BTreeMap::new();
     for s in all_samples(snap, now) {
         grouped.entry(s.def.name).or_default().push(s);

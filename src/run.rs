@@ -30,7 +30,7 @@ pub fn pg_target(config: &Config, connects: Option<Arc<ConnectCounts>>) -> Optio
 }
 
 /// Runs until SIGTERM/SIGINT or until `cancel` fires.
-pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+pub(crate) async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
     run_with_reload(config, None, cancel).await
 }
 

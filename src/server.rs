@@ -131,7 +131,7 @@ pub fn router(
 }
 
 /// Binds the listener (so the caller learns of a taken port before anything starts).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 

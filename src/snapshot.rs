@@ -61,7 +61,7 @@ impl Freshness {
     /// The bound of a check that runs every `every` with runs cut off at `timeout`: the next
     /// run should have finished by `every + timeout`; half a period (at least a second) of slack
     /// absorbs scheduling jitter on a loaded host.
-    pub fn bound(every: Duration, timeout: Duration) -> Duration {
+    pub(crate) fn bound(every: Duration, timeout: Duration) -> Duration {
         every + timeout + (every / 2).max(Duration::from_secs(1))
     }
 }
@@ -94,7 +94,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// True once every expected check has completed at least once.
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         self.expected
             .iter()
             .all(|id| self.checks.contains_key(id) || self.deferred.contains(id))
@@ -117,7 +117,7 @@ impl Snapshot {
     }
 
     /// Seconds since the newest check outcome was published (`None` before the first).
-    pub fn age(&self, now: SystemTime) -> Option<Duration> {
+    pub(crate) fn age(&self, now: SystemTime) -> Option<Duration> {
         self.checks
             .values()
             .map(|s| s.last.at + s.last.duration)
@@ -138,7 +138,7 @@ impl Snapshot {
     }
 
     /// The last error of a check, if its last run failed.
-    pub fn error(&self, id: &str) -> Option<&CheckError> {
+    pub(crate) fn error(&self, id: &str) -> Option<&CheckError> {
         self.checks
             .get(id)
             .and_then(|s| s.last.result.as_ref().err())
@@ -205,7 +205,7 @@ impl Store {
 
     /// Records one run of a check with the samples it exports; the outcome never goes stale
     /// (one-shot runs). The scheduler uses [`Store::publish_fresh`].
-    pub fn publish(&self, id: &str, outcome: Outcome, samples: Vec<Sample>) {
+    pub(crate) fn publish(&self, id: &str, outcome: Outcome, samples: Vec<Sample>) {
         self.publish_fresh(id, outcome, samples, Freshness::default())
     }
 

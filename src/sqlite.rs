@@ -44,7 +44,7 @@ pub enum SqliteErrorKind {
 }
 
 impl SqliteErrorKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SqliteErrorKind::Missing => "missing",
             SqliteErrorKind::Permission => "permission",
@@ -133,14 +133,14 @@ pub struct RecentCheckpoint {
 }
 
 impl SqliteCounts {
-    pub fn readable(&self) -> bool {
+    pub(crate) fn readable(&self) -> bool {
         self.present && self.error.is_none()
     }
     pub(crate) fn store_bytes(&self) -> u64 {
         self.file_bytes + self.wal_bytes
     }
     /// Rows written as the file counts them: the sum of the tables' highest rowids.
-    pub fn writes(&self) -> Option<u64> {
+    pub(crate) fn writes(&self) -> Option<u64> {
         match (self.checkpoints_max_rowid, self.writes_max_rowid) {
             (None, None) => None,
             (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
@@ -265,7 +265,7 @@ pub(crate) struct FileState {
 
 impl FileState {
     /// Reads it (stat and the 100-byte header; opens nothing for writing, creates nothing).
-    pub fn read(path: &Path) -> FileState {
+    pub(crate) fn read(path: &Path) -> FileState {
         use std::io::Read;
         let mut st = FileState {
             db: std::fs::metadata(path).ok().map(|m| Stamp::of(&m)),
@@ -339,7 +339,7 @@ fn file_uri(path: &Path, params: &str) -> String {
 
 /// Opens the file read-only in `mode`, without creating it or anything beside it, with a
 /// short busy timeout.
-pub fn open(path: &Path, mode: OpenMode) -> Result<Connection, rusqlite::Error> {
+pub(crate) fn open(path: &Path, mode: OpenMode) -> Result<Connection, rusqlite::Error> {
     let params = match mode {
         OpenMode::Immutable => "immutable=1",
         OpenMode::SharedWal => "readonly_shm=1",
@@ -572,7 +572,7 @@ fn thread_heads(conn: &Connection, cap: u32) -> Result<Vec<(String, String)>, ru
 }
 
 /// Runs `PRAGMA quick_check(10)` under a deadline (blocking).
-pub fn quick_check(conn: &mut Connection, budget: Duration) -> QuickCheck {
+pub(crate) fn quick_check(conn: &mut Connection, budget: Duration) -> QuickCheck {
     let started = Instant::now();
     if set_deadline(conn, budget).is_err() {
         return QuickCheck::Skipped {

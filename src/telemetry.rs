@@ -73,7 +73,7 @@ impl OtlpStats {
     }
 
     /// The counters as samples (published into the snapshot by the caller).
-    pub fn samples(&self) -> Vec<Sample> {
+    pub(crate) fn samples(&self) -> Vec<Sample> {
         vec![
             Sample::new(
                 &catalog::AGENT_OTLP_DROPPED,
@@ -370,7 +370,7 @@ impl Telemetry {
     }
 
     /// Whether anything is exported over OTLP.
-    pub fn exporting(&self) -> bool {
+    pub(crate) fn exporting(&self) -> bool {
         self.otel.is_some()
     }
 

@@ -163,7 +163,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl WebConfig {
     /// Reads and validates the file; every problem is reported.
-    pub fn load(path: &Path) -> Result<WebConfig, Vec<String>> {
+    pub(crate) fn load(path: &Path) -> Result<WebConfig, Vec<String>> {
         WebConfig::build(crate::config::web::load(path).map_err(|e| vec![e])?)
     }
 
@@ -192,7 +192,7 @@ impl WebConfig {
     }
 
     /// Builds the parsed file; files it refers to are read.
-    pub fn build(file: WebConfigFile) -> Result<WebConfig, Vec<String>> {
+    pub(crate) fn build(file: WebConfigFile) -> Result<WebConfig, Vec<String>> {
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
         let http = file.http_server_config.unwrap_or_default();
@@ -320,7 +320,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// Pure: `None` when the limit is off (no or a zero interval).
-    pub fn from_config(c: &RateLimitConfig) -> Result<Option<RateLimiter>, String> {
+    pub(crate) fn from_config(c: &RateLimitConfig) -> Result<Option<RateLimiter>, String> {
         let interval = match c.interval.as_deref().map(str::trim) {
             None | Some("") | Some("0") => return Ok(None),
             Some(v) => humantime::parse_duration(v).map_err(|e| {
@@ -354,7 +354,7 @@ impl RateLimiter {
 }
 
 /// Middleware: 429 when `rate_limit` has no token left.
-pub async fn rate_limit(
+pub(crate) async fn rate_limit(
     State(limiter): State<Arc<RateLimiter>>,
     req: Request,
     next: Next,
@@ -390,7 +390,7 @@ pub(crate) enum ClientAuth {
 
 impl ClientAuth {
     /// Pure: exporter-toolkit's names (an empty or missing value is `NoClientCert`).
-    pub fn parse(s: Option<&str>) -> Result<ClientAuth, String> {
+    pub(crate) fn parse(s: Option<&str>) -> Result<ClientAuth, String> {
         Ok(match s.unwrap_or("").trim() {
             "" | "NoClientCert" => ClientAuth::NoClientCert,
             "RequestClientCert" => ClientAuth::RequestClientCert,
@@ -457,7 +457,7 @@ pub(crate) fn tls_versions(
 /// Pure: the provider's TLS 1.2 suites narrowed to `names` (Go names, in the file's order; Go
 /// applies `cipher_suites` to TLS 1.2 only, and so does this). Names rustls lacks are warned
 /// about; when none is left the provider's TLS 1.2 suites stay.
-pub fn cipher_suites(
+pub(crate) fn cipher_suites(
     provider: &[rustls::SupportedCipherSuite],
     names: &[String],
     warnings: &mut Vec<String>,
@@ -841,7 +841,7 @@ impl rustls::server::danger::ClientCertVerifier for AnyClientCert {
 
 impl Auth {
     /// Users (name -> bcrypt hash) and an optional bearer token.
-    pub fn new(users: BTreeMap<String, String>, token: Option<String>) -> Auth {
+    pub(crate) fn new(users: BTreeMap<String, String>, token: Option<String>) -> Auth {
         Auth {
             users,
             token,

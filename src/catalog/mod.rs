@@ -14,7 +14,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Gauge => "gauge",
             Kind::Counter => "counter",
@@ -58,7 +58,7 @@ pub struct Sample {
 }
 
 impl Sample {
-    pub fn new(def: &'static MetricDef, labels: &[&str], value: f64) -> Sample {
+    pub(crate) fn new(def: &'static MetricDef, labels: &[&str], value: f64) -> Sample {
         debug_assert_eq!(
             def.labels.len(),
             labels.len(),
@@ -71,7 +71,7 @@ impl Sample {
             value: Value::Num(value),
         }
     }
-    pub fn owned(def: &'static MetricDef, labels: Vec<String>, value: f64) -> Sample {
+    pub(crate) fn owned(def: &'static MetricDef, labels: Vec<String>, value: f64) -> Sample {
         debug_assert_eq!(
             def.labels.len(),
             labels.len(),
@@ -84,7 +84,11 @@ impl Sample {
             value: Value::Num(value),
         }
     }
-    pub fn histogram(def: &'static MetricDef, labels: Vec<String>, h: HistogramValue) -> Sample {
+    pub(crate) fn histogram(
+        def: &'static MetricDef,
+        labels: Vec<String>,
+        h: HistogramValue,
+    ) -> Sample {
         Sample {
             def,
             labels,

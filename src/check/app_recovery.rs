@@ -45,7 +45,7 @@ impl Watch {
     }
 
     /// An app probe's verdict at unix time `at`.
-    pub fn probe(&self, id: &str, at: f64, healthy: bool) {
+    pub(crate) fn probe(&self, id: &str, at: f64, healthy: bool) {
         let mut s = self.lock();
         match s.probes.get_mut(id) {
             Some(h) => *h = healthy,
@@ -102,7 +102,7 @@ pub(crate) struct RecoveryCheck {
 }
 
 impl RecoveryCheck {
-    pub fn new(watch: Arc<Watch>, bound: Duration) -> Self {
+    pub(crate) fn new(watch: Arc<Watch>, bound: Duration) -> Self {
         RecoveryCheck { watch, bound }
     }
 }
@@ -131,7 +131,7 @@ impl Check for RecoveryCheck {
 }
 
 /// Pure: the series of a run.
-pub fn samples(o: &Recovery, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Recovery, out: &mut Vec<Sample>) {
     if let Some(s) = o.recovery_seconds {
         out.push(Sample::new(&catalog::APP_RECOVERY, &[], s));
     }

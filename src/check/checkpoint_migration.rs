@@ -86,7 +86,7 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",
             Backend::Postgresql => "postgresql",
@@ -115,7 +115,7 @@ pub struct SideFacts {
 
 impl SideFacts {
     /// Known to grow (Some(true)), known not to (Some(false)), or unknown.
-    pub fn growing(&self) -> Option<bool> {
+    pub(crate) fn growing(&self) -> Option<bool> {
         if !self.readable {
             return None;
         }
@@ -242,7 +242,7 @@ pub enum ThreadShape {
 
 impl ThreadShape {
     /// Pure: the shape of one thread id.
-    pub fn of(id: &str) -> ThreadShape {
+    pub(crate) fn of(id: &str) -> ThreadShape {
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         let bare = id.strip_prefix('+').unwrap_or(id);
         if digits(bare) {
@@ -280,7 +280,7 @@ impl ThreadShape {
     }
 
     /// What the shape suggests, for a human.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             ThreadShape::Phone => "phone-number thread ids (WhatsApp: the sender's number)".into(),
             ThreadShape::Uuid => "UUID thread ids (Chainlit or web/voice sessions)".into(),
@@ -427,7 +427,7 @@ pub(crate) fn writer_hints(recent: &[crate::sqlite::RecentCheckpoint]) -> Writer
 impl WriterHints {
     /// One line for a finding: "the newest 20 checkpoints: 14 with phone-number thread ids
     /// (WhatsApp...) in 3 threads, e.g. +49…89; metadata interface=whatsapp (14)".
-    pub fn describe(&self) -> Option<String> {
+    pub(crate) fn describe(&self) -> Option<String> {
         if self.sampled == 0 {
             return None;
         }
@@ -550,7 +550,7 @@ pub(crate) struct MigrationCheck {
 }
 
 impl MigrationCheck {
-    pub fn new(config: &Config, pg: Option<Arc<PgTarget>>) -> MigrationCheck {
+    pub(crate) fn new(config: &Config, pg: Option<Arc<PgTarget>>) -> MigrationCheck {
         let w = config.app.growth_window;
         MigrationCheck {
             configured: config.app.database_type,
@@ -783,7 +783,7 @@ impl Check for MigrationCheck {
 }
 
 /// Pure: the series of a run.
-pub fn samples(o: &MigrationFacts, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &MigrationFacts, out: &mut Vec<Sample>) {
     let b = |v: bool| if v { 1.0 } else { 0.0 };
     for (backend, on) in [
         ("sqlite", o.configured == DatabaseType::Sqlite),

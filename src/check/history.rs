@@ -37,7 +37,7 @@ pub(crate) struct History<T> {
 }
 
 impl<T: Copy> History<T> {
-    pub fn new(window: Duration, baseline: Baseline) -> History<T> {
+    pub(crate) fn new(window: Duration, baseline: Baseline) -> History<T> {
         History {
             window: window.as_secs_f64(),
             baseline,
@@ -47,7 +47,7 @@ impl<T: Copy> History<T> {
 
     /// Records `value` at `at` (seconds; if the clock went back, the history starts over) and
     /// returns the baseline point it is measured against (`None` for the first point).
-    pub fn push(&mut self, at: f64, value: T) -> Option<(f64, T)> {
+    pub(crate) fn push(&mut self, at: f64, value: T) -> Option<(f64, T)> {
         if self.points.back().is_some_and(|(t, _)| at < *t) {
             self.points.clear();
         }
@@ -85,21 +85,21 @@ impl<T: Copy> History<T> {
     }
 
     /// Forgets every point (the object became unreadable).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.points.clear();
     }
 
     /// Points retained.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.points.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.points.is_empty()
     }
 
     /// The oldest retained point.
-    pub fn first(&self) -> Option<(f64, T)> {
+    pub(crate) fn first(&self) -> Option<(f64, T)> {
         self.points.front().copied()
     }
 }
@@ -166,7 +166,7 @@ pub(crate) type StoreHistory = History<Reading>;
 
 impl History<Reading> {
     /// A store's history over `window`: growth is measured a whole window back.
-    pub fn store(window: Duration) -> StoreHistory {
+    pub(crate) fn store(window: Duration) -> StoreHistory {
         History::new(window, Baseline::FullWindow)
     }
 

@@ -60,7 +60,7 @@ pub(crate) struct HostCheck {
 }
 
 impl HostCheck {
-    pub fn new(config: &Config) -> HostCheck {
+    pub(crate) fn new(config: &Config) -> HostCheck {
         let watch = config
             .app
             .sqlite_path
@@ -165,7 +165,7 @@ impl Check for HostCheck {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &HostStats, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &HostStats, out: &mut Vec<Sample>) {
     out.push(Sample::new(
         &catalog::HOST_CPU_USAGE,
         &[],

@@ -255,7 +255,7 @@ impl Build<'_> {
 }
 
 /// One check, boxed for the registry.
-pub fn one(c: impl Check) -> Built {
+pub(crate) fn one(c: impl Check) -> Built {
     vec![Arc::new(c)]
 }
 

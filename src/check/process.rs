@@ -31,7 +31,7 @@ pub(crate) struct ProcessCheck {
 }
 
 impl ProcessCheck {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         ProcessCheck {
             sys: Mutex::new(System::new().ok()),
             pid: sysinfo::get_current_pid().ok(),
@@ -39,7 +39,7 @@ impl ProcessCheck {
     }
 
     /// Reads the stats now (blocking, but only `/proc`).
-    pub fn read(&self) -> Result<ProcessStats, CheckError> {
+    pub(crate) fn read(&self) -> Result<ProcessStats, CheckError> {
         let mut guard = self.sys.lock().unwrap_or_else(|p| p.into_inner());
         let (Some(sys), Some(pid)) = (guard.as_mut(), self.pid) else {
             return Err(CheckError::new(
@@ -87,7 +87,7 @@ impl Check for ProcessCheck {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &ProcessStats, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &ProcessStats, out: &mut Vec<Sample>) {
     out.push(Sample::new(&catalog::AGENT_RSS, &[], o.rss_bytes as f64));
     out.push(Sample::new(&catalog::AGENT_CPU, &[], o.cpu_seconds));
     if let Some(n) = o.open_fds {

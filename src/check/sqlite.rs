@@ -53,7 +53,7 @@ pub(crate) struct SqliteCheck {
 }
 
 impl SqliteCheck {
-    pub fn new(path: PathBuf, config: &Config) -> SqliteCheck {
+    pub(crate) fn new(path: PathBuf, config: &Config) -> SqliteCheck {
         SqliteCheck {
             path,
             state: Arc::new(Mutex::new(State {
@@ -130,7 +130,7 @@ impl Check for SqliteCheck {
 }
 
 /// Pure: the series of a run.
-pub fn samples(o: &SqliteStore, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &SqliteStore, out: &mut Vec<Sample>) {
     let b = |v: bool| if v { 1.0 } else { 0.0 };
     let c = &o.counts;
     out.push(Sample::new(&catalog::SQLITE_PRESENT, &[], b(c.present)));

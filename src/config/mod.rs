@@ -34,7 +34,7 @@ use crate::dsn::{self, Dsn};
 pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Where the runbooks are published by default (the same default as the alert rules).
-pub const DEFAULT_RUNBOOK_BASE: &str =
+pub(crate) const DEFAULT_RUNBOOK_BASE: &str =
     "https://github.com/rose-agent/rose-agent/blob/main/docs/runbooks";
 /// Intervals from which the timeouts must fit in one interval (see the fit rule in `from_raw`).
 pub(crate) const FIT_RULE_FROM: Duration = Duration::from_secs(1);
@@ -179,7 +179,7 @@ impl std::error::Error for ConfigError {}
 impl DatabaseConfig {
     /// Client-side bound on one query: a little longer than the server's `statement_timeout`,
     /// so the server cancels first and the client only catches a dead or frozen server.
-    pub fn query_timeout(&self) -> Duration {
+    pub(crate) fn query_timeout(&self) -> Duration {
         self.statement_timeout + self.statement_timeout / 10 + Duration::from_millis(50)
     }
 }
@@ -232,7 +232,10 @@ impl Config {
     }
 
     /// Validates a raw config, adding to the problems already found.
-    pub fn from_raw(raw: RawConfig, mut problems: Vec<Problem>) -> Result<Config, ConfigError> {
+    pub(crate) fn from_raw(
+        raw: RawConfig,
+        mut problems: Vec<Problem>,
+    ) -> Result<Config, ConfigError> {
         let mut p = |key: &str, message: String| {
             problems.push(Problem {
                 key: key.into(),

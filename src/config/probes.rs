@@ -101,7 +101,7 @@ pub enum JsonExpectation {
 }
 
 impl JsonExpectation {
-    pub fn field(&self) -> &str {
+    pub(crate) fn field(&self) -> &str {
         match self {
             JsonExpectation::Equals { field, .. } | JsonExpectation::AllEqual { field, .. } => {
                 field
@@ -149,7 +149,7 @@ pub struct ProbeConfig {
 
 impl ProbeConfig {
     /// The URL of one of the paths.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{}", self.origin, path)
     }
 }

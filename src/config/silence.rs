@@ -70,7 +70,7 @@ impl Silence {
     }
 
     /// Whether the silence has ended at `now`.
-    pub fn expired(&self, now: SystemTime) -> bool {
+    pub(crate) fn expired(&self, now: SystemTime) -> bool {
         self.ends.is_some_and(|e| now >= e)
     }
 }

@@ -121,14 +121,14 @@ pub struct HttpServerConfig {
 }
 
 /// Reads and parses the file (`cannot read ...` or the YAML error, redacted).
-pub fn load(path: &Path) -> Result<WebConfigFile, String> {
+pub(crate) fn load(path: &Path) -> Result<WebConfigFile, String> {
     let text = crate::files::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     parse(&text, &path.display().to_string())
 }
 
 /// Parses the file's text (`origin` names it in messages).
-pub fn parse(text: &str, origin: &str) -> Result<WebConfigFile, String> {
+pub(crate) fn parse(text: &str, origin: &str) -> Result<WebConfigFile, String> {
     serde_norway::from_str(text)
         .map_err(|e| format!("{origin}: {}", crate::dsn::redact(&e.to_string())))
 }

@@ -131,7 +131,12 @@ pub(crate) fn likely_cause(p: &ProbeResult, db_error: Option<ErrorKind>, cx: &Co
     }
 }
 
-pub fn probe(p: &ProbeResult, db_error: Option<ErrorKind>, cx: &Context, out: &mut Vec<Finding>) {
+pub(crate) fn probe(
+    p: &ProbeResult,
+    db_error: Option<ErrorKind>,
+    cx: &Context,
+    out: &mut Vec<Finding>,
+) {
     let ep = &p.endpoint;
     let url = format!("{} {}", p.method, p.path);
     let cause = likely_cause(p, db_error, cx);
@@ -267,7 +272,7 @@ pub fn probe(p: &ProbeResult, db_error: Option<ErrorKind>, cx: &Context, out: &m
 }
 
 /// Pure: the migration's effect.
-pub fn migration(m: &MigrationFacts, cx: &Context, out: &mut Vec<Finding>) {
+pub(crate) fn migration(m: &MigrationFacts, cx: &Context, out: &mut Vec<Finding>) {
     let multi = cx.instances > 1;
     if m.migration_not_effective {
         let mut steps = Vec::new();

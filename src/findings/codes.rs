@@ -118,17 +118,17 @@ macro_rules! codes {
 
 impl Code {
     /// The code's catalog entry.
-    pub fn def(self) -> &'static CodeDef {
+    pub(crate) fn def(self) -> &'static CodeDef {
         &CODES[self as usize]
     }
-    pub fn severity(self) -> Severity {
+    pub(crate) fn severity(self) -> Severity {
         self.def().severity
     }
-    pub fn rung(self) -> Rung {
+    pub(crate) fn rung(self) -> Rung {
         self.def().rung
     }
     /// `docs/runbooks/<code>.md`.
-    pub fn runbook(self) -> String {
+    pub(crate) fn runbook(self) -> String {
         format!("docs/runbooks/{}.md", self.as_str())
     }
 }

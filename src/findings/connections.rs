@@ -135,7 +135,7 @@ pub(crate) fn app_sessions(c: &Connections, cx: &Context) -> u32 {
 
 /// Pure: who holds the connections, largest first, e.g. `rose-langgraph (rose_app from
 /// 10.0.0.5) 36; rose-agent (rose_monitor from 10.0.0.6) 1`.
-pub fn holders(c: &Connections) -> String {
+pub(crate) fn holders(c: &Connections) -> String {
     let name = |g: &ClientGroup| {
         if g.application.is_empty() {
             "(no application_name)".to_owned()

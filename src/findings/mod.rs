@@ -92,7 +92,7 @@ impl Finding {
     }
 
     /// Identity across cycles: code plus subject.
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         match &self.subject {
             Some(s) => format!("{}:{s}", self.code),
             None => self.code.to_owned(),
@@ -133,7 +133,7 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn from_config(c: &Config) -> Context {
+    pub(crate) fn from_config(c: &Config) -> Context {
         Context {
             target: c
                 .database
@@ -218,7 +218,7 @@ pub(crate) mod testutil {
     use crate::error::CheckError;
     use crate::snapshot::{CheckState, Freshness, Outcome, Snapshot};
 
-    pub fn snap(entries: Vec<(&'static str, Result<Observation, CheckError>)>) -> Snapshot {
+    pub(crate) fn snap(entries: Vec<(&'static str, Result<Observation, CheckError>)>) -> Snapshot {
         let mut s = Snapshot {
             generation: 1,
             started: SystemTime::UNIX_EPOCH,

@@ -52,7 +52,7 @@ impl Published {
     }
 
     /// The generation and the view of the last cycle (empty before the first).
-    pub fn current(&self) -> (u64, std::sync::Arc<View>) {
+    pub(crate) fn current(&self) -> (u64, std::sync::Arc<View>) {
         self.tx.borrow().clone()
     }
 

@@ -80,7 +80,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 3] = [Reason::Error, Reason::Timeout, Reason::Decode];
+    pub(crate) const ALL: [Reason; 3] = [Reason::Error, Reason::Timeout, Reason::Decode];
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Error => "error",
@@ -201,7 +201,7 @@ impl Batcher {
     }
 
     /// Combined statements run so far (rounds of two parts or more).
-    pub fn rounds(&self) -> u64 {
+    pub(crate) fn rounds(&self) -> u64 {
         self.rounds.load(Ordering::Relaxed)
     }
 

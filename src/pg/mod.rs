@@ -71,7 +71,7 @@ pub(crate) fn liveness_for(interval: Duration) -> Duration {
 
 /// Session limits and backoff bounds.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
     pub lock_timeout: Duration,
@@ -86,7 +86,7 @@ pub struct Limits {
 
 impl Limits {
     /// The limits the configuration asks for.
-    pub fn from_config(config: &crate::config::Config) -> Limits {
+    pub(crate) fn from_config(config: &crate::config::Config) -> Limits {
         Limits {
             connect_timeout: config.database.connect_timeout,
             statement_timeout: config.database.statement_timeout,
@@ -182,13 +182,13 @@ pub struct ConnectCounts {
 
 impl ConnectCounts {
     /// Counts one attempt.
-    pub fn record(&self, ok: bool) {
+    pub(crate) fn record(&self, ok: bool) {
         let c = if ok { &self.ok } else { &self.failed };
         c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// (succeeded, failed) so far.
-    pub fn get(&self) -> (u64, u64) {
+    pub(crate) fn get(&self) -> (u64, u64) {
         (
             self.ok.load(std::sync::atomic::Ordering::Relaxed),
             self.failed.load(std::sync::atomic::Ordering::Relaxed),
@@ -204,7 +204,7 @@ struct Session {
 }
 
 impl PgTarget {
-    pub fn new(dsn: Dsn, limits: Limits) -> PgTarget {
+    pub(crate) fn new(dsn: Dsn, limits: Limits) -> PgTarget {
         let target = dsn.target();
         if !dsn.ignored.is_empty() {
             // Names from the agent's own list only: never a value.
@@ -251,7 +251,7 @@ impl PgTarget {
     }
 
     /// The sanitized `host:port/dbname`.
-    pub fn target(&self) -> &str {
+    pub(crate) fn target(&self) -> &str {
         &self.target
     }
 
@@ -268,11 +268,11 @@ impl PgTarget {
         }
     }
 
-    pub fn dbname(&self) -> &str {
+    pub(crate) fn dbname(&self) -> &str {
         &self.dsn.dbname
     }
 
-    pub fn limits(&self) -> &Limits {
+    pub(crate) fn limits(&self) -> &Limits {
         &self.limits
     }
 
@@ -943,7 +943,7 @@ async fn resolve(name: &str, port: u16, target: &str) -> Result<Vec<IpAddr>, Che
 }
 
 /// Exponential backoff from 250 ms, capped, with jitter in [50%, 100%].
-pub fn backoff(failures: u32, cap: Duration) -> Duration {
+pub(crate) fn backoff(failures: u32, cap: Duration) -> Duration {
     let base =
         Duration::from_millis(250).saturating_mul(1u32 << failures.saturating_sub(1).min(16));
     let capped = base.min(cap);

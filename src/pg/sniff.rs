@@ -25,11 +25,11 @@ impl Default for Announced {
 }
 
 impl Announced {
-    pub fn new() -> Announced {
+    pub(crate) fn new() -> Announced {
         Announced::default()
     }
 
-    pub fn pid(&self) -> Option<i32> {
+    pub(crate) fn pid(&self) -> Option<i32> {
         i32::try_from(self.0.load(Ordering::SeqCst)).ok()
     }
 }

@@ -72,7 +72,7 @@ pub struct Credentials {
 
 impl Credentials {
     /// The user from `--user`, the password from `password_file` or `AGENT_STATUS_PASSWORD`.
-    pub fn resolve(
+    pub(crate) fn resolve(
         user: Option<String>,
         password_file: Option<&Path>,
     ) -> Result<Credentials, ClientError> {
@@ -143,7 +143,7 @@ struct TlsView {
 
 impl Endpoint {
     /// Plain HTTP to `addr`, no credentials (no configuration at all).
-    pub fn plain(addr: impl Into<String>) -> Endpoint {
+    pub(crate) fn plain(addr: impl Into<String>) -> Endpoint {
         Endpoint {
             addr: addr.into(),
             tls: None,
@@ -206,7 +206,7 @@ impl Endpoint {
     }
 
     /// `https://addr` or `http://addr`, for messages.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         let scheme = if self.is_tls() { "https" } else { "http" };
         format!("{scheme}://{}{path}", self.addr)
     }

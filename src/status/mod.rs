@@ -27,7 +27,7 @@ pub use crate::reading::About;
 /// How a figure or a check reads: colour on the page and in a terminal, always with its word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Level {
+pub(crate) enum Level {
     Ok,
     Unknown,
     Warning,
@@ -35,7 +35,7 @@ pub enum Level {
 }
 
 impl Level {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Level::Ok => "ok",
             Level::Unknown => "unknown",
@@ -56,7 +56,7 @@ impl Level {
 
 /// The overall status, the same word `/findings` reports: the worst of the active and pending
 /// findings, `unknown` before the first evaluation and while any check outcome is stale.
-pub fn overall(
+pub(crate) fn overall(
     snap: &Reading,
     now: SystemTime,
 ) -> (crate::findings::state::Status, Vec<std::sync::Arc<str>>) {
@@ -138,13 +138,13 @@ pub(crate) struct SilencedItem {
 
 /// A card of figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Group {
+pub(crate) struct Group {
     pub title: String,
     pub items: Vec<Figure>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Figure {
+pub(crate) struct Figure {
     pub label: String,
     pub value: String,
     pub level: Level,
@@ -236,7 +236,7 @@ fn truncate(s: &str, max: usize) -> String {
 
 impl Summary {
     /// Pure: the summary of a snapshot at `now`.
-    pub fn build(snap: &Reading, now: SystemTime) -> Summary {
+    pub(crate) fn build(snap: &Reading, now: SystemTime) -> Summary {
         let about = &*snap.about;
         let (status, stale) = overall(snap, now);
         let view = &snap.findings;
@@ -312,7 +312,7 @@ impl Summary {
 
     /// Nagios-style exit code of the status, as `agent diagnose`: 0 ok, 1 warning, 2 critical,
     /// 3 unknown.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self.status.as_str() {
             "ok" => 0,
             "warning" => 1,
@@ -322,7 +322,7 @@ impl Summary {
     }
 
     /// The summary for a terminal; ANSI colours only with `color` (a terminal).
-    pub fn to_text(&self, color: bool) -> String {
+    pub(crate) fn to_text(&self, color: bool) -> String {
         let paint = |s: &str, level: Level| -> String {
             if !color {
                 return s.to_owned();

@@ -16,7 +16,7 @@ pub struct DurationHistogram {
 }
 
 impl DurationHistogram {
-    pub fn new(bounds: &[f64]) -> DurationHistogram {
+    pub(crate) fn new(bounds: &[f64]) -> DurationHistogram {
         DurationHistogram {
             bounds: bounds.to_vec(),
             counts: vec![0; bounds.len()],
@@ -36,7 +36,7 @@ impl DurationHistogram {
     }
 
     /// Cumulative buckets as the exposition wants them (`+Inf` is `count`).
-    pub fn to_value(&self) -> HistogramValue {
+    pub(crate) fn to_value(&self) -> HistogramValue {
         let mut acc = 0;
         HistogramValue {
             buckets: self

@@ -37,7 +37,7 @@ pub enum ProbeFailure {
 }
 
 impl ProbeFailure {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ProbeFailure::Refused => "refused",
             ProbeFailure::ConnectTimeout => "connect_timeout",
@@ -78,7 +78,7 @@ pub struct HealthBody {
 
 impl HealthBody {
     /// Services that are not connected.
-    pub fn down(&self) -> Vec<&str> {
+    pub(crate) fn down(&self) -> Vec<&str> {
         self.services
             .iter()
             .filter(|s| !s.up)

@@ -75,7 +75,7 @@ pub struct ProbeResult {
 }
 
 /// Pure: the series of one probe run.
-pub fn samples(o: &ProbeResult, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &ProbeResult, out: &mut Vec<Sample>) {
     let ep = o.endpoint.as_str();
     let b = |v: bool| if v { 1.0 } else { 0.0 };
     out.push(Sample::new(
@@ -171,7 +171,7 @@ impl AppProbe {
         self
     }
 
-    pub fn new(cfg: ProbeConfig) -> AppProbe {
+    pub(crate) fn new(cfg: ProbeConfig) -> AppProbe {
         let client = http::client(&cfg);
         let id = format!("{ID_PREFIX}{}", cfg.name);
         AppProbe {

@@ -246,7 +246,7 @@ pub(crate) struct ActivityCheck {
 
 impl ActivityCheck {
     /// `raw_text`: keep other sessions' raw SQL too (`raw_query_text`, default off).
-    pub fn new(pg: Arc<PgTarget>, threshold: Duration, raw_text: bool) -> Self {
+    pub(crate) fn new(pg: Arc<PgTarget>, threshold: Duration, raw_text: bool) -> Self {
         ActivityCheck {
             pg,
             threshold,
@@ -303,7 +303,7 @@ pub(crate) fn withhold_decode_detail(e: CheckError) -> CheckError {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &Activity, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Activity, out: &mut Vec<Sample>) {
     let g = |def, v: f64, out: &mut Vec<Sample>| out.push(Sample::new(def, &[], v));
     g(
         &catalog::PG_ACTIVE_QUERY_MAX,

@@ -37,7 +37,7 @@ impl Archiver {
         self.archive_mode != "off"
     }
     /// The last attempt failed (a failure newer than the last success).
-    pub fn failing(&self) -> bool {
+    pub(crate) fn failing(&self) -> bool {
         match (self.last_failed_time, self.last_archived_time) {
             (Some(f), Some(a)) => f > a,
             (Some(_), None) => true,
@@ -54,7 +54,7 @@ pub(crate) fn check(pg: Arc<PgTarget>) -> JsonCheck<Archiver> {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &Archiver, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Archiver, out: &mut Vec<Sample>) {
     out.push(Sample::new(
         &catalog::PG_ARCHIVE_ENABLED,
         &[],

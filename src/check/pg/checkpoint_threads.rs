@@ -137,7 +137,7 @@ pub(crate) struct ThreadsCheck {
 }
 
 impl ThreadsCheck {
-    pub fn new(pg: Arc<PgTarget>, place: &LangGraphPlace) -> Self {
+    pub(crate) fn new(pg: Arc<PgTarget>, place: &LangGraphPlace) -> Self {
         ThreadsCheck {
             probe: probe_sql(place),
             pg,
@@ -198,7 +198,7 @@ impl Check for ThreadsCheck {
 }
 
 /// Pure: the series of a successful run. No thread id, hashed or not, is a label.
-pub fn samples(o: &CheckpointThreads, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &CheckpointThreads, out: &mut Vec<Sample>) {
     out.push(Sample::new(
         &catalog::CHECKPOINT_THREADS_READABLE,
         &[],

@@ -57,7 +57,7 @@ pub(crate) struct CheckpointsCheck {
 }
 
 impl CheckpointsCheck {
-    pub fn new(pg: Arc<PgTarget>) -> Self {
+    pub(crate) fn new(pg: Arc<PgTarget>) -> Self {
         CheckpointsCheck {
             pg,
             version: VersionCache::default(),
@@ -87,7 +87,7 @@ impl Check for CheckpointsCheck {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &Checkpoints, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Checkpoints, out: &mut Vec<Sample>) {
     out.push(Sample::new(
         &catalog::PG_CHECKPOINTS,
         &["timed"],

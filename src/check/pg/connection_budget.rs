@@ -144,7 +144,7 @@ pub(crate) struct BudgetCheck {
 }
 
 impl BudgetCheck {
-    pub fn new(pg: Arc<PgTarget>, app: AppPools) -> Self {
+    pub(crate) fn new(pg: Arc<PgTarget>, app: AppPools) -> Self {
         BudgetCheck { pg, app }
     }
 }
@@ -169,7 +169,7 @@ impl Check for BudgetCheck {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &Budget, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Budget, out: &mut Vec<Sample>) {
     out.push(Sample::new(
         &catalog::PG_BUDGET_DEMAND,
         &[],

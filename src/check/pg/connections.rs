@@ -133,7 +133,7 @@ pub(crate) struct ConnectionsCheck {
 }
 
 impl ConnectionsCheck {
-    pub fn new(pg: Arc<PgTarget>) -> Self {
+    pub(crate) fn new(pg: Arc<PgTarget>) -> Self {
         Self::with_top_n(pg, 5)
     }
     pub(crate) fn with_top_n(pg: Arc<PgTarget>, top_n: u32) -> Self {
@@ -231,7 +231,7 @@ pub(crate) fn top_n_other(
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &Connections, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Connections, out: &mut Vec<Sample>) {
     for s in BASE_STATES {
         if !o.by_state.contains_key(s) {
             out.push(Sample::new(&catalog::PG_CONNECTIONS, &[s], 0.0));

@@ -53,7 +53,7 @@ pub struct Connectivity {
 }
 
 /// Pure: whether the server restarted between two observed start times.
-pub fn restarted(previous: Option<f64>, current: f64) -> bool {
+pub(crate) fn restarted(previous: Option<f64>, current: f64) -> bool {
     previous.is_some_and(|p| current > 0.0 && (current - p).abs() > 0.001)
 }
 
@@ -67,7 +67,7 @@ struct Memory {
 
 impl Connectivity {
     /// Major version (13, 14, ... 18).
-    pub fn major(&self) -> u32 {
+    pub(crate) fn major(&self) -> u32 {
         self.server_version_num / 10_000
     }
 }
@@ -79,7 +79,7 @@ pub(crate) struct ConnectivityCheck {
 }
 
 impl ConnectivityCheck {
-    pub fn new(pg: Arc<PgTarget>) -> Self {
+    pub(crate) fn new(pg: Arc<PgTarget>) -> Self {
         ConnectivityCheck {
             pg,
             memory: Mutex::new(Memory::default()),
@@ -166,7 +166,7 @@ impl Check for ConnectivityCheck {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &Connectivity, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Connectivity, out: &mut Vec<Sample>) {
     out.push(Sample::new(&catalog::PG_UP, &[], 1.0));
     out.push(Sample::new(
         &catalog::PG_ROUNDTRIP,

@@ -61,7 +61,7 @@ pub(crate) struct DatabaseSizeCheck {
 }
 
 impl DatabaseSizeCheck {
-    pub fn new(pg: Arc<PgTarget>) -> Self {
+    pub(crate) fn new(pg: Arc<PgTarget>) -> Self {
         DatabaseSizeCheck {
             pg,
             history: Mutex::new(History::default()),
@@ -115,7 +115,7 @@ impl Check for DatabaseSizeCheck {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &DatabaseSize, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &DatabaseSize, out: &mut Vec<Sample>) {
     out.push(Sample::owned(
         &catalog::PG_DATABASE_SIZE,
         vec![o.datname.clone()],

@@ -72,7 +72,7 @@ pub(crate) fn check(pg: Arc<PgTarget>) -> JsonCheck<DatabaseStats> {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &DatabaseStats, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &DatabaseStats, out: &mut Vec<Sample>) {
     if let Some(r) = o.cache_hit_ratio() {
         out.push(Sample::new(&catalog::PG_CACHE_HIT, &[], r));
     }

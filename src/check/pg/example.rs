@@ -47,7 +47,7 @@ pub(crate) fn build(b: &Build) -> Built {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &Example, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Example, out: &mut Vec<Sample>) {
     out.push(Sample::new(&PG_EXAMPLE_BACKENDS, &[], o.backends as f64));
 }
 

@@ -30,7 +30,7 @@ pub(crate) struct JsonCheck<R> {
 }
 
 impl<R> JsonCheck<R> {
-    pub fn new(
+    pub(crate) fn new(
         id: &'static str,
         pg: Arc<PgTarget>,
         sql: impl Into<String>,

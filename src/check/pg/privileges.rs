@@ -150,7 +150,7 @@ pub(crate) fn check(pg: Arc<PgTarget>, place: &LangGraphPlace) -> JsonCheck<Raw>
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &Privileges, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Privileges, out: &mut Vec<Sample>) {
     for c in &o.capabilities {
         out.push(Sample::owned(
             &catalog::PG_CAPABILITY,

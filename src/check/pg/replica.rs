@@ -78,7 +78,7 @@ pub fn from_raw(target: &str, r: Raw) -> Replica {
 
 /// The replica's own target (one connection), when `DATABASE_READ_REPLICA_URL` is set; the same
 /// timeouts as the primary's.
-pub fn target(config: &Config) -> Option<Arc<PgTarget>> {
+pub(crate) fn target(config: &Config) -> Option<Arc<PgTarget>> {
     let dsn = config.database.replica.clone()?;
     let limits = Limits::from_config(config);
     Some(Arc::new(PgTarget::new(dsn, limits)))
@@ -93,7 +93,7 @@ pub(crate) fn check(replica: Arc<PgTarget>) -> JsonCheck<Raw> {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &Replica, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Replica, out: &mut Vec<Sample>) {
     let b = |v: bool| if v { 1.0 } else { 0.0 };
     out.push(Sample::new(&catalog::PG_REPLICA_UP, &[], 1.0));
     out.push(Sample::new(

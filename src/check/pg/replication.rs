@@ -80,7 +80,7 @@ pub(crate) const STANDBY_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
 /// Standbys seen, by (name, client address): most seen at once and when that many were last seen.
 #[derive(Debug, Default)]
-pub struct Memory {
+pub(crate) struct Memory {
     seen: BTreeMap<(String, Option<String>), (u32, Instant)>,
 }
 
@@ -121,7 +121,7 @@ impl Memory {
 }
 
 /// Pure: gives every standby a unique, bounded label.
-pub fn label(mut r: Replication) -> Replication {
+pub(crate) fn label(mut r: Replication) -> Replication {
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     for s in &mut r.standbys {
         let base = label_text(s.name.as_deref().unwrap_or(""), "unnamed");
@@ -171,7 +171,7 @@ impl Check for ReplicationCheck {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &Replication, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Replication, out: &mut Vec<Sample>) {
     out.push(Sample::new(
         &catalog::PG_REPLICATION_STANDBYS,
         &[],

@@ -68,7 +68,7 @@ pub(crate) const LATEST_SHALLOW: i64 = 7;
 /// Where LangGraph's tables are looked for: a configured schema, or detection preferring the
 /// app's `search_path`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LangGraphPlace {
+pub(crate) struct LangGraphPlace {
     /// `AGENT_LANGGRAPH_SCHEMA_NAME`: used as is, never second-guessed.
     pub name: Option<String>,
     /// The app DATABASE_URL's `search_path`, in order.
@@ -76,7 +76,7 @@ pub struct LangGraphPlace {
 }
 
 impl LangGraphPlace {
-    pub fn from_config(c: &ChecksConfig) -> LangGraphPlace {
+    pub(crate) fn from_config(c: &ChecksConfig) -> LangGraphPlace {
         LangGraphPlace {
             name: c.langgraph_schema_name.clone(),
             search_path: c.langgraph_search_path.clone(),
@@ -170,7 +170,7 @@ pub(crate) fn watched_in(mode: LangGraphSchema, schema: &str, file: &Expectation
 }
 
 /// LangGraph's (unless off, in `public`) and the file's expectations together.
-pub fn watched(mode: LangGraphSchema, file: &Expectations) -> Expectations {
+pub(crate) fn watched(mode: LangGraphSchema, file: &Expectations) -> Expectations {
     watched_in(mode, LANGGRAPH_SCHEMA, file)
 }
 
@@ -302,7 +302,7 @@ pub(crate) enum Access {
 
 /// The statements that let `user` read the migration version in `schema` (USAGE on the schema
 /// only when it is missing).
-pub fn migrations_grant(schema: &str, user: &str, usage_missing: bool) -> String {
+pub(crate) fn migrations_grant(schema: &str, user: &str, usage_missing: bool) -> String {
     let role = util::ident(user);
     let mut g = String::new();
     if usage_missing {
@@ -406,7 +406,7 @@ pub enum ObjectKind {
 }
 
 impl ObjectKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ObjectKind::Table => "table",
             ObjectKind::Column => "column",
@@ -467,7 +467,7 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Variant::Full => "full",
             Variant::Shallow => "shallow",
@@ -685,7 +685,7 @@ pub(crate) struct SchemaCheck {
 }
 
 impl SchemaCheck {
-    pub fn new(
+    pub(crate) fn new(
         pg: Arc<PgTarget>,
         mode: LangGraphSchema,
         place: &LangGraphPlace,
@@ -846,7 +846,7 @@ impl Check for SchemaCheck {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &SchemaReport, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &SchemaReport, out: &mut Vec<Sample>) {
     for obj in &o.objects {
         out.push(Sample::owned(
             &catalog::PG_SCHEMA_PRESENT,

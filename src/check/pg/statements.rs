@@ -156,7 +156,7 @@ pub(crate) struct StatementsCheck {
 }
 
 impl StatementsCheck {
-    pub fn new(pg: Arc<PgTarget>, top_n: u32) -> Self {
+    pub(crate) fn new(pg: Arc<PgTarget>, top_n: u32) -> Self {
         StatementsCheck { pg, top_n }
     }
 }
@@ -215,7 +215,7 @@ impl Check for StatementsCheck {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &Statements, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Statements, out: &mut Vec<Sample>) {
     let ok = o.availability == Availability::Available;
     out.push(Sample::new(
         &catalog::PG_STATEMENTS_AVAILABLE,

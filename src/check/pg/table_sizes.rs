@@ -84,7 +84,7 @@ pub(crate) struct TableSizesCheck {
 }
 
 impl TableSizesCheck {
-    pub fn new(
+    pub(crate) fn new(
         pg: Arc<PgTarget>,
         mode: LangGraphSchema,
         place: &LangGraphPlace,
@@ -127,7 +127,7 @@ impl Check for TableSizesCheck {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &TableSizes, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &TableSizes, out: &mut Vec<Sample>) {
     for t in &o.tables {
         // No `total` beside its parts: a sum() over the parts would count it twice.
         for (part, v) in [("table", t.table_bytes), ("indexes", t.index_bytes)] {

@@ -16,7 +16,7 @@ use crate::pg::{Conn, PgTarget};
 ///
 /// Each statement's client-side bound is [`crate::pg::query_deadline`]: the statement limit
 /// plus at most one more connect timeout for the network.
-pub fn timeout(pg: &PgTarget, statements: u32) -> Duration {
+pub(crate) fn timeout(pg: &PgTarget, statements: u32) -> Duration {
     let l = pg.limits();
     l.connect_timeout
         + crate::pg::query_deadline(l, l.connect_timeout) * statements.max(1)
@@ -74,7 +74,7 @@ pub(crate) fn lit(s: &str) -> String {
 }
 
 /// A quoted identifier (`"name"` with embedded quotes doubled).
-pub fn ident(s: &str) -> String {
+pub(crate) fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('\0', "").replace('"', "\"\""))
 }
 
@@ -95,7 +95,7 @@ pub(crate) fn table_oid_sql(schema: &str, table: &str) -> String {
 pub(crate) struct VersionCache(Mutex<Option<(u64, u32)>>);
 
 impl VersionCache {
-    pub async fn get(&self, pg: &PgTarget, conn: &Conn) -> Result<u32, CheckError> {
+    pub(crate) async fn get(&self, pg: &PgTarget, conn: &Conn) -> Result<u32, CheckError> {
         if let Some((g, v)) = *self.0.lock().unwrap_or_else(|p| p.into_inner())
             && g == conn.generation
         {
@@ -137,7 +137,7 @@ impl Default for History {
 impl History {
     /// Records `value` at unix time `at` and returns the growth per second over the retained
     /// window, once two samples at least a second apart exist.
-    pub fn push(&mut self, at: f64, value: f64) -> Option<f64> {
+    pub(crate) fn push(&mut self, at: f64, value: f64) -> Option<f64> {
         let first = self.0.push(at, value);
         growth_per_second(first, (at, value))
     }
@@ -155,7 +155,7 @@ pub(crate) fn growth_per_second(first: Option<(f64, f64)>, last: (f64, f64)) -> 
 pub(crate) struct Histories(Mutex<std::collections::BTreeMap<String, History>>);
 
 impl Histories {
-    pub fn push(&self, name: &str, at: f64, value: f64) -> Option<f64> {
+    pub(crate) fn push(&self, name: &str, at: f64, value: f64) -> Option<f64> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(name.to_owned()).or_default().push(at, value)
     }
