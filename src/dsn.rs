@@ -471,12 +471,6 @@ impl Dsn {
             params.join("&")
         )
     }
-
-    /// The same server with other credentials/database kept: used for the replica.
-    pub(crate) fn with_application_name(mut self, name: &str) -> Dsn {
-        self.application_name = Some(name.to_owned());
-        self
-    }
 }
 
 impl Endpoint {

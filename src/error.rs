@@ -67,18 +67,7 @@ impl Serialize for ErrorKind {
     }
 }
 
-impl ErrorKind {
-    /// Kinds after which the agent backs off before connecting again.
-    pub(crate) fn is_connect_failure(self) -> bool {
-        !matches!(
-            self,
-            ErrorKind::QueryTimeout
-                | ErrorKind::UndefinedTable
-                | ErrorKind::UndefinedColumn
-                | ErrorKind::Canceled
-        )
-    }
-}
+impl ErrorKind {}
 
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -29,11 +29,6 @@ pub fn pg_target(config: &Config, connects: Option<Arc<ConnectCounts>>) -> Optio
     Some(Arc::new(target))
 }
 
-/// Runs until SIGTERM/SIGINT or until `cancel` fires.
-pub(crate) async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
-    run_with_reload(config, None, cancel).await
-}
-
 /// What one configuration runs: its check loops, the election, the findings loop and the
 /// alert pusher, under their own token so a reload can stop them without touching the
 /// snapshot or the server.

@@ -49,15 +49,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use crate::config::web::WebLimits;
-pub(crate) use crate::config::web::{
-    DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, MAX_HEADER_TIMEOUT, MIN_HEADER_TIMEOUT,
-};
 use crate::files::nofile_limit;
 use crate::reading::Sources;
 use crate::render::Renderer;
-
-/// Content type of the Prometheus text format 0.0.4.
-pub(crate) const METRICS_CONTENT_TYPE: &str = crate::exposition::TEXT_CONTENT_TYPE;
 
 /// Descriptors kept for the agent's own work (the PostgreSQL connection and its reconnects,
 /// the SQLite files, app probes, alert pushes, OTLP, /proc reads, the runtime's own), or a

@@ -166,13 +166,6 @@ impl Store {
         }
     }
 
-    /// Sets the checks that must report before the agent is ready.
-    pub(crate) fn with_expected(self, expected: Vec<Arc<str>>) -> Store {
-        self.tx
-            .send_modify(|snap| Arc::make_mut(snap).expected = expected);
-        self
-    }
-
     /// Replaces the checks that must report before the agent is ready (after a reload).
     pub(crate) fn set_expected(&self, expected: Vec<Arc<str>>) {
         self.tx
@@ -192,10 +185,6 @@ impl Store {
             snap.generation += 1;
             true
         });
-    }
-
-    pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
-        self.tx.subscribe()
     }
 
     /// The current snapshot (an `Arc` clone; no lock is held after return).

@@ -399,13 +399,9 @@ fn pragma_u64(conn: &Connection, name: &str) -> Option<u64> {
 /// How many times a read is tried when the app changed the file under it or held a lock.
 pub(crate) const READ_ATTEMPTS: u32 = 3;
 
-/// Reads sizes and counters (blocking; bounded by [`READ_BUDGET`] per statement batch).
-pub(crate) fn read_counts(path: &Path) -> SqliteCounts {
-    read_store(path, false).0
-}
-
-/// [`read_counts`] plus every thread's newest checkpoint id, at most `cap + 1` threads
-/// (`checkpoint_migration`'s comparison with PostgreSQL; same open modes, same deadline).
+/// Sizes and counters (blocking; bounded by [`READ_BUDGET`] per statement batch) plus every
+/// thread's newest checkpoint id, at most `cap + 1` threads (`checkpoint_migration`'s comparison
+/// with PostgreSQL; same open modes, same deadline as [`read_store`]).
 pub(crate) fn read_counts_with_threads(path: &Path, cap: u32) -> SqliteCounts {
     read_store_opts(path, false, Some(cap)).0
 }

@@ -47,9 +47,7 @@ use base64::Engine as _;
 
 use crate::config::{ConfigError, Problem};
 
-pub(crate) use crate::config::web::{
-    HttpServerConfig, RateLimitConfig, TlsServerConfig, WebConfigFile,
-};
+pub(crate) use crate::config::web::{RateLimitConfig, TlsServerConfig, WebConfigFile};
 
 /// Validated and loaded.
 #[derive(Debug, Clone, Default)]
@@ -162,7 +160,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl WebConfig {
-    /// Reads and validates the file; every problem is reported.
+    /// Reads and validates the file; every problem is reported (the tests' shorthand).
+    #[cfg(test)]
     pub(crate) fn load(path: &Path) -> Result<WebConfig, Vec<String>> {
         WebConfig::build(crate::config::web::load(path).map_err(|e| vec![e])?)
     }

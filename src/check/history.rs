@@ -89,16 +89,14 @@ impl<T: Copy> History<T> {
         self.points.clear();
     }
 
-    /// Points retained.
+    /// Points retained (the tests' view of the window).
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.points.len()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.points.is_empty()
-    }
-
-    /// The oldest retained point.
+    /// The oldest retained point (the tests' view of the window).
+    #[cfg(test)]
     pub(crate) fn first(&self) -> Option<(f64, T)> {
         self.points.front().copied()
     }

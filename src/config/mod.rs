@@ -20,12 +20,12 @@ use std::time::Duration;
 
 pub use checks::Expectations;
 pub(crate) use checks::{
-    ChecksConfig, ExpectedIndex, ExpectedTable, LangGraphSchema, PLAN_STORAGE, PLANS, PlanLimit,
-    StorageLimit, parse_size,
+    ChecksConfig, ExpectedIndex, ExpectedTable, LangGraphSchema, PLAN_STORAGE, PlanLimit,
+    StorageLimit,
 };
 pub(crate) use probes::JsonExpectation;
 pub use probes::ProbeConfig;
-pub(crate) use raw::{Env, Problem, VARIABLES};
+pub(crate) use raw::{Env, Problem};
 pub use raw::{ProcessEnv, RawConfig};
 
 use crate::dsn::{self, Dsn};

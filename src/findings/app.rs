@@ -865,7 +865,7 @@ mod tests {
         use checkpoint_migration::Backend;
         let mut sqlite = grew(Backend::Sqlite, 12, 49152);
         sqlite.writers = Some(Box::new(checkpoint_migration::writer_hints(&[
-            crate::check::sqlite::RecentCheckpoint {
+            crate::sqlite::RecentCheckpoint {
                 thread_id: "+4917612345678".into(),
                 metadata: Some(r#"{"source":"loop"}"#.into()),
             },

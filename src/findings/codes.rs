@@ -124,9 +124,6 @@ impl Code {
     pub(crate) fn severity(self) -> Severity {
         self.def().severity
     }
-    pub(crate) fn rung(self) -> Rung {
-        self.def().rung
-    }
     /// `docs/runbooks/<code>.md`.
     pub(crate) fn runbook(self) -> String {
         format!("docs/runbooks/{}.md", self.as_str())

@@ -24,8 +24,8 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+pub(crate) use codes::code_def;
 pub use codes::{CODES, Code, Rung, Severity, markdown_table};
-pub(crate) use codes::{CodeDef, code_def};
 
 use crate::config::Config;
 use crate::snapshot::Snapshot;

@@ -55,10 +55,6 @@ impl Published {
     pub(crate) fn current(&self) -> (u64, std::sync::Arc<View>) {
         self.tx.borrow().clone()
     }
-
-    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<(u64, std::sync::Arc<View>)> {
-        self.tx.subscribe()
-    }
 }
 
 /// The overall status of a view, as `/findings` reports it.

@@ -179,7 +179,6 @@ struct State {
 pub struct Batcher {
     state: Mutex<State>,
     fallbacks: [AtomicU64; 3],
-    rounds: AtomicU64,
 }
 
 /// One part's answer: its document (`None`: no row) and the round trip of the statement that
@@ -198,11 +197,6 @@ impl Batcher {
             .enumerate()
             .map(|(i, r)| (*r, self.fallbacks[i].load(Ordering::Relaxed)))
             .collect()
-    }
-
-    /// Combined statements run so far (rounds of two parts or more).
-    pub(crate) fn rounds(&self) -> u64 {
-        self.rounds.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -375,15 +369,10 @@ impl super::PgTarget {
         }
         let (round, index) = batch.join(shared, &self.limits, &self.target, sql);
         match round.answer.clone().await {
-            Answer::Parts(docs, roundtrip) => {
-                if docs.len() > 1 && !round.counted.swap(true, Ordering::Relaxed) {
-                    batch.rounds.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(PartAnswer {
-                    doc: docs.get(index).cloned().flatten(),
-                    roundtrip,
-                })
-            }
+            Answer::Parts(docs, roundtrip) => Ok(PartAnswer {
+                doc: docs.get(index).cloned().flatten(),
+                roundtrip,
+            }),
             Answer::Failed(e, None) => {
                 if super::needs_invalidate(conn, &e) {
                     self.invalidate(conn.generation);

@@ -20,10 +20,10 @@ mod http;
 mod judge;
 
 pub(crate) use histogram::DurationHistogram;
+#[cfg(test)]
+pub(crate) use judge::ServiceState;
 pub use judge::{Exchange, MAX_SERVICES, Verdict, evaluate, judge};
-pub(crate) use judge::{
-    ExpectationResult, HealthBody, ProbeFailure, ServiceState, health_body, lookup,
-};
+pub(crate) use judge::{ExpectationResult, HealthBody, ProbeFailure};
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -186,10 +186,6 @@ impl AppProbe {
             }),
             cfg,
         }
-    }
-
-    pub fn config(&self) -> &ProbeConfig {
-        &self.cfg
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -125,11 +125,6 @@ impl Session {
     pub(crate) fn is_active(&self) -> bool {
         self.state.as_deref() == Some("active")
     }
-    pub(crate) fn is_idle_in_transaction(&self) -> bool {
-        self.state
-            .as_deref()
-            .is_some_and(|s| s.starts_with("idle in transaction"))
-    }
 }
 
 /// What one run saw, with the figures the metrics carry.

@@ -89,12 +89,7 @@ pub struct ClientGroup {
     pub sessions: u32,
 }
 
-impl ClientGroup {
-    /// True for the agents' own sessions.
-    pub(crate) fn is_agent(&self) -> bool {
-        self.application.starts_with(crate::pg::APPLICATION_NAME)
-    }
-}
+impl ClientGroup {}
 
 impl Connections {
     pub fn total(&self) -> u32 {
@@ -133,9 +128,6 @@ pub(crate) struct ConnectionsCheck {
 }
 
 impl ConnectionsCheck {
-    pub(crate) fn new(pg: Arc<PgTarget>) -> Self {
-        Self::with_top_n(pg, 5)
-    }
     pub(crate) fn with_top_n(pg: Arc<PgTarget>, top_n: u32) -> Self {
         ConnectionsCheck {
             pg,

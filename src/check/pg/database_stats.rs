@@ -54,11 +54,6 @@ impl DatabaseStats {
         let total = self.blks_hit + self.blks_read;
         (total > 0).then(|| self.blks_hit as f64 / total as f64)
     }
-    /// Rollbacks over all transactions.
-    pub(crate) fn rollback_ratio(&self) -> Option<f64> {
-        let total = self.xact_commit + self.xact_rollback;
-        (total > 0).then(|| self.xact_rollback as f64 / total as f64)
-    }
     pub(crate) fn wraparound_ratio(&self) -> f64 {
         self.xid_age_max as f64 / XID_WRAPAROUND_LIMIT
     }
@@ -134,7 +129,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.cache_hit_ratio(), Some(0.99));
-        assert_eq!(s.rollback_ratio(), Some(0.1));
         assert_eq!(s.wraparound_ratio(), 0.5);
         s.blks_hit = 0;
         s.blks_read = 0;

@@ -124,7 +124,8 @@ impl LangGraphPlace {
     }
 }
 
-/// LangGraph's expected objects in `public`, as an expectations list.
+/// LangGraph's expected objects in `public`, as an expectations list (the tests' shorthand).
+#[cfg(test)]
 pub(crate) fn langgraph_expectations() -> Expectations {
     langgraph_expectations_in(LANGGRAPH_SCHEMA)
 }
@@ -169,7 +170,9 @@ pub(crate) fn watched_in(mode: LangGraphSchema, schema: &str, file: &Expectation
     e
 }
 
-/// LangGraph's (unless off, in `public`) and the file's expectations together.
+/// LangGraph's (unless off, in `public`) and the file's expectations together (the tests'
+/// shorthand for [`watched_in`]).
+#[cfg(test)]
 pub(crate) fn watched(mode: LangGraphSchema, file: &Expectations) -> Expectations {
     watched_in(mode, LANGGRAPH_SCHEMA, file)
 }

@@ -78,18 +78,6 @@ pub(crate) fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('\0', "").replace('"', "\"\""))
 }
 
-/// A scalar subquery giving the oid of table `schema.table`, or NULL. A catalog index lookup by
-/// name (`pg_class_relname_nsp_index`), so its cost does not depend on how many tables exist,
-/// and unlike `to_regclass` it needs no USAGE privilege on the schema.
-pub(crate) fn table_oid_sql(schema: &str, table: &str) -> String {
-    format!(
-        "(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = {} AND c.relname = {} AND c.relkind IN ('r', 'p'))",
-        lit(schema),
-        lit(table)
-    )
-}
-
 /// The server version, fetched once per connection (a statement only after a reconnect).
 #[derive(Default)]
 pub(crate) struct VersionCache(Mutex<Option<(u64, u32)>>);
@@ -192,7 +180,6 @@ mod tests {
     fn literals_and_identifiers_are_quoted() {
         assert_eq!(lit("a'b\\c"), "E'a''b\\\\c'");
         assert_eq!(ident("we\"ird"), "\"we\"\"ird\"");
-        assert!(table_oid_sql("public", "check'points").contains("c.relname = E'check''points'"));
     }
 
     #[test]
