@@ -18,22 +18,32 @@ use super::raw::{Env, VARIABLES};
 /// Every name the agent reads: the configuration's [`VARIABLES`] and the command line's `env`
 /// fallbacks (`AGENT_CONFIG` for `--config`), taken from the clap definition itself.
 pub fn known() -> &'static [&'static str] {
+    // The command line's names are owned here (the clap definition they are read from is built
+    // and dropped); `KNOWN` borrows them and the configuration's names.
+    static FROM_CLI: OnceLock<Vec<String>> = OnceLock::new();
     static KNOWN: OnceLock<Vec<&'static str>> = OnceLock::new();
     KNOWN.get_or_init(|| {
-        let mut names = VARIABLES.to_vec();
-        let mut stack = vec![<crate::cli::Cli as clap::CommandFactory>::command()];
-        while let Some(cmd) = stack.pop() {
-            for arg in cmd.get_arguments() {
-                if let Some(name) = arg.get_env().and_then(|e| e.to_str())
-                    && !names.contains(&name)
-                {
-                    // Once per process, a handful of names.
-                    names.push(Box::leak(name.to_owned().into_boxed_str()));
+        let from_cli = FROM_CLI.get_or_init(|| {
+            let mut names: Vec<String> = Vec::new();
+            let mut stack = vec![<crate::cli::Cli as clap::CommandFactory>::command()];
+            while let Some(cmd) = stack.pop() {
+                for arg in cmd.get_arguments() {
+                    if let Some(name) = arg.get_env().and_then(|e| e.to_str())
+                        && !VARIABLES.contains(&name)
+                        && !names.iter().any(|n| n == name)
+                    {
+                        names.push(name.to_owned());
+                    }
                 }
+                stack.extend(cmd.get_subcommands().cloned());
             }
-            stack.extend(cmd.get_subcommands().cloned());
-        }
-        names
+            names
+        });
+        VARIABLES
+            .iter()
+            .copied()
+            .chain(from_cli.iter().map(String::as_str))
+            .collect()
     })
 }
 
