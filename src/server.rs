@@ -48,7 +48,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use crate::config::web::WebLimits;
+pub(crate) use crate::config::web::WebLimits;
 use crate::files::nofile_limit;
 use crate::reading::Sources;
 use crate::render::Renderer;

@@ -150,22 +150,22 @@ mod app;
 mod checkpoint;
 mod findings;
 mod host;
-pub mod otel;
+pub(crate) mod otel;
 mod pg;
 mod pg_checks;
 mod process;
 mod series;
 
-pub use series::Series;
+pub(crate) use series::Series;
 
-pub use agent::*;
-pub use app::*;
-pub use checkpoint::*;
-pub use findings::*;
-pub use host::*;
-pub use pg::*;
-pub use pg_checks::*;
-pub use process::*;
+pub(crate) use agent::*;
+pub(crate) use app::*;
+pub(crate) use checkpoint::*;
+pub(crate) use findings::*;
+pub(crate) use host::*;
+pub(crate) use pg::*;
+pub(crate) use pg_checks::*;
+pub(crate) use process::*;
 
 /// Every subsystem's list, in documentation order.
 static PARTS: &[&[&MetricDef]] = &[

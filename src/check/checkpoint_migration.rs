@@ -75,8 +75,7 @@ struct PgTable {
 }
 
 // Readings, growth and the store history are the checks' one growth history.
-pub(crate) use super::history::StoreHistory;
-pub use super::history::{Growth, Reading, growth};
+pub(crate) use super::history::{Growth, Reading, StoreHistory};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -11,14 +11,14 @@
 //! through adding one.
 
 pub mod app_probe;
-pub mod app_recovery;
+pub(crate) mod app_recovery;
 pub mod checkpoint_migration;
-pub mod history;
-pub mod host;
+pub(crate) mod history;
+pub(crate) mod host;
 pub mod pg;
-pub mod process;
+pub(crate) mod process;
 pub(crate) mod query_text;
-pub mod sqlite;
+pub(crate) mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -21,9 +21,9 @@ use crate::catalog::{self, Sample};
 use crate::config::Config;
 use crate::error::{CheckError, ErrorKind};
 // The driver's types this check's observation carries, under the check's name too.
+pub(crate) use crate::sqlite::QuickCheck;
 pub(crate) use crate::sqlite::SqliteCounts;
 use crate::sqlite::{QUICK_CHECK_BUDGET, READ_BUDGET, TABLES, read_store};
-pub use crate::sqlite::{QuickCheck, SqliteErrorKind};
 
 pub(crate) const ID: &str = "sqlite_checkpointer";
 /// `quick_check` reads the whole file: run it at most this often.
@@ -231,7 +231,7 @@ mod tests {
                 present: true,
                 file_bytes: 10,
                 error: Some(crate::sqlite::SqliteFailure {
-                    kind: SqliteErrorKind::NotADatabase,
+                    kind: crate::sqlite::SqliteErrorKind::NotADatabase,
                     message: "file is not a database".into(),
                 }),
                 ..Default::default()

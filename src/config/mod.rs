@@ -4,14 +4,14 @@
 //! at once. [`Config::effective_toml`] prints what the agent will use, secrets redacted.
 
 mod checks;
-pub mod duration;
+pub(crate) mod duration;
 pub mod otel;
-pub mod probes;
+pub(crate) mod probes;
 mod raw;
-pub mod search_path;
-pub mod silence;
+pub(crate) mod search_path;
+pub(crate) mod silence;
 pub mod vars;
-pub mod web;
+pub(crate) mod web;
 
 use std::fmt;
 use std::net::SocketAddr;

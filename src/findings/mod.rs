@@ -9,14 +9,14 @@
 mod activity;
 mod app;
 mod checkpoint_bloat;
-pub mod codes;
+pub(crate) mod codes;
 mod config;
 mod connect;
-pub mod connections;
+pub(crate) mod connections;
 mod database;
 mod recovery;
 mod schema;
-pub mod silence;
+pub(crate) mod silence;
 pub mod state;
 mod storage;
 

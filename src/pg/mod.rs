@@ -30,9 +30,9 @@
 //! - Every query bounded on the client side too; a timed-out or broken connection is dropped, and
 //!   dropping it aborts the task that drives its socket.
 
-pub mod batch;
+pub(crate) mod batch;
 pub(crate) mod sniff;
-pub mod tls;
+pub(crate) mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};

@@ -22,7 +22,7 @@ use crate::findings::Severity;
 use crate::reading::Reading;
 use crate::snapshot::Snapshot;
 
-pub use crate::reading::About;
+pub(crate) use crate::reading::About;
 
 /// How a figure or a check reads: colour on the page and in a terminal, always with its word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

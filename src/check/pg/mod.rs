@@ -4,15 +4,15 @@
 pub mod activity;
 pub(crate) mod archiver;
 pub mod checkpoint_threads;
-pub mod checkpoints;
+pub(crate) mod checkpoints;
 pub mod connection_budget;
 pub mod connections;
-pub mod connectivity;
+pub(crate) mod connectivity;
 pub(crate) mod database_size;
 pub(crate) mod database_stats;
 #[cfg(test)]
-pub mod example;
-pub mod json;
+pub(crate) mod example;
+pub(crate) mod json;
 pub mod privileges;
 pub mod replica;
 pub(crate) mod replication;
