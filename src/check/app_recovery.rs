@@ -77,7 +77,7 @@ pub struct Recovery {
 }
 
 /// Pure: the recovery state at unix time `now`.
-pub fn judge(
+pub(crate) fn judge(
     restart_at: Option<f64>,
     recovered_at: Option<f64>,
     now: f64,

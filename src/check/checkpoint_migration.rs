@@ -469,7 +469,7 @@ impl WriterHints {
 }
 
 /// Pure: the verdict facts from both sides.
-pub fn judge(
+pub(crate) fn judge(
     configured: DatabaseType,
     window: Duration,
     sqlite: Option<SideFacts>,

@@ -111,7 +111,7 @@ pub(crate) fn monotonic_seconds() -> f64 {
 
 /// One reading of a checkpointer store.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Reading {
+pub(crate) struct Reading {
     pub bytes: u64,
     /// A counter that rises with every write (SQLite: sum of max rowids; PostgreSQL: inserts +
     /// updates); `None` when unknown.
@@ -141,7 +141,7 @@ impl Growth {
 }
 
 /// Pure: growth between two readings.
-pub fn growth(old: Reading, new: Reading, span: Duration) -> Growth {
+pub(crate) fn growth(old: Reading, new: Reading, span: Duration) -> Growth {
     let bytes_delta = new.bytes as i64 - old.bytes as i64;
     let writes_delta = match (old.writes, new.writes) {
         (Some(a), Some(b)) => Some(b as i64 - a as i64),

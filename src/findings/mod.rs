@@ -102,7 +102,7 @@ impl Finding {
 
 /// Thresholds and context the rules judge against.
 #[derive(Debug, Clone)]
-pub struct Context {
+pub(crate) struct Context {
     /// Sanitized `host:port/dbname`, or empty without PostgreSQL.
     pub target: String,
     /// Where the DSN came from (`AGENT_DATABASE_URL`, `DATABASE_URL`, ...), for steps.
@@ -193,7 +193,7 @@ pub fn status_of(severities: impl Iterator<Item = Severity>) -> &'static str {
 }
 
 /// Pure: every finding the snapshot supports, most severe first.
-pub fn evaluate(snap: &Snapshot, cx: &Context, now: SystemTime) -> Vec<Finding> {
+pub(crate) fn evaluate(snap: &Snapshot, cx: &Context, now: SystemTime) -> Vec<Finding> {
     let mut out = Vec::new();
     config::evaluate(cx, &mut out);
     connect::evaluate(snap, cx, &mut out);

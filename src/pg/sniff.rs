@@ -127,7 +127,7 @@ pub(crate) struct Sniffer<S> {
 
 impl<S> Sniffer<S> {
     /// Over the raw socket (which may still negotiate TLS).
-    pub fn raw(inner: S, out: Announced) -> Sniffer<S> {
+    pub(crate) fn raw(inner: S, out: Announced) -> Sniffer<S> {
         Sniffer::with(inner, out, Mode::Start)
     }
 

@@ -52,7 +52,7 @@ pub(crate) fn samples(o: &Example, out: &mut Vec<Sample>) {
 }
 
 /// Pure: the rule (a real check's lives in `src/findings/`, with its own code).
-pub fn judge(o: &Example, limit: u64) -> Option<Finding> {
+pub(crate) fn judge(o: &Example, limit: u64) -> Option<Finding> {
     (o.backends > limit).then(|| {
         Finding::new(
             Code::ConnectionsNearLimit,
