@@ -53,11 +53,11 @@ pub struct PushConfig {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
     pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
+    pub(crate) annotations: BTreeMap<String, String>,
     #[serde(rename = "startsAt")]
-    pub starts_at: String,
+    pub(crate) starts_at: String,
     #[serde(rename = "endsAt")]
-    pub ends_at: String,
+    pub(crate) ends_at: String,
 }
 
 /// The alert name of every pushed finding: the rule that forwards findings has it too.

@@ -92,36 +92,36 @@ pub enum ChannelBinding {
 /// One server of a DSN: where it is, and the address to use instead of resolving its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
-    pub host: Host,
-    pub port: u16,
+    pub(crate) host: Host,
+    pub(crate) port: u16,
     /// libpq's `hostaddr`: connect here; the host name still names the server for TLS.
-    pub hostaddr: Option<IpAddr>,
+    pub(crate) hostaddr: Option<IpAddr>,
 }
 
 /// A parsed, validated connection string. Never prints its password.
 #[derive(Clone)]
 pub struct Dsn {
     /// The first (often the only) server.
-    pub host: Host,
-    pub port: u16,
-    pub hostaddr: Option<IpAddr>,
+    pub(crate) host: Host,
+    pub(crate) port: u16,
+    pub(crate) hostaddr: Option<IpAddr>,
     /// The servers after the first of a multi-host DSN, tried in order.
-    pub more_hosts: Vec<Endpoint>,
+    pub(crate) more_hosts: Vec<Endpoint>,
     pub user: String,
     password: Option<String>,
-    pub dbname: String,
-    pub sslmode: SslMode,
-    pub sslrootcert: Option<PathBuf>,
+    pub(crate) dbname: String,
+    pub(crate) sslmode: SslMode,
+    pub(crate) sslrootcert: Option<PathBuf>,
     /// Client certificate and its key (certificate authentication).
-    pub sslcert: Option<PathBuf>,
-    pub sslkey: Option<PathBuf>,
-    pub target_session_attrs: TargetSessionAttrs,
-    pub channel_binding: ChannelBinding,
-    pub connect_timeout: Option<Duration>,
+    pub(crate) sslcert: Option<PathBuf>,
+    pub(crate) sslkey: Option<PathBuf>,
+    pub(crate) target_session_attrs: TargetSessionAttrs,
+    pub(crate) channel_binding: ChannelBinding,
+    pub(crate) connect_timeout: Option<Duration>,
     pub application_name: Option<String>,
     /// Valid libpq parameters the string sets that the agent's connection does not honour
     /// (names from the agent's own list only, never the values): for one warning.
-    pub ignored: Vec<&'static str>,
+    pub(crate) ignored: Vec<&'static str>,
 }
 
 /// Why a DSN was rejected. Messages never quote the input: an unparsed DSN may hold the

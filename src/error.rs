@@ -78,7 +78,7 @@ impl fmt::Display for ErrorKind {
 /// A failed check run, safe to log and show.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CheckError {
-    pub kind: ErrorKind,
+    pub(crate) kind: ErrorKind,
     /// SQLSTATE from the server, when it sent one.
     pub sqlstate: Option<String>,
     /// Human text, secrets scrubbed.

@@ -39,8 +39,8 @@ impl Format {
 /// What a scrape gets: a format and whether the body is gzipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Wire {
-    pub format: Format,
-    pub gzip: bool,
+    pub(crate) format: Format,
+    pub(crate) gzip: bool,
 }
 
 /// Pure: the media ranges of an `Accept`/`Accept-Encoding` header value as (lower-case token

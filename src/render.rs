@@ -37,9 +37,9 @@ struct Cached {
 /// One scrape's answer: the body in the format asked for, gzipped when `gzip`.
 #[derive(Debug, Clone)]
 pub(crate) struct Rendered {
-    pub body: Bytes,
-    pub format: Format,
-    pub gzip: bool,
+    pub(crate) body: Bytes,
+    pub(crate) format: Format,
+    pub(crate) gzip: bool,
 }
 
 /// Caches the last renderings (every format, plain and gzipped) by [`CacheKey`].

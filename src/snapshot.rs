@@ -23,7 +23,7 @@ use crate::error::{CheckError, ErrorKind};
 /// One run's result.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    pub at: SystemTime,
+    pub(crate) at: SystemTime,
     pub duration: Duration,
     pub result: Result<Observation, CheckError>,
 }
@@ -31,19 +31,19 @@ pub struct Outcome {
 /// Everything known about one check.
 #[derive(Debug, Clone)]
 pub struct CheckState {
-    pub last: Outcome,
+    pub(crate) last: Outcome,
     /// Samples of the last run: empty when it failed.
-    pub samples: Vec<Sample>,
-    pub last_success: Option<SystemTime>,
-    pub runs: u64,
-    pub consecutive_failures: u32,
-    pub errors: BTreeMap<ErrorKind, u64>,
+    pub(crate) samples: Vec<Sample>,
+    pub(crate) last_success: Option<SystemTime>,
+    pub(crate) runs: u64,
+    pub(crate) consecutive_failures: u32,
+    pub(crate) errors: BTreeMap<ErrorKind, u64>,
     /// How long the last outcome counts as current, and what the check exports past that.
-    pub freshness: Freshness,
+    pub(crate) freshness: Freshness,
     /// While the last run failed: the observation of the last run that succeeded (facts such as
     /// the role's connection limit that explain the failure). `None` while the last run
     /// succeeded (it is `last`), so nothing is held twice.
-    pub last_good: Option<Arc<Observation>>,
+    pub(crate) last_good: Option<Arc<Observation>>,
 }
 
 /// How long an outcome is current, and what its check exports once it is not.
@@ -51,10 +51,10 @@ pub struct CheckState {
 pub struct Freshness {
     /// Age of an outcome (from the start of its run) past which it is stale; `None`: never
     /// (one-shot runs such as `agent diagnose`).
-    pub max_age: Option<Duration>,
+    pub(crate) max_age: Option<Duration>,
     /// The series the check exports while its outcome is stale (its failure series, such as
     /// `rose_pg_up 0`); the outcome's own samples are withheld.
-    pub unknown: Vec<Sample>,
+    pub(crate) unknown: Vec<Sample>,
 }
 
 impl Freshness {
@@ -79,17 +79,17 @@ impl CheckState {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     /// Bumped on every publish; renderers cache by it.
-    pub generation: u64,
-    pub started: SystemTime,
+    pub(crate) generation: u64,
+    pub(crate) started: SystemTime,
     /// Checks that must report once before the agent is ready.
-    pub expected: Vec<Arc<str>>,
-    pub checks: BTreeMap<Arc<str>, Arc<CheckState>>,
+    pub(crate) expected: Vec<Arc<str>>,
+    pub(crate) checks: BTreeMap<Arc<str>, Arc<CheckState>>,
     /// Database-wide checks this agent skips because another agent of the fleet leads: they
     /// export nothing here and do not hold readiness back (until they run here again).
-    pub deferred: BTreeSet<Arc<str>>,
+    pub(crate) deferred: BTreeSet<Arc<str>>,
     /// The last good observation of checks withdrawn by [`Store::defer`] (a lost connection
     /// also loses the lead): facts that explain a later failure (see [`Snapshot::last_good`]).
-    pub retired: BTreeMap<Arc<str>, Arc<Observation>>,
+    pub(crate) retired: BTreeMap<Arc<str>, Arc<Observation>>,
 }
 
 impl Snapshot {

@@ -62,7 +62,7 @@ impl SqliteErrorKind {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SqliteFailure {
     pub kind: SqliteErrorKind,
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// The outcome of `PRAGMA quick_check`.
@@ -90,17 +90,17 @@ pub enum QuickCheck {
 /// The cheap facts: sizes and counters, no integrity check. Shared with `checkpoint_migration`.
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct SqliteCounts {
-    pub present: bool,
-    pub file_bytes: u64,
-    pub wal_bytes: u64,
+    pub(crate) present: bool,
+    pub(crate) file_bytes: u64,
+    pub(crate) wal_bytes: u64,
     /// Highest rowid per LangGraph table (None when the table is missing or unreadable).
     pub checkpoints_max_rowid: Option<u64>,
-    pub writes_max_rowid: Option<u64>,
-    pub tables_present: Vec<String>,
-    pub journal_mode: Option<String>,
-    pub page_size: Option<u64>,
-    pub page_count: Option<u64>,
-    pub freelist_count: Option<u64>,
+    pub(crate) writes_max_rowid: Option<u64>,
+    pub(crate) tables_present: Vec<String>,
+    pub(crate) journal_mode: Option<String>,
+    pub(crate) page_size: Option<u64>,
+    pub(crate) page_count: Option<u64>,
+    pub(crate) freelist_count: Option<u64>,
     pub error: Option<SqliteFailure>,
     /// How the last read opened the file (chosen from the files' state, see [`choose_mode`]).
     pub open_mode: Option<OpenMode>,
@@ -108,13 +108,13 @@ pub struct SqliteCounts {
     /// writes here (`checkpoint_migration` summarizes them). Never serialized: a thread id can
     /// be a phone number.
     #[serde(skip)]
-    pub recent: Vec<RecentCheckpoint>,
+    pub(crate) recent: Vec<RecentCheckpoint>,
     /// Each thread's newest checkpoint id (root namespace), in byte order of the thread id, at
     /// most the cap asked for plus one (so `len() > cap` says "more"); `None` unless asked
     /// ([`read_counts_with_threads`]) or when that best-effort read failed. Never serialized:
     /// a thread id can be a phone number.
     #[serde(skip)]
-    pub threads: Option<Vec<(String, String)>>,
+    pub(crate) threads: Option<Vec<(String, String)>>,
 }
 
 /// How many of the newest checkpoints a read looks at (an index walk from the end of the
@@ -128,8 +128,8 @@ pub(crate) const RECENT_METADATA_BYTES: u32 = 2048;
 /// metadata (LangGraph writes JSON).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RecentCheckpoint {
-    pub thread_id: String,
-    pub metadata: Option<String>,
+    pub(crate) thread_id: String,
+    pub(crate) metadata: Option<String>,
 }
 
 impl SqliteCounts {
@@ -232,10 +232,10 @@ pub enum OpenMode {
 /// Identity and change stamp of one file (what a read must leave as it found).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Stamp {
-    pub ino: u64,
-    pub len: u64,
-    pub mtime_ns: i128,
-    pub ctime_ns: i128,
+    pub(crate) ino: u64,
+    pub(crate) len: u64,
+    pub(crate) mtime_ns: i128,
+    pub(crate) ctime_ns: i128,
 }
 
 impl Stamp {
@@ -253,14 +253,14 @@ impl Stamp {
 /// The state of the database and the files beside it, as seen before and after a read.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct FileState {
-    pub db: Option<Stamp>,
+    pub(crate) db: Option<Stamp>,
     /// Header bytes 18 and 19 are 2: the file is in WAL mode.
-    pub wal_mode: bool,
+    pub(crate) wal_mode: bool,
     /// The header's file change counter (bytes 24..28): bumped by every rollback-mode commit.
-    pub change_counter: Option<u32>,
-    pub wal: Option<Stamp>,
-    pub shm: bool,
-    pub journal: bool,
+    pub(crate) change_counter: Option<u32>,
+    pub(crate) wal: Option<Stamp>,
+    pub(crate) shm: bool,
+    pub(crate) journal: bool,
 }
 
 impl FileState {

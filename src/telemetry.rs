@@ -102,7 +102,7 @@ pub struct Telemetry {
     tracer: SdkTracerProvider,
     meter: Option<SdkMeterProvider>,
     otel: Option<OtelConfig>,
-    pub stats: Arc<OtlpStats>,
+    pub(crate) stats: Arc<OtlpStats>,
 }
 
 /// Installs logging (and OTLP when configured). Call inside the Tokio runtime: the gRPC

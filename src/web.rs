@@ -52,18 +52,18 @@ pub(crate) use crate::config::web::{RateLimitConfig, TlsServerConfig, WebConfigF
 /// Validated and loaded.
 #[derive(Debug, Clone, Default)]
 pub struct WebConfig {
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub auth: Option<Arc<Auth>>,
     /// `http_server_config.headers`, set on every answer (they replace the endpoint's own).
-    pub headers: Arc<Vec<(HeaderName, HeaderValue)>>,
+    pub(crate) headers: Arc<Vec<(HeaderName, HeaderValue)>>,
     /// `rate_limit`, over the protected endpoints (`/healthz` and `/readyz` stay open).
-    pub rate_limit: Option<Arc<RateLimiter>>,
+    pub(crate) rate_limit: Option<Arc<RateLimiter>>,
     /// `http_server_config.http2: false`: HTTP/1.1 only (else HTTP/2 is served beside it, with
     /// `h2` offered by ALPN when TLS is on).
-    pub http1_only: bool,
+    pub(crate) http1_only: bool,
     /// What the file asks that cannot be honoured as written, and what is done instead; logged
     /// once when the endpoint starts.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Response headers exporter-toolkit lets `http_server_config.headers` set, with the values it

@@ -29,18 +29,18 @@ pub struct MetricDef {
     pub name: &'static str,
     pub kind: Kind,
     /// Base unit, for docs and OTLP (`seconds`, `bytes`, `1` for counts and ratios).
-    pub unit: &'static str,
+    pub(crate) unit: &'static str,
     /// Label names, in the order samples give their values.
-    pub labels: &'static [&'static str],
-    pub help: &'static str,
+    pub(crate) labels: &'static [&'static str],
+    pub(crate) help: &'static str,
 }
 
 /// A histogram's state: cumulative bucket counts by upper bound, total count and sum.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistogramValue {
-    pub buckets: Vec<(f64, u64)>,
-    pub count: u64,
-    pub sum: f64,
+    pub(crate) buckets: Vec<(f64, u64)>,
+    pub(crate) count: u64,
+    pub(crate) sum: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +54,7 @@ pub enum Value {
 pub struct Sample {
     pub def: &'static MetricDef,
     pub labels: Vec<String>,
-    pub value: Value,
+    pub(crate) value: Value,
 }
 
 impl Sample {

@@ -67,13 +67,13 @@ impl Watch {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Recovery {
     /// When the server came back from the last restart the agent saw (unix seconds).
-    pub restart_at: Option<f64>,
+    pub(crate) restart_at: Option<f64>,
     /// From `restart_at` until every app probe answered healthy.
-    pub recovery_seconds: Option<f64>,
+    pub(crate) recovery_seconds: Option<f64>,
     /// Since `restart_at`, while the app has not answered healthy yet.
-    pub waiting_seconds: Option<f64>,
+    pub(crate) waiting_seconds: Option<f64>,
     /// Past this the app counts as not recovered (`AGENT_APP_RECOVERY_TIMEOUT`).
-    pub bound_seconds: f64,
+    pub(crate) bound_seconds: f64,
 }
 
 /// Pure: the recovery state at unix time `now`.

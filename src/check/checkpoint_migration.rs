@@ -96,20 +96,20 @@ impl Backend {
 /// One side's facts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SideFacts {
-    pub backend: Backend,
+    pub(crate) backend: Backend,
     /// Read this run.
-    pub readable: bool,
+    pub(crate) readable: bool,
     /// Why not (kind and scrubbed text).
-    pub error: Option<String>,
-    pub store_bytes: Option<u64>,
-    pub rows_estimate: Option<u64>,
-    pub writes: Option<u64>,
+    pub(crate) error: Option<String>,
+    pub(crate) store_bytes: Option<u64>,
+    pub(crate) rows_estimate: Option<u64>,
+    pub(crate) writes: Option<u64>,
     pub tables_present: Vec<String>,
-    pub tables_missing: Vec<String>,
+    pub(crate) tables_missing: Vec<String>,
     pub growth: Option<Growth>,
     /// Who wrote the newest checkpoints (SQLite only; `None` when not read).
     /// Boxed: most runs have none, and it keeps `Observation` small.
-    pub writers: Option<Box<WriterHints>>,
+    pub(crate) writers: Option<Box<WriterHints>>,
 }
 
 impl SideFacts {
@@ -125,8 +125,8 @@ impl SideFacts {
 /// What a run saw.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MigrationFacts {
-    pub configured: DatabaseType,
-    pub window_seconds: f64,
+    pub(crate) configured: DatabaseType,
+    pub(crate) window_seconds: f64,
     pub sqlite: Option<SideFacts>,
     pub postgresql: Option<SideFacts>,
     /// Configured `postgresql`, SQLite grew and PostgreSQL did not (or has no tables).
@@ -138,9 +138,9 @@ pub struct MigrationFacts {
     /// Both stores grew within the window: with `postgresql` configured an interface still
     /// writes SQLite (a partial migration); with `sqlite` one still writes PostgreSQL (a
     /// partial rollback).
-    pub partial: bool,
+    pub(crate) partial: bool,
     /// Threads of both stores compared (`None` unless both were read with their threads).
-    pub threads: Option<ThreadComparison>,
+    pub(crate) threads: Option<ThreadComparison>,
 }
 
 /// Threads read per store per run. Above it, the comparison covers the threads up to the
@@ -153,16 +153,16 @@ pub(crate) const THREAD_EXAMPLES: usize = 3;
 /// Threads of the two stores compared: counts and masked ids only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct ThreadComparison {
-    pub sqlite_threads: u64,
-    pub postgresql_threads: u64,
+    pub(crate) sqlite_threads: u64,
+    pub(crate) postgresql_threads: u64,
     /// In SQLite only.
-    pub missing: u64,
+    pub(crate) missing: u64,
     /// Newest checkpoint in SQLite newer than in PostgreSQL.
-    pub stale: u64,
+    pub(crate) stale: u64,
     /// A store had more than [`THREADS_CAP`] threads: the figures are lower bounds.
-    pub truncated: bool,
-    pub missing_examples: Vec<String>,
-    pub stale_examples: Vec<String>,
+    pub(crate) truncated: bool,
+    pub(crate) missing_examples: Vec<String>,
+    pub(crate) stale_examples: Vec<String>,
 }
 
 /// Pure: compares each store's (thread id, newest checkpoint id) pairs, sorted by thread id in
@@ -317,10 +317,10 @@ impl ThreadShape {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ShapeCount {
     #[serde(flatten)]
-    pub shape: ThreadShape,
-    pub checkpoints: usize,
-    pub threads: usize,
-    pub example: String,
+    pub(crate) shape: ThreadShape,
+    pub(crate) checkpoints: usize,
+    pub(crate) threads: usize,
+    pub(crate) example: String,
 }
 
 /// Metadata keys an app may use to name the interface that wrote a checkpoint.
@@ -356,13 +356,13 @@ const LANGGRAPH_KEYS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct WriterHints {
     /// Checkpoints looked at (the newest ones).
-    pub sampled: usize,
+    pub(crate) sampled: usize,
     /// By thread-id shape, most checkpoints first.
-    pub shapes: Vec<ShapeCount>,
+    pub(crate) shapes: Vec<ShapeCount>,
     /// `key=value` of interface-naming metadata keys ([`INTERFACE_KEYS`]), with counts.
-    pub interfaces: Vec<(String, usize)>,
+    pub(crate) interfaces: Vec<(String, usize)>,
     /// Other keys the app put into the metadata (names only).
-    pub app_keys: Vec<String>,
+    pub(crate) app_keys: Vec<String>,
 }
 
 fn clean(s: &str, max: usize) -> Option<String> {

@@ -112,20 +112,20 @@ pub(crate) fn monotonic_seconds() -> f64 {
 /// One reading of a checkpointer store.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub(crate) struct Reading {
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// A counter that rises with every write (SQLite: sum of max rowids; PostgreSQL: inserts +
     /// updates); `None` when unknown.
-    pub writes: Option<u64>,
+    pub(crate) writes: Option<u64>,
 }
 
 /// Change between the baseline reading and the newest.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Growth {
-    pub span_seconds: f64,
-    pub bytes_delta: i64,
+    pub(crate) span_seconds: f64,
+    pub(crate) bytes_delta: i64,
     pub writes_delta: Option<i64>,
     /// The write counter went down (statistics reset, rows deleted): judged by size only.
-    pub counter_reset: bool,
+    pub(crate) counter_reset: bool,
     /// The store grew: more writes, or (without a usable counter) more bytes.
     pub growing: bool,
 }

@@ -24,10 +24,10 @@ pub(crate) const ID: &str = "host_resources";
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Volume {
     /// The path whose volume this is (the SQLite file's directory, or `/`).
-    pub path: String,
-    pub mount_point: String,
-    pub total_bytes: u64,
-    pub available_bytes: u64,
+    pub(crate) path: String,
+    pub(crate) mount_point: String,
+    pub(crate) total_bytes: u64,
+    pub(crate) available_bytes: u64,
 }
 
 impl Volume {
@@ -43,14 +43,14 @@ impl Volume {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HostStats {
     /// Busy share of all CPUs since the previous run, 0 to 1.
-    pub cpu_usage_ratio: f64,
-    pub cpus: u32,
-    pub load: Option<[f64; 3]>,
-    pub memory_total_bytes: u64,
-    pub memory_available_bytes: u64,
-    pub swap_total_bytes: u64,
-    pub swap_used_bytes: u64,
-    pub volume: Option<Volume>,
+    pub(crate) cpu_usage_ratio: f64,
+    pub(crate) cpus: u32,
+    pub(crate) load: Option<[f64; 3]>,
+    pub(crate) memory_total_bytes: u64,
+    pub(crate) memory_available_bytes: u64,
+    pub(crate) swap_total_bytes: u64,
+    pub(crate) swap_used_bytes: u64,
+    pub(crate) volume: Option<Volume>,
 }
 
 pub(crate) struct HostCheck {

@@ -58,9 +58,9 @@ pub enum TargetKind {
 /// What the list declares about one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Contract {
-    pub scope: Scope,
-    pub rung: Rung,
-    pub target: TargetKind,
+    pub(crate) scope: Scope,
+    pub(crate) rung: Rung,
+    pub(crate) target: TargetKind,
 }
 
 /// Declares every check, one line each:
@@ -230,13 +230,13 @@ pub trait Check: Send + Sync + 'static {
 
 /// What a module's `build` gets: the configuration and the shared targets.
 pub(crate) struct Build<'a> {
-    pub config: &'a Config,
+    pub(crate) config: &'a Config,
     /// The primary's target, when a DSN is configured; PostgreSQL checks share it, so the
     /// agent holds at most one backend.
-    pub pg: Option<&'a Arc<PgTarget>>,
+    pub(crate) pg: Option<&'a Arc<PgTarget>>,
     /// Restarts seen by `pg_connectivity` and app health meet here (`app_recovery`); present
     /// with both PostgreSQL and app probes.
-    pub watch: Option<Arc<app_recovery::Watch>>,
+    pub(crate) watch: Option<Arc<app_recovery::Watch>>,
 }
 
 /// What a module's `build` returns: zero, one or several checks.

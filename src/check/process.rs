@@ -16,13 +16,13 @@ pub(crate) const ID: &str = crate::catalog::AGENT_PROCESS_CHECK;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProcessStats {
-    pub rss_bytes: u64,
-    pub cpu_seconds: f64,
-    pub open_fds: Option<u64>,
+    pub(crate) rss_bytes: u64,
+    pub(crate) cpu_seconds: f64,
+    pub(crate) open_fds: Option<u64>,
     /// The soft open-files limit.
-    pub max_fds: Option<u64>,
+    pub(crate) max_fds: Option<u64>,
     /// Unix time the process started (whole seconds, as sysinfo reads it).
-    pub start_time_seconds: Option<f64>,
+    pub(crate) start_time_seconds: Option<f64>,
 }
 
 pub(crate) struct ProcessCheck {

@@ -32,13 +32,13 @@ pub(crate) const QUICK_CHECK_EVERY: Duration = Duration::from_secs(600);
 /// What a run saw.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SqliteStore {
-    pub path: String,
+    pub(crate) path: String,
     #[serde(flatten)]
-    pub counts: SqliteCounts,
-    pub tables_missing: Vec<String>,
-    pub quick_check: QuickCheck,
+    pub(crate) counts: SqliteCounts,
+    pub(crate) tables_missing: Vec<String>,
+    pub(crate) quick_check: QuickCheck,
     /// Growth of file + WAL over the growth window (None until two readings).
-    pub growth: Option<super::history::Growth>,
+    pub(crate) growth: Option<super::history::Growth>,
 }
 
 struct State {

@@ -39,16 +39,16 @@ pub enum LangGraphSchema {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlanLimit {
     /// `starter`, `pro`, or `custom` for AGENT_MAX_CONNECTIONS.
-    pub name: String,
-    pub max_connections: u32,
+    pub(crate) name: String,
+    pub(crate) max_connections: u32,
 }
 
 /// The storage limit the database size is measured against (`storage_near_limit`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StorageLimit {
     /// `starter`, `pro`, or `custom` for AGENT_STORAGE_LIMIT.
-    pub name: String,
-    pub bytes: u64,
+    pub(crate) name: String,
+    pub(crate) bytes: u64,
 }
 
 /// Pure: a size such as `1GB`, `10GiB`, `500 MB` or `1048576` (bytes) in bytes. SI prefixes
@@ -92,24 +92,24 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
 /// `[checks]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChecksConfig {
-    pub slow_query_threshold: Duration,
-    pub idle_in_transaction_threshold: Duration,
-    pub labels_top_n: u32,
-    pub statements_top_n: u32,
-    pub plan: Option<PlanLimit>,
+    pub(crate) slow_query_threshold: Duration,
+    pub(crate) idle_in_transaction_threshold: Duration,
+    pub(crate) labels_top_n: u32,
+    pub(crate) statements_top_n: u32,
+    pub(crate) plan: Option<PlanLimit>,
     /// From the plan's storage or AGENT_STORAGE_LIMIT (which wins); `None`: no limit known.
-    pub storage_limit: Option<StorageLimit>,
-    pub langgraph_schema: LangGraphSchema,
+    pub(crate) storage_limit: Option<StorageLimit>,
+    pub(crate) langgraph_schema: LangGraphSchema,
     /// The schema of LangGraph's tables when set (`AGENT_LANGGRAPH_SCHEMA_NAME`); else detected.
-    pub langgraph_schema_name: Option<String>,
+    pub(crate) langgraph_schema_name: Option<String>,
     /// The app DATABASE_URL's `search_path` (`$user` resolved): preferred when detecting.
-    pub langgraph_search_path: Vec<String>,
-    pub expectations_file: Option<PathBuf>,
+    pub(crate) langgraph_search_path: Vec<String>,
+    pub(crate) expectations_file: Option<PathBuf>,
     /// The expectations file's content (empty without a file).
-    pub expectations: Expectations,
+    pub(crate) expectations: Expectations,
     /// Show other sessions' raw SQL (literals included) in `/findings` and `agent diagnose`;
     /// off by default, never in logs or pushed alerts.
-    pub raw_query_text: bool,
+    pub(crate) raw_query_text: bool,
 }
 
 impl Default for ChecksConfig {
@@ -148,30 +148,30 @@ impl Default for ChecksConfig {
 #[serde(deny_unknown_fields)]
 pub struct Expectations {
     #[serde(default)]
-    pub tables: Vec<ExpectedTable>,
+    pub(crate) tables: Vec<ExpectedTable>,
     #[serde(default)]
-    pub indexes: Vec<ExpectedIndex>,
+    pub(crate) indexes: Vec<ExpectedIndex>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectedTable {
-    pub name: String,
+    pub(crate) name: String,
     #[serde(default = "public")]
-    pub schema: String,
+    pub(crate) schema: String,
     #[serde(default)]
-    pub columns: Vec<String>,
+    pub(crate) columns: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectedIndex {
-    pub name: String,
-    pub table: String,
+    pub(crate) name: String,
+    pub(crate) table: String,
     #[serde(default = "public")]
-    pub schema: String,
+    pub(crate) schema: String,
     #[serde(default)]
-    pub columns: Option<Vec<String>>,
+    pub(crate) columns: Option<Vec<String>>,
 }
 
 fn public() -> String {

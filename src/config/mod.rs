@@ -78,16 +78,16 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub agent: AgentConfig,
-    pub database: DatabaseConfig,
+    pub(crate) database: DatabaseConfig,
     pub app: AppConfig,
     /// OTLP export; `None` when no `OTEL_EXPORTER_OTLP_*ENDPOINT` is set.
     pub otel: Option<otel::OtelConfig>,
-    pub checks: ChecksConfig,
+    pub(crate) checks: ChecksConfig,
     /// `[findings]`: disabled checks and codes, accepted findings (see `config::silence`).
-    pub findings: silence::FindingsConfig,
+    pub(crate) findings: silence::FindingsConfig,
     /// `AGENT_*` variables set but not read (misspellings, mostly), at most
     /// [`vars::MAX_REPORTED`], and how many more there were.
-    pub unknown_variables: (Vec<vars::UnknownVariable>, usize),
+    pub(crate) unknown_variables: (Vec<vars::UnknownVariable>, usize),
 }
 
 /// `0x526F73652D616774`, the bytes of "Rose-agt": the advisory lock key the fleet elects its
@@ -96,27 +96,27 @@ pub const DEFAULT_LOCK_KEY: i64 = 0x526F_7365_2D61_6774;
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     pub interval: Duration,
     pub slow_interval: Duration,
-    pub shutdown_grace: Duration,
-    pub log_format: LogFormat,
-    pub finding_pending_cycles: u32,
-    pub finding_resolve_cycles: u32,
-    pub alertmanager_url: Option<String>,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) log_format: LogFormat,
+    pub(crate) finding_pending_cycles: u32,
+    pub(crate) finding_resolve_cycles: u32,
+    pub(crate) alertmanager_url: Option<String>,
     /// The agent's `instance` label for pushed alerts.
-    pub instance: String,
-    pub runbook_base_url: String,
+    pub(crate) instance: String,
+    pub(crate) runbook_base_url: String,
     /// TLS and authentication of the agent's endpoint: the web config file as written (parsed;
     /// `crate::web` builds the live endpoint config from it).
-    pub web: Option<web::WebConfigFile>,
-    pub web_config_file: Option<PathBuf>,
+    pub(crate) web: Option<web::WebConfigFile>,
+    pub(crate) web_config_file: Option<PathBuf>,
     /// Timeouts and the connection cap of the agent's endpoint.
-    pub web_limits: web::WebLimits,
+    pub(crate) web_limits: web::WebLimits,
     /// Database-wide checks run only on the fleet's leader (see `src/leader.rs`).
-    pub leader_election: bool,
+    pub(crate) leader_election: bool,
     /// The advisory lock key of the election.
-    pub leader_lock_key: i64,
+    pub(crate) leader_lock_key: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -124,35 +124,35 @@ pub struct DatabaseConfig {
     /// The DSN the agent monitors with; `None` when none is given (with
     /// `FEATURE_DATABASE_TYPE=postgresql` that is the finding `no_database_configured`, not a
     /// configuration error: the agent keeps serving and says what is missing).
-    pub dsn: Option<Dsn>,
+    pub(crate) dsn: Option<Dsn>,
     /// Which key the DSN came from, for messages.
-    pub dsn_source: &'static str,
-    pub replica: Option<Dsn>,
-    pub connect_timeout: Duration,
-    pub statement_timeout: Duration,
-    pub lock_timeout: Duration,
+    pub(crate) dsn_source: &'static str,
+    pub(crate) replica: Option<Dsn>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) statement_timeout: Duration,
+    pub(crate) lock_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
 pub struct AppConfig {
-    pub database_type: DatabaseType,
+    pub(crate) database_type: DatabaseType,
     pub pool_size: u32,
-    pub max_overflow: u32,
-    pub instances: u32,
+    pub(crate) max_overflow: u32,
+    pub(crate) instances: u32,
     /// `max_size` of the checkpointer's psycopg pool per instance, when configured.
-    pub checkpointer_pool_max_size: Option<u32>,
+    pub(crate) checkpointer_pool_max_size: Option<u32>,
     /// The app's role (the user of `DATABASE_URL`), when known: connections are attributed to
     /// the app by it.
-    pub role: Option<String>,
-    pub sqlite_path: Option<PathBuf>,
-    pub base_url: String,
+    pub(crate) role: Option<String>,
+    pub(crate) sqlite_path: Option<PathBuf>,
+    pub(crate) base_url: String,
     /// HTTP probes of the app (empty when `AGENT_APP_PROBES=off`).
     pub probes: Vec<ProbeConfig>,
     /// How far back checkpoint growth is judged.
-    pub growth_window: Duration,
+    pub(crate) growth_window: Duration,
     /// After a PostgreSQL restart, the app must answer healthy within this
     /// (`app_not_recovered`).
-    pub recovery_timeout: Duration,
+    pub(crate) recovery_timeout: Duration,
 }
 
 /// Every problem found, each naming its key.

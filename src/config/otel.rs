@@ -19,21 +19,21 @@ pub enum Protocol {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SignalConfig {
     /// For gRPC the collector address; for HTTP the full URL of the signal's path.
-    pub endpoint: String,
-    pub protocol: Protocol,
-    pub headers: Vec<(String, String)>,
+    pub(crate) endpoint: String,
+    pub(crate) protocol: Protocol,
+    pub(crate) headers: Vec<(String, String)>,
 }
 
 /// Validated OpenTelemetry settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtelConfig {
-    pub traces: Option<SignalConfig>,
-    pub metrics: Option<SignalConfig>,
-    pub service_name: String,
-    pub resource_attributes: Vec<(String, String)>,
+    pub(crate) traces: Option<SignalConfig>,
+    pub(crate) metrics: Option<SignalConfig>,
+    pub(crate) service_name: String,
+    pub(crate) resource_attributes: Vec<(String, String)>,
     /// `None` means the agent's interval.
-    pub metric_interval: Option<Duration>,
-    pub timeout: Duration,
+    pub(crate) metric_interval: Option<Duration>,
+    pub(crate) timeout: Duration,
 }
 
 impl OtelConfig {

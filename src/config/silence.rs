@@ -29,38 +29,38 @@ use super::Problem;
 pub struct RawFindings {
     /// Check ids that do not run (env `AGENT_DISABLED_CHECKS`, comma-separated), e.g.
     /// `pg_statements`, `app_probe_health`.
-    pub disabled_checks: Option<Vec<String>>,
+    pub(crate) disabled_checks: Option<Vec<String>>,
     /// Finding codes that are always silenced (env `AGENT_DISABLED_CODES`, comma-separated).
-    pub disabled_codes: Option<Vec<String>>,
+    pub(crate) disabled_codes: Option<Vec<String>>,
     /// Accepted findings (env `AGENT_SILENCE`, `code[:subject][@YYYY-MM-DD]` separated by `;`).
-    pub silence: Option<Vec<RawSilence>>,
+    pub(crate) silence: Option<Vec<RawSilence>>,
 }
 
 /// One `[[findings.silence]]` entry as written.
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSilence {
-    pub code: String,
+    pub(crate) code: String,
     /// The finding's subject (an index, an endpoint); none silences every subject of the code.
-    pub subject: Option<String>,
+    pub(crate) subject: Option<String>,
     /// Last day (UTC) the silence holds, `YYYY-MM-DD`, or an RFC 3339 time; none is forever.
-    pub until: Option<String>,
-    pub reason: Option<String>,
+    pub(crate) until: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 /// One validated silence.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Silence {
-    pub code: String,
+    pub(crate) code: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
+    pub(crate) subject: Option<String>,
     /// The end as written (`2027-01-31`), for people.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub until: Option<String>,
+    pub(crate) until: Option<String>,
     /// The instant the silence stops holding (the end of the `until` day, UTC).
     #[serde(skip)]
-    pub ends: Option<SystemTime>,
-    pub reason: String,
+    pub(crate) ends: Option<SystemTime>,
+    pub(crate) reason: String,
 }
 
 impl Silence {
@@ -78,9 +78,9 @@ impl Silence {
 /// `[findings]`, validated.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FindingsConfig {
-    pub disabled_checks: Vec<String>,
-    pub disabled_codes: Vec<String>,
-    pub silences: Vec<Silence>,
+    pub(crate) disabled_checks: Vec<String>,
+    pub(crate) disabled_codes: Vec<String>,
+    pub(crate) silences: Vec<Silence>,
 }
 
 /// The validated section in the file's shape, for `--print-config`.

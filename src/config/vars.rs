@@ -62,12 +62,12 @@ const MAX_NAME_CHARS: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownVariable {
     /// The name as set, with anything but `[A-Za-z0-9_]` shown as `?` and cut at 64 characters.
-    pub name: String,
+    pub(crate) name: String,
     /// The closest name the agent reads.
-    pub closest: &'static str,
+    pub(crate) closest: &'static str,
     /// Edit distance (insertions, deletions, substitutions, adjacent transpositions) from the
     /// upper-cased name to `closest`.
-    pub distance: usize,
+    pub(crate) distance: usize,
 }
 
 impl UnknownVariable {

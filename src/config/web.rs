@@ -24,8 +24,8 @@ pub(crate) const DEFAULT_MAX_CONNECTIONS: u32 = 64;
 /// `AGENT_WEB_MAX_CONNECTIONS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WebLimits {
-    pub header_timeout: Duration,
-    pub max_connections: u32,
+    pub(crate) header_timeout: Duration,
+    pub(crate) max_connections: u32,
 }
 
 impl Default for WebLimits {
@@ -42,15 +42,15 @@ impl Default for WebLimits {
 #[serde(deny_unknown_fields)]
 pub struct WebConfigFile {
     #[serde(default)]
-    pub tls_server_config: Option<TlsServerConfig>,
+    pub(crate) tls_server_config: Option<TlsServerConfig>,
     #[serde(default)]
-    pub basic_auth_users: BTreeMap<String, String>,
+    pub(crate) basic_auth_users: BTreeMap<String, String>,
     #[serde(default)]
-    pub bearer_token_file: Option<PathBuf>,
+    pub(crate) bearer_token_file: Option<PathBuf>,
     #[serde(default)]
-    pub http_server_config: Option<HttpServerConfig>,
+    pub(crate) http_server_config: Option<HttpServerConfig>,
     #[serde(default)]
-    pub rate_limit: Option<RateLimitConfig>,
+    pub(crate) rate_limit: Option<RateLimitConfig>,
 }
 
 /// exporter-toolkit's `rate_limit`: a token bucket over the protected endpoints.
@@ -59,10 +59,10 @@ pub struct WebConfigFile {
 pub struct RateLimitConfig {
     /// Time between two requests (Go duration, e.g. `100ms`); 0 disables the limit.
     #[serde(default)]
-    pub interval: Option<String>,
+    pub(crate) interval: Option<String>,
     /// Requests allowed in a burst.
     #[serde(default)]
-    pub burst: Option<u32>,
+    pub(crate) burst: Option<u32>,
 }
 
 /// exporter-toolkit's `tls_server_config` (Go `crypto/tls` names).
@@ -70,42 +70,42 @@ pub struct RateLimitConfig {
 #[serde(deny_unknown_fields)]
 pub struct TlsServerConfig {
     #[serde(default)]
-    pub cert_file: Option<PathBuf>,
+    pub(crate) cert_file: Option<PathBuf>,
     #[serde(default)]
-    pub key_file: Option<PathBuf>,
+    pub(crate) key_file: Option<PathBuf>,
     /// The certificate inline (PEM), instead of `cert_file`.
     #[serde(default)]
-    pub cert: Option<String>,
+    pub(crate) cert: Option<String>,
     /// The key inline (PEM), instead of `key_file`.
     #[serde(default)]
-    pub key: Option<String>,
+    pub(crate) key: Option<String>,
     /// The client CA inline (PEM), instead of `client_ca_file`.
     #[serde(default)]
-    pub client_ca: Option<String>,
+    pub(crate) client_ca: Option<String>,
     /// A client certificate must carry one of these SANs exactly (DNS, IP or URI).
     #[serde(default)]
-    pub client_allowed_sans: Vec<String>,
+    pub(crate) client_allowed_sans: Vec<String>,
     /// `NoClientCert` (default), `RequestClientCert`, `RequireAnyClientCert`,
     /// `VerifyClientCertIfGiven`, `RequireAndVerifyClientCert`.
     #[serde(default)]
-    pub client_auth_type: Option<String>,
+    pub(crate) client_auth_type: Option<String>,
     /// PEM roots that client certificates must chain to.
     #[serde(default)]
-    pub client_ca_file: Option<PathBuf>,
+    pub(crate) client_ca_file: Option<PathBuf>,
     /// `TLS10`..`TLS13`; rustls serves TLS 1.2 and 1.3.
     #[serde(default)]
-    pub min_version: Option<String>,
+    pub(crate) min_version: Option<String>,
     #[serde(default)]
-    pub max_version: Option<String>,
+    pub(crate) max_version: Option<String>,
     /// Go names, e.g. `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256` (TLS 1.2 only, as in Go).
     #[serde(default)]
-    pub cipher_suites: Vec<String>,
+    pub(crate) cipher_suites: Vec<String>,
     /// `CurveP256`, `CurveP384`, `CurveP521`, `X25519`, in order of preference.
     #[serde(default)]
-    pub curve_preferences: Vec<String>,
+    pub(crate) curve_preferences: Vec<String>,
     /// Default true, as in exporter-toolkit.
     #[serde(default)]
-    pub prefer_server_cipher_suites: Option<bool>,
+    pub(crate) prefer_server_cipher_suites: Option<bool>,
 }
 
 /// exporter-toolkit's `http_server_config`.
@@ -114,10 +114,10 @@ pub struct TlsServerConfig {
 pub struct HttpServerConfig {
     /// exporter-toolkit's default is true: HTTP/2 beside HTTP/1.1; false: HTTP/1.1 only.
     #[serde(default)]
-    pub http2: Option<bool>,
+    pub(crate) http2: Option<bool>,
     /// Response headers added to every answer.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub(crate) headers: BTreeMap<String, String>,
 }
 
 /// Reads and parses the file (`cannot read ...` or the YAML error, redacted).

@@ -25,9 +25,9 @@ pub enum RungStatus {
 pub struct Rung {
     pub name: &'static str,
     pub status: RungStatus,
-    pub duration_ms: u64,
+    pub(crate) duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+    pub(crate) detail: Option<String>,
 }
 
 impl Rung {
@@ -52,11 +52,11 @@ pub struct Report {
     /// `ok`, `warning`, `critical` or `unknown`.
     pub status: &'static str,
     /// Sanitized `host:port/dbname` (empty without a DSN).
-    pub target: String,
-    pub findings: Vec<Finding>,
+    pub(crate) target: String,
+    pub(crate) findings: Vec<Finding>,
     /// Findings silenced on purpose (`[findings]`): shown, not counted in the status.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub silenced: Vec<crate::findings::silence::SilencedFinding>,
+    pub(crate) silenced: Vec<crate::findings::silence::SilencedFinding>,
     pub checks: Vec<Rung>,
 }
 

@@ -94,7 +94,7 @@ pub struct CodeDef {
     /// The diagnose rung the code's evidence comes from.
     pub rung: Rung,
     /// What the code means, one line.
-    pub title: &'static str,
+    pub(crate) title: &'static str,
 }
 
 /// Declares [`Code`] and [`CODES`] from one list: `Variant = "code", severity, rung, "title";`.

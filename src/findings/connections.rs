@@ -161,9 +161,9 @@ pub(crate) fn holders(c: &Connections) -> String {
 /// Target sizes per app instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Targets {
-    pub pool_size: u32,
-    pub max_overflow: u32,
-    pub checkpointer_max_size: u32,
+    pub(crate) pool_size: u32,
+    pub(crate) max_overflow: u32,
+    pub(crate) checkpointer_max_size: u32,
 }
 
 /// Pure: sizes per instance that fit `per_instance` connections, keeping the proportions of

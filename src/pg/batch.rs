@@ -185,8 +185,8 @@ pub struct Batcher {
 /// carried it: of a combined statement, less the server's time on it (the network's share, as a
 /// trivial statement alone would see it).
 pub(crate) struct PartAnswer {
-    pub doc: Option<String>,
-    pub roundtrip: Duration,
+    pub(crate) doc: Option<String>,
+    pub(crate) roundtrip: Duration,
 }
 
 impl Batcher {

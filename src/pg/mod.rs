@@ -72,16 +72,16 @@ pub(crate) fn liveness_for(interval: Duration) -> Duration {
 /// Session limits and backoff bounds.
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
-    pub connect_timeout: Duration,
-    pub statement_timeout: Duration,
-    pub lock_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) statement_timeout: Duration,
+    pub(crate) lock_timeout: Duration,
     /// Client-side bound on one query.
-    pub query_timeout: Duration,
+    pub(crate) query_timeout: Duration,
     /// Longest wait between connection attempts; kept under one interval so recovery is seen
     /// within one interval of the fault ending.
-    pub max_backoff: Duration,
+    pub(crate) max_backoff: Duration,
     /// Bound on how long the server keeps a backend the agent abandoned ([`liveness_for`]).
-    pub liveness: Duration,
+    pub(crate) liveness: Duration,
 }
 
 impl Limits {
@@ -120,21 +120,19 @@ impl Limits {
 /// A server backend, told apart from a later one with the same pid by its start time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backend {
-    pub pid: i32,
-    pub start: String,
+    pub(crate) pid: i32,
+    pub(crate) start: String,
 }
 
 /// An open connection. Dropping the last handle aborts the socket task.
 pub struct Conn {
-    pub client: Client,
+    pub(crate) client: Client,
     task: JoinHandle<()>,
-    pub generation: u64,
-    pub connect_duration: Duration,
+    pub(crate) generation: u64,
+    pub(crate) connect_duration: Duration,
     /// The session is the server backend itself; false through a pooler such as PgBouncer,
     /// where session state (settings, session advisory locks) may be shared with other clients.
     pub direct: bool,
-    /// The backend of a direct session.
-    pub backend: Option<Backend>,
 }
 
 impl Drop for Conn {
@@ -340,7 +338,6 @@ impl PgTarget {
                     generation: slot.generation,
                     connect_duration: started.elapsed(),
                     direct: session.direct,
-                    backend: session.direct.then(|| session.backend.clone()),
                 });
                 slot.conn = Some(conn.clone());
                 slot.failures = 0;

@@ -192,8 +192,8 @@ impl<S: TlsStream + Unpin> TlsStream for Sniffer<S> {
 
 /// A TLS connector whose stream is parsed above the encryption.
 pub(crate) struct SniffTls<T> {
-    pub inner: T,
-    pub out: Announced,
+    pub(crate) inner: T,
+    pub(crate) out: Announced,
 }
 
 impl<S, T> TlsConnect<S> for SniffTls<T>

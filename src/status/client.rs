@@ -57,17 +57,17 @@ pub enum ClientError {
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
-    pub body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 /// Basic-auth credentials from the command line and the environment.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
     /// The password, from `AGENT_STATUS_PASSWORD` or a file.
-    pub password: Option<String>,
+    pub(crate) password: Option<String>,
     /// Client certificate and key files (PEM), for a mutual-TLS endpoint.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub(crate) client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl Credentials {
@@ -106,7 +106,7 @@ impl Credentials {
 /// Where and how to ask the agent.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    pub addr: String,
+    pub(crate) addr: String,
     tls: Option<Arc<rustls::ClientConfig>>,
     authorization: Option<String>,
 }

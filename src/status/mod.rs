@@ -73,96 +73,96 @@ pub(crate) fn overall(
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Summary {
     /// `ok`, `warning`, `critical` or `unknown` (as `/findings`).
-    pub status: String,
+    pub(crate) status: String,
     /// True when the status comes from pending findings only.
-    pub status_pending: bool,
+    pub(crate) status_pending: bool,
     /// One line: why the status is what it is.
-    pub headline: String,
-    pub agent: AgentLine,
+    pub(crate) headline: String,
+    pub(crate) agent: AgentLine,
     /// When findings were last evaluated (RFC 3339) and how long ago.
-    pub evaluated_at: Option<String>,
-    pub evaluated_age_seconds: Option<f64>,
-    pub generated_at: String,
+    pub(crate) evaluated_at: Option<String>,
+    pub(crate) evaluated_age_seconds: Option<f64>,
+    pub(crate) generated_at: String,
     /// How often the page reloads itself.
-    pub refresh_seconds: u64,
-    pub ready: bool,
-    pub stale_checks: Vec<String>,
+    pub(crate) refresh_seconds: u64,
+    pub(crate) ready: bool,
+    pub(crate) stale_checks: Vec<String>,
     /// Active findings first, then pending, each by severity.
-    pub findings: Vec<FindingItem>,
+    pub(crate) findings: Vec<FindingItem>,
     /// Findings silenced on purpose (`[findings]`): shown apart, never counted.
     #[serde(default)]
-    pub silenced: Vec<SilencedItem>,
-    pub figures: Vec<Group>,
-    pub checks: Vec<CheckRow>,
+    pub(crate) silenced: Vec<SilencedItem>,
+    pub(crate) figures: Vec<Group>,
+    pub(crate) checks: Vec<CheckRow>,
 }
 
 /// Who is speaking and about what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct AgentLine {
-    pub version: String,
-    pub instance: String,
-    pub target: Option<String>,
-    pub database_type: String,
-    pub app_url: String,
-    pub started_at: String,
-    pub uptime_seconds: f64,
+    pub(crate) version: String,
+    pub(crate) instance: String,
+    pub(crate) target: Option<String>,
+    pub(crate) database_type: String,
+    pub(crate) app_url: String,
+    pub(crate) started_at: String,
+    pub(crate) uptime_seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct FindingItem {
     /// `active` or `pending` (still confirming, not alerted yet).
-    pub state: String,
-    pub severity: String,
-    pub code: String,
-    pub subject: Option<String>,
-    pub summary: String,
-    pub evidence: String,
-    pub steps: Vec<String>,
-    pub runbook_url: String,
+    pub(crate) state: String,
+    pub(crate) severity: String,
+    pub(crate) code: String,
+    pub(crate) subject: Option<String>,
+    pub(crate) summary: String,
+    pub(crate) evidence: String,
+    pub(crate) steps: Vec<String>,
+    pub(crate) runbook_url: String,
     /// Active since (RFC 3339).
-    pub since: Option<String>,
-    pub since_seconds: Option<f64>,
+    pub(crate) since: Option<String>,
+    pub(crate) since_seconds: Option<f64>,
 }
 
 /// A finding silenced on purpose, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct SilencedItem {
-    pub code: String,
-    pub subject: Option<String>,
-    pub summary: String,
-    pub reason: String,
+    pub(crate) code: String,
+    pub(crate) subject: Option<String>,
+    pub(crate) summary: String,
+    pub(crate) reason: String,
     /// The silence's last day, when it has one.
-    pub until: Option<String>,
-    pub runbook_url: String,
+    pub(crate) until: Option<String>,
+    pub(crate) runbook_url: String,
 }
 
 /// A card of figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Group {
-    pub title: String,
-    pub items: Vec<Figure>,
+    pub(crate) title: String,
+    pub(crate) items: Vec<Figure>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Figure {
-    pub label: String,
-    pub value: String,
-    pub level: Level,
+    pub(crate) label: String,
+    pub(crate) value: String,
+    pub(crate) level: Level,
     /// What the value is judged against, or more detail.
-    pub note: String,
+    pub(crate) note: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct CheckRow {
-    pub id: String,
-    pub level: Level,
+    pub(crate) id: String,
+    pub(crate) level: Level,
     /// `ok`, `failed (<kind>)`, `stale`, `deferred`.
-    pub outcome: String,
-    pub error: Option<String>,
-    pub duration_ms: f64,
-    pub age_seconds: f64,
-    pub runs: u64,
-    pub consecutive_failures: u32,
+    pub(crate) outcome: String,
+    pub(crate) error: Option<String>,
+    pub(crate) duration_ms: f64,
+    pub(crate) age_seconds: f64,
+    pub(crate) runs: u64,
+    pub(crate) consecutive_failures: u32,
 }
 
 /// RFC 3339 in UTC, to the second.

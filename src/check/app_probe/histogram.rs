@@ -8,11 +8,11 @@ use crate::catalog::HistogramValue;
 /// Probe durations accumulated since the agent started.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DurationHistogram {
-    pub bounds: Vec<f64>,
+    pub(crate) bounds: Vec<f64>,
     /// Per bucket (not cumulative): observations `<= bounds[i]` and `> bounds[i-1]`.
-    pub counts: Vec<u64>,
-    pub count: u64,
-    pub sum: f64,
+    pub(crate) counts: Vec<u64>,
+    pub(crate) count: u64,
+    pub(crate) sum: f64,
 }
 
 impl DurationHistogram {

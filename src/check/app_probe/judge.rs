@@ -60,7 +60,7 @@ pub struct ServiceState {
     pub name: String,
     /// The state as the app wrote it (truncated), e.g. `connected`, `disconnected`.
     pub state: String,
-    pub up: bool,
+    pub(crate) up: bool,
 }
 
 /// What the app's JSON body says about itself (Rose's `HealthCheckResponse` shape).
@@ -73,7 +73,7 @@ pub struct HealthBody {
     /// `services`, at most [`MAX_SERVICES`], by name.
     pub services: Vec<ServiceState>,
     /// Services beyond the cap or with unusable names.
-    pub services_dropped: u32,
+    pub(crate) services_dropped: u32,
 }
 
 impl HealthBody {
@@ -99,8 +99,8 @@ impl HealthBody {
 /// The verdict on one JSON expectation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ExpectationResult {
-    pub expectation: JsonExpectation,
-    pub held: bool,
+    pub(crate) expectation: JsonExpectation,
+    pub(crate) held: bool,
     /// The value found (compact JSON, truncated), `None` when the field is missing.
     pub actual: Option<String>,
     /// For `all_equal`: the keys whose value differs (at most 16).
@@ -218,14 +218,14 @@ pub enum Exchange {
 
 /// The verdict on an exchange (everything but the histogram and counters).
 pub struct Verdict {
-    pub status_code: Option<u16>,
+    pub(crate) status_code: Option<u16>,
     pub success: bool,
-    pub failure: Option<ProbeFailure>,
+    pub(crate) failure: Option<ProbeFailure>,
     pub error: Option<String>,
     pub body: Option<HealthBody>,
     pub expectations: Vec<ExpectationResult>,
     pub healthy: bool,
-    pub slow: bool,
+    pub(crate) slow: bool,
 }
 
 /// Pure: judges an exchange against the probe's configuration.

@@ -46,32 +46,32 @@ pub(crate) const DURATION_BUCKETS: &[f64] = &[
 /// What one probe run saw.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProbeResult {
-    pub endpoint: String,
-    pub method: String,
+    pub(crate) endpoint: String,
+    pub(crate) method: String,
     /// The path of the last request (the fallback, when the first path answered 404/405).
-    pub path: String,
+    pub(crate) path: String,
     /// Status code of the answer, `None` without one.
-    pub status_code: Option<u16>,
-    pub expected_status: u16,
-    pub duration_seconds: f64,
-    pub threshold_seconds: f64,
-    pub timeout_seconds: f64,
+    pub(crate) status_code: Option<u16>,
+    pub(crate) expected_status: u16,
+    pub(crate) duration_seconds: f64,
+    pub(crate) threshold_seconds: f64,
+    pub(crate) timeout_seconds: f64,
     /// Answered, but slower than the threshold.
-    pub slow: bool,
+    pub(crate) slow: bool,
     /// Answered with the expected status and a readable body.
-    pub success: bool,
-    pub failure: Option<ProbeFailure>,
+    pub(crate) success: bool,
+    pub(crate) failure: Option<ProbeFailure>,
     /// Human text of the failure (no URL credentials, no headers).
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// The parsed JSON body, when there was one.
-    pub body: Option<HealthBody>,
-    pub expectations: Vec<ExpectationResult>,
+    pub(crate) body: Option<HealthBody>,
+    pub(crate) expectations: Vec<ExpectationResult>,
     /// Success and every expectation held.
-    pub healthy: bool,
+    pub(crate) healthy: bool,
     /// This probe exports `rose_app_service_up`.
-    pub report_services: bool,
-    pub histogram: DurationHistogram,
-    pub failures_total: BTreeMap<ProbeFailure, u64>,
+    pub(crate) report_services: bool,
+    pub(crate) histogram: DurationHistogram,
+    pub(crate) failures_total: BTreeMap<ProbeFailure, u64>,
 }
 
 /// Pure: the series of one probe run.

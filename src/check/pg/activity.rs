@@ -93,20 +93,20 @@ pub(crate) fn sql_for(server_version_num: u32, threshold: Duration) -> String {
 /// One client backend that is slow, idle in a transaction, blocked, or blocking.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
-    pub pid: i32,
+    pub(crate) pid: i32,
     /// Role; `None` when the monitoring role may not see it.
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
     pub application: Option<String>,
     /// `pg_stat_activity.state`; `None` when hidden (role lacks `pg_read_all_stats`).
-    pub state: Option<String>,
+    pub(crate) state: Option<String>,
     pub wait_event_type: Option<String>,
-    pub wait_event: Option<String>,
+    pub(crate) wait_event: Option<String>,
     /// Age of the current (or last) query.
     pub query_seconds: Option<f64>,
     /// Age of the open transaction, if any.
-    pub transaction_seconds: Option<f64>,
+    pub(crate) transaction_seconds: Option<f64>,
     /// Time since the state last changed.
-    pub state_seconds: Option<f64>,
+    pub(crate) state_seconds: Option<f64>,
     /// Pids holding the lock this session waits for (`pg_blocking_pids`).
     #[serde(default)]
     pub blocked_by: Vec<i32>,
@@ -115,7 +115,7 @@ pub struct Session {
     pub query: Option<String>,
     /// `pg_stat_activity.query_id` (PostgreSQL 14+, when computed).
     #[serde(default)]
-    pub query_id: Option<String>,
+    pub(crate) query_id: Option<String>,
     /// Raw query text, at most [`QUERY_TEXT_CHARS`]: only with `raw_query_text` configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_query: Option<String>,
@@ -130,26 +130,26 @@ impl Session {
 /// What one run saw, with the figures the metrics carry.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Activity {
-    pub threshold_seconds: f64,
-    pub active_query_max_seconds: f64,
-    pub transaction_max_seconds: f64,
+    pub(crate) threshold_seconds: f64,
+    pub(crate) active_query_max_seconds: f64,
+    pub(crate) transaction_max_seconds: f64,
     pub idle_in_transaction_max_seconds: f64,
-    pub idle_in_transaction_sessions: u32,
+    pub(crate) idle_in_transaction_sessions: u32,
     /// Active queries older than the threshold.
     pub slow_queries: u32,
     /// Sessions waiting for a lock another session holds.
     pub blocked_sessions: u32,
     /// Distinct sessions that block at least one session.
-    pub blocking_sessions: u32,
+    pub(crate) blocking_sessions: u32,
     /// The blocking pids, lowest first, at most [`MAX_BLOCKER_PIDS`].
     pub blockers: Vec<i32>,
     /// Client backends not idle.
-    pub non_idle_sessions: u32,
+    pub(crate) non_idle_sessions: u32,
     /// True when more sessions were slow, idle in transaction, blocked or blocking than were
     /// detailed.
-    pub truncated: bool,
+    pub(crate) truncated: bool,
     /// Details, oldest transaction first: at most [`PER_CATEGORY`] of each kind.
-    pub sessions: Vec<Session>,
+    pub(crate) sessions: Vec<Session>,
 }
 
 impl Activity {
@@ -179,19 +179,19 @@ impl Activity {
 /// The statement's answer: figures over all sessions, and the capped details.
 #[derive(Debug, Deserialize)]
 pub struct Raw {
-    pub non_idle: u32,
-    pub active_max: f64,
-    pub slow: u32,
-    pub transaction_max: f64,
-    pub idle_tx: u32,
-    pub idle_tx_max: f64,
-    pub blocked: u32,
-    pub blocking: u32,
+    pub(crate) non_idle: u32,
+    pub(crate) active_max: f64,
+    pub(crate) slow: u32,
+    pub(crate) transaction_max: f64,
+    pub(crate) idle_tx: u32,
+    pub(crate) idle_tx_max: f64,
+    pub(crate) blocked: u32,
+    pub(crate) blocking: u32,
     #[serde(default)]
-    pub blocker_pids: Vec<i32>,
+    pub(crate) blocker_pids: Vec<i32>,
     /// Sessions slow, idle in transaction, blocked or blocking (distinct).
-    pub notable: u32,
-    pub sessions: Vec<Session>,
+    pub(crate) notable: u32,
+    pub(crate) sessions: Vec<Session>,
 }
 
 /// Pure: the observation from the statement's answer. Query text is normalized; the raw text is

@@ -23,13 +23,13 @@ const SQL: &str = "SELECT json_build_object('archive_mode', current_setting('arc
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Archiver {
     /// `off`, `on` or `always`.
-    pub archive_mode: String,
-    pub archived: u64,
-    pub failed: u64,
-    pub last_archived_wal: Option<String>,
-    pub last_archived_time: Option<f64>,
-    pub last_failed_wal: Option<String>,
-    pub last_failed_time: Option<f64>,
+    pub(crate) archive_mode: String,
+    pub(crate) archived: u64,
+    pub(crate) failed: u64,
+    pub(crate) last_archived_wal: Option<String>,
+    pub(crate) last_archived_time: Option<f64>,
+    pub(crate) last_failed_wal: Option<String>,
+    pub(crate) last_failed_time: Option<f64>,
 }
 
 impl Archiver {

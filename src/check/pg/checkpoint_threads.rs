@@ -98,37 +98,37 @@ struct Probe {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopThread {
     /// First 12 hex digits of md5(thread_id): enough to find it, not the user's identifier.
-    pub id: String,
-    pub checkpoints: u64,
-    pub bytes: f64,
-    pub max_row_bytes: Option<u64>,
+    pub(crate) id: String,
+    pub(crate) checkpoints: u64,
+    pub(crate) bytes: f64,
+    pub(crate) max_row_bytes: Option<u64>,
 }
 
 /// The per-thread distribution.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ThreadStats {
-    pub threads: u64,
-    pub median: Option<u64>,
-    pub p99: Option<u64>,
-    pub max_checkpoints: Option<u64>,
+    pub(crate) threads: u64,
+    pub(crate) median: Option<u64>,
+    pub(crate) p99: Option<u64>,
+    pub(crate) max_checkpoints: Option<u64>,
     /// Checkpoint rows plus blobs of the largest thread.
-    pub max_thread_bytes: Option<f64>,
+    pub(crate) max_thread_bytes: Option<f64>,
     /// Largest checkpoint row (checkpoint + metadata, as stored).
-    pub max_row_bytes: Option<u64>,
-    pub max_blob_bytes: Option<u64>,
+    pub(crate) max_row_bytes: Option<u64>,
+    pub(crate) max_blob_bytes: Option<u64>,
     #[serde(default)]
-    pub top: Vec<TopThread>,
+    pub(crate) top: Vec<TopThread>,
 }
 
 /// What one run saw.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CheckpointThreads {
     /// The schema of LangGraph's tables.
-    pub schema: String,
+    pub(crate) schema: String,
     /// False when the monitoring role may not read `checkpoints` (a capability, not a fault).
-    pub readable: bool,
+    pub(crate) readable: bool,
     /// `None` when the tables are absent or unreadable.
-    pub stats: Option<ThreadStats>,
+    pub(crate) stats: Option<ThreadStats>,
 }
 
 pub(crate) struct ThreadsCheck {

@@ -42,11 +42,11 @@ pub(crate) fn sql_for(server_version_num: u32) -> &'static str {
 /// Cumulative checkpoint counters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoints {
-    pub timed: u64,
+    pub(crate) timed: u64,
     pub requested: u64,
-    pub write_ms: f64,
-    pub sync_ms: f64,
-    pub buffers_written: u64,
+    pub(crate) write_ms: f64,
+    pub(crate) sync_ms: f64,
+    pub(crate) buffers_written: u64,
     /// The view read: `pg_stat_checkpointer` (17+) or `pg_stat_bgwriter`.
     pub source: String,
 }

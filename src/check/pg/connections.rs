@@ -54,27 +54,27 @@ pub(crate) const OTHER: &str = "other";
 /// What one run saw: client backends only (no background workers, no WAL senders).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Connections {
-    pub max_connections: u32,
-    pub superuser_reserved: u32,
+    pub(crate) max_connections: u32,
+    pub(crate) superuser_reserved: u32,
     /// `reserved_connections` (PostgreSQL 16+); `None` before.
-    pub reserved: Option<u32>,
+    pub(crate) reserved: Option<u32>,
     /// Client backends by state label (see [`state_label`]).
-    pub by_state: BTreeMap<String, u32>,
+    pub(crate) by_state: BTreeMap<String, u32>,
     /// Client backends by application_name, top N plus `other` (label-safe values).
     pub by_application: BTreeMap<String, u32>,
     /// Client backends by role, top N plus `other`.
-    pub by_user: BTreeMap<String, u32>,
+    pub(crate) by_user: BTreeMap<String, u32>,
     /// Client backends waiting on a heavyweight lock.
     pub waiting_on_locks: u32,
     /// The monitoring role, its `CONNECTION LIMIT` (`None`: unlimited) and its sessions.
-    pub role: String,
-    pub role_connection_limit: Option<u32>,
-    pub role_sessions: u32,
+    pub(crate) role: String,
+    pub(crate) role_connection_limit: Option<u32>,
+    pub(crate) role_sessions: u32,
     /// Sessions of agents (`application_name` rose-agent...), of any role.
-    pub agent_sessions: u32,
+    pub(crate) agent_sessions: u32,
     /// Who holds the connections: the largest groups by application, role and client address
     /// (at most [`MAX_CLIENT_GROUPS`]; in the snapshot, never in labels).
-    pub clients: Vec<ClientGroup>,
+    pub(crate) clients: Vec<ClientGroup>,
 }
 
 /// Client groups kept in the observation.
@@ -83,10 +83,10 @@ pub(crate) const MAX_CLIENT_GROUPS: usize = 10;
 /// Sessions of one (application_name, role, client address).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClientGroup {
-    pub application: String,
-    pub role: String,
-    pub address: String,
-    pub sessions: u32,
+    pub(crate) application: String,
+    pub(crate) role: String,
+    pub(crate) address: String,
+    pub(crate) sessions: u32,
 }
 
 impl ClientGroup {}
@@ -158,23 +158,23 @@ impl Check for ConnectionsCheck {
 /// The statement's document.
 #[derive(Debug, Deserialize)]
 pub struct Raw {
-    pub max_connections: u32,
-    pub superuser_reserved: u32,
-    pub reserved: Option<u32>,
-    pub by_state: BTreeMap<String, u32>,
-    pub by_application: BTreeMap<String, u32>,
-    pub by_user: BTreeMap<String, u32>,
-    pub waiting_on_locks: u32,
+    pub(crate) max_connections: u32,
+    pub(crate) superuser_reserved: u32,
+    pub(crate) reserved: Option<u32>,
+    pub(crate) by_state: BTreeMap<String, u32>,
+    pub(crate) by_application: BTreeMap<String, u32>,
+    pub(crate) by_user: BTreeMap<String, u32>,
+    pub(crate) waiting_on_locks: u32,
     #[serde(default)]
-    pub role: String,
+    pub(crate) role: String,
     #[serde(default)]
-    pub role_connection_limit: Option<i64>,
+    pub(crate) role_connection_limit: Option<i64>,
     #[serde(default)]
-    pub role_sessions: u32,
+    pub(crate) role_sessions: u32,
     #[serde(default)]
-    pub agent_sessions: u32,
+    pub(crate) agent_sessions: u32,
     #[serde(default)]
-    pub clients: Vec<ClientGroup>,
+    pub(crate) clients: Vec<ClientGroup>,
 }
 
 /// Pure: the observation from the statement's document.

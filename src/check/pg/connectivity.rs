@@ -34,14 +34,14 @@ struct Raw {
 /// What a successful run saw.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Connectivity {
-    pub target: String,
+    pub(crate) target: String,
     pub roundtrip_seconds: f64,
     /// Set-up time of the connection in use.
-    pub connect_seconds: f64,
+    pub(crate) connect_seconds: f64,
     pub server_version_num: u32,
-    pub server_version: String,
-    pub postmaster_start_time_seconds: f64,
-    pub in_recovery: bool,
+    pub(crate) server_version: String,
+    pub(crate) postmaster_start_time_seconds: f64,
+    pub(crate) in_recovery: bool,
     /// Restarts seen since the agent started (the start time changed between two runs).
     pub restarts_observed: u64,
     /// The start time before the last restart seen, if any.
@@ -49,7 +49,7 @@ pub struct Connectivity {
     /// This agent's cycle batches that fell back to per-check statements, by reason
     /// ([`crate::pg::batch`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub batch_fallbacks: Vec<(String, u64)>,
+    pub(crate) batch_fallbacks: Vec<(String, u64)>,
 }
 
 /// Pure: whether the server restarted between two observed start times.

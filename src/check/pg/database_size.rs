@@ -29,17 +29,17 @@ struct Raw {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DatabaseSize {
-    pub datname: String,
-    pub bytes: u64,
+    pub(crate) datname: String,
+    pub(crate) bytes: u64,
     /// From the agent's history; `None` until two samples a second apart exist.
-    pub growth_bytes_per_second: Option<f64>,
+    pub(crate) growth_bytes_per_second: Option<f64>,
     /// The plan's storage limit, when one is known.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub limit: Option<StorageLimit>,
+    pub(crate) limit: Option<StorageLimit>,
     /// Seconds until `bytes` reaches the limit at the observed growth (0 when at or over it);
     /// `None` without a limit or without growth.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub full_seconds: Option<f64>,
+    pub(crate) full_seconds: Option<f64>,
 }
 
 /// Pure: seconds until `bytes` reaches `limit` growing at `growth` bytes per second; 0 when

@@ -31,21 +31,21 @@ const SQL: &str = "SELECT json_build_object(\
 /// The database's counters (cumulative since `stats_reset`) and XID ages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatabaseStats {
-    pub datname: String,
-    pub blks_hit: u64,
-    pub blks_read: u64,
-    pub xact_commit: u64,
+    pub(crate) datname: String,
+    pub(crate) blks_hit: u64,
+    pub(crate) blks_read: u64,
+    pub(crate) xact_commit: u64,
     pub xact_rollback: u64,
-    pub deadlocks: u64,
-    pub temp_bytes: u64,
-    pub temp_files: u64,
+    pub(crate) deadlocks: u64,
+    pub(crate) temp_bytes: u64,
+    pub(crate) temp_files: u64,
     /// Unix time the counters were last reset, if ever.
-    pub stats_reset: Option<f64>,
+    pub(crate) stats_reset: Option<f64>,
     /// age(datfrozenxid) of this database.
-    pub xid_age: u64,
+    pub(crate) xid_age: u64,
     /// The oldest of any database that accepts connections.
     pub xid_age_max: u64,
-    pub autovacuum_freeze_max_age: u64,
+    pub(crate) autovacuum_freeze_max_age: u64,
 }
 
 impl DatabaseStats {

@@ -33,7 +33,7 @@ pub(crate) static PG_EXAMPLE_BACKENDS: MetricDef = MetricDef {
 /// The output type: what one run saw.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Example {
-    pub backends: u64,
+    pub(crate) backends: u64,
 }
 
 /// The check: one statement, the document as is.

@@ -28,24 +28,24 @@ const SQL: &str = "SELECT json_build_object(\
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Raw {
-    pub in_recovery: bool,
-    pub receive_lsn: Option<String>,
-    pub replay_lsn: Option<String>,
-    pub lag_bytes: Option<f64>,
-    pub last_replay_age_seconds: Option<f64>,
-    pub paused: Option<bool>,
-    pub server_version_num: u32,
+    pub(crate) in_recovery: bool,
+    pub(crate) receive_lsn: Option<String>,
+    pub(crate) replay_lsn: Option<String>,
+    pub(crate) lag_bytes: Option<f64>,
+    pub(crate) last_replay_age_seconds: Option<f64>,
+    pub(crate) paused: Option<bool>,
+    pub(crate) server_version_num: u32,
 }
 
 /// What one run saw on the replica.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Replica {
     /// Sanitized `host:port/dbname` of the replica.
-    pub target: String,
+    pub(crate) target: String,
     pub in_recovery: bool,
-    pub server_version_num: u32,
-    pub receive_lsn: Option<String>,
-    pub replay_lsn: Option<String>,
+    pub(crate) server_version_num: u32,
+    pub(crate) receive_lsn: Option<String>,
+    pub(crate) replay_lsn: Option<String>,
     /// Received but not replayed; `None` when not a standby.
     pub lag_bytes: Option<f64>,
     /// 0 when caught up, else the age of the last replayed transaction; `None` when not a

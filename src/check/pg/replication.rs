@@ -39,16 +39,16 @@ const SQL: &str = "SELECT json_build_object(\
 /// One standby as the primary sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Standby {
-    pub name: Option<String>,
-    pub client_addr: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) client_addr: Option<String>,
     /// `streaming`, `catchup`, `startup`, ...; `None` when hidden from the role.
     pub state: Option<String>,
-    pub sync_state: Option<String>,
+    pub(crate) sync_state: Option<String>,
     /// WAL this server has that the standby has not replayed; `None` when hidden.
     pub lag_bytes: Option<f64>,
-    pub replay_lag_seconds: Option<f64>,
-    pub write_lag_seconds: Option<f64>,
-    pub flush_lag_seconds: Option<f64>,
+    pub(crate) replay_lag_seconds: Option<f64>,
+    pub(crate) write_lag_seconds: Option<f64>,
+    pub(crate) flush_lag_seconds: Option<f64>,
     /// Unique, bounded label value (filled in by [`label`]).
     #[serde(default)]
     pub label: String,
@@ -56,23 +56,23 @@ pub struct Standby {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Replication {
-    pub in_recovery: bool,
+    pub(crate) in_recovery: bool,
     pub standbys: Vec<Standby>,
     /// Standbys seen streaming earlier that are missing now (filled in by the check's memory).
     #[serde(default)]
-    pub lost: Vec<LostStandby>,
+    pub(crate) lost: Vec<LostStandby>,
 }
 
 /// A standby that streamed from this server while the agent watched and is gone now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LostStandby {
     /// Its `application_name` (or `unnamed`).
-    pub name: String,
-    pub client_addr: Option<String>,
+    pub(crate) name: String,
+    pub(crate) client_addr: Option<String>,
     /// How many with this name and address are missing.
-    pub missing: u32,
+    pub(crate) missing: u32,
     /// Seconds since all of them were last seen.
-    pub gone_seconds: f64,
+    pub(crate) gone_seconds: f64,
 }
 
 /// How long a missing standby is reported after it was last seen.

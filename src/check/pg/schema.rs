@@ -70,9 +70,9 @@ pub(crate) const LATEST_SHALLOW: i64 = 7;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct LangGraphPlace {
     /// `AGENT_LANGGRAPH_SCHEMA_NAME`: used as is, never second-guessed.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// The app DATABASE_URL's `search_path`, in order.
-    pub search_path: Vec<String>,
+    pub(crate) search_path: Vec<String>,
 }
 
 impl LangGraphPlace {
@@ -325,79 +325,79 @@ pub(crate) fn migrations_grant(schema: &str, user: &str, usage_missing: bool) ->
 /// What the catalog statement says about LangGraph's schema.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RawLangGraph {
-    pub schema: String,
+    pub(crate) schema: String,
     /// `configured`, `detected`, `search_path` or `default`.
-    pub source: String,
+    pub(crate) source: String,
     /// SELECT on `checkpoint_migrations`; `None` when the table does not exist.
-    pub migrations_select: Option<bool>,
+    pub(crate) migrations_select: Option<bool>,
     /// USAGE on the schema; `None` when the schema does not exist.
-    pub schema_usage: Option<bool>,
+    pub(crate) schema_usage: Option<bool>,
     /// Every schema holding any of LangGraph's table names, with how many.
     #[serde(default)]
-    pub candidates: Vec<Candidate>,
+    pub(crate) candidates: Vec<Candidate>,
     /// The version function may be called; `None` when it does not exist.
     #[serde(default)]
-    pub function_usable: Option<bool>,
+    pub(crate) function_usable: Option<bool>,
 }
 
 /// A schema holding some of LangGraph's tables.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
-    pub schema: String,
-    pub tables: i64,
+    pub(crate) schema: String,
+    pub(crate) tables: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RawTable {
-    pub schema: String,
-    pub table: String,
-    pub present: bool,
+    pub(crate) schema: String,
+    pub(crate) table: String,
+    pub(crate) present: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RawColumn {
-    pub schema: String,
-    pub table: String,
-    pub column: String,
+    pub(crate) schema: String,
+    pub(crate) table: String,
+    pub(crate) column: String,
 }
 
 /// One index on a watched table, as the catalog describes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IndexInfo {
-    pub schema: String,
-    pub table: String,
+    pub(crate) schema: String,
+    pub(crate) table: String,
     pub name: String,
     /// `pg_index.indisvalid`: false after a failed `CREATE INDEX CONCURRENTLY`.
     pub valid: bool,
-    pub ready: bool,
-    pub unique: bool,
-    pub primary: bool,
-    pub method: String,
+    pub(crate) ready: bool,
+    pub(crate) unique: bool,
+    pub(crate) primary: bool,
+    pub(crate) method: String,
     /// Key columns in order (`(expression)` for expression keys).
-    pub columns: Vec<String>,
+    pub(crate) columns: Vec<String>,
     /// Identical for indexes that do the same thing (method, keys, opclasses, collations,
     /// options, expressions, predicate).
     #[serde(skip_serializing)]
-    pub signature: String,
+    pub(crate) signature: String,
     /// `pg_get_indexdef`.
-    pub definition: String,
+    pub(crate) definition: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RawCatalog {
-    pub tables: Vec<RawTable>,
-    pub columns: Vec<RawColumn>,
-    pub indexes: Vec<IndexInfo>,
+    pub(crate) tables: Vec<RawTable>,
+    pub(crate) columns: Vec<RawColumn>,
+    pub(crate) indexes: Vec<IndexInfo>,
     /// `None` when LangGraph is not expected.
-    pub langgraph: Option<RawLangGraph>,
+    pub(crate) langgraph: Option<RawLangGraph>,
 }
 
 /// `checkpoint_migrations` contents.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Migrations {
     /// max(v); `None` when the table is empty.
-    pub max_version: Option<i64>,
-    pub rows: i64,
+    pub(crate) max_version: Option<i64>,
+    pub(crate) rows: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -439,11 +439,11 @@ pub enum ObjectProblem {
 /// One expected object and what was found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ObjectStatus {
-    pub kind: ObjectKind,
+    pub(crate) kind: ObjectKind,
     /// Label value: `table`, `table.column` or `index` (schema-qualified outside `public`).
     pub name: String,
     pub table: String,
-    pub present: bool,
+    pub(crate) present: bool,
     pub problem: Option<ObjectProblem>,
 }
 
@@ -454,7 +454,7 @@ pub struct DuplicateIndexes {
     pub columns: Vec<String>,
     /// The index names, sorted; constraint-backing (primary/unique) ones first.
     pub indexes: Vec<String>,
-    pub definitions: Vec<String>,
+    pub(crate) definitions: Vec<String>,
 }
 
 /// LangGraph schema variant.
@@ -482,20 +482,20 @@ impl Variant {
 /// LangGraph's migration state.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LangGraphState {
-    pub configured: LangGraphSchema,
+    pub(crate) configured: LangGraphSchema,
     /// The schema holding (or expected to hold) LangGraph's tables.
-    pub schema: String,
+    pub(crate) schema: String,
     /// How `schema` was chosen: `configured` (AGENT_LANGGRAPH_SCHEMA_NAME), `detected` (it
     /// holds LangGraph's tables), `search_path` (the app DSN's first existing schema, no
     /// tables yet) or `default` (`public`).
-    pub schema_source: String,
+    pub(crate) schema_source: String,
     /// Every schema holding any of LangGraph's table names, with how many.
-    pub candidates: Vec<Candidate>,
-    pub detected: Variant,
+    pub(crate) candidates: Vec<Candidate>,
+    pub(crate) detected: Variant,
     /// 9 (full) or 7 (shallow): from the configuration, else from detection (full if unknown).
-    pub expected_version: i64,
+    pub(crate) expected_version: i64,
     /// `None` when the table is missing or unreadable.
-    pub migrations: Option<Migrations>,
+    pub(crate) migrations: Option<Migrations>,
     /// Why `migrations` is `None`, and the grant that fixes it when it is a privilege.
     pub migrations_note: Option<String>,
     /// When the table is there but the monitoring role may not read it (SQLSTATE 42501): the
@@ -518,7 +518,7 @@ impl LangGraphState {
 pub struct SchemaReport {
     pub objects: Vec<ObjectStatus>,
     /// Every index on the watched tables.
-    pub indexes: Vec<IndexInfo>,
+    pub(crate) indexes: Vec<IndexInfo>,
     pub invalid_indexes: Vec<IndexInfo>,
     pub duplicate_indexes: Vec<DuplicateIndexes>,
     pub langgraph: Option<LangGraphState>,

@@ -59,11 +59,11 @@ pub enum Availability {
 /// One top-N statement.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StatementStats {
-    pub queryid: String,
-    pub calls: f64,
-    pub exec_seconds: f64,
-    pub mean_seconds: f64,
-    pub rows: f64,
+    pub(crate) queryid: String,
+    pub(crate) calls: f64,
+    pub(crate) exec_seconds: f64,
+    pub(crate) mean_seconds: f64,
+    pub(crate) rows: f64,
 }
 
 /// What one run saw.
@@ -71,14 +71,14 @@ pub struct StatementStats {
 pub struct Statements {
     pub availability: Availability,
     /// Schema the extension lives in.
-    pub schema: Option<String>,
+    pub(crate) schema: Option<String>,
     /// False when the role lacks `pg_read_all_stats`: other roles' statements are hidden.
     pub all_users_visible: bool,
     /// What would make it available (SQL or a setting), when it is not.
     pub fix: Option<String>,
     pub tracked: u64,
-    pub calls: f64,
-    pub exec_seconds: f64,
+    pub(crate) calls: f64,
+    pub(crate) exec_seconds: f64,
     /// Top N by total time and top N by mean time (union), by total time descending.
     pub top: Vec<StatementStats>,
 }
@@ -107,18 +107,18 @@ struct Detect {
 
 #[derive(Debug, Deserialize)]
 pub struct RawTop {
-    pub queryid: String,
-    pub calls: f64,
-    pub total_ms: f64,
-    pub rows: f64,
+    pub(crate) queryid: String,
+    pub(crate) calls: f64,
+    pub(crate) total_ms: f64,
+    pub(crate) rows: f64,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct RawStats {
-    pub tracked: u64,
-    pub calls: f64,
-    pub total_ms: f64,
-    pub top: Vec<RawTop>,
+    pub(crate) tracked: u64,
+    pub(crate) calls: f64,
+    pub(crate) total_ms: f64,
+    pub(crate) top: Vec<RawTop>,
 }
 
 /// Pure: the observation from the numbers read.

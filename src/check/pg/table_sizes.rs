@@ -35,24 +35,24 @@ fn sql(place: Option<&LangGraphPlace>, file: &Expectations) -> String {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RawSize {
-    pub schema: String,
-    pub table: String,
-    pub total_bytes: Option<u64>,
-    pub table_bytes: Option<u64>,
-    pub index_bytes: Option<u64>,
-    pub estimated_rows: Option<f64>,
+    pub(crate) schema: String,
+    pub(crate) table: String,
+    pub(crate) total_bytes: Option<u64>,
+    pub(crate) table_bytes: Option<u64>,
+    pub(crate) index_bytes: Option<u64>,
+    pub(crate) estimated_rows: Option<f64>,
 }
 
 /// One watched table's size.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TableSize {
     /// Label form: `table`, or `schema.table` outside `public`.
-    pub table: String,
-    pub total_bytes: u64,
-    pub table_bytes: u64,
-    pub index_bytes: u64,
+    pub(crate) table: String,
+    pub(crate) total_bytes: u64,
+    pub(crate) table_bytes: u64,
+    pub(crate) index_bytes: u64,
     /// `pg_class.reltuples`; `None` when never analyzed (-1 on 14+).
-    pub estimated_rows: Option<f64>,
+    pub(crate) estimated_rows: Option<f64>,
     /// From the agent's history; `None` until two samples a second apart exist.
     pub growth_bytes_per_second: Option<f64>,
 }
