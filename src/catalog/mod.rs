@@ -107,11 +107,11 @@ impl Sample {
 /// Defines metric statics and a list of them (textually scoped: declare submodules after it): `metrics! { list NAME; ID = "name", Kind, "unit", [labels], "help"; ... }`.
 macro_rules! metrics {
     (list $list:ident; $( $(#[$m:meta])* $id:ident = $name:literal, $kind:ident, $unit:literal, [$($l:literal),*], $help:literal; )*) => {
-        $( $(#[$m])* pub static $id: $crate::catalog::MetricDef = $crate::catalog::MetricDef {
+        $( $(#[$m])* pub(crate) static $id: $crate::catalog::MetricDef = $crate::catalog::MetricDef {
             name: $name, kind: $crate::catalog::Kind::$kind, unit: $unit, labels: &[$($l),*], help: $help,
         }; )*
         /// This subsystem's metrics, in documentation order.
-        pub static $list: &[&$crate::catalog::MetricDef] = &[$(&$id),*];
+        pub(crate) static $list: &[&$crate::catalog::MetricDef] = &[$(&$id),*];
     };
 }
 

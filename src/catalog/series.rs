@@ -9,7 +9,7 @@ use super::Sample;
 
 /// One component's current samples, with a version bumped on every write; cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Series(Arc<Mutex<(u64, Arc<Vec<Sample>>)>>);
+pub(crate) struct Series(Arc<Mutex<(u64, Arc<Vec<Sample>>)>>);
 
 impl Series {
     /// Replaces the samples.

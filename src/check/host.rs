@@ -22,7 +22,7 @@ pub(crate) const ID: &str = "host_resources";
 
 /// The volume holding a watched path.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Volume {
+pub(crate) struct Volume {
     /// The path whose volume this is (the SQLite file's directory, or `/`).
     pub(crate) path: String,
     pub(crate) mount_point: String,

@@ -26,7 +26,7 @@ pub(crate) const MAX_IDENTIFIER_BYTES: usize = 63;
 /// Which LangGraph checkpointer schema the `pg_schema` check expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum LangGraphSchema {
+pub(crate) enum LangGraphSchema {
     /// Detect full (PostgresSaver) or shallow (ShallowPostgresSaver) from the columns.
     Auto,
     Full,
@@ -45,7 +45,7 @@ pub struct PlanLimit {
 
 /// The storage limit the database size is measured against (`storage_near_limit`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StorageLimit {
+pub(crate) struct StorageLimit {
     /// `starter`, `pro`, or `custom` for AGENT_STORAGE_LIMIT.
     pub(crate) name: String,
     pub(crate) bytes: u64,
@@ -91,7 +91,7 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
 
 /// `[checks]`, validated.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ChecksConfig {
+pub(crate) struct ChecksConfig {
     pub(crate) slow_query_threshold: Duration,
     pub(crate) idle_in_transaction_threshold: Duration,
     pub(crate) labels_top_n: u32,
@@ -155,7 +155,7 @@ pub struct Expectations {
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExpectedTable {
+pub(crate) struct ExpectedTable {
     pub(crate) name: String,
     #[serde(default = "public")]
     pub(crate) schema: String,
@@ -165,7 +165,7 @@ pub struct ExpectedTable {
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExpectedIndex {
+pub(crate) struct ExpectedIndex {
     pub(crate) name: String,
     pub(crate) table: String,
     #[serde(default = "public")]

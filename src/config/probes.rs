@@ -30,7 +30,7 @@ pub(crate) const VOICE_RATE_LIMIT_PER_MINUTE: u32 = 10;
 /// One `[[app.probes]]` entry as written.
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawProbe {
+pub(crate) struct RawProbe {
     /// Label value (`endpoint`): lowercase letters, digits, `_`; default from the path.
     pub(crate) name: Option<String>,
     /// Absolute URL; default `APP_BASE_URL` + `path`.
@@ -78,7 +78,7 @@ pub struct RawProbe {
 /// value, or every entry of the map at `field` equals `all_equal`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawExpectation {
+pub(crate) struct RawExpectation {
     pub(crate) field: String,
     pub(crate) equals: Option<serde_json::Value>,
     pub(crate) all_equal: Option<serde_json::Value>,
@@ -112,7 +112,7 @@ impl JsonExpectation {
 
 /// A request header whose value is never shown.
 #[derive(Clone, PartialEq)]
-pub struct Header {
+pub(crate) struct Header {
     pub(crate) name: String,
     pub(crate) value: String,
 }

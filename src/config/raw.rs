@@ -77,7 +77,7 @@ pub struct RawConfig {
 /// `[agent]`: how the agent itself runs.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawAgent {
+pub(crate) struct RawAgent {
     /// Address of `/metrics`, `/healthz`, `/readyz` (env `AGENT_LISTEN`; default `0.0.0.0:9188`).
     pub(crate) listen: Option<String>,
     /// How often the cheap checks run, humantime (env `AGENT_INTERVAL`; default `15s`).
@@ -126,7 +126,7 @@ pub struct RawAgent {
 /// `[database]`: how the agent reaches PostgreSQL.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawDatabase {
+pub(crate) struct RawDatabase {
     /// Monitoring DSN (env `AGENT_DATABASE_URL`); falls back to the app's `DATABASE_URL`.
     pub(crate) url: Option<String>,
     /// File holding the monitoring DSN (env `AGENT_DATABASE_URL_FILE`).
@@ -145,7 +145,7 @@ pub struct RawDatabase {
 /// `[app]`: the app's own settings, read under the names the app reads them.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawApp {
+pub(crate) struct RawApp {
     /// The app's DSN (env `DATABASE_URL`).
     pub(crate) database_url: Option<String>,
     /// `sqlite` or `postgresql` (env `FEATURE_DATABASE_TYPE`; default `sqlite`, as the app).
@@ -187,7 +187,7 @@ pub struct RawApp {
 /// `[checks]`: thresholds and limits of the PostgreSQL checks.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawChecks {
+pub(crate) struct RawChecks {
     /// An active query older than this counts as slow (env `AGENT_SLOW_QUERY_THRESHOLD`;
     /// default `2s`, the guide's "response times >2s").
     pub(crate) slow_query_threshold: Option<String>,

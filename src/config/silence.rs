@@ -26,7 +26,7 @@ use super::Problem;
 /// `[findings]` as written.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawFindings {
+pub(crate) struct RawFindings {
     /// Check ids that do not run (env `AGENT_DISABLED_CHECKS`, comma-separated), e.g.
     /// `pg_statements`, `app_probe_health`.
     pub(crate) disabled_checks: Option<Vec<String>>,
@@ -39,7 +39,7 @@ pub struct RawFindings {
 /// One `[[findings.silence]]` entry as written.
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSilence {
+pub(crate) struct RawSilence {
     pub(crate) code: String,
     /// The finding's subject (an index, an endpoint); none silences every subject of the code.
     pub(crate) subject: Option<String>,
@@ -50,7 +50,7 @@ pub struct RawSilence {
 
 /// One validated silence.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Silence {
+pub(crate) struct Silence {
     pub(crate) code: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) subject: Option<String>,
@@ -77,7 +77,7 @@ impl Silence {
 
 /// `[findings]`, validated.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct FindingsConfig {
+pub(crate) struct FindingsConfig {
     pub(crate) disabled_checks: Vec<String>,
     pub(crate) disabled_codes: Vec<String>,
     pub(crate) silences: Vec<Silence>,

@@ -40,7 +40,7 @@ impl Default for WebLimits {
 /// The file, as written.
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WebConfigFile {
+pub(crate) struct WebConfigFile {
     #[serde(default)]
     pub(crate) tls_server_config: Option<TlsServerConfig>,
     #[serde(default)]
@@ -56,7 +56,7 @@ pub struct WebConfigFile {
 /// exporter-toolkit's `rate_limit`: a token bucket over the protected endpoints.
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RateLimitConfig {
+pub(crate) struct RateLimitConfig {
     /// Time between two requests (Go duration, e.g. `100ms`); 0 disables the limit.
     #[serde(default)]
     pub(crate) interval: Option<String>,
@@ -68,7 +68,7 @@ pub struct RateLimitConfig {
 /// exporter-toolkit's `tls_server_config` (Go `crypto/tls` names).
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TlsServerConfig {
+pub(crate) struct TlsServerConfig {
     #[serde(default)]
     pub(crate) cert_file: Option<PathBuf>,
     #[serde(default)]
@@ -111,7 +111,7 @@ pub struct TlsServerConfig {
 /// exporter-toolkit's `http_server_config`.
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HttpServerConfig {
+pub(crate) struct HttpServerConfig {
     /// exporter-toolkit's default is true: HTTP/2 beside HTTP/1.1; false: HTTP/1.1 only.
     #[serde(default)]
     pub(crate) http2: Option<bool>,

@@ -13,7 +13,7 @@ use crate::config::silence::FindingsConfig;
 
 /// A finding silenced on purpose, and why.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SilencedFinding {
+pub(crate) struct SilencedFinding {
     #[serde(flatten)]
     pub(crate) finding: Finding,
     /// Always true: lets a consumer of `/findings` filter without knowing the section.

@@ -7,7 +7,7 @@ use crate::catalog::HistogramValue;
 
 /// Probe durations accumulated since the agent started.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DurationHistogram {
+pub(crate) struct DurationHistogram {
     pub(crate) bounds: Vec<f64>,
     /// Per bucket (not cumulative): observations `<= bounds[i]` and `> bounds[i-1]`.
     pub(crate) counts: Vec<u64>,

@@ -65,7 +65,7 @@ pub struct Replication {
 
 /// A standby that streamed from this server while the agent watched and is gone now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LostStandby {
+pub(crate) struct LostStandby {
     /// Its `application_name` (or `unnamed`).
     pub(crate) name: String,
     pub(crate) client_addr: Option<String>,
