@@ -29,7 +29,7 @@ use crate::findings::Finding;
 use crate::findings::state::Published;
 
 /// Intervals a resolved alert is re-sent while posts fail.
-pub const RESOLVED_RETRY_TICKS: u32 = 10;
+pub(crate) const RESOLVED_RETRY_TICKS: u32 = 10;
 /// Attempts per tick.
 const ATTEMPTS: u32 = 3;
 
@@ -53,21 +53,21 @@ pub struct PushConfig {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
     pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
+    pub(crate) annotations: BTreeMap<String, String>,
     #[serde(rename = "startsAt")]
-    pub starts_at: String,
+    pub(crate) starts_at: String,
     #[serde(rename = "endsAt")]
-    pub ends_at: String,
+    pub(crate) ends_at: String,
 }
 
 /// The alert name of every pushed finding: the rule that forwards findings has it too.
-pub const ALERTNAME: &str = "RoseFinding";
+pub(crate) const ALERTNAME: &str = "RoseFinding";
 
 /// Codes about this agent's own instance (its configuration, its host's round trip, its app
 /// instance, its SQLite file): their pushed alerts carry `instance`. Every other code is about
 /// the database and is identified by `rose_target` alone, so a fleet pushes it once and it keeps
 /// its identity when leadership moves. Without a `rose_target` every alert carries `instance`.
-pub const INSTANCE_CODES: &[&str] = &[
+pub(crate) const INSTANCE_CODES: &[&str] = &[
     "bad_database_url",
     "no_database_configured",
     "unknown_variable",
@@ -83,7 +83,7 @@ pub const INSTANCE_CODES: &[&str] = &[
 ];
 
 /// Pure: whether the pushed alert for `code` carries `instance`.
-pub fn instance_scoped(code: &str, cfg: &PushConfig) -> bool {
+pub(crate) fn instance_scoped(code: &str, cfg: &PushConfig) -> bool {
     cfg.rose_target.is_none() || INSTANCE_CODES.contains(&code)
 }
 
@@ -128,7 +128,7 @@ pub fn alert_for(f: &Finding, cfg: &PushConfig, starts: SystemTime, ends: System
 
 /// Pushes until `cancel` fires.
 /// Reads the findings channel; writes only its own series (`rose_agent_alertmanager_*`).
-pub async fn run(
+pub(crate) async fn run(
     cfg: PushConfig,
     findings: Published,
     series: catalog::Series,

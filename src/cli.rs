@@ -23,7 +23,7 @@ pub struct Cli {
 }
 
 /// What `--help` adds: the variables a first run needs and the endpoints.
-pub const FIRST_RUN: &str = "\
+pub(crate) const FIRST_RUN: &str = "\
 A first run needs:
   AGENT_DATABASE_URL      DSN of the monitoring role (or AGENT_DATABASE_URL_FILE; without
                           either, the app's DATABASE_URL), e.g.
@@ -79,7 +79,7 @@ pub enum Command {
 pub struct EndpointArgs {
     /// Address of the agent's endpoint (host:port); default: from AGENT_LISTEN.
     #[arg(long)]
-    pub addr: Option<String>,
+    pub(crate) addr: Option<String>,
     /// Client certificate (PEM) for an endpoint whose web config asks for one
     /// (`client_auth_type: RequireAndVerifyClientCert`, mutual TLS); with --key.
     #[arg(
@@ -88,7 +88,7 @@ pub struct EndpointArgs {
         env = "AGENT_STATUS_CERT_FILE",
         requires = "key"
     )]
-    pub cert: Option<PathBuf>,
+    pub(crate) cert: Option<PathBuf>,
     /// The private key (PEM) of --cert.
     #[arg(
         long,
@@ -96,39 +96,39 @@ pub struct EndpointArgs {
         env = "AGENT_STATUS_KEY_FILE",
         requires = "cert"
     )]
-    pub key: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct HealthcheckArgs {
     #[command(flatten)]
-    pub endpoint: EndpointArgs,
+    pub(crate) endpoint: EndpointArgs,
     /// Upper bound on connect + request + answer.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    pub timeout: std::time::Duration,
+    pub(crate) timeout: std::time::Duration,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     /// Output format: text for people, json (the agent's /status) for scripts.
     #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    pub(crate) format: Format,
     /// No ANSI colours (they are off anyway when stdout is not a terminal).
     #[arg(long)]
-    pub no_color: bool,
+    pub(crate) no_color: bool,
     #[command(flatten)]
-    pub endpoint: EndpointArgs,
+    pub(crate) endpoint: EndpointArgs,
     /// A basic-auth user of the web config; its password comes from AGENT_STATUS_PASSWORD or
     /// --password-file (never the command line). Without it, the web config's bearer token is
     /// used when it has one.
     #[arg(long, env = "AGENT_STATUS_USER")]
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
     /// File holding the basic-auth password of --user.
     #[arg(long, value_name = "PATH")]
-    pub password_file: Option<PathBuf>,
+    pub(crate) password_file: Option<PathBuf>,
     /// Upper bound on connect + request + answer.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    pub timeout: std::time::Duration,
+    pub(crate) timeout: std::time::Duration,
 }
 
 /// Output format of `diagnose`.

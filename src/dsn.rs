@@ -28,12 +28,13 @@ use std::time::Duration;
 use percent_encoding::percent_decode_str;
 
 mod redact;
-pub use redact::{redact, url_for_message};
+pub use redact::redact;
+pub(crate) use redact::url_for_message;
 
 /// Default PostgreSQL port, as libpq.
-pub const DEFAULT_PORT: u16 = 5432;
+pub(crate) const DEFAULT_PORT: u16 = 5432;
 /// Unix socket directory Debian's libpq uses when a DSN names no host.
-pub const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
+pub(crate) const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
 
 /// How TLS is negotiated, following libpq's `sslmode` semantics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -91,36 +92,36 @@ pub enum ChannelBinding {
 /// One server of a DSN: where it is, and the address to use instead of resolving its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
-    pub host: Host,
-    pub port: u16,
+    pub(crate) host: Host,
+    pub(crate) port: u16,
     /// libpq's `hostaddr`: connect here; the host name still names the server for TLS.
-    pub hostaddr: Option<IpAddr>,
+    pub(crate) hostaddr: Option<IpAddr>,
 }
 
 /// A parsed, validated connection string. Never prints its password.
 #[derive(Clone)]
 pub struct Dsn {
     /// The first (often the only) server.
-    pub host: Host,
-    pub port: u16,
-    pub hostaddr: Option<IpAddr>,
+    pub(crate) host: Host,
+    pub(crate) port: u16,
+    pub(crate) hostaddr: Option<IpAddr>,
     /// The servers after the first of a multi-host DSN, tried in order.
-    pub more_hosts: Vec<Endpoint>,
+    pub(crate) more_hosts: Vec<Endpoint>,
     pub user: String,
     password: Option<String>,
-    pub dbname: String,
-    pub sslmode: SslMode,
-    pub sslrootcert: Option<PathBuf>,
+    pub(crate) dbname: String,
+    pub(crate) sslmode: SslMode,
+    pub(crate) sslrootcert: Option<PathBuf>,
     /// Client certificate and its key (certificate authentication).
-    pub sslcert: Option<PathBuf>,
-    pub sslkey: Option<PathBuf>,
-    pub target_session_attrs: TargetSessionAttrs,
-    pub channel_binding: ChannelBinding,
-    pub connect_timeout: Option<Duration>,
+    pub(crate) sslcert: Option<PathBuf>,
+    pub(crate) sslkey: Option<PathBuf>,
+    pub(crate) target_session_attrs: TargetSessionAttrs,
+    pub(crate) channel_binding: ChannelBinding,
+    pub(crate) connect_timeout: Option<Duration>,
     pub application_name: Option<String>,
     /// Valid libpq parameters the string sets that the agent's connection does not honour
     /// (names from the agent's own list only, never the values): for one warning.
-    pub ignored: Vec<&'static str>,
+    pub(crate) ignored: Vec<&'static str>,
 }
 
 /// Why a DSN was rejected. Messages never quote the input: an unparsed DSN may hold the
@@ -372,12 +373,12 @@ impl Dsn {
     }
 
     /// The password, for the connector only.
-    pub fn password(&self) -> Option<&str> {
+    pub(crate) fn password(&self) -> Option<&str> {
         self.password.as_deref()
     }
 
     /// Every server, in the order they are tried.
-    pub fn endpoints(&self) -> Vec<Endpoint> {
+    pub(crate) fn endpoints(&self) -> Vec<Endpoint> {
         let mut all = vec![Endpoint {
             host: self.host.clone(),
             port: self.port,
@@ -470,17 +471,11 @@ impl Dsn {
             params.join("&")
         )
     }
-
-    /// The same server with other credentials/database kept: used for the replica.
-    pub fn with_application_name(mut self, name: &str) -> Dsn {
-        self.application_name = Some(name.to_owned());
-        self
-    }
 }
 
 impl Endpoint {
     /// `host:port` (`[v6]:port`, `/socket/dir:port`).
-    pub fn host_port(&self) -> String {
+    pub(crate) fn host_port(&self) -> String {
         match &self.host {
             Host::Tcp(h) if h.contains(':') => format!("[{h}]:{}", self.port),
             Host::Tcp(h) => format!("{h}:{}", self.port),

@@ -67,18 +67,7 @@ impl Serialize for ErrorKind {
     }
 }
 
-impl ErrorKind {
-    /// Kinds after which the agent backs off before connecting again.
-    pub fn is_connect_failure(self) -> bool {
-        !matches!(
-            self,
-            ErrorKind::QueryTimeout
-                | ErrorKind::UndefinedTable
-                | ErrorKind::UndefinedColumn
-                | ErrorKind::Canceled
-        )
-    }
-}
+impl ErrorKind {}
 
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -89,7 +78,7 @@ impl fmt::Display for ErrorKind {
 /// A failed check run, safe to log and show.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CheckError {
-    pub kind: ErrorKind,
+    pub(crate) kind: ErrorKind,
     /// SQLSTATE from the server, when it sent one.
     pub sqlstate: Option<String>,
     /// Human text, secrets scrubbed.
@@ -97,7 +86,7 @@ pub struct CheckError {
 }
 
 impl CheckError {
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> CheckError {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> CheckError {
         CheckError {
             kind,
             sqlstate: None,
@@ -106,7 +95,7 @@ impl CheckError {
     }
 
     /// Classifies a tokio-postgres error by SQLSTATE, then by the I/O error kind in its chain.
-    pub fn from_pg(e: &tokio_postgres::Error, target: &str) -> CheckError {
+    pub(crate) fn from_pg(e: &tokio_postgres::Error, target: &str) -> CheckError {
         if let Some(db) = e.as_db_error() {
             let code = db.code().code().to_owned();
             let kind = kind_for_sqlstate(&code);
@@ -130,7 +119,7 @@ impl CheckError {
 
 impl CheckError {
     /// Classifies an I/O error of the agent's own socket work (a TCP connect) by its kind.
-    pub fn from_io(e: &std::io::Error, target: &str) -> CheckError {
+    pub(crate) fn from_io(e: &std::io::Error, target: &str) -> CheckError {
         CheckError::new(classify_chain(e), format!("{target}: {}", full_chain(e)))
     }
 }
@@ -144,7 +133,7 @@ impl fmt::Display for CheckError {
 impl std::error::Error for CheckError {}
 
 /// SQLSTATE -> kind. Codes from the PostgreSQL manual, Appendix A.
-pub fn kind_for_sqlstate(code: &str) -> ErrorKind {
+pub(crate) fn kind_for_sqlstate(code: &str) -> ErrorKind {
     match code {
         "28P01" => ErrorKind::AuthFailed,
         "28000" => ErrorKind::HbaRejected,
@@ -198,7 +187,7 @@ fn classify_chain(e: &(dyn std::error::Error + 'static)) -> ErrorKind {
 
 /// Whether an I/O error is the agent's own lack of descriptors or memory (EMFILE, ENFILE,
 /// ENOMEM, ENOBUFS), which must never be read as a verdict on the database or the app.
-pub fn is_local_resource_error(e: &std::io::Error) -> bool {
+pub(crate) fn is_local_resource_error(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS)
@@ -206,7 +195,7 @@ pub fn is_local_resource_error(e: &std::io::Error) -> bool {
 }
 
 /// The error and its sources joined, for the message (never for labels).
-pub fn full_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn full_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(err) = cur {

@@ -20,7 +20,7 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 
 /// An exposition format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// Prometheus text format 0.0.4 (the fallback).
     Text,
     /// OpenMetrics 1.0.0.
@@ -28,7 +28,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Format::Text => TEXT_CONTENT_TYPE,
             Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
@@ -38,9 +38,9 @@ impl Format {
 
 /// What a scrape gets: a format and whether the body is gzipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Wire {
-    pub format: Format,
-    pub gzip: bool,
+pub(crate) struct Wire {
+    pub(crate) format: Format,
+    pub(crate) gzip: bool,
 }
 
 /// Pure: the media ranges of an `Accept`/`Accept-Encoding` header value as (lower-case token
@@ -65,7 +65,7 @@ fn ranges(header: &str) -> impl Iterator<Item = (String, f32)> + '_ {
 /// `application/openmetrics-text` with a weight at least that of the text format (what
 /// Prometheus sends: OpenMetrics first, `text/plain;q=0.5`), else the text format; gzip when
 /// `Accept-Encoding` names `gzip` with a non-zero weight.
-pub fn negotiate(accept: Option<&str>, accept_encoding: Option<&str>) -> Wire {
+pub(crate) fn negotiate(accept: Option<&str>, accept_encoding: Option<&str>) -> Wire {
     let mut om_q = 0.0f32;
     let mut text_q = 0.0f32;
     for (token, q) in ranges(accept.unwrap_or("")) {
@@ -135,7 +135,7 @@ fn sample(out: &mut String, name: &str, suffix: &str, labels: &[(&str, &str)], v
 /// it after the per-scrape tail). A counter's family is its name without `_total` and its
 /// sample keeps `_total`; `# UNIT` is written when the family name ends with its unit
 /// (`seconds`, `bytes`), as OpenMetrics requires.
-pub fn encode_openmetrics(
+pub(crate) fn encode_openmetrics(
     families: &[MetricFamily],
     unit_of: impl Fn(&str) -> Option<&'static str>,
 ) -> Vec<u8> {
@@ -220,7 +220,7 @@ pub fn encode_openmetrics(
 }
 
 /// The end of every OpenMetrics exposition.
-pub const EOF: &[u8] = b"# EOF\n";
+pub(crate) const EOF: &[u8] = b"# EOF\n";
 
 /// Deflate calls per stream at most: bounds the loop whatever the library answers.
 const MAX_DEFLATE_ROUNDS: usize = 10_000;
@@ -270,7 +270,7 @@ const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 /// A gzip member's cached head: the header and the body's deflate blocks (not final), with the
 /// CRC-32 and length of the body for the trailer.
 #[derive(Clone)]
-pub struct GzipHead {
+pub(crate) struct GzipHead {
     bytes: Vec<u8>,
     crc: crc32fast::Hasher,
     len: u64,
@@ -278,7 +278,7 @@ pub struct GzipHead {
 
 impl GzipHead {
     /// Compresses `body` (once per snapshot); `None` if the compressor fails.
-    pub fn new(body: &[u8]) -> Option<GzipHead> {
+    pub(crate) fn new(body: &[u8]) -> Option<GzipHead> {
         let mut bytes = GZIP_HEADER.to_vec();
         bytes.extend_from_slice(&deflate_open(body)?);
         let mut crc = crc32fast::Hasher::new();
@@ -292,7 +292,7 @@ impl GzipHead {
 
     /// The whole gzip member of the body followed by `tail`. The tail (a few hundred bytes) goes
     /// in stored deflate blocks, the last one final: no compressor is set up per scrape.
-    pub fn finish(&self, tail: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn finish(&self, tail: &[u8]) -> Option<Vec<u8>> {
         let end = stored_blocks(tail);
         let mut crc = self.crc.clone();
         crc.update(tail);

@@ -8,15 +8,15 @@ use std::path::Path;
 
 /// The largest file the agent reads for its configuration (1 MiB): far above any real config,
 /// certificate bundle or token.
-pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Reads at most [`MAX_FILE_BYTES`]; a longer file is an error saying so.
-pub fn read(path: &Path) -> io::Result<Vec<u8>> {
+pub(crate) fn read(path: &Path) -> io::Result<Vec<u8>> {
     read_at_most(path, MAX_FILE_BYTES)
 }
 
 /// [`read`], as UTF-8.
-pub fn read_to_string(path: &Path) -> io::Result<String> {
+pub(crate) fn read_to_string(path: &Path) -> io::Result<String> {
     String::from_utf8(read(path)?)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "the file is not UTF-8 text"))
 }
@@ -36,7 +36,7 @@ fn read_at_most(path: &Path, max: u64) -> io::Result<Vec<u8>> {
 }
 
 /// The soft open-files limit of this process, from `/proc/self/limits` (no `unsafe` needed).
-pub fn nofile_limit() -> Option<u64> {
+pub(crate) fn nofile_limit() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/limits").ok()?;
     parse_nofile(&text)
 }

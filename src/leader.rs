@@ -44,7 +44,7 @@ pub use crate::config::DEFAULT_LOCK_KEY;
 /// Whether any session holds the election lock `key` in this database (for an agent behind a
 /// pooler, which must not take it). A bigint advisory lock shows in `pg_locks` as classid = high
 /// 32 bits, objid = low 32 bits, objsubid = 1.
-pub fn held_by_anyone_sql(key: i64) -> String {
+pub(crate) fn held_by_anyone_sql(key: i64) -> String {
     let k = key as u64;
     format!(
         "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
@@ -83,7 +83,7 @@ impl Leadership {
     }
 
     /// Whether elections happen at all.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.enabled
     }
 
@@ -101,17 +101,17 @@ impl Leadership {
 
     /// Changes after the first round and whenever the lock is taken (on a new connection) or
     /// lost.
-    pub fn subscribe(&self) -> watch::Receiver<(bool, Option<u64>)> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<(bool, Option<u64>)> {
         self.tx.subscribe()
     }
 
     /// Changes after every round of [`Leadership::run`]: (rounds so far, whether it leads).
-    pub fn rounds(&self) -> watch::Receiver<(u64, bool)> {
+    pub(crate) fn rounds(&self) -> watch::Receiver<(u64, bool)> {
         self.rounds.subscribe()
     }
 
     /// True once the first election round has completed (or when there is no election).
-    pub fn decided(&self) -> bool {
+    pub(crate) fn decided(&self) -> bool {
         !self.enabled || self.tx.borrow().0
     }
 
@@ -171,7 +171,7 @@ impl Leadership {
     /// Runs an election round every `every`, publishes `rose_agent_leader` (its own series) and
     /// each round's result ([`Leadership::rounds`]: the scheduler withdraws the series of the
     /// database-wide checks after each round that follows).
-    pub async fn run(
+    pub(crate) async fn run(
         self: Arc<Self>,
         every: Duration,
         series: catalog::Series,

@@ -32,7 +32,7 @@ pub mod diagnose;
 pub mod dsn;
 pub mod error;
 pub mod exposition;
-pub mod files;
+pub(crate) mod files;
 pub mod findings;
 pub mod leader;
 pub mod pg;

@@ -18,21 +18,21 @@ use crate::snapshot::{Snapshot, Store};
 #[derive(Clone)]
 pub struct Sources {
     /// Check outcomes (the scheduler writes).
-    pub store: Store,
+    pub(crate) store: Store,
     /// Findings of the last evaluation cycle (the findings loop writes).
     pub findings: Published,
     /// What the status page says about the agent (the runtime sets it per configuration).
     about: Arc<Mutex<Arc<About>>>,
     /// Connection attempts (the PostgreSQL target's connect hook counts).
-    pub connects: Arc<ConnectCounts>,
+    pub(crate) connects: Arc<ConnectCounts>,
     /// `rose_agent_alertmanager_*` (the pusher writes).
-    pub alertmanager: Series,
+    pub(crate) alertmanager: Series,
     /// `rose_agent_leader` (the election writes).
-    pub leader: Series,
+    pub(crate) leader: Series,
     /// `rose_agent_otlp_*` (the OTLP ticker writes).
-    pub otlp: Series,
+    pub(crate) otlp: Series,
     /// `rose_target_info` (the runtime writes per configuration).
-    pub target: Series,
+    pub(crate) target: Series,
 }
 
 impl Sources {
@@ -50,7 +50,7 @@ impl Sources {
     }
 
     /// Replaces what the status page says about the agent.
-    pub fn set_about(&self, about: About) {
+    pub(crate) fn set_about(&self, about: About) {
         let mut g = self.about.lock().unwrap_or_else(|p| p.into_inner());
         if **g != about {
             *g = Arc::new(about);
@@ -85,22 +85,22 @@ impl Sources {
 /// One reading of the snapshot and the channels beside it; derefs to the [`Snapshot`].
 #[derive(Debug, Clone)]
 pub struct Reading {
-    pub snap: Arc<Snapshot>,
-    pub findings: Arc<View>,
+    pub(crate) snap: Arc<Snapshot>,
+    pub(crate) findings: Arc<View>,
     /// Grows with every findings publish.
-    pub findings_generation: u64,
-    pub about: Arc<About>,
+    pub(crate) findings_generation: u64,
+    pub(crate) about: Arc<About>,
     /// Connection attempts: (succeeded, failed).
-    pub pg_connects: (u64, u64),
+    pub(crate) pg_connects: (u64, u64),
     /// The components' self series.
-    pub components: Vec<Arc<Vec<Sample>>>,
+    pub(crate) components: Vec<Arc<Vec<Sample>>>,
     /// Grows with every write of a self series or connection count.
-    pub series_version: u64,
+    pub(crate) series_version: u64,
 }
 
 /// What a rendering depends on besides the clock: the snapshot generation, the findings
 /// generation, the self series' version and the stale checks.
-pub type CacheKey = (u64, u64, u64, Vec<Arc<str>>);
+pub(crate) type CacheKey = (u64, u64, u64, Vec<Arc<str>>);
 
 impl Reading {
     /// A snapshot with nothing beside it (no findings yet, no self series): one-shot runs and
@@ -118,7 +118,7 @@ impl Reading {
     }
 
     /// The cache key of a rendering at `now`.
-    pub fn cache_key(&self, now: SystemTime) -> CacheKey {
+    pub(crate) fn cache_key(&self, now: SystemTime) -> CacheKey {
         (
             self.snap.generation,
             self.findings_generation,
@@ -140,25 +140,25 @@ impl Deref for Reading {
 /// ([`Sources::set_about`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct About {
-    pub version: String,
-    pub instance: String,
+    pub(crate) version: String,
+    pub(crate) instance: String,
     /// Sanitized `host:port/dbname`; `None` without PostgreSQL.
-    pub target: Option<String>,
+    pub(crate) target: Option<String>,
     /// `FEATURE_DATABASE_TYPE` as the agent understood it.
-    pub database_type: String,
+    pub(crate) database_type: String,
     /// The app's base URL the probes use (no credentials).
-    pub app_url: String,
+    pub(crate) app_url: String,
     /// Where `docs/runbooks/` is published (`AGENT_RUNBOOK_BASE_URL`).
-    pub runbook_base: String,
+    pub(crate) runbook_base: String,
     /// `AGENT_INTERVAL`: findings are evaluated this often.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Connections in use over usable slots above which the connections figure warns (the
     /// same ratio as `connections_near_limit`).
-    pub connections_warn_ratio: f64,
+    pub(crate) connections_warn_ratio: f64,
 }
 
 impl About {
-    pub fn from_config(config: &crate::config::Config) -> About {
+    pub(crate) fn from_config(config: &crate::config::Config) -> About {
         About {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             instance: config.agent.instance.clone(),
@@ -177,7 +177,7 @@ impl About {
     }
 
     /// The runbook of a finding code, the same URL pushed alerts carry.
-    pub fn runbook_url(&self, code: &str) -> String {
+    pub(crate) fn runbook_url(&self, code: &str) -> String {
         let base = if self.runbook_base.is_empty() {
             crate::config::DEFAULT_RUNBOOK_BASE
         } else {

@@ -23,7 +23,7 @@ use crate::catalog::{self, Kind, MetricDef, Sample, Value};
 use crate::reading::Reading;
 
 /// What a rendering depends on besides the clock (see [`Reading::cache_key`]).
-pub use crate::reading::CacheKey;
+pub(crate) use crate::reading::CacheKey;
 
 /// The renderings of one [`CacheKey`], each made on the first scrape that asks for it.
 #[derive(Default)]
@@ -36,10 +36,10 @@ struct Cached {
 
 /// One scrape's answer: the body in the format asked for, gzipped when `gzip`.
 #[derive(Debug, Clone)]
-pub struct Rendered {
-    pub body: Bytes,
-    pub format: Format,
-    pub gzip: bool,
+pub(crate) struct Rendered {
+    pub(crate) body: Bytes,
+    pub(crate) format: Format,
+    pub(crate) gzip: bool,
 }
 
 /// Caches the last renderings (every format, plain and gzipped) by [`CacheKey`].
@@ -56,7 +56,7 @@ impl Renderer {
 
     /// The text exposition of `snap` as of `now`: the cached body for the same generation and
     /// stale set, followed by the snapshot's age (which changes every scrape).
-    pub fn render_at(&self, snap: &Reading, now: SystemTime) -> Bytes {
+    pub(crate) fn render_at(&self, snap: &Reading, now: SystemTime) -> Bytes {
         self.render_wire(
             snap,
             now,
@@ -71,7 +71,7 @@ impl Renderer {
     /// The exposition of `snap` as of `now` on `wire`: the cached body (or its cached gzip
     /// head) for the same generation and stale set, then the per-scrape tail (the snapshot's
     /// age; `# EOF` in OpenMetrics). Served uncompressed if compression fails.
-    pub fn render_wire(&self, snap: &Reading, now: SystemTime, wire: Wire) -> Rendered {
+    pub(crate) fn render_wire(&self, snap: &Reading, now: SystemTime, wire: Wire) -> Rendered {
         let key = snap.cache_key(now);
         let mut tail = match snap.age(now) {
             None => Vec::new(),
@@ -282,7 +282,7 @@ pub fn all_samples(snap: &Reading, now: SystemTime) -> Vec<Sample> {
 }
 
 /// Groups samples into metric families in catalog order.
-pub fn families(snap: &Reading, now: SystemTime) -> Vec<MetricFamily> {
+pub(crate) fn families(snap: &Reading, now: SystemTime) -> Vec<MetricFamily> {
     let mut grouped: BTreeMap<&'static str, Vec<Sample>> = BTreeMap::new();
     for s in all_samples(snap, now) {
         grouped.entry(s.def.name).or_default().push(s);

@@ -29,11 +29,6 @@ pub fn pg_target(config: &Config, connects: Option<Arc<ConnectCounts>>) -> Optio
     Some(Arc::new(target))
 }
 
-/// Runs until SIGTERM/SIGINT or until `cancel` fires.
-pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
-    run_with_reload(config, None, cancel).await
-}
-
 /// What one configuration runs: its check loops, the election, the findings loop and the
 /// alert pusher, under their own token so a reload can stop them without touching the
 /// snapshot or the server.
@@ -350,9 +345,9 @@ pub async fn run_with_reload(
 }
 
 /// A reload waits until SIGHUPs have been quiet this long...
-pub const RELOAD_QUIET: std::time::Duration = std::time::Duration::from_millis(300);
+pub(crate) const RELOAD_QUIET: std::time::Duration = std::time::Duration::from_millis(300);
 /// ...but never longer than this after the first one.
-pub const RELOAD_MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
+pub(crate) const RELOAD_MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Waits until SIGHUPs have been quiet for [`RELOAD_QUIET`] (at most [`RELOAD_MAX_DELAY`]);
 /// returns how many arrived, the first included.

@@ -70,7 +70,7 @@ pub fn spawn_all(
 
 /// Makes `checks` the set the snapshot holds (a reload drops the state of removed checks, so
 /// they export nothing stale) and the set that must report before the agent is ready.
-pub fn adopt(store: &Store, checks: &[Arc<dyn Check>]) {
+pub(crate) fn adopt(store: &Store, checks: &[Arc<dyn Check>]) {
     let ids: Vec<Arc<str>> = checks.iter().map(|c| Arc::from(c.id())).collect();
     store.retain_checks(&ids);
     store.set_expected(ids);
@@ -85,7 +85,7 @@ pub fn adopt(store: &Store, checks: &[Arc<dyn Check>]) {
 /// (a burst of reloads must not become a burst of statements). A new check, or one whose outcome
 /// would go stale before that tick, runs at once.
 #[allow(clippy::too_many_arguments)]
-pub fn spawn_led(
+pub(crate) fn spawn_led(
     tasks: &mut JoinSet<()>,
     checks: &[Arc<dyn Check>],
     fast: Duration,
@@ -152,7 +152,7 @@ async fn withdraw_while_following(
 
 /// The span of one check run, with the OpenTelemetry semantic-convention attributes of what
 /// the check talks to. Never query text or credentials.
-pub fn check_span(check: &dyn Check) -> tracing::Span {
+pub(crate) fn check_span(check: &dyn Check) -> tracing::Span {
     use tracing::field::Empty;
     let span = tracing::info_span!(
         "check",
@@ -213,7 +213,7 @@ pub fn check_span(check: &dyn Check) -> tracing::Span {
 }
 
 /// Records a run's outcome on its span.
-pub fn record_outcome(span: &tracing::Span, outcome: &Outcome) {
+pub(crate) fn record_outcome(span: &tracing::Span, outcome: &Outcome) {
     span.record("duration_ms", outcome.duration.as_millis() as u64);
     match &outcome.result {
         Ok(obs) => {
@@ -315,7 +315,7 @@ async fn run_loop(
 }
 
 /// The first tick of the schedule `epoch + k * every` at or after `now`.
-pub fn next_tick(epoch: Instant, every: Duration, now: Instant) -> Instant {
+pub(crate) fn next_tick(epoch: Instant, every: Duration, now: Instant) -> Instant {
     let since = now.saturating_duration_since(epoch).as_nanos();
     let period = every.as_nanos().max(1);
     let k = since.div_ceil(period);

@@ -48,24 +48,18 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use crate::config::web::{
-    DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, MAX_HEADER_TIMEOUT, MIN_HEADER_TIMEOUT,
-    WebLimits,
-};
+pub(crate) use crate::config::web::WebLimits;
 use crate::files::nofile_limit;
 use crate::reading::Sources;
 use crate::render::Renderer;
 
-/// Content type of the Prometheus text format 0.0.4.
-pub const METRICS_CONTENT_TYPE: &str = crate::exposition::TEXT_CONTENT_TYPE;
-
 /// Descriptors kept for the agent's own work (the PostgreSQL connection and its reconnects,
 /// the SQLite files, app probes, alert pushes, OTLP, /proc reads, the runtime's own), or a
 /// quarter of the open-files limit when that is more: HTTP clients never get these.
-pub const RESERVED_FDS: u64 = 128;
+pub(crate) const RESERVED_FDS: u64 = 128;
 /// The longest a connection lives, however busy: bounds a client that reads its response very
 /// slowly or sends request after request forever. Then it is closed gracefully.
-pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(120);
+pub(crate) const MAX_CONNECTION_AGE: Duration = Duration::from_secs(120);
 /// How long in-flight requests may finish at shutdown or at `MAX_CONNECTION_AGE`.
 const DRAIN: Duration = Duration::from_secs(2);
 /// A request header larger than this closes the connection (hyper's minimum is 8 KiB; a scrape
@@ -79,7 +73,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Pure: the connections the endpoint may hold under an open-files limit (`None`: unknown, no
 /// limit). The agent keeps `max(RESERVED_FDS, limit / 4)` descriptors for its own work.
-pub fn connection_cap(configured: u32, nofile: Option<u64>) -> usize {
+pub(crate) fn connection_cap(configured: u32, nofile: Option<u64>) -> usize {
     let configured = configured.max(1) as usize;
     match nofile {
         None => configured,
@@ -131,7 +125,7 @@ pub fn router(
 }
 
 /// Binds the listener (so the caller learns of a taken port before anything starts).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
@@ -182,7 +176,7 @@ enum Protocol {
 /// connection gets the time to send its request while a flood keeps the endpoint full (a
 /// newcomer waits for one to come of age instead). Short, so the accept loop keeps up with a
 /// flood of over a thousand connections a second.
-pub const EVICT_MIN_AGE: Duration = Duration::from_millis(50);
+pub(crate) const EVICT_MIN_AGE: Duration = Duration::from_millis(50);
 /// How often a newcomer waiting for room retries the eviction.
 const ROOM_POLL: Duration = Duration::from_millis(5);
 

@@ -23,7 +23,7 @@ use crate::error::{CheckError, ErrorKind};
 /// One run's result.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    pub at: SystemTime,
+    pub(crate) at: SystemTime,
     pub duration: Duration,
     pub result: Result<Observation, CheckError>,
 }
@@ -31,19 +31,19 @@ pub struct Outcome {
 /// Everything known about one check.
 #[derive(Debug, Clone)]
 pub struct CheckState {
-    pub last: Outcome,
+    pub(crate) last: Outcome,
     /// Samples of the last run: empty when it failed.
-    pub samples: Vec<Sample>,
-    pub last_success: Option<SystemTime>,
-    pub runs: u64,
-    pub consecutive_failures: u32,
-    pub errors: BTreeMap<ErrorKind, u64>,
+    pub(crate) samples: Vec<Sample>,
+    pub(crate) last_success: Option<SystemTime>,
+    pub(crate) runs: u64,
+    pub(crate) consecutive_failures: u32,
+    pub(crate) errors: BTreeMap<ErrorKind, u64>,
     /// How long the last outcome counts as current, and what the check exports past that.
-    pub freshness: Freshness,
+    pub(crate) freshness: Freshness,
     /// While the last run failed: the observation of the last run that succeeded (facts such as
     /// the role's connection limit that explain the failure). `None` while the last run
     /// succeeded (it is `last`), so nothing is held twice.
-    pub last_good: Option<Arc<Observation>>,
+    pub(crate) last_good: Option<Arc<Observation>>,
 }
 
 /// How long an outcome is current, and what its check exports once it is not.
@@ -51,24 +51,24 @@ pub struct CheckState {
 pub struct Freshness {
     /// Age of an outcome (from the start of its run) past which it is stale; `None`: never
     /// (one-shot runs such as `agent diagnose`).
-    pub max_age: Option<Duration>,
+    pub(crate) max_age: Option<Duration>,
     /// The series the check exports while its outcome is stale (its failure series, such as
     /// `rose_pg_up 0`); the outcome's own samples are withheld.
-    pub unknown: Vec<Sample>,
+    pub(crate) unknown: Vec<Sample>,
 }
 
 impl Freshness {
     /// The bound of a check that runs every `every` with runs cut off at `timeout`: the next
     /// run should have finished by `every + timeout`; half a period (at least a second) of slack
     /// absorbs scheduling jitter on a loaded host.
-    pub fn bound(every: Duration, timeout: Duration) -> Duration {
+    pub(crate) fn bound(every: Duration, timeout: Duration) -> Duration {
         every + timeout + (every / 2).max(Duration::from_secs(1))
     }
 }
 
 impl CheckState {
     /// True when the last outcome is older than its freshness bound at `now`.
-    pub fn is_stale(&self, now: SystemTime) -> bool {
+    pub(crate) fn is_stale(&self, now: SystemTime) -> bool {
         self.freshness
             .max_age
             .is_some_and(|max| now.duration_since(self.last.at).is_ok_and(|age| age > max))
@@ -79,22 +79,22 @@ impl CheckState {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     /// Bumped on every publish; renderers cache by it.
-    pub generation: u64,
-    pub started: SystemTime,
+    pub(crate) generation: u64,
+    pub(crate) started: SystemTime,
     /// Checks that must report once before the agent is ready.
-    pub expected: Vec<Arc<str>>,
-    pub checks: BTreeMap<Arc<str>, Arc<CheckState>>,
+    pub(crate) expected: Vec<Arc<str>>,
+    pub(crate) checks: BTreeMap<Arc<str>, Arc<CheckState>>,
     /// Database-wide checks this agent skips because another agent of the fleet leads: they
     /// export nothing here and do not hold readiness back (until they run here again).
-    pub deferred: BTreeSet<Arc<str>>,
+    pub(crate) deferred: BTreeSet<Arc<str>>,
     /// The last good observation of checks withdrawn by [`Store::defer`] (a lost connection
     /// also loses the lead): facts that explain a later failure (see [`Snapshot::last_good`]).
-    pub retired: BTreeMap<Arc<str>, Arc<Observation>>,
+    pub(crate) retired: BTreeMap<Arc<str>, Arc<Observation>>,
 }
 
 impl Snapshot {
     /// True once every expected check has completed at least once.
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         self.expected
             .iter()
             .all(|id| self.checks.contains_key(id) || self.deferred.contains(id))
@@ -108,7 +108,7 @@ impl Snapshot {
     }
 
     /// The checks whose last outcome is stale at `now`, in id order.
-    pub fn stale_checks(&self, now: SystemTime) -> Vec<Arc<str>> {
+    pub(crate) fn stale_checks(&self, now: SystemTime) -> Vec<Arc<str>> {
         self.checks
             .iter()
             .filter(|(_, s)| s.is_stale(now))
@@ -117,7 +117,7 @@ impl Snapshot {
     }
 
     /// Seconds since the newest check outcome was published (`None` before the first).
-    pub fn age(&self, now: SystemTime) -> Option<Duration> {
+    pub(crate) fn age(&self, now: SystemTime) -> Option<Duration> {
         self.checks
             .values()
             .map(|s| s.last.at + s.last.duration)
@@ -127,7 +127,7 @@ impl Snapshot {
 
     /// The observation of the check's last successful run, whether or not its last run
     /// succeeded (see [`CheckState::last_good`]).
-    pub fn last_good(&self, id: &str) -> Option<&Observation> {
+    pub(crate) fn last_good(&self, id: &str) -> Option<&Observation> {
         match self.checks.get(id) {
             Some(st) => match &st.last.result {
                 Ok(o) => Some(o),
@@ -138,7 +138,7 @@ impl Snapshot {
     }
 
     /// The last error of a check, if its last run failed.
-    pub fn error(&self, id: &str) -> Option<&CheckError> {
+    pub(crate) fn error(&self, id: &str) -> Option<&CheckError> {
         self.checks
             .get(id)
             .and_then(|s| s.last.result.as_ref().err())
@@ -166,21 +166,14 @@ impl Store {
         }
     }
 
-    /// Sets the checks that must report before the agent is ready.
-    pub fn with_expected(self, expected: Vec<Arc<str>>) -> Store {
-        self.tx
-            .send_modify(|snap| Arc::make_mut(snap).expected = expected);
-        self
-    }
-
     /// Replaces the checks that must report before the agent is ready (after a reload).
-    pub fn set_expected(&self, expected: Vec<Arc<str>>) {
+    pub(crate) fn set_expected(&self, expected: Vec<Arc<str>>) {
         self.tx
             .send_modify(|snap| Arc::make_mut(snap).expected = expected);
     }
 
     /// Drops the state of checks a reload removed, so they export nothing stale.
-    pub fn retain_checks(&self, ids: &[Arc<str>]) {
+    pub(crate) fn retain_checks(&self, ids: &[Arc<str>]) {
         self.tx.send_if_modified(|snap| {
             if snap.checks.keys().all(|k| ids.contains(k)) {
                 return false;
@@ -194,10 +187,6 @@ impl Store {
         });
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
-        self.tx.subscribe()
-    }
-
     /// The current snapshot (an `Arc` clone; no lock is held after return).
     pub fn current(&self) -> Arc<Snapshot> {
         self.tx.borrow().clone()
@@ -205,12 +194,12 @@ impl Store {
 
     /// Records one run of a check with the samples it exports; the outcome never goes stale
     /// (one-shot runs). The scheduler uses [`Store::publish_fresh`].
-    pub fn publish(&self, id: &str, outcome: Outcome, samples: Vec<Sample>) {
+    pub(crate) fn publish(&self, id: &str, outcome: Outcome, samples: Vec<Sample>) {
         self.publish_fresh(id, outcome, samples, Freshness::default())
     }
 
     /// Records one run of a check with the samples it exports and how long they are current.
-    pub fn publish_fresh(
+    pub(crate) fn publish_fresh(
         &self,
         id: &str,
         outcome: Outcome,
@@ -262,7 +251,7 @@ impl Store {
 
     /// Withdraws checks another agent of the fleet runs: their state and series go, and they
     /// stop counting for readiness until they publish again. A no-op when already withdrawn.
-    pub fn defer(&self, ids: &[Arc<str>]) {
+    pub(crate) fn defer(&self, ids: &[Arc<str>]) {
         self.tx.send_if_modified(|snap| {
             if ids
                 .iter()

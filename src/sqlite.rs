@@ -21,13 +21,13 @@ use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
 /// LangGraph's SqliteSaver tables.
-pub const TABLES: [&str; 2] = ["checkpoints", "writes"];
+pub(crate) const TABLES: [&str; 2] = ["checkpoints", "writes"];
 /// Budget of one `quick_check`; cut off there (reported as timed out, not as a problem).
-pub const QUICK_CHECK_BUDGET: Duration = Duration::from_secs(2);
+pub(crate) const QUICK_CHECK_BUDGET: Duration = Duration::from_secs(2);
 /// Budget of the cheap statements (tables, pragmas, max rowid).
-pub const READ_BUDGET: Duration = Duration::from_millis(500);
+pub(crate) const READ_BUDGET: Duration = Duration::from_millis(500);
 /// How long a statement waits for a lock before giving up (the agent yields, never waits long).
-pub const BUSY_TIMEOUT: Duration = Duration::from_millis(100);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Why the file could not be read, from a fixed set (the `kind` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -44,7 +44,7 @@ pub enum SqliteErrorKind {
 }
 
 impl SqliteErrorKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SqliteErrorKind::Missing => "missing",
             SqliteErrorKind::Permission => "permission",
@@ -62,7 +62,7 @@ impl SqliteErrorKind {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SqliteFailure {
     pub kind: SqliteErrorKind,
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// The outcome of `PRAGMA quick_check`.
@@ -90,17 +90,17 @@ pub enum QuickCheck {
 /// The cheap facts: sizes and counters, no integrity check. Shared with `checkpoint_migration`.
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct SqliteCounts {
-    pub present: bool,
-    pub file_bytes: u64,
-    pub wal_bytes: u64,
+    pub(crate) present: bool,
+    pub(crate) file_bytes: u64,
+    pub(crate) wal_bytes: u64,
     /// Highest rowid per LangGraph table (None when the table is missing or unreadable).
     pub checkpoints_max_rowid: Option<u64>,
-    pub writes_max_rowid: Option<u64>,
-    pub tables_present: Vec<String>,
-    pub journal_mode: Option<String>,
-    pub page_size: Option<u64>,
-    pub page_count: Option<u64>,
-    pub freelist_count: Option<u64>,
+    pub(crate) writes_max_rowid: Option<u64>,
+    pub(crate) tables_present: Vec<String>,
+    pub(crate) journal_mode: Option<String>,
+    pub(crate) page_size: Option<u64>,
+    pub(crate) page_count: Option<u64>,
+    pub(crate) freelist_count: Option<u64>,
     pub error: Option<SqliteFailure>,
     /// How the last read opened the file (chosen from the files' state, see [`choose_mode`]).
     pub open_mode: Option<OpenMode>,
@@ -108,39 +108,39 @@ pub struct SqliteCounts {
     /// writes here (`checkpoint_migration` summarizes them). Never serialized: a thread id can
     /// be a phone number.
     #[serde(skip)]
-    pub recent: Vec<RecentCheckpoint>,
+    pub(crate) recent: Vec<RecentCheckpoint>,
     /// Each thread's newest checkpoint id (root namespace), in byte order of the thread id, at
     /// most the cap asked for plus one (so `len() > cap` says "more"); `None` unless asked
     /// ([`read_counts_with_threads`]) or when that best-effort read failed. Never serialized:
     /// a thread id can be a phone number.
     #[serde(skip)]
-    pub threads: Option<Vec<(String, String)>>,
+    pub(crate) threads: Option<Vec<(String, String)>>,
 }
 
 /// How many of the newest checkpoints a read looks at (an index walk from the end of the
 /// rowid b-tree: as cheap as `max(rowid)`).
-pub const RECENT_ROWS: u32 = 20;
+pub(crate) const RECENT_ROWS: u32 = 20;
 /// Bytes of a checkpoint's `metadata` read (LangGraph's JSON; a longer one is cut and then
 /// not parsed).
-pub const RECENT_METADATA_BYTES: u32 = 2048;
+pub(crate) const RECENT_METADATA_BYTES: u32 = 2048;
 
 /// One of the newest checkpoints: its thread id (cut at 128 characters) and the start of its
 /// metadata (LangGraph writes JSON).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RecentCheckpoint {
-    pub thread_id: String,
-    pub metadata: Option<String>,
+    pub(crate) thread_id: String,
+    pub(crate) metadata: Option<String>,
 }
 
 impl SqliteCounts {
-    pub fn readable(&self) -> bool {
+    pub(crate) fn readable(&self) -> bool {
         self.present && self.error.is_none()
     }
-    pub fn store_bytes(&self) -> u64 {
+    pub(crate) fn store_bytes(&self) -> u64 {
         self.file_bytes + self.wal_bytes
     }
     /// Rows written as the file counts them: the sum of the tables' highest rowids.
-    pub fn writes(&self) -> Option<u64> {
+    pub(crate) fn writes(&self) -> Option<u64> {
         match (self.checkpoints_max_rowid, self.writes_max_rowid) {
             (None, None) => None,
             (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
@@ -231,11 +231,11 @@ pub enum OpenMode {
 
 /// Identity and change stamp of one file (what a read must leave as it found).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Stamp {
-    pub ino: u64,
-    pub len: u64,
-    pub mtime_ns: i128,
-    pub ctime_ns: i128,
+pub(crate) struct Stamp {
+    pub(crate) ino: u64,
+    pub(crate) len: u64,
+    pub(crate) mtime_ns: i128,
+    pub(crate) ctime_ns: i128,
 }
 
 impl Stamp {
@@ -252,20 +252,20 @@ impl Stamp {
 
 /// The state of the database and the files beside it, as seen before and after a read.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct FileState {
-    pub db: Option<Stamp>,
+pub(crate) struct FileState {
+    pub(crate) db: Option<Stamp>,
     /// Header bytes 18 and 19 are 2: the file is in WAL mode.
-    pub wal_mode: bool,
+    pub(crate) wal_mode: bool,
     /// The header's file change counter (bytes 24..28): bumped by every rollback-mode commit.
-    pub change_counter: Option<u32>,
-    pub wal: Option<Stamp>,
-    pub shm: bool,
-    pub journal: bool,
+    pub(crate) change_counter: Option<u32>,
+    pub(crate) wal: Option<Stamp>,
+    pub(crate) shm: bool,
+    pub(crate) journal: bool,
 }
 
 impl FileState {
     /// Reads it (stat and the 100-byte header; opens nothing for writing, creates nothing).
-    pub fn read(path: &Path) -> FileState {
+    pub(crate) fn read(path: &Path) -> FileState {
         use std::io::Read;
         let mut st = FileState {
             db: std::fs::metadata(path).ok().map(|m| Stamp::of(&m)),
@@ -291,7 +291,7 @@ impl FileState {
 }
 
 /// Pure: how to open a file in this state.
-pub fn choose_mode(st: &FileState) -> OpenMode {
+pub(crate) fn choose_mode(st: &FileState) -> OpenMode {
     if st.wal_mode && st.wal.is_some() && st.shm {
         OpenMode::SharedWal
     } else if st.wal_mode || st.change_counter.is_none() {
@@ -307,7 +307,12 @@ pub fn choose_mode(st: &FileState) -> OpenMode {
 /// Pure: whether a read in `mode` may be kept, given the state before and after it.
 /// An immutable read saw a consistent file only if nothing changed; the other modes are
 /// made consistent by SQLite's locks, so only an error that came with a change is discarded.
-pub fn read_is_stable(mode: OpenMode, before: &FileState, after: &FileState, failed: bool) -> bool {
+pub(crate) fn read_is_stable(
+    mode: OpenMode,
+    before: &FileState,
+    after: &FileState,
+    failed: bool,
+) -> bool {
     match mode {
         OpenMode::Immutable => before == after,
         _ => !failed || before == after,
@@ -334,7 +339,7 @@ fn file_uri(path: &Path, params: &str) -> String {
 
 /// Opens the file read-only in `mode`, without creating it or anything beside it, with a
 /// short busy timeout.
-pub fn open(path: &Path, mode: OpenMode) -> Result<Connection, rusqlite::Error> {
+pub(crate) fn open(path: &Path, mode: OpenMode) -> Result<Connection, rusqlite::Error> {
     let params = match mode {
         OpenMode::Immutable => "immutable=1",
         OpenMode::SharedWal => "readonly_shm=1",
@@ -392,16 +397,12 @@ fn pragma_u64(conn: &Connection, name: &str) -> Option<u64> {
 }
 
 /// How many times a read is tried when the app changed the file under it or held a lock.
-pub const READ_ATTEMPTS: u32 = 3;
+pub(crate) const READ_ATTEMPTS: u32 = 3;
 
-/// Reads sizes and counters (blocking; bounded by [`READ_BUDGET`] per statement batch).
-pub fn read_counts(path: &Path) -> SqliteCounts {
-    read_store(path, false).0
-}
-
-/// [`read_counts`] plus every thread's newest checkpoint id, at most `cap + 1` threads
-/// (`checkpoint_migration`'s comparison with PostgreSQL; same open modes, same deadline).
-pub fn read_counts_with_threads(path: &Path, cap: u32) -> SqliteCounts {
+/// Sizes and counters (blocking; bounded by [`READ_BUDGET`] per statement batch) plus every
+/// thread's newest checkpoint id, at most `cap + 1` threads (`checkpoint_migration`'s comparison
+/// with PostgreSQL; same open modes, same deadline as [`read_store`]).
+pub(crate) fn read_counts_with_threads(path: &Path, cap: u32) -> SqliteCounts {
     read_store_opts(path, false, Some(cap)).0
 }
 
@@ -567,7 +568,7 @@ fn thread_heads(conn: &Connection, cap: u32) -> Result<Vec<(String, String)>, ru
 }
 
 /// Runs `PRAGMA quick_check(10)` under a deadline (blocking).
-pub fn quick_check(conn: &mut Connection, budget: Duration) -> QuickCheck {
+pub(crate) fn quick_check(conn: &mut Connection, budget: Duration) -> QuickCheck {
     let started = Instant::now();
     if set_deadline(conn, budget).is_err() {
         return QuickCheck::Skipped {

@@ -73,7 +73,7 @@ impl OtlpStats {
     }
 
     /// The counters as samples (published into the snapshot by the caller).
-    pub fn samples(&self) -> Vec<Sample> {
+    pub(crate) fn samples(&self) -> Vec<Sample> {
         vec![
             Sample::new(
                 &catalog::AGENT_OTLP_DROPPED,
@@ -102,7 +102,7 @@ pub struct Telemetry {
     tracer: SdkTracerProvider,
     meter: Option<SdkMeterProvider>,
     otel: Option<OtelConfig>,
-    pub stats: Arc<OtlpStats>,
+    pub(crate) stats: Arc<OtlpStats>,
 }
 
 /// Installs logging (and OTLP when configured). Call inside the Tokio runtime: the gRPC
@@ -198,7 +198,7 @@ pub fn init(config: &Config) -> Telemetry {
 /// Text log lines for people: time, level, the message first, then the event's own fields, then
 /// which check the line is about (`check=` of the innermost span that has one). The span context
 /// (trace ids, OTel attributes: ~300 characters) is left to JSON lines, which stay complete.
-pub struct MessageFirst;
+pub(crate) struct MessageFirst;
 
 #[derive(Default)]
 struct TextFields {
@@ -276,7 +276,7 @@ where
 /// (`info`, `rose_agent=debug,warn`); default and fallback `info`. `Targets` rather than
 /// `EnvFilter`: the same directive syntax without span/field filters, and without a regex engine
 /// in the binary (about 200 KB of text that would sit in the agent's resident memory).
-pub fn log_filter(spec: Option<&str>) -> (Targets, Option<String>) {
+pub(crate) fn log_filter(spec: Option<&str>) -> (Targets, Option<String>) {
     let info = || Targets::new().with_default(LevelFilter::INFO);
     match spec.map(str::trim).filter(|s| !s.is_empty()) {
         None => (info(), None),
@@ -289,7 +289,7 @@ pub fn log_filter(spec: Option<&str>) -> (Targets, Option<String>) {
 
 impl Telemetry {
     /// Exports the snapshot's metrics through observable instruments (no-op without OTLP metrics).
-    pub fn export_snapshot(&self, sources: &Sources) {
+    pub(crate) fn export_snapshot(&self, sources: &Sources) {
         let Some(provider) = &self.meter else { return };
         let meter = provider.meter("rose-agent");
         // One sample list per snapshot generation, shared by every instrument's callback (a
@@ -370,7 +370,7 @@ impl Telemetry {
     }
 
     /// Whether anything is exported over OTLP.
-    pub fn exporting(&self) -> bool {
+    pub(crate) fn exporting(&self) -> bool {
         self.otel.is_some()
     }
 

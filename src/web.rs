@@ -47,23 +47,23 @@ use base64::Engine as _;
 
 use crate::config::{ConfigError, Problem};
 
-pub use crate::config::web::{HttpServerConfig, RateLimitConfig, TlsServerConfig, WebConfigFile};
+pub(crate) use crate::config::web::{RateLimitConfig, TlsServerConfig, WebConfigFile};
 
 /// Validated and loaded.
 #[derive(Debug, Clone, Default)]
 pub struct WebConfig {
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub auth: Option<Arc<Auth>>,
     /// `http_server_config.headers`, set on every answer (they replace the endpoint's own).
-    pub headers: Arc<Vec<(HeaderName, HeaderValue)>>,
+    pub(crate) headers: Arc<Vec<(HeaderName, HeaderValue)>>,
     /// `rate_limit`, over the protected endpoints (`/healthz` and `/readyz` stay open).
-    pub rate_limit: Option<Arc<RateLimiter>>,
+    pub(crate) rate_limit: Option<Arc<RateLimiter>>,
     /// `http_server_config.http2: false`: HTTP/1.1 only (else HTTP/2 is served beside it, with
     /// `h2` offered by ALPN when TLS is on).
-    pub http1_only: bool,
+    pub(crate) http1_only: bool,
     /// What the file asks that cannot be honoured as written, and what is done instead; logged
     /// once when the endpoint starts.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Response headers exporter-toolkit lets `http_server_config.headers` set, with the values it
@@ -88,15 +88,15 @@ pub struct Auth {
 
 const VERIFIED_CACHE: usize = 64;
 /// bcrypt verifications at once: one keeps at least one of the two cores free for the runtime.
-pub const MAX_CONCURRENT_VERIFICATIONS: usize = 1;
+pub(crate) const MAX_CONCURRENT_VERIFICATIONS: usize = 1;
 /// How long a request may wait for a verification slot before it gets 429 (a wait on the
 /// runtime, not a blocked worker).
 const VERIFY_QUEUE_WAIT: Duration = Duration::from_secs(1);
 /// After a failed verification the next one waits three times as long as it took, and at least
 /// this: wrong passwords then use at most a quarter of one core.
-pub const MIN_FAILURE_PENALTY: Duration = Duration::from_millis(250);
+pub(crate) const MIN_FAILURE_PENALTY: Duration = Duration::from_millis(250);
 /// How long a wrong credential is refused without hashing it again.
-pub const FAILED_TTL: Duration = Duration::from_secs(60);
+pub(crate) const FAILED_TTL: Duration = Duration::from_secs(60);
 /// Wrong credentials remembered at most (a hash each).
 const FAILED_CACHE: usize = 1024;
 
@@ -160,8 +160,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl WebConfig {
-    /// Reads and validates the file; every problem is reported.
-    pub fn load(path: &Path) -> Result<WebConfig, Vec<String>> {
+    /// Reads and validates the file; every problem is reported (the tests' shorthand).
+    #[cfg(test)]
+    pub(crate) fn load(path: &Path) -> Result<WebConfig, Vec<String>> {
         WebConfig::build(crate::config::web::load(path).map_err(|e| vec![e])?)
     }
 
@@ -190,7 +191,7 @@ impl WebConfig {
     }
 
     /// Builds the parsed file; files it refers to are read.
-    pub fn build(file: WebConfigFile) -> Result<WebConfig, Vec<String>> {
+    pub(crate) fn build(file: WebConfigFile) -> Result<WebConfig, Vec<String>> {
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
         let http = file.http_server_config.unwrap_or_default();
@@ -294,7 +295,7 @@ fn response_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue),
 }
 
 /// Middleware: sets the configured response headers on every answer.
-pub async fn add_headers(
+pub(crate) async fn add_headers(
     State(headers): State<Arc<Vec<(HeaderName, HeaderValue)>>>,
     req: Request,
     next: Next,
@@ -318,7 +319,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// Pure: `None` when the limit is off (no or a zero interval).
-    pub fn from_config(c: &RateLimitConfig) -> Result<Option<RateLimiter>, String> {
+    pub(crate) fn from_config(c: &RateLimitConfig) -> Result<Option<RateLimiter>, String> {
         let interval = match c.interval.as_deref().map(str::trim) {
             None | Some("") | Some("0") => return Ok(None),
             Some(v) => humantime::parse_duration(v).map_err(|e| {
@@ -337,7 +338,7 @@ impl RateLimiter {
     }
 
     /// Takes a token if one is there.
-    pub fn allow_at(&self, now: Instant) -> bool {
+    pub(crate) fn allow_at(&self, now: Instant) -> bool {
         let mut b = lock(&self.bucket);
         let earned = now.saturating_duration_since(b.1).as_secs_f64() / self.interval.as_secs_f64();
         b.0 = (b.0 + earned).min(self.burst);
@@ -352,7 +353,7 @@ impl RateLimiter {
 }
 
 /// Middleware: 429 when `rate_limit` has no token left.
-pub async fn rate_limit(
+pub(crate) async fn rate_limit(
     State(limiter): State<Arc<RateLimiter>>,
     req: Request,
     next: Next,
@@ -374,7 +375,7 @@ const TLS_VERSIONS: &[&str] = &["TLS10", "TLS11", "TLS12", "TLS13"];
 
 /// What `client_auth_type` asks of a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
+pub(crate) enum ClientAuth {
     NoClientCert,
     /// Asks for a certificate, takes any (or none) without checking its chain.
     RequestClientCert,
@@ -388,7 +389,7 @@ pub enum ClientAuth {
 
 impl ClientAuth {
     /// Pure: exporter-toolkit's names (an empty or missing value is `NoClientCert`).
-    pub fn parse(s: Option<&str>) -> Result<ClientAuth, String> {
+    pub(crate) fn parse(s: Option<&str>) -> Result<ClientAuth, String> {
         Ok(match s.unwrap_or("").trim() {
             "" | "NoClientCert" => ClientAuth::NoClientCert,
             "RequestClientCert" => ClientAuth::RequestClientCert,
@@ -407,7 +408,7 @@ impl ClientAuth {
 /// Pure: the protocol versions rustls serves within `min_version`..=`max_version` (Go names;
 /// exporter-toolkit's default floor is TLS 1.2). Versions rustls lacks are warned about; a
 /// range holding none of TLS 1.2/1.3 gets TLS 1.2 with a warning.
-pub fn tls_versions(
+pub(crate) fn tls_versions(
     min: Option<&str>,
     max: Option<&str>,
     warnings: &mut Vec<String>,
@@ -455,7 +456,7 @@ pub fn tls_versions(
 /// Pure: the provider's TLS 1.2 suites narrowed to `names` (Go names, in the file's order; Go
 /// applies `cipher_suites` to TLS 1.2 only, and so does this). Names rustls lacks are warned
 /// about; when none is left the provider's TLS 1.2 suites stay.
-pub fn cipher_suites(
+pub(crate) fn cipher_suites(
     provider: &[rustls::SupportedCipherSuite],
     names: &[String],
     warnings: &mut Vec<String>,
@@ -502,7 +503,7 @@ pub fn cipher_suites(
 
 /// Pure: the provider's key-exchange groups ordered by `curve_preferences` (Go names); names
 /// rustls lacks are warned about; when none is left the provider's groups stay.
-pub fn kx_groups(
+pub(crate) fn kx_groups(
     provider: &[&'static dyn rustls::crypto::SupportedKxGroup],
     names: &[String],
     warnings: &mut Vec<String>,
@@ -696,7 +697,10 @@ fn pem_source(
 
 /// Pure: whether a client certificate carries one of `allowed` exactly as a DNS, IP or URI
 /// SAN (Go's exact match; e-mail SANs are not read, so such an entry never matches).
-pub fn has_allowed_san(cert: &rustls::pki_types::CertificateDer<'_>, allowed: &[String]) -> bool {
+pub(crate) fn has_allowed_san(
+    cert: &rustls::pki_types::CertificateDer<'_>,
+    allowed: &[String],
+) -> bool {
     let Ok(ee) = webpki::EndEntityCert::try_from(cert) else {
         return false;
     };
@@ -836,7 +840,7 @@ impl rustls::server::danger::ClientCertVerifier for AnyClientCert {
 
 impl Auth {
     /// Users (name -> bcrypt hash) and an optional bearer token.
-    pub fn new(users: BTreeMap<String, String>, token: Option<String>) -> Auth {
+    pub(crate) fn new(users: BTreeMap<String, String>, token: Option<String>) -> Auth {
         Auth {
             users,
             token,
@@ -934,7 +938,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Middleware: 401 with a `WWW-Authenticate` challenge unless the request is authorized; 429
 /// while failed attempts hold verification off.
-pub async fn require_auth(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
+pub(crate) async fn require_auth(
+    State(auth): State<Arc<Auth>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)

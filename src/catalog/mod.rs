@@ -14,7 +14,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Gauge => "gauge",
             Kind::Counter => "counter",
@@ -29,18 +29,18 @@ pub struct MetricDef {
     pub name: &'static str,
     pub kind: Kind,
     /// Base unit, for docs and OTLP (`seconds`, `bytes`, `1` for counts and ratios).
-    pub unit: &'static str,
+    pub(crate) unit: &'static str,
     /// Label names, in the order samples give their values.
-    pub labels: &'static [&'static str],
-    pub help: &'static str,
+    pub(crate) labels: &'static [&'static str],
+    pub(crate) help: &'static str,
 }
 
 /// A histogram's state: cumulative bucket counts by upper bound, total count and sum.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistogramValue {
-    pub buckets: Vec<(f64, u64)>,
-    pub count: u64,
-    pub sum: f64,
+    pub(crate) buckets: Vec<(f64, u64)>,
+    pub(crate) count: u64,
+    pub(crate) sum: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -54,11 +54,11 @@ pub enum Value {
 pub struct Sample {
     pub def: &'static MetricDef,
     pub labels: Vec<String>,
-    pub value: Value,
+    pub(crate) value: Value,
 }
 
 impl Sample {
-    pub fn new(def: &'static MetricDef, labels: &[&str], value: f64) -> Sample {
+    pub(crate) fn new(def: &'static MetricDef, labels: &[&str], value: f64) -> Sample {
         debug_assert_eq!(
             def.labels.len(),
             labels.len(),
@@ -71,7 +71,7 @@ impl Sample {
             value: Value::Num(value),
         }
     }
-    pub fn owned(def: &'static MetricDef, labels: Vec<String>, value: f64) -> Sample {
+    pub(crate) fn owned(def: &'static MetricDef, labels: Vec<String>, value: f64) -> Sample {
         debug_assert_eq!(
             def.labels.len(),
             labels.len(),
@@ -84,7 +84,11 @@ impl Sample {
             value: Value::Num(value),
         }
     }
-    pub fn histogram(def: &'static MetricDef, labels: Vec<String>, h: HistogramValue) -> Sample {
+    pub(crate) fn histogram(
+        def: &'static MetricDef,
+        labels: Vec<String>,
+        h: HistogramValue,
+    ) -> Sample {
         Sample {
             def,
             labels,
@@ -103,11 +107,11 @@ impl Sample {
 /// Defines metric statics and a list of them (textually scoped: declare submodules after it): `metrics! { list NAME; ID = "name", Kind, "unit", [labels], "help"; ... }`.
 macro_rules! metrics {
     (list $list:ident; $( $(#[$m:meta])* $id:ident = $name:literal, $kind:ident, $unit:literal, [$($l:literal),*], $help:literal; )*) => {
-        $( $(#[$m])* pub static $id: $crate::catalog::MetricDef = $crate::catalog::MetricDef {
+        $( $(#[$m])* pub(crate) static $id: $crate::catalog::MetricDef = $crate::catalog::MetricDef {
             name: $name, kind: $crate::catalog::Kind::$kind, unit: $unit, labels: &[$($l),*], help: $help,
         }; )*
         /// This subsystem's metrics, in documentation order.
-        pub static $list: &[&$crate::catalog::MetricDef] = &[$(&$id),*];
+        pub(crate) static $list: &[&$crate::catalog::MetricDef] = &[$(&$id),*];
     };
 }
 
@@ -117,22 +121,22 @@ mod checkpoint;
 pub mod checks;
 mod findings;
 mod host;
-pub mod otel;
+pub(crate) mod otel;
 mod pg;
 mod pg_checks;
 mod process;
 mod series;
 
-pub use series::Series;
+pub(crate) use series::Series;
 
-pub use agent::*;
-pub use app::*;
-pub use checkpoint::*;
-pub use findings::*;
-pub use host::*;
-pub use pg::*;
-pub use pg_checks::*;
-pub use process::*;
+pub(crate) use agent::*;
+pub(crate) use app::*;
+pub(crate) use checkpoint::*;
+pub(crate) use findings::*;
+pub(crate) use host::*;
+pub(crate) use pg::*;
+pub(crate) use pg_checks::*;
+pub(crate) use process::*;
 
 /// Every subsystem's list, in documentation order.
 static PARTS: &[&[&MetricDef]] = &[

@@ -8,7 +8,7 @@ use super::MetricDef;
 /// subsystem, no unit suffix (the unit is metadata), no `_total` (the type says it). When two
 /// metrics would share a name that way (`replica_lag` in seconds and in bytes) both keep their
 /// unit suffix.
-pub fn otel_name(def: &MetricDef) -> String {
+pub(crate) fn otel_name(def: &MetricDef) -> String {
     let stem = |d: &MetricDef| -> String {
         let mut n = d.name.strip_suffix("_total").unwrap_or(d.name);
         for suffix in ["_seconds", "_bytes"] {
@@ -36,7 +36,7 @@ pub fn otel_name(def: &MetricDef) -> String {
 }
 
 /// UCUM unit of a metric.
-pub fn otel_unit(def: &MetricDef) -> &'static str {
+pub(crate) fn otel_unit(def: &MetricDef) -> &'static str {
     match def.unit {
         "seconds" => "s",
         "bytes" => "By",

@@ -9,18 +9,18 @@ use super::Sample;
 
 /// One component's current samples, with a version bumped on every write; cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Series(Arc<Mutex<(u64, Arc<Vec<Sample>>)>>);
+pub(crate) struct Series(Arc<Mutex<(u64, Arc<Vec<Sample>>)>>);
 
 impl Series {
     /// Replaces the samples.
-    pub fn set(&self, samples: Vec<Sample>) {
+    pub(crate) fn set(&self, samples: Vec<Sample>) {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         g.0 += 1;
         g.1 = Arc::new(samples);
     }
 
     /// The version and the samples (an `Arc` clone; no lock is held after return).
-    pub fn get(&self) -> (u64, Arc<Vec<Sample>>) {
+    pub(crate) fn get(&self) -> (u64, Arc<Vec<Sample>>) {
         let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         (g.0, g.1.clone())
     }

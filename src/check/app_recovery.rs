@@ -14,11 +14,11 @@ use super::{BoxFuture, Check, Observation};
 use crate::catalog::{self, Sample};
 use crate::error::CheckError;
 
-pub const ID: &str = crate::catalog::checks::APP_RECOVERY;
+pub(crate) const ID: &str = crate::catalog::checks::APP_RECOVERY;
 
 /// Restarts and app health, written by `pg_connectivity` and the app probes.
 #[derive(Debug, Default)]
-pub struct Watch {
+pub(crate) struct Watch {
     inner: Mutex<WatchState>,
 }
 
@@ -38,14 +38,14 @@ impl Watch {
     }
 
     /// `pg_connectivity` saw the server restart; it came back up at `start_time`.
-    pub fn restart_seen(&self, start_time: f64) {
+    pub(crate) fn restart_seen(&self, start_time: f64) {
         let mut s = self.lock();
         s.restart_at = Some(start_time);
         s.recovered_at = None;
     }
 
     /// An app probe's verdict at unix time `at`.
-    pub fn probe(&self, id: &str, at: f64, healthy: bool) {
+    pub(crate) fn probe(&self, id: &str, at: f64, healthy: bool) {
         let mut s = self.lock();
         match s.probes.get_mut(id) {
             Some(h) => *h = healthy,
@@ -67,17 +67,17 @@ impl Watch {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Recovery {
     /// When the server came back from the last restart the agent saw (unix seconds).
-    pub restart_at: Option<f64>,
+    pub(crate) restart_at: Option<f64>,
     /// From `restart_at` until every app probe answered healthy.
-    pub recovery_seconds: Option<f64>,
+    pub(crate) recovery_seconds: Option<f64>,
     /// Since `restart_at`, while the app has not answered healthy yet.
-    pub waiting_seconds: Option<f64>,
+    pub(crate) waiting_seconds: Option<f64>,
     /// Past this the app counts as not recovered (`AGENT_APP_RECOVERY_TIMEOUT`).
-    pub bound_seconds: f64,
+    pub(crate) bound_seconds: f64,
 }
 
 /// Pure: the recovery state at unix time `now`.
-pub fn judge(
+pub(crate) fn judge(
     restart_at: Option<f64>,
     recovered_at: Option<f64>,
     now: f64,
@@ -96,13 +96,13 @@ pub fn judge(
     }
 }
 
-pub struct RecoveryCheck {
+pub(crate) struct RecoveryCheck {
     watch: Arc<Watch>,
     bound: Duration,
 }
 
 impl RecoveryCheck {
-    pub fn new(watch: Arc<Watch>, bound: Duration) -> Self {
+    pub(crate) fn new(watch: Arc<Watch>, bound: Duration) -> Self {
         RecoveryCheck { watch, bound }
     }
 }
@@ -131,14 +131,14 @@ impl Check for RecoveryCheck {
 }
 
 /// Pure: the series of a run.
-pub fn samples(o: &Recovery, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Recovery, out: &mut Vec<Sample>) {
     if let Some(s) = o.recovery_seconds {
         out.push(Sample::new(&catalog::APP_RECOVERY, &[], s));
     }
 }
 
 /// The registry entry (the check list in `check/mod.rs`): With both PostgreSQL and app probes (the shared watch).
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     b.watch
         .iter()
         .flat_map(|w| {

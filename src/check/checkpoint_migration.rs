@@ -40,9 +40,9 @@ use crate::config::{Config, DatabaseType};
 use crate::error::{CheckError, ErrorKind};
 use crate::pg::PgTarget;
 
-pub const ID: &str = crate::catalog::checks::CHECKPOINT_MIGRATION;
+pub(crate) const ID: &str = crate::catalog::checks::CHECKPOINT_MIGRATION;
 /// LangGraph's PostgreSQL checkpointer tables.
-pub const PG_TABLES: [&str; 3] = ["checkpoints", "checkpoint_blobs", "checkpoint_writes"];
+pub(crate) const PG_TABLES: [&str; 3] = ["checkpoints", "checkpoint_blobs", "checkpoint_writes"];
 
 /// The statement, over the tables in the schema `pg_schema` finds LangGraph's in (a catalog
 /// lookup by name: no USAGE on that schema needed): one JSON document, a [`PgTable`] per
@@ -75,7 +75,7 @@ struct PgTable {
 }
 
 // Readings, growth and the store history are the checks' one growth history.
-pub use super::history::{Growth, Reading, StoreHistory, growth};
+pub(crate) use super::history::{Growth, Reading, StoreHistory};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -85,7 +85,7 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",
             Backend::Postgresql => "postgresql",
@@ -96,25 +96,25 @@ impl Backend {
 /// One side's facts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SideFacts {
-    pub backend: Backend,
+    pub(crate) backend: Backend,
     /// Read this run.
-    pub readable: bool,
+    pub(crate) readable: bool,
     /// Why not (kind and scrubbed text).
-    pub error: Option<String>,
-    pub store_bytes: Option<u64>,
-    pub rows_estimate: Option<u64>,
-    pub writes: Option<u64>,
+    pub(crate) error: Option<String>,
+    pub(crate) store_bytes: Option<u64>,
+    pub(crate) rows_estimate: Option<u64>,
+    pub(crate) writes: Option<u64>,
     pub tables_present: Vec<String>,
-    pub tables_missing: Vec<String>,
+    pub(crate) tables_missing: Vec<String>,
     pub growth: Option<Growth>,
     /// Who wrote the newest checkpoints (SQLite only; `None` when not read).
     /// Boxed: most runs have none, and it keeps `Observation` small.
-    pub writers: Option<Box<WriterHints>>,
+    pub(crate) writers: Option<Box<WriterHints>>,
 }
 
 impl SideFacts {
     /// Known to grow (Some(true)), known not to (Some(false)), or unknown.
-    pub fn growing(&self) -> Option<bool> {
+    pub(crate) fn growing(&self) -> Option<bool> {
         if !self.readable {
             return None;
         }
@@ -125,8 +125,8 @@ impl SideFacts {
 /// What a run saw.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MigrationFacts {
-    pub configured: DatabaseType,
-    pub window_seconds: f64,
+    pub(crate) configured: DatabaseType,
+    pub(crate) window_seconds: f64,
     pub sqlite: Option<SideFacts>,
     pub postgresql: Option<SideFacts>,
     /// Configured `postgresql`, SQLite grew and PostgreSQL did not (or has no tables).
@@ -138,37 +138,37 @@ pub struct MigrationFacts {
     /// Both stores grew within the window: with `postgresql` configured an interface still
     /// writes SQLite (a partial migration); with `sqlite` one still writes PostgreSQL (a
     /// partial rollback).
-    pub partial: bool,
+    pub(crate) partial: bool,
     /// Threads of both stores compared (`None` unless both were read with their threads).
-    pub threads: Option<ThreadComparison>,
+    pub(crate) threads: Option<ThreadComparison>,
 }
 
 /// Threads read per store per run. Above it, the comparison covers the threads up to the
 /// cap-th id in byte order (of the store that has more): counts are then lower bounds and
 /// `truncated` says so. 10 000 thread heads are about a megabyte, read in well under a second.
-pub const THREADS_CAP: usize = 10_000;
+pub(crate) const THREADS_CAP: usize = 10_000;
 /// Masked ids a finding may show per kind.
-pub const THREAD_EXAMPLES: usize = 3;
+pub(crate) const THREAD_EXAMPLES: usize = 3;
 
 /// Threads of the two stores compared: counts and masked ids only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct ThreadComparison {
-    pub sqlite_threads: u64,
-    pub postgresql_threads: u64,
+    pub(crate) sqlite_threads: u64,
+    pub(crate) postgresql_threads: u64,
     /// In SQLite only.
-    pub missing: u64,
+    pub(crate) missing: u64,
     /// Newest checkpoint in SQLite newer than in PostgreSQL.
-    pub stale: u64,
+    pub(crate) stale: u64,
     /// A store had more than [`THREADS_CAP`] threads: the figures are lower bounds.
-    pub truncated: bool,
-    pub missing_examples: Vec<String>,
-    pub stale_examples: Vec<String>,
+    pub(crate) truncated: bool,
+    pub(crate) missing_examples: Vec<String>,
+    pub(crate) stale_examples: Vec<String>,
 }
 
 /// Pure: compares each store's (thread id, newest checkpoint id) pairs, sorted by thread id in
 /// byte order, at most `cap + 1` each. LangGraph's checkpoint ids are UUIDv6, ordered by time
 /// as text.
-pub fn compare_threads(
+pub(crate) fn compare_threads(
     sqlite: &[(String, String)],
     postgresql: &[(String, String)],
     cap: usize,
@@ -241,7 +241,7 @@ pub enum ThreadShape {
 
 impl ThreadShape {
     /// Pure: the shape of one thread id.
-    pub fn of(id: &str) -> ThreadShape {
+    pub(crate) fn of(id: &str) -> ThreadShape {
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         let bare = id.strip_prefix('+').unwrap_or(id);
         if digits(bare) {
@@ -279,7 +279,7 @@ impl ThreadShape {
     }
 
     /// What the shape suggests, for a human.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             ThreadShape::Phone => "phone-number thread ids (WhatsApp: the sender's number)".into(),
             ThreadShape::Uuid => "UUID thread ids (Chainlit or web/voice sessions)".into(),
@@ -292,7 +292,7 @@ impl ThreadShape {
     }
 
     /// A masked example: enough to recognise the interface, never a whole phone number or id.
-    pub fn mask(&self, id: &str) -> String {
+    pub(crate) fn mask(&self, id: &str) -> String {
         let head = |n: usize| id.chars().take(n).collect::<String>();
         let tail = |n: usize| {
             let v: Vec<char> = id.chars().collect();
@@ -317,14 +317,14 @@ impl ThreadShape {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ShapeCount {
     #[serde(flatten)]
-    pub shape: ThreadShape,
-    pub checkpoints: usize,
-    pub threads: usize,
-    pub example: String,
+    pub(crate) shape: ThreadShape,
+    pub(crate) checkpoints: usize,
+    pub(crate) threads: usize,
+    pub(crate) example: String,
 }
 
 /// Metadata keys an app may use to name the interface that wrote a checkpoint.
-pub const INTERFACE_KEYS: &[&str] = &[
+pub(crate) const INTERFACE_KEYS: &[&str] = &[
     "interface",
     "channel",
     "platform",
@@ -356,13 +356,13 @@ const LANGGRAPH_KEYS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct WriterHints {
     /// Checkpoints looked at (the newest ones).
-    pub sampled: usize,
+    pub(crate) sampled: usize,
     /// By thread-id shape, most checkpoints first.
-    pub shapes: Vec<ShapeCount>,
+    pub(crate) shapes: Vec<ShapeCount>,
     /// `key=value` of interface-naming metadata keys ([`INTERFACE_KEYS`]), with counts.
-    pub interfaces: Vec<(String, usize)>,
+    pub(crate) interfaces: Vec<(String, usize)>,
     /// Other keys the app put into the metadata (names only).
-    pub app_keys: Vec<String>,
+    pub(crate) app_keys: Vec<String>,
 }
 
 fn clean(s: &str, max: usize) -> Option<String> {
@@ -374,7 +374,7 @@ fn clean(s: &str, max: usize) -> Option<String> {
 }
 
 /// Pure: the summary of the newest checkpoints.
-pub fn writer_hints(recent: &[crate::sqlite::RecentCheckpoint]) -> WriterHints {
+pub(crate) fn writer_hints(recent: &[crate::sqlite::RecentCheckpoint]) -> WriterHints {
     use std::collections::{BTreeMap, BTreeSet};
     let mut shapes: BTreeMap<ThreadShape, (usize, BTreeSet<&str>, String)> = BTreeMap::new();
     let mut interfaces: BTreeMap<String, usize> = BTreeMap::new();
@@ -426,7 +426,7 @@ pub fn writer_hints(recent: &[crate::sqlite::RecentCheckpoint]) -> WriterHints {
 impl WriterHints {
     /// One line for a finding: "the newest 20 checkpoints: 14 with phone-number thread ids
     /// (WhatsApp...) in 3 threads, e.g. +49…89; metadata interface=whatsapp (14)".
-    pub fn describe(&self) -> Option<String> {
+    pub(crate) fn describe(&self) -> Option<String> {
         if self.sampled == 0 {
             return None;
         }
@@ -469,7 +469,7 @@ impl WriterHints {
 }
 
 /// Pure: the verdict facts from both sides.
-pub fn judge(
+pub(crate) fn judge(
     configured: DatabaseType,
     window: Duration,
     sqlite: Option<SideFacts>,
@@ -502,7 +502,7 @@ pub fn judge(
 /// Pure: the verdict over a sample shorter than the growth window (`agent diagnose`): growth
 /// seen in it is proof, its absence is not (a quiet minute of a store that grows), so a side
 /// that did not grow counts as unknown. Only `partial` (both grew) can then be concluded.
-pub fn judge_short_sample(m: &MigrationFacts) -> MigrationFacts {
+pub(crate) fn judge_short_sample(m: &MigrationFacts) -> MigrationFacts {
     let unknown_if_still = |s: &Option<SideFacts>| {
         s.clone().map(|mut s| {
             if s.growth.is_some_and(|g| !g.growing) {
@@ -524,19 +524,19 @@ pub fn judge_short_sample(m: &MigrationFacts) -> MigrationFacts {
 /// Pure: how long `agent diagnose` watches the two stores for growth: the growth window, at
 /// most half its `--timeout`; none unless both stores are configured (every verdict compares
 /// them) or when under [`MIN_DIAGNOSE_SAMPLE`].
-pub fn diagnose_sample(window: Duration, timeout: Duration, both: bool) -> Option<Duration> {
+pub(crate) fn diagnose_sample(window: Duration, timeout: Duration, both: bool) -> Option<Duration> {
     Some(window.min(timeout / 2)).filter(|d| both && *d >= MIN_DIAGNOSE_SAMPLE)
 }
 
 /// Shorter than this, a store that grows by a write every few seconds looks still.
-pub const MIN_DIAGNOSE_SAMPLE: Duration = Duration::from_secs(1);
+pub(crate) const MIN_DIAGNOSE_SAMPLE: Duration = Duration::from_secs(1);
 
 struct State {
     sqlite: StoreHistory,
     postgresql: StoreHistory,
 }
 
-pub struct MigrationCheck {
+pub(crate) struct MigrationCheck {
     configured: DatabaseType,
     window: Duration,
     sqlite_path: Option<PathBuf>,
@@ -549,7 +549,7 @@ pub struct MigrationCheck {
 }
 
 impl MigrationCheck {
-    pub fn new(config: &Config, pg: Option<Arc<PgTarget>>) -> MigrationCheck {
+    pub(crate) fn new(config: &Config, pg: Option<Arc<PgTarget>>) -> MigrationCheck {
         let w = config.app.growth_window;
         MigrationCheck {
             configured: config.app.database_type,
@@ -782,7 +782,7 @@ impl Check for MigrationCheck {
 }
 
 /// Pure: the series of a run.
-pub fn samples(o: &MigrationFacts, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &MigrationFacts, out: &mut Vec<Sample>) {
     let b = |v: bool| if v { 1.0 } else { 0.0 };
     for (backend, on) in [
         ("sqlite", o.configured == DatabaseType::Sqlite),
@@ -864,7 +864,7 @@ pub fn samples(o: &MigrationFacts, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): With either store: SQLite or PostgreSQL.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     if b.config.app.sqlite_path.is_none() && b.pg.is_none() {
         return Vec::new();
     }

@@ -13,13 +13,13 @@ use serde::Serialize;
 /// Retained points are thinned to about one per `window / HISTORY_SPACING` (14 s for an hour),
 /// so a short interval (a 10 ms soak) keeps ~2x this many points, not every sample of the
 /// window (which grew the heap by 16 bytes a sample).
-pub const HISTORY_SPACING: usize = 256;
+pub(crate) const HISTORY_SPACING: usize = 256;
 /// A hard bound on retained points, whatever the window and the clock do.
-pub const MAX_POINTS: usize = 4096;
+pub(crate) const MAX_POINTS: usize = 4096;
 
 /// Which retained point a new one is measured against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Baseline {
+pub(crate) enum Baseline {
     /// The oldest point inside the window (two points are always kept): a rate over the recent
     /// past, so after a gap only what the window holds counts.
     Recent,
@@ -30,14 +30,14 @@ pub enum Baseline {
 
 /// Points `(seconds, value)` of one object.
 #[derive(Debug, Clone)]
-pub struct History<T> {
+pub(crate) struct History<T> {
     window: f64,
     baseline: Baseline,
     points: VecDeque<(f64, T)>,
 }
 
 impl<T: Copy> History<T> {
-    pub fn new(window: Duration, baseline: Baseline) -> History<T> {
+    pub(crate) fn new(window: Duration, baseline: Baseline) -> History<T> {
         History {
             window: window.as_secs_f64(),
             baseline,
@@ -47,7 +47,7 @@ impl<T: Copy> History<T> {
 
     /// Records `value` at `at` (seconds; if the clock went back, the history starts over) and
     /// returns the baseline point it is measured against (`None` for the first point).
-    pub fn push(&mut self, at: f64, value: T) -> Option<(f64, T)> {
+    pub(crate) fn push(&mut self, at: f64, value: T) -> Option<(f64, T)> {
         if self.points.back().is_some_and(|(t, _)| at < *t) {
             self.points.clear();
         }
@@ -85,55 +85,53 @@ impl<T: Copy> History<T> {
     }
 
     /// Forgets every point (the object became unreadable).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.points.clear();
     }
 
-    /// Points retained.
-    pub fn len(&self) -> usize {
+    /// Points retained (the tests' view of the window).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.points.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.points.is_empty()
-    }
-
-    /// The oldest retained point.
-    pub fn first(&self) -> Option<(f64, T)> {
+    /// The oldest retained point (the tests' view of the window).
+    #[cfg(test)]
+    pub(crate) fn first(&self) -> Option<(f64, T)> {
         self.points.front().copied()
     }
 }
 
 /// Seconds on a monotonic clock (since the first call): for histories that must not see the
 /// wall clock jump.
-pub fn monotonic_seconds() -> f64 {
+pub(crate) fn monotonic_seconds() -> f64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_secs_f64()
 }
 
 /// One reading of a checkpointer store.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Reading {
-    pub bytes: u64,
+pub(crate) struct Reading {
+    pub(crate) bytes: u64,
     /// A counter that rises with every write (SQLite: sum of max rowids; PostgreSQL: inserts +
     /// updates); `None` when unknown.
-    pub writes: Option<u64>,
+    pub(crate) writes: Option<u64>,
 }
 
 /// Change between the baseline reading and the newest.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Growth {
-    pub span_seconds: f64,
-    pub bytes_delta: i64,
+    pub(crate) span_seconds: f64,
+    pub(crate) bytes_delta: i64,
     pub writes_delta: Option<i64>,
     /// The write counter went down (statistics reset, rows deleted): judged by size only.
-    pub counter_reset: bool,
+    pub(crate) counter_reset: bool,
     /// The store grew: more writes, or (without a usable counter) more bytes.
     pub growing: bool,
 }
 
 impl Growth {
-    pub fn bytes_per_second(&self) -> f64 {
+    pub(crate) fn bytes_per_second(&self) -> f64 {
         if self.span_seconds > 0.0 {
             self.bytes_delta as f64 / self.span_seconds
         } else {
@@ -143,7 +141,7 @@ impl Growth {
 }
 
 /// Pure: growth between two readings.
-pub fn growth(old: Reading, new: Reading, span: Duration) -> Growth {
+pub(crate) fn growth(old: Reading, new: Reading, span: Duration) -> Growth {
     let bytes_delta = new.bytes as i64 - old.bytes as i64;
     let writes_delta = match (old.writes, new.writes) {
         (Some(a), Some(b)) => Some(b as i64 - a as i64),
@@ -162,17 +160,17 @@ pub fn growth(old: Reading, new: Reading, span: Duration) -> Growth {
 }
 
 /// A store's readings over its growth window (baseline: a whole window back).
-pub type StoreHistory = History<Reading>;
+pub(crate) type StoreHistory = History<Reading>;
 
 impl History<Reading> {
     /// A store's history over `window`: growth is measured a whole window back.
-    pub fn store(window: Duration) -> StoreHistory {
+    pub(crate) fn store(window: Duration) -> StoreHistory {
         History::new(window, Baseline::FullWindow)
     }
 
     /// Adds a reading at `at` (monotonic seconds); the growth against the baseline (`None` for
     /// the first reading).
-    pub fn push_reading(&mut self, at: f64, r: Reading) -> Option<Growth> {
+    pub(crate) fn push_reading(&mut self, at: f64, r: Reading) -> Option<Growth> {
         self.push(at, r)
             .map(|(t0, old)| growth(old, r, Duration::from_secs_f64((at - t0).max(0.0))))
     }

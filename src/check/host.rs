@@ -18,20 +18,20 @@ use crate::catalog::{self, Sample};
 use crate::config::Config;
 use crate::error::{CheckError, ErrorKind};
 
-pub const ID: &str = crate::catalog::checks::HOST_RESOURCES;
+pub(crate) const ID: &str = crate::catalog::checks::HOST_RESOURCES;
 
 /// The volume holding a watched path.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Volume {
+pub(crate) struct Volume {
     /// The path whose volume this is (the SQLite file's directory, or `/`).
-    pub path: String,
-    pub mount_point: String,
-    pub total_bytes: u64,
-    pub available_bytes: u64,
+    pub(crate) path: String,
+    pub(crate) mount_point: String,
+    pub(crate) total_bytes: u64,
+    pub(crate) available_bytes: u64,
 }
 
 impl Volume {
-    pub fn used_ratio(&self) -> f64 {
+    pub(crate) fn used_ratio(&self) -> f64 {
         if self.total_bytes == 0 {
             0.0
         } else {
@@ -43,24 +43,24 @@ impl Volume {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HostStats {
     /// Busy share of all CPUs since the previous run, 0 to 1.
-    pub cpu_usage_ratio: f64,
-    pub cpus: u32,
-    pub load: Option<[f64; 3]>,
-    pub memory_total_bytes: u64,
-    pub memory_available_bytes: u64,
-    pub swap_total_bytes: u64,
-    pub swap_used_bytes: u64,
-    pub volume: Option<Volume>,
+    pub(crate) cpu_usage_ratio: f64,
+    pub(crate) cpus: u32,
+    pub(crate) load: Option<[f64; 3]>,
+    pub(crate) memory_total_bytes: u64,
+    pub(crate) memory_available_bytes: u64,
+    pub(crate) swap_total_bytes: u64,
+    pub(crate) swap_used_bytes: u64,
+    pub(crate) volume: Option<Volume>,
 }
 
-pub struct HostCheck {
+pub(crate) struct HostCheck {
     sys: Arc<Mutex<Option<System>>>,
     watch: PathBuf,
     busy: Arc<AtomicBool>,
 }
 
 impl HostCheck {
-    pub fn new(config: &Config) -> HostCheck {
+    pub(crate) fn new(config: &Config) -> HostCheck {
         let watch = config
             .app
             .sqlite_path
@@ -89,7 +89,10 @@ fn existing_ancestor(p: &Path) -> Option<PathBuf> {
 }
 
 /// Pure: the mount point with the longest prefix match for `path`.
-pub fn best_mount<'a>(path: &Path, mounts: impl Iterator<Item = &'a Path>) -> Option<&'a Path> {
+pub(crate) fn best_mount<'a>(
+    path: &Path,
+    mounts: impl Iterator<Item = &'a Path>,
+) -> Option<&'a Path> {
     mounts
         .filter(|m| path.starts_with(m))
         .max_by_key(|m| m.as_os_str().len())
@@ -162,7 +165,7 @@ impl Check for HostCheck {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &HostStats, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &HostStats, out: &mut Vec<Sample>) {
     out.push(Sample::new(
         &catalog::HOST_CPU_USAGE,
         &[],
@@ -215,7 +218,7 @@ pub fn samples(o: &HostStats, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): Always: the host or container the agent runs in.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     crate::check::one(HostCheck::new(b.config))
 }
 

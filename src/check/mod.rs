@@ -11,14 +11,14 @@
 //! through adding one.
 
 pub mod app_probe;
-pub mod app_recovery;
+pub(crate) mod app_recovery;
 pub mod checkpoint_migration;
-pub mod history;
-pub mod host;
+pub(crate) mod history;
+pub(crate) mod host;
 pub mod pg;
-pub mod process;
-pub mod query_text;
-pub mod sqlite;
+pub(crate) mod process;
+pub(crate) mod query_text;
+pub(crate) mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -58,9 +58,9 @@ pub enum TargetKind {
 /// What the list declares about one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Contract {
-    pub scope: Scope,
-    pub rung: Rung,
-    pub target: TargetKind,
+    pub(crate) scope: Scope,
+    pub(crate) rung: Rung,
+    pub(crate) target: TargetKind,
 }
 
 /// Declares every check, one line each:
@@ -169,7 +169,7 @@ checks! {
 }
 
 /// A boxed, sendable future: what [`Check::observe`] returns so checks can be trait objects.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// How often a check runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,7 +184,7 @@ pub enum Cadence {
 
 impl Observation {
     /// The HTTP status an app probe saw, for span attributes.
-    pub fn http_status(&self) -> Option<u16> {
+    pub(crate) fn http_status(&self) -> Option<u16> {
         match self {
             Observation::AppProbe(p) => p.status_code,
             _ => None,
@@ -193,7 +193,7 @@ impl Observation {
 }
 
 /// What a check talks to, for span attributes (vocabulary: defined beside the OTel naming).
-pub use crate::catalog::otel::CheckTarget;
+pub(crate) use crate::catalog::otel::CheckTarget;
 
 /// One unit of observation.
 pub trait Check: Send + Sync + 'static {
@@ -229,33 +229,33 @@ pub trait Check: Send + Sync + 'static {
 }
 
 /// What a module's `build` gets: the configuration and the shared targets.
-pub struct Build<'a> {
-    pub config: &'a Config,
+pub(crate) struct Build<'a> {
+    pub(crate) config: &'a Config,
     /// The primary's target, when a DSN is configured; PostgreSQL checks share it, so the
     /// agent holds at most one backend.
-    pub pg: Option<&'a Arc<PgTarget>>,
+    pub(crate) pg: Option<&'a Arc<PgTarget>>,
     /// Restarts seen by `pg_connectivity` and app health meet here (`app_recovery`); present
     /// with both PostgreSQL and app probes.
-    pub watch: Option<Arc<app_recovery::Watch>>,
+    pub(crate) watch: Option<Arc<app_recovery::Watch>>,
 }
 
 /// What a module's `build` returns: zero, one or several checks.
-pub type Built = Vec<Arc<dyn Check>>;
+pub(crate) type Built = Vec<Arc<dyn Check>>;
 
 impl Build<'_> {
     /// One check on the primary, when there is one.
-    pub fn with_pg<C: Check>(&self, f: impl FnOnce(Arc<PgTarget>) -> C) -> Built {
+    pub(crate) fn with_pg<C: Check>(&self, f: impl FnOnce(Arc<PgTarget>) -> C) -> Built {
         self.pg.map(|pg| one(f(pg.clone()))).unwrap_or_default()
     }
 
     /// Where LangGraph's tables live, as configured.
-    pub fn langgraph_place(&self) -> pg::schema::LangGraphPlace {
+    pub(crate) fn langgraph_place(&self) -> pg::schema::LangGraphPlace {
         pg::schema::LangGraphPlace::from_config(&self.config.checks)
     }
 }
 
 /// One check, boxed for the registry.
-pub fn one(c: impl Check) -> Built {
+pub(crate) fn one(c: impl Check) -> Built {
     vec![Arc::new(c)]
 }
 

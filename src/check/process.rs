@@ -12,26 +12,26 @@ use super::{BoxFuture, Check, Observation};
 use crate::catalog::{self, Sample};
 use crate::error::{CheckError, ErrorKind};
 
-pub const ID: &str = crate::catalog::checks::AGENT_PROCESS;
+pub(crate) const ID: &str = crate::catalog::checks::AGENT_PROCESS;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProcessStats {
-    pub rss_bytes: u64,
-    pub cpu_seconds: f64,
-    pub open_fds: Option<u64>,
+    pub(crate) rss_bytes: u64,
+    pub(crate) cpu_seconds: f64,
+    pub(crate) open_fds: Option<u64>,
     /// The soft open-files limit.
-    pub max_fds: Option<u64>,
+    pub(crate) max_fds: Option<u64>,
     /// Unix time the process started (whole seconds, as sysinfo reads it).
-    pub start_time_seconds: Option<f64>,
+    pub(crate) start_time_seconds: Option<f64>,
 }
 
-pub struct ProcessCheck {
+pub(crate) struct ProcessCheck {
     sys: Mutex<Option<System>>,
     pid: Option<Pid>,
 }
 
 impl ProcessCheck {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         ProcessCheck {
             sys: Mutex::new(System::new().ok()),
             pid: sysinfo::get_current_pid().ok(),
@@ -39,7 +39,7 @@ impl ProcessCheck {
     }
 
     /// Reads the stats now (blocking, but only `/proc`).
-    pub fn read(&self) -> Result<ProcessStats, CheckError> {
+    pub(crate) fn read(&self) -> Result<ProcessStats, CheckError> {
         let mut guard = self.sys.lock().unwrap_or_else(|p| p.into_inner());
         let (Some(sys), Some(pid)) = (guard.as_mut(), self.pid) else {
             return Err(CheckError::new(
@@ -87,7 +87,7 @@ impl Check for ProcessCheck {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &ProcessStats, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &ProcessStats, out: &mut Vec<Sample>) {
     out.push(Sample::new(&catalog::AGENT_RSS, &[], o.rss_bytes as f64));
     out.push(Sample::new(&catalog::AGENT_CPU, &[], o.cpu_seconds));
     if let Some(n) = o.open_fds {
@@ -107,7 +107,7 @@ pub fn samples(o: &ProcessStats, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): Always: the agent's own process.
-pub fn build(_b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(_b: &crate::check::Build) -> crate::check::Built {
     crate::check::one(ProcessCheck::new())
 }
 

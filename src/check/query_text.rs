@@ -14,14 +14,14 @@
 //! identifier (not a literal) would show.
 
 /// Marks text left out: over the length bound, or hidden because the lexing was ambiguous.
-pub const ELLIPSIS: char = '…';
+pub(crate) const ELLIPSIS: char = '…';
 
 /// What replaces a literal.
-pub const PLACEHOLDER: &str = "?";
+pub(crate) const PLACEHOLDER: &str = "?";
 
 /// The statement with literals replaced by `?`, comments dropped and whitespace collapsed, at most
 /// `max_chars` characters (plus a trailing `…` when cut).
-pub fn normalize(sql: &str, max_chars: usize) -> String {
+pub(crate) fn normalize(sql: &str, max_chars: usize) -> String {
     let c: Vec<char> = sql.chars().collect();
     let mut out = Out::new(max_chars);
     let mut i = 0;

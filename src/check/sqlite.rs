@@ -21,25 +21,24 @@ use crate::catalog::{self, Sample};
 use crate::config::Config;
 use crate::error::{CheckError, ErrorKind};
 // The driver's types this check's observation carries, under the check's name too.
+pub(crate) use crate::sqlite::QuickCheck;
+pub(crate) use crate::sqlite::SqliteCounts;
 use crate::sqlite::{QUICK_CHECK_BUDGET, READ_BUDGET, TABLES, read_store};
-pub use crate::sqlite::{
-    QuickCheck, RecentCheckpoint, SqliteCounts, SqliteErrorKind, SqliteFailure,
-};
 
-pub const ID: &str = crate::catalog::checks::SQLITE_CHECKPOINTER;
+pub(crate) const ID: &str = crate::catalog::checks::SQLITE_CHECKPOINTER;
 /// `quick_check` reads the whole file: run it at most this often.
-pub const QUICK_CHECK_EVERY: Duration = Duration::from_secs(600);
+pub(crate) const QUICK_CHECK_EVERY: Duration = Duration::from_secs(600);
 
 /// What a run saw.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SqliteStore {
-    pub path: String,
+    pub(crate) path: String,
     #[serde(flatten)]
-    pub counts: SqliteCounts,
-    pub tables_missing: Vec<String>,
-    pub quick_check: QuickCheck,
+    pub(crate) counts: SqliteCounts,
+    pub(crate) tables_missing: Vec<String>,
+    pub(crate) quick_check: QuickCheck,
     /// Growth of file + WAL over the growth window (None until two readings).
-    pub growth: Option<super::history::Growth>,
+    pub(crate) growth: Option<super::history::Growth>,
 }
 
 struct State {
@@ -47,14 +46,14 @@ struct State {
     growth: super::history::StoreHistory,
 }
 
-pub struct SqliteCheck {
+pub(crate) struct SqliteCheck {
     path: PathBuf,
     state: Arc<Mutex<State>>,
     busy: Arc<AtomicBool>,
 }
 
 impl SqliteCheck {
-    pub fn new(path: PathBuf, config: &Config) -> SqliteCheck {
+    pub(crate) fn new(path: PathBuf, config: &Config) -> SqliteCheck {
         SqliteCheck {
             path,
             state: Arc::new(Mutex::new(State {
@@ -131,7 +130,7 @@ impl Check for SqliteCheck {
 }
 
 /// Pure: the series of a run.
-pub fn samples(o: &SqliteStore, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &SqliteStore, out: &mut Vec<Sample>) {
     let b = |v: bool| if v { 1.0 } else { 0.0 };
     let c = &o.counts;
     out.push(Sample::new(&catalog::SQLITE_PRESENT, &[], b(c.present)));
@@ -211,7 +210,7 @@ pub fn samples(o: &SqliteStore, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): With a SQLite checkpointer path.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     b.config
         .app
         .sqlite_path
@@ -231,8 +230,8 @@ mod tests {
             counts: SqliteCounts {
                 present: true,
                 file_bytes: 10,
-                error: Some(SqliteFailure {
-                    kind: SqliteErrorKind::NotADatabase,
+                error: Some(crate::sqlite::SqliteFailure {
+                    kind: crate::sqlite::SqliteErrorKind::NotADatabase,
                     message: "file is not a database".into(),
                 }),
                 ..Default::default()

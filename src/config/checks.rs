@@ -10,23 +10,23 @@ use serde::{Deserialize, Serialize};
 use super::raw::{Problem, RawChecks};
 
 /// The guide's Railway plans ("Cost Estimation"): name and connection limit.
-pub const PLANS: &[(&str, u32)] = &[("starter", 22), ("pro", 97)];
+pub(crate) const PLANS: &[(&str, u32)] = &[("starter", 22), ("pro", 97)];
 
 /// The guide's Railway plans' storage ("Cost Estimation": Starter 1GB at $5/month, Pro 10GB at
 /// $10/month): name, limit in bytes, monthly price. The table writes "GB"; read as SI (10^9), the
 /// smaller reading, so the finding comes early rather than late.
-pub const PLAN_STORAGE: &[(&str, u64, &str)] = &[
+pub(crate) const PLAN_STORAGE: &[(&str, u64, &str)] = &[
     ("starter", 1_000_000_000, "$5/month"),
     ("pro", 10_000_000_000, "$10/month"),
 ];
 
 /// Longest identifier PostgreSQL keeps (NAMEDATALEN - 1).
-pub const MAX_IDENTIFIER_BYTES: usize = 63;
+pub(crate) const MAX_IDENTIFIER_BYTES: usize = 63;
 
 /// Which LangGraph checkpointer schema the `pg_schema` check expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum LangGraphSchema {
+pub(crate) enum LangGraphSchema {
     /// Detect full (PostgresSaver) or shallow (ShallowPostgresSaver) from the columns.
     Auto,
     Full,
@@ -39,22 +39,22 @@ pub enum LangGraphSchema {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlanLimit {
     /// `starter`, `pro`, or `custom` for AGENT_MAX_CONNECTIONS.
-    pub name: String,
-    pub max_connections: u32,
+    pub(crate) name: String,
+    pub(crate) max_connections: u32,
 }
 
 /// The storage limit the database size is measured against (`storage_near_limit`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StorageLimit {
+pub(crate) struct StorageLimit {
     /// `starter`, `pro`, or `custom` for AGENT_STORAGE_LIMIT.
-    pub name: String,
-    pub bytes: u64,
+    pub(crate) name: String,
+    pub(crate) bytes: u64,
 }
 
 /// Pure: a size such as `1GB`, `10GiB`, `500 MB` or `1048576` (bytes) in bytes. SI prefixes
 /// (kB, MB, GB, TB: powers of 1000) and IEC ones (KiB, MiB, GiB, TiB: powers of 1024); the `B`
 /// may be left off (`10G` is 10 GB) and case does not matter.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -91,25 +91,25 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// `[checks]`, validated.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ChecksConfig {
-    pub slow_query_threshold: Duration,
-    pub idle_in_transaction_threshold: Duration,
-    pub labels_top_n: u32,
-    pub statements_top_n: u32,
-    pub plan: Option<PlanLimit>,
+pub(crate) struct ChecksConfig {
+    pub(crate) slow_query_threshold: Duration,
+    pub(crate) idle_in_transaction_threshold: Duration,
+    pub(crate) labels_top_n: u32,
+    pub(crate) statements_top_n: u32,
+    pub(crate) plan: Option<PlanLimit>,
     /// From the plan's storage or AGENT_STORAGE_LIMIT (which wins); `None`: no limit known.
-    pub storage_limit: Option<StorageLimit>,
-    pub langgraph_schema: LangGraphSchema,
+    pub(crate) storage_limit: Option<StorageLimit>,
+    pub(crate) langgraph_schema: LangGraphSchema,
     /// The schema of LangGraph's tables when set (`AGENT_LANGGRAPH_SCHEMA_NAME`); else detected.
-    pub langgraph_schema_name: Option<String>,
+    pub(crate) langgraph_schema_name: Option<String>,
     /// The app DATABASE_URL's `search_path` (`$user` resolved): preferred when detecting.
-    pub langgraph_search_path: Vec<String>,
-    pub expectations_file: Option<PathBuf>,
+    pub(crate) langgraph_search_path: Vec<String>,
+    pub(crate) expectations_file: Option<PathBuf>,
     /// The expectations file's content (empty without a file).
-    pub expectations: Expectations,
+    pub(crate) expectations: Expectations,
     /// Show other sessions' raw SQL (literals included) in `/findings` and `agent diagnose`;
     /// off by default, never in logs or pushed alerts.
-    pub raw_query_text: bool,
+    pub(crate) raw_query_text: bool,
 }
 
 impl Default for ChecksConfig {
@@ -148,30 +148,30 @@ impl Default for ChecksConfig {
 #[serde(deny_unknown_fields)]
 pub struct Expectations {
     #[serde(default)]
-    pub tables: Vec<ExpectedTable>,
+    pub(crate) tables: Vec<ExpectedTable>,
     #[serde(default)]
-    pub indexes: Vec<ExpectedIndex>,
+    pub(crate) indexes: Vec<ExpectedIndex>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExpectedTable {
-    pub name: String,
+pub(crate) struct ExpectedTable {
+    pub(crate) name: String,
     #[serde(default = "public")]
-    pub schema: String,
+    pub(crate) schema: String,
     #[serde(default)]
-    pub columns: Vec<String>,
+    pub(crate) columns: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExpectedIndex {
-    pub name: String,
-    pub table: String,
+pub(crate) struct ExpectedIndex {
+    pub(crate) name: String,
+    pub(crate) table: String,
     #[serde(default = "public")]
-    pub schema: String,
+    pub(crate) schema: String,
     #[serde(default)]
-    pub columns: Option<Vec<String>>,
+    pub(crate) columns: Option<Vec<String>>,
 }
 
 fn public() -> String {
@@ -179,7 +179,7 @@ fn public() -> String {
 }
 
 /// Why an identifier cannot be used, if it cannot.
-pub fn identifier_problem(s: &str) -> Option<String> {
+pub(crate) fn identifier_problem(s: &str) -> Option<String> {
     if s.is_empty() {
         Some("an empty name".into())
     } else if s.len() > MAX_IDENTIFIER_BYTES {
@@ -223,7 +223,7 @@ impl Expectations {
 }
 
 /// Validates `[checks]`, adding every problem found.
-pub fn validate(raw: &RawChecks, problems: &mut Vec<Problem>) -> ChecksConfig {
+pub(crate) fn validate(raw: &RawChecks, problems: &mut Vec<Problem>) -> ChecksConfig {
     let mut p = |key: &str, message: String| {
         problems.push(Problem {
             key: key.into(),
@@ -396,7 +396,7 @@ pub fn validate(raw: &RawChecks, problems: &mut Vec<Problem>) -> ChecksConfig {
 
 impl ChecksConfig {
     /// Back to the file's shape, for `--print-config`.
-    pub fn to_raw(&self) -> RawChecks {
+    pub(crate) fn to_raw(&self) -> RawChecks {
         RawChecks {
             slow_query_threshold: Some(
                 humantime::format_duration(self.slow_query_threshold).to_string(),

@@ -7,7 +7,11 @@ use super::Problem;
 
 /// Reads `v` (`None` when the setting is absent). `example` is a valid value for this key, for
 /// the message; with `positive`, zero is refused too.
-pub fn parse(v: Option<&str>, example: &str, positive: bool) -> Result<Option<Duration>, String> {
+pub(crate) fn parse(
+    v: Option<&str>,
+    example: &str,
+    positive: bool,
+) -> Result<Option<Duration>, String> {
     let Some(v) = v else {
         return Ok(None);
     };
@@ -21,7 +25,7 @@ pub fn parse(v: Option<&str>, example: &str, positive: bool) -> Result<Option<Du
 }
 
 /// [`parse`], recording a problem under `key` and giving `default` when the value is unusable.
-pub fn setting(
+pub(crate) fn setting(
     problems: &mut Vec<Problem>,
     key: &str,
     v: Option<&str>,

@@ -4,52 +4,55 @@
 //! at once. [`Config::effective_toml`] prints what the agent will use, secrets redacted.
 
 mod checks;
-pub mod duration;
+pub(crate) mod duration;
 pub mod otel;
-pub mod probes;
+pub(crate) mod probes;
 mod raw;
-pub mod search_path;
-pub mod silence;
+pub(crate) mod search_path;
+pub(crate) mod silence;
 pub mod vars;
-pub mod web;
+pub(crate) mod web;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use checks::{
-    ChecksConfig, Expectations, ExpectedIndex, ExpectedTable, LangGraphSchema, PLAN_STORAGE, PLANS,
-    PlanLimit, StorageLimit, parse_size,
+pub use checks::Expectations;
+pub(crate) use checks::{
+    ChecksConfig, ExpectedIndex, ExpectedTable, LangGraphSchema, PLAN_STORAGE, PlanLimit,
+    StorageLimit,
 };
-pub use probes::{JsonExpectation, ProbeConfig};
-pub use raw::{Env, Problem, ProcessEnv, RawConfig, VARIABLES};
+pub(crate) use probes::JsonExpectation;
+pub use probes::ProbeConfig;
+pub(crate) use raw::{Env, Problem};
+pub use raw::{ProcessEnv, RawConfig};
 
 use crate::dsn::{self, Dsn};
 
 /// Shortest interval accepted: short intervals are for tests and soaks, not production.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Where the runbooks are published by default (the same default as the alert rules).
-pub const DEFAULT_RUNBOOK_BASE: &str =
+pub(crate) const DEFAULT_RUNBOOK_BASE: &str =
     "https://github.com/rose-agent/rose-agent/blob/main/docs/runbooks";
 /// Intervals from which the timeouts must fit in one interval (see the fit rule in `from_raw`).
-pub const FIT_RULE_FROM: Duration = Duration::from_secs(1);
+pub(crate) const FIT_RULE_FROM: Duration = Duration::from_secs(1);
 /// Default connect timeout from [`FIT_RULE_FROM`] on, whatever the interval: a TCP + TLS +
 /// SCRAM set-up plus the session statement takes about five round trips, 2 s to a database
 /// 400 ms away, and a short interval must not make a distant database look down. (Only the
 /// sub-second test and soak intervals derive a shorter one.)
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A derived duration rounded to the millisecond (a third of 2 s is 666 ms, not
 /// `666ms 666us 666ns`), never zero.
-pub fn round_ms(d: Duration) -> Duration {
+pub(crate) fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(((d.as_micros() + 500) / 1000).max(1) as u64)
 }
 
 /// The variables a monitoring DSN is read from, in order of precedence (and the file's
 /// `[database] url`, `url_file`, `[app] database_url`), for messages that say what to set.
-pub const DSN_VARIABLES: [&str; 3] = [
+pub(crate) const DSN_VARIABLES: [&str; 3] = [
     "AGENT_DATABASE_URL",
     "AGENT_DATABASE_URL_FILE",
     "DATABASE_URL",
@@ -75,16 +78,16 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub agent: AgentConfig,
-    pub database: DatabaseConfig,
+    pub(crate) database: DatabaseConfig,
     pub app: AppConfig,
     /// OTLP export; `None` when no `OTEL_EXPORTER_OTLP_*ENDPOINT` is set.
     pub otel: Option<otel::OtelConfig>,
-    pub checks: ChecksConfig,
+    pub(crate) checks: ChecksConfig,
     /// `[findings]`: disabled checks and codes, accepted findings (see `config::silence`).
-    pub findings: silence::FindingsConfig,
+    pub(crate) findings: silence::FindingsConfig,
     /// `AGENT_*` variables set but not read (misspellings, mostly), at most
     /// [`vars::MAX_REPORTED`], and how many more there were.
-    pub unknown_variables: (Vec<vars::UnknownVariable>, usize),
+    pub(crate) unknown_variables: (Vec<vars::UnknownVariable>, usize),
 }
 
 /// `0x526F73652D616774`, the bytes of "Rose-agt": the advisory lock key the fleet elects its
@@ -93,27 +96,27 @@ pub const DEFAULT_LOCK_KEY: i64 = 0x526F_7365_2D61_6774;
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     pub interval: Duration,
     pub slow_interval: Duration,
-    pub shutdown_grace: Duration,
-    pub log_format: LogFormat,
-    pub finding_pending_cycles: u32,
-    pub finding_resolve_cycles: u32,
-    pub alertmanager_url: Option<String>,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) log_format: LogFormat,
+    pub(crate) finding_pending_cycles: u32,
+    pub(crate) finding_resolve_cycles: u32,
+    pub(crate) alertmanager_url: Option<String>,
     /// The agent's `instance` label for pushed alerts.
-    pub instance: String,
-    pub runbook_base_url: String,
+    pub(crate) instance: String,
+    pub(crate) runbook_base_url: String,
     /// TLS and authentication of the agent's endpoint: the web config file as written (parsed;
     /// `crate::web` builds the live endpoint config from it).
-    pub web: Option<web::WebConfigFile>,
-    pub web_config_file: Option<PathBuf>,
+    pub(crate) web: Option<web::WebConfigFile>,
+    pub(crate) web_config_file: Option<PathBuf>,
     /// Timeouts and the connection cap of the agent's endpoint.
-    pub web_limits: web::WebLimits,
+    pub(crate) web_limits: web::WebLimits,
     /// Database-wide checks run only on the fleet's leader (see `src/leader.rs`).
-    pub leader_election: bool,
+    pub(crate) leader_election: bool,
     /// The advisory lock key of the election.
-    pub leader_lock_key: i64,
+    pub(crate) leader_lock_key: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -121,35 +124,35 @@ pub struct DatabaseConfig {
     /// The DSN the agent monitors with; `None` when none is given (with
     /// `FEATURE_DATABASE_TYPE=postgresql` that is the finding `no_database_configured`, not a
     /// configuration error: the agent keeps serving and says what is missing).
-    pub dsn: Option<Dsn>,
+    pub(crate) dsn: Option<Dsn>,
     /// Which key the DSN came from, for messages.
-    pub dsn_source: &'static str,
-    pub replica: Option<Dsn>,
-    pub connect_timeout: Duration,
-    pub statement_timeout: Duration,
-    pub lock_timeout: Duration,
+    pub(crate) dsn_source: &'static str,
+    pub(crate) replica: Option<Dsn>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) statement_timeout: Duration,
+    pub(crate) lock_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
 pub struct AppConfig {
-    pub database_type: DatabaseType,
+    pub(crate) database_type: DatabaseType,
     pub pool_size: u32,
-    pub max_overflow: u32,
-    pub instances: u32,
+    pub(crate) max_overflow: u32,
+    pub(crate) instances: u32,
     /// `max_size` of the checkpointer's psycopg pool per instance, when configured.
-    pub checkpointer_pool_max_size: Option<u32>,
+    pub(crate) checkpointer_pool_max_size: Option<u32>,
     /// The app's role (the user of `DATABASE_URL`), when known: connections are attributed to
     /// the app by it.
-    pub role: Option<String>,
-    pub sqlite_path: Option<PathBuf>,
-    pub base_url: String,
+    pub(crate) role: Option<String>,
+    pub(crate) sqlite_path: Option<PathBuf>,
+    pub(crate) base_url: String,
     /// HTTP probes of the app (empty when `AGENT_APP_PROBES=off`).
     pub probes: Vec<ProbeConfig>,
     /// How far back checkpoint growth is judged.
-    pub growth_window: Duration,
+    pub(crate) growth_window: Duration,
     /// After a PostgreSQL restart, the app must answer healthy within this
     /// (`app_not_recovered`).
-    pub recovery_timeout: Duration,
+    pub(crate) recovery_timeout: Duration,
 }
 
 /// Every problem found, each naming its key.
@@ -176,7 +179,7 @@ impl std::error::Error for ConfigError {}
 impl DatabaseConfig {
     /// Client-side bound on one query: a little longer than the server's `statement_timeout`,
     /// so the server cancels first and the client only catches a dead or frozen server.
-    pub fn query_timeout(&self) -> Duration {
+    pub(crate) fn query_timeout(&self) -> Duration {
         self.statement_timeout + self.statement_timeout / 10 + Duration::from_millis(50)
     }
 }
@@ -229,7 +232,10 @@ impl Config {
     }
 
     /// Validates a raw config, adding to the problems already found.
-    pub fn from_raw(raw: RawConfig, mut problems: Vec<Problem>) -> Result<Config, ConfigError> {
+    pub(crate) fn from_raw(
+        raw: RawConfig,
+        mut problems: Vec<Problem>,
+    ) -> Result<Config, ConfigError> {
         let mut p = |key: &str, message: String| {
             problems.push(Problem {
                 key: key.into(),

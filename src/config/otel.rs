@@ -19,26 +19,26 @@ pub enum Protocol {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SignalConfig {
     /// For gRPC the collector address; for HTTP the full URL of the signal's path.
-    pub endpoint: String,
-    pub protocol: Protocol,
-    pub headers: Vec<(String, String)>,
+    pub(crate) endpoint: String,
+    pub(crate) protocol: Protocol,
+    pub(crate) headers: Vec<(String, String)>,
 }
 
 /// Validated OpenTelemetry settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtelConfig {
-    pub traces: Option<SignalConfig>,
-    pub metrics: Option<SignalConfig>,
-    pub service_name: String,
-    pub resource_attributes: Vec<(String, String)>,
+    pub(crate) traces: Option<SignalConfig>,
+    pub(crate) metrics: Option<SignalConfig>,
+    pub(crate) service_name: String,
+    pub(crate) resource_attributes: Vec<(String, String)>,
     /// `None` means the agent's interval.
-    pub metric_interval: Option<Duration>,
-    pub timeout: Duration,
+    pub(crate) metric_interval: Option<Duration>,
+    pub(crate) timeout: Duration,
 }
 
 impl OtelConfig {
     /// Reads the variables; `None` when export is off. Problems name their variable.
-    pub fn from_env(env: &dyn Env, problems: &mut Vec<Problem>) -> Option<OtelConfig> {
+    pub(crate) fn from_env(env: &dyn Env, problems: &mut Vec<Problem>) -> Option<OtelConfig> {
         if env
             .get("OTEL_SDK_DISABLED")
             .is_some_and(|v| v.eq_ignore_ascii_case("true"))

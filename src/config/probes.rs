@@ -19,69 +19,69 @@ use serde::{Deserialize, Serialize};
 use super::Problem;
 
 /// At most this many probes: each is a check with its own label value.
-pub const MAX_PROBES: usize = 16;
+pub(crate) const MAX_PROBES: usize = 16;
 /// Default cap on a response body the agent reads.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 /// The app's health rate limit (slowapi, per client IP).
-pub const HEALTH_RATE_LIMIT_PER_MINUTE: u32 = 60;
+pub(crate) const HEALTH_RATE_LIMIT_PER_MINUTE: u32 = 60;
 /// The app's default `RATE_LIMIT_PER_MINUTE` for voice.
-pub const VOICE_RATE_LIMIT_PER_MINUTE: u32 = 10;
+pub(crate) const VOICE_RATE_LIMIT_PER_MINUTE: u32 = 10;
 
 /// One `[[app.probes]]` entry as written.
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawProbe {
+pub(crate) struct RawProbe {
     /// Label value (`endpoint`): lowercase letters, digits, `_`; default from the path.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Absolute URL; default `APP_BASE_URL` + `path`.
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     /// Path under `APP_BASE_URL` (default `/api/health`).
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
     /// Paths tried, in order, when the previous one answers 404 or 405.
-    pub fallback_paths: Option<Vec<String>>,
+    pub(crate) fallback_paths: Option<Vec<String>>,
     /// HTTP method (default GET).
-    pub method: Option<String>,
+    pub(crate) method: Option<String>,
     /// Expected status code (default 200).
-    pub expect_status: Option<u16>,
+    pub(crate) expect_status: Option<u16>,
     /// Answers slower than this count as slow (default 100ms; 2s for voice paths).
-    pub latency_threshold: Option<String>,
+    pub(crate) latency_threshold: Option<String>,
     /// Bound on one request (connect to last body byte).
-    pub timeout: Option<String>,
+    pub(crate) timeout: Option<String>,
     /// How often to probe.
-    pub interval: Option<String>,
+    pub(crate) interval: Option<String>,
     /// The app's limit for this route; the interval may not exceed it (default 60, voice 10).
-    pub rate_limit_per_minute: Option<u32>,
+    pub(crate) rate_limit_per_minute: Option<u32>,
     /// JSON expectations on the body.
-    pub expect: Option<Vec<RawExpectation>>,
+    pub(crate) expect: Option<Vec<RawExpectation>>,
     /// Extra request headers. Values are never printed or logged.
-    pub headers: Option<BTreeMap<String, String>>,
+    pub(crate) headers: Option<BTreeMap<String, String>>,
     /// File holding a bearer token, sent as `Authorization: Bearer ...`; read on every probe.
-    pub bearer_token_file: Option<String>,
+    pub(crate) bearer_token_file: Option<String>,
     /// Extra CA certificate (PEM) trusted for https, besides the system roots.
-    pub ca_file: Option<String>,
+    pub(crate) ca_file: Option<String>,
     /// Request body (text).
-    pub body: Option<String>,
+    pub(crate) body: Option<String>,
     /// Request body read from a file (e.g. a prepared multipart voice sample).
-    pub body_file: Option<String>,
+    pub(crate) body_file: Option<String>,
     /// `Content-Type` of the body.
-    pub content_type: Option<String>,
+    pub(crate) content_type: Option<String>,
     /// Export the body's `services` map as `rose_app_service_up` (at most one probe).
-    pub report_services: Option<bool>,
+    pub(crate) report_services: Option<bool>,
     /// Required for probes that create data or cost money (non-GET/HEAD methods, voice and
     /// session paths).
-    pub allow_side_effects: Option<bool>,
+    pub(crate) allow_side_effects: Option<bool>,
     /// Cap on the body read (default 64 KiB); a longer body fails the probe.
-    pub max_body_bytes: Option<u64>,
+    pub(crate) max_body_bytes: Option<u64>,
 }
 
 /// One JSON expectation: `field` (dotted path, e.g. `status` or `services.qdrant`) equals a
 /// value, or every entry of the map at `field` equals `all_equal`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawExpectation {
-    pub field: String,
-    pub equals: Option<serde_json::Value>,
-    pub all_equal: Option<serde_json::Value>,
+pub(crate) struct RawExpectation {
+    pub(crate) field: String,
+    pub(crate) equals: Option<serde_json::Value>,
+    pub(crate) all_equal: Option<serde_json::Value>,
 }
 
 /// A validated JSON expectation.
@@ -101,7 +101,7 @@ pub enum JsonExpectation {
 }
 
 impl JsonExpectation {
-    pub fn field(&self) -> &str {
+    pub(crate) fn field(&self) -> &str {
         match self {
             JsonExpectation::Equals { field, .. } | JsonExpectation::AllEqual { field, .. } => {
                 field
@@ -112,9 +112,9 @@ impl JsonExpectation {
 
 /// A request header whose value is never shown.
 #[derive(Clone, PartialEq)]
-pub struct Header {
-    pub name: String,
-    pub value: String,
+pub(crate) struct Header {
+    pub(crate) name: String,
+    pub(crate) value: String,
 }
 
 impl fmt::Debug for Header {
@@ -126,36 +126,36 @@ impl fmt::Debug for Header {
 /// A validated probe.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeConfig {
-    pub name: String,
+    pub(crate) name: String,
     /// Scheme, host and port (no path, no trailing slash, no credentials).
-    pub origin: String,
+    pub(crate) origin: String,
     /// The path and its fallbacks, in order (each with its query, if any).
-    pub paths: Vec<String>,
-    pub method: String,
-    pub expect_status: u16,
-    pub latency_threshold: Duration,
-    pub timeout: Duration,
-    pub interval: Duration,
-    pub expect: Vec<JsonExpectation>,
-    pub headers: Vec<Header>,
-    pub bearer_token_file: Option<PathBuf>,
-    pub ca_file: Option<PathBuf>,
-    pub body: Option<Vec<u8>>,
-    pub content_type: Option<String>,
-    pub report_services: bool,
-    pub side_effects: bool,
-    pub max_body_bytes: usize,
+    pub(crate) paths: Vec<String>,
+    pub(crate) method: String,
+    pub(crate) expect_status: u16,
+    pub(crate) latency_threshold: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) interval: Duration,
+    pub(crate) expect: Vec<JsonExpectation>,
+    pub(crate) headers: Vec<Header>,
+    pub(crate) bearer_token_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) body: Option<Vec<u8>>,
+    pub(crate) content_type: Option<String>,
+    pub(crate) report_services: bool,
+    pub(crate) side_effects: bool,
+    pub(crate) max_body_bytes: usize,
 }
 
 impl ProbeConfig {
     /// The URL of one of the paths.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{}", self.origin, path)
     }
 }
 
 /// The default health probe's expectations: reported healthy, every service connected.
-pub fn health_expectations() -> Vec<JsonExpectation> {
+pub(crate) fn health_expectations() -> Vec<JsonExpectation> {
     vec![
         JsonExpectation::Equals {
             field: "status".into(),
@@ -169,13 +169,13 @@ pub fn health_expectations() -> Vec<JsonExpectation> {
 }
 
 /// Environment-level settings of the default probe (and defaults of every probe).
-pub struct ProbeDefaults<'a> {
-    pub enabled: bool,
-    pub base_url: &'a str,
-    pub interval: Option<&'a str>,
-    pub timeout: Option<&'a str>,
-    pub health_paths: Option<&'a str>,
-    pub bearer_token_file: Option<&'a str>,
+pub(crate) struct ProbeDefaults<'a> {
+    pub(crate) enabled: bool,
+    pub(crate) base_url: &'a str,
+    pub(crate) interval: Option<&'a str>,
+    pub(crate) timeout: Option<&'a str>,
+    pub(crate) health_paths: Option<&'a str>,
+    pub(crate) bearer_token_file: Option<&'a str>,
 }
 
 fn is_side_effect_path(path: &str) -> bool {
@@ -245,7 +245,7 @@ fn valid_name(n: &str) -> bool {
 
 /// Validates the probe list. Problems are pushed with their key; the returned list holds the
 /// probes that validated.
-pub fn validate(
+pub(crate) fn validate(
     raw: Option<&[RawProbe]>,
     d: &ProbeDefaults<'_>,
     problems: &mut Vec<Problem>,
@@ -674,7 +674,7 @@ impl Entry<'_> {
 }
 
 /// The validated probes in the file's shape, header values redacted (for `--print-config`).
-pub fn to_raw(probes: &[ProbeConfig]) -> Vec<RawProbe> {
+pub(crate) fn to_raw(probes: &[ProbeConfig]) -> Vec<RawProbe> {
     let h = |d: Duration| Some(humantime::format_duration(d).to_string());
     probes
         .iter()

@@ -63,164 +63,164 @@ impl Env for HashMap<&str, &str> {
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
-    pub agent: RawAgent,
+    pub(crate) agent: RawAgent,
     #[serde(default)]
-    pub database: RawDatabase,
+    pub(crate) database: RawDatabase,
     #[serde(default)]
-    pub app: RawApp,
+    pub(crate) app: RawApp,
     #[serde(default)]
-    pub checks: RawChecks,
+    pub(crate) checks: RawChecks,
     #[serde(default)]
-    pub findings: super::silence::RawFindings,
+    pub(crate) findings: super::silence::RawFindings,
 }
 
 /// `[agent]`: how the agent itself runs.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawAgent {
+pub(crate) struct RawAgent {
     /// Address of `/metrics`, `/healthz`, `/readyz` (env `AGENT_LISTEN`; default `0.0.0.0:9188`).
-    pub listen: Option<String>,
+    pub(crate) listen: Option<String>,
     /// How often the cheap checks run, humantime (env `AGENT_INTERVAL`; default `15s`).
-    pub interval: Option<String>,
+    pub(crate) interval: Option<String>,
     /// How often the expensive checks (sizes, statements) run (env `AGENT_SLOW_INTERVAL`;
     /// default four times `interval`).
-    pub slow_interval: Option<String>,
+    pub(crate) slow_interval: Option<String>,
     /// How long shutdown may drain before it is forced (env `AGENT_SHUTDOWN_GRACE`; default `5s`).
-    pub shutdown_grace: Option<String>,
+    pub(crate) shutdown_grace: Option<String>,
     /// `text` or `json` (env `AGENT_LOG_FORMAT`; default `text`).
-    pub log_format: Option<String>,
+    pub(crate) log_format: Option<String>,
     /// Evaluation cycles a finding must be seen before it is active (env
     /// `AGENT_FINDING_PENDING_CYCLES`; default 2).
-    pub finding_pending_cycles: Option<i64>,
+    pub(crate) finding_pending_cycles: Option<i64>,
     /// Clean cycles before an active finding resolves (env `AGENT_FINDING_RESOLVE_CYCLES`; default 2).
-    pub finding_resolve_cycles: Option<i64>,
+    pub(crate) finding_resolve_cycles: Option<i64>,
     /// Alertmanager to push active findings to, e.g. `http://127.0.0.1:9093` (env
     /// `AGENT_ALERTMANAGER_URL`; default: no push).
-    pub alertmanager_url: Option<String>,
+    pub(crate) alertmanager_url: Option<String>,
     /// The `instance` label of pushed alerts (env `AGENT_INSTANCE`; default `<hostname>:<port>`).
-    pub instance: Option<String>,
+    pub(crate) instance: Option<String>,
     /// Where `docs/runbooks/` is published; pushed alerts link `<base>/<code>.md`, like the rules'
     /// `rose_runbook_base` (env `AGENT_RUNBOOK_BASE_URL`; default
     /// `https://github.com/rose-agent/rose-agent/blob/main/docs/runbooks`).
-    pub runbook_base_url: Option<String>,
+    pub(crate) runbook_base_url: Option<String>,
     /// exporter-toolkit style web config (TLS, basic auth, bearer token) for the agent's own
     /// endpoint (env `AGENT_WEB_CONFIG_FILE`; default: plain HTTP, no auth).
-    pub web_config_file: Option<String>,
+    pub(crate) web_config_file: Option<String>,
     /// How long a client has to send a request's header on the agent's endpoint, counted from
     /// the connection's start (TLS handshake included) or from the previous response; it is
     /// also the keep-alive idle timeout (env `AGENT_WEB_HEADER_TIMEOUT`; default `5s`).
-    pub web_header_timeout: Option<String>,
+    pub(crate) web_header_timeout: Option<String>,
     /// Most connections the endpoint holds open at once; further capped by the open-files limit
     /// (env `AGENT_WEB_MAX_CONNECTIONS`; default 64).
-    pub web_max_connections: Option<i64>,
+    pub(crate) web_max_connections: Option<i64>,
     /// Run the database-wide checks only on the agent of a fleet that holds the PostgreSQL
     /// advisory lock (env `AGENT_LEADER_ELECTION`: on/off; default on). Off: every agent runs
     /// every check.
-    pub leader_election: Option<bool>,
+    pub(crate) leader_election: Option<bool>,
     /// The advisory lock key the fleet elects its leader with (env `AGENT_LEADER_LOCK_KEY`;
     /// default 5940093311915222900, `0x526F73652D616774`, "Rose-agt"). Fleets watching the same
     /// database for different apps need different keys.
-    pub leader_lock_key: Option<i64>,
+    pub(crate) leader_lock_key: Option<i64>,
 }
 
 /// `[database]`: how the agent reaches PostgreSQL.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawDatabase {
+pub(crate) struct RawDatabase {
     /// Monitoring DSN (env `AGENT_DATABASE_URL`); falls back to the app's `DATABASE_URL`.
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     /// File holding the monitoring DSN (env `AGENT_DATABASE_URL_FILE`).
-    pub url_file: Option<String>,
+    pub(crate) url_file: Option<String>,
     /// Read replica DSN (env `DATABASE_READ_REPLICA_URL`, the app's name).
-    pub replica_url: Option<String>,
+    pub(crate) replica_url: Option<String>,
     /// Bound on DNS + TCP + TLS + authentication (env `AGENT_CONNECT_TIMEOUT`; default `3s`).
-    pub connect_timeout: Option<String>,
+    pub(crate) connect_timeout: Option<String>,
     /// Session `statement_timeout`; the client gives up shortly after (env
     /// `AGENT_STATEMENT_TIMEOUT`; default `5s`).
-    pub statement_timeout: Option<String>,
+    pub(crate) statement_timeout: Option<String>,
     /// Session `lock_timeout` (env `AGENT_LOCK_TIMEOUT`; default `1s`).
-    pub lock_timeout: Option<String>,
+    pub(crate) lock_timeout: Option<String>,
 }
 
 /// `[app]`: the app's own settings, read under the names the app reads them.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawApp {
+pub(crate) struct RawApp {
     /// The app's DSN (env `DATABASE_URL`).
-    pub database_url: Option<String>,
+    pub(crate) database_url: Option<String>,
     /// `sqlite` or `postgresql` (env `FEATURE_DATABASE_TYPE`; default `sqlite`, as the app).
-    pub database_type: Option<String>,
+    pub(crate) database_type: Option<String>,
     /// Pool size per app instance (env `DATABASE_POOL_SIZE`; default 10).
-    pub pool_size: Option<i64>,
+    pub(crate) pool_size: Option<i64>,
     /// Pool overflow per app instance (env `DATABASE_MAX_OVERFLOW`; default 20).
-    pub max_overflow: Option<i64>,
+    pub(crate) max_overflow: Option<i64>,
     /// How many app instances share the database (env `AGENT_APP_INSTANCES`; default 1).
-    pub instances: Option<i64>,
+    pub(crate) instances: Option<i64>,
     /// `max_size` of the psycopg pool behind LangGraph's (Async)PostgresSaver, per app instance
     /// (env `AGENT_CHECKPOINTER_POOL_MAX_SIZE`; default: not counted in the budget).
-    pub checkpointer_pool_max_size: Option<i64>,
+    pub(crate) checkpointer_pool_max_size: Option<i64>,
     /// The SQLite checkpointer file (env `SHORT_TERM_MEMORY_DB_PATH`).
-    pub sqlite_path: Option<String>,
+    pub(crate) sqlite_path: Option<String>,
     /// Base URL of the app's HTTP API (env `APP_BASE_URL`; default `http://127.0.0.1:8080`).
-    pub base_url: Option<String>,
+    pub(crate) base_url: Option<String>,
     /// Probe the app at all (env `AGENT_APP_PROBES`: on/off; default on).
-    pub probes_enabled: Option<bool>,
+    pub(crate) probes_enabled: Option<bool>,
     /// Interval of the default health probe (env `AGENT_APP_PROBE_INTERVAL`; default `15s`).
-    pub probe_interval: Option<String>,
+    pub(crate) probe_interval: Option<String>,
     /// Timeout of every probe without its own (env `AGENT_APP_PROBE_TIMEOUT`; default `2s`).
-    pub probe_timeout: Option<String>,
+    pub(crate) probe_timeout: Option<String>,
     /// Health path and fallbacks, comma-separated (env `AGENT_APP_HEALTH_PATHS`; default
     /// `/api/health,/api/v1/health`).
-    pub health_paths: Option<String>,
+    pub(crate) health_paths: Option<String>,
     /// Bearer token file for the default health probe (env `AGENT_APP_BEARER_TOKEN_FILE`).
-    pub bearer_token_file: Option<String>,
+    pub(crate) bearer_token_file: Option<String>,
     /// How far back checkpoint growth is judged (env `AGENT_CHECKPOINT_GROWTH_WINDOW`;
     /// default `10m`).
-    pub growth_window: Option<String>,
+    pub(crate) growth_window: Option<String>,
     /// After a PostgreSQL restart the app must answer healthy within this (env
     /// `AGENT_APP_RECOVERY_TIMEOUT`; default `60s`), else `app_not_recovered`.
-    pub recovery_timeout: Option<String>,
+    pub(crate) recovery_timeout: Option<String>,
     /// `[[app.probes]]`: replaces the default health probe. See `config::probes`.
-    pub probes: Option<Vec<super::probes::RawProbe>>,
+    pub(crate) probes: Option<Vec<super::probes::RawProbe>>,
 }
 
 /// `[checks]`: thresholds and limits of the PostgreSQL checks.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawChecks {
+pub(crate) struct RawChecks {
     /// An active query older than this counts as slow (env `AGENT_SLOW_QUERY_THRESHOLD`;
     /// default `2s`, the guide's "response times >2s").
-    pub slow_query_threshold: Option<String>,
+    pub(crate) slow_query_threshold: Option<String>,
     /// Idle in a transaction longer than this is a finding (env
     /// `AGENT_IDLE_IN_TRANSACTION_THRESHOLD`; default `60s`).
-    pub idle_in_transaction_threshold: Option<String>,
+    pub(crate) idle_in_transaction_threshold: Option<String>,
     /// How many application names and roles get their own label value; the rest are summed as
     /// `other` (env `AGENT_LABELS_TOP_N`; default 5).
-    pub labels_top_n: Option<i64>,
+    pub(crate) labels_top_n: Option<i64>,
     /// How many pg_stat_statements entries (by total and by mean time) get a `queryid` series
     /// (env `AGENT_STATEMENTS_TOP_N`; default 10).
-    pub statements_top_n: Option<i64>,
+    pub(crate) statements_top_n: Option<i64>,
     /// The database plan, for the connection budget: `starter` (22 connections) or `pro` (97)
     /// from the guide's Railway table (env `AGENT_PLAN`; default: the server's max_connections).
-    pub plan: Option<String>,
+    pub(crate) plan: Option<String>,
     /// The plan's connection limit, overriding `plan` (env `AGENT_MAX_CONNECTIONS`).
-    pub max_connections: Option<i64>,
+    pub(crate) max_connections: Option<i64>,
     /// The database's storage limit, overriding the plan's (env `AGENT_STORAGE_LIMIT`): a size
     /// such as `1GB` (SI) or `10GiB` (IEC).
-    pub storage_limit: Option<String>,
+    pub(crate) storage_limit: Option<String>,
     /// Which LangGraph schema to expect: `auto` (detect full or shallow), `full`, `shallow` or
     /// `off` (env `AGENT_LANGGRAPH_SCHEMA`; default `auto`).
-    pub langgraph_schema: Option<String>,
+    pub(crate) langgraph_schema: Option<String>,
     /// The PostgreSQL schema holding LangGraph's tables (env `AGENT_LANGGRAPH_SCHEMA_NAME`;
     /// default: detected, preferring the app DATABASE_URL's `options=-c search_path=...`).
-    pub langgraph_schema_name: Option<String>,
+    pub(crate) langgraph_schema_name: Option<String>,
     /// A TOML file listing another app's expected tables, columns and indexes (env
     /// `AGENT_SCHEMA_EXPECTATIONS`).
-    pub expectations_file: Option<String>,
+    pub(crate) expectations_file: Option<String>,
     /// Show other sessions' raw SQL, literals included, in `/findings` and `agent diagnose`
     /// (env `AGENT_RAW_QUERY_TEXT`: on/off; default off: normalized text and query_id only).
     /// Never in logs or pushed alerts.
-    pub raw_query_text: Option<bool>,
+    pub(crate) raw_query_text: Option<bool>,
 }
 
 /// A problem found while reading or validating: the key as the user wrote it, and what to do.
@@ -234,7 +234,7 @@ pub struct Problem {
 /// the OpenTelemetry ones by `config::otel`. Unknown `AGENT_*` variables are judged against this
 /// list (`config::vars`); a test records what the reader asks for and fails when the two differ,
 /// so a variable added to the reader must be added here.
-pub const VARIABLES: &[&str] = &[
+pub(crate) const VARIABLES: &[&str] = &[
     // [agent]
     "AGENT_LISTEN",
     "AGENT_INTERVAL",
@@ -310,7 +310,7 @@ pub const VARIABLES: &[&str] = &[
 impl RawConfig {
     /// Overrides file values with environment variables. Integer variables that do not parse
     /// are reported and left unset, so validation can go on and report the rest.
-    pub fn overlay_env(&mut self, env: &dyn Env, problems: &mut Vec<Problem>) {
+    pub(crate) fn overlay_env(&mut self, env: &dyn Env, problems: &mut Vec<Problem>) {
         let s = |k: &str| env.get(k);
         set(&mut self.agent.listen, s("AGENT_LISTEN"));
         set(&mut self.agent.interval, s("AGENT_INTERVAL"));

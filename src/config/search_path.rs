@@ -7,7 +7,7 @@ use crate::dsn::Dsn;
 
 /// The schema names of the app DSN's `search_path` option, in order, with `$user` replaced by
 /// the DSN's user (dropped when the DSN names none). Empty when the option is absent.
-pub fn app_search_path(dsn_text: &str) -> Vec<String> {
+pub(crate) fn app_search_path(dsn_text: &str) -> Vec<String> {
     let Some(options) = options_value(dsn_text.trim()) else {
         return Vec::new();
     };

@@ -26,65 +26,65 @@ use super::Problem;
 /// `[findings]` as written.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawFindings {
+pub(crate) struct RawFindings {
     /// Check ids that do not run (env `AGENT_DISABLED_CHECKS`, comma-separated), e.g.
     /// `pg_statements`, `app_probe_health`.
-    pub disabled_checks: Option<Vec<String>>,
+    pub(crate) disabled_checks: Option<Vec<String>>,
     /// Finding codes that are always silenced (env `AGENT_DISABLED_CODES`, comma-separated).
-    pub disabled_codes: Option<Vec<String>>,
+    pub(crate) disabled_codes: Option<Vec<String>>,
     /// Accepted findings (env `AGENT_SILENCE`, `code[:subject][@YYYY-MM-DD]` separated by `;`).
-    pub silence: Option<Vec<RawSilence>>,
+    pub(crate) silence: Option<Vec<RawSilence>>,
 }
 
 /// One `[[findings.silence]]` entry as written.
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSilence {
-    pub code: String,
+pub(crate) struct RawSilence {
+    pub(crate) code: String,
     /// The finding's subject (an index, an endpoint); none silences every subject of the code.
-    pub subject: Option<String>,
+    pub(crate) subject: Option<String>,
     /// Last day (UTC) the silence holds, `YYYY-MM-DD`, or an RFC 3339 time; none is forever.
-    pub until: Option<String>,
-    pub reason: Option<String>,
+    pub(crate) until: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 /// One validated silence.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Silence {
-    pub code: String,
+pub(crate) struct Silence {
+    pub(crate) code: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
+    pub(crate) subject: Option<String>,
     /// The end as written (`2027-01-31`), for people.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub until: Option<String>,
+    pub(crate) until: Option<String>,
     /// The instant the silence stops holding (the end of the `until` day, UTC).
     #[serde(skip)]
-    pub ends: Option<SystemTime>,
-    pub reason: String,
+    pub(crate) ends: Option<SystemTime>,
+    pub(crate) reason: String,
 }
 
 impl Silence {
     /// Whether the silence covers a finding of this code and subject.
-    pub fn covers(&self, code: &str, subject: Option<&str>) -> bool {
+    pub(crate) fn covers(&self, code: &str, subject: Option<&str>) -> bool {
         self.code == code && (self.subject.is_none() || self.subject.as_deref() == subject)
     }
 
     /// Whether the silence has ended at `now`.
-    pub fn expired(&self, now: SystemTime) -> bool {
+    pub(crate) fn expired(&self, now: SystemTime) -> bool {
         self.ends.is_some_and(|e| now >= e)
     }
 }
 
 /// `[findings]`, validated.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct FindingsConfig {
-    pub disabled_checks: Vec<String>,
-    pub disabled_codes: Vec<String>,
-    pub silences: Vec<Silence>,
+pub(crate) struct FindingsConfig {
+    pub(crate) disabled_checks: Vec<String>,
+    pub(crate) disabled_codes: Vec<String>,
+    pub(crate) silences: Vec<Silence>,
 }
 
 /// The validated section in the file's shape, for `--print-config`.
-pub fn to_raw(c: &FindingsConfig) -> RawFindings {
+pub(crate) fn to_raw(c: &FindingsConfig) -> RawFindings {
     RawFindings {
         disabled_checks: Some(c.disabled_checks.clone()),
         disabled_codes: Some(c.disabled_codes.clone()),
@@ -103,7 +103,7 @@ pub fn to_raw(c: &FindingsConfig) -> RawFindings {
 }
 
 /// Parses an `until`: a date (the silence holds through that UTC day) or an RFC 3339 time.
-pub fn parse_until(s: &str) -> Option<SystemTime> {
+pub(crate) fn parse_until(s: &str) -> Option<SystemTime> {
     let s = s.trim();
     if s.len() == 10 {
         humantime::parse_rfc3339(&format!("{s}T00:00:00Z"))
@@ -117,7 +117,11 @@ pub fn parse_until(s: &str) -> Option<SystemTime> {
 }
 
 /// Adds the environment's entries to the file's.
-pub fn overlay_env(raw: &mut RawFindings, env: &dyn super::Env, problems: &mut Vec<Problem>) {
+pub(crate) fn overlay_env(
+    raw: &mut RawFindings,
+    env: &dyn super::Env,
+    problems: &mut Vec<Problem>,
+) {
     let list = |v: String| -> Vec<String> {
         v.split(',')
             .map(|s| s.trim().to_owned())
@@ -162,7 +166,7 @@ pub fn overlay_env(raw: &mut RawFindings, env: &dyn super::Env, problems: &mut V
 }
 
 /// Validates `[findings]`: every check id and code must exist, every `until` must parse.
-pub fn validate(
+pub(crate) fn validate(
     raw: RawFindings,
     known_check: &dyn Fn(&str) -> bool,
     problems: &mut Vec<Problem>,

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 
+use super::raw::VARIABLES;
 use super::*;
 
 fn load(env: &[(&str, &str)], file: Option<&str>) -> Result<Config, ConfigError> {
@@ -348,7 +349,7 @@ fn storage_limit_from_the_plan_or_the_setting() {
 
 #[test]
 fn sizes_in_si_and_iec_units() {
-    use super::parse_size;
+    use super::checks::parse_size;
     for (s, want) in [
         ("1GB", 1_000_000_000),
         ("1 gb", 1_000_000_000),

@@ -18,32 +18,42 @@ use super::raw::{Env, VARIABLES};
 /// Every name the agent reads: the configuration's [`VARIABLES`] and the command line's `env`
 /// fallbacks (`AGENT_CONFIG` for `--config`), taken from the clap definition itself.
 pub fn known() -> &'static [&'static str] {
+    // The command line's names are owned here (the clap definition they are read from is built
+    // and dropped); `KNOWN` borrows them and the configuration's names.
+    static FROM_CLI: OnceLock<Vec<String>> = OnceLock::new();
     static KNOWN: OnceLock<Vec<&'static str>> = OnceLock::new();
     KNOWN.get_or_init(|| {
-        let mut names = VARIABLES.to_vec();
-        let mut stack = vec![<crate::cli::Cli as clap::CommandFactory>::command()];
-        while let Some(cmd) = stack.pop() {
-            for arg in cmd.get_arguments() {
-                if let Some(name) = arg.get_env().and_then(|e| e.to_str())
-                    && !names.contains(&name)
-                {
-                    // Once per process, a handful of names.
-                    names.push(Box::leak(name.to_owned().into_boxed_str()));
+        let from_cli = FROM_CLI.get_or_init(|| {
+            let mut names: Vec<String> = Vec::new();
+            let mut stack = vec![<crate::cli::Cli as clap::CommandFactory>::command()];
+            while let Some(cmd) = stack.pop() {
+                for arg in cmd.get_arguments() {
+                    if let Some(name) = arg.get_env().and_then(|e| e.to_str())
+                        && !VARIABLES.contains(&name)
+                        && !names.iter().any(|n| n == name)
+                    {
+                        names.push(name.to_owned());
+                    }
                 }
+                stack.extend(cmd.get_subcommands().cloned());
             }
-            stack.extend(cmd.get_subcommands().cloned());
-        }
-        names
+            names
+        });
+        VARIABLES
+            .iter()
+            .copied()
+            .chain(from_cli.iter().map(String::as_str))
+            .collect()
     })
 }
 
 /// The prefix of the agent's own variables (matched without regard to case: a lower-case
 /// `agent_interval` is not read either).
-pub const PREFIX: &str = "AGENT_";
+pub(crate) const PREFIX: &str = "AGENT_";
 
 /// At most this many unknown names are judged and reported (a hostile environment may hold
 /// thousands); the rest are counted.
-pub const MAX_REPORTED: usize = 20;
+pub(crate) const MAX_REPORTED: usize = 20;
 
 /// Longest name shown; longer names are cut (the distance is computed on the cut name).
 const MAX_NAME_CHARS: usize = 64;
@@ -52,18 +62,18 @@ const MAX_NAME_CHARS: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownVariable {
     /// The name as set, with anything but `[A-Za-z0-9_]` shown as `?` and cut at 64 characters.
-    pub name: String,
+    pub(crate) name: String,
     /// The closest name the agent reads.
-    pub closest: &'static str,
+    pub(crate) closest: &'static str,
     /// Edit distance (insertions, deletions, substitutions, adjacent transpositions) from the
     /// upper-cased name to `closest`.
-    pub distance: usize,
+    pub(crate) distance: usize,
 }
 
 impl UnknownVariable {
     /// Close enough to a name the agent reads to be a misspelling of it: at most two edits, or
     /// one per eight characters of longer names.
-    pub fn likely_typo(&self) -> bool {
+    pub(crate) fn likely_typo(&self) -> bool {
         self.distance <= (self.closest.len() / 8).max(2)
     }
 
@@ -135,7 +145,7 @@ fn shown(name: &str) -> String {
 
 /// Optimal-string-alignment distance: Levenshtein plus adjacent transpositions, so
 /// `AGENT_INTERAVL` is one edit from `AGENT_INTERVAL`.
-pub fn distance(a: &str, b: &str) -> usize {
+pub(crate) fn distance(a: &str, b: &str) -> usize {
     let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
     let w = b.len() + 1;
     let mut d = vec![0usize; (a.len() + 1) * w];

@@ -21,16 +21,16 @@ use crate::snapshot::{Outcome, Store};
 
 /// One walk down the ladder: what every rung needs, and what the walk produced.
 pub(super) struct Ladder<'a> {
-    pub pg: &'a Arc<PgTarget>,
-    pub deadline: TokioInstant,
+    pub(crate) pg: &'a Arc<PgTarget>,
+    pub(crate) deadline: TokioInstant,
     /// The bound of one connection step (the connect timeout, at most a third of the budget).
-    pub step: Duration,
+    pub(crate) step: Duration,
     /// The bound of the privileges query.
-    pub query_timeout: Duration,
-    pub store: &'a Store,
-    pub rungs: Vec<Rung>,
+    pub(crate) query_timeout: Duration,
+    pub(crate) store: &'a Store,
+    pub(crate) rungs: Vec<Rung>,
     /// Findings only the ladder sees (the role lacks pg_monitor).
-    pub extra: Vec<Finding>,
+    pub(crate) extra: Vec<Finding>,
 }
 
 /// Why a rung stopped the walk: it has already been recorded.
@@ -95,7 +95,7 @@ impl From<StepError> for CheckError {
 
 impl Ladder<'_> {
     /// Walks DNS -> TCP -> TLS/auth/database -> privileges. Returns true when a session is open.
-    pub async fn walk(&mut self, host: &Host, port: u16, tls: bool) -> bool {
+    pub(crate) async fn walk(&mut self, host: &Host, port: u16, tls: bool) -> bool {
         let walked = async {
             let ip = self.dns(host, port).await?;
             if let Some(ip) = ip {

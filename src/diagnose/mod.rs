@@ -8,7 +8,7 @@
 
 mod checks;
 mod connect;
-pub mod report;
+pub(crate) mod report;
 
 use std::time::{Duration, SystemTime};
 

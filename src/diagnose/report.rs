@@ -25,9 +25,9 @@ pub enum RungStatus {
 pub struct Rung {
     pub name: &'static str,
     pub status: RungStatus,
-    pub duration_ms: u64,
+    pub(crate) duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+    pub(crate) detail: Option<String>,
 }
 
 impl Rung {
@@ -52,11 +52,11 @@ pub struct Report {
     /// `ok`, `warning`, `critical` or `unknown`.
     pub status: &'static str,
     /// Sanitized `host:port/dbname` (empty without a DSN).
-    pub target: String,
-    pub findings: Vec<Finding>,
+    pub(crate) target: String,
+    pub(crate) findings: Vec<Finding>,
     /// Findings silenced on purpose (`[findings]`): shown, not counted in the status.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub silenced: Vec<crate::findings::silence::SilencedFinding>,
+    pub(crate) silenced: Vec<crate::findings::silence::SilencedFinding>,
     pub checks: Vec<Rung>,
 }
 
@@ -73,7 +73,7 @@ impl Report {
     }
 
     /// Adds the findings silenced on purpose (they do not change the status).
-    pub fn with_silenced(
+    pub(crate) fn with_silenced(
         mut self,
         silenced: Vec<crate::findings::silence::SilencedFinding>,
     ) -> Report {
@@ -82,7 +82,7 @@ impl Report {
     }
 
     /// The configuration could not be used: the state of the system is unknown.
-    pub fn force_unknown(mut self) -> Report {
+    pub(crate) fn force_unknown(mut self) -> Report {
         self.status = "unknown";
         self
     }

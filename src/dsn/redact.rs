@@ -4,7 +4,7 @@
 /// A configured URL for an error message: shown (redacted) only when it cannot hold
 /// credentials, i.e. has no '@'; a URL without its scheme (`user:pw@host`) escapes
 /// [`redact`], so it is not shown at all.
-pub fn url_for_message(url: &str) -> String {
+pub(crate) fn url_for_message(url: &str) -> String {
     if url.contains('@') {
         "the value (not shown: it may hold credentials)".to_owned()
     } else {

@@ -17,7 +17,7 @@ pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
 }
 
 /// Pure: the findings of one activity observation.
-pub fn judge(a: &Activity, cx: &Context, out: &mut Vec<Finding>) {
+pub(crate) fn judge(a: &Activity, cx: &Context, out: &mut Vec<Finding>) {
     let t = &cx.target;
     if a.slow_queries > 0 {
         let slow = worst(

@@ -64,7 +64,7 @@ const DATABASE_SERVICES: &[&str] = &[
 /// the agent connects with the app's own `DATABASE_URL`; with a separate monitoring DSN only for
 /// failures that hit every client of the server (down, unreachable, full, starting or stopping),
 /// never for the monitoring role's own credentials, TLS settings or host name.
-pub fn db_failure_links_to_app(kind: ErrorKind, dsn_source: &str) -> bool {
+pub(crate) fn db_failure_links_to_app(kind: ErrorKind, dsn_source: &str) -> bool {
     if dsn_source == "DATABASE_URL" {
         return true;
     }
@@ -83,7 +83,7 @@ pub fn db_failure_links_to_app(kind: ErrorKind, dsn_source: &str) -> bool {
 /// links the two sides (issue 13 item 4). When the app names the services it cannot reach, those
 /// are the cause; the database is named when the app reports it down, or when the app fails
 /// while the database refuses every client.
-pub fn likely_cause(p: &ProbeResult, db_error: Option<ErrorKind>, cx: &Context) -> String {
+pub(crate) fn likely_cause(p: &ProbeResult, db_error: Option<ErrorKind>, cx: &Context) -> String {
     let down: Vec<&str> = p.body.as_ref().map(|b| b.down()).unwrap_or_default();
     let (db_down, others): (Vec<&str>, Vec<&str>) = down
         .iter()
@@ -131,7 +131,12 @@ pub fn likely_cause(p: &ProbeResult, db_error: Option<ErrorKind>, cx: &Context) 
     }
 }
 
-pub fn probe(p: &ProbeResult, db_error: Option<ErrorKind>, cx: &Context, out: &mut Vec<Finding>) {
+pub(crate) fn probe(
+    p: &ProbeResult,
+    db_error: Option<ErrorKind>,
+    cx: &Context,
+    out: &mut Vec<Finding>,
+) {
     let ep = &p.endpoint;
     let url = format!("{} {}", p.method, p.path);
     let cause = likely_cause(p, db_error, cx);
@@ -267,7 +272,7 @@ pub fn probe(p: &ProbeResult, db_error: Option<ErrorKind>, cx: &Context, out: &m
 }
 
 /// Pure: the migration's effect.
-pub fn migration(m: &MigrationFacts, cx: &Context, out: &mut Vec<Finding>) {
+pub(crate) fn migration(m: &MigrationFacts, cx: &Context, out: &mut Vec<Finding>) {
     let multi = cx.instances > 1;
     if m.migration_not_effective {
         let mut steps = Vec::new();
@@ -451,7 +456,7 @@ fn partial(m: &MigrationFacts, cx: &Context) -> Finding {
 /// Pure: `migration_incomplete` from the thread comparison (with PostgreSQL configured):
 /// threads only in SQLite (warning), or newer there than in PostgreSQL (critical: SQLite was
 /// written after the switch, and the app no longer sees those turns).
-pub fn threads_incomplete(t: &checkpoint_migration::ThreadComparison) -> Option<Finding> {
+pub(crate) fn threads_incomplete(t: &checkpoint_migration::ThreadComparison) -> Option<Finding> {
     if t.missing == 0 && t.stale == 0 {
         return None;
     }
@@ -860,7 +865,7 @@ mod tests {
         use checkpoint_migration::Backend;
         let mut sqlite = grew(Backend::Sqlite, 12, 49152);
         sqlite.writers = Some(Box::new(checkpoint_migration::writer_hints(&[
-            crate::check::sqlite::RecentCheckpoint {
+            crate::sqlite::RecentCheckpoint {
                 thread_id: "+4917612345678".into(),
                 metadata: Some(r#"{"source":"loop"}"#.into()),
             },

@@ -9,13 +9,13 @@ use crate::snapshot::Snapshot;
 
 /// Checkpoints in one thread above which it is a runaway: LangGraph writes one per step, and
 /// a thousand steps is far beyond what a conversation needs to resume.
-pub const MAX_THREAD_CHECKPOINTS: u64 = 1_000;
+pub(crate) const MAX_THREAD_CHECKPOINTS: u64 = 1_000;
 /// Stored bytes (checkpoints + blobs) of one thread above which it is a runaway: 50 MB is 5% of
 /// the Starter plan's 1 GB for one conversation.
-pub const MAX_THREAD_BYTES: f64 = 50_000_000.0;
+pub(crate) const MAX_THREAD_BYTES: f64 = 50_000_000.0;
 /// Stored bytes of one checkpoint row or blob above which the state is oversized: every step
 /// of such a thread writes (and the app reads back) 10 MB more.
-pub const MAX_ROW_BYTES: u64 = 10_000_000;
+pub(crate) const MAX_ROW_BYTES: u64 = 10_000_000;
 
 pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
     if let Some(Observation::CheckpointThreads(o)) = snap.observation(pg::checkpoint_threads::ID) {

@@ -94,7 +94,7 @@ pub struct CodeDef {
     /// The diagnose rung the code's evidence comes from.
     pub rung: Rung,
     /// What the code means, one line.
-    pub title: &'static str,
+    pub(crate) title: &'static str,
 }
 
 /// Declares [`Code`] and [`CODES`] from one list: `Variant = "code", severity, rung, "title";`.
@@ -118,17 +118,14 @@ macro_rules! codes {
 
 impl Code {
     /// The code's catalog entry.
-    pub fn def(self) -> &'static CodeDef {
+    pub(crate) fn def(self) -> &'static CodeDef {
         &CODES[self as usize]
     }
-    pub fn severity(self) -> Severity {
+    pub(crate) fn severity(self) -> Severity {
         self.def().severity
     }
-    pub fn rung(self) -> Rung {
-        self.def().rung
-    }
     /// `docs/runbooks/<code>.md`.
-    pub fn runbook(self) -> String {
+    pub(crate) fn runbook(self) -> String {
         format!("docs/runbooks/{}.md", self.as_str())
     }
 }
@@ -231,7 +228,7 @@ codes! {
 }
 
 /// The catalog entry of a code.
-pub fn code_def(code: &str) -> Option<&'static CodeDef> {
+pub(crate) fn code_def(code: &str) -> Option<&'static CodeDef> {
     CODES.iter().find(|d| d.code == code)
 }
 

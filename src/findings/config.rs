@@ -7,7 +7,7 @@
 use super::{Code, Context, Finding};
 use crate::config::{DSN_VARIABLES, DatabaseType};
 
-pub fn evaluate(cx: &Context, out: &mut Vec<Finding>) {
+pub(crate) fn evaluate(cx: &Context, out: &mut Vec<Finding>) {
     let typos: Vec<_> = cx
         .unknown_variables
         .iter()

@@ -47,7 +47,7 @@ pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
 
 /// The finding for a failed connection attempt, by error kind; `last` is the last good
 /// `pg_connections` observation (who held the connections), when there is one.
-pub fn for_connect_error(
+pub(crate) fn for_connect_error(
     kind: ErrorKind,
     message: &str,
     cx: &Context,

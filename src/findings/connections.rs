@@ -14,11 +14,11 @@ use crate::check::pg::connections::{ClientGroup, Connections};
 
 /// Connections kept free on the monitoring role for `agent diagnose` or the new pod of a
 /// rolling update.
-pub const ROLE_HEADROOM: u32 = 1;
+pub(crate) const ROLE_HEADROOM: u32 = 1;
 
 /// Which limit refused (or will refuse) a new session of the monitoring role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limit {
+pub(crate) enum Limit {
     /// The role's `CONNECTION LIMIT`.
     Role,
     /// The server's usable slots.
@@ -28,7 +28,7 @@ pub enum Limit {
 }
 
 /// Pure: which limit a refused session most likely hit, from the last good observation.
-pub fn refusing_limit(c: Option<&Connections>) -> Limit {
+pub(crate) fn refusing_limit(c: Option<&Connections>) -> Limit {
     let Some(c) = c else { return Limit::Unknown };
     let server_full = c.total() + 1 >= c.slots();
     let role_full = c
@@ -71,7 +71,7 @@ fn role_steps(c: &Connections, limit: u32) -> Vec<String> {
 }
 
 /// The finding for a session refused by the monitoring role's own `CONNECTION LIMIT`.
-pub fn role_limit_refused(c: &Connections, cx: &Context, message: &str) -> Finding {
+pub(crate) fn role_limit_refused(c: &Connections, cx: &Context, message: &str) -> Finding {
     let limit = c.role_connection_limit.unwrap_or(0);
     Finding::new(
         Code::RoleConnectionLimit,
@@ -92,7 +92,7 @@ pub fn role_limit_refused(c: &Connections, cx: &Context, message: &str) -> Findi
 }
 
 /// Pure: a warning before the role's limit refuses `agent diagnose` or a new agent.
-pub fn role_limit_tight(c: &Connections, cx: &Context, out: &mut Vec<Finding>) {
+pub(crate) fn role_limit_tight(c: &Connections, cx: &Context, out: &mut Vec<Finding>) {
     let Some(limit) = c.role_connection_limit else {
         return;
     };
@@ -116,7 +116,7 @@ pub fn role_limit_tight(c: &Connections, cx: &Context, out: &mut Vec<Finding>) {
 
 /// Pure: the sessions attributed to the app: its role's when known, else every session that
 /// is not an agent's or the monitoring role's.
-pub fn app_sessions(c: &Connections, cx: &Context) -> u32 {
+pub(crate) fn app_sessions(c: &Connections, cx: &Context) -> u32 {
     if let Some(role) = cx.app_role.as_deref()
         && role != c.role
     {
@@ -135,7 +135,7 @@ pub fn app_sessions(c: &Connections, cx: &Context) -> u32 {
 
 /// Pure: who holds the connections, largest first, e.g. `rose-langgraph (rose_app from
 /// 10.0.0.5) 36; rose-agent (rose_monitor from 10.0.0.6) 1`.
-pub fn holders(c: &Connections) -> String {
+pub(crate) fn holders(c: &Connections) -> String {
     let name = |g: &ClientGroup| {
         if g.application.is_empty() {
             "(no application_name)".to_owned()
@@ -160,16 +160,21 @@ pub fn holders(c: &Connections) -> String {
 
 /// Target sizes per app instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Targets {
-    pub pool_size: u32,
-    pub max_overflow: u32,
-    pub checkpointer_max_size: u32,
+pub(crate) struct Targets {
+    pub(crate) pool_size: u32,
+    pub(crate) max_overflow: u32,
+    pub(crate) checkpointer_max_size: u32,
 }
 
 /// Pure: sizes per instance that fit `per_instance` connections, keeping the proportions of
 /// the current sizes (the checkpointer pool at least 1; the SQLAlchemy pool split 1:2 between
 /// `pool_size` and `max_overflow`, as the app's defaults 10/20).
-pub fn pool_targets(per_instance: u32, pool: u32, overflow: u32, checkpointer: u32) -> Targets {
+pub(crate) fn pool_targets(
+    per_instance: u32,
+    pool: u32,
+    overflow: u32,
+    checkpointer: u32,
+) -> Targets {
     let now = pool + overflow + checkpointer;
     if now <= per_instance {
         return Targets {
@@ -193,7 +198,12 @@ pub fn pool_targets(per_instance: u32, pool: u32, overflow: u32, checkpointer: u
 }
 
 /// The steps that size every pool to fit `slots`, given what holds the connections now.
-pub fn sizing_steps(c: &Connections, slots: u32, instances: u32, cx: &Context) -> Vec<String> {
+pub(crate) fn sizing_steps(
+    c: &Connections,
+    slots: u32,
+    instances: u32,
+    cx: &Context,
+) -> Vec<String> {
     let app = app_sessions(c, cx);
     let others = c
         .total()
@@ -232,7 +242,7 @@ pub fn sizing_steps(c: &Connections, slots: u32, instances: u32, cx: &Context) -
 }
 
 /// Pure: the app holds more connections than its modelled worst case.
-pub fn app_over_model(
+pub(crate) fn app_over_model(
     c: &Connections,
     slots: u32,
     instances: u32,

@@ -49,17 +49,17 @@ pub(super) fn evaluate(snap: &Snapshot, cx: &Context, now: SystemTime, out: &mut
 
 /// Usable slots for ordinary roles: `max_connections - superuser_reserved_connections -
 /// reserved_connections` (16+).
-pub fn usable_slots(c: &pg::connections::Connections) -> u32 {
+pub(crate) fn usable_slots(c: &pg::connections::Connections) -> u32 {
     c.slots()
 }
 
 /// Worst-case connections of the app fleet plus the agent.
-pub fn pool_demand(cx: &Context) -> u32 {
+pub(crate) fn pool_demand(cx: &Context) -> u32 {
     cx.instances * (cx.pool_size + cx.max_overflow + cx.checkpointer_pool_max_size.unwrap_or(0)) + 1
 }
 
 /// A pool size and overflow per instance that fit `slots` (keeping the app's 1:2 ratio).
-pub fn suggested_pool(slots: u32, instances: u32) -> (u32, u32) {
+pub(crate) fn suggested_pool(slots: u32, instances: u32) -> (u32, u32) {
     let per_instance = slots.saturating_sub(1) / instances.max(1);
     let pool = (per_instance / 3).max(1);
     (pool, per_instance.saturating_sub(pool))

@@ -9,14 +9,14 @@
 mod activity;
 mod app;
 mod checkpoint_bloat;
-pub mod codes;
+pub(crate) mod codes;
 mod config;
 mod connect;
-pub mod connections;
+pub(crate) mod connections;
 mod database;
 mod recovery;
 mod schema;
-pub mod silence;
+pub(crate) mod silence;
 pub mod state;
 mod storage;
 
@@ -24,7 +24,8 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-pub use codes::{CODES, Code, CodeDef, Rung, Severity, code_def, markdown_table};
+pub(crate) use codes::code_def;
+pub use codes::{CODES, Code, Rung, Severity, markdown_table};
 
 use crate::config::Config;
 use crate::snapshot::Snapshot;
@@ -33,25 +34,25 @@ use crate::snapshot::Snapshot;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Finding {
     /// Stable snake_case code: always a [`Code`]'s `as_str()` (set by [`Finding::new`]).
-    pub code: &'static str,
+    pub(crate) code: &'static str,
     pub severity: Severity,
     /// One line.
-    pub summary: String,
+    pub(crate) summary: String,
     /// Observed value vs threshold, with the sanitized target.
-    pub evidence: String,
+    pub(crate) evidence: String,
     /// Ordered steps, concrete with the observed values.
-    pub steps: Vec<String>,
+    pub(crate) steps: Vec<String>,
     /// `docs/runbooks/<code>.md`.
-    pub runbook: String,
+    pub(crate) runbook: String,
     /// What the finding is about when a code can apply to several things (an index, an
     /// endpoint); part of the finding's identity.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
+    pub(crate) subject: Option<String>,
     /// Other sessions' raw SQL named in the evidence (literals included): only with
     /// `raw_query_text` configured. Shown by `/findings` and `agent diagnose`; never logged, never
     /// in pushed alerts (the evidence carries the normalized text).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub raw_query_text: Option<String>,
+    pub(crate) raw_query_text: Option<String>,
 }
 
 impl Finding {
@@ -74,24 +75,24 @@ impl Finding {
         }
     }
 
-    pub fn with_severity(mut self, s: Severity) -> Finding {
+    pub(crate) fn with_severity(mut self, s: Severity) -> Finding {
         self.severity = s;
         self
     }
 
     /// Attaches other sessions' raw SQL (see [`Finding::raw_query_text`]); empty is none.
-    pub fn with_raw_query_text(mut self, text: String) -> Finding {
+    pub(crate) fn with_raw_query_text(mut self, text: String) -> Finding {
         self.raw_query_text = (!text.is_empty()).then(|| crate::dsn::redact(&text));
         self
     }
 
-    pub fn with_subject(mut self, s: impl Into<String>) -> Finding {
+    pub(crate) fn with_subject(mut self, s: impl Into<String>) -> Finding {
         self.subject = Some(s.into());
         self
     }
 
     /// Identity across cycles: code plus subject.
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         match &self.subject {
             Some(s) => format!("{}:{s}", self.code),
             None => self.code.to_owned(),
@@ -101,38 +102,38 @@ impl Finding {
 
 /// Thresholds and context the rules judge against.
 #[derive(Debug, Clone)]
-pub struct Context {
+pub(crate) struct Context {
     /// Sanitized `host:port/dbname`, or empty without PostgreSQL.
-    pub target: String,
+    pub(crate) target: String,
     /// Where the DSN came from (`AGENT_DATABASE_URL`, `DATABASE_URL`, ...), for steps.
-    pub dsn_source: &'static str,
-    pub pool_size: u32,
-    pub max_overflow: u32,
-    pub instances: u32,
+    pub(crate) dsn_source: &'static str,
+    pub(crate) pool_size: u32,
+    pub(crate) max_overflow: u32,
+    pub(crate) instances: u32,
     /// `max_size` of the checkpointer's psycopg pool per instance (`None`: not modelled).
-    pub checkpointer_pool_max_size: Option<u32>,
+    pub(crate) checkpointer_pool_max_size: Option<u32>,
     /// The app's role (the user of `DATABASE_URL`), when known.
-    pub app_role: Option<String>,
+    pub(crate) app_role: Option<String>,
     /// Connections in use over usable slots above which `connections_near_limit` fires.
-    pub connections_warn_ratio: f64,
+    pub(crate) connections_warn_ratio: f64,
     /// Round trip above which the database is likely in another region.
-    pub region_latency_seconds: f64,
+    pub(crate) region_latency_seconds: f64,
     /// A server started less than this long ago counts as restarted.
-    pub restart_window_seconds: f64,
+    pub(crate) restart_window_seconds: f64,
     /// Idle in a transaction longer than this is a finding.
-    pub idle_in_transaction_seconds: f64,
+    pub(crate) idle_in_transaction_seconds: f64,
     /// Replay lag above this is a finding.
-    pub replica_lag_seconds: f64,
-    pub database_type: crate::config::DatabaseType,
-    pub sqlite_path: Option<String>,
+    pub(crate) replica_lag_seconds: f64,
+    pub(crate) database_type: crate::config::DatabaseType,
+    pub(crate) sqlite_path: Option<String>,
     /// Whether the agent has a DSN to monitor PostgreSQL with.
-    pub dsn_configured: bool,
+    pub(crate) dsn_configured: bool,
     /// `AGENT_*` variables set but not read (see `config::vars`).
-    pub unknown_variables: Vec<crate::config::vars::UnknownVariable>,
+    pub(crate) unknown_variables: Vec<crate::config::vars::UnknownVariable>,
 }
 
 impl Context {
-    pub fn from_config(c: &Config) -> Context {
+    pub(crate) fn from_config(c: &Config) -> Context {
         Context {
             target: c
                 .database
@@ -192,7 +193,7 @@ pub fn status_of(severities: impl Iterator<Item = Severity>) -> &'static str {
 }
 
 /// Pure: every finding the snapshot supports, most severe first.
-pub fn evaluate(snap: &Snapshot, cx: &Context, now: SystemTime) -> Vec<Finding> {
+pub(crate) fn evaluate(snap: &Snapshot, cx: &Context, now: SystemTime) -> Vec<Finding> {
     let mut out = Vec::new();
     config::evaluate(cx, &mut out);
     connect::evaluate(snap, cx, &mut out);
@@ -217,7 +218,7 @@ pub(crate) mod testutil {
     use crate::error::CheckError;
     use crate::snapshot::{CheckState, Freshness, Outcome, Snapshot};
 
-    pub fn snap(entries: Vec<(&'static str, Result<Observation, CheckError>)>) -> Snapshot {
+    pub(crate) fn snap(entries: Vec<(&'static str, Result<Observation, CheckError>)>) -> Snapshot {
         let mut s = Snapshot {
             generation: 1,
             started: SystemTime::UNIX_EPOCH,

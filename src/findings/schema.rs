@@ -17,7 +17,7 @@ pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
 }
 
 /// Pure: the findings of one schema report.
-pub fn judge(r: &SchemaReport, cx: &Context, out: &mut Vec<Finding>) {
+pub(crate) fn judge(r: &SchemaReport, cx: &Context, out: &mut Vec<Finding>) {
     let t = &cx.target;
     let mut mismatch: Vec<String> = Vec::new();
     let (where_, elsewhere) = langgraph_place(r);

@@ -13,19 +13,19 @@ use crate::config::silence::FindingsConfig;
 
 /// A finding silenced on purpose, and why.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SilencedFinding {
+pub(crate) struct SilencedFinding {
     #[serde(flatten)]
-    pub finding: Finding,
+    pub(crate) finding: Finding,
     /// Always true: lets a consumer of `/findings` filter without knowing the section.
-    pub silenced: bool,
-    pub reason: String,
+    pub(crate) silenced: bool,
+    pub(crate) reason: String,
     /// The silence's last day as configured; absent for a disabled code or a silence without end.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub until: Option<String>,
+    pub(crate) until: Option<String>,
 }
 
 /// Pure: `(counted, silenced)`. Expired silences add a `silence_expired` finding to `counted`.
-pub fn apply(
+pub(crate) fn apply(
     found: Vec<Finding>,
     cfg: &FindingsConfig,
     now: SystemTime,

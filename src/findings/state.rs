@@ -13,17 +13,17 @@ use super::Finding;
 /// What `/findings`, `rose_finding_active` and alert pushes read.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct View {
-    pub active: Vec<ActiveFinding>,
-    pub pending: Vec<Finding>,
+    pub(crate) active: Vec<ActiveFinding>,
+    pub(crate) pending: Vec<Finding>,
     /// Findings silenced on purpose (`[findings]`): shown, never counted (set by the caller
     /// after [`Tracker::update`], see `findings::silence`).
-    pub silenced: Vec<super::silence::SilencedFinding>,
+    pub(crate) silenced: Vec<super::silence::SilencedFinding>,
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_time")]
-    pub evaluated_at: Option<SystemTime>,
+    pub(crate) evaluated_at: Option<SystemTime>,
     /// Findings that became active since the agent started.
-    pub activated_total: u64,
+    pub(crate) activated_total: u64,
     /// Findings that resolved since the agent started.
-    pub resolved_total: u64,
+    pub(crate) resolved_total: u64,
 }
 
 /// The findings channel: the findings loop publishes each evaluation cycle's [`View`] here (its
@@ -52,12 +52,8 @@ impl Published {
     }
 
     /// The generation and the view of the last cycle (empty before the first).
-    pub fn current(&self) -> (u64, std::sync::Arc<View>) {
+    pub(crate) fn current(&self) -> (u64, std::sync::Arc<View>) {
         self.tx.borrow().clone()
-    }
-
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<(u64, std::sync::Arc<View>)> {
-        self.tx.subscribe()
     }
 }
 
@@ -68,7 +64,7 @@ pub struct Status {
     /// and pending findings, so a critical that is still confirming is not reported as ok.
     pub status: &'static str,
     /// True when the status comes from pending findings only (not yet active, not yet alerted).
-    pub pending: bool,
+    pub(crate) pending: bool,
 }
 
 impl View {
@@ -94,9 +90,9 @@ impl View {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ActiveFinding {
     #[serde(flatten)]
-    pub finding: Finding,
+    pub(crate) finding: Finding,
     #[serde(with = "time")]
-    pub since: SystemTime,
+    pub(crate) since: SystemTime,
 }
 
 /// A change of state.
@@ -203,7 +199,7 @@ impl Tracker {
 mod time {
     use std::time::{SystemTime, UNIX_EPOCH};
 
-    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(
             t.duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
@@ -215,7 +211,7 @@ mod time {
 mod opt_time {
     use std::time::SystemTime;
 
-    pub fn serialize<S: serde::Serializer>(
+    pub(crate) fn serialize<S: serde::Serializer>(
         t: &Option<SystemTime>,
         s: S,
     ) -> Result<S::Ok, S::Error> {

@@ -8,13 +8,13 @@ use crate::config::PLAN_STORAGE;
 use crate::snapshot::Snapshot;
 
 /// Share of the limit in use from which the finding is a warning.
-pub const WARN_RATIO: f64 = 0.8;
+pub(crate) const WARN_RATIO: f64 = 0.8;
 /// Share of the limit in use from which it is critical: writes are about to fail with "disk
 /// full" (Railway stops the database at its volume's limit).
-pub const CRITICAL_RATIO: f64 = 0.95;
+pub(crate) const CRITICAL_RATIO: f64 = 0.95;
 /// Projected time to full under which it is a warning whatever the share: two weeks leave time
 /// to prune or to upgrade the plan on a working day.
-pub const WARN_FULL_SECONDS: f64 = 14.0 * 86_400.0;
+pub(crate) const WARN_FULL_SECONDS: f64 = 14.0 * 86_400.0;
 
 pub(super) fn evaluate(snap: &Snapshot, cx: &Context, out: &mut Vec<Finding>) {
     if let Some(Observation::PgDatabaseSize(s)) = snap.observation(pg::database_size::ID) {

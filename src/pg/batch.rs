@@ -43,14 +43,14 @@ use crate::error::{CheckError, ErrorKind};
 /// How long a round waits for the other statements of its cycle, at most
 /// [`MAX_GATHER`] and a twentieth of `statement_timeout` (short test intervals have short
 /// timeouts; the window must stay small against the interval).
-pub fn gather_window(limits: &Limits) -> Duration {
+pub(crate) fn gather_window(limits: &Limits) -> Duration {
     (limits.statement_timeout / 20).min(MAX_GATHER)
 }
 
 /// The longest gather window: the checks of a tick ask within a few milliseconds on an idle
 /// machine; 50 ms leaves room for a loaded one (at 25 ms, a 2-core machine under pgbench split
 /// one round in five) and is nothing against a 15 s interval.
-pub const MAX_GATHER: Duration = Duration::from_millis(50);
+pub(crate) const MAX_GATHER: Duration = Duration::from_millis(50);
 
 /// The lock wait of a part that runs apart from its round: because the round failed, or because
 /// the part failed alone lately. The round has already spent up to `lock_timeout` when it
@@ -59,14 +59,14 @@ pub const MAX_GATHER: Duration = Duration::from_millis(50);
 /// parts (and the cycle's second round) behind three full waits and past the cycle's bound. At
 /// this wait a blocked part fails at once with its own lock error, and the others answer in
 /// that cycle.
-pub const FALLBACK_LOCK_TIMEOUT: Duration = Duration::from_millis(50);
+pub(crate) const FALLBACK_LOCK_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// Rounds a part that failed alone runs alone before it is tried in the batch again (with a
 /// 15 s interval, about two minutes).
-pub const ALONE_ROUNDS: u32 = 8;
+pub(crate) const ALONE_ROUNDS: u32 = 8;
 
 /// Most parts in one statement (`json_build_array` takes at most 100 arguments).
-pub const MAX_PARTS: usize = 50;
+pub(crate) const MAX_PARTS: usize = 50;
 
 /// Why a round fell back to per-check statements (the `reason` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +80,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 3] = [Reason::Error, Reason::Timeout, Reason::Decode];
+    pub(crate) const ALL: [Reason; 3] = [Reason::Error, Reason::Timeout, Reason::Decode];
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Error => "error",
@@ -92,7 +92,7 @@ impl Reason {
 
 /// Pure: the reason a failed combined statement falls back, or `None` when it must not (the
 /// connection is gone: every part would fail the same way alone).
-pub fn fallback_reason(err: &CheckError) -> Option<Reason> {
+pub(crate) fn fallback_reason(err: &CheckError) -> Option<Reason> {
     match err.kind {
         ErrorKind::ConnectionClosed | ErrorKind::QueryTimeout if err.sqlstate.is_none() => None,
         ErrorKind::Protocol if err.sqlstate.is_none() => Some(Reason::Decode),
@@ -105,7 +105,7 @@ pub fn fallback_reason(err: &CheckError) -> Option<Reason> {
 /// a JSON document as text). The last element is the server's own time on the statement, in
 /// seconds, from the message's arrival (`statement_timestamp()`) to after the last part
 /// (arguments are evaluated in order): the round trip less that is the network's.
-pub fn combined_sql(parts: &[String]) -> String {
+pub(crate) fn combined_sql(parts: &[String]) -> String {
     let cols = parts
         .iter()
         .map(|p| {
@@ -122,7 +122,7 @@ pub fn combined_sql(parts: &[String]) -> String {
 
 /// Pure: the documents of a combined answer, one per part (`None` where a part had no row),
 /// and the server's time on the statement.
-pub fn split_answer(
+pub(crate) fn split_answer(
     text: Option<&str>,
     parts: usize,
 ) -> Result<(Vec<Option<String>>, Duration), CheckError> {
@@ -179,15 +179,14 @@ struct State {
 pub struct Batcher {
     state: Mutex<State>,
     fallbacks: [AtomicU64; 3],
-    rounds: AtomicU64,
 }
 
 /// One part's answer: its document (`None`: no row) and the round trip of the statement that
 /// carried it: of a combined statement, less the server's time on it (the network's share, as a
 /// trivial statement alone would see it).
-pub struct PartAnswer {
-    pub doc: Option<String>,
-    pub roundtrip: Duration,
+pub(crate) struct PartAnswer {
+    pub(crate) doc: Option<String>,
+    pub(crate) roundtrip: Duration,
 }
 
 impl Batcher {
@@ -198,11 +197,6 @@ impl Batcher {
             .enumerate()
             .map(|(i, r)| (*r, self.fallbacks[i].load(Ordering::Relaxed)))
             .collect()
-    }
-
-    /// Combined statements run so far (rounds of two parts or more).
-    pub fn rounds(&self) -> u64 {
-        self.rounds.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -348,7 +342,7 @@ impl super::PgTarget {
     /// Runs `sql` (a statement whose first row's first column is a JSON document as text) in
     /// this cycle's round (see [`crate::pg::batch`]): its document, `None` when it returned no
     /// row.
-    pub async fn json_part(
+    pub(crate) async fn json_part(
         &self,
         conn: &Conn,
         sql: &str,
@@ -375,15 +369,10 @@ impl super::PgTarget {
         }
         let (round, index) = batch.join(shared, &self.limits, &self.target, sql);
         match round.answer.clone().await {
-            Answer::Parts(docs, roundtrip) => {
-                if docs.len() > 1 && !round.counted.swap(true, Ordering::Relaxed) {
-                    batch.rounds.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(PartAnswer {
-                    doc: docs.get(index).cloned().flatten(),
-                    roundtrip,
-                })
-            }
+            Answer::Parts(docs, roundtrip) => Ok(PartAnswer {
+                doc: docs.get(index).cloned().flatten(),
+                roundtrip,
+            }),
             Answer::Failed(e, None) => {
                 if super::needs_invalidate(conn, &e) {
                     self.invalidate(conn.generation);

@@ -30,9 +30,9 @@
 //! - Every query bounded on the client side too; a timed-out or broken connection is dropped, and
 //!   dropping it aborts the task that drives its socket.
 
-pub mod batch;
-pub mod sniff;
-pub mod tls;
+pub(crate) mod batch;
+pub(crate) mod sniff;
+pub(crate) mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -50,43 +50,43 @@ use crate::error::{CheckError, ErrorKind};
 /// measured as this connection's set-up time (several round trips: TCP, TLS, authentication),
 /// at most the connect timeout. A distant database (400 ms round trip) is not "down" because
 /// its answers travel; a near one keeps a bound of about the statement timeout.
-pub fn query_deadline(limits: &Limits, connect_duration: Duration) -> Duration {
+pub(crate) fn query_deadline(limits: &Limits, connect_duration: Duration) -> Duration {
     limits.query_timeout + connect_duration.min(limits.connect_timeout)
 }
 
 /// The `application_name` every agent session carries (other checks filter on it, e.g.
 /// `pg_connection_budget`, so it stays the same for every agent of a fleet).
-pub const APPLICATION_NAME: &str = "rose-agent";
+pub(crate) const APPLICATION_NAME: &str = "rose-agent";
 
 /// `idle_session_timeout` and `client_connection_check_interval` exist from PostgreSQL 14;
 /// older servers get only the TCP keepalive settings.
-pub const LIVENESS_SETTINGS_FROM: u32 = 140_000;
+pub(crate) const LIVENESS_SETTINGS_FROM: u32 = 140_000;
 
 /// How soon the server must let go of a session the agent abandoned (a network blip, a killed
 /// agent): four intervals, at least 10 s (short test intervals must not make the server drop a
 /// healthy session that is merely between two cycles), at most 5 min.
-pub fn liveness_for(interval: Duration) -> Duration {
+pub(crate) fn liveness_for(interval: Duration) -> Duration {
     (interval * 4).clamp(Duration::from_secs(10), Duration::from_secs(300))
 }
 
 /// Session limits and backoff bounds.
 #[derive(Debug, Clone)]
-pub struct Limits {
-    pub connect_timeout: Duration,
-    pub statement_timeout: Duration,
-    pub lock_timeout: Duration,
+pub(crate) struct Limits {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) statement_timeout: Duration,
+    pub(crate) lock_timeout: Duration,
     /// Client-side bound on one query.
-    pub query_timeout: Duration,
+    pub(crate) query_timeout: Duration,
     /// Longest wait between connection attempts; kept under one interval so recovery is seen
     /// within one interval of the fault ending.
-    pub max_backoff: Duration,
+    pub(crate) max_backoff: Duration,
     /// Bound on how long the server keeps a backend the agent abandoned ([`liveness_for`]).
-    pub liveness: Duration,
+    pub(crate) liveness: Duration,
 }
 
 impl Limits {
     /// The limits the configuration asks for.
-    pub fn from_config(config: &crate::config::Config) -> Limits {
+    pub(crate) fn from_config(config: &crate::config::Config) -> Limits {
         Limits {
             connect_timeout: config.database.connect_timeout,
             statement_timeout: config.database.statement_timeout,
@@ -100,7 +100,7 @@ impl Limits {
     /// The server-side liveness settings of a direct session, as `(name, value)`; the last two
     /// only from [`LIVENESS_SETTINGS_FROM`]. Keepalives: first probe after half the bound, then
     /// four probes an eighth apart, so a peer that vanished is found within the bound.
-    pub fn liveness_settings(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn liveness_settings(&self) -> Vec<(&'static str, String)> {
         let secs = |d: Duration| d.as_secs().max(1).to_string();
         let ms = |d: Duration| d.as_millis().max(1).to_string();
         let l = self.liveness;
@@ -120,21 +120,19 @@ impl Limits {
 /// A server backend, told apart from a later one with the same pid by its start time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backend {
-    pub pid: i32,
-    pub start: String,
+    pub(crate) pid: i32,
+    pub(crate) start: String,
 }
 
 /// An open connection. Dropping the last handle aborts the socket task.
 pub struct Conn {
-    pub client: Client,
+    pub(crate) client: Client,
     task: JoinHandle<()>,
-    pub generation: u64,
-    pub connect_duration: Duration,
+    pub(crate) generation: u64,
+    pub(crate) connect_duration: Duration,
     /// The session is the server backend itself; false through a pooler such as PgBouncer,
     /// where session state (settings, session advisory locks) may be shared with other clients.
     pub direct: bool,
-    /// The backend of a direct session.
-    pub backend: Option<Backend>,
 }
 
 impl Drop for Conn {
@@ -182,13 +180,13 @@ pub struct ConnectCounts {
 
 impl ConnectCounts {
     /// Counts one attempt.
-    pub fn record(&self, ok: bool) {
+    pub(crate) fn record(&self, ok: bool) {
         let c = if ok { &self.ok } else { &self.failed };
         c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// (succeeded, failed) so far.
-    pub fn get(&self) -> (u64, u64) {
+    pub(crate) fn get(&self) -> (u64, u64) {
         (
             self.ok.load(std::sync::atomic::Ordering::Relaxed),
             self.failed.load(std::sync::atomic::Ordering::Relaxed),
@@ -204,7 +202,7 @@ struct Session {
 }
 
 impl PgTarget {
-    pub fn new(dsn: Dsn, limits: Limits) -> PgTarget {
+    pub(crate) fn new(dsn: Dsn, limits: Limits) -> PgTarget {
         let target = dsn.target();
         if !dsn.ignored.is_empty() {
             // Names from the agent's own list only: never a value.
@@ -242,18 +240,21 @@ impl PgTarget {
     }
 
     /// Calls `hook(ok)` after every connection attempt (for the attempts counter).
-    pub fn with_connect_hook(mut self, hook: impl Fn(bool) + Send + Sync + 'static) -> PgTarget {
+    pub(crate) fn with_connect_hook(
+        mut self,
+        hook: impl Fn(bool) + Send + Sync + 'static,
+    ) -> PgTarget {
         self.on_connect = Some(Box::new(hook));
         self
     }
 
     /// The sanitized `host:port/dbname`.
-    pub fn target(&self) -> &str {
+    pub(crate) fn target(&self) -> &str {
         &self.target
     }
 
     /// Span attributes of this server.
-    pub fn check_target(&self) -> crate::catalog::otel::CheckTarget {
+    pub(crate) fn check_target(&self) -> crate::catalog::otel::CheckTarget {
         let address = match &self.dsn.host {
             Host::Tcp(h) => h.clone(),
             Host::Socket(p) => p.display().to_string(),
@@ -265,11 +266,11 @@ impl PgTarget {
         }
     }
 
-    pub fn dbname(&self) -> &str {
+    pub(crate) fn dbname(&self) -> &str {
         &self.dsn.dbname
     }
 
-    pub fn limits(&self) -> &Limits {
+    pub(crate) fn limits(&self) -> &Limits {
         &self.limits
     }
 
@@ -337,7 +338,6 @@ impl PgTarget {
                     generation: slot.generation,
                     connect_duration: started.elapsed(),
                     direct: session.direct,
-                    backend: session.direct.then(|| session.backend.clone()),
                 });
                 slot.conn = Some(conn.clone());
                 slot.failures = 0;
@@ -795,7 +795,7 @@ fn rows(msgs: Vec<SimpleQueryMessage>) -> Vec<Vec<Option<String>>> {
 /// alone, an error rolls everything back (nothing is left open, the pipelined next query is
 /// unaffected), and a pooler in transaction mode hands the whole message to one server
 /// connection. `statement_timeout` applies to each statement of the message separately.
-pub fn guarded(limits: &Limits, sql: &str) -> String {
+pub(crate) fn guarded(limits: &Limits, sql: &str) -> String {
     let ms = |d: Duration| d.as_millis().max(1);
     format!(
         "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}; {sql}",
@@ -940,7 +940,7 @@ async fn resolve(name: &str, port: u16, target: &str) -> Result<Vec<IpAddr>, Che
 }
 
 /// Exponential backoff from 250 ms, capped, with jitter in [50%, 100%].
-pub fn backoff(failures: u32, cap: Duration) -> Duration {
+pub(crate) fn backoff(failures: u32, cap: Duration) -> Duration {
     let base =
         Duration::from_millis(250).saturating_mul(1u32 << failures.saturating_sub(1).min(16));
     let capped = base.min(cap);

@@ -16,7 +16,7 @@ use tokio_postgres::tls::{ChannelBinding, TlsConnect, TlsStream};
 
 /// Where the announced pid lands; `i64::MIN` until seen.
 #[derive(Clone)]
-pub struct Announced(Arc<AtomicI64>);
+pub(crate) struct Announced(Arc<AtomicI64>);
 
 impl Default for Announced {
     fn default() -> Announced {
@@ -25,11 +25,11 @@ impl Default for Announced {
 }
 
 impl Announced {
-    pub fn new() -> Announced {
+    pub(crate) fn new() -> Announced {
         Announced::default()
     }
 
-    pub fn pid(&self) -> Option<i32> {
+    pub(crate) fn pid(&self) -> Option<i32> {
         i32::try_from(self.0.load(Ordering::SeqCst)).ok()
     }
 }
@@ -120,14 +120,14 @@ impl Parser {
 }
 
 /// A stream whose startup answer is parsed for the announced pid.
-pub struct Sniffer<S> {
+pub(crate) struct Sniffer<S> {
     inner: S,
     parser: Mutex<Parser>,
 }
 
 impl<S> Sniffer<S> {
     /// Over the raw socket (which may still negotiate TLS).
-    pub fn raw(inner: S, out: Announced) -> Sniffer<S> {
+    pub(crate) fn raw(inner: S, out: Announced) -> Sniffer<S> {
         Sniffer::with(inner, out, Mode::Start)
     }
 
@@ -191,9 +191,9 @@ impl<S: TlsStream + Unpin> TlsStream for Sniffer<S> {
 }
 
 /// A TLS connector whose stream is parsed above the encryption.
-pub struct SniffTls<T> {
-    pub inner: T,
-    pub out: Announced,
+pub(crate) struct SniffTls<T> {
+    pub(crate) inner: T,
+    pub(crate) out: Announced,
 }
 
 impl<S, T> TlsConnect<S> for SniffTls<T>

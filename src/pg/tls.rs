@@ -22,7 +22,7 @@ use crate::dsn::{Dsn, SslMode};
 use crate::error::{CheckError, ErrorKind};
 
 /// Builds the TLS connector for a DSN, or `None` for `sslmode=disable`.
-pub fn connector(dsn: &Dsn) -> Result<Option<MakeRustlsConnect>, CheckError> {
+pub(crate) fn connector(dsn: &Dsn) -> Result<Option<MakeRustlsConnect>, CheckError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

@@ -25,7 +25,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use crate::config::Config;
 
 /// Where `agent run` listens by default (`AGENT_LISTEN` 0.0.0.0:9188), asked on loopback.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:9188";
+pub(crate) const DEFAULT_ADDR: &str = "127.0.0.1:9188";
 
 /// The largest answer read (a status summary is a few KiB; `/metrics` tens).
 const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
@@ -57,22 +57,22 @@ pub enum ClientError {
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
-    pub body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 /// Basic-auth credentials from the command line and the environment.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
     /// The password, from `AGENT_STATUS_PASSWORD` or a file.
-    pub password: Option<String>,
+    pub(crate) password: Option<String>,
     /// Client certificate and key files (PEM), for a mutual-TLS endpoint.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub(crate) client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl Credentials {
     /// The user from `--user`, the password from `password_file` or `AGENT_STATUS_PASSWORD`.
-    pub fn resolve(
+    pub(crate) fn resolve(
         user: Option<String>,
         password_file: Option<&Path>,
     ) -> Result<Credentials, ClientError> {
@@ -106,13 +106,13 @@ impl Credentials {
 /// Where and how to ask the agent.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    pub addr: String,
+    pub(crate) addr: String,
     tls: Option<Arc<rustls::ClientConfig>>,
     authorization: Option<String>,
 }
 
 /// The address to connect to for a listen address: an unspecified one is asked on loopback.
-pub fn connect_addr(listen: SocketAddr) -> SocketAddr {
+pub(crate) fn connect_addr(listen: SocketAddr) -> SocketAddr {
     match listen.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => {
             SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), listen.port())
@@ -143,7 +143,7 @@ struct TlsView {
 
 impl Endpoint {
     /// Plain HTTP to `addr`, no credentials (no configuration at all).
-    pub fn plain(addr: impl Into<String>) -> Endpoint {
+    pub(crate) fn plain(addr: impl Into<String>) -> Endpoint {
         Endpoint {
             addr: addr.into(),
             tls: None,
@@ -206,7 +206,7 @@ impl Endpoint {
     }
 
     /// `https://addr` or `http://addr`, for messages.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         let scheme = if self.is_tls() { "https" } else { "http" };
         format!("{scheme}://{}{path}", self.addr)
     }
@@ -349,7 +349,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Pure: status code and body of a raw HTTP/1.x answer.
-pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
+pub(crate) fn parse_response(raw: &[u8]) -> Result<Response, String> {
     let end = find(raw, b"\r\n\r\n").ok_or("no end of header")?;
     let head = String::from_utf8_lossy(&raw[..end]);
     let status_line = head.lines().next().unwrap_or_default();
@@ -498,7 +498,7 @@ impl rustls::client::danger::ServerCertVerifier for PinnedLeaf {
 
 /// The endpoint of `agent status` / `agent healthcheck`: from the configuration when it loads;
 /// without one, plain HTTP to `addr` or the default listen address.
-pub fn endpoint_for(
+pub(crate) fn endpoint_for(
     config: Result<&Config, &crate::config::ConfigError>,
     addr: Option<&str>,
     creds: &Credentials,

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use super::{Level, Segment, Summary, human_duration, split_commands};
 
 /// Escapes text for HTML element content and double- or single-quoted attribute values.
-pub fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + s.len() / 8);
     for c in s.chars() {
         match c {
@@ -113,7 +113,7 @@ footer ul{display:flex;flex-wrap:wrap;gap:4px 16px;padding:0;margin:6px 0;list-s
 "#;
 
 /// Pure: the whole page.
-pub fn render(s: &Summary) -> String {
+pub(crate) fn render(s: &Summary) -> String {
     let mut o = String::with_capacity(16 * 1024);
     let level = Level::of(&s.status);
     let target = s.agent.target.as_deref().unwrap_or("no PostgreSQL");

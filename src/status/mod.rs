@@ -10,7 +10,7 @@
 //! scrubbed again with [`crate::dsn::redact`].
 
 pub mod client;
-pub mod html;
+pub(crate) mod html;
 
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,12 +22,12 @@ use crate::findings::Severity;
 use crate::reading::Reading;
 use crate::snapshot::Snapshot;
 
-pub use crate::reading::About;
+pub(crate) use crate::reading::About;
 
 /// How a figure or a check reads: colour on the page and in a terminal, always with its word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Level {
+pub(crate) enum Level {
     Ok,
     Unknown,
     Warning,
@@ -35,7 +35,7 @@ pub enum Level {
 }
 
 impl Level {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Level::Ok => "ok",
             Level::Unknown => "unknown",
@@ -56,7 +56,7 @@ impl Level {
 
 /// The overall status, the same word `/findings` reports: the worst of the active and pending
 /// findings, `unknown` before the first evaluation and while any check outcome is stale.
-pub fn overall(
+pub(crate) fn overall(
     snap: &Reading,
     now: SystemTime,
 ) -> (crate::findings::state::Status, Vec<std::sync::Arc<str>>) {
@@ -71,102 +71,102 @@ pub fn overall(
 
 /// Everything the page shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// `ok`, `warning`, `critical` or `unknown` (as `/findings`).
-    pub status: String,
+    pub(crate) status: String,
     /// True when the status comes from pending findings only.
-    pub status_pending: bool,
+    pub(crate) status_pending: bool,
     /// One line: why the status is what it is.
-    pub headline: String,
-    pub agent: AgentLine,
+    pub(crate) headline: String,
+    pub(crate) agent: AgentLine,
     /// When findings were last evaluated (RFC 3339) and how long ago.
-    pub evaluated_at: Option<String>,
-    pub evaluated_age_seconds: Option<f64>,
-    pub generated_at: String,
+    pub(crate) evaluated_at: Option<String>,
+    pub(crate) evaluated_age_seconds: Option<f64>,
+    pub(crate) generated_at: String,
     /// How often the page reloads itself.
-    pub refresh_seconds: u64,
-    pub ready: bool,
-    pub stale_checks: Vec<String>,
+    pub(crate) refresh_seconds: u64,
+    pub(crate) ready: bool,
+    pub(crate) stale_checks: Vec<String>,
     /// Active findings first, then pending, each by severity.
-    pub findings: Vec<FindingItem>,
+    pub(crate) findings: Vec<FindingItem>,
     /// Findings silenced on purpose (`[findings]`): shown apart, never counted.
     #[serde(default)]
-    pub silenced: Vec<SilencedItem>,
-    pub figures: Vec<Group>,
-    pub checks: Vec<CheckRow>,
+    pub(crate) silenced: Vec<SilencedItem>,
+    pub(crate) figures: Vec<Group>,
+    pub(crate) checks: Vec<CheckRow>,
 }
 
 /// Who is speaking and about what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AgentLine {
-    pub version: String,
-    pub instance: String,
-    pub target: Option<String>,
-    pub database_type: String,
-    pub app_url: String,
-    pub started_at: String,
-    pub uptime_seconds: f64,
+pub(crate) struct AgentLine {
+    pub(crate) version: String,
+    pub(crate) instance: String,
+    pub(crate) target: Option<String>,
+    pub(crate) database_type: String,
+    pub(crate) app_url: String,
+    pub(crate) started_at: String,
+    pub(crate) uptime_seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FindingItem {
+pub(crate) struct FindingItem {
     /// `active` or `pending` (still confirming, not alerted yet).
-    pub state: String,
-    pub severity: String,
-    pub code: String,
-    pub subject: Option<String>,
-    pub summary: String,
-    pub evidence: String,
-    pub steps: Vec<String>,
-    pub runbook_url: String,
+    pub(crate) state: String,
+    pub(crate) severity: String,
+    pub(crate) code: String,
+    pub(crate) subject: Option<String>,
+    pub(crate) summary: String,
+    pub(crate) evidence: String,
+    pub(crate) steps: Vec<String>,
+    pub(crate) runbook_url: String,
     /// Active since (RFC 3339).
-    pub since: Option<String>,
-    pub since_seconds: Option<f64>,
+    pub(crate) since: Option<String>,
+    pub(crate) since_seconds: Option<f64>,
 }
 
 /// A finding silenced on purpose, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SilencedItem {
-    pub code: String,
-    pub subject: Option<String>,
-    pub summary: String,
-    pub reason: String,
+pub(crate) struct SilencedItem {
+    pub(crate) code: String,
+    pub(crate) subject: Option<String>,
+    pub(crate) summary: String,
+    pub(crate) reason: String,
     /// The silence's last day, when it has one.
-    pub until: Option<String>,
-    pub runbook_url: String,
+    pub(crate) until: Option<String>,
+    pub(crate) runbook_url: String,
 }
 
 /// A card of figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Group {
-    pub title: String,
-    pub items: Vec<Figure>,
+pub(crate) struct Group {
+    pub(crate) title: String,
+    pub(crate) items: Vec<Figure>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Figure {
-    pub label: String,
-    pub value: String,
-    pub level: Level,
+pub(crate) struct Figure {
+    pub(crate) label: String,
+    pub(crate) value: String,
+    pub(crate) level: Level,
     /// What the value is judged against, or more detail.
-    pub note: String,
+    pub(crate) note: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckRow {
-    pub id: String,
-    pub level: Level,
+pub(crate) struct CheckRow {
+    pub(crate) id: String,
+    pub(crate) level: Level,
     /// `ok`, `failed (<kind>)`, `stale`, `deferred`.
-    pub outcome: String,
-    pub error: Option<String>,
-    pub duration_ms: f64,
-    pub age_seconds: f64,
-    pub runs: u64,
-    pub consecutive_failures: u32,
+    pub(crate) outcome: String,
+    pub(crate) error: Option<String>,
+    pub(crate) duration_ms: f64,
+    pub(crate) age_seconds: f64,
+    pub(crate) runs: u64,
+    pub(crate) consecutive_failures: u32,
 }
 
 /// RFC 3339 in UTC, to the second.
-pub fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     if t < UNIX_EPOCH {
         return "1970-01-01T00:00:00Z".into();
     }
@@ -174,7 +174,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 /// `850 ms`, `3.2 s`, `4m 10s`, `2h 5m`, `3d 4h`.
-pub fn human_duration(seconds: f64) -> String {
+pub(crate) fn human_duration(seconds: f64) -> String {
     if !seconds.is_finite() || seconds < 0.0 {
         return "-".into();
     }
@@ -194,7 +194,7 @@ pub fn human_duration(seconds: f64) -> String {
 }
 
 /// `512 B`, `1.5 KiB`, `12.0 MiB`, `3.25 GiB`.
-pub fn human_bytes(bytes: f64) -> String {
+pub(crate) fn human_bytes(bytes: f64) -> String {
     if !bytes.is_finite() {
         return "-".into();
     }
@@ -236,7 +236,7 @@ fn truncate(s: &str, max: usize) -> String {
 
 impl Summary {
     /// Pure: the summary of a snapshot at `now`.
-    pub fn build(snap: &Reading, now: SystemTime) -> Summary {
+    pub(crate) fn build(snap: &Reading, now: SystemTime) -> Summary {
         let about = &*snap.about;
         let (status, stale) = overall(snap, now);
         let view = &snap.findings;
@@ -312,7 +312,7 @@ impl Summary {
 
     /// Nagios-style exit code of the status, as `agent diagnose`: 0 ok, 1 warning, 2 critical,
     /// 3 unknown.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self.status.as_str() {
             "ok" => 0,
             "warning" => 1,
@@ -322,7 +322,7 @@ impl Summary {
     }
 
     /// The summary for a terminal; ANSI colours only with `color` (a terminal).
-    pub fn to_text(&self, color: bool) -> String {
+    pub(crate) fn to_text(&self, color: bool) -> String {
         let paint = |s: &str, level: Level| -> String {
             if !color {
                 return s.to_owned();
@@ -1048,7 +1048,7 @@ fn checks(snap: &Snapshot, now: SystemTime) -> Vec<CheckRow> {
 
 /// One piece of a finding's step: prose, or a command to copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Segment<'a> {
+pub(crate) enum Segment<'a> {
     Text(&'a str),
     Command(&'a str),
 }
@@ -1076,7 +1076,7 @@ const SQL_STARTS: &[&str] = &[
 /// statement (an upper-case keyword) running to its `;` (with a trailing `-- comment`), or to
 /// the end of the step when it follows a colon or opens the step. Keywords inside prose
 /// ("an interrupted CREATE INDEX CONCURRENTLY") stay prose.
-pub fn split_commands(step: &str) -> Vec<Segment<'_>> {
+pub(crate) fn split_commands(step: &str) -> Vec<Segment<'_>> {
     let mut out = Vec::new();
     let mut rest = step;
     let mut text_start = 0usize; // offset in `rest` where pending prose began

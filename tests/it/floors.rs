@@ -354,6 +354,13 @@ fn uses(module: &str, src: &str) -> (Vec<Use>, Vec<String>) {
             let mut k = j;
             while matches!(ident(k), Some("pub") | Some("mod")) {
                 k += 1;
+                // `pub(crate)`, `pub(super)`, `pub(in path)`.
+                if ident(k - 1) == Some("pub") && is(k, Tok::Punct('(')) {
+                    while k < t.len() && !is(k, Tok::Punct(')')) {
+                        k += 1;
+                    }
+                    k += 1;
+                }
             }
             if ident(k - 1) == Some("mod")
                 && let Some(name) = ident(k)
@@ -668,8 +675,13 @@ fn groups_super_climbs_and_macro_paths_are_read_and_comments_strings_and_tests_a
     let p = synthetic(&[
         ("src/snapshot.rs", "pub struct Store;\n"),
         ("src/status/mod.rs", "pub struct About;\n"),
-        ("src/findings/mod.rs", "pub mod codes;\npub mod state;\n"),
+        (
+            "src/findings/mod.rs",
+            "pub mod codes;\npub mod state;\n#[cfg(test)]\npub(crate) mod example;\n",
+        ),
         ("src/findings/state.rs", "pub struct View;\n"),
+        // A test-only file (declared `#[cfg(test)] pub(crate) mod`) is not read.
+        ("src/findings/example.rs", "use crate::run::go;\n"),
         // `super::super` from findings::codes climbs to the root: `crate::snapshot`.
         (
             "src/findings/codes.rs",

@@ -7,16 +7,16 @@ use crate::catalog::HistogramValue;
 
 /// Probe durations accumulated since the agent started.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DurationHistogram {
-    pub bounds: Vec<f64>,
+pub(crate) struct DurationHistogram {
+    pub(crate) bounds: Vec<f64>,
     /// Per bucket (not cumulative): observations `<= bounds[i]` and `> bounds[i-1]`.
-    pub counts: Vec<u64>,
-    pub count: u64,
-    pub sum: f64,
+    pub(crate) counts: Vec<u64>,
+    pub(crate) count: u64,
+    pub(crate) sum: f64,
 }
 
 impl DurationHistogram {
-    pub fn new(bounds: &[f64]) -> DurationHistogram {
+    pub(crate) fn new(bounds: &[f64]) -> DurationHistogram {
         DurationHistogram {
             bounds: bounds.to_vec(),
             counts: vec![0; bounds.len()],
@@ -26,7 +26,7 @@ impl DurationHistogram {
     }
 
     /// Adds one observation; negative or non-finite values count as 0.
-    pub fn observe(&mut self, v: f64) {
+    pub(crate) fn observe(&mut self, v: f64) {
         let v = if v.is_finite() && v > 0.0 { v } else { 0.0 };
         if let Some(i) = self.bounds.iter().position(|b| v <= *b) {
             self.counts[i] += 1;
@@ -36,7 +36,7 @@ impl DurationHistogram {
     }
 
     /// Cumulative buckets as the exposition wants them (`+Inf` is `count`).
-    pub fn to_value(&self) -> HistogramValue {
+    pub(crate) fn to_value(&self) -> HistogramValue {
         let mut acc = 0;
         HistogramValue {
             buckets: self

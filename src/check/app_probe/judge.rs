@@ -37,7 +37,7 @@ pub enum ProbeFailure {
 }
 
 impl ProbeFailure {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ProbeFailure::Refused => "refused",
             ProbeFailure::ConnectTimeout => "connect_timeout",
@@ -60,7 +60,7 @@ pub struct ServiceState {
     pub name: String,
     /// The state as the app wrote it (truncated), e.g. `connected`, `disconnected`.
     pub state: String,
-    pub up: bool,
+    pub(crate) up: bool,
 }
 
 /// What the app's JSON body says about itself (Rose's `HealthCheckResponse` shape).
@@ -73,12 +73,12 @@ pub struct HealthBody {
     /// `services`, at most [`MAX_SERVICES`], by name.
     pub services: Vec<ServiceState>,
     /// Services beyond the cap or with unusable names.
-    pub services_dropped: u32,
+    pub(crate) services_dropped: u32,
 }
 
 impl HealthBody {
     /// Services that are not connected.
-    pub fn down(&self) -> Vec<&str> {
+    pub(crate) fn down(&self) -> Vec<&str> {
         self.services
             .iter()
             .filter(|s| !s.up)
@@ -87,7 +87,7 @@ impl HealthBody {
     }
 
     /// `healthy`, `degraded` or `other` (bounded label value).
-    pub fn status_class(&self) -> Option<&'static str> {
+    pub(crate) fn status_class(&self) -> Option<&'static str> {
         self.status.as_deref().map(|s| match s {
             "healthy" => "healthy",
             "degraded" => "degraded",
@@ -99,8 +99,8 @@ impl HealthBody {
 /// The verdict on one JSON expectation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ExpectationResult {
-    pub expectation: JsonExpectation,
-    pub held: bool,
+    pub(crate) expectation: JsonExpectation,
+    pub(crate) held: bool,
     /// The value found (compact JSON, truncated), `None` when the field is missing.
     pub actual: Option<String>,
     /// For `all_equal`: the keys whose value differs (at most 16).
@@ -119,7 +119,7 @@ fn compact(v: &serde_json::Value) -> String {
 }
 
 /// Looks up a dotted path (`services.qdrant`, `items.0`).
-pub fn lookup<'a>(v: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+pub(crate) fn lookup<'a>(v: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
     path.split('.').try_fold(v, |cur, seg| match cur {
         serde_json::Value::Object(m) => m.get(seg),
         serde_json::Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
@@ -170,7 +170,7 @@ fn label_safe(s: &str, max: usize) -> Option<String> {
 }
 
 /// Reads Rose's health facts (status, version, services) from any JSON body.
-pub fn health_body(v: &serde_json::Value) -> HealthBody {
+pub(crate) fn health_body(v: &serde_json::Value) -> HealthBody {
     let mut b = HealthBody {
         status: v
             .get("status")
@@ -218,14 +218,14 @@ pub enum Exchange {
 
 /// The verdict on an exchange (everything but the histogram and counters).
 pub struct Verdict {
-    pub status_code: Option<u16>,
+    pub(crate) status_code: Option<u16>,
     pub success: bool,
-    pub failure: Option<ProbeFailure>,
+    pub(crate) failure: Option<ProbeFailure>,
     pub error: Option<String>,
     pub body: Option<HealthBody>,
     pub expectations: Vec<ExpectationResult>,
     pub healthy: bool,
-    pub slow: bool,
+    pub(crate) slow: bool,
 }
 
 /// Pure: judges an exchange against the probe's configuration.

@@ -19,11 +19,11 @@ mod histogram;
 mod http;
 mod judge;
 
-pub use histogram::DurationHistogram;
-pub use judge::{
-    Exchange, ExpectationResult, HealthBody, MAX_SERVICES, ProbeFailure, ServiceState, Verdict,
-    evaluate, health_body, judge, lookup,
-};
+pub(crate) use histogram::DurationHistogram;
+#[cfg(test)]
+pub(crate) use judge::ServiceState;
+pub use judge::{Exchange, MAX_SERVICES, Verdict, evaluate, judge};
+pub(crate) use judge::{ExpectationResult, HealthBody, ProbeFailure};
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -37,45 +37,45 @@ use crate::config::ProbeConfig;
 use crate::error::{CheckError, ErrorKind};
 
 /// Prefix of every probe's check id.
-pub const ID_PREFIX: &str = crate::catalog::checks::APP_PROBE_PREFIX;
+pub(crate) const ID_PREFIX: &str = crate::catalog::checks::APP_PROBE_PREFIX;
 /// Histogram bounds in seconds; 0.1 and 2 are the guide's health and voice thresholds.
-pub const DURATION_BUCKETS: &[f64] = &[
+pub(crate) const DURATION_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,
 ];
 
 /// What one probe run saw.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProbeResult {
-    pub endpoint: String,
-    pub method: String,
+    pub(crate) endpoint: String,
+    pub(crate) method: String,
     /// The path of the last request (the fallback, when the first path answered 404/405).
-    pub path: String,
+    pub(crate) path: String,
     /// Status code of the answer, `None` without one.
-    pub status_code: Option<u16>,
-    pub expected_status: u16,
-    pub duration_seconds: f64,
-    pub threshold_seconds: f64,
-    pub timeout_seconds: f64,
+    pub(crate) status_code: Option<u16>,
+    pub(crate) expected_status: u16,
+    pub(crate) duration_seconds: f64,
+    pub(crate) threshold_seconds: f64,
+    pub(crate) timeout_seconds: f64,
     /// Answered, but slower than the threshold.
-    pub slow: bool,
+    pub(crate) slow: bool,
     /// Answered with the expected status and a readable body.
-    pub success: bool,
-    pub failure: Option<ProbeFailure>,
+    pub(crate) success: bool,
+    pub(crate) failure: Option<ProbeFailure>,
     /// Human text of the failure (no URL credentials, no headers).
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// The parsed JSON body, when there was one.
-    pub body: Option<HealthBody>,
-    pub expectations: Vec<ExpectationResult>,
+    pub(crate) body: Option<HealthBody>,
+    pub(crate) expectations: Vec<ExpectationResult>,
     /// Success and every expectation held.
-    pub healthy: bool,
+    pub(crate) healthy: bool,
     /// This probe exports `rose_app_service_up`.
-    pub report_services: bool,
-    pub histogram: DurationHistogram,
-    pub failures_total: BTreeMap<ProbeFailure, u64>,
+    pub(crate) report_services: bool,
+    pub(crate) histogram: DurationHistogram,
+    pub(crate) failures_total: BTreeMap<ProbeFailure, u64>,
 }
 
 /// Pure: the series of one probe run.
-pub fn samples(o: &ProbeResult, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &ProbeResult, out: &mut Vec<Sample>) {
     let ep = o.endpoint.as_str();
     let b = |v: bool| if v { 1.0 } else { 0.0 };
     out.push(Sample::new(
@@ -152,7 +152,7 @@ struct State {
 }
 
 /// One configured probe.
-pub struct AppProbe {
+pub(crate) struct AppProbe {
     /// `app_probe_<name>`: owned, so a reload that rebuilds the probes frees the old ids.
     id: String,
     cfg: ProbeConfig,
@@ -163,7 +163,7 @@ pub struct AppProbe {
 
 impl AppProbe {
     /// Reports each verdict to the app recovery watch (`app_recovery`).
-    pub fn with_recovery_watch(
+    pub(crate) fn with_recovery_watch(
         mut self,
         w: Option<std::sync::Arc<super::app_recovery::Watch>>,
     ) -> AppProbe {
@@ -171,7 +171,7 @@ impl AppProbe {
         self
     }
 
-    pub fn new(cfg: ProbeConfig) -> AppProbe {
+    pub(crate) fn new(cfg: ProbeConfig) -> AppProbe {
         let client = http::client(&cfg);
         let id = format!("{ID_PREFIX}{}", cfg.name);
         AppProbe {
@@ -186,10 +186,6 @@ impl AppProbe {
             }),
             cfg,
         }
-    }
-
-    pub fn config(&self) -> &ProbeConfig {
-        &self.cfg
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -329,7 +325,7 @@ impl Check for AppProbe {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): One per configured app probe.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     b.config
         .app
         .probes

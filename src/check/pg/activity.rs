@@ -28,25 +28,25 @@ use crate::check::{BoxFuture, Check, Observation, query_text};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = crate::catalog::checks::PG_ACTIVITY;
+pub(crate) const ID: &str = crate::catalog::checks::PG_ACTIVITY;
 
 /// Longest query text kept per session (characters), normalized or raw.
-pub const QUERY_TEXT_CHARS: usize = 256;
+pub(crate) const QUERY_TEXT_CHARS: usize = 256;
 /// Longest query text read per session (characters): literals cut at the end are hidden, so
 /// reading more than is shown keeps the tail of long statements readable.
-pub const QUERY_TEXT_READ_CHARS: usize = 1024;
+pub(crate) const QUERY_TEXT_READ_CHARS: usize = 1024;
 /// Most sessions detailed per run.
-pub const MAX_SESSIONS: usize = 100;
+pub(crate) const MAX_SESSIONS: usize = 100;
 /// Most sessions detailed per kind (slow, idle in transaction, blocked, blocking).
-pub const PER_CATEGORY: usize = MAX_SESSIONS / 4;
+pub(crate) const PER_CATEGORY: usize = MAX_SESSIONS / 4;
 /// Most blocking pids listed (all are counted).
-pub const MAX_BLOCKER_PIDS: usize = 20;
+pub(crate) const MAX_BLOCKER_PIDS: usize = 20;
 /// `pg_stat_activity.query_id` exists from PostgreSQL 14 (filled when `compute_query_id` is on,
 /// or `auto` with pg_stat_statements loaded).
-pub const QUERY_ID_SINCE: u32 = 140_000;
+pub(crate) const QUERY_ID_SINCE: u32 = 140_000;
 
 /// The statement for a server version and slow-query threshold.
-pub fn sql_for(server_version_num: u32, threshold: Duration) -> String {
+pub(crate) fn sql_for(server_version_num: u32, threshold: Duration) -> String {
     let t = threshold.as_secs_f64();
     let query_id = if server_version_num >= QUERY_ID_SINCE {
         "query_id::text"
@@ -93,20 +93,20 @@ pub fn sql_for(server_version_num: u32, threshold: Duration) -> String {
 /// One client backend that is slow, idle in a transaction, blocked, or blocking.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
-    pub pid: i32,
+    pub(crate) pid: i32,
     /// Role; `None` when the monitoring role may not see it.
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
     pub application: Option<String>,
     /// `pg_stat_activity.state`; `None` when hidden (role lacks `pg_read_all_stats`).
-    pub state: Option<String>,
+    pub(crate) state: Option<String>,
     pub wait_event_type: Option<String>,
-    pub wait_event: Option<String>,
+    pub(crate) wait_event: Option<String>,
     /// Age of the current (or last) query.
     pub query_seconds: Option<f64>,
     /// Age of the open transaction, if any.
-    pub transaction_seconds: Option<f64>,
+    pub(crate) transaction_seconds: Option<f64>,
     /// Time since the state last changed.
-    pub state_seconds: Option<f64>,
+    pub(crate) state_seconds: Option<f64>,
     /// Pids holding the lock this session waits for (`pg_blocking_pids`).
     #[serde(default)]
     pub blocked_by: Vec<i32>,
@@ -115,46 +115,41 @@ pub struct Session {
     pub query: Option<String>,
     /// `pg_stat_activity.query_id` (PostgreSQL 14+, when computed).
     #[serde(default)]
-    pub query_id: Option<String>,
+    pub(crate) query_id: Option<String>,
     /// Raw query text, at most [`QUERY_TEXT_CHARS`]: only with `raw_query_text` configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_query: Option<String>,
 }
 
 impl Session {
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         self.state.as_deref() == Some("active")
-    }
-    pub fn is_idle_in_transaction(&self) -> bool {
-        self.state
-            .as_deref()
-            .is_some_and(|s| s.starts_with("idle in transaction"))
     }
 }
 
 /// What one run saw, with the figures the metrics carry.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Activity {
-    pub threshold_seconds: f64,
-    pub active_query_max_seconds: f64,
-    pub transaction_max_seconds: f64,
+    pub(crate) threshold_seconds: f64,
+    pub(crate) active_query_max_seconds: f64,
+    pub(crate) transaction_max_seconds: f64,
     pub idle_in_transaction_max_seconds: f64,
-    pub idle_in_transaction_sessions: u32,
+    pub(crate) idle_in_transaction_sessions: u32,
     /// Active queries older than the threshold.
     pub slow_queries: u32,
     /// Sessions waiting for a lock another session holds.
     pub blocked_sessions: u32,
     /// Distinct sessions that block at least one session.
-    pub blocking_sessions: u32,
+    pub(crate) blocking_sessions: u32,
     /// The blocking pids, lowest first, at most [`MAX_BLOCKER_PIDS`].
     pub blockers: Vec<i32>,
     /// Client backends not idle.
-    pub non_idle_sessions: u32,
+    pub(crate) non_idle_sessions: u32,
     /// True when more sessions were slow, idle in transaction, blocked or blocking than were
     /// detailed.
-    pub truncated: bool,
+    pub(crate) truncated: bool,
     /// Details, oldest transaction first: at most [`PER_CATEGORY`] of each kind.
-    pub sessions: Vec<Session>,
+    pub(crate) sessions: Vec<Session>,
 }
 
 impl Activity {
@@ -184,19 +179,19 @@ impl Activity {
 /// The statement's answer: figures over all sessions, and the capped details.
 #[derive(Debug, Deserialize)]
 pub struct Raw {
-    pub non_idle: u32,
-    pub active_max: f64,
-    pub slow: u32,
-    pub transaction_max: f64,
-    pub idle_tx: u32,
-    pub idle_tx_max: f64,
-    pub blocked: u32,
-    pub blocking: u32,
+    pub(crate) non_idle: u32,
+    pub(crate) active_max: f64,
+    pub(crate) slow: u32,
+    pub(crate) transaction_max: f64,
+    pub(crate) idle_tx: u32,
+    pub(crate) idle_tx_max: f64,
+    pub(crate) blocked: u32,
+    pub(crate) blocking: u32,
     #[serde(default)]
-    pub blocker_pids: Vec<i32>,
+    pub(crate) blocker_pids: Vec<i32>,
     /// Sessions slow, idle in transaction, blocked or blocking (distinct).
-    pub notable: u32,
-    pub sessions: Vec<Session>,
+    pub(crate) notable: u32,
+    pub(crate) sessions: Vec<Session>,
 }
 
 /// Pure: the observation from the statement's answer. Query text is normalized; the raw text is
@@ -237,7 +232,7 @@ pub fn summarize(raw: Raw, threshold: Duration, raw_text: bool) -> Activity {
     }
 }
 
-pub struct ActivityCheck {
+pub(crate) struct ActivityCheck {
     pg: Arc<PgTarget>,
     threshold: Duration,
     raw_text: bool,
@@ -246,7 +241,7 @@ pub struct ActivityCheck {
 
 impl ActivityCheck {
     /// `raw_text`: keep other sessions' raw SQL too (`raw_query_text`, default off).
-    pub fn new(pg: Arc<PgTarget>, threshold: Duration, raw_text: bool) -> Self {
+    pub(crate) fn new(pg: Arc<PgTarget>, threshold: Duration, raw_text: bool) -> Self {
         ActivityCheck {
             pg,
             threshold,
@@ -285,7 +280,7 @@ impl Check for ActivityCheck {
 
 /// A decoding error may quote the document, which holds other sessions' raw SQL: keep the
 /// position, drop the quote (the error is logged and exported as span status).
-pub fn withhold_decode_detail(e: CheckError) -> CheckError {
+pub(crate) fn withhold_decode_detail(e: CheckError) -> CheckError {
     if e.kind != crate::error::ErrorKind::Protocol || e.sqlstate.is_some() {
         return e;
     }
@@ -303,7 +298,7 @@ pub fn withhold_decode_detail(e: CheckError) -> CheckError {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &Activity, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Activity, out: &mut Vec<Sample>) {
     let g = |def, v: f64, out: &mut Vec<Sample>| out.push(Sample::new(def, &[], v));
     g(
         &catalog::PG_ACTIVE_QUERY_MAX,
@@ -328,7 +323,7 @@ pub fn samples(o: &Activity, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     let c = &b.config.checks;
     b.with_pg(|pg| ActivityCheck::new(pg, c.slow_query_threshold, c.raw_query_text))
 }

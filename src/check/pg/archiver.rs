@@ -11,7 +11,7 @@ use crate::catalog::{self, Sample};
 use crate::check::Observation;
 use crate::pg::PgTarget;
 
-pub const ID: &str = crate::catalog::checks::PG_ARCHIVER;
+pub(crate) const ID: &str = crate::catalog::checks::PG_ARCHIVER;
 
 const SQL: &str = "SELECT json_build_object('archive_mode', current_setting('archive_mode'), \
      'archived', archived_count, 'failed', failed_count, 'last_archived_wal', last_archived_wal, \
@@ -23,38 +23,30 @@ const SQL: &str = "SELECT json_build_object('archive_mode', current_setting('arc
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Archiver {
     /// `off`, `on` or `always`.
-    pub archive_mode: String,
-    pub archived: u64,
-    pub failed: u64,
-    pub last_archived_wal: Option<String>,
-    pub last_archived_time: Option<f64>,
-    pub last_failed_wal: Option<String>,
-    pub last_failed_time: Option<f64>,
+    pub(crate) archive_mode: String,
+    pub(crate) archived: u64,
+    pub(crate) failed: u64,
+    pub(crate) last_archived_wal: Option<String>,
+    pub(crate) last_archived_time: Option<f64>,
+    pub(crate) last_failed_wal: Option<String>,
+    pub(crate) last_failed_time: Option<f64>,
 }
 
 impl Archiver {
     pub fn enabled(&self) -> bool {
         self.archive_mode != "off"
     }
-    /// The last attempt failed (a failure newer than the last success).
-    pub fn failing(&self) -> bool {
-        match (self.last_failed_time, self.last_archived_time) {
-            (Some(f), Some(a)) => f > a,
-            (Some(_), None) => true,
-            _ => false,
-        }
-    }
 }
 
 /// The check: one statement, the document as is.
-pub fn check(pg: Arc<PgTarget>) -> JsonCheck<Archiver> {
+pub(crate) fn check(pg: Arc<PgTarget>) -> JsonCheck<Archiver> {
     JsonCheck::new(ID, pg, SQL, "pg_stat_archiver", |_, a| {
         Observation::PgArchiver(a)
     })
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &Archiver, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Archiver, out: &mut Vec<Sample>) {
     out.push(Sample::new(
         &catalog::PG_ARCHIVE_ENABLED,
         &[],
@@ -75,7 +67,7 @@ pub fn samples(o: &Archiver, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     b.with_pg(check)
 }
 
@@ -84,8 +76,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failing_means_the_last_attempt_failed() {
-        let mut a = Archiver {
+    fn samples_of_an_enabled_archiver() {
+        let a = Archiver {
             archive_mode: "on".into(),
             archived: 5,
             failed: 2,
@@ -94,9 +86,7 @@ mod tests {
             last_failed_wal: Some("000000010000000000000003".into()),
             last_failed_time: Some(200.0),
         };
-        assert!(a.enabled() && a.failing());
-        a.last_archived_time = Some(300.0);
-        assert!(!a.failing());
+        assert!(a.enabled());
         let mut out = Vec::new();
         samples(&a, &mut out);
         assert_eq!(out.len(), 5);

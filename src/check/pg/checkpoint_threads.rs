@@ -28,10 +28,10 @@ use crate::check::{BoxFuture, Cadence, Check, Observation};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = crate::catalog::checks::CHECKPOINT_THREADS;
+pub(crate) const ID: &str = crate::catalog::checks::CHECKPOINT_THREADS;
 
 /// How many of the largest threads (by bytes and by checkpoints) the statement names, hashed.
-pub const TOP: usize = 3;
+pub(crate) const TOP: usize = 3;
 
 fn probe_sql(place: &LangGraphPlace) -> String {
     let oid = |t: &str| {
@@ -98,46 +98,46 @@ struct Probe {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopThread {
     /// First 12 hex digits of md5(thread_id): enough to find it, not the user's identifier.
-    pub id: String,
-    pub checkpoints: u64,
-    pub bytes: f64,
-    pub max_row_bytes: Option<u64>,
+    pub(crate) id: String,
+    pub(crate) checkpoints: u64,
+    pub(crate) bytes: f64,
+    pub(crate) max_row_bytes: Option<u64>,
 }
 
 /// The per-thread distribution.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ThreadStats {
-    pub threads: u64,
-    pub median: Option<u64>,
-    pub p99: Option<u64>,
-    pub max_checkpoints: Option<u64>,
+    pub(crate) threads: u64,
+    pub(crate) median: Option<u64>,
+    pub(crate) p99: Option<u64>,
+    pub(crate) max_checkpoints: Option<u64>,
     /// Checkpoint rows plus blobs of the largest thread.
-    pub max_thread_bytes: Option<f64>,
+    pub(crate) max_thread_bytes: Option<f64>,
     /// Largest checkpoint row (checkpoint + metadata, as stored).
-    pub max_row_bytes: Option<u64>,
-    pub max_blob_bytes: Option<u64>,
+    pub(crate) max_row_bytes: Option<u64>,
+    pub(crate) max_blob_bytes: Option<u64>,
     #[serde(default)]
-    pub top: Vec<TopThread>,
+    pub(crate) top: Vec<TopThread>,
 }
 
 /// What one run saw.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CheckpointThreads {
     /// The schema of LangGraph's tables.
-    pub schema: String,
+    pub(crate) schema: String,
     /// False when the monitoring role may not read `checkpoints` (a capability, not a fault).
-    pub readable: bool,
+    pub(crate) readable: bool,
     /// `None` when the tables are absent or unreadable.
-    pub stats: Option<ThreadStats>,
+    pub(crate) stats: Option<ThreadStats>,
 }
 
-pub struct ThreadsCheck {
+pub(crate) struct ThreadsCheck {
     pg: Arc<PgTarget>,
     probe: String,
 }
 
 impl ThreadsCheck {
-    pub fn new(pg: Arc<PgTarget>, place: &LangGraphPlace) -> Self {
+    pub(crate) fn new(pg: Arc<PgTarget>, place: &LangGraphPlace) -> Self {
         ThreadsCheck {
             probe: probe_sql(place),
             pg,
@@ -198,7 +198,7 @@ impl Check for ThreadsCheck {
 }
 
 /// Pure: the series of a successful run. No thread id, hashed or not, is a label.
-pub fn samples(o: &CheckpointThreads, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &CheckpointThreads, out: &mut Vec<Sample>) {
     out.push(Sample::new(
         &catalog::CHECKPOINT_THREADS_READABLE,
         &[],
@@ -242,7 +242,7 @@ pub fn samples(o: &CheckpointThreads, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary, unless the LangGraph schema checks are off.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     if b.config.checks.langgraph_schema == crate::config::LangGraphSchema::Off {
         return Vec::new();
     }

@@ -14,13 +14,13 @@ use crate::check::{BoxFuture, Check, Observation};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = crate::catalog::checks::PG_CHECKPOINTS;
+pub(crate) const ID: &str = crate::catalog::checks::PG_CHECKPOINTS;
 
 /// PostgreSQL 17 moved checkpoint statistics out of `pg_stat_bgwriter` (whose
 /// `checkpoints_timed`, `checkpoints_req`, `checkpoint_write_time`, `checkpoint_sync_time` and
 /// `buffers_checkpoint` columns were removed) into the new `pg_stat_checkpointer` view
 /// (`num_timed`, `num_requested`, `write_time`, `sync_time`, `buffers_written`).
-pub const PG_STAT_CHECKPOINTER_SINCE: u32 = 170_000;
+pub(crate) const PG_STAT_CHECKPOINTER_SINCE: u32 = 170_000;
 
 const SQL_17: &str = "SELECT json_build_object('timed', num_timed, 'requested', num_requested, \
      'write_ms', write_time, 'sync_ms', sync_time, 'buffers_written', buffers_written, \
@@ -31,7 +31,7 @@ const SQL_OLD: &str = "SELECT json_build_object('timed', checkpoints_timed, 'req
      'source', 'pg_stat_bgwriter')::text FROM pg_stat_bgwriter";
 
 /// The statement for a server version.
-pub fn sql_for(server_version_num: u32) -> &'static str {
+pub(crate) fn sql_for(server_version_num: u32) -> &'static str {
     if server_version_num >= PG_STAT_CHECKPOINTER_SINCE {
         SQL_17
     } else {
@@ -42,22 +42,22 @@ pub fn sql_for(server_version_num: u32) -> &'static str {
 /// Cumulative checkpoint counters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoints {
-    pub timed: u64,
+    pub(crate) timed: u64,
     pub requested: u64,
-    pub write_ms: f64,
-    pub sync_ms: f64,
-    pub buffers_written: u64,
+    pub(crate) write_ms: f64,
+    pub(crate) sync_ms: f64,
+    pub(crate) buffers_written: u64,
     /// The view read: `pg_stat_checkpointer` (17+) or `pg_stat_bgwriter`.
     pub source: String,
 }
 
-pub struct CheckpointsCheck {
+pub(crate) struct CheckpointsCheck {
     pg: Arc<PgTarget>,
     version: VersionCache,
 }
 
 impl CheckpointsCheck {
-    pub fn new(pg: Arc<PgTarget>) -> Self {
+    pub(crate) fn new(pg: Arc<PgTarget>) -> Self {
         CheckpointsCheck {
             pg,
             version: VersionCache::default(),
@@ -87,7 +87,7 @@ impl Check for CheckpointsCheck {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &Checkpoints, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Checkpoints, out: &mut Vec<Sample>) {
     out.push(Sample::new(
         &catalog::PG_CHECKPOINTS,
         &["timed"],
@@ -116,7 +116,7 @@ pub fn samples(o: &Checkpoints, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     b.with_pg(CheckpointsCheck::new)
 }
 

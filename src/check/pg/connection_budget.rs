@@ -18,7 +18,7 @@ use crate::config::PlanLimit;
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = crate::catalog::checks::PG_CONNECTION_BUDGET;
+pub(crate) const ID: &str = crate::catalog::checks::PG_CONNECTION_BUDGET;
 
 const SQL: &str = "SELECT json_build_object(\
      'max_connections', current_setting('max_connections')::int, \
@@ -30,7 +30,7 @@ const SQL: &str = "SELECT json_build_object(\
         AND application_name IS DISTINCT FROM 'rose-agent' AND pid <> pg_backend_pid()))::text";
 
 /// Connections the agent itself holds on the primary.
-pub const AGENT_CONNECTIONS: u32 = 1;
+pub(crate) const AGENT_CONNECTIONS: u32 = 1;
 
 /// The app's side of the budget, from configuration.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -46,33 +46,33 @@ pub struct AppPools {
 /// Everything the budget was computed from, and the result.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Budget {
-    pub pool_size: u32,
-    pub max_overflow: u32,
-    pub instances: u32,
+    pub(crate) pool_size: u32,
+    pub(crate) max_overflow: u32,
+    pub(crate) instances: u32,
     /// Client addresses with sessions on this database other than agents': the app instances the
     /// database actually sees (0 when none, e.g. before the app starts).
-    pub observed_instances: u32,
+    pub(crate) observed_instances: u32,
     /// The instances demand is computed for: the larger of configured and observed.
-    pub instances_used: u32,
+    pub(crate) instances_used: u32,
     /// Observed instances (when any) differ from the configured `AGENT_APP_INSTANCES`.
-    pub instances_disagree: bool,
-    pub agent_connections: u32,
+    pub(crate) instances_disagree: bool,
+    pub(crate) agent_connections: u32,
     /// `instances x (pool_size + max_overflow) + agent_connections`.
     pub demand: u32,
     /// The server's `max_connections`.
     pub server_max_connections: u32,
-    pub superuser_reserved: u32,
+    pub(crate) superuser_reserved: u32,
     pub reserved: Option<u32>,
     /// The configured plan, when the budget is measured against it.
-    pub plan: Option<PlanLimit>,
+    pub(crate) plan: Option<PlanLimit>,
     /// The database's `CONNECTION LIMIT` (`None` when unlimited).
-    pub database_connection_limit: Option<u32>,
+    pub(crate) database_connection_limit: Option<u32>,
     /// The slots demand is measured against.
     pub slots: u32,
     /// Where `slots` came from: `server`, `plan:<name>`, or `database_limit`.
     pub slots_source: String,
     /// `slots - demand` (negative: over budget).
-    pub headroom: i64,
+    pub(crate) headroom: i64,
 }
 
 impl Budget {
@@ -83,12 +83,12 @@ impl Budget {
 
 #[derive(Debug, Deserialize)]
 pub struct Raw {
-    pub max_connections: u32,
-    pub superuser_reserved: u32,
-    pub reserved: Option<u32>,
-    pub datconnlimit: Option<i64>,
+    pub(crate) max_connections: u32,
+    pub(crate) superuser_reserved: u32,
+    pub(crate) reserved: Option<u32>,
+    pub(crate) datconnlimit: Option<i64>,
     #[serde(default)]
-    pub observed_instances: u32,
+    pub(crate) observed_instances: u32,
 }
 
 /// Pure: the budget from the app's pools and the server's settings.
@@ -138,13 +138,13 @@ pub fn compute(app: &AppPools, raw: &Raw) -> Budget {
     }
 }
 
-pub struct BudgetCheck {
+pub(crate) struct BudgetCheck {
     pg: Arc<PgTarget>,
     app: AppPools,
 }
 
 impl BudgetCheck {
-    pub fn new(pg: Arc<PgTarget>, app: AppPools) -> Self {
+    pub(crate) fn new(pg: Arc<PgTarget>, app: AppPools) -> Self {
         BudgetCheck { pg, app }
     }
 }
@@ -169,7 +169,7 @@ impl Check for BudgetCheck {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &Budget, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Budget, out: &mut Vec<Sample>) {
     out.push(Sample::new(
         &catalog::PG_BUDGET_DEMAND,
         &[],
@@ -198,7 +198,7 @@ pub fn samples(o: &Budget, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary, with the app's pools as configured.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     let c = b.config;
     b.with_pg(|pg| {
         BudgetCheck::new(

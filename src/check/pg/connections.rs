@@ -18,7 +18,7 @@ use crate::check::{BoxFuture, Check, Observation};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = crate::catalog::checks::PG_CONNECTIONS;
+pub(crate) const ID: &str = crate::catalog::checks::PG_CONNECTIONS;
 
 /// `reserved_connections` is read with `missing_ok`: NULL before PostgreSQL 16 (feature
 /// detection, no version gate needed).
@@ -41,7 +41,7 @@ const SQL: &str = "WITH a AS (SELECT state, application_name, usename, wait_even
      'waiting_on_locks', (SELECT count(*) FROM a WHERE wait_event_type = 'Lock'))::text";
 
 /// States always exported, as label values.
-pub const BASE_STATES: [&str; 4] = [
+pub(crate) const BASE_STATES: [&str; 4] = [
     "active",
     "idle",
     "idle_in_transaction",
@@ -49,52 +49,47 @@ pub const BASE_STATES: [&str; 4] = [
 ];
 
 /// The label value for everything past the top N.
-pub const OTHER: &str = "other";
+pub(crate) const OTHER: &str = "other";
 
 /// What one run saw: client backends only (no background workers, no WAL senders).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Connections {
-    pub max_connections: u32,
-    pub superuser_reserved: u32,
+    pub(crate) max_connections: u32,
+    pub(crate) superuser_reserved: u32,
     /// `reserved_connections` (PostgreSQL 16+); `None` before.
-    pub reserved: Option<u32>,
+    pub(crate) reserved: Option<u32>,
     /// Client backends by state label (see [`state_label`]).
-    pub by_state: BTreeMap<String, u32>,
+    pub(crate) by_state: BTreeMap<String, u32>,
     /// Client backends by application_name, top N plus `other` (label-safe values).
     pub by_application: BTreeMap<String, u32>,
     /// Client backends by role, top N plus `other`.
-    pub by_user: BTreeMap<String, u32>,
+    pub(crate) by_user: BTreeMap<String, u32>,
     /// Client backends waiting on a heavyweight lock.
     pub waiting_on_locks: u32,
     /// The monitoring role, its `CONNECTION LIMIT` (`None`: unlimited) and its sessions.
-    pub role: String,
-    pub role_connection_limit: Option<u32>,
-    pub role_sessions: u32,
+    pub(crate) role: String,
+    pub(crate) role_connection_limit: Option<u32>,
+    pub(crate) role_sessions: u32,
     /// Sessions of agents (`application_name` rose-agent...), of any role.
-    pub agent_sessions: u32,
+    pub(crate) agent_sessions: u32,
     /// Who holds the connections: the largest groups by application, role and client address
     /// (at most [`MAX_CLIENT_GROUPS`]; in the snapshot, never in labels).
-    pub clients: Vec<ClientGroup>,
+    pub(crate) clients: Vec<ClientGroup>,
 }
 
 /// Client groups kept in the observation.
-pub const MAX_CLIENT_GROUPS: usize = 10;
+pub(crate) const MAX_CLIENT_GROUPS: usize = 10;
 
 /// Sessions of one (application_name, role, client address).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClientGroup {
-    pub application: String,
-    pub role: String,
-    pub address: String,
-    pub sessions: u32,
+    pub(crate) application: String,
+    pub(crate) role: String,
+    pub(crate) address: String,
+    pub(crate) sessions: u32,
 }
 
-impl ClientGroup {
-    /// True for the agents' own sessions.
-    pub fn is_agent(&self) -> bool {
-        self.application.starts_with(crate::pg::APPLICATION_NAME)
-    }
-}
+impl ClientGroup {}
 
 impl Connections {
     pub fn total(&self) -> u32 {
@@ -109,13 +104,13 @@ impl Connections {
     }
 
     /// Client backends over [`Connections::slots`]; `None` with no slots at all.
-    pub fn utilization(&self) -> Option<f64> {
+    pub(crate) fn utilization(&self) -> Option<f64> {
         (self.slots() > 0).then(|| f64::from(self.total()) / f64::from(self.slots()))
     }
 }
 
 /// Maps a `pg_stat_activity.state` to a bounded label value.
-pub fn state_label(state: &str) -> &'static str {
+pub(crate) fn state_label(state: &str) -> &'static str {
     match state {
         "active" => "active",
         "idle" => "idle",
@@ -127,16 +122,13 @@ pub fn state_label(state: &str) -> &'static str {
     }
 }
 
-pub struct ConnectionsCheck {
+pub(crate) struct ConnectionsCheck {
     pg: Arc<PgTarget>,
     top_n: usize,
 }
 
 impl ConnectionsCheck {
-    pub fn new(pg: Arc<PgTarget>) -> Self {
-        Self::with_top_n(pg, 5)
-    }
-    pub fn with_top_n(pg: Arc<PgTarget>, top_n: u32) -> Self {
+    pub(crate) fn with_top_n(pg: Arc<PgTarget>, top_n: u32) -> Self {
         ConnectionsCheck {
             pg,
             top_n: top_n as usize,
@@ -166,23 +158,23 @@ impl Check for ConnectionsCheck {
 /// The statement's document.
 #[derive(Debug, Deserialize)]
 pub struct Raw {
-    pub max_connections: u32,
-    pub superuser_reserved: u32,
-    pub reserved: Option<u32>,
-    pub by_state: BTreeMap<String, u32>,
-    pub by_application: BTreeMap<String, u32>,
-    pub by_user: BTreeMap<String, u32>,
-    pub waiting_on_locks: u32,
+    pub(crate) max_connections: u32,
+    pub(crate) superuser_reserved: u32,
+    pub(crate) reserved: Option<u32>,
+    pub(crate) by_state: BTreeMap<String, u32>,
+    pub(crate) by_application: BTreeMap<String, u32>,
+    pub(crate) by_user: BTreeMap<String, u32>,
+    pub(crate) waiting_on_locks: u32,
     #[serde(default)]
-    pub role: String,
+    pub(crate) role: String,
     #[serde(default)]
-    pub role_connection_limit: Option<i64>,
+    pub(crate) role_connection_limit: Option<i64>,
     #[serde(default)]
-    pub role_sessions: u32,
+    pub(crate) role_sessions: u32,
     #[serde(default)]
-    pub agent_sessions: u32,
+    pub(crate) agent_sessions: u32,
     #[serde(default)]
-    pub clients: Vec<ClientGroup>,
+    pub(crate) clients: Vec<ClientGroup>,
 }
 
 /// Pure: the observation from the statement's document.
@@ -212,7 +204,11 @@ pub fn from_raw(raw: Raw, top_n: usize) -> Connections {
 
 /// Pure: keeps the `n` largest counts (ties broken by name) under label-safe names and sums the
 /// rest as `other`. Names that collide after sanitizing are added together.
-pub fn top_n_other(counts: BTreeMap<String, u32>, n: usize, empty: &str) -> BTreeMap<String, u32> {
+pub(crate) fn top_n_other(
+    counts: BTreeMap<String, u32>,
+    n: usize,
+    empty: &str,
+) -> BTreeMap<String, u32> {
     let mut v: Vec<(String, u32)> = counts.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let mut out = BTreeMap::new();
@@ -227,7 +223,7 @@ pub fn top_n_other(counts: BTreeMap<String, u32>, n: usize, empty: &str) -> BTre
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &Connections, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Connections, out: &mut Vec<Sample>) {
     for s in BASE_STATES {
         if !o.by_state.contains_key(s) {
             out.push(Sample::new(&catalog::PG_CONNECTIONS, &[s], 0.0));
@@ -283,7 +279,7 @@ pub fn samples(o: &Connections, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     b.with_pg(|pg| ConnectionsCheck::with_top_n(pg, b.config.checks.labels_top_n))
 }
 

@@ -15,7 +15,7 @@ use crate::check::{BoxFuture, Check, Observation};
 use crate::error::{CheckError, ErrorKind};
 use crate::pg::PgTarget;
 
-pub const ID: &str = crate::catalog::checks::PG_CONNECTIVITY;
+pub(crate) const ID: &str = crate::catalog::checks::PG_CONNECTIVITY;
 
 const SQL: &str = "SELECT json_build_object('version_num', current_setting('server_version_num'), \
      'version', current_setting('server_version'), \
@@ -34,14 +34,14 @@ struct Raw {
 /// What a successful run saw.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Connectivity {
-    pub target: String,
+    pub(crate) target: String,
     pub roundtrip_seconds: f64,
     /// Set-up time of the connection in use.
-    pub connect_seconds: f64,
+    pub(crate) connect_seconds: f64,
     pub server_version_num: u32,
-    pub server_version: String,
-    pub postmaster_start_time_seconds: f64,
-    pub in_recovery: bool,
+    pub(crate) server_version: String,
+    pub(crate) postmaster_start_time_seconds: f64,
+    pub(crate) in_recovery: bool,
     /// Restarts seen since the agent started (the start time changed between two runs).
     pub restarts_observed: u64,
     /// The start time before the last restart seen, if any.
@@ -49,11 +49,11 @@ pub struct Connectivity {
     /// This agent's cycle batches that fell back to per-check statements, by reason
     /// ([`crate::pg::batch`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub batch_fallbacks: Vec<(String, u64)>,
+    pub(crate) batch_fallbacks: Vec<(String, u64)>,
 }
 
 /// Pure: whether the server restarted between two observed start times.
-pub fn restarted(previous: Option<f64>, current: f64) -> bool {
+pub(crate) fn restarted(previous: Option<f64>, current: f64) -> bool {
     previous.is_some_and(|p| current > 0.0 && (current - p).abs() > 0.001)
 }
 
@@ -67,19 +67,19 @@ struct Memory {
 
 impl Connectivity {
     /// Major version (13, 14, ... 18).
-    pub fn major(&self) -> u32 {
+    pub(crate) fn major(&self) -> u32 {
         self.server_version_num / 10_000
     }
 }
 
-pub struct ConnectivityCheck {
+pub(crate) struct ConnectivityCheck {
     pg: Arc<PgTarget>,
     memory: Mutex<Memory>,
     recovery: Option<Arc<crate::check::app_recovery::Watch>>,
 }
 
 impl ConnectivityCheck {
-    pub fn new(pg: Arc<PgTarget>) -> Self {
+    pub(crate) fn new(pg: Arc<PgTarget>) -> Self {
         ConnectivityCheck {
             pg,
             memory: Mutex::new(Memory::default()),
@@ -88,7 +88,7 @@ impl ConnectivityCheck {
     }
 
     /// Reports each restart to the app recovery watch (`app_recovery`).
-    pub fn with_recovery_watch(
+    pub(crate) fn with_recovery_watch(
         mut self,
         w: Option<Arc<crate::check::app_recovery::Watch>>,
     ) -> Self {
@@ -166,7 +166,7 @@ impl Check for ConnectivityCheck {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &Connectivity, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Connectivity, out: &mut Vec<Sample>) {
     out.push(Sample::new(&catalog::PG_UP, &[], 1.0));
     out.push(Sample::new(
         &catalog::PG_ROUNDTRIP,
@@ -209,7 +209,7 @@ pub fn samples(o: &Connectivity, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     b.with_pg(|pg| ConnectivityCheck::new(pg).with_recovery_watch(b.watch.clone()))
 }
 

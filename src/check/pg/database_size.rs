@@ -15,7 +15,7 @@ use crate::config::StorageLimit;
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = crate::catalog::checks::PG_DATABASE_SIZE;
+pub(crate) const ID: &str = crate::catalog::checks::PG_DATABASE_SIZE;
 
 const SQL: &str = "SELECT json_build_object('datname', current_database(), \
      'bytes', pg_database_size(current_database()))::text";
@@ -29,22 +29,22 @@ struct Raw {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DatabaseSize {
-    pub datname: String,
-    pub bytes: u64,
+    pub(crate) datname: String,
+    pub(crate) bytes: u64,
     /// From the agent's history; `None` until two samples a second apart exist.
-    pub growth_bytes_per_second: Option<f64>,
+    pub(crate) growth_bytes_per_second: Option<f64>,
     /// The plan's storage limit, when one is known.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub limit: Option<StorageLimit>,
+    pub(crate) limit: Option<StorageLimit>,
     /// Seconds until `bytes` reaches the limit at the observed growth (0 when at or over it);
     /// `None` without a limit or without growth.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub full_seconds: Option<f64>,
+    pub(crate) full_seconds: Option<f64>,
 }
 
 /// Pure: seconds until `bytes` reaches `limit` growing at `growth` bytes per second; 0 when
 /// already there, `None` when not growing (or no growth known yet).
-pub fn full_seconds(bytes: u64, limit: u64, growth: Option<f64>) -> Option<f64> {
+pub(crate) fn full_seconds(bytes: u64, limit: u64, growth: Option<f64>) -> Option<f64> {
     if bytes >= limit {
         return Some(0.0);
     }
@@ -54,14 +54,14 @@ pub fn full_seconds(bytes: u64, limit: u64, growth: Option<f64>) -> Option<f64> 
     }
 }
 
-pub struct DatabaseSizeCheck {
+pub(crate) struct DatabaseSizeCheck {
     pg: Arc<PgTarget>,
     history: Mutex<History>,
     limit: Option<StorageLimit>,
 }
 
 impl DatabaseSizeCheck {
-    pub fn new(pg: Arc<PgTarget>) -> Self {
+    pub(crate) fn new(pg: Arc<PgTarget>) -> Self {
         DatabaseSizeCheck {
             pg,
             history: Mutex::new(History::default()),
@@ -70,7 +70,7 @@ impl DatabaseSizeCheck {
     }
 
     /// Measures the size against the plan's storage limit.
-    pub fn with_limit(mut self, limit: Option<StorageLimit>) -> Self {
+    pub(crate) fn with_limit(mut self, limit: Option<StorageLimit>) -> Self {
         self.limit = limit;
         self
     }
@@ -115,7 +115,7 @@ impl Check for DatabaseSizeCheck {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &DatabaseSize, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &DatabaseSize, out: &mut Vec<Sample>) {
     out.push(Sample::owned(
         &catalog::PG_DATABASE_SIZE,
         vec![o.datname.clone()],
@@ -145,7 +145,7 @@ pub fn samples(o: &DatabaseSize, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary, with the plan's storage limit.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     b.with_pg(|pg| DatabaseSizeCheck::new(pg).with_limit(b.config.checks.storage_limit.clone()))
 }
 

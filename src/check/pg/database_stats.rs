@@ -13,10 +13,10 @@ use crate::catalog::{self, Sample};
 use crate::check::Observation;
 use crate::pg::PgTarget;
 
-pub const ID: &str = crate::catalog::checks::PG_DATABASE_STATS;
+pub(crate) const ID: &str = crate::catalog::checks::PG_DATABASE_STATS;
 
 /// XIDs available before wraparound protection stops the cluster (2^31).
-pub const XID_WRAPAROUND_LIMIT: f64 = 2_147_483_648.0;
+pub(crate) const XID_WRAPAROUND_LIMIT: f64 = 2_147_483_648.0;
 
 const SQL: &str = "SELECT json_build_object(\
      'datname', d.datname, 'blks_hit', d.blks_hit, 'blks_read', d.blks_read, \
@@ -31,48 +31,43 @@ const SQL: &str = "SELECT json_build_object(\
 /// The database's counters (cumulative since `stats_reset`) and XID ages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatabaseStats {
-    pub datname: String,
-    pub blks_hit: u64,
-    pub blks_read: u64,
-    pub xact_commit: u64,
+    pub(crate) datname: String,
+    pub(crate) blks_hit: u64,
+    pub(crate) blks_read: u64,
+    pub(crate) xact_commit: u64,
     pub xact_rollback: u64,
-    pub deadlocks: u64,
-    pub temp_bytes: u64,
-    pub temp_files: u64,
+    pub(crate) deadlocks: u64,
+    pub(crate) temp_bytes: u64,
+    pub(crate) temp_files: u64,
     /// Unix time the counters were last reset, if ever.
-    pub stats_reset: Option<f64>,
+    pub(crate) stats_reset: Option<f64>,
     /// age(datfrozenxid) of this database.
-    pub xid_age: u64,
+    pub(crate) xid_age: u64,
     /// The oldest of any database that accepts connections.
     pub xid_age_max: u64,
-    pub autovacuum_freeze_max_age: u64,
+    pub(crate) autovacuum_freeze_max_age: u64,
 }
 
 impl DatabaseStats {
     /// blks_hit / (blks_hit + blks_read); `None` before any block was needed.
-    pub fn cache_hit_ratio(&self) -> Option<f64> {
+    pub(crate) fn cache_hit_ratio(&self) -> Option<f64> {
         let total = self.blks_hit + self.blks_read;
         (total > 0).then(|| self.blks_hit as f64 / total as f64)
     }
-    /// Rollbacks over all transactions.
-    pub fn rollback_ratio(&self) -> Option<f64> {
-        let total = self.xact_commit + self.xact_rollback;
-        (total > 0).then(|| self.xact_rollback as f64 / total as f64)
-    }
-    pub fn wraparound_ratio(&self) -> f64 {
+    pub(crate) fn wraparound_ratio(&self) -> f64 {
         self.xid_age_max as f64 / XID_WRAPAROUND_LIMIT
     }
 }
 
 /// The check: one statement, the document as is.
-pub fn check(pg: Arc<PgTarget>) -> JsonCheck<DatabaseStats> {
+pub(crate) fn check(pg: Arc<PgTarget>) -> JsonCheck<DatabaseStats> {
     JsonCheck::new(ID, pg, SQL, "pg_stat_database", |_, s| {
         Observation::PgDatabaseStats(s)
     })
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &DatabaseStats, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &DatabaseStats, out: &mut Vec<Sample>) {
     if let Some(r) = o.cache_hit_ratio() {
         out.push(Sample::new(&catalog::PG_CACHE_HIT, &[], r));
     }
@@ -116,7 +111,7 @@ pub fn samples(o: &DatabaseStats, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     b.with_pg(check)
 }
 
@@ -134,7 +129,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.cache_hit_ratio(), Some(0.99));
-        assert_eq!(s.rollback_ratio(), Some(0.1));
         assert_eq!(s.wraparound_ratio(), 0.5);
         s.blks_hit = 0;
         s.blks_read = 0;

@@ -15,14 +15,14 @@ use crate::check::{Build, Built};
 use crate::findings::{Code, Finding};
 use crate::pg::PgTarget;
 
-pub const ID: &str = "pg_example";
+pub(crate) const ID: &str = "pg_example";
 
 /// The one statement: backends connected to this database, as a JSON document.
 const SQL: &str = "SELECT json_build_object('backends', numbackends)::text \
      FROM pg_stat_database WHERE datname = current_database()";
 
 /// The metric (a real check adds it to `src/catalog/pg_checks.rs`).
-pub static PG_EXAMPLE_BACKENDS: MetricDef = MetricDef {
+pub(crate) static PG_EXAMPLE_BACKENDS: MetricDef = MetricDef {
     name: "rose_pg_example_backends",
     kind: Kind::Gauge,
     unit: "1",
@@ -33,26 +33,26 @@ pub static PG_EXAMPLE_BACKENDS: MetricDef = MetricDef {
 /// The output type: what one run saw.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Example {
-    pub backends: u64,
+    pub(crate) backends: u64,
 }
 
 /// The check: one statement, the document as is.
-pub fn check(pg: Arc<PgTarget>) -> JsonCheck<Example> {
+pub(crate) fn check(pg: Arc<PgTarget>) -> JsonCheck<Example> {
     JsonCheck::new(ID, pg, SQL, "pg_stat_database", |_, e: Example| e.into())
 }
 
 /// The registry entry: on the primary.
-pub fn build(b: &Build) -> Built {
+pub(crate) fn build(b: &Build) -> Built {
     b.with_pg(check)
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &Example, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Example, out: &mut Vec<Sample>) {
     out.push(Sample::new(&PG_EXAMPLE_BACKENDS, &[], o.backends as f64));
 }
 
 /// Pure: the rule (a real check's lives in `src/findings/`, with its own code).
-pub fn judge(o: &Example, limit: u64) -> Option<Finding> {
+pub(crate) fn judge(o: &Example, limit: u64) -> Option<Finding> {
     (o.backends > limit).then(|| {
         Finding::new(
             Code::ConnectionsNearLimit,

@@ -17,20 +17,20 @@ use crate::error::CheckError;
 use crate::pg::PgTarget;
 
 /// One JSON statement on `pg`, decoded as `R` and converted by `convert`.
-pub struct JsonCheck<R> {
-    pub id: &'static str,
-    pub pg: Arc<PgTarget>,
-    pub sql: String,
+pub(crate) struct JsonCheck<R> {
+    pub(crate) id: &'static str,
+    pub(crate) pg: Arc<PgTarget>,
+    pub(crate) sql: String,
     /// Names the document in protocol errors.
-    pub what: &'static str,
-    pub convert: fn(&PgTarget, R) -> Observation,
+    pub(crate) what: &'static str,
+    pub(crate) convert: fn(&PgTarget, R) -> Observation,
     /// The series a failed run exports (none by default).
-    pub on_failure: Option<fn(&mut Vec<Sample>)>,
-    pub raw: PhantomData<fn() -> R>,
+    pub(crate) on_failure: Option<fn(&mut Vec<Sample>)>,
+    pub(crate) raw: PhantomData<fn() -> R>,
 }
 
 impl<R> JsonCheck<R> {
-    pub fn new(
+    pub(crate) fn new(
         id: &'static str,
         pg: Arc<PgTarget>,
         sql: impl Into<String>,
@@ -49,7 +49,7 @@ impl<R> JsonCheck<R> {
     }
 
     /// Sets the series a failed run exports.
-    pub fn on_failure(mut self, f: fn(&mut Vec<Sample>)) -> Self {
+    pub(crate) fn on_failure(mut self, f: fn(&mut Vec<Sample>)) -> Self {
         self.on_failure = Some(f);
         self
     }

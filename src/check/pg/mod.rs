@@ -2,20 +2,20 @@
 //! JSON statements, version caches, growth history; [`json`]: the one-statement check shape).
 
 pub mod activity;
-pub mod archiver;
+pub(crate) mod archiver;
 pub mod checkpoint_threads;
-pub mod checkpoints;
+pub(crate) mod checkpoints;
 pub mod connection_budget;
 pub mod connections;
-pub mod connectivity;
-pub mod database_size;
-pub mod database_stats;
+pub(crate) mod connectivity;
+pub(crate) mod database_size;
+pub(crate) mod database_stats;
 #[cfg(test)]
-pub mod example;
-pub mod json;
+pub(crate) mod example;
+pub(crate) mod json;
 pub mod privileges;
 pub mod replica;
-pub mod replication;
+pub(crate) mod replication;
 pub mod schema;
 pub mod statements;
 pub mod table_sizes;

@@ -17,7 +17,7 @@ use crate::catalog::{self, Sample};
 use crate::check::Observation;
 use crate::pg::PgTarget;
 
-pub const ID: &str = crate::catalog::checks::PG_PRIVILEGES;
+pub(crate) const ID: &str = crate::catalog::checks::PG_PRIVILEGES;
 
 fn sql(place: &LangGraphPlace) -> String {
     format!(
@@ -41,21 +41,21 @@ fn sql(place: &LangGraphPlace) -> String {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Raw {
-    pub user: String,
-    pub superuser: bool,
-    pub pg_monitor: bool,
-    pub read_all_stats: bool,
-    pub read_all_settings: bool,
+    pub(crate) user: String,
+    pub(crate) superuser: bool,
+    pub(crate) pg_monitor: bool,
+    pub(crate) read_all_stats: bool,
+    pub(crate) read_all_settings: bool,
     /// The schema LangGraph's tables are in (or expected in).
     #[serde(default)]
-    pub langgraph_schema: Option<String>,
+    pub(crate) langgraph_schema: Option<String>,
     /// SELECT on `checkpoint_migrations` and USAGE on its schema; `None` when the table does
     /// not exist.
-    pub migrations_readable: Option<bool>,
+    pub(crate) migrations_readable: Option<bool>,
     /// USAGE on that schema; `None` when it does not exist.
     #[serde(default)]
-    pub schema_usage: Option<bool>,
-    pub pg_stat_statements: bool,
+    pub(crate) schema_usage: Option<bool>,
+    pub(crate) pg_stat_statements: bool,
 }
 
 /// One capability and, when missing, the fix.
@@ -64,18 +64,18 @@ pub struct Capability {
     /// Label value: `pg_monitor`, `read_all_stats`, `read_all_settings`,
     /// `migrations_readable`, `pg_stat_statements`.
     pub name: String,
-    pub granted: bool,
+    pub(crate) granted: bool,
     /// What the missing capability hides.
-    pub impact: String,
+    pub(crate) impact: String,
     /// The statement that grants it (run as a superuser or the owner).
     pub fix: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Privileges {
-    pub user: String,
-    pub superuser: bool,
-    pub capabilities: Vec<Capability>,
+    pub(crate) user: String,
+    pub(crate) superuser: bool,
+    pub(crate) capabilities: Vec<Capability>,
 }
 
 impl Privileges {
@@ -143,14 +143,14 @@ pub fn from_raw(r: Raw) -> Privileges {
 }
 
 /// The check: one statement (built for the server's roles and tables), judged by [`from_raw`].
-pub fn check(pg: Arc<PgTarget>, place: &LangGraphPlace) -> JsonCheck<Raw> {
+pub(crate) fn check(pg: Arc<PgTarget>, place: &LangGraphPlace) -> JsonCheck<Raw> {
     JsonCheck::new(ID, pg, sql(place), "privileges", |_, r| {
         Observation::PgPrivileges(from_raw(r))
     })
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &Privileges, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Privileges, out: &mut Vec<Sample>) {
     for c in &o.capabilities {
         out.push(Sample::owned(
             &catalog::PG_CAPABILITY,
@@ -161,7 +161,7 @@ pub fn samples(o: &Privileges, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     let place = b.langgraph_place();
     b.with_pg(|pg| check(pg, &place))
 }

@@ -15,7 +15,7 @@ use crate::check::Observation;
 use crate::config::Config;
 use crate::pg::{Limits, PgTarget};
 
-pub const ID: &str = crate::catalog::checks::PG_REPLICA;
+pub(crate) const ID: &str = crate::catalog::checks::PG_REPLICA;
 
 const SQL: &str = "SELECT json_build_object(\
      'in_recovery', pg_is_in_recovery(), \
@@ -28,24 +28,24 @@ const SQL: &str = "SELECT json_build_object(\
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Raw {
-    pub in_recovery: bool,
-    pub receive_lsn: Option<String>,
-    pub replay_lsn: Option<String>,
-    pub lag_bytes: Option<f64>,
-    pub last_replay_age_seconds: Option<f64>,
-    pub paused: Option<bool>,
-    pub server_version_num: u32,
+    pub(crate) in_recovery: bool,
+    pub(crate) receive_lsn: Option<String>,
+    pub(crate) replay_lsn: Option<String>,
+    pub(crate) lag_bytes: Option<f64>,
+    pub(crate) last_replay_age_seconds: Option<f64>,
+    pub(crate) paused: Option<bool>,
+    pub(crate) server_version_num: u32,
 }
 
 /// What one run saw on the replica.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Replica {
     /// Sanitized `host:port/dbname` of the replica.
-    pub target: String,
+    pub(crate) target: String,
     pub in_recovery: bool,
-    pub server_version_num: u32,
-    pub receive_lsn: Option<String>,
-    pub replay_lsn: Option<String>,
+    pub(crate) server_version_num: u32,
+    pub(crate) receive_lsn: Option<String>,
+    pub(crate) replay_lsn: Option<String>,
     /// Received but not replayed; `None` when not a standby.
     pub lag_bytes: Option<f64>,
     /// 0 when caught up, else the age of the last replayed transaction; `None` when not a
@@ -78,14 +78,14 @@ pub fn from_raw(target: &str, r: Raw) -> Replica {
 
 /// The replica's own target (one connection), when `DATABASE_READ_REPLICA_URL` is set; the same
 /// timeouts as the primary's.
-pub fn target(config: &Config) -> Option<Arc<PgTarget>> {
+pub(crate) fn target(config: &Config) -> Option<Arc<PgTarget>> {
     let dsn = config.database.replica.clone()?;
     let limits = Limits::from_config(config);
     Some(Arc::new(PgTarget::new(dsn, limits)))
 }
 
 /// The check, on the replica's own target; a failed run says `rose_pg_replica_up 0`.
-pub fn check(replica: Arc<PgTarget>) -> JsonCheck<Raw> {
+pub(crate) fn check(replica: Arc<PgTarget>) -> JsonCheck<Raw> {
     JsonCheck::new(ID, replica, SQL, "replica", |pg, r| {
         Observation::PgReplica(from_raw(pg.target(), r))
     })
@@ -93,7 +93,7 @@ pub fn check(replica: Arc<PgTarget>) -> JsonCheck<Raw> {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &Replica, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Replica, out: &mut Vec<Sample>) {
     let b = |v: bool| if v { 1.0 } else { 0.0 };
     out.push(Sample::new(&catalog::PG_REPLICA_UP, &[], 1.0));
     out.push(Sample::new(
@@ -117,7 +117,7 @@ pub fn samples(o: &Replica, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the read replica's own target, when one is configured beside the primary.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     match (b.pg, target(b.config)) {
         (Some(_), Some(replica)) => crate::check::one(check(replica)),
         _ => Vec::new(),

@@ -21,10 +21,10 @@ use crate::check::{BoxFuture, Check, Observation};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = crate::catalog::checks::PG_REPLICATION;
+pub(crate) const ID: &str = crate::catalog::checks::PG_REPLICATION;
 
 /// Most standbys given their own series.
-pub const MAX_STANDBYS: usize = 16;
+pub(crate) const MAX_STANDBYS: usize = 16;
 
 const SQL: &str = "SELECT json_build_object(\
      'in_recovery', pg_is_in_recovery(), \
@@ -39,16 +39,16 @@ const SQL: &str = "SELECT json_build_object(\
 /// One standby as the primary sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Standby {
-    pub name: Option<String>,
-    pub client_addr: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) client_addr: Option<String>,
     /// `streaming`, `catchup`, `startup`, ...; `None` when hidden from the role.
     pub state: Option<String>,
-    pub sync_state: Option<String>,
+    pub(crate) sync_state: Option<String>,
     /// WAL this server has that the standby has not replayed; `None` when hidden.
     pub lag_bytes: Option<f64>,
-    pub replay_lag_seconds: Option<f64>,
-    pub write_lag_seconds: Option<f64>,
-    pub flush_lag_seconds: Option<f64>,
+    pub(crate) replay_lag_seconds: Option<f64>,
+    pub(crate) write_lag_seconds: Option<f64>,
+    pub(crate) flush_lag_seconds: Option<f64>,
     /// Unique, bounded label value (filled in by [`label`]).
     #[serde(default)]
     pub label: String,
@@ -56,37 +56,37 @@ pub struct Standby {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Replication {
-    pub in_recovery: bool,
+    pub(crate) in_recovery: bool,
     pub standbys: Vec<Standby>,
     /// Standbys seen streaming earlier that are missing now (filled in by the check's memory).
     #[serde(default)]
-    pub lost: Vec<LostStandby>,
+    pub(crate) lost: Vec<LostStandby>,
 }
 
 /// A standby that streamed from this server while the agent watched and is gone now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LostStandby {
+pub(crate) struct LostStandby {
     /// Its `application_name` (or `unnamed`).
-    pub name: String,
-    pub client_addr: Option<String>,
+    pub(crate) name: String,
+    pub(crate) client_addr: Option<String>,
     /// How many with this name and address are missing.
-    pub missing: u32,
+    pub(crate) missing: u32,
     /// Seconds since all of them were last seen.
-    pub gone_seconds: f64,
+    pub(crate) gone_seconds: f64,
 }
 
 /// How long a missing standby is reported after it was last seen.
-pub const STANDBY_MEMORY: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const STANDBY_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
 /// Standbys seen, by (name, client address): most seen at once and when that many were last seen.
 #[derive(Debug, Default)]
-pub struct Memory {
+pub(crate) struct Memory {
     seen: BTreeMap<(String, Option<String>), (u32, Instant)>,
 }
 
 impl Memory {
     /// Pure over `now`: records `r`'s standbys and fills in the ones missing.
-    pub fn remember(&mut self, mut r: Replication, now: Instant) -> Replication {
+    pub(crate) fn remember(&mut self, mut r: Replication, now: Instant) -> Replication {
         let mut current: BTreeMap<(String, Option<String>), u32> = BTreeMap::new();
         for s in &r.standbys {
             let name = s.name.clone().unwrap_or_else(|| "unnamed".into());
@@ -121,7 +121,7 @@ impl Memory {
 }
 
 /// Pure: gives every standby a unique, bounded label.
-pub fn label(mut r: Replication) -> Replication {
+pub(crate) fn label(mut r: Replication) -> Replication {
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     for s in &mut r.standbys {
         let base = label_text(s.name.as_deref().unwrap_or(""), "unnamed");
@@ -133,12 +133,12 @@ pub fn label(mut r: Replication) -> Replication {
 }
 
 /// The check: one statement, standbys labelled, missing ones remembered.
-pub struct ReplicationCheck {
+pub(crate) struct ReplicationCheck {
     inner: JsonCheck<Replication>,
     memory: Mutex<Memory>,
 }
 
-pub fn check(pg: Arc<PgTarget>) -> ReplicationCheck {
+pub(crate) fn check(pg: Arc<PgTarget>) -> ReplicationCheck {
     ReplicationCheck {
         inner: JsonCheck::new(ID, pg, SQL, "replication", |_, r| {
             Observation::PgReplication(label(r))
@@ -171,7 +171,7 @@ impl Check for ReplicationCheck {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &Replication, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Replication, out: &mut Vec<Sample>) {
     out.push(Sample::new(
         &catalog::PG_REPLICATION_STANDBYS,
         &[],
@@ -203,7 +203,7 @@ pub fn samples(o: &Replication, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     b.with_pg(check)
 }
 

@@ -30,28 +30,28 @@ use crate::config::{ChecksConfig, Expectations, ExpectedIndex, ExpectedTable, La
 use crate::error::{CheckError, ErrorKind};
 use crate::pg::PgTarget;
 
-pub const ID: &str = crate::catalog::checks::PG_SCHEMA;
+pub(crate) const ID: &str = crate::catalog::checks::PG_SCHEMA;
 
 /// LangGraph's savers create their tables unqualified, in the first schema of the app's
 /// `search_path`: `public` unless the app sets another (see [`LangGraphPlace`]).
-pub const LANGGRAPH_SCHEMA: &str = "public";
+pub(crate) const LANGGRAPH_SCHEMA: &str = "public";
 /// LangGraph's four tables (the catalog lookup that finds their schema is keyed by these).
-pub const LANGGRAPH_TABLES: [&str; 4] = [
+pub(crate) const LANGGRAPH_TABLES: [&str; 4] = [
     MIGRATIONS_TABLE,
     "checkpoints",
     "checkpoint_blobs",
     "checkpoint_writes",
 ];
-pub const MIGRATIONS_TABLE: &str = "checkpoint_migrations";
+pub(crate) const MIGRATIONS_TABLE: &str = "checkpoint_migrations";
 /// The SECURITY DEFINER function `scripts/create-monitoring-role.sql` creates, owned by the app
 /// role: max(v) and count(*) of `<schema>.checkpoint_migrations`, for a table created after the
 /// monitoring role, without SELECT on the app's other tables.
-pub const VERSION_FUNCTION_SCHEMA: &str = "rose_agent";
-pub const VERSION_FUNCTION: &str = "langgraph_migrations";
+pub(crate) const VERSION_FUNCTION_SCHEMA: &str = "rose_agent";
+pub(crate) const VERSION_FUNCTION: &str = "langgraph_migrations";
 
 /// SQL: true when the current role may call the version function (USAGE on its schema and
 /// EXECUTE), NULL when it does not exist.
-pub fn version_function_usable_sql() -> String {
+pub(crate) fn version_function_usable_sql() -> String {
     format!(
         "(SELECT bool_or(has_schema_privilege(n.oid, 'USAGE') AND has_function_privilege(p.oid, 'EXECUTE')) \
          FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
@@ -61,22 +61,22 @@ pub fn version_function_usable_sql() -> String {
     )
 }
 /// Latest migration of PostgresSaver (langgraph-checkpoint-postgres 2.0.13 .. 3.1.x).
-pub const LATEST_FULL: i64 = 9;
+pub(crate) const LATEST_FULL: i64 = 9;
 /// Latest migration of ShallowPostgresSaver.
-pub const LATEST_SHALLOW: i64 = 7;
+pub(crate) const LATEST_SHALLOW: i64 = 7;
 
 /// Where LangGraph's tables are looked for: a configured schema, or detection preferring the
 /// app's `search_path`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LangGraphPlace {
+pub(crate) struct LangGraphPlace {
     /// `AGENT_LANGGRAPH_SCHEMA_NAME`: used as is, never second-guessed.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// The app DATABASE_URL's `search_path`, in order.
-    pub search_path: Vec<String>,
+    pub(crate) search_path: Vec<String>,
 }
 
 impl LangGraphPlace {
-    pub fn from_config(c: &ChecksConfig) -> LangGraphPlace {
+    pub(crate) fn from_config(c: &ChecksConfig) -> LangGraphPlace {
         LangGraphPlace {
             name: c.langgraph_schema_name.clone(),
             search_path: c.langgraph_search_path.clone(),
@@ -87,7 +87,7 @@ impl LangGraphPlace {
     /// (`configured`, `detected`, `search_path`, `default`). Detection is a `pg_class` index
     /// lookup by the four names, so it never grows with other tables, and like the rest of
     /// the catalog it needs no privilege on the schemas it looks at.
-    pub fn cte(&self) -> String {
+    pub(crate) fn cte(&self) -> String {
         if let Some(n) = &self.name {
             return format!(
                 "lg(sch, src) AS (SELECT {}::text, 'configured'::text)",
@@ -124,13 +124,14 @@ impl LangGraphPlace {
     }
 }
 
-/// LangGraph's expected objects in `public`, as an expectations list.
-pub fn langgraph_expectations() -> Expectations {
+/// LangGraph's expected objects in `public`, as an expectations list (the tests' shorthand).
+#[cfg(test)]
+pub(crate) fn langgraph_expectations() -> Expectations {
     langgraph_expectations_in(LANGGRAPH_SCHEMA)
 }
 
 /// LangGraph's expected objects in `schema`.
-pub fn langgraph_expectations_in(schema: &str) -> Expectations {
+pub(crate) fn langgraph_expectations_in(schema: &str) -> Expectations {
     let t = |name: &str, columns: &[&str]| ExpectedTable {
         name: name.into(),
         schema: schema.into(),
@@ -158,7 +159,7 @@ pub fn langgraph_expectations_in(schema: &str) -> Expectations {
 }
 
 /// LangGraph's (unless off, in `schema`) and the file's expectations together.
-pub fn watched_in(mode: LangGraphSchema, schema: &str, file: &Expectations) -> Expectations {
+pub(crate) fn watched_in(mode: LangGraphSchema, schema: &str, file: &Expectations) -> Expectations {
     let mut e = if mode == LangGraphSchema::Off {
         Expectations::default()
     } else {
@@ -169,13 +170,15 @@ pub fn watched_in(mode: LangGraphSchema, schema: &str, file: &Expectations) -> E
     e
 }
 
-/// LangGraph's (unless off, in `public`) and the file's expectations together.
-pub fn watched(mode: LangGraphSchema, file: &Expectations) -> Expectations {
+/// LangGraph's (unless off, in `public`) and the file's expectations together (the tests'
+/// shorthand for [`watched_in`]).
+#[cfg(test)]
+pub(crate) fn watched(mode: LangGraphSchema, file: &Expectations) -> Expectations {
     watched_in(mode, LANGGRAPH_SCHEMA, file)
 }
 
 /// Every `(schema, table)` watched, once, in order: expected tables and index tables.
-pub fn watched_tables(e: &Expectations) -> Vec<(String, String)> {
+pub(crate) fn watched_tables(e: &Expectations) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     let all = e
         .tables
@@ -196,7 +199,7 @@ pub fn watched_tables(e: &Expectations) -> Vec<(String, String)> {
 
 /// The CTEs `[lg(sch, src),] want(sch, tbl)`: the file's tables, and LangGraph's four in the
 /// schema `lg` finds (when `place` is given, i.e. LangGraph is expected).
-pub fn want_ctes(place: Option<&LangGraphPlace>, file: &Expectations) -> String {
+pub(crate) fn want_ctes(place: Option<&LangGraphPlace>, file: &Expectations) -> String {
     let values: Vec<String> = watched_tables(file)
         .iter()
         .map(|(s, t)| format!("({}, {})", util::lit(s), util::lit(t)))
@@ -221,7 +224,7 @@ pub fn want_ctes(place: Option<&LangGraphPlace>, file: &Expectations) -> String 
 }
 
 /// The table label for a name: bare in `public`, else `schema.table`.
-pub fn table_label(schema: &str, table: &str) -> String {
+pub(crate) fn table_label(schema: &str, table: &str) -> String {
     if schema == "public" {
         table.to_owned()
     } else {
@@ -293,7 +296,7 @@ fn migrations_sql(schema: &str, via: Access) -> String {
 
 /// How the migration version is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// SELECT on the table (and USAGE on its schema).
     Direct,
     /// Through the version function of `scripts/create-monitoring-role.sql`.
@@ -302,7 +305,7 @@ pub enum Access {
 
 /// The statements that let `user` read the migration version in `schema` (USAGE on the schema
 /// only when it is missing).
-pub fn migrations_grant(schema: &str, user: &str, usage_missing: bool) -> String {
+pub(crate) fn migrations_grant(schema: &str, user: &str, usage_missing: bool) -> String {
     let role = util::ident(user);
     let mut g = String::new();
     if usage_missing {
@@ -322,79 +325,79 @@ pub fn migrations_grant(schema: &str, user: &str, usage_missing: bool) -> String
 /// What the catalog statement says about LangGraph's schema.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RawLangGraph {
-    pub schema: String,
+    pub(crate) schema: String,
     /// `configured`, `detected`, `search_path` or `default`.
-    pub source: String,
+    pub(crate) source: String,
     /// SELECT on `checkpoint_migrations`; `None` when the table does not exist.
-    pub migrations_select: Option<bool>,
+    pub(crate) migrations_select: Option<bool>,
     /// USAGE on the schema; `None` when the schema does not exist.
-    pub schema_usage: Option<bool>,
+    pub(crate) schema_usage: Option<bool>,
     /// Every schema holding any of LangGraph's table names, with how many.
     #[serde(default)]
-    pub candidates: Vec<Candidate>,
+    pub(crate) candidates: Vec<Candidate>,
     /// The version function may be called; `None` when it does not exist.
     #[serde(default)]
-    pub function_usable: Option<bool>,
+    pub(crate) function_usable: Option<bool>,
 }
 
 /// A schema holding some of LangGraph's tables.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
-    pub schema: String,
-    pub tables: i64,
+    pub(crate) schema: String,
+    pub(crate) tables: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RawTable {
-    pub schema: String,
-    pub table: String,
-    pub present: bool,
+    pub(crate) schema: String,
+    pub(crate) table: String,
+    pub(crate) present: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RawColumn {
-    pub schema: String,
-    pub table: String,
-    pub column: String,
+    pub(crate) schema: String,
+    pub(crate) table: String,
+    pub(crate) column: String,
 }
 
 /// One index on a watched table, as the catalog describes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IndexInfo {
-    pub schema: String,
-    pub table: String,
+    pub(crate) schema: String,
+    pub(crate) table: String,
     pub name: String,
     /// `pg_index.indisvalid`: false after a failed `CREATE INDEX CONCURRENTLY`.
     pub valid: bool,
-    pub ready: bool,
-    pub unique: bool,
-    pub primary: bool,
-    pub method: String,
+    pub(crate) ready: bool,
+    pub(crate) unique: bool,
+    pub(crate) primary: bool,
+    pub(crate) method: String,
     /// Key columns in order (`(expression)` for expression keys).
-    pub columns: Vec<String>,
+    pub(crate) columns: Vec<String>,
     /// Identical for indexes that do the same thing (method, keys, opclasses, collations,
     /// options, expressions, predicate).
     #[serde(skip_serializing)]
-    pub signature: String,
+    pub(crate) signature: String,
     /// `pg_get_indexdef`.
-    pub definition: String,
+    pub(crate) definition: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RawCatalog {
-    pub tables: Vec<RawTable>,
-    pub columns: Vec<RawColumn>,
-    pub indexes: Vec<IndexInfo>,
+    pub(crate) tables: Vec<RawTable>,
+    pub(crate) columns: Vec<RawColumn>,
+    pub(crate) indexes: Vec<IndexInfo>,
     /// `None` when LangGraph is not expected.
-    pub langgraph: Option<RawLangGraph>,
+    pub(crate) langgraph: Option<RawLangGraph>,
 }
 
 /// `checkpoint_migrations` contents.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Migrations {
     /// max(v); `None` when the table is empty.
-    pub max_version: Option<i64>,
-    pub rows: i64,
+    pub(crate) max_version: Option<i64>,
+    pub(crate) rows: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -406,7 +409,7 @@ pub enum ObjectKind {
 }
 
 impl ObjectKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ObjectKind::Table => "table",
             ObjectKind::Column => "column",
@@ -436,11 +439,11 @@ pub enum ObjectProblem {
 /// One expected object and what was found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ObjectStatus {
-    pub kind: ObjectKind,
+    pub(crate) kind: ObjectKind,
     /// Label value: `table`, `table.column` or `index` (schema-qualified outside `public`).
     pub name: String,
     pub table: String,
-    pub present: bool,
+    pub(crate) present: bool,
     pub problem: Option<ObjectProblem>,
 }
 
@@ -451,7 +454,7 @@ pub struct DuplicateIndexes {
     pub columns: Vec<String>,
     /// The index names, sorted; constraint-backing (primary/unique) ones first.
     pub indexes: Vec<String>,
-    pub definitions: Vec<String>,
+    pub(crate) definitions: Vec<String>,
 }
 
 /// LangGraph schema variant.
@@ -467,7 +470,7 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Variant::Full => "full",
             Variant::Shallow => "shallow",
@@ -479,20 +482,20 @@ impl Variant {
 /// LangGraph's migration state.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LangGraphState {
-    pub configured: LangGraphSchema,
+    pub(crate) configured: LangGraphSchema,
     /// The schema holding (or expected to hold) LangGraph's tables.
-    pub schema: String,
+    pub(crate) schema: String,
     /// How `schema` was chosen: `configured` (AGENT_LANGGRAPH_SCHEMA_NAME), `detected` (it
     /// holds LangGraph's tables), `search_path` (the app DSN's first existing schema, no
     /// tables yet) or `default` (`public`).
-    pub schema_source: String,
+    pub(crate) schema_source: String,
     /// Every schema holding any of LangGraph's table names, with how many.
-    pub candidates: Vec<Candidate>,
-    pub detected: Variant,
+    pub(crate) candidates: Vec<Candidate>,
+    pub(crate) detected: Variant,
     /// 9 (full) or 7 (shallow): from the configuration, else from detection (full if unknown).
-    pub expected_version: i64,
+    pub(crate) expected_version: i64,
     /// `None` when the table is missing or unreadable.
-    pub migrations: Option<Migrations>,
+    pub(crate) migrations: Option<Migrations>,
     /// Why `migrations` is `None`, and the grant that fixes it when it is a privilege.
     pub migrations_note: Option<String>,
     /// When the table is there but the monitoring role may not read it (SQLSTATE 42501): the
@@ -515,7 +518,7 @@ impl LangGraphState {
 pub struct SchemaReport {
     pub objects: Vec<ObjectStatus>,
     /// Every index on the watched tables.
-    pub indexes: Vec<IndexInfo>,
+    pub(crate) indexes: Vec<IndexInfo>,
     pub invalid_indexes: Vec<IndexInfo>,
     pub duplicate_indexes: Vec<DuplicateIndexes>,
     pub langgraph: Option<LangGraphState>,
@@ -665,14 +668,14 @@ pub fn detect_variant(raw: &RawCatalog, schema: &str) -> Variant {
 }
 
 /// Pure: the expected latest migration for a configuration and a detected variant.
-pub fn expected_version(mode: LangGraphSchema, detected: Variant) -> i64 {
+pub(crate) fn expected_version(mode: LangGraphSchema, detected: Variant) -> i64 {
     match (mode, detected) {
         (LangGraphSchema::Shallow, _) | (LangGraphSchema::Auto, Variant::Shallow) => LATEST_SHALLOW,
         _ => LATEST_FULL,
     }
 }
 
-pub struct SchemaCheck {
+pub(crate) struct SchemaCheck {
     pg: Arc<PgTarget>,
     mode: LangGraphSchema,
     file: Expectations,
@@ -685,7 +688,7 @@ pub struct SchemaCheck {
 }
 
 impl SchemaCheck {
-    pub fn new(
+    pub(crate) fn new(
         pg: Arc<PgTarget>,
         mode: LangGraphSchema,
         place: &LangGraphPlace,
@@ -706,7 +709,7 @@ impl SchemaCheck {
 
 /// Pure: how to read `checkpoint_migrations` given the catalog (`Ok`), or why it cannot be
 /// read and, for a privilege, the grant (`Err((note, grant))`).
-pub fn migrations_access(
+pub(crate) fn migrations_access(
     raw: &RawCatalog,
     lg: &RawLangGraph,
     user: &str,
@@ -846,7 +849,7 @@ impl Check for SchemaCheck {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &SchemaReport, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &SchemaReport, out: &mut Vec<Sample>) {
     for obj in &o.objects {
         out.push(Sample::owned(
             &catalog::PG_SCHEMA_PRESENT,
@@ -894,7 +897,7 @@ pub fn samples(o: &SchemaReport, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary; the DSN's user is the role whose privileges it reads.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     let c = &b.config.checks;
     let user = b
         .config

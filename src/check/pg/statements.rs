@@ -18,7 +18,7 @@ use crate::check::{BoxFuture, Cadence, Check, Observation};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = crate::catalog::checks::PG_STATEMENTS;
+pub(crate) const ID: &str = crate::catalog::checks::PG_STATEMENTS;
 
 const DETECT_SQL: &str = "SELECT json_build_object(\
      'schema', (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_stat_statements'), \
@@ -59,11 +59,11 @@ pub enum Availability {
 /// One top-N statement.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StatementStats {
-    pub queryid: String,
-    pub calls: f64,
-    pub exec_seconds: f64,
-    pub mean_seconds: f64,
-    pub rows: f64,
+    pub(crate) queryid: String,
+    pub(crate) calls: f64,
+    pub(crate) exec_seconds: f64,
+    pub(crate) mean_seconds: f64,
+    pub(crate) rows: f64,
 }
 
 /// What one run saw.
@@ -71,14 +71,14 @@ pub struct StatementStats {
 pub struct Statements {
     pub availability: Availability,
     /// Schema the extension lives in.
-    pub schema: Option<String>,
+    pub(crate) schema: Option<String>,
     /// False when the role lacks `pg_read_all_stats`: other roles' statements are hidden.
     pub all_users_visible: bool,
     /// What would make it available (SQL or a setting), when it is not.
     pub fix: Option<String>,
     pub tracked: u64,
-    pub calls: f64,
-    pub exec_seconds: f64,
+    pub(crate) calls: f64,
+    pub(crate) exec_seconds: f64,
     /// Top N by total time and top N by mean time (union), by total time descending.
     pub top: Vec<StatementStats>,
 }
@@ -107,18 +107,18 @@ struct Detect {
 
 #[derive(Debug, Deserialize)]
 pub struct RawTop {
-    pub queryid: String,
-    pub calls: f64,
-    pub total_ms: f64,
-    pub rows: f64,
+    pub(crate) queryid: String,
+    pub(crate) calls: f64,
+    pub(crate) total_ms: f64,
+    pub(crate) rows: f64,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct RawStats {
-    pub tracked: u64,
-    pub calls: f64,
-    pub total_ms: f64,
-    pub top: Vec<RawTop>,
+    pub(crate) tracked: u64,
+    pub(crate) calls: f64,
+    pub(crate) total_ms: f64,
+    pub(crate) top: Vec<RawTop>,
 }
 
 /// Pure: the observation from the numbers read.
@@ -150,13 +150,13 @@ pub fn from_raw(schema: String, all_users_visible: bool, raw: RawStats) -> State
     }
 }
 
-pub struct StatementsCheck {
+pub(crate) struct StatementsCheck {
     pg: Arc<PgTarget>,
     top_n: u32,
 }
 
 impl StatementsCheck {
-    pub fn new(pg: Arc<PgTarget>, top_n: u32) -> Self {
+    pub(crate) fn new(pg: Arc<PgTarget>, top_n: u32) -> Self {
         StatementsCheck { pg, top_n }
     }
 }
@@ -215,7 +215,7 @@ impl Check for StatementsCheck {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &Statements, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &Statements, out: &mut Vec<Sample>) {
     let ok = o.availability == Availability::Available;
     out.push(Sample::new(
         &catalog::PG_STATEMENTS_AVAILABLE,
@@ -258,7 +258,7 @@ pub fn samples(o: &Statements, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     b.with_pg(|pg| StatementsCheck::new(pg, b.config.checks.statements_top_n))
 }
 

@@ -17,7 +17,7 @@ use crate::config::{Expectations, LangGraphSchema};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
-pub const ID: &str = crate::catalog::checks::PG_TABLE_SIZES;
+pub(crate) const ID: &str = crate::catalog::checks::PG_TABLE_SIZES;
 
 fn sql(place: Option<&LangGraphPlace>, file: &Expectations) -> String {
     format!(
@@ -35,24 +35,24 @@ fn sql(place: Option<&LangGraphPlace>, file: &Expectations) -> String {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RawSize {
-    pub schema: String,
-    pub table: String,
-    pub total_bytes: Option<u64>,
-    pub table_bytes: Option<u64>,
-    pub index_bytes: Option<u64>,
-    pub estimated_rows: Option<f64>,
+    pub(crate) schema: String,
+    pub(crate) table: String,
+    pub(crate) total_bytes: Option<u64>,
+    pub(crate) table_bytes: Option<u64>,
+    pub(crate) index_bytes: Option<u64>,
+    pub(crate) estimated_rows: Option<f64>,
 }
 
 /// One watched table's size.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TableSize {
     /// Label form: `table`, or `schema.table` outside `public`.
-    pub table: String,
-    pub total_bytes: u64,
-    pub table_bytes: u64,
-    pub index_bytes: u64,
+    pub(crate) table: String,
+    pub(crate) total_bytes: u64,
+    pub(crate) table_bytes: u64,
+    pub(crate) index_bytes: u64,
     /// `pg_class.reltuples`; `None` when never analyzed (-1 on 14+).
-    pub estimated_rows: Option<f64>,
+    pub(crate) estimated_rows: Option<f64>,
     /// From the agent's history; `None` until two samples a second apart exist.
     pub growth_bytes_per_second: Option<f64>,
 }
@@ -77,14 +77,14 @@ pub fn from_raw(raw: Vec<RawSize>) -> Vec<TableSize> {
         .collect()
 }
 
-pub struct TableSizesCheck {
+pub(crate) struct TableSizesCheck {
     pg: Arc<PgTarget>,
     sql: String,
     history: Histories,
 }
 
 impl TableSizesCheck {
-    pub fn new(
+    pub(crate) fn new(
         pg: Arc<PgTarget>,
         mode: LangGraphSchema,
         place: &LangGraphPlace,
@@ -127,7 +127,7 @@ impl Check for TableSizesCheck {
 }
 
 /// Pure: the series of a successful run.
-pub fn samples(o: &TableSizes, out: &mut Vec<Sample>) {
+pub(crate) fn samples(o: &TableSizes, out: &mut Vec<Sample>) {
     for t in &o.tables {
         // No `total` beside its parts: a sum() over the parts would count it twice.
         for (part, v) in [("table", t.table_bytes), ("indexes", t.index_bytes)] {
@@ -155,7 +155,7 @@ pub fn samples(o: &TableSizes, out: &mut Vec<Sample>) {
 }
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary.
-pub fn build(b: &crate::check::Build) -> crate::check::Built {
+pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     let c = &b.config.checks;
     let place = b.langgraph_place();
     b.with_pg(|pg| TableSizesCheck::new(pg, c.langgraph_schema, &place, &c.expectations))

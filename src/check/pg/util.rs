@@ -16,7 +16,7 @@ use crate::pg::{Conn, PgTarget};
 ///
 /// Each statement's client-side bound is [`crate::pg::query_deadline`]: the statement limit
 /// plus at most one more connect timeout for the network.
-pub fn timeout(pg: &PgTarget, statements: u32) -> Duration {
+pub(crate) fn timeout(pg: &PgTarget, statements: u32) -> Duration {
     let l = pg.limits();
     l.connect_timeout
         + crate::pg::query_deadline(l, l.connect_timeout) * statements.max(1)
@@ -26,7 +26,7 @@ pub fn timeout(pg: &PgTarget, statements: u32) -> Duration {
 /// Runs `sql`, whose first row's first column is a JSON document, and decodes it. The
 /// statement runs in this cycle's combined statement ([`crate::pg::batch`]): one round trip
 /// for all the checks of a cycle.
-pub async fn json_query<T: DeserializeOwned>(
+pub(crate) async fn json_query<T: DeserializeOwned>(
     pg: &PgTarget,
     conn: &Conn,
     sql: &str,
@@ -37,7 +37,7 @@ pub async fn json_query<T: DeserializeOwned>(
 
 /// [`json_query`], with the round trip of the statement that carried it (the cycle's combined
 /// statement, from send to answer).
-pub async fn json_query_timed<T: DeserializeOwned>(
+pub(crate) async fn json_query_timed<T: DeserializeOwned>(
     pg: &PgTarget,
     conn: &Conn,
     sql: &str,
@@ -58,7 +58,7 @@ pub fn decode<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, CheckErr
 
 /// A string literal safe whatever `standard_conforming_strings` is: `E'...'` with quotes and
 /// backslashes escaped. Configuration never reaches SQL any other way.
-pub fn lit(s: &str) -> String {
+pub(crate) fn lit(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 4);
     out.push_str("E'");
     for c in s.chars() {
@@ -74,28 +74,16 @@ pub fn lit(s: &str) -> String {
 }
 
 /// A quoted identifier (`"name"` with embedded quotes doubled).
-pub fn ident(s: &str) -> String {
+pub(crate) fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('\0', "").replace('"', "\"\""))
-}
-
-/// A scalar subquery giving the oid of table `schema.table`, or NULL. A catalog index lookup by
-/// name (`pg_class_relname_nsp_index`), so its cost does not depend on how many tables exist,
-/// and unlike `to_regclass` it needs no USAGE privilege on the schema.
-pub fn table_oid_sql(schema: &str, table: &str) -> String {
-    format!(
-        "(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = {} AND c.relname = {} AND c.relkind IN ('r', 'p'))",
-        lit(schema),
-        lit(table)
-    )
 }
 
 /// The server version, fetched once per connection (a statement only after a reconnect).
 #[derive(Default)]
-pub struct VersionCache(Mutex<Option<(u64, u32)>>);
+pub(crate) struct VersionCache(Mutex<Option<(u64, u32)>>);
 
 impl VersionCache {
-    pub async fn get(&self, pg: &PgTarget, conn: &Conn) -> Result<u32, CheckError> {
+    pub(crate) async fn get(&self, pg: &PgTarget, conn: &Conn) -> Result<u32, CheckError> {
         if let Some((g, v)) = *self.0.lock().unwrap_or_else(|p| p.into_inner())
             && g == conn.generation
         {
@@ -120,10 +108,10 @@ impl VersionCache {
 /// checks' one [`super::history::History`] over the last hour, measured against the oldest
 /// point in it.
 #[derive(Debug)]
-pub struct History(history::History<f64>);
+pub(crate) struct History(history::History<f64>);
 
 /// How far back the history reaches: the rate is measured over at most this window.
-pub const HISTORY_WINDOW_SECONDS: f64 = 3600.0;
+pub(crate) const HISTORY_WINDOW_SECONDS: f64 = 3600.0;
 
 impl Default for History {
     fn default() -> Self {
@@ -137,14 +125,14 @@ impl Default for History {
 impl History {
     /// Records `value` at unix time `at` and returns the growth per second over the retained
     /// window, once two samples at least a second apart exist.
-    pub fn push(&mut self, at: f64, value: f64) -> Option<f64> {
+    pub(crate) fn push(&mut self, at: f64, value: f64) -> Option<f64> {
         let first = self.0.push(at, value);
         growth_per_second(first, (at, value))
     }
 }
 
 /// Pure: growth per second (the base unit) between two `(unix seconds, value)` points.
-pub fn growth_per_second(first: Option<(f64, f64)>, last: (f64, f64)) -> Option<f64> {
+pub(crate) fn growth_per_second(first: Option<(f64, f64)>, last: (f64, f64)) -> Option<f64> {
     let (t0, v0) = first?;
     let dt = last.0 - t0;
     (dt >= 1.0).then(|| (last.1 - v0) / dt)
@@ -152,17 +140,17 @@ pub fn growth_per_second(first: Option<(f64, f64)>, last: (f64, f64)) -> Option<
 
 /// Histories by name, behind a lock, for checks that track several objects.
 #[derive(Debug, Default)]
-pub struct Histories(Mutex<std::collections::BTreeMap<String, History>>);
+pub(crate) struct Histories(Mutex<std::collections::BTreeMap<String, History>>);
 
 impl Histories {
-    pub fn push(&self, name: &str, at: f64, value: f64) -> Option<f64> {
+    pub(crate) fn push(&self, name: &str, at: f64, value: f64) -> Option<f64> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(name.to_owned()).or_default().push(at, value)
     }
 }
 
 /// Unix time now, in seconds.
-pub fn unix_now() -> f64 {
+pub(crate) fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -170,7 +158,7 @@ pub fn unix_now() -> f64 {
 }
 
 /// Caps free text from the server used as a label value (application names, roles).
-pub fn label_text(s: &str, empty: &str) -> String {
+pub(crate) fn label_text(s: &str, empty: &str) -> String {
     let s = s.trim();
     if s.is_empty() {
         return empty.to_owned();
@@ -182,7 +170,7 @@ pub fn label_text(s: &str, empty: &str) -> String {
 }
 
 /// Longest label value taken from server text.
-pub const MAX_LABEL_CHARS: usize = 64;
+pub(crate) const MAX_LABEL_CHARS: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -192,7 +180,6 @@ mod tests {
     fn literals_and_identifiers_are_quoted() {
         assert_eq!(lit("a'b\\c"), "E'a''b\\\\c'");
         assert_eq!(ident("we\"ird"), "\"we\"\"ird\"");
-        assert!(table_oid_sql("public", "check'points").contains("c.relname = E'check''points'"));
     }
 
     #[test]
