@@ -23,6 +23,10 @@
 //! ```
 //! A scrape reads the snapshot and the channels beside it only; it never waits on the database.
 
+// Visibility stays narrow (docs/architecture.md): an item that no test, fuzz target or `main`
+// reaches is `pub(crate)`, and clippy `-D warnings` holds new code to it.
+#![warn(unreachable_pub)]
+
 pub mod alerting;
 pub mod catalog;
 pub mod check;
