@@ -16,13 +16,14 @@ on exit, also on failure or Ctrl-C. Standard library only.
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+
+from common import free_port, rss_kib
 
 if sys.argv[1:2] in (["-h"], ["--help"]):
     print("usage: scripts/fleet-bench")  # the entry point; this file is its body
@@ -44,25 +45,6 @@ ELECTION = "%pg_try_advisory_lock%"
 
 def log(*a):
     print("fleet-bench:", *a, file=sys.stderr, flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def rss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def get(port, path, timeout=2.0):
