@@ -14,10 +14,10 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     // The web config file is checked with the rest: a file the endpoint cannot build from is a
-    // configuration error too.
-    let config = Config::load(cli.config.as_deref(), &ProcessEnv)
-        .and_then(|c| rose_agent::web::WebConfig::for_config(&c).map(|_| c));
-    if config.is_err() {
+    // configuration error too. Built once: `run` serves with it.
+    let loaded = Config::load(cli.config.as_deref(), &ProcessEnv)
+        .and_then(|c| rose_agent::web::WebConfig::for_config(&c).map(|w| (c, w)));
+    if loaded.is_err() {
         // A misspelled variable is often why the configuration is unusable: name it here too
         // (a valid configuration logs them at start, and diagnose reports them as findings).
         for u in rose_agent::config::vars::unknown(&ProcessEnv).0 {
@@ -26,8 +26,8 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Run(args) => {
-            let config = match config {
-                Ok(c) => c,
+            let (config, web) = match loaded {
+                Ok(loaded) => loaded,
                 Err(e) => {
                     eprint!("agent: {e}");
                     return ExitCode::from(64);
@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             match runtime().map(|rt| {
                 rt.block_on(rose_agent::run::run_with_reload(
                     config,
+                    web,
                     cli.config.clone(),
                     cancel,
                 ))
@@ -52,14 +53,14 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Diagnose(args) => diagnose(config, &args),
+        Command::Diagnose(args) => diagnose(loaded.map(|(c, _)| c), &args),
         Command::Status(args) => ExitCode::from(rose_agent::status::client::status_command(
-            config.as_ref(),
+            loaded.as_ref().map(|(c, _)| c),
             &args,
             std::io::stdout().is_terminal(),
         )),
         Command::Healthcheck(args) => ExitCode::from(
-            rose_agent::status::client::healthcheck_command(config.as_ref(), &args),
+            rose_agent::status::client::healthcheck_command(loaded.as_ref().map(|(c, _)| c), &args),
         ),
     }
 }

@@ -196,11 +196,10 @@ fn same_database(a: &Config, b: &Config) -> bool {
 /// over; an invalid configuration keeps the running one and logs every problem.
 pub async fn run_with_reload(
     config: Config,
+    web: crate::web::WebConfig,
     config_path: Option<std::path::PathBuf>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    // The endpoint's TLS, auth and rate limit, built from the web config file.
-    let web = crate::web::WebConfig::for_config(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let telemetry = crate::telemetry::init(&config);
     log_unknown_variables(&config);
     let listener = server::bind(config.agent.listen)
