@@ -433,10 +433,62 @@ def scenario_full(pg, targets, a):
     return res
 
 
+def agent_prepares(agent):
+    return series_sum(agent.get(), "rose_pg_batch_prepares_total")
+
+
+def steady_agent(agent, quiet=65, limit=200):
+    """Waits until the agent has prepared every combined statement of its cycles (none for
+    `quiet` seconds: a slow interval and a margin), so the window measures the steady cycle; the
+    one-time prepares are reported apart."""
+    deadline = time.monotonic() + limit
+    last, since = agent_prepares(agent), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet:
+        time.sleep(5)
+        n = agent_prepares(agent)
+        if n != last:
+            last, since = n, time.monotonic()
+    log(f"  agent steady: {last:.0f} combined statements prepared so far")
+
+
 def measure_cost(pg, targets, a):
     settle(pg, [t.role for t in targets])
+    agent = next(t for t in targets if t.name == "agent")
     log(f"  database cost: {a.cost_window} s window, the peer scraped every {PROM_SCRAPE_EVERY:.0f} s")
-    return cost_window(pg, targets, a.cost_window, a.pg_log)
+    before = agent_prepares(agent)
+    out = cost_window(pg, targets, a.cost_window, a.pg_log)
+    out["agent"]["prepares"] = agent_prepares(agent) - before
+    out["peer"]["prepares"] = None
+    return out
+
+
+IDLE_CLIENTS = 300
+
+
+def hold_idle_clients(pg, n, seconds):
+    """n client connections held open (pgbench, each client sleeping 10 s between two trivial
+    statements: the app's pool between requests), bounded by -T and killed by the caller."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "idle_client.sql")
+    p = subprocess.Popen(
+        [f"{pg.bin.rstrip('/')}/pgbench", "-n", "-c", str(n), "-j", "2", "-T", str(int(seconds)),
+         "-f", script, "-h", pg.host, "-p", str(pg.port), "-U", "postgres", pg.db],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if int(pg.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench'")) >= n:
+            break
+        time.sleep(1)
+    return p
+
+
+def stop_group(p):
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
 
 
 def make_tables(pg, n):
@@ -514,7 +566,8 @@ def cost_table(results, window):
     rows = [("statements (pg_stat_statements calls of the role)", "statements", lambda v: f"{v:.1f}"),
             ("execution time of those statements (ms)", "exec_ms", lambda v: f"{v:.2f}"),
             ("CPU of the role's backends, /proc schedstat (ms)", "cpu_ms", lambda v: f"{v:.1f}"),
-            ("connections opened", "connections", lambda v: "n/a" if v is None else f"{v:.1f}")]
+            ("connections opened", "connections", lambda v: "n/a" if v is None else f"{v:.1f}"),
+            ("combined statements prepared (one-time; steady: 0)", "prepares", lambda v: "n/a" if v is None else f"{v:.0f}")]
     out = [f"### Database cost per minute ({window} s window per scenario, both at a 15 s cadence)", "",
            "| scenario | per minute | agent | peer | agent / peer (goal <= 0.25) |", "|---|---|---:|---:|---:|"]
     for name, r in results.items():
@@ -615,6 +668,7 @@ def main():
 
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     results = {}
+    steady_agent(agent)
     log("scenario: baseline")
     results["baseline"] = scenario(pg, targets, a)
     results["baseline"]["cost"] = measure_cost(pg, targets, a)
@@ -639,13 +693,16 @@ def main():
         results["pgbench -c 4 running"] = scenario(pg, targets, a)
         results["pgbench -c 4 running"]["cost"] = measure_cost(pg, targets, a)
     finally:
-        if bench.poll() is None:
-            os.killpg(bench.pid, signal.SIGTERM)
-            try:
-                bench.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(bench.pid, signal.SIGKILL)
-                bench.wait()
+        stop_group(bench)
+    if a.cost_only:
+        # The database cost with the app's pools open: 300 client connections, mostly idle.
+        log(f"scenario: {IDLE_CLIENTS} client connections")
+        idle = hold_idle_clients(pg, IDLE_CLIENTS, a.cost_window + 180)
+        try:
+            results[f"{IDLE_CLIENTS} client connections"] = {
+                "cost_only": True, "cost": measure_cost(pg, targets, a)}
+        finally:
+            stop_group(idle)
 
     with open("/proc/meminfo") as f:
         mem_mb = int(f.readline().split()[1]) // 1024

@@ -18,6 +18,8 @@ metrics! {
         "Unix time the PostgreSQL server started (pg_postmaster_start_time); a change is a restart.";
     PG_IN_RECOVERY = "rose_pg_in_recovery", Gauge, "1", [],
         "1 when the server is a standby in recovery, 0 on a primary.";
+    PG_BATCH_PREPARES = "rose_pg_batch_prepares_total", Counter, "1", [],
+        "Combined statements this agent prepared on a direct session (parsed and planned once, then executed every cycle; through a pooler none are): it grows when the set of checks in a cycle changes, not with cycles.";
     PG_BATCH_FALLBACKS = "rose_pg_batch_fallbacks_total", Counter, "1", ["reason"],
         "Cycles whose one combined statement failed (reason: error, timeout, decode), so each PostgreSQL check ran its own statement instead; a part that failed alone then runs alone for a few cycles.";
 

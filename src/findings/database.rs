@@ -342,6 +342,7 @@ mod tests {
                 restarts_observed: u64::from(previous.is_some()),
                 previous_start_time_seconds: previous,
                 batch_fallbacks: vec![],
+                batch_prepares: 0,
             })
         };
         let obs = |rtt: f64| seen(rtt, Some(start - 3600.0));
@@ -381,6 +382,7 @@ mod tests {
             restarts_observed: 0,
             previous_start_time_seconds: None,
             batch_fallbacks: vec![],
+            batch_prepares: 0,
         });
         let mut out = vec![];
         evaluate(

@@ -133,6 +133,8 @@ pub struct Conn {
     /// The session is the server backend itself; false through a pooler such as PgBouncer,
     /// where session state (settings, session advisory locks) may be shared with other clients.
     pub direct: bool,
+    /// The combined statements prepared on this session (direct sessions only, [`batch`]).
+    pub(crate) prepared: batch::Prepared,
 }
 
 impl Drop for Conn {
@@ -338,6 +340,7 @@ impl PgTarget {
                     generation: slot.generation,
                     connect_duration: started.elapsed(),
                     direct: session.direct,
+                    prepared: batch::Prepared::default(),
                 });
                 slot.conn = Some(conn.clone());
                 slot.failures = 0;
@@ -756,16 +759,22 @@ async fn exec(
     };
     let deadline = query_deadline(limits, conn.connect_duration);
     match tokio::time::timeout(deadline, conn.client.simple_query(sql)).await {
-        Err(_) => Err(CheckError::new(
-            ErrorKind::QueryTimeout,
-            format!(
-                "{target}: no answer within {} ms; connection dropped",
-                deadline.as_millis()
-            ),
-        )),
+        Err(_) => Err(no_answer(target, deadline)),
         Ok(Err(e)) => Err(CheckError::from_pg(&e, target)),
         Ok(Ok(msgs)) => Ok(rows(msgs)),
     }
+}
+
+/// The error of a query that got no answer within the client-side bound (the caller drops the
+/// connection, [`needs_invalidate`]).
+fn no_answer(target: &str, deadline: Duration) -> CheckError {
+    CheckError::new(
+        ErrorKind::QueryTimeout,
+        format!(
+            "{target}: no answer within {} ms; connection dropped",
+            deadline.as_millis()
+        ),
+    )
 }
 
 /// Whether an error of [`exec`] means the connection must be dropped: no answer within the

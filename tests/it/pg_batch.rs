@@ -70,6 +70,10 @@ impl Cycle {
         })
     }
 
+    fn prepares(&self) -> u64 {
+        self.pg.batch().prepares()
+    }
+
     fn fallbacks(&self, reason: &str) -> u64 {
         self.pg
             .batch()
@@ -154,6 +158,44 @@ fn a_cycle_of_every_postgresql_check_costs_the_server_two_statements() {
             .any(|s| s.def.name == "rose_pg_batch_fallbacks_total"),
         "no fallback counter"
     );
+}
+
+/// On a direct session the cycle's statement is parsed and planned once: later cycles execute
+/// the prepared statement (no new prepare, the server counts one call of the same text per
+/// cycle), whatever order the checks asked in. Parsing and planning were most of the server's
+/// CPU for a cycle (docs/performance.md).
+#[test]
+fn on_a_direct_session_the_cycle_statement_is_planned_once() {
+    let pg = cluster();
+    let c = Cycle::new(pg.monitor_url());
+    assert_eq!(failed(&c.run()), Vec::<String>::new());
+    assert_eq!(failed(&c.run()), Vec::<String>::new());
+    let after_two = c.prepares();
+    // The first cycle's rounds and the second's (the version cache changes what some ask).
+    assert!((1..=6).contains(&after_two), "{after_two} prepares");
+    reset_statements(&pg);
+    for _ in 0..4 {
+        assert_eq!(failed(&c.run()), Vec::<String>::new());
+    }
+    assert_eq!(c.prepares(), after_two, "a steady cycle prepared again");
+    let per_text: Vec<u64> = pg
+        .psql(&format!(
+            "SELECT calls FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid \
+             WHERE r.rolname = '{MONITOR_USER}' AND s.query LIKE 'SELECT json_build_array(%' \
+             ORDER BY calls DESC"
+        ))
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert!(
+        per_text.first().is_some_and(|n| *n >= 4),
+        "the same statement each cycle: {per_text:?}"
+    );
+    let runs = c.run();
+    let Observation::PgConnectivity(conn) = observation(&runs, "pg_connectivity") else {
+        panic!("pg_connectivity")
+    };
+    assert_eq!(conn.batch_prepares, after_two);
 }
 
 /// A privilege revoked mid-run fails the combined statement; each check then runs alone for that
@@ -248,6 +290,8 @@ fn through_pgbouncer_in_transaction_mode_a_cycle_is_one_statement() {
         .parse()
         .unwrap();
     assert!(combined >= 1, "no combined statement reached the server");
+    // A named statement could live on another server connection of the pool: none is prepared.
+    assert_eq!(c.prepares(), 0);
 }
 
 /// A part that cannot finish (a table's lock held by another session, so `pg_table_sizes` runs

@@ -43,6 +43,7 @@ pub(crate) fn check(pg: Arc<PgTarget>) -> JsonCheck<Archiver> {
     JsonCheck::new(ID, pg, SQL, "pg_stat_archiver", |_, a| {
         Observation::PgArchiver(a)
     })
+    .slow()
 }
 
 /// Pure: the series of a successful run.

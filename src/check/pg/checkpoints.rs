@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::util::{self, VersionCache};
 use crate::catalog::{self, Sample};
-use crate::check::{BoxFuture, Check, Observation};
+use crate::check::{BoxFuture, Cadence, Check, Observation};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
@@ -68,6 +68,9 @@ impl CheckpointsCheck {
 impl Check for CheckpointsCheck {
     fn id(&self) -> &str {
         ID
+    }
+    fn cadence(&self) -> Cadence {
+        Cadence::Slow
     }
     fn target(&self) -> crate::check::CheckTarget {
         self.pg.check_target()

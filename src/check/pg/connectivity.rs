@@ -1,7 +1,7 @@
 //! Check `pg_connectivity`: can the agent reach PostgreSQL and run a query, how long does a
 //! round trip take, and which server is it (version, start time, recovery). One JSON part of
 //! the cycle's combined statement ([`crate::pg::batch`]), whose round trip it reports, and the
-//! batch's fallbacks (`rose_pg_batch_fallbacks_total`); on failure `rose_pg_up` is 0, never a
+//! batch's fallbacks and prepares (`rose_pg_batch_fallbacks_total`, `rose_pg_batch_prepares_total`); on failure `rose_pg_up` is 0, never a
 //! stale 1. A change of `pg_postmaster_start_time` between runs is a restart, counted in
 //! `rose_pg_restarts_observed_total`.
 
@@ -50,6 +50,13 @@ pub struct Connectivity {
     /// ([`crate::pg::batch`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) batch_fallbacks: Vec<(String, u64)>,
+    /// This agent's combined statements prepared so far (a steady cycle prepares none).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub batch_prepares: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Pure: whether the server restarted between two observed start times.
@@ -154,6 +161,7 @@ impl Check for ConnectivityCheck {
                     .into_iter()
                     .map(|(r, n)| (r.as_str().to_owned(), n))
                     .collect(),
+                batch_prepares: self.pg.batch().prepares(),
             }))
         })
     }
@@ -188,6 +196,11 @@ pub(crate) fn samples(o: &Connectivity, out: &mut Vec<Sample>) {
         &catalog::PG_START_TIME,
         &[],
         o.postmaster_start_time_seconds,
+    ));
+    out.push(Sample::new(
+        &catalog::PG_BATCH_PREPARES,
+        &[],
+        o.batch_prepares as f64,
     ));
     for (reason, n) in &o.batch_fallbacks {
         out.push(Sample::owned(
@@ -230,6 +243,7 @@ mod tests {
             restarts_observed: 0,
             previous_start_time_seconds: None,
             batch_fallbacks: vec![],
+            batch_prepares: 0,
         };
         let mut out = Vec::new();
         samples(&o, &mut out);

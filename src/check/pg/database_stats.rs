@@ -64,6 +64,7 @@ pub(crate) fn check(pg: Arc<PgTarget>) -> JsonCheck<DatabaseStats> {
     JsonCheck::new(ID, pg, SQL, "pg_stat_database", |_, s| {
         Observation::PgDatabaseStats(s)
     })
+    .slow()
 }
 
 /// Pure: the series of a successful run.

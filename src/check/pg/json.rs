@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::util;
 use crate::catalog::Sample;
-use crate::check::{Check, Observation};
+use crate::check::{Cadence, Check, Observation};
 use crate::error::CheckError;
 use crate::pg::PgTarget;
 
@@ -26,6 +26,8 @@ pub(crate) struct JsonCheck<R> {
     pub(crate) convert: fn(&PgTarget, R) -> Observation,
     /// The series a failed run exports (none by default).
     pub(crate) on_failure: Option<fn(&mut Vec<Sample>)>,
+    /// Fast unless the module says otherwise ([`JsonCheck::slow`]).
+    pub(crate) cadence: Cadence,
     pub(crate) raw: PhantomData<fn() -> R>,
 }
 
@@ -44,8 +46,15 @@ impl<R> JsonCheck<R> {
             what,
             convert,
             on_failure: None,
+            cadence: Cadence::Fast,
             raw: PhantomData,
         }
+    }
+
+    /// Runs on the slow cadence (`AGENT_SLOW_INTERVAL`).
+    pub(crate) fn slow(mut self) -> Self {
+        self.cadence = Cadence::Slow;
+        self
     }
 
     /// Sets the series a failed run exports.
@@ -58,6 +67,9 @@ impl<R> JsonCheck<R> {
 impl<R: DeserializeOwned + 'static> Check for JsonCheck<R> {
     fn id(&self) -> &str {
         self.id
+    }
+    fn cadence(&self) -> Cadence {
+        self.cadence
     }
     fn target(&self) -> crate::check::CheckTarget {
         self.pg.check_target()

@@ -147,6 +147,7 @@ pub(crate) fn check(pg: Arc<PgTarget>, place: &LangGraphPlace) -> JsonCheck<Raw>
     JsonCheck::new(ID, pg, sql(place), "privileges", |_, r| {
         Observation::PgPrivileges(from_raw(r))
     })
+    .slow()
 }
 
 /// Pure: the series of a successful run.

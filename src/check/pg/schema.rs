@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::util;
 use crate::catalog::{self, Sample};
-use crate::check::{BoxFuture, Check, Observation};
+use crate::check::{BoxFuture, Cadence, Check, Observation};
 use crate::config::{ChecksConfig, Expectations, ExpectedIndex, ExpectedTable, LangGraphSchema};
 use crate::error::{CheckError, ErrorKind};
 use crate::pg::PgTarget;
@@ -753,6 +753,9 @@ pub(crate) fn migrations_access(
 impl Check for SchemaCheck {
     fn id(&self) -> &str {
         ID
+    }
+    fn cadence(&self) -> Cadence {
+        Cadence::Slow
     }
     fn target(&self) -> crate::check::CheckTarget {
         self.pg.check_target()

@@ -1,0 +1,2 @@
+\sleep 10 s
+SELECT 1;
