@@ -265,6 +265,7 @@ mod tests {
                 migrations_note: None,
                 migrations_grant: None,
             }),
+            catalog_reads: 0,
         }
     }
 

@@ -258,10 +258,21 @@ fn schema_drift_is_reported_object_by_object() {
         Some(0.0)
     );
 
+    // Nothing changed: the catalog is not read again (its fingerprint holds); every run below
+    // follows DDL, which the fingerprint sees (else the drift would go unreported).
+    let reads = r.catalog_reads;
+    let (o, _) = checks.ok("pg_schema");
+    assert_eq!(
+        obs!(o, PgSchema).catalog_reads,
+        reads,
+        "read again without DDL"
+    );
+
     // The guide's own suggestion duplicates LangGraph's index.
     pg.psql("CREATE INDEX idx_checkpoints_thread_id ON checkpoints(thread_id)");
     let (o, s) = checks.ok("pg_schema");
     let r = obs!(o, PgSchema);
+    assert_eq!(r.catalog_reads, reads + 1, "the new index went unseen");
     assert_eq!(
         value(&s, "rose_pg_schema_duplicate_indexes", &[]),
         Some(1.0)

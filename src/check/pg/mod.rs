@@ -3,6 +3,7 @@
 
 pub mod activity;
 pub(crate) mod archiver;
+pub(crate) mod catalog_fingerprint;
 pub mod checkpoint_threads;
 pub(crate) mod checkpoints;
 pub mod connection_budget;

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::util;
+use super::{catalog_fingerprint, util};
 use crate::catalog::{self, Sample};
 use crate::check::{BoxFuture, Cadence, Check, Observation};
 use crate::config::{ChecksConfig, Expectations, ExpectedIndex, ExpectedTable, LangGraphSchema};
@@ -522,6 +522,10 @@ pub struct SchemaReport {
     pub invalid_indexes: Vec<IndexInfo>,
     pub duplicate_indexes: Vec<DuplicateIndexes>,
     pub langgraph: Option<LangGraphState>,
+    /// Catalog reads by this check so far: the catalog is read again only when its fingerprint
+    /// changes ([`super::catalog_fingerprint`]); 0 from [`evaluate`].
+    #[serde(skip)]
+    pub catalog_reads: u64,
 }
 
 impl SchemaReport {
@@ -644,6 +648,7 @@ pub fn evaluate(expect: &Expectations, raw: &RawCatalog) -> SchemaReport {
         invalid_indexes,
         duplicate_indexes,
         langgraph: None,
+        catalog_reads: 0,
     }
 }
 
@@ -685,6 +690,11 @@ pub(crate) struct SchemaCheck {
     /// round as the catalog (one statement a cycle instead of two) and keeps the answer if the
     /// catalog still says so.
     last_read: std::sync::Mutex<Option<(String, Access)>>,
+    /// The catalog fingerprint ([`super::catalog_fingerprint`]): the catalog is read again only
+    /// when it changes.
+    fingerprint_sql: String,
+    cached: std::sync::Mutex<Option<catalog_fingerprint::Cached<RawCatalog>>>,
+    catalog_reads: std::sync::atomic::AtomicU64,
 }
 
 impl SchemaCheck {
@@ -703,7 +713,84 @@ impl SchemaCheck {
             file: file.clone(),
             user: user.to_owned(),
             last_read: std::sync::Mutex::new(None),
+            fingerprint_sql: catalog_fingerprint::sql(
+                &fingerprint_tables(place.is_some(), file),
+                VERSION_FUNCTION,
+            ),
+            cached: std::sync::Mutex::new(None),
+            catalog_reads: Default::default(),
         }
+    }
+}
+
+/// The table names the fingerprint watches: LangGraph's (when expected) and the expectation
+/// file's, each once.
+fn fingerprint_tables(langgraph: bool, file: &Expectations) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    let lg = LANGGRAPH_TABLES.iter().copied().filter(|_| langgraph);
+    let from_file = file
+        .tables
+        .iter()
+        .map(|t| t.name.as_str())
+        .chain(file.indexes.iter().map(|i| i.table.as_str()));
+    for name in lg.chain(from_file) {
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+impl SchemaCheck {
+    /// The catalog: the cached read when the fingerprint (asked in this cycle's round, with
+    /// `read` when the cache is due anyway) says nothing changed, else read now.
+    async fn catalog(&self, conn: &crate::pg::Conn) -> Result<(RawCatalog, u64), CheckError> {
+        let due = {
+            let c = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+            c.as_ref()
+                .is_none_or(|c| c.reused + 1 >= catalog_fingerprint::FULL_READ_EVERY)
+        };
+        let fp = util::json_query::<catalog_fingerprint::Raw>(
+            &self.pg,
+            conn,
+            &self.fingerprint_sql,
+            "schema fingerprint",
+        );
+        let read =
+            || util::json_query::<RawCatalog>(&self.pg, conn, &self.catalog_sql, "schema catalog");
+        let (fp, early) = if due {
+            let (fp, raw) = futures_util::future::join(fp, read()).await;
+            (fp, Some(raw?))
+        } else {
+            (fp.await, None)
+        };
+        let now = fp.ok().map(|f| f.fingerprint);
+        let reads = &self.catalog_reads;
+        let raw = match early {
+            Some(raw) => raw,
+            None => {
+                let reused = {
+                    let mut c = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+                    let raw = catalog_fingerprint::reuse(c.as_ref(), now.as_deref()).cloned();
+                    if let (Some(c), true) = (c.as_mut(), raw.is_some()) {
+                        c.reused += 1;
+                    }
+                    raw
+                };
+                if let Some(raw) = reused {
+                    return Ok((raw, reads.load(std::sync::atomic::Ordering::Relaxed)));
+                }
+                read().await?
+            }
+        };
+        let n = reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(catalog_fingerprint::Cached {
+                fingerprint: now.unwrap_or_default(),
+                catalog: raw.clone(),
+                reused: 0,
+            });
+        Ok((raw, n))
     }
 }
 
@@ -771,12 +858,7 @@ impl Check for SchemaCheck {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            let catalog = util::json_query::<RawCatalog>(
-                &self.pg,
-                &conn,
-                &self.catalog_sql,
-                "schema catalog",
-            );
+            let catalog = self.catalog(&conn);
             // The migration version where the last run found it, in the same round.
             let (raw, mut early) = match &last {
                 Some((schema, via)) => {
@@ -792,12 +874,14 @@ impl Check for SchemaCheck {
                 }
                 None => (catalog.await?, None),
             };
+            let (raw, catalog_reads) = raw;
             let schema = raw
                 .langgraph
                 .as_ref()
                 .map_or(LANGGRAPH_SCHEMA, |l| l.schema.as_str());
             let expect = watched_in(self.mode, schema, &self.file);
             let mut report = evaluate(&expect, &raw);
+            report.catalog_reads = catalog_reads;
             if let Some(lg) = raw
                 .langgraph
                 .as_ref()
