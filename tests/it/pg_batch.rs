@@ -181,7 +181,7 @@ fn on_a_direct_session_the_cycle_statement_is_planned_once() {
     let per_text: Vec<u64> = pg
         .psql(&format!(
             "SELECT calls FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid \
-             WHERE r.rolname = '{MONITOR_USER}' AND s.query LIKE 'SELECT json_build_array(%' \
+             WHERE r.rolname = '{MONITOR_USER}' AND s.query LIKE '%json_build_array(%' \
              ORDER BY calls DESC"
         ))
         .lines()
@@ -190,6 +190,18 @@ fn on_a_direct_session_the_cycle_statement_is_planned_once() {
     assert!(
         per_text.first().is_some_and(|n| *n >= 4),
         "the same statement each cycle: {per_text:?}"
+    );
+    // The lookups several checks open with are defined once for the statement: LangGraph's
+    // schema (five checks) and the client sessions (pg_connections, pg_connection_budget).
+    let biggest = pg.psql(&format!(
+        "SELECT query FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid \
+         WHERE r.rolname = '{MONITOR_USER}' AND s.query LIKE '%json_build_array(%' \
+         ORDER BY length(query) DESC LIMIT 1"
+    ));
+    assert_eq!(biggest.matches("lg(sch, src) AS (").count(), 1, "{biggest}");
+    assert!(
+        biggest.starts_with("WITH a AS (SELECT pid, datname"),
+        "{biggest}"
     );
     let runs = c.run();
     let Observation::PgConnectivity(conn) = observation(&runs, "pg_connectivity") else {

@@ -20,14 +20,18 @@ use crate::pg::PgTarget;
 
 pub(crate) const ID: &str = crate::catalog::checks::PG_CONNECTION_BUDGET;
 
-const SQL: &str = "SELECT json_build_object(\
+const SQL: &str = concat!(
+    "WITH ",
+    util::client_sessions_cte!(),
+    " SELECT json_build_object(\
      'max_connections', current_setting('max_connections')::int, \
      'superuser_reserved', current_setting('superuser_reserved_connections')::int, \
      'reserved', current_setting('reserved_connections', true)::int, \
      'datconnlimit', (SELECT datconnlimit FROM pg_database WHERE datname = current_database()), \
-     'observed_instances', (SELECT count(DISTINCT coalesce(host(client_addr), 'local')) FROM pg_stat_activity \
-        WHERE backend_type = 'client backend' AND datname = current_database() \
-        AND application_name IS DISTINCT FROM 'rose-agent' AND pid <> pg_backend_pid()))::text";
+     'observed_instances', (SELECT count(DISTINCT coalesce(host(client_addr), 'local')) FROM a \
+        WHERE datname = current_database() \
+        AND application_name IS DISTINCT FROM 'rose-agent' AND pid <> pg_backend_pid()))::text"
+);
 
 /// Connections the agent itself holds on the primary.
 pub(crate) const AGENT_CONNECTIONS: u32 = 1;

@@ -22,9 +22,10 @@ pub(crate) const ID: &str = crate::catalog::checks::PG_CONNECTIONS;
 
 /// `reserved_connections` is read with `missing_ok`: NULL before PostgreSQL 16 (feature
 /// detection, no version gate needed).
-const SQL: &str = "WITH a AS (SELECT state, application_name, usename, wait_event_type, client_addr \
-     FROM pg_stat_activity WHERE backend_type = 'client backend') \
-     SELECT json_build_object(\
+const SQL: &str = concat!(
+    "WITH ",
+    util::client_sessions_cte!(),
+    " SELECT json_build_object(\
      'role', current_user, \
      'role_connection_limit', (SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user), \
      'role_sessions', (SELECT count(*) FROM a WHERE usename = current_user), \
@@ -38,7 +39,8 @@ const SQL: &str = "WITH a AS (SELECT state, application_name, usename, wait_even
      'by_state', (SELECT coalesce(json_object_agg(st, n), '{}') FROM (SELECT coalesce(state, 'unknown') AS st, count(*) AS n FROM a GROUP BY 1) s), \
      'by_application', (SELECT coalesce(json_object_agg(k, n), '{}') FROM (SELECT coalesce(application_name, '') AS k, count(*) AS n FROM a GROUP BY 1) s), \
      'by_user', (SELECT coalesce(json_object_agg(k, n), '{}') FROM (SELECT coalesce(usename::text, '') AS k, count(*) AS n FROM a GROUP BY 1) s), \
-     'waiting_on_locks', (SELECT count(*) FROM a WHERE wait_event_type = 'Lock'))::text";
+     'waiting_on_locks', (SELECT count(*) FROM a WHERE wait_event_type = 'Lock'))::text"
+);
 
 /// States always exported, as label values.
 pub(crate) const BASE_STATES: [&str; 4] = [

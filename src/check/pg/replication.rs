@@ -1,6 +1,7 @@
 //! Check `pg_replication`: on the monitored server, every standby streaming from it
 //! (`pg_stat_replication`): state, WAL not yet replayed (bytes) and `replay_lag`. One statement
-//! over at most `max_wal_senders` rows. The standby label is its `application_name` (the
+//! over at most `max_wal_senders` rows; the view (which reads every session of
+//! `pg_stat_activity` to join them) only when a WAL sender exists. The standby label is its `application_name` (the
 //! standby's `cluster_name` or `walreceiver`), made unique with `#n` when repeated.
 //!
 //! The check remembers which standbys it has seen (by name and client address, counted) and
@@ -28,13 +29,13 @@ pub(crate) const MAX_STANDBYS: usize = 16;
 
 const SQL: &str = "SELECT json_build_object(\
      'in_recovery', pg_is_in_recovery(), \
-     'standbys', (SELECT coalesce(json_agg(json_build_object(\
+     'standbys', CASE WHEN EXISTS (SELECT 1 FROM pg_stat_get_wal_senders()) THEN (SELECT coalesce(json_agg(json_build_object(\
      'name', application_name, 'client_addr', client_addr::text, 'state', state, 'sync_state', sync_state, \
      'lag_bytes', pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END, replay_lsn)::float8, \
      'replay_lag_seconds', extract(epoch FROM replay_lag)::float8, \
      'write_lag_seconds', extract(epoch FROM write_lag)::float8, \
      'flush_lag_seconds', extract(epoch FROM flush_lag)::float8) ORDER BY application_name, pid), '[]') \
-     FROM pg_stat_replication))::text";
+     FROM pg_stat_replication) ELSE '[]'::json END)::text";
 
 /// One standby as the primary sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
