@@ -46,18 +46,19 @@ pub(crate) const PG_TABLES: [&str; 3] = ["checkpoints", "checkpoint_blobs", "che
 
 /// The statement, over the tables in the schema `pg_schema` finds LangGraph's in (a catalog
 /// lookup by name: no USAGE on that schema needed): one JSON document, a [`PgTable`] per
-/// table, decoded by name.
+/// table, decoded by name. The writes come from the statistics functions by table oid, not
+/// from `pg_stat_user_tables`, a view that aggregates every table and index of the database
+/// before any join (its cost would grow with the number of tables).
 fn pg_sql(place: &super::pg::schema::LangGraphPlace) -> String {
     format!(
         "WITH {} SELECT coalesce(json_agg(json_build_object(\
          'table', n.t, 'exists', c.oid IS NOT NULL, \
          'bytes', coalesce(pg_total_relation_size(c.oid), 0), \
          'rows_estimate', coalesce(c.reltuples, -1)::bigint, \
-         'writes', coalesce(s.n_tup_ins + s.n_tup_upd, 0))), '[]') \
-         FROM (VALUES ('checkpoints'), ('checkpoint_blobs'), ('checkpoint_writes')) AS n(t) CROSS JOIN lg \
+         'writes', coalesce(pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_tuples_updated(c.oid), 0)) ORDER BY n.i), '[]') \
+         FROM (VALUES (1, 'checkpoints'), (2, 'checkpoint_blobs'), (3, 'checkpoint_writes')) AS n(i, t) CROSS JOIN lg \
          LEFT JOIN pg_namespace ns ON ns.nspname = lg.sch \
-         LEFT JOIN pg_class c ON c.relnamespace = ns.oid AND c.relname = n.t AND c.relkind IN ('r', 'p') \
-         LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid",
+         LEFT JOIN pg_class c ON c.relnamespace = ns.oid AND c.relname = n.t AND c.relkind IN ('r', 'p')",
         place.cte()
     )
 }

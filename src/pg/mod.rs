@@ -15,7 +15,7 @@
 //!   TCP proxy) or a pooler's (PgBouncer announces a key of its own, [`sniff`]). On a direct
 //!   session it also sets the session defaults
 //!   again and the server-side liveness settings a role may set (`tcp_keepalives_*`, and on 14+
-//!   `idle_session_timeout` and `client_connection_check_interval`, a few intervals long), so a
+//!   `idle_session_timeout`, a few intervals long; `statement_timeout` bounds a statement), so a
 //!   backend the agent abandoned in a network blip is reclaimed within [`Limits::liveness`]
 //!   instead of the OS keepalive's two hours; and it terminates the agent's own previous backend
 //!   (by pid *and* `backend_start`, same role, `application_name = rose-agent`: never another
@@ -58,7 +58,7 @@ pub(crate) fn query_deadline(limits: &Limits, connect_duration: Duration) -> Dur
 /// `pg_connection_budget`, so it stays the same for every agent of a fleet).
 pub(crate) const APPLICATION_NAME: &str = "rose-agent";
 
-/// `idle_session_timeout` and `client_connection_check_interval` exist from PostgreSQL 14;
+/// `idle_session_timeout` exists from PostgreSQL 14;
 /// older servers get only the TCP keepalive settings.
 pub(crate) const LIVENESS_SETTINGS_FROM: u32 = 140_000;
 
@@ -97,9 +97,14 @@ impl Limits {
         }
     }
 
-    /// The server-side liveness settings of a direct session, as `(name, value)`; the last two
+    /// The server-side liveness settings of a direct session, as `(name, value)`; the last
     /// only from [`LIVENESS_SETTINGS_FROM`]. Keepalives: first probe after half the bound, then
     /// four probes an eighth apart, so a peer that vanished is found within the bound.
+    ///
+    /// Not `client_connection_check_interval`: it would end a statement whose client vanished
+    /// before `statement_timeout` does, which bounds every statement of the agent anyway, and
+    /// its timer wakes the idle backend once a cycle (0.1 ms of the server's CPU each time,
+    /// about 6% of the agent's whole cost on the server, docs/performance.md).
     pub(crate) fn liveness_settings(&self) -> Vec<(&'static str, String)> {
         let secs = |d: Duration| d.as_secs().max(1).to_string();
         let ms = |d: Duration| d.as_millis().max(1).to_string();
@@ -109,10 +114,6 @@ impl Limits {
             ("tcp_keepalives_interval", secs(l / 8)),
             ("tcp_keepalives_count", "4".into()),
             ("idle_session_timeout", ms(l)),
-            (
-                "client_connection_check_interval",
-                ms((l / 8).max(Duration::from_secs(1))),
-            ),
         ]
     }
 }
@@ -1000,7 +1001,10 @@ mod tests {
         assert_eq!(get("tcp_keepalives_interval"), "7");
         assert_eq!(get("tcp_keepalives_count"), "4");
         assert_eq!(get("idle_session_timeout"), "60000");
-        assert_eq!(get("client_connection_check_interval"), "7500");
+        assert!(
+            s.iter()
+                .all(|(k, _)| *k != "client_connection_check_interval")
+        );
     }
 
     #[test]
