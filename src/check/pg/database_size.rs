@@ -2,7 +2,7 @@
 //! `pg_database_size('railway')`), its growth per hour from the agent's own history, and against
 //! the plan's storage limit (AGENT_PLAN / AGENT_STORAGE_LIMIT) the time until it is full. It
 //! stats every file of the database (with 2,000 tables, about 12 ms of the server's time), so it
-//! runs every [`size_interval`]: five slow intervals, at most 5 minutes.
+//! runs every [`util::rare_interval`]: five slow intervals, at most 5 minutes.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,18 +55,6 @@ pub(crate) fn full_seconds(bytes: u64, limit: u64, growth: Option<f64>) -> Optio
     }
 }
 
-/// How often the size is read: every five slow intervals, at most [`SIZE_INTERVAL_MAX`], never
-/// more often than the slow interval. A database fills over hours (the growth rate is an hour's
-/// average, `deriv(...[1h])` in the rules), and this statement's cost grows with the number of
-/// files, so it is the one read that does not run every slow cycle. Ticks are aligned to the
-/// agent's start, so a size read joins the slow cycle's round.
-pub(crate) fn size_interval(slow: Duration) -> Duration {
-    (slow * 5).min(SIZE_INTERVAL_MAX).max(slow)
-}
-
-/// The longest default [`size_interval`].
-pub(crate) const SIZE_INTERVAL_MAX: Duration = Duration::from_secs(300);
-
 pub(crate) struct DatabaseSizeCheck {
     pg: Arc<PgTarget>,
     history: Mutex<History>,
@@ -80,13 +68,13 @@ impl DatabaseSizeCheck {
             pg,
             history: Mutex::new(History::default()),
             limit: None,
-            every: size_interval(Duration::from_secs(60)),
+            every: util::rare_interval(Duration::from_secs(60)),
         }
     }
 
-    /// Reads the size every [`size_interval`] of this slow interval.
+    /// Reads the size every [`util::rare_interval`] of this slow interval.
     pub(crate) fn with_slow_interval(mut self, slow: Duration) -> Self {
-        self.every = size_interval(slow);
+        self.every = util::rare_interval(slow);
         self
     }
 
@@ -177,16 +165,6 @@ pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_size_is_read_every_five_slow_intervals_at_most_five_minutes() {
-        let s = Duration::from_secs;
-        assert_eq!(size_interval(s(60)), s(300));
-        assert_eq!(size_interval(s(1)), s(5));
-        assert_eq!(size_interval(s(120)), s(300));
-        // Never more often than the slow interval.
-        assert_eq!(size_interval(s(600)), s(600));
-    }
 
     #[test]
     fn time_to_full_from_growth() {

@@ -1,5 +1,6 @@
-//! Check `pg_statements` (slow cadence): pg_stat_statements when it is installed in the
-//! database, loaded and readable. Totals for the database, and the top N statements by total
+//! Check `pg_statements` (every five slow intervals, `util::rare_interval`: the read walks every
+//! entry): pg_stat_statements when it is installed in the database, loaded and readable. Totals
+//! for the database, and the top N statements by total
 //! and by mean execution time (calls, time, rows), read with `pg_stat_statements(false)` so the
 //! query-text file is never loaded. `queryid` is a label only for those top N; query text is
 //! never read at all. An absent, unloaded or unreadable extension is a capability reported in
@@ -153,11 +154,17 @@ pub fn from_raw(schema: String, all_users_visible: bool, raw: RawStats) -> State
 pub(crate) struct StatementsCheck {
     pg: Arc<PgTarget>,
     top_n: u32,
+    /// [`util::rare_interval`]: the read walks every entry of pg_stat_statements.
+    every: Duration,
 }
 
 impl StatementsCheck {
-    pub(crate) fn new(pg: Arc<PgTarget>, top_n: u32) -> Self {
-        StatementsCheck { pg, top_n }
+    pub(crate) fn new(pg: Arc<PgTarget>, top_n: u32, slow: Duration) -> Self {
+        StatementsCheck {
+            pg,
+            top_n,
+            every: util::rare_interval(slow),
+        }
     }
 }
 
@@ -166,7 +173,7 @@ impl Check for StatementsCheck {
         ID
     }
     fn cadence(&self) -> Cadence {
-        Cadence::Slow
+        Cadence::Every(self.every)
     }
     fn target(&self) -> crate::check::CheckTarget {
         self.pg.check_target()
@@ -259,7 +266,13 @@ pub(crate) fn samples(o: &Statements, out: &mut Vec<Sample>) {
 
 /// The registry entry (the check list in `check/mod.rs`): On the primary.
 pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
-    b.with_pg(|pg| StatementsCheck::new(pg, b.config.checks.statements_top_n))
+    b.with_pg(|pg| {
+        StatementsCheck::new(
+            pg,
+            b.config.checks.statements_top_n,
+            b.config.agent.slow_interval,
+        )
+    })
 }
 
 #[cfg(test)]

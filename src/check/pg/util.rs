@@ -12,6 +12,21 @@ use crate::check::history;
 use crate::error::{CheckError, ErrorKind};
 use crate::pg::{Conn, PgTarget};
 
+/// The interval of the reads whose cost grows with what the server holds, not with what the
+/// agent asks: the database's size (a `stat` of every file: about 12 ms with 2,000 tables) and
+/// `pg_stat_statements` (every entry, up to `pg_stat_statements.max`, 5,000 by default: about
+/// 3 ms for 2,000 entries, more under load). Five slow intervals, at most [`RARE_INTERVAL_MAX`],
+/// never more often than the slow interval. What they report moves over hours (a database
+/// fills, a query's share of the time shifts): the growth rate is an hour's average and the
+/// counters are cumulative, so Prometheus' rates over them hold. Ticks are aligned to the
+/// agent's start, so such a read joins a slow cycle's round.
+pub(crate) fn rare_interval(slow: Duration) -> Duration {
+    (slow * 5).min(RARE_INTERVAL_MAX).max(slow)
+}
+
+/// The longest default [`rare_interval`].
+pub(crate) const RARE_INTERVAL_MAX: Duration = Duration::from_secs(300);
+
 /// The client sessions of `pg_stat_activity` as the common table expression `a`, which
 /// `pg_connections` and `pg_connection_budget` both open with, word for word: in a cycle's
 /// combined statement it is defined once and `pg_stat_activity` read once for both
@@ -187,6 +202,16 @@ pub(crate) const MAX_LABEL_CHARS: usize = 64;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rare_reads_come_every_five_slow_intervals_at_most_five_minutes() {
+        let s = Duration::from_secs;
+        assert_eq!(rare_interval(s(60)), s(300));
+        assert_eq!(rare_interval(s(1)), s(5));
+        assert_eq!(rare_interval(s(120)), s(300));
+        // Never more often than the slow interval.
+        assert_eq!(rare_interval(s(600)), s(600));
+    }
 
     #[test]
     fn literals_and_identifiers_are_quoted() {
