@@ -85,9 +85,9 @@ pub(crate) const ALONE_ROUNDS: u32 = 8;
 pub(crate) const MAX_PARTS: usize = 50;
 
 /// Most combined statements kept prepared on one session. A session sees a handful: the fast
-/// cycle's, the slow cycle's, its second round's, and the same less a part that runs alone; a
-/// statement pushed out is closed on the server (its plan freed), and prepared again if it
-/// comes back.
+/// cycle's, the slow cycle's, the slow cycle with the 5-minute reads, the two second rounds, and
+/// the same less a part that runs alone; a statement pushed out is closed on the server (its
+/// plan, about 1 MB, freed), and prepared again if it comes back.
 pub(crate) const MAX_PREPARED: usize = 8;
 
 /// Why a round fell back to per-check statements (the `reason` label).
