@@ -437,10 +437,20 @@ def agent_prepares(agent):
     return series_sum(agent.get(), "rose_pg_batch_prepares_total")
 
 
+# The agent's 5-minute reads (database size, pg_stat_statements) make a cycle of their own
+# shape: the first steady window starts once the agent has run one of those past its first.
+AGENT_RARE_EVERY = 300.0
+AGENT_STARTED = time.monotonic()
+
+
 def steady_agent(agent, quiet=65, limit=200):
     """Waits until the agent has prepared every combined statement of its cycles (none for
-    `quiet` seconds: a slow interval and a margin), so the window measures the steady cycle; the
-    one-time prepares are reported apart."""
+    `quiet` seconds: a slow interval and a margin, and past its second 5-minute read), so the
+    window measures the steady cycle; the one-time prepares are reported apart."""
+    first = AGENT_STARTED + AGENT_RARE_EVERY + quiet
+    if time.monotonic() < first:
+        log(f"  waiting {first - time.monotonic():.0f} s for the agent's second 5-minute read")
+        time.sleep(first - time.monotonic())
     deadline = time.monotonic() + limit
     last, since = agent_prepares(agent), time.monotonic()
     while time.monotonic() < deadline and time.monotonic() - since < quiet:
