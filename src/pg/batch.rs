@@ -234,21 +234,25 @@ impl<V: Clone> Recent<V> {
 
 /// Runs the combined statement `sql` prepared on a direct session: from the session's cache, or
 /// prepared now and kept. Bounded like [`super::exec`]; a statement that failed is forgotten
-/// (prepared again next time: the server may have changed under it).
+/// (prepared again next time: the server may have changed under it). Also returns the time
+/// spent preparing (a round trip of its own, not the cycle's).
 async fn run_prepared(
     conn: &Conn,
     limits: &Limits,
     target: &str,
     sql: &str,
     prepares: &AtomicU64,
-) -> Result<Option<String>, CheckError> {
+) -> (Result<Option<String>, CheckError>, Duration) {
     let deadline = super::query_deadline(limits, conn.connect_duration);
+    let mut preparing = Duration::ZERO;
     let run = async {
         let cached = conn.prepared.lock().get(sql);
         let st = match cached {
             Some(st) => st,
             None => {
+                let started = Instant::now();
                 let st = conn.client.prepare(sql).await?;
+                preparing = started.elapsed();
                 prepares.fetch_add(1, Ordering::Relaxed);
                 conn.prepared.lock().put(sql, st.clone());
                 st
@@ -256,7 +260,7 @@ async fn run_prepared(
         };
         conn.client.query(&st, &[]).await
     };
-    match tokio::time::timeout(deadline, run).await {
+    let result = match tokio::time::timeout(deadline, run).await {
         Err(_) => Err(super::no_answer(target, deadline)),
         Ok(Err(e)) => {
             conn.prepared.lock().forget(sql);
@@ -271,7 +275,8 @@ async fn run_prepared(
                 )
             }),
         },
-    }
+    };
+    (result, preparing)
 }
 
 /// What a round answered.
@@ -429,8 +434,11 @@ async fn run_round(
     // is wrapped too, so that its answer is text and its plan is kept like any round's.
     let single = parts.len() == 1;
     let started = Instant::now();
+    let mut preparing = Duration::ZERO;
     let result = if conn.direct {
-        run_prepared(&conn, &limits, &target, &combined_sql(&sorted), &prepares).await
+        let (r, p) = run_prepared(&conn, &limits, &target, &combined_sql(&sorted), &prepares).await;
+        preparing = p;
+        r
     } else {
         let sql = if single {
             parts[0].clone()
@@ -441,7 +449,8 @@ async fn run_round(
             .await
             .map(|rows| rows.first().and_then(|r| r.first().cloned().flatten()))
     };
-    let elapsed = started.elapsed();
+    // The round trip the cycle's statement takes once prepared (`rose_pg_roundtrip_seconds`).
+    let elapsed = started.elapsed().saturating_sub(preparing);
     match result {
         Ok(doc) if single && !conn.direct => Answer::Parts(Arc::new(vec![doc]), elapsed),
         Ok(doc) => match split_answer(doc.as_deref(), parts.len()) {
