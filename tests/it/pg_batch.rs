@@ -192,7 +192,8 @@ fn on_a_direct_session_the_cycle_statement_is_planned_once() {
         "the same statement each cycle: {per_text:?}"
     );
     // The lookups several checks open with are defined once for the statement: LangGraph's
-    // schema (five checks) and the client sessions (pg_connections, pg_connection_budget).
+    // schema (five checks), the client sessions (pg_activity, pg_connections,
+    // pg_connection_budget: one read of them per statement) and their groups (the last two).
     let biggest = pg.psql(&format!(
         "SELECT query FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid \
          WHERE r.rolname = '{MONITOR_USER}' AND s.query LIKE '%json_build_array(%' \
@@ -200,9 +201,16 @@ fn on_a_direct_session_the_cycle_statement_is_planned_once() {
     ));
     assert_eq!(biggest.matches("lg(sch, src) AS (").count(), 1, "{biggest}");
     assert!(
-        biggest.starts_with("WITH a AS (SELECT pid, datname"),
+        biggest.starts_with("WITH a AS (SELECT pid, datid"),
         "{biggest}"
     );
+    assert_eq!(
+        biggest.matches("pg_stat_get_activity(NULL)").count(),
+        1,
+        "{biggest}"
+    );
+    assert!(!biggest.contains("pg_stat_activity"), "{biggest}");
+    assert_eq!(biggest.matches(" g AS (").count(), 1, "{biggest}");
     let runs = c.run();
     let Observation::PgConnectivity(conn) = observation(&runs, "pg_connectivity") else {
         panic!("pg_connectivity")

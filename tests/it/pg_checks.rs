@@ -213,6 +213,40 @@ fn slow_query_idle_in_transaction_and_lock_blocked_session() {
         value(&s, "rose_pg_connections_by_user", &[MONITOR_USER]),
         Some(1.0)
     );
+
+    // An idle session (no transaction) that holds a session-level advisory lock blocks another:
+    // the idle blocker is named and detailed too, though idle sessions are otherwise skipped.
+    drop((_holder, _waiter, _sleeper));
+    let _advisory = pg.session("SELECT pg_advisory_lock(4242);");
+    let mut idle_pid = 0i32;
+    wait_for(Duration::from_secs(10), || {
+        let pid = pg.psql(
+            "SELECT a.pid FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND a.state = 'idle'",
+        );
+        idle_pid = pid.parse().unwrap_or(0);
+        idle_pid != 0
+    })
+    .expect("advisory lock held by an idle session");
+    let _queued = pg.session("SELECT pg_advisory_lock(4242);");
+    let (o, _) = checks.until("pg_activity", Duration::from_secs(15), |o, _| {
+        obs!(o, PgActivity).blocked_sessions == 1
+    });
+    let a = obs!(o, PgActivity);
+    assert_eq!(a.blockers, vec![idle_pid], "{a:#?}");
+    let doc = serde_json::to_value(&a).unwrap();
+    let blocker = doc["sessions"]
+        .as_array()
+        .and_then(|v| v.iter().find(|x| x["pid"] == idle_pid))
+        .unwrap_or_else(|| panic!("the idle blocker is detailed: {a:#?}"));
+    assert_eq!(blocker["state"], "idle", "{blocker:#}");
+    assert_eq!(blocker["user"], "postgres", "{blocker:#}");
+    assert!(
+        blocker["query"]
+            .as_str()
+            .is_some_and(|q| q.contains("pg_advisory_lock(?)")),
+        "{blocker:#}"
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@
 //! text is kept only when `raw_query_text` is configured (default off), and then only for
 //! `/findings` and `agent diagnose`, never for logs, labels or pushed alerts.
 //!
-//! One statement over `pg_stat_activity` (client backends, not the agent's own): cost grows with
+//! One statement over the client sessions (`pg_stat_get_activity`, not the agent's own): cost grows with
 //! sessions, never with tables.
 
 use std::sync::Arc;
@@ -46,47 +46,61 @@ pub(crate) const MAX_BLOCKER_PIDS: usize = 20;
 pub(crate) const QUERY_ID_SINCE: u32 = 140_000;
 
 /// The statement for a server version and slow-query threshold.
+///
+/// It opens with the sessions `pg_connections` reads too ([`util::client_sessions_cte`]), so a
+/// cycle reads them once. Only sessions that are not idle are worked on (`w`), plus an idle
+/// session that blocks another (a session-level advisory lock): with the app's pools open most
+/// sessions are idle, and an idle session is never slow, in a transaction or waiting. The
+/// detailed sessions' names and query text are looked up for them alone
+/// (`pg_stat_get_activity(pid)`, from the same snapshot of the sessions as the statement's
+/// other reads), and every count and maximum comes from one pass over `d`.
 pub(crate) fn sql_for(server_version_num: u32, threshold: Duration) -> String {
     let t = threshold.as_secs_f64();
     let query_id = if server_version_num >= QUERY_ID_SINCE {
-        "query_id::text"
+        "p.query_id::text"
     } else {
         "NULL::text"
     };
     let slow = format!("active AND qs > {t}");
+    let cols = "pid, usesysid, application_name, state, wait_event_type, wait_event, query_start, \
+         xact_start, state_change";
     format!(
-        "WITH a AS (SELECT pid, usename::text AS usename, application_name, state, wait_event_type, wait_event, \
-         query_start, xact_start, state_change, left(query, {QUERY_TEXT_READ_CHARS}) AS query, {query_id} AS query_id \
-         FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()), \
-         d AS (SELECT a.*, \
-         coalesce(CASE WHEN wait_event_type = 'Lock' THEN pg_blocking_pids(pid) END, '{{}}') AS blocked_by, \
+        "WITH {}, \
+         w AS (SELECT {cols}, \
+         coalesce(CASE WHEN wait_event_type = 'Lock' THEN pg_blocking_pids(pid) END, '{{}}') AS blocked_by \
+         FROM a WHERE state IS DISTINCT FROM 'idle' AND pid <> pg_backend_pid()), \
+         b AS (SELECT DISTINCT unnest(blocked_by) AS pid FROM w), \
+         d AS (SELECT x.*, \
          extract(epoch FROM now() - query_start)::float8 AS qs, \
          extract(epoch FROM now() - xact_start)::float8 AS xs, \
          extract(epoch FROM now() - state_change)::float8 AS ss, \
          coalesce(state = 'active', false) AS active, \
-         coalesce(state LIKE 'idle in transaction%', false) AS idle_tx FROM a), \
-         b AS (SELECT DISTINCT unnest(blocked_by) AS pid FROM d), \
+         coalesce(state LIKE 'idle in transaction%', false) AS idle_tx \
+         FROM (SELECT * FROM w UNION ALL SELECT {cols}, '{{}}'::int[] FROM a \
+         WHERE state = 'idle' AND pid IN (SELECT pid FROM b) AND pid <> pg_backend_pid()) x), \
          pick AS ((SELECT pid FROM d WHERE {slow} ORDER BY qs DESC, pid LIMIT {PER_CATEGORY}) \
          UNION (SELECT pid FROM d WHERE idle_tx ORDER BY ss DESC NULLS LAST, pid LIMIT {PER_CATEGORY}) \
          UNION (SELECT pid FROM d WHERE cardinality(blocked_by) > 0 ORDER BY ss DESC NULLS LAST, pid LIMIT {PER_CATEGORY}) \
          UNION (SELECT pid FROM d JOIN b USING (pid) ORDER BY xs DESC NULLS LAST, pid LIMIT {PER_CATEGORY})) \
          SELECT json_build_object(\
-         'non_idle', (SELECT count(*) FROM d WHERE state IS DISTINCT FROM 'idle'), \
-         'active_max', (SELECT coalesce(max(greatest(qs, 0)), 0) FROM d WHERE active), \
-         'slow', (SELECT count(*) FROM d WHERE {slow}), \
-         'transaction_max', (SELECT coalesce(max(greatest(xs, 0)), 0) FROM d), \
-         'idle_tx', (SELECT count(*) FROM d WHERE idle_tx), \
-         'idle_tx_max', (SELECT coalesce(max(greatest(ss, 0)), 0) FROM d WHERE idle_tx), \
-         'blocked', (SELECT count(*) FROM d WHERE cardinality(blocked_by) > 0), \
+         'non_idle', count(*) FILTER (WHERE state IS DISTINCT FROM 'idle'), \
+         'active_max', coalesce(max(greatest(qs, 0)) FILTER (WHERE active), 0), \
+         'slow', count(*) FILTER (WHERE {slow}), \
+         'transaction_max', coalesce(max(greatest(xs, 0)), 0), \
+         'idle_tx', count(*) FILTER (WHERE idle_tx), \
+         'idle_tx_max', coalesce(max(greatest(ss, 0)) FILTER (WHERE idle_tx), 0), \
+         'blocked', count(*) FILTER (WHERE cardinality(blocked_by) > 0), \
          'blocking', (SELECT count(*) FROM b), \
          'blocker_pids', (SELECT coalesce(array_agg(pid ORDER BY pid), '{{}}') FROM (SELECT pid FROM b ORDER BY pid LIMIT {MAX_BLOCKER_PIDS}) x), \
-         'notable', (SELECT count(*) FROM d WHERE {slow} OR idle_tx OR cardinality(blocked_by) > 0 OR pid IN (SELECT pid FROM b)), \
+         'notable', count(*) FILTER (WHERE {slow} OR idle_tx OR cardinality(blocked_by) > 0 OR pid IN (SELECT pid FROM b)), \
          'sessions', (SELECT coalesce(json_agg(s), '[]') FROM (\
-         SELECT d.pid, d.usename AS user, d.application_name AS application, d.state, \
+         SELECT d.pid, pg_get_userbyid(d.usesysid)::text AS user, d.application_name AS application, d.state, \
          d.wait_event_type, d.wait_event, d.qs AS query_seconds, d.xs AS transaction_seconds, \
-         d.ss AS state_seconds, d.blocked_by, d.query AS raw_query, d.query_id \
-         FROM d JOIN pick USING (pid) \
-         ORDER BY coalesce(d.xact_start, d.query_start) NULLS LAST, d.pid) s))::text"
+         d.ss AS state_seconds, d.blocked_by, t.query AS raw_query, t.query_id \
+         FROM d JOIN pick USING (pid) LEFT JOIN LATERAL (SELECT left(p.query, {QUERY_TEXT_READ_CHARS}) AS query, \
+         {query_id} AS query_id FROM pg_stat_get_activity(d.pid) p) t ON true \
+         ORDER BY coalesce(d.xact_start, d.query_start) NULLS LAST, d.pid) s))::text FROM d",
+        util::client_sessions_cte!()
     )
 }
 
@@ -435,8 +449,10 @@ mod tests {
             4,
             "{sql}"
         );
-        assert!(sql.contains(&format!("left(query, {QUERY_TEXT_READ_CHARS})")));
+        assert!(sql.contains(&format!("left(p.query, {QUERY_TEXT_READ_CHARS})")));
         assert!(!sql.contains(&format!("LIMIT {MAX_SESSIONS}")));
+        // It opens with the sessions pg_connections reads: one read of them per cycle.
+        assert!(sql.starts_with(&format!("WITH {}, ", util::client_sessions_cte!())));
         assert!(sql_for(130_000, Duration::from_secs(2)).contains("NULL::text AS query_id"));
     }
 

@@ -23,14 +23,15 @@ pub(crate) const ID: &str = crate::catalog::checks::PG_CONNECTION_BUDGET;
 const SQL: &str = concat!(
     "WITH ",
     util::client_sessions_cte!(),
+    ", ",
+    util::session_groups_cte!(),
     " SELECT json_build_object(\
      'max_connections', current_setting('max_connections')::int, \
      'superuser_reserved', current_setting('superuser_reserved_connections')::int, \
      'reserved', current_setting('reserved_connections', true)::int, \
      'datconnlimit', (SELECT datconnlimit FROM pg_database WHERE datname = current_database()), \
-     'observed_instances', (SELECT count(DISTINCT coalesce(host(client_addr), 'local')) FROM a \
-        WHERE datname = current_database() \
-        AND application_name IS DISTINCT FROM 'rose-agent' AND pid <> pg_backend_pid()))::text"
+     'observed_instances', (SELECT count(DISTINCT coalesce(address, 'local')) FROM g \
+        WHERE here AND application_name IS DISTINCT FROM 'rose-agent' AND NOT own))::text"
 );
 
 /// Connections the agent itself holds on the primary.

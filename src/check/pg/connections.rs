@@ -21,25 +21,21 @@ use crate::pg::PgTarget;
 pub(crate) const ID: &str = crate::catalog::checks::PG_CONNECTIONS;
 
 /// `reserved_connections` is read with `missing_ok`: NULL before PostgreSQL 16 (feature
-/// detection, no version gate needed).
+/// detection, no version gate needed). The sessions arrive counted by group
+/// ([`util::session_groups_cte`]); [`from_raw`] sums them by state, application, role and client.
 const SQL: &str = concat!(
     "WITH ",
     util::client_sessions_cte!(),
+    ", ",
+    util::session_groups_cte!(),
     " SELECT json_build_object(\
      'role', current_user, \
      'role_connection_limit', (SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user), \
-     'role_sessions', (SELECT count(*) FROM a WHERE usename = current_user), \
-     'agent_sessions', (SELECT count(*) FROM a WHERE application_name LIKE 'rose-agent%'), \
-     'clients', (SELECT coalesce(json_agg(c), '[]') FROM (SELECT coalesce(application_name, '') AS application, \
-        coalesce(usename::text, '') AS role, coalesce(host(client_addr), 'local') AS address, count(*) AS sessions \
-        FROM a GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3 LIMIT 10) c), \
      'max_connections', current_setting('max_connections')::int, \
      'superuser_reserved', current_setting('superuser_reserved_connections')::int, \
      'reserved', current_setting('reserved_connections', true)::int, \
-     'by_state', (SELECT coalesce(json_object_agg(st, n), '{}') FROM (SELECT coalesce(state, 'unknown') AS st, count(*) AS n FROM a GROUP BY 1) s), \
-     'by_application', (SELECT coalesce(json_object_agg(k, n), '{}') FROM (SELECT coalesce(application_name, '') AS k, count(*) AS n FROM a GROUP BY 1) s), \
-     'by_user', (SELECT coalesce(json_object_agg(k, n), '{}') FROM (SELECT coalesce(usename::text, '') AS k, count(*) AS n FROM a GROUP BY 1) s), \
-     'waiting_on_locks', (SELECT count(*) FROM a WHERE wait_event_type = 'Lock'))::text"
+     'groups', (SELECT coalesce(json_agg(json_build_object('state', state, 'application', application_name, \
+        'user', usename, 'address', address, 'lock', lock, 'sessions', n)), '[]') FROM g))::text"
 );
 
 /// States always exported, as label values.
@@ -163,45 +159,95 @@ pub struct Raw {
     pub(crate) max_connections: u32,
     pub(crate) superuser_reserved: u32,
     pub(crate) reserved: Option<u32>,
-    pub(crate) by_state: BTreeMap<String, u32>,
-    pub(crate) by_application: BTreeMap<String, u32>,
-    pub(crate) by_user: BTreeMap<String, u32>,
-    pub(crate) waiting_on_locks: u32,
     #[serde(default)]
     pub(crate) role: String,
     #[serde(default)]
     pub(crate) role_connection_limit: Option<i64>,
+    /// Client sessions counted by (state, application, role, address, waiting on a lock).
     #[serde(default)]
-    pub(crate) role_sessions: u32,
+    pub(crate) groups: Vec<SessionGroup>,
+}
+
+/// Client sessions alike in what the check tells apart; `None` where the server shows NULL
+/// (a state hidden from the role, a session without `application_name`, a socket client).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SessionGroup {
     #[serde(default)]
-    pub(crate) agent_sessions: u32,
+    pub(crate) state: Option<String>,
     #[serde(default)]
-    pub(crate) clients: Vec<ClientGroup>,
+    pub(crate) application: Option<String>,
+    #[serde(default)]
+    pub(crate) user: Option<String>,
+    #[serde(default)]
+    pub(crate) address: Option<String>,
+    #[serde(default)]
+    pub(crate) lock: bool,
+    pub(crate) sessions: u32,
 }
 
 /// Pure: the observation from the statement's document.
 pub fn from_raw(raw: Raw, top_n: usize) -> Connections {
     let mut by_state = BTreeMap::new();
-    for (state, n) in raw.by_state {
-        *by_state.entry(state_label(&state).to_owned()).or_insert(0) += n;
+    let mut by_application = BTreeMap::new();
+    let mut by_user = BTreeMap::new();
+    let mut clients: BTreeMap<(String, String, String), u32> = BTreeMap::new();
+    let (mut waiting_on_locks, mut role_sessions, mut agent_sessions) = (0u32, 0u32, 0u32);
+    for g in &raw.groups {
+        let n = g.sessions;
+        let app = g.application.clone().unwrap_or_default();
+        let user = g.user.clone().unwrap_or_default();
+        let state = state_label(g.state.as_deref().unwrap_or("unknown"));
+        add(&mut by_state, state.to_owned(), n);
+        add(&mut by_application, app.clone(), n);
+        add(&mut by_user, user.clone(), n);
+        let address = g.address.clone().unwrap_or_else(|| "local".to_owned());
+        add(&mut clients, (app.clone(), user.clone(), address), n);
+        if g.lock {
+            waiting_on_locks = waiting_on_locks.saturating_add(n);
+        }
+        if g.user.as_deref() == Some(raw.role.as_str()) {
+            role_sessions = role_sessions.saturating_add(n);
+        }
+        if app.starts_with("rose-agent") {
+            agent_sessions = agent_sessions.saturating_add(n);
+        }
     }
+    let mut clients: Vec<ClientGroup> = clients
+        .into_iter()
+        .map(|((application, role, address), sessions)| ClientGroup {
+            application,
+            role,
+            address,
+            sessions,
+        })
+        .collect();
+    // The largest first; ties by application, role, address (the map's order, kept by the
+    // stable sort).
+    clients.sort_by_key(|g| std::cmp::Reverse(g.sessions));
+    clients.truncate(MAX_CLIENT_GROUPS);
     Connections {
         max_connections: raw.max_connections,
         superuser_reserved: raw.superuser_reserved,
         reserved: raw.reserved,
         by_state,
-        by_application: top_n_other(raw.by_application, top_n, "unset"),
-        by_user: top_n_other(raw.by_user, top_n, "unset"),
-        waiting_on_locks: raw.waiting_on_locks,
+        by_application: top_n_other(by_application, top_n, "unset"),
+        by_user: top_n_other(by_user, top_n, "unset"),
+        waiting_on_locks,
         role: raw.role,
         role_connection_limit: raw
             .role_connection_limit
             .filter(|n| *n >= 0)
             .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
-        role_sessions: raw.role_sessions,
-        agent_sessions: raw.agent_sessions,
-        clients: raw.clients.into_iter().take(MAX_CLIENT_GROUPS).collect(),
+        role_sessions,
+        agent_sessions,
+        clients,
     }
+}
+
+/// Adds `n` to `key`'s count (saturating: counts come from the server's document).
+fn add<K: Ord>(map: &mut BTreeMap<K, u32>, key: K, n: u32) {
+    let c = map.entry(key).or_insert(0);
+    *c = c.saturating_add(n);
 }
 
 /// Pure: keeps the `n` largest counts (ties broken by name) under label-safe names and sums the
@@ -219,7 +265,7 @@ pub(crate) fn top_n_other(
         if i >= n || key == OTHER {
             key = OTHER.to_owned();
         }
-        *out.entry(key).or_insert(0) += count;
+        add(&mut out, key, count);
     }
     out
 }
@@ -289,33 +335,71 @@ pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
 mod tests {
     use super::*;
 
+    fn group(state: &str, app: &str, user: &str, address: Option<&str>, n: u32) -> SessionGroup {
+        SessionGroup {
+            state: (!state.is_empty()).then(|| state.to_owned()),
+            application: Some(app.to_owned()),
+            user: Some(user.to_owned()),
+            address: address.map(str::to_owned),
+            lock: false,
+            sessions: n,
+        }
+    }
+
     fn raw() -> Raw {
+        let mut waiting = group("active", "rose", "railway", Some("10.0.0.2"), 1);
+        waiting.lock = true;
         Raw {
             max_connections: 100,
             superuser_reserved: 3,
             reserved: Some(2),
-            by_state: [
-                ("active".to_owned(), 2),
-                ("idle".to_owned(), 5),
-                ("idle in transaction".to_owned(), 1),
-                ("weird".to_owned(), 1),
-            ]
-            .into(),
-            by_application: [
-                ("rose".to_owned(), 6),
-                ("".to_owned(), 1),
-                ("psql".to_owned(), 1),
-                ("rose-agent".to_owned(), 1),
-            ]
-            .into(),
-            by_user: [("railway".to_owned(), 8), ("rose_monitor".to_owned(), 1)].into(),
-            waiting_on_locks: 1,
             role: "rose_monitor".into(),
             role_connection_limit: Some(3),
-            role_sessions: 1,
-            agent_sessions: 1,
-            clients: vec![],
+            groups: vec![
+                group("active", "rose", "railway", Some("10.0.0.2"), 1),
+                waiting,
+                group("idle", "rose", "railway", Some("10.0.0.2"), 4),
+                group("idle in transaction", "", "railway", None, 1),
+                group("weird", "psql", "railway", None, 1),
+                group("active", "rose-agent", "rose_monitor", Some("10.0.0.9"), 1),
+                group("idle", "rose", "railway", Some("10.0.0.3"), 1),
+            ],
         }
+    }
+
+    #[test]
+    fn groups_are_summed_by_state_application_role_and_client() {
+        let c = from_raw(raw(), 5);
+        assert_eq!(c.by_state["active"], 3);
+        assert_eq!(c.by_state["idle"], 5);
+        assert_eq!(c.by_application["rose"], 7);
+        assert_eq!(c.by_application["unset"], 1);
+        assert_eq!(c.by_user["railway"], 9);
+        assert_eq!(c.waiting_on_locks, 1);
+        assert_eq!((c.role_sessions, c.agent_sessions), (1, 1));
+        // Clients: the largest group first, a socket client as `local`.
+        assert_eq!(
+            (
+                c.clients[0].application.as_str(),
+                c.clients[0].address.as_str(),
+                c.clients[0].sessions
+            ),
+            ("rose", "10.0.0.2", 6)
+        );
+        assert!(
+            c.clients
+                .iter()
+                .any(|g| g.application.is_empty() && g.address == "local")
+        );
+        assert_eq!(c.clients.iter().map(|g| g.sessions).sum::<u32>(), 10);
+        // A state the role may not see is `unknown`; counts from the server saturate.
+        let mut r = raw();
+        r.groups = vec![
+            group("", "x", "y", None, u32::MAX),
+            group("", "x", "y", None, 5),
+        ];
+        let c = from_raw(r, 5);
+        assert_eq!(c.by_state["unknown"], u32::MAX);
     }
 
     #[test]
@@ -323,9 +407,9 @@ mod tests {
         let c = from_raw(raw(), 5);
         assert_eq!(c.by_state["idle_in_transaction"], 1);
         assert_eq!(c.by_state["unknown"], 1);
-        assert_eq!(c.total(), 9);
+        assert_eq!(c.total(), 10);
         assert_eq!(c.slots(), 95);
-        assert!((c.utilization().unwrap() - 9.0 / 95.0).abs() < 1e-9);
+        assert!((c.utilization().unwrap() - 10.0 / 95.0).abs() < 1e-9);
         let mut out = Vec::new();
         samples(&c, &mut out);
         let get = |name: &str, l: &[&str]| {
@@ -333,7 +417,7 @@ mod tests {
                 .find(|x| x.def.name == name && x.labels == l)
                 .and_then(Sample::num)
         };
-        assert_eq!(get("rose_pg_connections", &["active"]), Some(2.0));
+        assert_eq!(get("rose_pg_connections", &["active"]), Some(3.0));
         assert_eq!(
             get("rose_pg_connections", &["idle_in_transaction_aborted"]),
             Some(0.0)
@@ -349,10 +433,10 @@ mod tests {
     #[test]
     fn labels_beyond_the_top_n_are_summed_as_other() {
         let c = from_raw(raw(), 2);
-        assert_eq!(c.by_application["rose"], 6);
+        assert_eq!(c.by_application["rose"], 7);
         assert_eq!(c.by_application.len(), 3, "{:?}", c.by_application);
         assert_eq!(c.by_application[OTHER], 2);
-        assert_eq!(c.by_application.values().sum::<u32>(), 9);
+        assert_eq!(c.by_application.values().sum::<u32>(), 10);
         // A client calling itself "other" cannot forge a separate series.
         let m = top_n_other(
             [("other".to_owned(), 3), ("a".to_owned(), 1)].into(),

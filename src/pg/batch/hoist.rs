@@ -1,7 +1,8 @@
 //! Common table expressions that several parts of a round open with, defined once for the
 //! whole combined statement. `pg_schema`, `pg_privileges`, `pg_table_sizes`,
 //! `checkpoint_threads` and `checkpoint_migration` each start by finding LangGraph's schema
-//! (`lg`), `pg_connections` and `pg_connection_budget` by reading `pg_stat_activity` (`a`): as
+//! (`lg`); `pg_activity`, `pg_connections` and `pg_connection_budget` by reading the client sessions
+//! (`a`), the last two then counting them by group (`g`): as
 //! parts of one statement each would compute it again. Hoisted, it is computed once (a common
 //! table expression referenced more than once is materialized) and planned once.
 //!
@@ -96,13 +97,33 @@ fn closing(s: &str, open: usize) -> Option<usize> {
     None
 }
 
-/// Pure: the definitions to hoist (in order of first use) and the parts without them.
+/// Pure: the definitions to hoist (in order of first use) and the parts without them. Parts
+/// that share their first definition and then their next (`WITH a AS (...), g AS (... a ...)`)
+/// have both hoisted, in that order: each pass takes the first definition the parts left open
+/// with, under a name not hoisted yet.
 pub(crate) fn hoist(parts: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut defs: Vec<(String, String)> = Vec::new();
+    let mut out = parts.to_vec();
+    loop {
+        let (more, rest) = hoist_once(&out, &defs);
+        if more.is_empty() {
+            return (defs.into_iter().map(|(_, d)| d).collect(), out);
+        }
+        defs.extend(more);
+        out = rest;
+    }
+}
+
+/// One pass of [`hoist`]: (name, definition) pairs under names not in `taken`.
+fn hoist_once(
+    parts: &[String],
+    taken: &[(String, String)],
+) -> (Vec<(String, String)>, Vec<String>) {
     let firsts: Vec<Option<(&str, &str, String)>> = parts.iter().map(|p| first_cte(p)).collect();
     // Per name, the definition most parts open with (first seen on a tie), if two or more do.
     let mut chosen: Vec<(&str, &str)> = Vec::new();
     for (name, _, _) in firsts.iter().flatten() {
-        if chosen.iter().any(|(n, _)| n == name) {
+        if chosen.iter().any(|(n, _)| n == name) || taken.iter().any(|(n, _)| n == name) {
             continue;
         }
         let count = |d: &str| {
@@ -133,7 +154,11 @@ pub(crate) fn hoist(parts: &[String]) -> (Vec<String>, Vec<String>) {
             _ => p.clone(),
         })
         .collect();
-    (chosen.iter().map(|(_, d)| (*d).to_owned()).collect(), out)
+    let chosen = chosen
+        .iter()
+        .map(|(n, d)| ((*n).to_owned(), (*d).to_owned()))
+        .collect();
+    (chosen, out)
 }
 
 #[cfg(test)]
@@ -160,6 +185,30 @@ mod tests {
                 "SELECT sch FROM lg",
                 "WITH t AS (SELECT 1 FROM lg) SELECT count(*) FROM t",
                 "SELECT 1"
+            ])
+        );
+    }
+
+    #[test]
+    fn a_shared_second_definition_is_hoisted_after_the_first() {
+        let a = "a AS (SELECT 1 AS x)";
+        let g = "g AS (SELECT x FROM a)";
+        let parts = v(&[
+            &format!("WITH {a}, {g} SELECT x FROM g"),
+            &format!("WITH {a}, {g} SELECT x + 1 FROM g"),
+            &format!("WITH {a}, d AS (SELECT x FROM a) SELECT x FROM d"),
+            // Its own `a` stays, and so does the `g` built on it.
+            &format!("WITH a AS (SELECT 2 AS x), {g} SELECT x FROM g"),
+        ]);
+        let (defs, out) = hoist(&parts);
+        assert_eq!(defs, vec![a.to_owned(), g.to_owned()]);
+        assert_eq!(
+            out,
+            v(&[
+                "SELECT x FROM g",
+                "SELECT x + 1 FROM g",
+                "WITH d AS (SELECT x FROM a) SELECT x FROM d",
+                &parts[3],
             ])
         );
     }
