@@ -1,4 +1,6 @@
-//! Check `checkpoint_threads` (slow cadence): which conversations make LangGraph's PostgreSQL
+//! Check `checkpoint_threads` (every [`util::rare_interval`]: five slow intervals, at most 5
+//! minutes: the aggregate reads every checkpoint row, and a thread's size moves over hours):
+//! which conversations make LangGraph's PostgreSQL
 //! tables grow. LangGraph keeps a checkpoint per step, so a long conversation or a large state
 //! grows `checkpoints` and `checkpoint_blobs` without bound, and the total alone does not say
 //! which thread it is. Per thread: the number of checkpoints (median, p99, max), the bytes of
@@ -134,6 +136,7 @@ pub struct CheckpointThreads {
 pub(crate) struct ThreadsCheck {
     pg: Arc<PgTarget>,
     probe: String,
+    every: Duration,
 }
 
 impl ThreadsCheck {
@@ -141,7 +144,14 @@ impl ThreadsCheck {
         ThreadsCheck {
             probe: probe_sql(place),
             pg,
+            every: util::rare_interval(Duration::from_secs(60)),
         }
+    }
+
+    /// Reads every [`util::rare_interval`] of this slow interval.
+    pub(crate) fn with_slow_interval(mut self, slow: Duration) -> Self {
+        self.every = util::rare_interval(slow);
+        self
     }
 }
 
@@ -150,7 +160,7 @@ impl Check for ThreadsCheck {
         ID
     }
     fn cadence(&self) -> Cadence {
-        Cadence::Slow
+        Cadence::Every(self.every)
     }
     fn timeout(&self) -> Duration {
         util::timeout(&self.pg, 2)
@@ -247,7 +257,7 @@ pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
         return Vec::new();
     }
     let place = b.langgraph_place();
-    b.with_pg(|pg| ThreadsCheck::new(pg, &place))
+    b.with_pg(|pg| ThreadsCheck::new(pg, &place).with_slow_interval(b.config.agent.slow_interval))
 }
 
 #[cfg(test)]

@@ -1,4 +1,7 @@
-//! Check `pg_table_sizes` (slow cadence): total, table (heap + TOAST) and index size and the
+//! Check `pg_table_sizes` (every [`util::rare_interval`]: five slow intervals, at most 5
+//! minutes, like the database's size: each size is a `stat` of every file of the table and its
+//! indexes, and no alert or dashboard reads these series at a shorter range): total, table
+//! (heap + TOAST) and index size and the
 //! planner's row estimate of the watched tables (LangGraph's four, in the schema `pg_schema`
 //! finds them in, and the expectations file's),
 //! with each table's growth per hour from the agent's own history. One statement keyed by the
@@ -25,8 +28,7 @@ fn sql(place: Option<&LangGraphPlace>, file: &Expectations) -> String {
          rel AS (SELECT sch, tbl, (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = want.sch AND c.relname = want.tbl AND c.relkind IN ('r', 'p')) AS oid FROM want WHERE tbl IS NOT NULL) \
          SELECT coalesce(json_agg(json_build_object('schema', sch, 'table', tbl, \
-         'total_bytes', pg_total_relation_size(oid), 'table_bytes', pg_table_size(oid), \
-         'index_bytes', pg_indexes_size(oid), \
+         'table_bytes', pg_table_size(oid), 'index_bytes', pg_indexes_size(oid), \
          'estimated_rows', (SELECT reltuples::float8 FROM pg_class c WHERE c.oid = rel.oid)) ORDER BY sch, tbl), '[]')::text \
          FROM rel WHERE oid IS NOT NULL",
         want_ctes(place, file)
@@ -37,6 +39,9 @@ fn sql(place: Option<&LangGraphPlace>, file: &Expectations) -> String {
 pub struct RawSize {
     pub(crate) schema: String,
     pub(crate) table: String,
+    /// Absent: the table's and its indexes' sizes added (`pg_total_relation_size` is exactly
+    /// that sum, and would stat every file a second time).
+    #[serde(default)]
     pub(crate) total_bytes: Option<u64>,
     pub(crate) table_bytes: Option<u64>,
     pub(crate) index_bytes: Option<u64>,
@@ -68,7 +73,11 @@ pub fn from_raw(raw: Vec<RawSize>) -> Vec<TableSize> {
     raw.into_iter()
         .map(|r| TableSize {
             table: table_label(&r.schema, &r.table),
-            total_bytes: r.total_bytes.unwrap_or(0),
+            total_bytes: r.total_bytes.unwrap_or_else(|| {
+                r.table_bytes
+                    .unwrap_or(0)
+                    .saturating_add(r.index_bytes.unwrap_or(0))
+            }),
             table_bytes: r.table_bytes.unwrap_or(0),
             index_bytes: r.index_bytes.unwrap_or(0),
             estimated_rows: r.estimated_rows.filter(|n| *n >= 0.0),
@@ -81,6 +90,7 @@ pub(crate) struct TableSizesCheck {
     pg: Arc<PgTarget>,
     sql: String,
     history: Histories,
+    every: Duration,
 }
 
 impl TableSizesCheck {
@@ -94,7 +104,14 @@ impl TableSizesCheck {
             sql: sql((mode != LangGraphSchema::Off).then_some(place), file),
             pg,
             history: Histories::default(),
+            every: util::rare_interval(Duration::from_secs(60)),
         }
+    }
+
+    /// Reads the sizes every [`util::rare_interval`] of this slow interval.
+    pub(crate) fn with_slow_interval(mut self, slow: Duration) -> Self {
+        self.every = util::rare_interval(slow);
+        self
     }
 }
 
@@ -103,7 +120,7 @@ impl Check for TableSizesCheck {
         ID
     }
     fn cadence(&self) -> Cadence {
-        Cadence::Slow
+        Cadence::Every(self.every)
     }
     fn target(&self) -> crate::check::CheckTarget {
         self.pg.check_target()
@@ -158,7 +175,10 @@ pub(crate) fn samples(o: &TableSizes, out: &mut Vec<Sample>) {
 pub(crate) fn build(b: &crate::check::Build) -> crate::check::Built {
     let c = &b.config.checks;
     let place = b.langgraph_place();
-    b.with_pg(|pg| TableSizesCheck::new(pg, c.langgraph_schema, &place, &c.expectations))
+    b.with_pg(|pg| {
+        TableSizesCheck::new(pg, c.langgraph_schema, &place, &c.expectations)
+            .with_slow_interval(b.config.agent.slow_interval)
+    })
 }
 
 #[cfg(test)]
@@ -192,5 +212,13 @@ mod tests {
         assert!(out.iter().any(|s| s.labels
             == vec!["checkpoints".to_owned(), "indexes".to_owned()]
             && s.num() == Some(65536.0)));
+        // As the statement sends them: no total, the table's and its indexes' sizes added.
+        let raw: Vec<RawSize> = util::decode(
+            r#"[{"schema": "public", "table": "checkpoints", "table_bytes": 16384,
+                 "index_bytes": 65536, "estimated_rows": 3}]"#,
+            "x",
+        )
+        .unwrap();
+        assert_eq!(from_raw(raw)[0].total_bytes, 81920);
     }
 }
