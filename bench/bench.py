@@ -437,19 +437,23 @@ def agent_prepares(agent):
     return series_sum(agent.get(), "rose_pg_batch_prepares_total")
 
 
-# The agent's 5-minute reads (database size, pg_stat_statements) make a cycle of their own
-# shape: the first steady window starts once the agent has run one of those past its first.
-AGENT_RARE_EVERY = 300.0
+# The agent's cycles take a few shapes, each prepared once: fast, slow, slow with the 5-minute
+# reads (database and table sizes, pg_stat_statements, checkpoint threads), and, at the 10th slow
+# run, slow with the 5-minute reads and pg_schema's periodic full catalog read (its first run's
+# catalog read had a second round of its own). The first steady window starts once the agent
+# has run that one, 10 slow intervals after it started.
+AGENT_SLOW_EVERY = 60.0
+AGENT_FULL_CATALOG_READ = 10 * AGENT_SLOW_EVERY
 AGENT_STARTED = time.monotonic()
 
 
 def steady_agent(agent, quiet=65, limit=200):
     """Waits until the agent has prepared every combined statement of its cycles (none for
-    `quiet` seconds: a slow interval and a margin, and past its second 5-minute read), so the
-    window measures the steady cycle; the one-time prepares are reported apart."""
-    first = AGENT_STARTED + AGENT_RARE_EVERY + quiet
+    `quiet` seconds: a slow interval and a margin, and past its first periodic full catalog
+    read), so the window measures the steady cycle; the one-time prepares are reported apart."""
+    first = AGENT_STARTED + AGENT_FULL_CATALOG_READ + quiet
     if time.monotonic() < first:
-        log(f"  waiting {first - time.monotonic():.0f} s for the agent's second 5-minute read")
+        log(f"  waiting {first - time.monotonic():.0f} s for the agent's first periodic catalog read")
         time.sleep(first - time.monotonic())
     deadline = time.monotonic() + limit
     last, since = agent_prepares(agent), time.monotonic()

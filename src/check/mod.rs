@@ -176,9 +176,12 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub enum Cadence {
     /// Every `AGENT_INTERVAL`: cheap checks.
     Fast,
-    /// Every `AGENT_SLOW_INTERVAL`: checks that cost the database more (sizes, statements).
+    /// Every `AGENT_SLOW_INTERVAL`: what changes with a deploy or a migration (schema,
+    /// privileges) and the cumulative counters Prometheus rates over minutes anyway.
     Slow,
-    /// On the check's own interval (app probes, bounded by the app's rate limit).
+    /// On the check's own interval: app probes (bounded by the app's rate limit), and the
+    /// PostgreSQL reads that walk what the server holds (files, rows, pg_stat_statements
+    /// entries), every [`pg::util::rare_interval`].
     Every(Duration),
 }
 
@@ -380,6 +383,55 @@ mod tests {
             Kind::ALL.len() - 2,
             "an id without a check"
         );
+    }
+
+    /// Each PostgreSQL read at the cadence its answer moves at (docs/queries.md): what pages
+    /// within a minute every interval, what changes with a deploy every slow interval, and the
+    /// reads that walk what the server holds (files, rows, pg_stat_statements entries) every
+    /// five slow intervals, at most 5 minutes.
+    #[test]
+    fn postgresql_reads_run_at_the_cadence_their_answer_moves_at() {
+        let config = everything();
+        let checks = registry(&config, crate::run::pg_target(&config, None));
+        let cadence = |id: &str| {
+            checks
+                .iter()
+                .find(|c| c.id() == id)
+                .unwrap_or_else(|| panic!("{id} is not built"))
+                .cadence()
+        };
+        let rare = pg::util::rare_interval(config.agent.slow_interval);
+        assert_eq!(rare, std::time::Duration::from_secs(300));
+        for id in [
+            "pg_connectivity",
+            "pg_connections",
+            "pg_connection_budget",
+            "pg_activity",
+            "pg_replication",
+        ] {
+            assert!(matches!(cadence(id), Cadence::Fast), "{id}");
+        }
+        for id in [
+            "pg_schema",
+            "pg_privileges",
+            "pg_database_stats",
+            "pg_checkpoints",
+            "pg_archiver",
+            "checkpoint_migration",
+        ] {
+            assert!(matches!(cadence(id), Cadence::Slow), "{id}");
+        }
+        for id in [
+            "pg_database_size",
+            "pg_table_sizes",
+            "pg_statements",
+            "checkpoint_threads",
+        ] {
+            assert!(
+                matches!(cadence(id), Cadence::Every(d) if d == rare),
+                "{id}"
+            );
+        }
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! connection limit (AGENT_PLAN `starter` 22 / `pro` 97, or AGENT_MAX_CONNECTIONS) when set,
 //! else the server's `max_connections`, minus `superuser_reserved_connections` and
 //! `reserved_connections` (16+), and capped by the database's `CONNECTION LIMIT`.
-//! One statement reading settings and one `pg_database` row.
+//! One statement reading settings, one `pg_database` row and the session groups
+//! `pg_connections` reads (the distinct client addresses on this database: app instances).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,8 +1,9 @@
 //! Check `pg_connections`: client backends by state, by application_name and by role (top N,
 //! the rest summed as `other`, so labels stay bounded), those waiting on locks, and the slot
 //! settings (`max_connections`, `superuser_reserved_connections`, `reserved_connections` on 16+)
-//! with the utilization of the slots ordinary roles can use. One statement over
-//! `pg_stat_activity` (one row per backend: cost grows with sessions, never with tables).
+//! with the utilization of the slots ordinary roles can use. One statement over the client
+//! sessions (`pg_stat_get_activity`, one row per backend: cost grows with sessions, never with
+//! tables), counted by group in SQL and summed per label here ([`from_raw`]).
 //! The four states an app cares about are always exported (0 when absent) so their series
 //! never vanish.
 
